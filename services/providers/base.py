@@ -1,0 +1,47 @@
+"""The adapter interface every provider module implements, and the shared call context.
+
+An adapter translates one wire format: core ChatRequest -> provider request, provider
+response/stream -> core ChatResult / Chunk lists, and provider errors -> UpstreamFailure.
+It owns no sessions: the one pooled aiohttp.ClientSession per upstream is handed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import AsyncIterator, Protocol
+
+import aiohttp
+
+from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Target
+
+
+@dataclass(slots=True)
+class Call:
+    """Everything one attempt needs besides the request: where, with which key, how long."""
+
+    target: Target
+    api_key: str  # the provider key in clear; never logged, never put in an error
+    session: aiohttp.ClientSession  # the upstream's shared pooled session
+    timeout_s: float  # this attempt's budget (already <= the request's time left)
+    first_token_timeout_s: float | None = None
+    idle_timeout_s: float | None = None  # max silence between stream reads
+
+
+class Adapter(Protocol):
+    kind: str
+
+    async def chat(self, req: ChatRequest, call: Call) -> ChatResult:
+        """One non-streamed attempt. Raises UpstreamFailure on any upstream problem."""
+
+    def stream_chat(self, req: ChatRequest, call: Call) -> AsyncIterator[list[Chunk]]:
+        """One streamed attempt: yields the chunks each upstream read produced, in order.
+
+        Raises UpstreamFailure before or during the stream; the last batch carries
+        `finish_reason` and, where the provider reports it, `usage`.
+        """
+
+    async def embed(self, req: EmbedRequest, call: Call) -> EmbedResult:
+        """Embeddings; adapters whose provider has none raise UpstreamFailure('bad_request')."""
+
+    async def list_models(self, call: Call) -> list[str]:
+        """The provider's own model ids (used by catalogue refresh; optional)."""

@@ -1,0 +1,92 @@
+"""Incremental Server-Sent Events parsing and writing, on bytes.
+
+The parser is fed whatever one socket read returned and hands back the complete events in
+it; a partial event (JSON or a multi-byte character split across reads) waits for the next
+read. It follows the WHATWG event-stream rules that matter for LLM upstreams: LF, CRLF and
+CR-only line ends, `:` comments (keep-alive pings), several `data:` lines joined by LF, an
+optional single space after the colon, and an event ending at a blank line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Event:
+    event: str  # "" when the stream names none (OpenAI); "message_start", ... for Anthropic
+    data: bytes
+
+
+class SSEParser:
+    __slots__ = ("_buf", "_max")
+
+    def __init__(self, max_event_bytes: int = 4 * 1024 * 1024) -> None:
+        self._buf = b""
+        self._max = max_event_bytes
+
+    def feed(self, data: bytes) -> list[Event]:
+        buf = self._buf + data if self._buf else data
+        if b"\r" in buf:
+            # A CR at the very end may be the first half of a CRLF: keep it for the next read.
+            tail = b""
+            if buf.endswith(b"\r"):
+                buf, tail = buf[:-1], b"\r"
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + tail
+        events: list[Event] = []
+        start = 0
+        while True:
+            end = buf.find(b"\n\n", start)
+            if end < 0:
+                break
+            block = buf[start:end]
+            start = end + 2
+            ev = _parse_block(block)
+            if ev is not None:
+                events.append(ev)
+        rest = buf[start:]
+        if len(rest) > self._max:
+            raise ValueError("SSE event larger than the limit")
+        self._buf = rest
+        return events
+
+    def close(self) -> list[Event]:
+        """End of stream: an unterminated final event still counts (some upstreams omit the blank line)."""
+        rest, self._buf = self._buf.rstrip(b"\r\n"), b""
+        if not rest:
+            return []
+        ev = _parse_block(rest.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+        return [ev] if ev is not None else []
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+
+def _parse_block(block: bytes) -> Event | None:
+    # Fast path: the overwhelmingly common single `data: {...}` line.
+    if block.startswith(b"data: ") and b"\n" not in block:
+        return Event("", block[6:])
+    event = ""
+    data_lines: list[bytes] = []
+    for line in block.split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue
+        name, sep, value = line.partition(b":")
+        if sep and value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            data_lines.append(value)
+        elif name == b"event":
+            event = value.decode("utf-8", "replace")
+        # id / retry / unknown fields carry nothing an LLM stream needs.
+    if not data_lines and not event:
+        return None
+    return Event(event, b"\n".join(data_lines))
+
+
+def encode(data: bytes, event: str = "") -> bytes:
+    """One SSE frame; `data` must not contain a newline (JSON from orjson never does)."""
+    if event:
+        return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+    return b"data: " + data + b"\n\n"
