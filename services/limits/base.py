@@ -48,6 +48,35 @@ class Reservation:
     amount: int
     period_ids: tuple[str, ...]  # which calendar period each rule's counter belongs to
     settled: bool = False
+    id: str = ""  # the backend's handle: settle/release are idempotent by it (at most once)
+
+
+@dataclass(slots=True, frozen=True)
+class RuleState:
+    """One rule's answer inside a check: what decide() picks the reported rule from."""
+
+    rule: Rule
+    used: int  # counted (and held) units, after this call's own count when it was admitted
+    ok: bool  # room for this call's amount
+    reset_at: float  # epoch seconds when the window frees a slot / the period resets
+    retry_after_s: float = 0.0  # 0 when this rule has room
+
+
+def decide(allowed: bool, states: list[RuleState], now: float) -> Decision:
+    """The one Decision for a multi-rule check: the tightest rule when allowed, else the refusing
+    rule that frees up last (so Retry-After is honest for all-or-nothing checks).
+
+    No limited rule at all (every limit <= 0) gives limit 0, read as "unlimited" like Rule.limit.
+    """
+    if not states:
+        return Decision(True, "", 0, 0, 0, now, 0.0)
+    if allowed:
+        s = min(states, key=lambda st: st.rule.limit - st.used)
+        return Decision(True, s.rule.name, s.rule.limit, max(0, s.rule.limit - s.used), s.used, s.reset_at)
+    s = max((st for st in states if not st.ok), key=lambda st: st.retry_after_s, default=states[0])
+    return Decision(
+        False, s.rule.name, s.rule.limit, max(0, s.rule.limit - s.used), s.used, s.reset_at, s.retry_after_s
+    )
 
 
 class Limiter(Protocol):

@@ -1,0 +1,60 @@
+# Tollgate — every task a user or CI runs. `make run` and `make test` need nothing but Python 3.11+.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO_FILES := $(wildcard protos/tollgate/v1/*.proto)
+
+.PHONY: run test venv protos protos-check buf-lint buf-breaking services-up services-down bench soak clean help
+
+help:
+	@echo "make run    - set up and start the gateway (gRPC 127.0.0.1:50051, HTTP 127.0.0.1:8080)"
+	@echo "make test   - set up, start PostgreSQL and Redis on loopback, run the whole suite"
+	@echo "make protos - regenerate clients/tollgate/v1 from protos/"
+	@echo "make bench  - the side-by-side benchmark (bench/README.md)"
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# Reinstall only when the dependency list changes.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	exec $(BIN)/python -m services
+
+node_modules/.bin/buf: package.json
+	npm install --no-audit --no-fund --silent
+	touch $@
+
+protos: $(STAMP)
+	$(BIN)/python -m services.tools.genprotos
+
+protos-check: $(STAMP)
+	$(BIN)/python -m services.tools.genprotos --check
+
+buf-lint: node_modules/.bin/buf
+	node_modules/.bin/buf lint
+
+buf-breaking: node_modules/.bin/buf
+	node_modules/.bin/buf breaking --against '.git#branch=main'
+
+services-up:
+	@bash scripts/services-up
+
+services-down:
+	@bash scripts/services-down
+
+test: $(STAMP) node_modules/.bin/buf
+	@eval "$$(bash scripts/services-up)" && export DATABASE_URL REDIS_URL && \
+	  $(BIN)/python -m pytest -q -p no:randomly $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) node_modules build *.egg-info

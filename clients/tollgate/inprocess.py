@@ -1,0 +1,247 @@
+"""An in-process stand-in for a grpc.aio channel: the generated stubs call servicers directly.
+
+A real gRPC hop between two processes costs more CPU here than a whole bare proxy
+(../shared/bench/README.md, micro/grpc_hop.py), so the default deployment runs the bridge
+and the servicers in one process. This channel keeps everything else identical: the same
+generated stubs and messages, the same servicer code (auth, request ids, errors are in the
+servicers' guard, not in transport interceptors), metadata in and out, deadlines enforced,
+and failures raised as grpc.aio.AioRpcError with the same trailing google.rpc.Status.
+Messages are passed by reference, not serialized: callers must not mutate a request after
+sending it (the generated code never does).
+
+Register servicers exactly as on a server: `add_XServicer_to_server(servicer, channel)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator, Sequence
+
+import grpc
+from grpc.aio import AioRpcError, Metadata
+
+MetadataLike = Sequence[tuple[str, str | bytes]] | None
+
+
+class LocalAbort(Exception):
+    """Raised by LocalContext.abort(); becomes an AioRpcError at the channel boundary."""
+
+    _tollgate_abort = True
+
+    def __init__(self, code: grpc.StatusCode, details: str, trailing: tuple) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+        self.trailing = trailing
+
+
+class LocalContext:
+    """The subset of grpc.aio.ServicerContext the servicers use."""
+
+    __slots__ = ("_md", "_deadline", "initial", "trailing", "_code", "_details", "_cancelled")
+
+    def __init__(self, metadata: MetadataLike, deadline: float | None) -> None:
+        self._md = tuple(metadata or ())
+        self._deadline = deadline
+        self.initial: tuple = ()
+        self.trailing: tuple = ()
+        self._code: grpc.StatusCode | None = None
+        self._details = ""
+        self._cancelled = False
+
+    def invocation_metadata(self) -> tuple:
+        return self._md
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+    async def send_initial_metadata(self, metadata: MetadataLike) -> None:
+        self.initial = tuple(metadata or ())
+
+    def set_trailing_metadata(self, metadata: MetadataLike) -> None:
+        self.trailing = tuple(metadata or ())
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: MetadataLike = ()) -> None:
+        raise LocalAbort(code, details, tuple(trailing_metadata or ()))
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def peer(self) -> str:
+        return "inprocess"
+
+    def done(self) -> bool:
+        return False
+
+
+def _error(ctx: LocalContext, code: grpc.StatusCode, details: str, trailing: tuple = ()) -> AioRpcError:
+    return AioRpcError(code, Metadata(*ctx.initial), Metadata(*(trailing or ctx.trailing)), details)
+
+
+def _translate(ctx: LocalContext, exc: BaseException) -> AioRpcError:
+    if isinstance(exc, LocalAbort):
+        return _error(ctx, exc.code, exc.details, exc.trailing)
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return _error(ctx, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+    if isinstance(exc, NotImplementedError) or ctx._code == grpc.StatusCode.UNIMPLEMENTED:
+        return _error(ctx, grpc.StatusCode.UNIMPLEMENTED, ctx._details or "Method not implemented!")
+    return _error(ctx, grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc).__name__}")
+
+
+class _UnaryCall:
+    def __init__(self, handler: Any, request: Any, metadata: MetadataLike, timeout: float | None) -> None:
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        self._ctx = LocalContext(metadata, deadline)
+        self._handler = handler
+        self._request = request
+        self._deadline = deadline
+        self._code = grpc.StatusCode.OK
+
+    async def _run(self) -> Any:
+        ctx = self._ctx
+        try:
+            if self._deadline is None:
+                return await self._handler.unary_unary(self._request, ctx)
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + max(0.0, self._deadline - time.monotonic())):
+                return await self._handler.unary_unary(self._request, ctx)
+        except asyncio.CancelledError:
+            self._code = grpc.StatusCode.CANCELLED
+            raise
+        except BaseException as exc:
+            err = _translate(ctx, exc)
+            self._code = err.code()
+            raise err from None
+
+    def __await__(self):
+        return self._run().__await__()
+
+    async def initial_metadata(self) -> Metadata:
+        return Metadata(*self._ctx.initial)
+
+    async def trailing_metadata(self) -> Metadata:
+        return Metadata(*self._ctx.trailing)
+
+    async def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def cancel(self) -> bool:
+        return False
+
+
+class _StreamCall:
+    def __init__(self, handler: Any, request: Any, metadata: MetadataLike, timeout: float | None) -> None:
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        self._ctx = LocalContext(metadata, deadline)
+        self._deadline = deadline
+        self._gen = handler.unary_stream(request, self._ctx)
+        self._code = grpc.StatusCode.OK
+        self._finished = False
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._finished:
+            raise StopAsyncIteration
+        try:
+            if self._deadline is None:
+                return await self._gen.__anext__()
+            left = self._deadline - time.monotonic()
+            async with asyncio.timeout(max(0.0, left)):
+                return await self._gen.__anext__()
+        except StopAsyncIteration:
+            self._finished = True
+            raise
+        except asyncio.CancelledError:
+            self._finished = True
+            self._code = grpc.StatusCode.CANCELLED
+            raise
+        except BaseException as exc:
+            self._finished = True
+            err = _translate(self._ctx, exc)
+            self._code = err.code()
+            await self._gen.aclose()
+            raise err from None
+
+    async def read(self) -> Any:
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            return grpc.aio.EOF
+
+    async def initial_metadata(self) -> Metadata:
+        return Metadata(*self._ctx.initial)
+
+    async def trailing_metadata(self) -> Metadata:
+        return Metadata(*self._ctx.trailing)
+
+    async def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def cancel(self) -> bool:
+        """Stops the servicer's stream (the client went away): its finally blocks run now."""
+        if self._finished:
+            return False
+        self._finished = True
+        self._code = grpc.StatusCode.CANCELLED
+        asyncio.ensure_future(self._gen.aclose())
+        return True
+
+    async def aclose(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._code = grpc.StatusCode.CANCELLED
+            await self._gen.aclose()
+
+
+class _Multicallable:
+    __slots__ = ("_channel", "_path", "_stream")
+
+    def __init__(self, channel: "InProcessChannel", path: str, stream: bool) -> None:
+        self._channel = channel
+        self._path = path
+        self._stream = stream
+
+    def __call__(self, request: Any, *, timeout: float | None = None, metadata: MetadataLike = None, **_: Any):
+        handler = self._channel.handler(self._path)
+        if handler is None:
+            raise AioRpcError(grpc.StatusCode.UNIMPLEMENTED, Metadata(), Metadata(), "Method not found!")
+        return (_StreamCall if self._stream else _UnaryCall)(handler, request, metadata, timeout)
+
+
+class InProcessChannel:
+    """Quacks like grpc.aio.Channel for generated stubs, and like a server for add_*_to_server."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Any] = {}
+
+    # -- the server side: what generated add_XServicer_to_server() calls
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # add_registered_method_handlers gives us the same handlers by name
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        for name, h in handlers.items():
+            self._handlers[f"/{service}/{name}"] = h
+
+    def handler(self, path: str) -> Any:
+        return self._handlers.get(path)
+
+    # -- the client side: what generated stubs call
+    def unary_unary(self, path: str, request_serializer=None, response_deserializer=None, **_: Any) -> _Multicallable:
+        return _Multicallable(self, path, False)
+
+    def unary_stream(self, path: str, request_serializer=None, response_deserializer=None, **_: Any) -> _Multicallable:
+        return _Multicallable(self, path, True)
+
+    async def close(self, grace: float | None = None) -> None:
+        self._handlers.clear()
+
+    async def channel_ready(self) -> None:
+        return None

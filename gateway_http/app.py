@@ -1,0 +1,31 @@
+"""make_app(): the aiohttp bridge over a TollgateClient (in-process or remote)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from gateway_http.middleware import guard
+from gateway_http.openai import routes as openai_routes
+from gateway_http.seeds import admin, health
+from gateway_http.settings import BridgeSettings
+from gateway_http.state import BRIDGE, Bridge
+
+
+def make_app(
+    settings: BridgeSettings,
+    client: Any,
+    ready: Callable[[], Awaitable[dict[str, str]]] | None = None,
+    metrics: Callable[[], bytes] | None = None,
+    auth_header: str = "",
+) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[guard])
+    app[BRIDGE] = Bridge(settings=settings, client=client, ready=ready, metrics=metrics,
+                         auth_header=auth_header, started_at=time.monotonic())
+    health.add_routes(app)
+    openai_routes.add_routes(app)
+    admin.add_routes(app)
+    app.router.add_get("/api/health", health.health)
+    return app

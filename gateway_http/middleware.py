@@ -1,0 +1,51 @@
+"""Middleware: drain refusals, CORS (off unless configured), and the last-resort error net."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from gateway_http.errors import openai_body
+from gateway_http.state import BRIDGE
+
+log = logging.getLogger("tollgate.bridge")
+
+ALWAYS_OPEN = ("/health", "/metrics")
+
+
+@web.middleware
+async def guard(request: web.Request, handler):
+    b = request.app[BRIDGE]
+    if b.draining and not request.path.startswith(ALWAYS_OPEN):
+        return web.Response(status=503, body=openai_body(503, "The gateway is shutting down; retry shortly.", "shutting_down"),
+                            content_type="application/json", headers={"Retry-After": "1"})
+    origin = request.headers.get("Origin")
+    cors = origin and (origin in b.settings.cors_origins or "*" in b.settings.cors_origins)
+    if cors and request.method == "OPTIONS":
+        return web.Response(status=204, headers=_cors(origin))
+    try:
+        response = await handler(request)
+    except web.HTTPException as e:
+        if e.status >= 400:
+            # aiohttp's own 404/405/413 pages become JSON errors in the OpenAI shape.
+            message = {404: "Not found", 405: "Method not allowed", 413: "Request body too large"}.get(e.status, e.reason)
+            return web.Response(status=e.status, body=openai_body(e.status, message), content_type="application/json",
+                                headers={k: v for k, v in e.headers.items() if k.lower() == "allow"})
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return web.Response(status=500, body=openai_body(500, "Internal error in the bridge."), content_type="application/json")
+    if cors:
+        response.headers.update(_cors(origin))
+    return response
+
+
+def _cors(origin: str) -> dict[str, str]:
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+        "Access-Control-Allow-Headers": "Authorization, Content-Type, X-API-Key",
+        "Access-Control-Expose-Headers": "X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset",
+        "Vary": "Origin",
+    }

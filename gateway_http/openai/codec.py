@@ -1,0 +1,300 @@
+"""OpenAI Chat Completions JSON <-> tollgate.v1 messages: parsing, validation, rendering.
+
+Parsing is strict about shapes the SDK never sends wrong (a clear 400/422 naming the field)
+and lenient about fields it does not know (ignored, as OpenAI-compatible servers do).
+Rendering builds each stream chunk from a per-stream byte prefix, so a token costs one
+small orjson.dumps and a few concatenations.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import orjson
+from google.protobuf.struct_pb2 import Struct
+
+from gateway_http.errors import BridgeError
+from tollgate.v1 import chat_pb2 as pb
+from tollgate.v1 import inference_service_pb2 as ipb
+
+ROLES = {"system": pb.ROLE_SYSTEM, "user": pb.ROLE_USER, "assistant": pb.ROLE_ASSISTANT, "tool": pb.ROLE_TOOL,
+         "developer": pb.ROLE_DEVELOPER, "function": pb.ROLE_TOOL}
+FINISH = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length", pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
+          pb.FINISH_REASON_CONTENT_FILTER: "content_filter", pb.FINISH_REASON_ERROR: "stop",
+          pb.FINISH_REASON_UNSPECIFIED: "stop"}
+ROLE_NAMES = {v: k for k, v in ROLES.items() if k != "function"}
+
+
+def invalid(message: str, param: str | None = None, status: int = 400) -> BridgeError:
+    return BridgeError(status, message, param=param, code="invalid_request_error" if status == 400 else "invalid_type")
+
+
+def load_json(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise invalid("We could not parse the JSON body of your request: the body is empty.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise invalid(f"We could not parse the JSON body of your request ({e.msg}).") from None
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    return body
+
+
+def _num(body: dict, name: str, lo: float | None = None, hi: float | None = None) -> float | None:
+    v = body.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+        raise invalid(f"Invalid type for '{name}': expected a number.", name, 422)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise invalid(f"Invalid value for '{name}': must be between {lo} and {hi}.", name)
+    return float(v)
+
+
+def _int(body: dict, name: str, lo: int = 1) -> int | None:
+    v = body.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise invalid(f"Invalid type for '{name}': expected an integer.", name, 422)
+    if v < lo:
+        raise invalid(f"Invalid value for '{name}': must be at least {lo}.", name)
+    return min(v, 2**31 - 1)
+
+
+def _struct(obj: Any, param: str) -> Struct:
+    s = Struct()
+    if not isinstance(obj, dict):
+        raise invalid(f"Invalid type for '{param}': expected an object.", param, 422)
+    try:
+        s.update(obj)
+    except (ValueError, TypeError):
+        raise invalid(f"Invalid value for '{param}': not representable JSON.", param) from None
+    return s
+
+
+def _image(part: dict, where: str) -> pb.ImagePart:
+    img = part.get("image_url")
+    if isinstance(img, str):
+        img = {"url": img}
+    if not isinstance(img, dict) or not isinstance(img.get("url"), str):
+        raise invalid(f"Invalid value for '{where}.image_url': expected an object with a url.", f"{where}.image_url", 422)
+    url = img["url"]
+    detail = img.get("detail") or ""
+    if url.startswith("data:"):
+        header, _, data = url.partition(",")
+        media = header[5:].split(";")[0] or "image/png"
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid(f"Invalid value for '{where}.image_url.url': the data URL is not valid base64.", f"{where}.image_url") from None
+        return pb.ImagePart(data=raw, media_type=media, detail=detail)
+    if not url.startswith(("http://", "https://")):
+        raise invalid(f"Invalid value for '{where}.image_url.url': expected an http(s) or data: URL.", f"{where}.image_url")
+    return pb.ImagePart(url=url, detail=detail)
+
+
+def _message(m: Any, i: int) -> pb.Message:
+    where = f"messages[{i}]"
+    if not isinstance(m, dict):
+        raise invalid(f"Invalid type for '{where}': expected an object.", where, 422)
+    role = ROLES.get(m.get("role"))  # type: ignore[arg-type]
+    if role is None:
+        raise invalid(f"Invalid value for '{where}.role': expected one of system, developer, user, assistant, tool.", f"{where}.role")
+    msg = pb.Message(role=role)
+    content = m.get("content")
+    if isinstance(content, str):
+        msg.text = content
+    elif isinstance(content, list):
+        for j, part in enumerate(content):
+            pw = f"{where}.content[{j}]"
+            if not isinstance(part, dict):
+                raise invalid(f"Invalid type for '{pw}': expected an object.", pw, 422)
+            kind = part.get("type")
+            if kind == "text":
+                if not isinstance(part.get("text"), str):
+                    raise invalid(f"Invalid type for '{pw}.text': expected a string.", pw, 422)
+                msg.parts.append(pb.ContentPart(text=part["text"]))
+            elif kind == "image_url":
+                msg.parts.append(pb.ContentPart(image=_image(part, pw)))
+            else:
+                raise invalid(f"Invalid value for '{pw}.type': supported types are text and image_url.", pw)
+    elif content is not None:
+        raise invalid(f"Invalid type for '{where}.content': expected a string or an array of parts.", f"{where}.content", 422)
+    elif role != pb.ROLE_ASSISTANT:
+        raise invalid(f"Missing required parameter: '{where}.content'.", f"{where}.content")
+    if isinstance(m.get("name"), str):
+        msg.name = m["name"]
+    tcs = m.get("tool_calls")
+    if tcs is not None:
+        if not isinstance(tcs, list):
+            raise invalid(f"Invalid type for '{where}.tool_calls': expected an array.", f"{where}.tool_calls", 422)
+        for tc in tcs:
+            fn = tc.get("function") if isinstance(tc, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise invalid(f"Invalid value for '{where}.tool_calls': each needs function.name.", f"{where}.tool_calls")
+            args = fn.get("arguments", "")
+            msg.tool_calls.append(pb.ToolCall(id=str(tc.get("id", "")), name=fn["name"],
+                                              arguments=args if isinstance(args, str) else orjson.dumps(args).decode()))
+    if role == pb.ROLE_TOOL:
+        tcid = m.get("tool_call_id") or m.get("name") or ""
+        if not isinstance(tcid, str) or not tcid:
+            raise invalid(f"Missing required parameter: '{where}.tool_call_id'.", f"{where}.tool_call_id")
+        msg.tool_call_id = tcid
+    return msg
+
+
+def chat_input(body: dict[str, Any], surface: str = "openai") -> pb.ChatInput:
+    model = body.get("model", "")
+    if not isinstance(model, str):
+        raise invalid("Invalid type for 'model': expected a string.", "model", 422)
+    if any(c in model for c in "\r\n\0"):
+        raise invalid("Invalid value for 'model': control characters are not allowed.", "model")
+    messages = body.get("messages")
+    if messages is None:
+        raise invalid("Missing required parameter: 'messages'.", "messages")
+    if not isinstance(messages, list):
+        raise invalid("Invalid type for 'messages': expected an array.", "messages", 422)
+    if not messages:
+        raise invalid("Invalid 'messages': empty array. Expected an array with minimum length 1.", "messages")
+    inp = pb.ChatInput(model=model, surface=surface, messages=[_message(m, i) for i, m in enumerate(messages)])
+    s = inp.sampling
+    if (v := _num(body, "temperature", 0, 2)) is not None:
+        s.temperature = v
+    if (v := _num(body, "top_p", 0, 1)) is not None:
+        s.top_p = v
+    mt = _int(body, "max_completion_tokens")
+    mt = mt if mt is not None else _int(body, "max_tokens")
+    if mt is not None:
+        s.max_tokens = mt
+    if (v := _num(body, "presence_penalty", -2, 2)) is not None:
+        s.presence_penalty = v
+    if (v := _num(body, "frequency_penalty", -2, 2)) is not None:
+        s.frequency_penalty = v
+    seed = body.get("seed")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise invalid("Invalid type for 'seed': expected an integer.", "seed", 422)
+        s.seed = max(min(seed, 2**63 - 1), -(2**63))
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        s.stop.append(stop)
+    elif isinstance(stop, list) and all(isinstance(x, str) for x in stop):
+        s.stop.extend(stop[:4])
+    elif stop is not None:
+        raise invalid("Invalid type for 'stop': expected a string or an array of strings.", "stop", 422)
+    rf = body.get("response_format")
+    if rf is not None:
+        kind = rf.get("type") if isinstance(rf, dict) else None
+        if kind == "json_object":
+            s.response_format = pb.RESPONSE_FORMAT_JSON_OBJECT
+        elif kind == "json_schema":
+            s.response_format = pb.RESPONSE_FORMAT_JSON_SCHEMA
+            s.json_schema.CopyFrom(_struct(rf.get("json_schema") or {}, "response_format.json_schema"))
+        elif kind == "text":
+            s.response_format = pb.RESPONSE_FORMAT_TEXT
+        else:
+            raise invalid("Invalid value for 'response_format.type': expected text, json_object or json_schema.", "response_format")
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise invalid("Invalid type for 'tools': expected an array.", "tools", 422)
+        for i, t in enumerate(tools):
+            fn = t.get("function") if isinstance(t, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise invalid(f"Invalid value for 'tools[{i}]': expected a function with a name.", f"tools[{i}]")
+            tool = pb.Tool(name=fn["name"], description=str(fn.get("description") or ""))
+            if fn.get("parameters") is not None:
+                tool.parameters.CopyFrom(_struct(fn["parameters"], f"tools[{i}].function.parameters"))
+            inp.tools.append(tool)
+    tc = body.get("tool_choice")
+    if isinstance(tc, str):
+        s.tool_choice = tc
+    elif isinstance(tc, dict) and isinstance(tc.get("function"), dict):
+        s.tool_choice = str(tc["function"].get("name", ""))
+    if isinstance(body.get("parallel_tool_calls"), bool):
+        s.parallel_tool_calls = body["parallel_tool_calls"]
+    if isinstance(body.get("user"), str):
+        inp.user = body["user"][:256]
+    route = inp.route
+    for field_name in ("provider", "strategy"):
+        v = body.get(field_name)
+        if isinstance(v, str):
+            setattr(route, field_name, v)
+    return inp
+
+
+def completion_id(request_id: str) -> str:
+    return "chatcmpl-" + request_id.removeprefix("req_")
+
+
+def usage_json(u: pb.Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                           "total_tokens": u.total_tokens}
+    if u.cached_tokens:
+        out["prompt_tokens_details"] = {"cached_tokens": u.cached_tokens}
+    if u.reasoning_tokens:
+        out["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
+    return out
+
+
+def completion_json(resp: ipb.ChatResponse, model: str) -> bytes:
+    message: dict[str, Any] = {"role": "assistant", "content": resp.text if (resp.text or not resp.tool_calls) else None,
+                               "refusal": None}
+    if resp.tool_calls:
+        message["tool_calls"] = [{"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
+                                 for t in resp.tool_calls]
+    if resp.reasoning:
+        message["reasoning_content"] = resp.reasoning
+    return orjson.dumps({
+        "id": completion_id(resp.id), "object": "chat.completion", "created": resp.created,
+        "model": resp.route.model or model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": FINISH[resp.finish_reason]}],
+        "usage": usage_json(resp.usage), "system_fingerprint": None,
+    })
+
+
+class ChunkWriter:
+    """Renders one stream's chunks; built when the stream starts (id, created and model fixed)."""
+
+    __slots__ = ("_prefix", "_head")
+
+    def __init__(self, request_id: str, created: int, model: str) -> None:
+        self._head = orjson.dumps({"id": completion_id(request_id), "object": "chat.completion.chunk",
+                                   "created": created, "model": model, "system_fingerprint": None})[:-1]
+        self._prefix = b"data: " + self._head + b',"choices":[{"index":0,"delta":'
+
+    def deltas(self, batch: ipb.DeltaBatch) -> bytes:
+        out = []
+        for d in batch.deltas:
+            delta: dict[str, Any] = {}
+            if d.role:
+                delta["role"] = ROLE_NAMES.get(d.role, "assistant")
+            if d.text or d.role:
+                delta["content"] = d.text
+            if d.reasoning:
+                delta["reasoning_content"] = d.reasoning
+            if d.tool_calls:
+                delta["tool_calls"] = [
+                    {"index": t.index, **({"id": t.id, "type": "function"} if t.id else {}),
+                     "function": {**({"name": t.name} if t.name else {}), "arguments": t.arguments}}
+                    for t in d.tool_calls]
+            if d.finish_reason:
+                if delta:
+                    out.append(self._prefix + orjson.dumps(delta) + b',"logprobs":null,"finish_reason":null}]}\n\n')
+                out.append(self._prefix + b'{},"logprobs":null,"finish_reason":"' + FINISH[d.finish_reason].encode() + b'"}]}\n\n')
+            elif delta:
+                out.append(self._prefix + orjson.dumps(delta) + b',"logprobs":null,"finish_reason":null}]}\n\n')
+        return b"".join(out)
+
+    def role(self) -> bytes:
+        return self._prefix + b'{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}\n\n'
+
+    def usage(self, u: pb.Usage) -> bytes:
+        return b"data: " + self._head + b',"choices":[],"usage":' + orjson.dumps(usage_json(u)) + b"}\n\n"
+
+
+DONE = b"data: [DONE]\n\n"

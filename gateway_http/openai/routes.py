@@ -1,0 +1,155 @@
+"""The OpenAI-compatible surface: /v1/chat/completions, /v1/embeddings, /v1/models."""
+
+from __future__ import annotations
+
+import array
+import base64
+import time
+
+import orjson
+from aiohttp import web
+from grpc.aio import AioRpcError
+
+from gateway_http import calls
+from gateway_http.body import read_body
+from gateway_http.errors import BridgeError, openai_bridge_error, openai_error, stream_error_event
+from gateway_http.openai import codec
+from gateway_http.sse import SSE_HEADERS, start_stream
+from tollgate.client import error_info
+from tollgate.v1 import inference_service_pb2 as ipb
+from tollgate.v1 import model_service_pb2 as mpb
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    t0 = time.monotonic()
+    try:
+        body = codec.load_json(await read_body(request))
+        inp = codec.chat_input(body)
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool) and stream is not None:
+            raise codec.invalid("Invalid type for 'stream': expected a boolean.", "stream", 422)
+        opts = body.get("stream_options") or {}
+        include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
+    except BridgeError as e:
+        return openai_bridge_error(e)
+    client = calls.client(request)
+    md = calls.metadata(request)
+    if not stream:
+        call = client.inference.Chat(ipb.ChatRequest(input=inp), metadata=md, timeout=calls.timeout(request))
+        try:
+            resp = await call
+        except AioRpcError as e:
+            return openai_error(error_info(e))
+        out = web.Response(body=codec.completion_json(resp, inp.model), content_type="application/json")
+        await calls.copy_headers(call, out)
+        out.headers["X-LLM-Latency-Ms"] = f"{(time.monotonic() - t0) * 1000:.1f}"
+        return out
+
+    call = client.inference.StreamChat(ipb.StreamChatRequest(input=inp, include_usage=include_usage),
+                                       metadata=md, timeout=calls.timeout(request))
+    response: web.StreamResponse | None = None
+    writer: codec.ChunkWriter | None = None
+    try:
+        async for msg in call:
+            kind = msg.WhichOneof("event")
+            if kind == "delta":
+                await response.write(writer.deltas(msg.delta))  # type: ignore[union-attr]
+            elif kind == "start":
+                st = msg.start
+                writer = codec.ChunkWriter(st.id, st.created, st.route.model or inp.model)
+                response = await start_stream(request, call, t0, SSE_HEADERS)
+            elif kind == "usage":
+                await response.write(writer.usage(msg.usage))  # type: ignore[union-attr]
+        if response is None:
+            raise BridgeError(502, "upstream returned an empty stream")
+        await response.write(codec.DONE)
+    except AioRpcError as e:
+        info = error_info(e)
+        if response is None:
+            return openai_error(info)
+        await response.write(stream_error_event(info))
+    finally:
+        call.cancel()
+    return response
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    try:
+        body = codec.load_json(await read_body(request))
+        inputs = body.get("input")
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs or not all(isinstance(x, str) for x in inputs):
+            raise codec.invalid("Invalid value for 'input': expected a string or a non-empty array of strings.", "input")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise codec.invalid("Missing required parameter: 'model'.", "model")
+        fmt = body.get("encoding_format") or "float"
+        if fmt not in ("float", "base64"):
+            raise codec.invalid("Invalid value for 'encoding_format': expected float or base64.", "encoding_format")
+        req = ipb.EmbedRequest(model=model, inputs=inputs, surface="openai")
+        dims = body.get("dimensions")
+        if dims is not None:
+            if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
+                raise codec.invalid("Invalid value for 'dimensions': expected a positive integer.", "dimensions")
+            req.dimensions = dims
+    except BridgeError as e:
+        return openai_bridge_error(e)
+    call = calls.client(request).inference.Embed(req, metadata=calls.metadata(request), timeout=calls.timeout(request))
+    try:
+        resp = await call
+    except AioRpcError as e:
+        return openai_error(error_info(e))
+    data = []
+    for emb in resp.embeddings:
+        vec = base64.b64encode(array.array("f", emb.values).tobytes()).decode() if fmt == "base64" else list(emb.values)
+        data.append({"object": "embedding", "index": emb.index, "embedding": vec})
+    out = web.Response(body=orjson.dumps({
+        "object": "list", "data": data, "model": resp.route.model or model,
+        "usage": {"prompt_tokens": resp.usage.prompt_tokens, "total_tokens": resp.usage.total_tokens}}),
+        content_type="application/json")
+    await calls.copy_headers(call, out)
+    return out
+
+
+def model_json(m: mpb.Model) -> dict:
+    return {"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by}
+
+
+async def list_models(request: web.Request) -> web.Response:
+    client = calls.client(request)
+    md = calls.metadata(request)
+    models, token = [], ""
+    call = None
+    try:
+        while True:
+            call = client.models.ListModels(mpb.ListModelsRequest(page_size=100, page_token=token), metadata=md)
+            page = await call
+            models += [model_json(m) for m in page.models]
+            token = page.next_page_token
+            if not token:
+                break
+    except AioRpcError as e:
+        return openai_error(error_info(e))
+    out = web.Response(body=orjson.dumps({"object": "list", "data": models}), content_type="application/json")
+    await calls.copy_headers(call, out)
+    return out
+
+
+async def get_model(request: web.Request) -> web.Response:
+    call = calls.client(request).models.GetModel(mpb.GetModelRequest(id=request.match_info["id"]), metadata=calls.metadata(request))
+    try:
+        resp = await call
+    except AioRpcError as e:
+        return openai_error(error_info(e))
+    out = web.Response(body=orjson.dumps(model_json(resp.model)), content_type="application/json")
+    await calls.copy_headers(call, out)
+    return out
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/chat/completions", chat_completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{id:.+}", get_model)

@@ -1,0 +1,34 @@
+"""The bridge's settings: its own address, limits and where its gRPC backend is.
+
+Read from the environment only when the bridge runs alone (`python -m gateway_http`); in the
+default single-process deployment services/__main__.py builds them from the one Config.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeSettings:
+    http_addr: str = "127.0.0.1:8080"
+    grpc_target: str = ""  # "" = in-process servicers; "host:port" = a remote gateway over gRPC
+    max_body_bytes: int = 16 * 1024 * 1024
+    request_timeout_s: float = 600.0
+    cors_origins: tuple[str, ...] = ()
+    version: str = "0.1.0"
+
+    @classmethod
+    def from_env(cls) -> "BridgeSettings":
+        env = os.environ
+        addr = env.get("TOLLGATE_HTTP_ADDR") or "127.0.0.1:8080"
+        if env.get("HOST") or env.get("PORT"):
+            addr = f"{env.get('HOST') or '127.0.0.1'}:{env.get('PORT') or '8080'}"
+        return cls(
+            http_addr=addr,
+            grpc_target=env.get("TOLLGATE_BRIDGE_TARGET") or env.get("TOLLGATE_GRPC_ADDR") or "127.0.0.1:50051",
+            max_body_bytes=int(env.get("TOLLGATE_MAX_BODY_BYTES") or 16 * 1024 * 1024),
+            request_timeout_s=float(env.get("TOLLGATE_REQUEST_TIMEOUT_S") or 600.0),
+            cors_origins=tuple(o for o in (env.get("TOLLGATE_CORS_ORIGINS") or "").split(",") if o),
+        )

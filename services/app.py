@@ -1,0 +1,126 @@
+"""App: the one context object that owns every long-lived thing, and build_app() to make it.
+
+Nothing lives at module level: the store, limiter, router, ledger, upstream sessions and
+metrics hang off an App built from one Config, with the clock and random source injected
+so tests (and the test hooks) can control time and chance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import random
+import secrets as pysecrets
+from dataclasses import dataclass
+
+from services.auth.authenticator import Authenticator
+from services.auth.sealing import Sealer, key_id as seal_key_id
+from services.auth.secrets import derive, load_or_create_secret
+from services.catalog.pricing import Catalog
+from services.catalog.views import ModelCatalog
+from services.clock import Clock, SystemClock
+from services.config.load import load_config
+from services.config.schema import Config
+from services.limits import make_limiter
+from services.limits.quotas import Quotas
+from services.metering.ledger import Ledger
+from services.metrics import Metrics
+from services.pipeline import Pipeline
+from services.providers.upstreams import Upstreams
+from services.routing.candidates import CandidateIndex
+from services.routing.router import Router
+from services.store.store import Store
+
+log = logging.getLogger("tollgate")
+
+ADMIN_HASH_SETTING = "admin_key_hash"
+
+
+@dataclass(slots=True)
+class AdminKeyInfo:
+    source: str  # "env" | "generated" | "stored"
+    plaintext: str = ""  # only when generated on this start: printed once
+
+
+class App:
+    def __init__(self, config: Config, clock: Clock, rng: random.Random) -> None:
+        self.config = config
+        self.clock = clock
+        self.rng = rng
+        os.makedirs(config.data_dir, exist_ok=True)
+        secret = load_or_create_secret(config.data_dir, config.secret_key or None)
+        self.pepper = derive(secret, "api-key-pepper")
+        seal = derive(secret, "provider-key-seal")
+        self.sealer = Sealer({seal_key_id(seal): seal}, seal_key_id(seal))
+        self.store = Store(config.database_url or None, config.data_dir, self.pepper, self.sealer, clock)
+        self.limiter = make_limiter(config.redis_url or None, clock, config.limiter_fail_mode)
+        self.quotas = Quotas(self.limiter, {t.name: t for t in config.tiers}, config.quota_timezone)
+        self.catalog = Catalog.builtin()
+        self.index = CandidateIndex(config, self.catalog)
+        self.models = ModelCatalog(self.catalog, self.index)
+        self.upstreams = Upstreams()
+        self.metrics: Metrics | None = None
+        self.router = Router(config, self.index, self.upstreams, self.limiter, clock, rng)
+        self.ledger = Ledger(self.store.insert_usage, flush_s=config.ledger_flush_s)
+        self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s)
+        self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "")
+        self.admin_key = AdminKeyInfo("env")
+        self.metrics = Metrics(self)
+        self.ledger.on_row(self.metrics.on_row)
+        self.router._on_attempt = self.metrics.on_attempt
+        self.started_at = clock.monotonic()
+        self.draining = False
+
+    def uptime_s(self) -> float:
+        return self.clock.monotonic() - self.started_at
+
+    def _digest(self, secret: str) -> str:
+        return hmac.new(self.pepper, secret.encode(), hashlib.sha256).hexdigest()
+
+    async def start(self) -> None:
+        await self.store.start()
+        self.admin_key = await self._admin_key()
+        self.ledger.start()
+
+    async def _admin_key(self) -> AdminKeyInfo:
+        if self.config.admin_key:
+            self.auth._admin_hash = self._digest(self.config.admin_key)
+            return AdminKeyInfo("env")
+        stored = await self.store.get_setting(ADMIN_HASH_SETTING)
+        if stored:
+            self.auth._admin_hash = stored
+            return AdminKeyInfo("stored")
+        key = "tga_" + pysecrets.token_urlsafe(32)
+        digest = self._digest(key)
+        await self.store.set_setting(ADMIN_HASH_SETTING, digest)
+        self.auth._admin_hash = digest
+        return AdminKeyInfo("generated", key)
+
+    def reload_static_keys(self) -> int:
+        """Re-reads AUTH_KEY / AUTH_KEY_01..99 from the environment (seed 002's reload)."""
+        fresh = load_config(self.config.source if self.config.source not in ("defaults",) else None)
+        return self.auth.load_static(fresh.static_keys)
+
+    async def ready(self) -> dict[str, str]:
+        """Each dependency's state for /health/ready."""
+        state = {"store": "ok" if await self.store.ping(timeout_s=1.0) else "unreachable"}
+        if self.config.redis_url:
+            up = getattr(self.limiter, "backend_up", True)
+            state["limiter"] = "ok" if up else ("degraded" if self.config.limiter_fail_mode == "open" else "unavailable")
+        else:
+            state["limiter"] = "ok"
+        return state
+
+    async def close(self) -> None:
+        await self.ledger.close()
+        await self.upstreams.close()
+        try:
+            await self.limiter.close()
+        finally:
+            await self.store.close()
+
+
+def build_app(config: Config, clock: Clock | None = None, rng: random.Random | None = None) -> App:
+    return App(config, clock or SystemClock(), rng or random.Random())

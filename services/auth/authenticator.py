@@ -1,0 +1,143 @@
+"""Turns the credentials of a call into a Principal, fast: no DB round trip per request.
+
+Credentials arrive as metadata (`authorization: Bearer …`, `x-api-key`, `x-admin-key`). The
+admin key and the static AUTH_KEY / AUTH_KEY_01..99 keys are compared by digest; issued API
+keys are looked up by their HMAC in a cache whose entries live one second, so a revocation
+reaches every replica within a second (RELIABILITY F6) while a busy key costs one store
+lookup per second, not one per request. Unknown keys are cached as misses for a second too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from services.auth.api_keys import hash_key, looks_valid
+from services.auth.principal import Principal
+from services.clock import Clock
+from services.config.schema import Config, StaticKey
+from services.core.errors import PermissionDenied, Unauthenticated
+from services.store.records import ApiKeyRecord
+
+log = logging.getLogger("tollgate.auth")
+
+CACHE_TTL_S = 1.0
+MAX_CACHE = 100_000
+MISSING = "Provide an API key via Authorization: Bearer <key> or X-API-Key header"
+
+
+@dataclass(slots=True)
+class AuthStats:
+    successes: int = 0
+    failures: int = 0
+    per_static: dict[str, list[float]] = field(default_factory=dict)  # id -> [count, last_used_at]
+
+
+class Authenticator:
+    def __init__(self, cfg: Config, store, pepper: bytes, clock: Clock, admin_key_hash: str) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.pepper = pepper
+        self.clock = clock
+        self.enabled = cfg.enable_auth
+        self._admin_hash = admin_key_hash
+        self._static: dict[str, StaticKey] = {}
+        self._cache: OrderedDict[str, tuple[float, ApiKeyRecord | None]] = OrderedDict()
+        self.stats = AuthStats()
+        self.load_static(cfg.static_keys)
+
+    def _digest(self, secret: str) -> str:
+        return hmac.new(self.pepper, secret.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+    def load_static(self, keys: tuple[StaticKey, ...]) -> int:
+        self._static = {self._digest(k.secret): k for k in keys}
+        for k in keys:
+            self.stats.per_static.setdefault(k.id, [0, 0.0])
+        return len(self._static)
+
+    @property
+    def static_count(self) -> int:
+        return len(self._static)
+
+    def forget(self, key_hash: str | None = None) -> None:
+        """Drop cached lookups (after a revoke in this process: effective at once here)."""
+        if key_hash is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(key_hash, None)
+
+    @staticmethod
+    def credentials(md: dict[str, str]) -> tuple[str, str]:
+        """(api key, admin key) from metadata; either may be ''."""
+        admin = md.get("x-admin-key", "")
+        auth = md.get("authorization", "")
+        key = ""
+        if auth:
+            scheme, _, value = auth.partition(" ")
+            key = value.strip() if scheme.lower() == "bearer" else ""
+        return key or md.get("x-api-key", ""), admin
+
+    def is_admin_key(self, secret: str) -> bool:
+        return bool(secret) and bool(self._admin_hash) and hmac.compare_digest(self._digest(secret), self._admin_hash)
+
+    async def resolve(self, md: dict[str, str], admin_only: bool = False) -> Principal:
+        key, admin = self.credentials(md)
+        if admin:
+            if self.is_admin_key(admin):
+                return Principal("admin", "admin", "unlimited", role="admin", name="admin")
+            self.stats.failures += 1
+            raise Unauthenticated("Invalid admin key", reason="INVALID_ADMIN_KEY")
+        if admin_only:
+            if key and self.is_admin_key(key):
+                return Principal("admin", "admin", "unlimited", role="admin", name="admin")
+            if not key:
+                raise Unauthenticated("Admin key required: send it in the X-Admin-Key header", reason="ADMIN_KEY_REQUIRED")
+            # A valid user key on an admin route is forbidden, a bad one unauthenticated (F7).
+            await self._user(key)
+            raise PermissionDenied("This route needs the admin key", reason="ADMIN_ONLY")
+        if not self.enabled:
+            return Principal("anonymous", "anonymous", self.cfg.auth_key_tier or "unlimited")
+        if not key:
+            self.stats.failures += 1
+            raise Unauthenticated(MISSING, reason="API_KEY_REQUIRED")
+        if self.is_admin_key(key):
+            return Principal("admin", "admin", "unlimited", role="admin", name="admin")
+        return await self._user(key)
+
+    async def _user(self, key: str) -> Principal:
+        digest = self._digest(key)
+        st = self._static.get(digest)
+        if st is not None:
+            self.stats.successes += 1
+            entry = self.stats.per_static[st.id]
+            entry[0] += 1
+            entry[1] = self.clock.now()
+            return Principal(st.id, "static", self.cfg.auth_key_tier or "unlimited", name=st.id)
+        rec = await self._lookup(key)
+        if rec is None:
+            self.stats.failures += 1
+            raise Unauthenticated("Invalid API key", reason="INVALID_API_KEY")
+        self.stats.successes += 1
+        return Principal(rec.id, "token" if rec.kind == "token" else "api_key", rec.tier or self.cfg.default_tier,
+                         user_id=rec.user_id or "", name=rec.name)
+
+    async def _lookup(self, key: str) -> ApiKeyRecord | None:
+        if not looks_valid(key):
+            return None  # a typo or garbage never reaches the store
+        h = hash_key(self.pepper, key)
+        now = self.clock.monotonic()
+        hit = self._cache.get(h)
+        if hit is not None and now - hit[0] < CACHE_TTL_S:
+            rec = hit[1]
+        else:
+            rec = await self.store.find_api_key(key)
+            self._cache[h] = (now, rec)
+            self._cache.move_to_end(h)
+            if len(self._cache) > MAX_CACHE:
+                self._cache.popitem(last=False)
+        if rec is not None and rec.expires_at and rec.expires_at <= self.clock.now():
+            return None
+        return rec

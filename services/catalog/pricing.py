@@ -1,0 +1,57 @@
+"""The model catalogue's prices and limits, and the cost of a request from them.
+
+Prices are USD per million tokens, from the providers' public price lists as shipped in
+catalog/models.json; a model that is not listed costs 0 (and the ledger says so honestly).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    id: str
+    name: str = ""
+    owned_by: str = ""
+    description: str = ""
+    context_length: int = 0
+    max_completion_tokens: int = 0
+    prompt_per_mtok: float = 0.0
+    completion_per_mtok: float = 0.0
+    kind: str = "chat"
+    supported_parameters: tuple[str, ...] = field(default=())
+    is_moderated: bool = False
+
+
+class Catalog:
+    def __init__(self, models: dict[str, ModelInfo]) -> None:
+        self._models = models
+
+    @classmethod
+    def builtin(cls) -> "Catalog":
+        raw = json.loads(resources.files("services.catalog").joinpath("models.json").read_text())
+        models = {}
+        for m in raw["models"]:
+            info = ModelInfo(**{**m, "supported_parameters": tuple(m.get("supported_parameters", ()))})
+            models[info.id] = info
+        return cls(models)
+
+    def get(self, model: str) -> ModelInfo | None:
+        info = self._models.get(model)
+        if info is None and "/" in model:
+            info = self._models.get(model.rsplit("/", 1)[1])
+        return info
+
+    def all(self) -> list[ModelInfo]:
+        return list(self._models.values())
+
+    def price(self, model: str) -> tuple[float, float]:
+        info = self.get(model)
+        return (info.prompt_per_mtok, info.completion_per_mtok) if info else (0.0, 0.0)
+
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        p_in, p_out = self.price(model)
+        return (prompt_tokens * p_in + completion_tokens * p_out) / 1_000_000

@@ -1,0 +1,54 @@
+"""The routable catalogue: which models this gateway can serve, with their metadata.
+
+A model is listed when a provider's allow-list names it, or when a wildcard provider's kind
+owns it in the shipped catalogue (an OpenAI key with no allow-list lists OpenAI's models).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from services.catalog.pricing import Catalog, ModelInfo
+from services.routing.candidates import CandidateIndex
+
+KIND_OWNERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "google", "mistral": "mistral",
+               "deepseek": "deepseek", "demo": "tollgate", "ollama": "meta", "cerebras": "meta", "groq": "meta"}
+
+
+class ModelCatalog:
+    def __init__(self, catalog: Catalog, index: CandidateIndex) -> None:
+        self.catalog = catalog
+        providers_of: dict[str, list[str]] = {}
+        for model, p in index.known_models():
+            providers_of.setdefault(model, []).append(p.name)
+        for p in index.providers.values():
+            if p.models:
+                continue
+            owner = KIND_OWNERS.get(p.kind)
+            for info in catalog.all():
+                if owner and info.owned_by == owner and "/" not in info.id:
+                    providers_of.setdefault(info.id, []).append(p.name)
+        self.entries: list[tuple[ModelInfo, list[str]]] = []
+        for model_id in sorted(providers_of):
+            info = catalog.get(model_id) or ModelInfo(id=model_id, name=model_id)
+            if info.id != model_id:
+                info = replace(info, id=model_id)
+            self.entries.append((info, sorted(set(providers_of[model_id]))))
+        self._by_id = {info.id: (info, provs) for info, provs in self.entries}
+        self._kind = {p.name: p.kind for p in index.providers.values()}
+
+    def get(self, model_id: str) -> tuple[ModelInfo, list[str]] | None:
+        return self._by_id.get(model_id)
+
+    def search(self, provider: str = "", text: str = "", order_by: str = "") -> list[tuple[ModelInfo, list[str]]]:
+        out = self.entries
+        if provider:
+            p = provider.lower()
+            out = [(i, ps) for i, ps in out
+                   if p in ps or p == i.owned_by or any(self._kind.get(x) == p for x in ps) or i.id.startswith(p + "/")]
+        if text:
+            t = text.lower()
+            out = [(i, ps) for i, ps in out if t in i.id.lower() or t in i.name.lower() or t in i.description.lower()]
+        if order_by == "context_length":
+            out = sorted(out, key=lambda e: (-e[0].context_length, e[0].id))
+        return out

@@ -1,0 +1,180 @@
+"""FailoverLimiter: Redis first; when it fails, per-gateway limits (mode "open") or 503 (mode "closed").
+
+RELIABILITY C4. Every primary call is bounded by `timeout_s`, so a paused Redis costs a request at
+most that much once; after a failure the limiter is "down" and requests go straight to the
+fallback, while at most one probe per `probe_every_s` asks the primary whether it is back; the
+first answer switches back at once.
+
+- "open" (C4 "local", envoyproxy/ratelimit's default): decisions come from the in-process
+  MemoryLimiter, so each gateway still enforces every limit on its own and keeps serving.
+- "closed": hit/peek/reserve raise core.errors.Unavailable with retry_after_s, so callers answer
+  503 + Retry-After, never 429 or 500.
+
+settle/release never raise in either mode: they run in a request's `finally`, after the answer.
+A reservation goes back to the backend that made it; if that is Redis and Redis is down, its
+lease gives the hold back (RELIABILITY B7), and the actual usage is logged rather than lost silently.
+
+`backend_up` feeds the `tollgate_limiter_backend_up` gauge and /health/ready ("limiter: degraded");
+`on_state_change(up)` is called on every flip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis.exceptions import RedisError
+
+from services.clock import Clock, SystemClock
+from services.core.errors import Unavailable
+from services.limits.base import Decision, Reservation, Rule
+from services.limits.memory import MemoryLimiter
+from services.limits.redis import RedisLimiter
+
+MODES = ("open", "closed")
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+# What "the backend failed" looks like: Redis errors (refused, reset, too busy, read-only replica),
+# socket errors, and our own timeout. Anything else is a bug and propagates.
+BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+class FailoverLimiter:
+    """A Limiter over a RedisLimiter with a MemoryLimiter behind it (see the module docstring)."""
+
+    def __init__(
+        self,
+        primary: RedisLimiter,
+        local: MemoryLimiter,
+        mode: str = "open",
+        on_state_change: Callable[[bool], None] | None = None,
+        *,
+        clock: Clock | None = None,
+        timeout_s: float = 0.25,
+        probe_every_s: float = 1.0,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"limiter fail mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        self._primary = primary
+        self._local = local
+        self._on_state_change = on_state_change
+        self._clock = clock or SystemClock()
+        self._timeout_s = timeout_s
+        self._probe_every_s = probe_every_s
+        self._up = True
+        self._last_probe = float("-inf")
+
+    @property
+    def backend_up(self) -> bool:
+        """Whether decisions come from the shared backend (the tollgate_limiter_backend_up gauge)."""
+        return self._up
+
+    # -- the Limiter protocol -------------------------------------------------------------------
+
+    async def hit(self, subject: str, rules: tuple[Rule, ...]) -> Decision:
+        return await self._run(lambda: self._primary.hit(subject, rules), lambda: self._local.hit(subject, rules))
+
+    async def peek(self, subject: str, rules: tuple[Rule, ...]) -> Decision:
+        return await self._run(lambda: self._primary.peek(subject, rules), lambda: self._local.peek(subject, rules))
+
+    async def reserve(self, subject: str, rules: tuple[Rule, ...], amount: int) -> tuple[Decision, Reservation | None]:
+        return await self._run(
+            lambda: self._primary.reserve(subject, rules, amount),
+            lambda: self._local.reserve(subject, rules, amount),
+        )
+
+    async def settle(self, reservation: Reservation, actual: int) -> None:
+        if self._local.owns(reservation):
+            await self._local.settle(reservation, actual)
+            return
+        await self._finish(lambda: self._primary.settle(reservation, actual), reservation, actual)
+
+    async def release(self, reservation: Reservation) -> None:
+        if self._local.owns(reservation):
+            await self._local.release(reservation)
+            return
+        await self._finish(lambda: self._primary.release(reservation), reservation, 0)
+
+    async def healthy(self) -> bool:
+        """Whether this limiter can decide requests now: always in "open" (degraded still serves),
+        only with the backend up in "closed". It also refreshes `backend_up` (a bounded PING while
+        up, the rate-limited probe while down), so a readiness check that calls it first reports
+        a dead Redis even when no request has noticed yet."""
+        if self._up:
+            if not await self._primary.healthy():
+                self._set_up(False, TimeoutError("health check"))
+        else:
+            await self._maybe_recover()
+        return self._up or self.mode == "open"
+
+    async def close(self) -> None:
+        await self._primary.close()
+        await self._local.close()
+
+    # -- extras ---------------------------------------------------------------------------------
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The backend's state and the local fallback's counts (what it would enforce if Redis went)."""
+        local = await self._local.snapshot()
+        return {"backend": "redis", "backend_up": self._up, "mode": self.mode, "local": local}
+
+    # -- internals ------------------------------------------------------------------------------
+
+    async def _run(self, primary: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]) -> T:
+        if self._up or await self._maybe_recover():
+            try:
+                return await asyncio.wait_for(primary(), self._timeout_s)
+            except BACKEND_ERRORS as exc:
+                self._set_up(False, exc)
+        if self.mode == "open":
+            return await local()
+        # RELIABILITY C4 "closed": a 503 with Retry-After, not a 429 (not the caller's fault) or 500.
+        raise Unavailable(
+            "rate limiter backend unavailable",
+            reason="LIMITER_UNAVAILABLE",
+            metadata={"backend": "redis"},
+            retry_after_s=self._probe_every_s,
+        )
+
+    async def _finish(self, call: Callable[[], Awaitable[None]], reservation: Reservation, actual: int) -> None:
+        if not self._up and not await self._maybe_recover():
+            log.warning("limiter backend down: reservation %s (%d tokens) left to its lease", reservation.id, actual)
+            return
+        try:
+            await asyncio.wait_for(call(), self._timeout_s)
+        except BACKEND_ERRORS as exc:
+            self._set_up(False, exc)
+            log.warning("limiter backend failed: reservation %s (%d tokens) left to its lease", reservation.id, actual)
+
+    async def _maybe_recover(self) -> bool:
+        now = self._clock.monotonic()
+        if now - self._last_probe < self._probe_every_s:
+            return False
+        self._last_probe = now  # before the await: concurrent callers don't probe too
+        try:
+            ok = await asyncio.wait_for(self._primary.healthy(), self._timeout_s)
+        except BACKEND_ERRORS:
+            ok = False
+        if ok:
+            self._set_up(True)
+        return ok
+
+    def _set_up(self, up: bool, exc: BaseException | None = None) -> None:
+        if up == self._up:
+            return
+        self._up = up
+        if up:
+            log.info("limiter backend is back: shared limits again")
+        else:
+            self._last_probe = self._clock.monotonic()
+            log.warning("limiter backend down (%s): mode %s", type(exc).__name__ if exc else "?", self.mode)
+        if self._on_state_change is not None:
+            try:
+                self._on_state_change(up)
+            except Exception:  # a metrics hook must not break limiting
+                log.exception("limiter on_state_change hook failed")

@@ -1,0 +1,301 @@
+"""MemoryLimiter: the one-process limiter (exact sliding windows, calendar counters, leased reservations).
+
+Used alone when no Redis is configured, and as the per-gateway fallback while Redis is down
+(RELIABILITY C4 "local"). Nothing here awaits, so every method is atomic on the event loop:
+200 concurrent hits of a 60 rpm rule admit exactly 60 (RELIABILITY C1).
+
+State, all per instance:
+- sliding windows: (subject, rule) -> deque of entries (monotonic time, amount), with a running sum;
+- calendar counters: (subject, rule, period id) -> used + held; a new period is a new key, so a
+  counter "resets" by being left behind and swept;
+- reservations: id -> what they hold, in lease order (the lease is constant, so insertion order
+  is expiry order and reaping looks only at the front).
+Idle entries are swept a few per call, round robin, so memory follows activity (no leak for
+subjects that never come back) and no call pays for the whole table.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.clock import Clock
+from services.limits.base import Decision, Reservation, Rule, RuleState, decide
+from services.limits.periods import period_id, period_reset_at
+
+SWEEP_PER_CALL = 2  # idle entries examined per call: O(1) work, every entry visited within N/2 calls
+
+
+class _Entry:
+    __slots__ = ("ts", "amount", "live")
+
+    def __init__(self, ts: float, amount: int) -> None:
+        self.ts = ts  # monotonic seconds
+        self.amount = amount
+        self.live = True  # False once pruned: a late settle must not touch the sum
+
+
+class _Window:
+    """One sliding window: entries newer than window_s, oldest first."""
+
+    __slots__ = ("window_s", "entries", "total")
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self.entries: deque[_Entry] = deque()
+        self.total = 0
+
+    def prune(self, mono: float) -> None:
+        # An entry counts while now - ts < window_s; at exactly window_s it has left (Redis agrees:
+        # ZREMRANGEBYSCORE -inf now-window is inclusive).
+        cutoff = mono - self.window_s
+        while self.entries and self.entries[0].ts <= cutoff:
+            e = self.entries.popleft()
+            self.total -= e.amount
+            e.live = False
+
+    def free_at(self, limit: int, amount: int, mono: float) -> float:
+        """Monotonic time when `amount` more would fit; O(window size)."""
+        if amount > limit:
+            return mono + self.window_s  # never fits; as Redis says: a window from now
+        excess = self.total + amount - limit
+        if excess <= 0:
+            return mono
+        freed = 0
+        for e in self.entries:
+            freed += e.amount
+            if freed >= excess:
+                return e.ts + self.window_s
+        return mono + self.window_s
+
+
+class _Counter:
+    """One calendar period's count: used (settled) plus held (reserved, not yet settled)."""
+
+    __slots__ = ("used", "held", "ends_at")
+
+    def __init__(self, ends_at: float) -> None:
+        self.used = 0
+        self.held = 0
+        self.ends_at = ends_at  # epoch seconds: the period's reset
+
+
+@dataclass(slots=True)
+class _Held:
+    reservation: Reservation
+    expires: float  # monotonic lease end
+    counters: list[_Counter] = field(default_factory=list)
+    entries: list[tuple[_Window, _Entry]] = field(default_factory=list)
+
+
+class MemoryLimiter:
+    """The Limiter for one process; see the module docstring. Not thread-safe (one event loop)."""
+
+    def __init__(self, clock: Clock, lease_s: float = 120.0) -> None:
+        self._clock = clock
+        self._lease_s = lease_s
+        self._windows: OrderedDict[tuple[str, str], _Window] = OrderedDict()
+        self._counters: OrderedDict[tuple[str, str, str], _Counter] = OrderedDict()
+        self._held: dict[str, _Held] = {}
+        # Reaped reservations, kept one more lease: a late settle still charges its real usage once.
+        self._reaped: dict[str, tuple[float, _Held]] = {}
+
+    # -- the Limiter protocol -------------------------------------------------------------------
+
+    async def hit(self, subject: str, rules: tuple[Rule, ...]) -> Decision:
+        return self._check(subject, rules, 1, count=True)[0]
+
+    async def peek(self, subject: str, rules: tuple[Rule, ...]) -> Decision:
+        return self._check(subject, rules, 1, count=False)[0]
+
+    async def reserve(self, subject: str, rules: tuple[Rule, ...], amount: int) -> tuple[Decision, Reservation | None]:
+        amount = max(0, int(amount))
+        decision, held = self._check(subject, rules, amount, count=True, hold=True)
+        return decision, held.reservation if held else None
+
+    async def settle(self, reservation: Reservation, actual: int) -> None:
+        self._finish(reservation, max(0, int(actual)))
+
+    async def release(self, reservation: Reservation) -> None:
+        self._finish(reservation, 0)
+
+    async def healthy(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        """Nothing to close: the state dies with the process."""
+
+    # -- extras ---------------------------------------------------------------------------------
+
+    def owns(self, reservation: Reservation) -> bool:
+        """Whether this limiter made `reservation` and has not finished it (degraded.py routes by it)."""
+        return reservation.id in self._held or reservation.id in self._reaped
+
+    async def reap(self) -> int:
+        """Give back reservations past their lease (RELIABILITY B7); every call does this too."""
+        return self._reap(self._clock.monotonic())
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Counts per subject and rule for status pages; prunes as it reads."""
+        mono = self._clock.monotonic()
+        subjects: dict[str, dict[str, dict[str, Any]]] = {}
+        for (subject, rule), w in self._windows.items():
+            w.prune(mono)
+            subjects.setdefault(subject, {})[rule] = {"used": w.total, "window_s": w.window_s}
+        for (subject, rule, pid), c in self._counters.items():
+            subjects.setdefault(subject, {})[f"{rule}:{pid}"] = {
+                "used": c.used,
+                "held": c.held,
+                "period": pid,
+                "reset_at": c.ends_at,
+            }
+        return {
+            "backend": "memory",
+            "windows": len(self._windows),
+            "counters": len(self._counters),
+            "reservations": len(self._held),
+            "subjects": subjects,
+        }
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _check(
+        self, subject: str, rules: tuple[Rule, ...], amount: int, *, count: bool, hold: bool = False
+    ) -> tuple[Decision, _Held | None]:
+        mono, now = self._clock.monotonic(), self._clock.now()
+        self._reap(mono)
+        self._sweep(mono, now)
+        limited = [r for r in rules if r.limit > 0]  # limit <= 0: unlimited, never refuses, no state
+        targets: list[_Window | _Counter] = []
+        states: list[RuleState] = []
+        for rule in limited:
+            target = self._target(subject, rule, now, create=count)
+            targets.append(target)
+            states.append(self._state(rule, target, amount, mono, now))
+        allowed = all(s.ok for s in states)
+        held: _Held | None = None
+        if allowed and count:
+            if hold:
+                held = self._hold(subject, rules, amount, now, mono)
+            # RELIABILITY C1/C3: all-or-nothing, counted only once every rule said yes.
+            for target in targets:
+                self._apply(target, amount, mono, held)
+            states = [self._state(r, t, 0, mono, now) for r, t in zip(limited, targets)]
+            states = [RuleState(s.rule, s.used, True, s.reset_at) for s in states]
+        return decide(allowed, states, now), held
+
+    def _target(self, subject: str, rule: Rule, now: float, *, create: bool) -> _Window | _Counter:
+        if not rule.period:
+            wkey = (subject, rule.name)
+            window = self._windows.get(wkey)
+            if window is None:
+                window = _Window(rule.window_s)
+                if create:
+                    self._windows[wkey] = window
+            return window
+        pid = period_id(rule.period, now, rule.tz)
+        ckey = (subject, rule.name, pid)
+        counter = self._counters.get(ckey)
+        if counter is None:
+            counter = _Counter(period_reset_at(rule.period, now, rule.tz))
+            if create:
+                self._counters[ckey] = counter
+        return counter
+
+    def _state(self, rule: Rule, target: _Window | _Counter, amount: int, mono: float, now: float) -> RuleState:
+        if isinstance(target, _Window):
+            target.prune(mono)
+            used = target.total
+            ok = used + amount <= rule.limit
+            if ok:
+                # "frees up" for an admitted call: when the oldest counted entry leaves
+                first = target.entries[0].ts + target.window_s if target.entries else mono
+                return RuleState(rule, used, True, now + (first - mono))
+            free = target.free_at(rule.limit, amount, mono)
+            return RuleState(rule, used, False, now + (free - mono), max(0.0, free - mono))
+        used = target.used + target.held
+        ok = used + amount <= rule.limit
+        return RuleState(rule, used, ok, target.ends_at, 0.0 if ok else max(0.0, target.ends_at - now))
+
+    def _apply(self, target: _Window | _Counter, amount: int, mono: float, held: _Held | None) -> None:
+        if isinstance(target, _Window):
+            entry = _Entry(mono, amount)
+            target.entries.append(entry)
+            target.total += amount
+            if held is not None:
+                held.entries.append((target, entry))
+        elif held is not None:
+            target.held += amount
+            held.counters.append(target)
+        else:
+            target.used += amount
+
+    def _hold(self, subject: str, rules: tuple[Rule, ...], amount: int, now: float, mono: float) -> _Held:
+        pids = tuple(period_id(r.period, now, r.tz) if r.period else "" for r in rules)
+        res = Reservation(subject, rules, amount, pids, id=f"m-{uuid.uuid4().hex}")
+        held = _Held(res, mono + self._lease_s)
+        self._held[res.id] = held
+        return held
+
+    def _finish(self, reservation: Reservation, actual: int) -> None:
+        """Settle (actual > 0) or release (actual 0) at most once (idempotent by reservation id)."""
+        if reservation.settled:
+            return
+        reservation.settled = True
+        mono = self._clock.monotonic()
+        self._reap(mono)
+        held = self._held.pop(reservation.id, None)
+        if held is not None:
+            self._unwind(held, actual, mono)
+            return
+        gone = self._reaped.pop(reservation.id, None)
+        if gone is not None:
+            # The lease already refunded the hold; the request did run, so charge what it used.
+            for counter in gone[1].counters:
+                counter.used += actual
+
+    def _unwind(self, held: _Held, actual: int, mono: float) -> None:
+        amount = held.reservation.amount
+        for counter in held.counters:
+            counter.held -= amount
+            counter.used += actual
+        for window, entry in held.entries:
+            window.prune(mono)
+            # An entry that has left its window stays out: the estimate was counted while it was in.
+            if entry.live:
+                window.total += actual - entry.amount
+                entry.amount = actual
+
+    def _reap(self, mono: float) -> int:
+        reaped = 0
+        while self._held:
+            rid, held = next(iter(self._held.items()))
+            if held.expires > mono:
+                break
+            del self._held[rid]
+            self._unwind(held, 0, mono)  # RELIABILITY B7: an abandoned reservation comes back
+            self._reaped[rid] = (mono + self._lease_s, held)
+            reaped += 1
+        while self._reaped:
+            rid, (until, _) = next(iter(self._reaped.items()))
+            if until > mono:
+                break
+            del self._reaped[rid]
+        return reaped
+
+    def _sweep(self, mono: float, now: float) -> None:
+        for _ in range(min(SWEEP_PER_CALL, len(self._windows))):
+            wkey, window = next(iter(self._windows.items()))
+            window.prune(mono)
+            if window.entries:
+                self._windows.move_to_end(wkey)
+            else:
+                del self._windows[wkey]
+        for _ in range(min(SWEEP_PER_CALL, len(self._counters))):
+            ckey, counter = next(iter(self._counters.items()))
+            if counter.held == 0 and now >= counter.ends_at:
+                del self._counters[ckey]  # a finished period nobody holds: the "reset"
+            else:
+                self._counters.move_to_end(ckey)

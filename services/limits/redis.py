@@ -1,0 +1,189 @@
+"""RedisLimiter: the limiter shared by gateway replicas, every decision one atomic Lua script.
+
+Same semantics as memory.py. The scripts live in lua/ (common.lua is prepended to each) and run
+by EVALSHA, falling back to EVAL-and-cache on NOSCRIPT (redis-py's register_script), so a
+restarted or flushed Redis needs no warm-up.
+
+Two clocks, on purpose:
+- sliding windows and reservation leases use Redis's TIME inside the script: one clock for all
+  replicas, so skewed gateways still agree (RELIABILITY C2, GitHub's sharded limiter);
+- calendar periods ("day", "month" in a time zone) come from the injected clock here and are
+  part of the counter's key (`prefix + subject + ":" + rule + ":" + period_id`), expiring at the
+  period's end + 1 day, so a new period is a fresh key and "reset" needs no writer (C7). The
+  expiry is sent as a TTL from the same clock (EXPIRE, not EXPIREAT): a gateway clock moved by a
+  test hook, or skewed against Redis's, can't make a live counter expire at once.
+
+Keys: windows `{prefix}{subject}:{rule}:w` (ZSET), counters as above (string), reservations
+`{prefix}rsv:{id}` (hash) indexed by lease end in `{prefix}leases` (ZSET). Reservation records
+name the keys they touched, so a reaper in another process can undo them: that needs a single
+Redis (or primary + replicas), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from importlib import resources
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from services.clock import Clock, SystemClock
+from services.limits.base import Decision, Reservation, Rule, RuleState, decide
+from services.limits.periods import period_id, period_reset_at
+
+SCRIPTS = ("hit", "reserve", "settle", "reap")
+REAP_BATCH = 50  # expired reservations reaped per reserve call: bounded work per decision
+COUNTER_GRACE_S = 86_400  # counters outlive their period by a day (late settles, status pages)
+RECORD_GRACE_S = 86_400  # reservation records outlive their lease so a reaper can still undo them
+
+
+def connect(url: str, *, timeout_s: float = 0.25, max_connections: int = 64) -> aioredis.Redis:
+    """A client fit for the limiter: a blocking pool (a burst waits for a connection instead of
+    failing with "Too many connections"), short connect timeout, and no command retries (a retried
+    script whose first run went through would count twice; degraded.py handles the failure)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=max(1.0, timeout_s),
+        socket_connect_timeout=timeout_s,
+        socket_timeout=max(1.0, 4 * timeout_s),
+        retry=Retry(NoBackoff(), 0),
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+def _source(name: str) -> str:
+    lua = resources.files("services.limits").joinpath("lua")
+    return lua.joinpath("common.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
+
+
+class RedisLimiter:
+    """The Limiter over one Redis (see the module docstring).
+
+    `client` is handed in and stays the caller's: close() leaves it open unless `owns_client`
+    (make_limiter builds its own client and passes True). `clock` names calendar periods;
+    windows and leases use Redis TIME.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str = "tg:",
+        lease_s: float = 120.0,
+        *,
+        clock: Clock | None = None,
+        owns_client: bool = False,
+        health_timeout_s: float = 0.25,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._lease_us = int(lease_s * 1_000_000)
+        self._record_ttl_ms = int((2 * lease_s + RECORD_GRACE_S) * 1000)
+        self._clock = clock or SystemClock()
+        self._owns_client = owns_client
+        self._health_timeout_s = health_timeout_s
+        self._scripts = {name: client.register_script(_source(name)) for name in SCRIPTS}
+        self._leases = f"{prefix}leases"
+
+    # -- the Limiter protocol -------------------------------------------------------------------
+
+    async def hit(self, subject: str, rules: tuple[Rule, ...]) -> Decision:
+        return await self._look(subject, rules, "hit")
+
+    async def peek(self, subject: str, rules: tuple[Rule, ...]) -> Decision:
+        return await self._look(subject, rules, "peek")
+
+    async def reserve(self, subject: str, rules: tuple[Rule, ...], amount: int) -> tuple[Decision, Reservation | None]:
+        amount = max(0, int(amount))
+        now = self._clock.now()
+        pids = tuple(period_id(r.period, now, r.tz) if r.period else "" for r in rules)
+        limited = [(r, p) for r, p in zip(rules, pids) if r.limit > 0]
+        if not limited:
+            # Nothing to hold: an id-less reservation, whose settle and release do nothing.
+            return decide(True, [], now), Reservation(subject, rules, amount, pids)
+        rid = uuid.uuid4().hex
+        keys, args = self._rule_args(subject, limited, now)
+        reply = await self._scripts["reserve"](
+            keys=[self._leases, self._record(rid), *keys],
+            args=[rid, amount, self._lease_us, self._record_ttl_ms, REAP_BATCH, len(limited), *args],
+        )
+        decision = self._decision(reply, limited, now)
+        if not decision.allowed:
+            return decision, None
+        return decision, Reservation(subject, rules, amount, pids, id=rid)
+
+    async def settle(self, reservation: Reservation, actual: int) -> None:
+        await self._finish(reservation, max(0, int(actual)))
+
+    async def release(self, reservation: Reservation) -> None:
+        await self._finish(reservation, 0)
+
+    async def healthy(self) -> bool:
+        """A PING answered within health_timeout_s; never raises."""
+        try:
+            return bool(await asyncio.wait_for(self._client.ping(), self._health_timeout_s))
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    async def close(self) -> None:
+        """Closes the client only when this limiter owns it; a handed-in client is its owner's to close."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    # -- extras ---------------------------------------------------------------------------------
+
+    async def reap(self) -> int:
+        """Give back reservations past their lease (RELIABILITY B7); reserve() also does this."""
+        return int(await self._scripts["reap"](keys=[self._leases], args=[REAP_BATCH, self._record_ttl_ms]))
+
+    # -- internals ------------------------------------------------------------------------------
+
+    async def _look(self, subject: str, rules: tuple[Rule, ...], mode: str) -> Decision:
+        now = self._clock.now()
+        limited = [(r, period_id(r.period, now, r.tz) if r.period else "") for r in rules if r.limit > 0]
+        if not limited:
+            return decide(True, [], now)
+        keys, args = self._rule_args(subject, limited, now)
+        reply = await self._scripts["hit"](keys=keys, args=[mode, uuid.uuid4().hex, len(limited), *args])
+        return self._decision(reply, limited, now)
+
+    async def _finish(self, reservation: Reservation, actual: int) -> None:
+        # At most once: the flag stops this object, the script's record stops every other copy.
+        if reservation.settled or not reservation.id:
+            reservation.settled = True
+            return
+        await self._scripts["settle"](keys=[self._leases, self._record(reservation.id)], args=[actual])
+        reservation.settled = True
+
+    def _record(self, rid: str) -> str:
+        return f"{self._prefix}rsv:{rid}"
+
+    def _rule_args(self, subject: str, limited: list[tuple[Rule, str]], now: float) -> tuple[list[str], list[object]]:
+        keys: list[str] = []
+        args: list[object] = []
+        for rule, pid in limited:
+            base = f"{self._prefix}{subject}:{rule.name}"
+            if rule.period:
+                keys.append(f"{base}:{pid}")
+                ttl = int(period_reset_at(rule.period, now, rule.tz) - now) + COUNTER_GRACE_S
+                args += ["p", rule.limit, max(1, ttl)]
+            else:
+                keys.append(f"{base}:w")
+                args += ["w", rule.limit, int(rule.window_s * 1_000_000)]
+        return keys, args
+
+    def _decision(self, reply: list[int], limited: list[tuple[Rule, str]], now: float) -> Decision:
+        allowed, redis_now = bool(reply[0]), int(reply[1])
+        states: list[RuleState] = []
+        for i, (rule, _) in enumerate(limited):
+            used, free_at, ok = int(reply[2 + 3 * i]), int(reply[3 + 3 * i]), bool(reply[4 + 3 * i])
+            if rule.period:
+                reset_at = period_reset_at(rule.period, now, rule.tz)
+            else:
+                # Redis time says how long until the slot frees; the local clock says when that is.
+                reset_at = now + (free_at - redis_now) / 1e6 if free_at else now
+            states.append(RuleState(rule, used, ok, reset_at, 0.0 if ok else max(0.0, reset_at - now)))
+        return decide(allowed, states, now)

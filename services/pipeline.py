@@ -1,0 +1,276 @@
+"""quota -> route -> call -> meter: the one place that sequences a request.
+
+Each entry point admits the request against the caller's tier (one charge, however many
+upstream tries follow), lets the router find an upstream, and in `finally` writes exactly
+one ledger row and settles or refunds the token reservation — on success, on a declared
+error, on a broken stream and on cancellation alike (RELIABILITY D1, D2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from services.auth.principal import Principal
+from services.catalog.pricing import Catalog
+from services.clock import Clock
+from services.core import errors as E
+from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Usage
+from services.limits.base import Decision
+from services.limits.quotas import Admission, Quotas
+from services.metering.ledger import Ledger
+from services.metering.tokens import estimate_prompt, estimate_text
+from services.routing.router import RouteLog, Router
+from services.store.records import UsageRecord
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(10).hex()
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the servicer needs besides the answer: ids, route, limits, final usage."""
+
+    request_id: str
+    route: RouteLog
+    decision: Decision | None = None
+    usage: Usage | None = None
+    cost_usd: float = 0.0
+    finish_reason: str = ""
+    created: float = 0.0
+
+
+@dataclass(slots=True)
+class StreamStarted:
+    outcome: Outcome
+
+
+@dataclass(slots=True)
+class StreamFinished:
+    outcome: Outcome
+
+
+class Pipeline:
+    def __init__(self, quotas: Quotas, router: Router, ledger: Ledger, catalog: Catalog, clock: Clock,
+                 request_timeout_s: float) -> None:
+        self.quotas = quotas
+        self.router = router
+        self.ledger = ledger
+        self.catalog = catalog
+        self.clock = clock
+        self.request_timeout_s = request_timeout_s
+        self.shutting_down = False
+        self._active: set[asyncio.Task] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def _enter(self) -> asyncio.Task | None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._active.add(task)
+            self._idle.clear()
+        return task
+
+    def _leave(self, task: asyncio.Task | None) -> None:
+        self._active.discard(task)  # type: ignore[arg-type]
+        if not self._active:
+            self._idle.set()
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    async def drain(self, grace_s: float) -> int:
+        """Waits for in-flight requests up to `grace_s`, then cancels the rest (rows say `shutdown`)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace_s)
+            return 0
+        except asyncio.TimeoutError:
+            pass
+        self.shutting_down = True
+        left = [t for t in self._active if not t.done()]
+        for t in left:
+            t.cancel()
+        if left:
+            await asyncio.wait(left, timeout=2.0)
+        return len(left)
+
+    def deadline(self, time_remaining: float | None) -> float:
+        budget = self.request_timeout_s if time_remaining is None else min(time_remaining, self.request_timeout_s)
+        return self.clock.monotonic() + budget
+
+    async def _admit(self, p: Principal, estimate: int) -> Admission:
+        if self.ledger.full:
+            raise E.Unavailable("usage ledger backlog is full; retry shortly", reason="LEDGER_BACKLOG", retry_after_s=1.0)
+        return await self.quotas.admit(p, estimate)
+
+    async def chat(self, p: Principal, req: ChatRequest, request_id: str, time_remaining: float | None) -> tuple[ChatResult, Outcome]:
+        out = Outcome(request_id, RouteLog(), created=self.clock.now())
+        task = self._enter()
+        t0 = self.clock.monotonic()
+        deadline = self.deadline(time_remaining)
+        prompt_est = estimate_prompt(req)
+        adm: Admission | None = None
+        status, usage, error = "error", Usage(estimated=True), ""
+        try:
+            adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256))
+            out.decision = adm.decision
+            result = await self.router.chat(req, deadline, out.route)
+            usage = result.usage
+            if usage.estimated or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
+                usage = Usage(prompt_est, estimate_text(result.text) + sum(estimate_text(t.arguments) for t in result.tool_calls), estimated=True)
+            out.route.upstream_model = result.model
+            status = "ok"
+            out.finish_reason = result.finish_reason
+            return result, out
+        except E.TollgateError as e:
+            status, error = _status_of(e), e.reason
+            raise
+        except asyncio.CancelledError:
+            status = self._cancel_status(req.surface)
+            raise
+        finally:
+            out.usage = usage
+            self._leave(task)
+            out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0)
+
+    async def stream(self, p: Principal, req: ChatRequest, request_id: str,
+                     time_remaining: float | None) -> AsyncIterator[StreamStarted | list[Chunk] | StreamFinished]:
+        out = Outcome(request_id, RouteLog(), created=self.clock.now())
+        task = self._enter()
+        t0 = self.clock.monotonic()
+        deadline = self.deadline(time_remaining)
+        prompt_est = estimate_prompt(req)
+        adm: Admission | None = None
+        status, error = "error", ""
+        reported: Usage | None = None
+        chars = 0
+        text_parts = 0
+        finish = ""
+        try:
+            adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256))
+            out.decision = adm.decision
+            started = False
+            async for batch in self.router.stream(req, deadline, out.route):
+                if not started:
+                    started = True
+                    yield StreamStarted(out)
+                for c in batch:
+                    if c.text:
+                        chars += len(c.text)
+                        text_parts += 1
+                    if c.tool_calls:
+                        chars += sum(len(t.arguments) for t in c.tool_calls)
+                    if c.usage is not None:
+                        reported = c.usage
+                    if c.finish_reason:
+                        finish = c.finish_reason
+                yield batch
+            status = "ok"
+            out.finish_reason = finish or "stop"
+            out.usage = self._usage(reported, prompt_est, chars, text_parts)
+            yield StreamFinished(out)
+        except E.TollgateError as e:
+            status, error = _status_of(e), e.reason
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            status = self._cancel_status(req.surface)
+            raise
+        finally:
+            usage = out.usage or self._usage(reported, prompt_est, chars, text_parts)
+            out.usage = usage
+            self._leave(task)
+            out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0)
+
+    async def embed(self, p: Principal, req: EmbedRequest, request_id: str, time_remaining: float | None) -> tuple[EmbedResult, Outcome]:
+        out = Outcome(request_id, RouteLog(), created=self.clock.now())
+        task = self._enter()
+        t0 = self.clock.monotonic()
+        est = sum(estimate_text(t) for t in req.inputs)
+        adm: Admission | None = None
+        status, usage, error = "error", Usage(est, 0, estimated=True), ""
+        try:
+            adm = await self._admit(p, est)
+            out.decision = adm.decision
+            result = await self.router.embed(req, self.deadline(time_remaining), out.route)
+            usage = result.usage if not result.usage.estimated and result.usage.prompt_tokens else usage
+            status = "ok"
+            return result, out
+        except E.TollgateError as e:
+            status, error = _status_of(e), e.reason
+            raise
+        except asyncio.CancelledError:
+            status = self._cancel_status(req.surface)
+            raise
+        finally:
+            out.usage = usage
+            self._leave(task)
+            out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0)
+
+    def _usage(self, reported: Usage | None, prompt_est: int, chars: int, parts: int) -> Usage:
+        if reported is not None and not reported.estimated and (reported.prompt_tokens or reported.completion_tokens):
+            return reported
+        # No usage from the provider (cut, cancelled, or it never reports): estimate what was streamed.
+        completion = max(parts, round(chars / 4)) if chars else 0
+        return Usage(prompt_est, completion, estimated=True)
+
+    def _cancel_status(self, surface: str) -> str:
+        if self.shutting_down:
+            return "shutdown"
+        return "cancelled" if surface == "grpc" else "client_cancelled"
+
+    async def _finish(self, p: Principal, model: str, surface: str, out: Outcome, adm: Admission | None,
+                      usage: Usage, status: str, error: str, t0: float) -> float:
+        """One ledger row and the quota settlement; must not raise (it runs in `finally`)."""
+        route = out.route
+        target = route.target
+        billable = status != "rate_limited" and target is not None
+        cost = self.catalog.cost(target.model if target else model, usage.prompt_tokens, usage.completion_tokens) if billable else 0.0
+        if not billable:
+            usage = Usage(0, 0, estimated=usage.estimated)
+        self.ledger.record(UsageRecord(
+            request_id=out.request_id,
+            key_id=p.key_id,
+            user_id=p.user_id,
+            surface=surface,
+            provider=target.provider if target else "",
+            provider_key_id=target.key_id if target else "",
+            model=(route.upstream_model or target.model) if target else model,
+            status=status,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            estimated=usage.estimated,
+            cost_usd=cost,
+            latency_ms=(self.clock.monotonic() - t0) * 1000.0,
+            attempts=route.tries,
+            created_at=out.created,
+            error=error,
+        ))
+        if adm is not None:
+            try:
+                # Shielded: a cancelled request must still settle its reservation (no double charge, no leak).
+                await asyncio.shield(self.quotas.finish(adm, usage.total_tokens if billable else 0))
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                pass  # the limiter's lease returns an unsettled reservation (RELIABILITY B7)
+        return cost
+
+
+def _status_of(e: E.TollgateError) -> str:
+    if isinstance(e, E.ResourceExhausted) and e.reason == "RATE_LIMIT_EXCEEDED":
+        return "rate_limited"
+    if isinstance(e, E.DeadlineExceeded):
+        return "deadline_exceeded"
+    if e.reason == "UPSTREAM_STREAM_BROKEN":
+        return "upstream_error"
+    if isinstance(e, (E.Unavailable, E.UpstreamRejected)) or e.reason == "UPSTREAM_RATE_LIMITED":
+        return "upstream_error"
+    if isinstance(e, (E.UpstreamBadRequest, E.InvalidArgument)):
+        return "bad_request"
+    if isinstance(e, E.NotFound):
+        return "not_found"
+    return "error"

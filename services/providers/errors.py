@@ -1,0 +1,50 @@
+"""Shared pieces of upstream error handling: transport failures and status classification.
+
+Each adapter classifies its own provider's error bodies; what is common to every HTTP
+upstream (connection errors, timeouts, the meaning of a status code) lives here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Mapping
+
+import aiohttp
+
+from services.core.errors import UpstreamFailure
+from services.routing.retry_after import parse_retry_after
+
+PROVIDER_AUTH_MESSAGE = "provider rejected the gateway's key"
+
+
+def transport_failure(exc: BaseException) -> UpstreamFailure:
+    """An aiohttp / timeout exception as an UpstreamFailure; never echoes headers or keys."""
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamFailure("timeout", 0, "upstream timed out")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamFailure("connect", 0, "could not connect to the upstream")
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
+        return UpstreamFailure("connect", 0, "upstream connection closed unexpectedly")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return UpstreamFailure("protocol", exc.status, "malformed upstream response")
+    return UpstreamFailure("protocol", 0, f"upstream error: {type(exc).__name__}")
+
+
+def classify_status(status: int, headers: Mapping[str, str], message: str, now: float, code: str = "") -> UpstreamFailure:
+    """The meaning of an HTTP status from any provider (RELIABILITY A4)."""
+    low = message.lower()
+    if status in (401, 403):
+        return UpstreamFailure("auth", status, PROVIDER_AUTH_MESSAGE, provider_code=code)
+    if status == 429:
+        return UpstreamFailure("rate_limited", status, message or "upstream rate limit", parse_retry_after(headers, now), code)
+    if status == 408:
+        return UpstreamFailure("timeout", status, message or "upstream request timeout", provider_code=code)
+    if status == 409 or status >= 500:
+        return UpstreamFailure("server", status, message or f"upstream error {status}", parse_retry_after(headers, now), code)
+    if status == 404:
+        return UpstreamFailure("not_found", status, message or "not found upstream", provider_code=code)
+    if "context" in low and ("length" in low or "window" in low) or code == "context_length_exceeded":
+        return UpstreamFailure("context_length", status, message, provider_code=code)
+    if code == "content_filter" or "content policy" in low or "content_policy" in code:
+        return UpstreamFailure("content_filter", status, message, provider_code=code)
+    return UpstreamFailure("bad_request", status, message or f"upstream rejected the request ({status})", provider_code=code)

@@ -1,0 +1,123 @@
+"""The Ollama adapter (kind "ollama"): native /api/chat, /api/embed and /api/tags.
+
+Wire translation lives in ollama_codec.py; the attempt helpers (deadlines, capped reads, aiohttp
+failures -> UpstreamFailure) are gemini.py's. Ollama takes no key; one configured for a proxy in
+front of it is sent as a Bearer token.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any, AsyncIterator, Mapping
+
+import orjson
+
+from services.core.errors import UpstreamFailure
+from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Usage
+from services.providers import ollama_codec as codec
+from services.providers.base import Call
+from services.providers.gemini import Deadlines, check_key, parse_json_object, read_body, read_some, scrub, send
+
+
+class OllamaAdapter:
+    """A local or proxied Ollama server. Stateless: one instance serves all calls."""
+
+    kind = "ollama"
+
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamFailure:
+        return codec.classify(status, headers, body)
+
+    async def chat(self, req: ChatRequest, call: Call) -> ChatResult:
+        body = orjson.dumps(codec.build_request(req, self._model(call, req.model), stream=False))
+        obj = await self._json(call, "POST", f"{self._base(call)}/api/chat", body)
+        try:
+            return codec.parse_response(obj)
+        except UpstreamFailure as failure:
+            raise scrub(failure, call.api_key) from None
+
+    async def stream_chat(self, req: ChatRequest, call: Call) -> AsyncIterator[list[Chunk]]:
+        # Built first: an image URL is refused here, before any connection is made.
+        body = orjson.dumps(codec.build_request(req, self._model(call, req.model), stream=True))
+        check_key(call.api_key)
+        dl = Deadlines.start(call, stream=True)
+        lines = codec.LineSplitter()
+        decoder = codec.StreamDecoder()
+        async with AsyncExitStack() as stack:
+            resp = await send(
+                stack, call, "POST", f"{self._base(call)}/api/chat", data=body, headers=self._headers(call),
+                until=dl.first, label=dl.next_read()[1], classify=self.classify,
+            )
+            while True:
+                try:
+                    data = await read_some(resp, dl)
+                except UpstreamFailure:
+                    if decoder.finished:
+                        return  # the answer is whole; a slow or broken close is not a failure
+                    raise
+                batch: list[Chunk] = []
+                failure: UpstreamFailure | None = None
+                try:
+                    for line in lines.feed(data) if data else lines.close():
+                        batch.extend(decoder.feed(line))
+                except UpstreamFailure as exc:
+                    failure = exc  # deliver what decoded before the bad line, then fail
+                if batch:
+                    dl.got_first = True
+                    yield batch
+                if failure is not None:
+                    raise scrub(failure, call.api_key)
+                if not data:
+                    break
+        if not decoder.finished:
+            # RELIABILITY A6: a cut stream is an error, never a silent "stop".
+            raise UpstreamFailure("protocol", 200, "stream ended before its done line")
+
+    async def embed(self, req: EmbedRequest, call: Call) -> EmbedResult:
+        model = self._model(call, req.model)
+        payload: dict[str, Any] = {"model": model, "input": list(req.inputs)}
+        if req.dimensions:
+            payload["dimensions"] = req.dimensions
+        obj = await self._json(call, "POST", f"{self._base(call)}/api/embed", orjson.dumps(payload))
+        vectors = obj.get("embeddings")
+        if not isinstance(vectors, list) or len(vectors) != len(req.inputs):
+            raise UpstreamFailure("protocol", 200, "embeddings do not match the inputs")
+        usage = Usage(
+            prompt_tokens=int(obj.get("prompt_eval_count") or 0), estimated="prompt_eval_count" not in obj
+        )
+        return EmbedResult(vectors=vectors, usage=usage, model=str(obj.get("model") or model))
+
+    async def list_models(self, call: Call) -> list[str]:
+        obj = await self._json(call, "GET", f"{self._base(call)}/api/tags", None)
+        return [str(m["name"]) for m in obj.get("models") or [] if isinstance(m, dict) and m.get("name")]
+
+    async def _json(self, call: Call, method: str, url: str, body: bytes | None) -> dict[str, Any]:
+        check_key(call.api_key)
+        dl = Deadlines.start(call, stream=False)
+        label = dl.next_read()[1]
+        async with AsyncExitStack() as stack:
+            resp = await send(
+                stack, call, method, url, data=body, headers=self._headers(call),
+                until=dl.end, label=label, classify=self.classify,
+            )
+            raw = await read_body(resp, dl.end, label)
+        return parse_json_object(raw, resp.status)
+
+    @staticmethod
+    def _headers(call: Call) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if call.api_key:
+            headers["authorization"] = f"Bearer {call.api_key}"
+        return headers
+
+    @staticmethod
+    def _base(call: Call) -> str:
+        # OLLAMA_BASE_URL is often the OpenAI-compatible http://host:11434/v1: the native API is
+        # at the root.
+        base = call.target.base_url.rstrip("/")
+        for suffix in ("/v1", "/api"):
+            base = base.removesuffix(suffix)
+        return base
+
+    @staticmethod
+    def _model(call: Call, requested: str) -> str:
+        return call.target.model or requested

@@ -1,0 +1,276 @@
+"""The OpenAI Chat Completions wire format: OpenAI and every provider that speaks it.
+
+The hot path of the default deployment: request JSON is built from a template dict, stream
+bodies are parsed per read with the shared SSE parser, and only the fields the core needs
+are looked at. The upstream is always asked for stream usage so every stream is metered
+from the provider's own count; whether the caller sees a usage chunk is decided later (D3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Any, AsyncIterator
+
+import aiohttp
+import orjson
+
+from services.core.errors import UpstreamFailure
+from services.core.types import (
+    ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Message, ToolCall, ToolCallDelta, Usage,
+)
+from services.providers.base import Call
+from services.providers.errors import classify_status, transport_failure
+from services.providers.sse import SSEParser
+
+FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
+          "content_filter": "content_filter", "eos": "stop", "end_turn": "stop"}
+JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+class OpenAIAdapter:
+    kind = "openai"
+
+    def headers(self, call: Call) -> dict[str, str]:
+        if not call.api_key:
+            return JSON_HEADERS
+        return {**JSON_HEADERS, "Authorization": "Bearer " + call.api_key}
+
+    async def chat(self, req: ChatRequest, call: Call) -> ChatResult:
+        body = build_body(req, call.target.model, stream=False)
+        url = call.target.base_url.rstrip("/") + "/chat/completions"
+        try:
+            timeout = aiohttp.ClientTimeout(total=call.timeout_s)
+            async with call.session.post(url, data=orjson.dumps(body), headers=self.headers(call), timeout=timeout) as resp:
+                raw = await resp.read()
+                if resp.status != 200:
+                    raise self.classify(resp.status, resp.headers, raw)
+        except UpstreamFailure:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            raise transport_failure(e) from None
+        try:
+            data = orjson.loads(raw)
+            choice = data["choices"][0]
+            msg = choice.get("message") or {}
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+            raise UpstreamFailure("protocol", 200, "upstream sent a malformed completion") from None
+        calls = [
+            ToolCall(tc.get("id", ""), (tc.get("function") or {}).get("name", ""), (tc.get("function") or {}).get("arguments", ""))
+            for tc in msg.get("tool_calls") or ()
+        ]
+        return ChatResult(
+            text=msg.get("content") or "",
+            finish_reason=FINISH.get(choice.get("finish_reason") or "stop", "stop"),
+            usage=parse_usage(data.get("usage")),
+            tool_calls=calls,
+            reasoning=msg.get("reasoning_content") or msg.get("reasoning") or "",
+            model=data.get("model") or call.target.model,
+            response_id=data.get("id", ""),
+        )
+
+    async def stream_chat(self, req: ChatRequest, call: Call) -> AsyncIterator[list[Chunk]]:
+        body = build_body(req, call.target.model, stream=True)
+        url = call.target.base_url.rstrip("/") + "/chat/completions"
+        deadline = time.monotonic() + call.timeout_s
+        parser = SSEParser()
+        done = False
+        # aiohttp's total timeout only fires inside its own awaits; an asyncio.timeout around
+        # the yields below would cancel the consumer's code instead (async generator hazard).
+        timeout = aiohttp.ClientTimeout(total=call.timeout_s)
+        try:
+            async with call.session.post(url, data=orjson.dumps(body), headers=self.headers(call), timeout=timeout) as resp:
+                if resp.status != 200:
+                    raise self.classify(resp.status, resp.headers, await resp.content.read(65536))
+                first = True
+                while True:
+                    limit = call.first_token_timeout_s if first else call.idle_timeout_s
+                    if limit:
+                        left = max(0.0, deadline - time.monotonic())
+                        data = await asyncio.wait_for(resp.content.readany(), min(limit, left))
+                    else:
+                        data = await resp.content.readany()
+                    if not data:
+                        break
+                    batch: list[Chunk] = []
+                    for ev in parser.feed(data):
+                        if ev.data == b"[DONE]":
+                            done = True
+                            continue
+                        chunk = parse_stream_event(ev.data)
+                        if chunk is not None:
+                            batch.append(chunk)
+                    if batch:
+                        first = False
+                        yield batch
+                    if done:
+                        return
+        except UpstreamFailure:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            raise transport_failure(e) from None
+        if not done:
+            raise UpstreamFailure("protocol", 200, "upstream stream ended without [DONE]")
+
+    async def embed(self, req: EmbedRequest, call: Call) -> EmbedResult:
+        body: dict[str, Any] = {"model": call.target.model, "input": req.inputs}
+        if req.dimensions:
+            body["dimensions"] = req.dimensions
+        url = call.target.base_url.rstrip("/") + "/embeddings"
+        try:
+            timeout = aiohttp.ClientTimeout(total=call.timeout_s)
+            async with call.session.post(url, data=orjson.dumps(body), headers=self.headers(call), timeout=timeout) as resp:
+                raw = await resp.read()
+                if resp.status != 200:
+                    raise self.classify(resp.status, resp.headers, raw)
+            data = orjson.loads(raw)
+            items = sorted(data["data"], key=lambda d: d.get("index", 0))
+            vectors = [item["embedding"] if isinstance(item["embedding"], list) else _b64_floats(item["embedding"]) for item in items]
+        except UpstreamFailure:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            raise transport_failure(e) from None
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise UpstreamFailure("protocol", 200, "upstream sent malformed embeddings") from None
+        return EmbedResult(vectors, parse_usage(data.get("usage")), data.get("model") or call.target.model)
+
+    async def list_models(self, call: Call) -> list[str]:
+        url = call.target.base_url.rstrip("/") + "/models"
+        async with call.session.get(url, headers=self.headers(call)) as resp:
+            raw = await resp.read()
+            if resp.status != 200:
+                raise self.classify(resp.status, resp.headers, raw)
+        return [m["id"] for m in orjson.loads(raw).get("data", [])]
+
+    def classify(self, status: int, headers: Any, body: bytes) -> UpstreamFailure:
+        message, code = "", ""
+        try:
+            err = orjson.loads(body).get("error")
+            if isinstance(err, dict):
+                message = str(err.get("message") or "")
+                code = str(err.get("code") or err.get("type") or "")
+            elif isinstance(err, str):
+                message = err
+        except (orjson.JSONDecodeError, AttributeError):
+            message = ""
+        return classify_status(status, headers, message[:2000], time.time(), code)
+
+
+def parse_usage(u: Any) -> Usage:
+    if not isinstance(u, dict):
+        return Usage(estimated=True)
+    details = u.get("prompt_tokens_details") or {}
+    cdetails = u.get("completion_tokens_details") or {}
+    return Usage(
+        prompt_tokens=int(u.get("prompt_tokens") or 0),
+        completion_tokens=int(u.get("completion_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
+        reasoning_tokens=int(cdetails.get("reasoning_tokens") or 0) if isinstance(cdetails, dict) else 0,
+    )
+
+
+def parse_stream_event(data: bytes) -> Chunk | None:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamFailure("protocol", 200, "upstream sent a malformed stream event") from None
+    if not isinstance(obj, dict):
+        raise UpstreamFailure("protocol", 200, "upstream sent a malformed stream event")
+    if "error" in obj and not obj.get("choices"):
+        err = obj["error"] if isinstance(obj["error"], dict) else {"message": str(obj["error"])}
+        raise UpstreamFailure("server", 200, str(err.get("message") or "upstream error mid-stream"))
+    usage = parse_usage(obj["usage"]) if obj.get("usage") else None
+    choices = obj.get("choices")
+    if not choices:
+        return Chunk(usage=usage) if usage else None
+    choice = choices[0]
+    delta = choice.get("delta") or {}
+    tcs = delta.get("tool_calls")
+    chunk = Chunk(
+        text=delta.get("content") or "",
+        role=delta.get("role") or "",
+        reasoning=delta.get("reasoning_content") or delta.get("reasoning") or "",
+        finish_reason=FINISH.get(choice.get("finish_reason") or "", ""),
+        usage=usage,
+    )
+    if tcs:
+        chunk.tool_calls = [
+            ToolCallDelta(tc.get("index", 0), tc.get("id") or "", (tc.get("function") or {}).get("name") or "",
+                          (tc.get("function") or {}).get("arguments") or "")
+            for tc in tcs
+        ]
+    return chunk
+
+
+def build_body(req: ChatRequest, model: str, stream: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "messages": [_message(m) for m in req.messages]}
+    s = req.sampling
+    if s.temperature is not None:
+        body["temperature"] = s.temperature
+    if s.top_p is not None:
+        body["top_p"] = s.top_p
+    if s.max_tokens is not None:
+        body["max_tokens"] = s.max_tokens
+    if s.stop:
+        body["stop"] = s.stop
+    if s.seed is not None:
+        body["seed"] = s.seed
+    if s.presence_penalty is not None:
+        body["presence_penalty"] = s.presence_penalty
+    if s.frequency_penalty is not None:
+        body["frequency_penalty"] = s.frequency_penalty
+    if s.response_format == "json_object":
+        body["response_format"] = {"type": "json_object"}
+    elif s.response_format == "json_schema":
+        body["response_format"] = {"type": "json_schema", "json_schema": s.json_schema or {}}
+    if req.tools:
+        body["tools"] = [
+            {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters or {"type": "object", "properties": {}}}}
+            for t in req.tools
+        ]
+        if s.tool_choice in ("auto", "none", "required"):
+            body["tool_choice"] = s.tool_choice
+        elif s.tool_choice:
+            body["tool_choice"] = {"type": "function", "function": {"name": s.tool_choice}}
+        if s.parallel_tool_calls is not None:
+            body["parallel_tool_calls"] = s.parallel_tool_calls
+    if req.user:
+        body["user"] = req.user
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _message(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role}
+    if m.parts:
+        parts: list[dict[str, Any]] = []
+        for p in m.parts:
+            if p.type == "text":
+                parts.append({"type": "text", "text": p.text})
+            else:
+                url = p.image_url or f"data:{p.media_type or 'image/png'};base64,{base64.b64encode(p.data).decode()}"
+                img: dict[str, Any] = {"url": url}
+                if p.detail:
+                    img["detail"] = p.detail
+                parts.append({"type": "image_url", "image_url": img})
+        out["content"] = parts
+    else:
+        out["content"] = m.text if (m.text or not m.tool_calls) else None
+    if m.name:
+        out["name"] = m.name
+    if m.tool_calls:
+        out["tool_calls"] = [{"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": tc.arguments or "{}"}} for tc in m.tool_calls]
+    if m.role == "tool":
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _b64_floats(s: str) -> list[float]:
+    import array
+
+    arr = array.array("f")
+    arr.frombytes(base64.b64decode(s))
+    return arr.tolist()

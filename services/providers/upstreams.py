@@ -1,0 +1,59 @@
+"""One pooled aiohttp.ClientSession per upstream origin, built once and closed at shutdown.
+
+Sessions are keyed by origin so every provider key of one provider shares a connection pool;
+no session is ever built per request (STYLE.md). Adapters are stateless and shared too.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from services.providers.anthropic import AnthropicAdapter
+from services.providers.base import Adapter
+from services.providers.demo import DemoAdapter
+from services.providers.gemini import GeminiAdapter
+from services.providers.kinds import resolve
+from services.providers.ollama import OllamaAdapter
+from services.providers.openai_compatible import OpenAIAdapter
+
+
+class Upstreams:
+    def __init__(self, limit_per_host: int = 256) -> None:
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._limit = limit_per_host
+        self.adapters: dict[str, Adapter] = {
+            "openai": OpenAIAdapter(),
+            "anthropic": AnthropicAdapter(),
+            "gemini": GeminiAdapter(),
+            "ollama": OllamaAdapter(),
+            "demo": DemoAdapter(),
+        }
+
+    def adapter(self, kind: str) -> Adapter:
+        k = resolve(kind)
+        if k is None:
+            raise KeyError(kind)
+        return self.adapters[k.wire]
+
+    def session(self, base_url: str) -> aiohttp.ClientSession:
+        parts = urlsplit(base_url) if base_url else None
+        origin = f"{parts.scheme}://{parts.netloc}" if parts else "local"
+        s = self._sessions.get(origin)
+        if s is None or s.closed:
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=self._limit, ttl_dns_cache=300, keepalive_timeout=30)
+            # Per-try timeouts are set on each request; the session-wide one is only a backstop.
+            s = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+            )
+            self._sessions[origin] = s
+        return s
+
+    async def close(self) -> None:
+        for s in self._sessions.values():
+            await s.close()
+        self._sessions.clear()

@@ -1,0 +1,83 @@
+"""Which (provider, key, model) triples may serve a model, precomputed from the config.
+
+Resolution of a requested model name:
+- "provider/model" where `provider` is a configured provider name → only that provider;
+- otherwise every provider whose allow-list holds the model, plus wildcard providers (no
+  allow-list), which pass any model upstream;
+- "" → the default model of the first provider that has one.
+A `provider` routing hint ("openai", or "auto"/"" for any) narrows the set further.
+Views are built once per (model, provider hint) and cached, so a request with 100 providers
+× 10 keys costs a dict lookup, not a thousand object constructions.
+"""
+
+from __future__ import annotations
+
+from services.catalog.pricing import Catalog
+from services.config.schema import Config, ProviderConfig
+from services.core.errors import InvalidArgument, NotFound
+from services.core.types import Target
+from services.routing.strategies.base import CandidateView
+
+
+class CandidateIndex:
+    def __init__(self, cfg: Config, catalog: Catalog) -> None:
+        self._providers = {p.name: p for p in cfg.providers}
+        self._catalog = catalog
+        self._exact: dict[str, list[ProviderConfig]] = {}
+        self._wildcard: list[ProviderConfig] = []
+        for p in cfg.providers:
+            if p.models:
+                for m in p.models:
+                    self._exact.setdefault(m, []).append(p)
+            else:
+                self._wildcard.append(p)
+        self._cache: dict[tuple[str, str], list[CandidateView]] = {}
+        self.default_model = next((p.default_model for p in sorted(cfg.providers, key=lambda p: p.priority) if p.default_model), "")
+
+    @property
+    def providers(self) -> dict[str, ProviderConfig]:
+        return self._providers
+
+    def known_models(self) -> list[tuple[str, ProviderConfig]]:
+        """Every explicitly allowed model with a provider that serves it (for the catalogue)."""
+        return [(m, p) for m, ps in self._exact.items() for p in ps]
+
+    def resolve(self, model: str, provider_hint: str = "") -> list[CandidateView]:
+        key = (model, provider_hint)
+        views = self._cache.get(key)
+        if views is None:
+            views = self._build(model, provider_hint)
+            if len(self._cache) < 4096:  # unbounded model names must not grow memory
+                self._cache[key] = views
+        return views
+
+    def _build(self, model: str, hint: str) -> list[CandidateView]:
+        model = model or self.default_model
+        if not model:
+            raise InvalidArgument("model is required", reason="MODEL_REQUIRED", metadata={"field": "model"})
+        hint = "" if hint in ("", "auto") else hint
+        prefix, sep, rest = model.partition("/")
+        pairs: list[tuple[ProviderConfig, str]]
+        if sep and prefix in self._providers and (not hint or hint == prefix):
+            p = self._providers[prefix]
+            if p.models and rest not in p.models:
+                raise NotFound(f"model {model!r} is not served by provider {prefix!r}", reason="MODEL_NOT_FOUND", metadata={"model": model})
+            pairs = [(p, rest)]
+        else:
+            pairs = [(p, model) for p in self._exact.get(model, ())] + [(p, model) for p in self._wildcard]
+        if hint:
+            if hint not in self._providers and not any(p.kind == hint for p in self._providers.values()):
+                raise NotFound(f"provider {hint!r} is not configured", reason="PROVIDER_NOT_FOUND", metadata={"provider": hint})
+            pairs = [(p, m) for p, m in pairs if p.name == hint or p.kind == hint]
+        if not pairs:
+            raise NotFound(f"model {model!r} does not exist or is not routable", reason="MODEL_NOT_FOUND", metadata={"model": model})
+        views = []
+        for p, m in pairs:
+            price = self._catalog.price(m)
+            for k in p.keys:
+                target = Target(provider=p.name, kind=p.kind, key_id=k.id, model=m, base_url=p.base_url, timeout_s=p.timeout_s)
+                views.append(CandidateView(
+                    target=target, priority=p.priority, weight=k.weight,
+                    price_in_per_mtok=price[0], price_out_per_mtok=price[1],
+                ))
+        return views

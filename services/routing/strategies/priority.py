@@ -1,0 +1,45 @@
+"""The `priority` strategy, and the priority ordering every other strategy fails over along.
+
+Levels run lowest `priority` first; within a level the order is shuffled, which spreads load
+over equal keys while failover still walks down the levels (seed 002's priority failover).
+"""
+
+from __future__ import annotations
+
+import random
+from itertools import groupby
+
+from services.routing.strategies.base import CandidateView
+
+
+def by_priority(candidates: list[CandidateView]) -> list[CandidateView]:
+    """Stable sort by (priority, declaration order): sorted() keeps equal items in input order."""
+    return sorted(candidates, key=_priority)
+
+
+def split_top(candidates: list[CandidateView]) -> tuple[list[CandidateView], list[CandidateView]]:
+    """(the top level in declaration order, every other level in priority order)."""
+    ordered = by_priority(candidates)
+    if not ordered:
+        return [], []
+    top = ordered[0].priority
+    cut = next((i for i, c in enumerate(ordered) if c.priority != top), len(ordered))
+    return ordered[:cut], ordered[cut:]
+
+
+def _priority(c: CandidateView) -> int:
+    return c.priority
+
+
+class PriorityStrategy:
+    """Priority levels in order; ties within a level shuffled with the injected rng."""
+
+    name = "priority"
+
+    def order(self, candidates: list[CandidateView], rng: random.Random) -> list[CandidateView]:
+        out: list[CandidateView] = []
+        for _, level in groupby(by_priority(candidates), key=_priority):
+            group = list(level)
+            rng.shuffle(group)
+            out.extend(group)
+        return out

@@ -1,0 +1,140 @@
+"""AdminService: API keys, tiers, stats, the ledger, router and auth status (admin key only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.core.errors import FieldViolation, InvalidArgument, NotFound
+from services.rpc import paging
+from services.rpc.interceptors import Ctx, Guard
+from services.rpc.usage import usage_row
+from services.store.records import ApiKeyRecord, UsageFilter
+from tollgate.v1 import admin_service_pb2 as apb
+from tollgate.v1 import admin_service_pb2_grpc as apb_grpc
+
+EMAIL_MAX = 320
+
+
+def api_key_pb(r: ApiKeyRecord) -> apb.ApiKey:
+    return apb.ApiKey(id=r.id, prefix=r.prefix, name=r.name, email=r.email, tier=r.tier, created=int(r.created_at),
+                      revoked_at=int(r.revoked_at or 0), user=r.user_id or "", last_used_at=int(r.last_used_at or 0))
+
+
+def make_admin_servicer(app: Any) -> apb_grpc.AdminServiceServicer:
+    guard = Guard(app)
+
+    class AdminServicer(apb_grpc.AdminServiceServicer):
+        @guard.unary(admin_only=True)
+        async def CreateApiKey(self, request: apb.CreateApiKeyRequest, ctx: Ctx) -> apb.CreateApiKeyResponse:
+            name = request.name.strip()
+            tier = request.tier or app.config.default_tier
+            problems = []
+            if not name or len(name) > 200:
+                problems.append(FieldViolation("name", "required, at most 200 characters"))
+            if len(request.email) > EMAIL_MAX or (request.email and "@" not in request.email):
+                problems.append(FieldViolation("email", "must be an email address"))
+            if tier not in app.quotas.tiers:
+                problems.append(FieldViolation("tier", f"unknown tier; one of {', '.join(app.quotas.tiers)}"))
+            if problems:
+                raise InvalidArgument("; ".join(f"{p.field}: {p.description}" for p in problems),
+                                      reason="VALIDATION_ERROR", field_violations=problems)
+            rec, key = await app.store.create_api_key(name=name, email=request.email, tier=tier)
+            return apb.CreateApiKeyResponse(api_key=api_key_pb(rec), key=key)
+
+        @guard.unary(admin_only=True)
+        async def ListApiKeys(self, request: apb.ListApiKeysRequest, ctx: Ctx) -> apb.ListApiKeysResponse:
+            keys = await app.store.list_api_keys(include_revoked=request.include_revoked)
+            return apb.ListApiKeysResponse(api_keys=[api_key_pb(k) for k in keys])
+
+        @guard.unary(admin_only=True)
+        async def RevokeApiKey(self, request: apb.RevokeApiKeyRequest, ctx: Ctx) -> apb.RevokeApiKeyResponse:
+            if not await app.store.revoke_api_key(request.id):
+                raise NotFound("API key not found", reason="API_KEY_NOT_FOUND", metadata={"key_id": request.id})
+            app.auth.forget()
+            return apb.RevokeApiKeyResponse()
+
+        @guard.unary(admin_only=True)
+        async def ListTiers(self, request: apb.ListTiersRequest, ctx: Ctx) -> apb.ListTiersResponse:
+            return apb.ListTiersResponse(tiers=[
+                apb.Tier(name=t.name, requests_per_minute=t.rpm, requests_per_day=t.rpd, tokens_per_day=t.tpd,
+                         tokens_per_month=t.tpm_month, description=t.description) for t in app.quotas.tiers.values()])
+
+        @guard.unary(admin_only=True)
+        async def GetStats(self, request: apb.GetStatsRequest, ctx: Ctx) -> apb.GetStatsResponse:
+            await app.ledger.flush()
+            totals = await app.store.usage_totals(UsageFilter(since=request.since or None))
+            keys = await app.store.list_api_keys()
+            by_model = [apb.CountByName(name=m, requests=v["requests"], tokens=v["prompt_tokens"] + v["completion_tokens"],
+                                        cost_usd=v["cost_usd"]) for m, v in sorted(totals.get("by_model", {}).items())]
+            by_status = [apb.CountByName(name=s, requests=n) for s, n in sorted(totals.get("by_status", {}).items())]
+            return apb.GetStatsResponse(
+                total_requests=totals.get("requests", 0), prompt_tokens=totals.get("prompt_tokens", 0),
+                completion_tokens=totals.get("completion_tokens", 0), cost_usd=totals.get("cost_usd", 0.0),
+                active_keys=len(keys), by_model=by_model, by_status=by_status, uptime_s=app.uptime_s())
+
+        @guard.unary(admin_only=True)
+        async def ListUsage(self, request: apb.ListUsageRequest, ctx: Ctx) -> apb.ListUsageResponse:
+            return await list_usage(app, request, UsageFilter(
+                key_id=request.key_id or None, user_id=request.user or None, model=request.model or None,
+                since=request.since or None, until=request.until or None), apb.ListUsageResponse)
+
+        @guard.unary(admin_only=True)
+        async def GetRouterStatus(self, request: apb.GetRouterStatusRequest, ctx: Ctx) -> apb.GetRouterStatusResponse:
+            return await router_status(app)
+
+        @guard.unary(admin_only=False)
+        async def GetAuthStatus(self, request: apb.GetAuthStatusRequest, ctx: Ctx) -> apb.GetAuthStatusResponse:
+            a = app.auth
+            keys = await app.store.list_api_keys()
+            return apb.GetAuthStatusResponse(
+                enabled=a.enabled, static_keys=a.static_count, api_keys=len(keys), failures=a.stats.failures,
+                successes=a.stats.successes,
+                keys=[apb.AuthKeyMetrics(key_id=k, successes=int(v[0]), last_used_at=v[1]) for k, v in a.stats.per_static.items()])
+
+        @guard.unary(admin_only=False)
+        async def ReloadAuthKeys(self, request: apb.ReloadAuthKeysRequest, ctx: Ctx) -> apb.ReloadAuthKeysResponse:
+            n = app.reload_static_keys()
+            app.auth.forget()
+            keys = await app.store.list_api_keys()
+            return apb.ReloadAuthKeysResponse(static_keys=n, api_keys=len(keys))
+
+        @guard.unary(admin_only=True)
+        async def SetRegistration(self, request: apb.SetRegistrationRequest, ctx: Ctx) -> apb.SetRegistrationResponse:
+            await app.store.set_registration_open(request.open)
+            return apb.SetRegistrationResponse(open=request.open)
+
+    return AdminServicer()
+
+
+async def list_usage(app: Any, request: Any, flt: UsageFilter, response_type: Any) -> Any:
+    offset, limit = paging.window(request.page_size, request.page_token, request.skip, default=100, maximum=1000)
+    await app.ledger.flush()  # a caller looking for its row just after the response must find it
+    rows = await app.store.list_usage(flt, limit=limit, offset=offset)
+    total = await app.store.count_usage(flt)
+    return response_type(rows=[usage_row(r) for r in rows], total_size=total,
+                         next_page_token=paging.next_token(offset, limit, total))
+
+
+async def router_status(app: Any) -> apb.GetRouterStatusResponse:
+    r = app.router
+    keys = []
+    for p in app.config.providers:
+        for k in p.keys:
+            rules = r.key_rules(k.id)
+            used = {}
+            if rules:
+                try:
+                    d = await app.limiter.peek("pk:" + k.id, rules)
+                    used[d.rule] = d.used
+                except Exception:
+                    pass
+            breaker = r.breaker.state(k.id)
+            cooldown = r.cooldowns.remaining(k.id)
+            keys.append(apb.KeyStatus(
+                provider=p.name, key_id=k.id, kind=p.kind, priority=p.priority, models=list(p.models), breaker=breaker,
+                cooldown_s=cooldown, rpm_limit=p.rpm, daily_limit=p.daily_quota,
+                rpm_used=used.get("key_rpm", 0), daily_used=used.get("key_daily", 0),
+                latency_ms=r.latency.get(k.id) or 0.0, requests=r.stats.per_key_requests.get(k.id, 0),
+                failures=r.stats.per_key_failures.get(k.id, 0), available=breaker != "open" and cooldown <= 0))
+    return apb.GetRouterStatusResponse(strategy=r.default_strategy, keys=keys, total_requests=r.stats.requests,
+                                       failovers=r.stats.failovers, unroutable=r.stats.unroutable)

@@ -1,0 +1,131 @@
+"""Proto <-> core conversions: where tollgate.v1 messages stop and core.types begin."""
+
+from __future__ import annotations
+
+from google.protobuf.json_format import MessageToDict
+
+from services.core.errors import FieldViolation, InvalidArgument
+from services.core.types import (
+    ChatRequest, ChatResult, Chunk, ContentPart, EmbedRequest, Message, RouteHints, Sampling, Tool, ToolCall, Usage,
+)
+from services.limits.base import Decision
+from services.routing.router import RouteLog
+from tollgate.v1 import chat_pb2 as pb
+from tollgate.v1 import inference_service_pb2 as ipb
+
+ROLE_NAMES = {pb.ROLE_UNSPECIFIED: "user", pb.ROLE_SYSTEM: "system", pb.ROLE_USER: "user",
+              pb.ROLE_ASSISTANT: "assistant", pb.ROLE_TOOL: "tool", pb.ROLE_DEVELOPER: "developer"}
+ROLE_VALUES = {v: k for k, v in ROLE_NAMES.items() if k != pb.ROLE_UNSPECIFIED}
+FINISH_VALUES = {"": pb.FINISH_REASON_UNSPECIFIED, "stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH,
+                 "tool_calls": pb.FINISH_REASON_TOOL_CALLS, "content_filter": pb.FINISH_REASON_CONTENT_FILTER,
+                 "error": pb.FINISH_REASON_ERROR}
+FORMATS = {pb.RESPONSE_FORMAT_UNSPECIFIED: "", pb.RESPONSE_FORMAT_TEXT: "text",
+           pb.RESPONSE_FORMAT_JSON_OBJECT: "json_object", pb.RESPONSE_FORMAT_JSON_SCHEMA: "json_schema"}
+
+
+def chat_request(inp: pb.ChatInput, max_messages: int, include_usage: bool = False) -> ChatRequest:
+    if not inp.messages:
+        raise InvalidArgument("messages must not be empty", reason="MESSAGES_REQUIRED",
+                              field_violations=[FieldViolation("messages", "at least one message is required")])
+    if len(inp.messages) > max_messages:
+        raise InvalidArgument(f"too many messages: {len(inp.messages)} > {max_messages}", reason="TOO_MANY_MESSAGES",
+                              field_violations=[FieldViolation("messages", f"at most {max_messages} messages")])
+    msgs = []
+    for i, m in enumerate(inp.messages):
+        role = ROLE_NAMES.get(m.role)
+        if role is None:
+            raise InvalidArgument(f"messages[{i}].role is not a known role", reason="INVALID_ROLE",
+                                  field_violations=[FieldViolation(f"messages[{i}].role", "unknown role")])
+        msg = Message(role=role, text=m.text, name=m.name, tool_call_id=m.tool_call_id)
+        if m.parts:
+            msg.parts = [_part(p) for p in m.parts]
+        if m.tool_calls:
+            msg.tool_calls = [ToolCall(t.id, t.name, t.arguments) for t in m.tool_calls]
+        msgs.append(msg)
+    s = inp.sampling
+    sampling = Sampling(
+        temperature=s.temperature if s.HasField("temperature") else None,
+        top_p=s.top_p if s.HasField("top_p") else None,
+        max_tokens=s.max_tokens if s.HasField("max_tokens") else None,
+        stop=list(s.stop),
+        seed=s.seed if s.HasField("seed") else None,
+        presence_penalty=s.presence_penalty if s.HasField("presence_penalty") else None,
+        frequency_penalty=s.frequency_penalty if s.HasField("frequency_penalty") else None,
+        response_format=FORMATS.get(s.response_format, ""),
+        json_schema=MessageToDict(s.json_schema) if s.HasField("json_schema") else None,
+        tool_choice=s.tool_choice,
+        parallel_tool_calls=s.parallel_tool_calls if s.HasField("parallel_tool_calls") else None,
+    )
+    if sampling.max_tokens is not None and sampling.max_tokens < 1:
+        raise InvalidArgument("max_tokens must be at least 1", reason="INVALID_MAX_TOKENS",
+                              field_violations=[FieldViolation("sampling.max_tokens", "must be >= 1")])
+    tools = [Tool(t.name, t.description, MessageToDict(t.parameters) if t.HasField("parameters") else {}) for t in inp.tools]
+    r = inp.route
+    return ChatRequest(
+        model=inp.model, messages=msgs, sampling=sampling, tools=tools,
+        route=RouteHints(r.provider, r.strategy, r.key_id), include_usage=include_usage,
+        user=inp.user, surface=inp.surface or "grpc",
+    )
+
+
+def _part(p: pb.ContentPart) -> ContentPart:
+    if p.WhichOneof("part") == "image":
+        img = p.image
+        return ContentPart("image", image_url=img.url, data=img.data, media_type=img.media_type, detail=img.detail)
+    return ContentPart("text", text=p.text)
+
+
+def embed_request(r: ipb.EmbedRequest) -> EmbedRequest:
+    if not r.inputs:
+        raise InvalidArgument("inputs must not be empty", reason="INPUT_REQUIRED",
+                              field_violations=[FieldViolation("inputs", "at least one input is required")])
+    return EmbedRequest(model=r.model, inputs=list(r.inputs), dimensions=r.dimensions if r.HasField("dimensions") else None,
+                        route=RouteHints(r.route.provider, r.route.strategy, r.route.key_id), user=r.user,
+                        surface=r.surface or "grpc")
+
+
+def usage(u: Usage | None, cost: float = 0.0) -> pb.Usage:
+    if u is None:
+        return pb.Usage()
+    return pb.Usage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, total_tokens=u.total_tokens,
+                    estimated=u.estimated, cached_tokens=u.cached_tokens, reasoning_tokens=u.reasoning_tokens, cost_usd=cost)
+
+
+def route(log: RouteLog) -> pb.Route:
+    t = log.target
+    return pb.Route(
+        provider=t.provider if t else "", kind=t.kind if t else "", model=(log.upstream_model or t.model) if t else "",
+        key_id=t.key_id if t else "", strategy=log.strategy,
+        attempts=[pb.Attempt(provider=a.provider, key_id=a.key_id, model=a.model, outcome=a.outcome,
+                             status=a.status, latency_ms=a.latency_ms) for a in log.attempts],
+    )
+
+
+def rate_limit(d: Decision | None) -> pb.RateLimitState | None:
+    if d is None:
+        return None
+    return pb.RateLimitState(limit=d.limit, remaining=d.remaining, used=d.used, reset_at=d.reset_at, rule=d.rule)
+
+
+def chat_response(res: ChatResult, request_id: str, log: RouteLog, u: Usage | None, cost: float,
+                  created: float, d: Decision | None) -> ipb.ChatResponse:
+    return ipb.ChatResponse(
+        id=request_id, text=res.text, reasoning=res.reasoning,
+        tool_calls=[pb.ToolCall(id=t.id, name=t.name, arguments=t.arguments) for t in res.tool_calls],
+        finish_reason=FINISH_VALUES.get(res.finish_reason, pb.FINISH_REASON_STOP),
+        usage=usage(u, cost), route=route(log), created=int(created), rate_limit=rate_limit(d),
+    )
+
+
+def delta_batch(batch: list[Chunk]) -> ipb.StreamChatResponse:
+    deltas = []
+    for c in batch:
+        if not (c.text or c.role or c.reasoning or c.tool_calls or c.finish_reason):
+            continue  # a usage-only chunk: usage travels in its own message
+        d = pb.ChoiceDelta(text=c.text, reasoning=c.reasoning, finish_reason=FINISH_VALUES.get(c.finish_reason, 0))
+        if c.role:
+            d.role = ROLE_VALUES.get(c.role, pb.ROLE_ASSISTANT)
+        if c.tool_calls:
+            d.tool_calls.extend(pb.ToolCallDelta(index=t.index, id=t.id, name=t.name, arguments=t.arguments) for t in c.tool_calls)
+        deltas.append(d)
+    return ipb.StreamChatResponse(delta=ipb.DeltaBatch(deltas=deltas))

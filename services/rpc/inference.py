@@ -1,0 +1,67 @@
+"""InferenceService: Chat, StreamChat and Embed, thin over the pipeline."""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+from services.pipeline import StreamFinished, StreamStarted
+from services.rpc import convert
+from services.rpc.interceptors import Ctx, Guard, rate_limit_metadata
+from tollgate.v1 import inference_service_pb2 as ipb
+from tollgate.v1 import inference_service_pb2_grpc as ipb_grpc
+
+
+def route_metadata(request_id: str, outcome) -> tuple[tuple[str, str], ...]:
+    md = rate_limit_metadata(outcome.decision) + (("x-request-id", request_id),)
+    t = outcome.route.target
+    if t is not None:
+        md += (("x-llm-provider", t.provider), ("x-llm-model", t.model), ("x-llm-key-id", t.key_id))
+    if outcome.route.attempts:
+        md += (("x-tollgate-route", outcome.route.header()),)
+    return md
+
+
+def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
+    guard = Guard(app)
+    max_messages = app.config.max_messages
+
+    class InferenceServicer(ipb_grpc.InferenceServiceServicer):
+        @guard.unary()
+        async def Chat(self, request: ipb.ChatRequest, ctx: Ctx) -> ipb.ChatResponse:
+            req = convert.chat_request(request.input, max_messages)
+            result, out = await app.pipeline.chat(ctx.principal, req, ctx.request_id, ctx.context.time_remaining())
+            await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, out))
+            return convert.chat_response(result, ctx.request_id, out.route, out.usage, out.cost_usd, out.created, out.decision)
+
+        @guard.stream()
+        async def StreamChat(self, request: ipb.StreamChatRequest, ctx: Ctx) -> AsyncIterator[ipb.StreamChatResponse]:
+            req = convert.chat_request(request.input, max_messages, request.include_usage)
+            async for ev in app.pipeline.stream(ctx.principal, req, ctx.request_id, ctx.context.time_remaining()):
+                if type(ev) is list:
+                    msg = convert.delta_batch(ev)
+                    if msg.delta.deltas:
+                        yield msg
+                elif isinstance(ev, StreamStarted):
+                    out = ev.outcome
+                    await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, out))
+                    yield ipb.StreamChatResponse(start=ipb.StreamStart(
+                        id=ctx.request_id, route=convert.route(out.route), created=int(out.created),
+                        rate_limit=convert.rate_limit(out.decision)))
+                elif isinstance(ev, StreamFinished):
+                    out = ev.outcome
+                    u = convert.usage(out.usage, out.cost_usd)
+                    if request.include_usage:
+                        yield ipb.StreamChatResponse(usage=u)
+                    yield ipb.StreamChatResponse(end=ipb.StreamEnd(
+                        finish_reason=convert.FINISH_VALUES.get(out.finish_reason, 1), usage=u, route=convert.route(out.route)))
+
+        @guard.unary()
+        async def Embed(self, request: ipb.EmbedRequest, ctx: Ctx) -> ipb.EmbedResponse:
+            req = convert.embed_request(request)
+            result, out = await app.pipeline.embed(ctx.principal, req, ctx.request_id, ctx.context.time_remaining())
+            await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, out))
+            return ipb.EmbedResponse(
+                id=ctx.request_id, usage=convert.usage(out.usage, out.cost_usd), route=convert.route(out.route),
+                embeddings=[ipb.Embedding(index=i, values=v) for i, v in enumerate(result.vectors)])
+
+    return InferenceServicer()

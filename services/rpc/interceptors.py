@@ -1,0 +1,165 @@
+"""The guard every RPC runs through: auth, request id, rate-limit metadata, error mapping.
+
+It wraps servicer methods rather than being a grpc.aio.ServerInterceptor so that the
+in-process channel (the bridge's default) and the real gRPC server run exactly the same
+code: the same principal resolution, the same request ids, the same google.rpc.Status.
+A core error becomes a Status with ErrorInfo (+ RetryInfo / QuotaFailure / BadRequest);
+anything unexpected becomes INTERNAL with the request id, never UNKNOWN (RELIABILITY B4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from services.auth.principal import Principal
+from services.core import errors as E
+from services.limits.base import Decision
+from services.pipeline import new_request_id
+
+log = logging.getLogger("tollgate.rpc")
+
+DETAILS_KEY = "grpc-status-details-bin"
+
+
+class Ctx:
+    """What a guarded method gets besides the request: who calls and this call's id."""
+
+    __slots__ = ("principal", "request_id", "context")
+
+    def __init__(self, principal: Principal, request_id: str, context: Any) -> None:
+        self.principal = principal
+        self.request_id = request_id
+        self.context = context
+
+
+def rate_limit_metadata(d: Decision | None) -> tuple[tuple[str, str], ...]:
+    if d is None:
+        return ()
+    return (
+        ("x-ratelimit-limit", str(d.limit)),
+        ("x-ratelimit-remaining", str(max(0, d.remaining))),
+        ("x-ratelimit-used", str(d.used)),
+        ("x-ratelimit-reset", str(int(math.ceil(d.reset_at)))),
+    )
+
+
+def status_for(e: E.TollgateError, request_id: str) -> tuple[grpc.StatusCode, str, tuple[tuple[str, Any], ...]]:
+    """A core error as (code, message, trailing metadata with google.rpc.Status details)."""
+    info = error_details_pb2.ErrorInfo(reason=e.reason, domain="tollgate", metadata={**e.metadata, "request_id": request_id})
+    details = [info]
+    if e.retry_after_s is not None:
+        secs = max(0.0, e.retry_after_s)
+        details.append(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
+            seconds=int(secs), nanos=int((secs - int(secs)) * 1e9))))
+    if e.quota_violations:
+        details.append(error_details_pb2.QuotaFailure(violations=[
+            error_details_pb2.QuotaFailure.Violation(subject=v.subject, description=v.description) for v in e.quota_violations]))
+    if e.field_violations:
+        details.append(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description) for v in e.field_violations]))
+    st = status_pb2.Status(code=e.code.value[0], message=e.message)
+    for d in details:
+        st.details.add().Pack(d)
+    md = [(DETAILS_KEY, st.SerializeToString()), ("x-request-id", request_id)]
+    if e.retry_after_s is not None:
+        md.append(("retry-after", str(max(1, int(math.ceil(e.retry_after_s))))))
+    return e.code, e.message, tuple(md)
+
+
+async def _abort(context: Any, e: E.TollgateError, request_id: str) -> None:
+    code, message, md = status_for(e, request_id)
+    await context.abort(code, message, trailing_metadata=md)
+
+
+def _internal(exc: BaseException) -> E.TollgateError:
+    return E.Internal(f"internal error ({type(exc).__name__}); the request id identifies it in the logs")
+
+
+class Guard:
+    """Builds the wrappers; holds the authenticator and limiter through the App."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def _enter(self, context: Any, request_id: str, admin_only: bool, public: bool) -> Ctx:
+        if self.app.draining:
+            raise E.Unavailable("the gateway is shutting down; retry on another replica", reason="SHUTTING_DOWN",
+                                retry_after_s=1.0)
+        md = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        if public:
+            principal = Principal("anonymous", "anonymous", "unlimited")
+            key, admin = self.app.auth.credentials(md)
+            if key or admin:
+                try:
+                    principal = await self.app.auth.resolve(md)
+                except E.TollgateError:
+                    pass  # public routes still answer with a bad key (e.g. /v1/models on seed 002 is authed; Register is not)
+        else:
+            principal = await self.app.auth.resolve(md, admin_only=admin_only)
+        return Ctx(principal, request_id, context)
+
+    def unary(self, admin_only: bool = False, public: bool = False, peek_limits: bool = True):
+        def wrap(fn: Callable[..., Awaitable[Any]]):
+            @functools.wraps(fn)
+            async def handler(servicer: Any, request: Any, context: Any) -> Any:
+                request_id = new_request_id()
+                try:
+                    ctx = await self._enter(context, request_id, admin_only, public)
+                    if peek_limits and ctx.principal.kind not in ("admin", "anonymous") and not fn.__name__ in ("Chat", "Embed"):
+                        await self._send_limits(ctx)
+                    return await fn(servicer, request, ctx)
+                except E.TollgateError as e:
+                    await _abort(context, e, request_id)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as exc:
+                    if _is_abort(exc):
+                        raise
+                    log.exception("unhandled error in %s (request %s)", fn.__name__, request_id)
+                    await _abort(context, _internal(exc), request_id)
+            return handler
+        return wrap
+
+    def stream(self, admin_only: bool = False):
+        def wrap(fn: Callable[..., AsyncIterator[Any]]):
+            @functools.wraps(fn)
+            async def handler(servicer: Any, request: Any, context: Any) -> AsyncIterator[Any]:
+                request_id = new_request_id()
+                try:
+                    ctx = await self._enter(context, request_id, admin_only, False)
+                    async for msg in fn(servicer, request, ctx):
+                        yield msg
+                except E.TollgateError as e:
+                    await _abort(context, e, request_id)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as exc:
+                    if _is_abort(exc):
+                        raise
+                    log.exception("unhandled error in %s (request %s)", fn.__name__, request_id)
+                    await _abort(context, _internal(exc), request_id)
+            return handler
+        return wrap
+
+    async def _send_limits(self, ctx: Ctx) -> None:
+        rules = self.app.quotas.request_rules(ctx.principal.tier)
+        if not rules:
+            return
+        try:
+            d = await self.app.limiter.peek(ctx.principal.subject, rules)
+        except E.TollgateError:
+            return
+        await ctx.context.send_initial_metadata(rate_limit_metadata(d) + (("x-request-id", ctx.request_id),))
+
+
+def _is_abort(exc: BaseException) -> bool:
+    # In-process aborts raise the channel's own exception type; let it pass untouched.
+    return getattr(exc, "_tollgate_abort", False)

@@ -1,0 +1,60 @@
+"""ModelService: the routable catalogue, thin over catalog/views.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.catalog.pricing import ModelInfo
+from services.core.errors import NotFound, Unimplemented
+from services.providers.kinds import resolve
+from services.rpc import paging
+from services.rpc.interceptors import Ctx, Guard
+from tollgate.v1 import model_service_pb2 as mpb
+from tollgate.v1 import model_service_pb2_grpc as mpb_grpc
+
+
+def model_pb(info: ModelInfo, providers: list[str]) -> mpb.Model:
+    return mpb.Model(
+        id=info.id, name=info.name or info.id, description=info.description, providers=providers,
+        owned_by=info.owned_by or (providers[0] if providers else ""), context_length=info.context_length,
+        max_completion_tokens=info.max_completion_tokens,
+        pricing=mpb.Pricing(prompt_per_mtok=info.prompt_per_mtok, completion_per_mtok=info.completion_per_mtok),
+        supported_parameters=list(info.supported_parameters), is_moderated=info.is_moderated, kind=info.kind,
+        demo=info.owned_by == "tollgate" and info.id in ("demo", "tollgate-demo"), created=1_700_000_000,
+    )
+
+
+def make_model_servicer(app: Any) -> mpb_grpc.ModelServiceServicer:
+    guard = Guard(app)
+
+    class ModelServicer(mpb_grpc.ModelServiceServicer):
+        @guard.unary()
+        async def ListModels(self, request: mpb.ListModelsRequest, ctx: Ctx) -> mpb.ListModelsResponse:
+            offset, limit = paging.window(request.page_size, request.page_token, request.skip)
+            found = app.models.search(request.provider, request.search, request.order_by)
+            page = found[offset: offset + limit]
+            return mpb.ListModelsResponse(models=[model_pb(i, ps) for i, ps in page], total_size=len(found),
+                                          next_page_token=paging.next_token(offset, limit, len(found)))
+
+        @guard.unary()
+        async def GetModel(self, request: mpb.GetModelRequest, ctx: Ctx) -> mpb.GetModelResponse:
+            entry = app.models.get(request.id)
+            if entry is None:
+                raise NotFound(f"The model '{request.id}' does not exist", reason="MODEL_NOT_FOUND", metadata={"model": request.id})
+            return mpb.GetModelResponse(model=model_pb(*entry))
+
+        @guard.unary()
+        async def ListProviders(self, request: mpb.ListProvidersRequest, ctx: Ctx) -> mpb.ListProvidersResponse:
+            out = []
+            for p in app.config.providers:
+                k = resolve(p.kind)
+                out.append(mpb.ProviderInfo(name=p.name, kind=p.kind, base_url=p.base_url, models=list(p.models),
+                                            priority=p.priority, key_count=len(p.keys),
+                                            unsupported=list(k.unsupported) if k else []))
+            return mpb.ListProvidersResponse(providers=out)
+
+        @guard.unary()
+        async def LoadModel(self, request: mpb.LoadModelRequest, ctx: Ctx) -> mpb.LoadModelResponse:
+            raise Unimplemented("LoadModel is designed but not built yet (seed 000 /api/models/load)")
+
+    return ModelServicer()

@@ -1,0 +1,79 @@
+"""The grpc.aio server: the four servicers, health, reflection, and graceful stop.
+
+The same servicer instances are also registered on an InProcessChannel, which the bridge
+uses by default; both paths run identical servicer code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from services.rpc.admin import make_admin_servicer
+from services.rpc.inference import make_inference_servicer
+from services.rpc.keys import make_key_servicer
+from services.rpc.models import make_model_servicer
+from tollgate.inprocess import InProcessChannel
+from tollgate.v1 import admin_service_pb2, admin_service_pb2_grpc, inference_service_pb2, inference_service_pb2_grpc
+from tollgate.v1 import key_service_pb2, key_service_pb2_grpc, model_service_pb2, model_service_pb2_grpc
+
+log = logging.getLogger("tollgate.server")
+
+SERVICE_NAMES = (
+    inference_service_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,
+    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+    key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
+    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+MAX_MESSAGE = 16 * 1024 * 1024
+
+
+def register_servicers(app: Any, target: Any) -> None:
+    """Adds the four servicers to a grpc.aio.Server or an InProcessChannel."""
+    inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(make_inference_servicer(app), target)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(make_model_servicer(app), target)
+    key_service_pb2_grpc.add_KeyServiceServicer_to_server(make_key_servicer(app), target)
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(make_admin_servicer(app), target)
+
+
+def local_channel(app: Any) -> InProcessChannel:
+    channel = InProcessChannel()
+    register_servicers(app, channel)
+    return channel
+
+
+class GrpcServer:
+    def __init__(self, app: Any, address: str) -> None:
+        self.app = app
+        self.address = address
+        self.server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ])
+        register_servicers(app, self.server)
+        self.health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(SERVICE_NAMES + (reflection.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), self.server)
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}")
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        for name in SERVICE_NAMES:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def enter_drain(self) -> None:
+        """NOT_SERVING everywhere at once, so balancers stop sending (RELIABILITY B6)."""
+        await self.health.enter_graceful_shutdown()
+
+    async def stop(self, grace: float) -> None:
+        await self.server.stop(grace)

@@ -1,0 +1,152 @@
+"""Numbered schema migrations, run at start-up; `schema_version` records which have run.
+
+Each migration is a function of the database, applied once in its own transaction (DDL is
+transactional on both SQLite and PostgreSQL). Replicas starting together are serialized (a
+PostgreSQL advisory lock; SQLite's write lock), and the DDL itself says IF NOT EXISTS, so
+running the runner twice, or concurrently, is harmless. Migrations are frozen once shipped:
+a schema change is a new numbered function, never an edit of an old one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import peewee as pw
+
+from services.store.db import write_txn, xact_lock
+
+_MIGRATION_LOCK = 0x746F6C6C_6D696772  # "tollmigr": one advisory-lock key for the runner
+
+# One DDL text serves both dialects: SQLite maps BIGINT/DOUBLE PRECISION/BOOLEAN to its
+# INTEGER/REAL/NUMERIC affinities, and TRUE/FALSE literals exist since SQLite 3.23.
+_M001 = (
+    """CREATE TABLE IF NOT EXISTS tiers (
+        name TEXT NOT NULL PRIMARY KEY,
+        rpm BIGINT NOT NULL DEFAULT 0,
+        rpd BIGINT NOT NULL DEFAULT 0,
+        tpd BIGINT NOT NULL DEFAULT 0,
+        tpm_month BIGINT NOT NULL DEFAULT 0,
+        description TEXT NOT NULL DEFAULT '')""",
+    """CREATE TABLE IF NOT EXISTS users (
+        id TEXT NOT NULL PRIMARY KEY,
+        email TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL,
+        tier TEXT NOT NULL DEFAULT '',
+        created_at DOUBLE PRECISION NOT NULL,
+        disabled BOOLEAN NOT NULL DEFAULT FALSE)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS users_email ON users (email)",
+    """CREATE TABLE IF NOT EXISTS api_keys (
+        id TEXT NOT NULL PRIMARY KEY,
+        hash TEXT NOT NULL,
+        prefix TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        email TEXT NOT NULL DEFAULT '',
+        tier TEXT NOT NULL DEFAULT '',
+        user_id TEXT NULL REFERENCES users (id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        revoked_at DOUBLE PRECISION NULL,
+        expires_at DOUBLE PRECISION NULL,
+        last_used_at DOUBLE PRECISION NULL)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS api_keys_hash ON api_keys (hash)",
+    "CREATE INDEX IF NOT EXISTS api_keys_user_id ON api_keys (user_id)",
+    """CREATE TABLE IF NOT EXISTS provider_keys (
+        id TEXT NOT NULL PRIMARY KEY,
+        user_id TEXT NULL REFERENCES users (id) ON DELETE CASCADE,
+        provider_kind TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        base_url TEXT NOT NULL DEFAULT '',
+        sealed TEXT NOT NULL,
+        mask TEXT NOT NULL,
+        models TEXT NOT NULL DEFAULT '[]',
+        default_model TEXT NOT NULL DEFAULT '',
+        priority INTEGER NOT NULL DEFAULT 0,
+        daily_quota BIGINT NOT NULL DEFAULT 0,
+        rpm BIGINT NOT NULL DEFAULT 0,
+        created_at DOUBLE PRECISION NOT NULL,
+        disabled BOOLEAN NOT NULL DEFAULT FALSE)""",
+    "CREATE INDEX IF NOT EXISTS provider_keys_user_id ON provider_keys (user_id)",
+    """CREATE TABLE IF NOT EXISTS usage (
+        request_id TEXT NOT NULL PRIMARY KEY,
+        key_id TEXT NOT NULL DEFAULT '',
+        user_id TEXT NOT NULL DEFAULT '',
+        surface TEXT NOT NULL DEFAULT '',
+        provider TEXT NOT NULL DEFAULT '',
+        provider_key_id TEXT NOT NULL DEFAULT '',
+        model TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL DEFAULT '',
+        prompt_tokens BIGINT NOT NULL DEFAULT 0,
+        completion_tokens BIGINT NOT NULL DEFAULT 0,
+        estimated BOOLEAN NOT NULL DEFAULT FALSE,
+        cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+        latency_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at DOUBLE PRECISION NOT NULL,
+        error TEXT NOT NULL DEFAULT '')""",
+    "CREATE INDEX IF NOT EXISTS usage_created_at ON usage (created_at)",
+    "CREATE INDEX IF NOT EXISTS usage_key_id_created_at ON usage (key_id, created_at)",
+    "CREATE INDEX IF NOT EXISTS usage_user_id_created_at ON usage (user_id, created_at)",
+    """CREATE TABLE IF NOT EXISTS settings (
+        key TEXT NOT NULL PRIMARY KEY,
+        value TEXT NOT NULL)""",
+)
+
+
+def m001_initial(db: pw.Database) -> None:
+    """Every table and index of the first release."""
+    for statement in _M001:
+        db.execute_sql(statement)
+
+
+Migration = tuple[int, str, Callable[[pw.Database], None]]
+
+MIGRATIONS: tuple[Migration, ...] = (
+    (1, "initial", m001_initial),
+)
+
+LATEST = MIGRATIONS[-1][0]
+
+
+def schema_version(db: pw.Database) -> int:
+    """The highest applied migration, 0 on an empty database."""
+    if "schema_version" not in db.get_tables():
+        return 0
+    row = db.execute_sql("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(db: pw.Database, now: float, migrations: tuple[Migration, ...] = MIGRATIONS) -> int:
+    """Apply every migration newer than the recorded version; returns the version reached."""
+    _ensure_version_table(db)
+    for number, name, fn in migrations:
+        with write_txn(db):
+            xact_lock(db, _MIGRATION_LOCK)
+            # Re-read under the lock: another replica may have applied it meanwhile.
+            if _applied(db, number):
+                continue
+            fn(db)
+            db.execute_sql(
+                "INSERT INTO schema_version (version, name, applied_at) VALUES (%s, %s, %s)"
+                % ((db.param,) * 3),
+                (number, name, now),
+            )
+    return schema_version(db)
+
+
+def _ensure_version_table(db: pw.Database) -> None:
+    with write_txn(db):
+        xact_lock(db, _MIGRATION_LOCK)
+        db.execute_sql(
+            """CREATE TABLE IF NOT EXISTS schema_version (
+                version INTEGER NOT NULL PRIMARY KEY,
+                name TEXT NOT NULL,
+                applied_at DOUBLE PRECISION NOT NULL)"""
+        )
+
+
+def _applied(db: pw.Database, number: int) -> bool:
+    cursor = db.execute_sql(
+        "SELECT 1 FROM schema_version WHERE version = %s" % db.param, (number,)
+    )
+    return cursor.fetchone() is not None

@@ -1,0 +1,135 @@
+"""The store's vocabulary: plain records the rest of the gateway reads, and the store's errors.
+
+Nothing outside `services/store/` ever sees a peewee row; repos convert to these dataclasses.
+Secrets are not fields here: an ApiKeyRecord has no hash, a ProviderKeyRecord no sealed value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.core.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+
+ROLE_ADMIN = "admin"
+ROLE_USER = "user"
+KIND_API = "api"  # issued by an admin (seed 000's /api/admin/keys)
+KIND_TOKEN = "token"  # created by a user for themselves (seed 001's /api/tokens)
+
+
+@dataclass(slots=True)
+class TierRecord:
+    """A plan's limits; 0 means unlimited."""
+
+    name: str
+    rpm: int = 0  # requests per minute
+    rpd: int = 0  # requests per day
+    tpd: int = 0  # tokens per day
+    tpm_month: int = 0  # tokens per month
+    description: str = ""
+
+
+@dataclass(slots=True)
+class UserRecord:
+    id: str
+    email: str
+    role: str  # ROLE_ADMIN | ROLE_USER
+    tier: str
+    created_at: float
+    disabled: bool = False
+
+
+@dataclass(slots=True)
+class ApiKeyRecord:
+    """An issued key as lists show it: its prefix, never the key or its hash."""
+
+    id: str
+    prefix: str
+    name: str
+    email: str
+    tier: str
+    user_id: str | None
+    kind: str  # KIND_API | KIND_TOKEN
+    created_at: float
+    revoked_at: float | None = None
+    expires_at: float | None = None
+    last_used_at: float | None = None
+
+    def active(self, now: float) -> bool:
+        """Not revoked and not expired at `now`."""
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+@dataclass(slots=True)
+class ProviderKeyRecord:
+    """A provider key's settings and mask; the sealed secret stays in the store."""
+
+    id: str
+    user_id: str | None  # None: a gateway-wide key shared by every caller
+    provider_kind: str
+    name: str
+    base_url: str
+    mask: str
+    models: list[str]
+    default_model: str
+    priority: int
+    daily_quota: int
+    rpm: int
+    created_at: float
+    disabled: bool = False
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    """One ledger row: exactly one per request (request_id is the primary key)."""
+
+    request_id: str
+    key_id: str = ""
+    user_id: str = ""
+    surface: str = ""
+    provider: str = ""
+    provider_key_id: str = ""
+    model: str = ""
+    status: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    attempts: int = 0
+    created_at: float = 0.0  # epoch seconds
+    error: str = ""
+
+
+@dataclass(slots=True)
+class UsageFilter:
+    """Ledger filters; None means 'any'. `since` is inclusive, `until` exclusive."""
+
+    key_id: str | None = None
+    user_id: str | None = None
+    model: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+class RegistrationClosed(PermissionDenied):
+    """Sign-up attempted while registration is closed (after the first user, by default)."""
+
+    reason = "REGISTRATION_CLOSED"
+
+
+class EmailTaken(AlreadyExists):
+    """A user with this email already exists. The message does not repeat the address."""
+
+    reason = "EMAIL_TAKEN"
+
+
+class UnknownTier(InvalidArgument):
+    reason = "UNKNOWN_TIER"
+
+
+class UnknownUser(NotFound):
+    reason = "USER_NOT_FOUND"
+
+
+class ProviderKeyNotFound(NotFound):
+    reason = "PROVIDER_KEY_NOT_FOUND"

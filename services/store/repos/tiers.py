@@ -1,0 +1,81 @@
+"""The tiers table: plans and their limits, with the defaults from seeds 000 and 003."""
+
+from __future__ import annotations
+
+import peewee as pw
+
+from services.core.errors import InvalidArgument
+from services.store.models import Tier
+from services.store.records import TierRecord
+
+_LIMIT_FIELDS = ("rpm", "rpd", "tpd", "tpm_month")
+
+
+def default_tiers() -> list[TierRecord]:
+    """The plans every fresh store starts with; 0 means unlimited."""
+    return [
+        TierRecord("basic", rpm=60, rpd=1_000, tpd=100_000,
+                   description="60 requests/min, 1,000 requests/day, 100,000 tokens/day"),
+        TierRecord("pro", rpm=300, rpd=10_000, tpd=1_000_000,
+                   description="300 requests/min, 10,000 requests/day, 1,000,000 tokens/day"),
+        TierRecord("enterprise", rpm=1_000, rpd=100_000, tpd=10_000_000,
+                   description="1,000 requests/min, 100,000 requests/day, 10,000,000 tokens/day"),
+        TierRecord("explorer", rpm=20, tpm_month=100_000,
+                   description="Free: 20 requests/min, 100K tokens/month"),
+        TierRecord("startup", rpm=60, tpm_month=1_000_000,
+                   description="60 requests/min, 1M tokens/month"),
+        TierRecord("growth", rpm=200, tpm_month=10_000_000,
+                   description="200 requests/min, 10M tokens/month"),
+    ]
+
+
+def to_record(row: Tier) -> TierRecord:
+    return TierRecord(
+        name=row.name, rpm=int(row.rpm), rpd=int(row.rpd), tpd=int(row.tpd),
+        tpm_month=int(row.tpm_month), description=row.description,
+    )
+
+
+def list_tiers(db: pw.Database) -> list[TierRecord]:
+    return [to_record(r) for r in Tier.select().order_by(Tier.name).execute(db)]
+
+
+def get_tier(db: pw.Database, name: str) -> TierRecord | None:
+    row = Tier.select().where(Tier.name == name).first(db)
+    return to_record(row) if row else None
+
+
+def tier_exists(db: pw.Database, name: str) -> bool:
+    return Tier.select().where(Tier.name == name).exists(db)
+
+
+def upsert_tier(db: pw.Database, tier: TierRecord) -> TierRecord:
+    validate(tier)
+    values = _values(tier)
+    update = {getattr(Tier, k): v for k, v in values.items() if k != "name"}
+    Tier.insert(**values).on_conflict(conflict_target=[Tier.name], update=update).execute(db)
+    return tier
+
+
+def seed_default_tiers(db: pw.Database) -> int:
+    """Insert the default tiers that are missing; an operator's edits are kept. Returns how
+    many were inserted."""
+    rows = [_values(t) for t in default_tiers()]
+    query = Tier.insert_many(rows).on_conflict(action="NOTHING", conflict_target=[Tier.name])
+    return int(query.as_rowcount().execute(db))
+
+
+def validate(tier: TierRecord) -> None:
+    if not tier.name or len(tier.name) > 64 or tier.name.strip() != tier.name:
+        raise InvalidArgument("tier name must be 1-64 characters without surrounding spaces")
+    for name in _LIMIT_FIELDS:
+        value = getattr(tier, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidArgument(f"tier {name} must be a whole number >= 0 (0 = unlimited)")
+
+
+def _values(tier: TierRecord) -> dict[str, object]:
+    return {
+        "name": tier.name, "rpm": tier.rpm, "rpd": tier.rpd, "tpd": tier.tpd,
+        "tpm_month": tier.tpm_month, "description": tier.description,
+    }

@@ -1,0 +1,153 @@
+"""The usage ledger: idempotent inserts, newest-first pages, filters, totals; SQLite under a
+held write lock loses nothing (RELIABILITY D5)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+
+import pytest
+
+from services.clock import SystemClock
+from services.core.errors import InvalidArgument
+from services.store import Store, UsageFilter, UsageRecord
+from tests.services.store.conftest import PEPPER, make_sealer
+
+
+def _row(i: int, **kw) -> UsageRecord:
+    base = dict(
+        request_id=f"req-{i:04d}", key_id="ak_a" if i % 2 else "ak_b", user_id="usr_1",
+        surface="openai", provider="demo", provider_key_id="pk_1", model="m1" if i % 3 else "m2",
+        status="ok" if i % 5 else "upstream_error", prompt_tokens=10, completion_tokens=i,
+        estimated=bool(i % 4 == 0), cost_usd=0.5, latency_ms=12.5, attempts=1,
+        created_at=1000.0 + i, error="",
+    )
+    base.update(kw)
+    return UsageRecord(**base)
+
+
+async def test_insert_is_idempotent(store):
+    row = _row(1)
+    assert await store.insert_usage([row]) == 1
+    assert await store.insert_usage([row]) == 0
+    assert await store.insert_usage([row, _row(2), _row(2)]) == 1  # dup inside one batch too
+    assert await store.insert_usage([]) == 0
+    assert await store.count_usage(UsageFilter()) == 2
+    [back] = await store.list_usage(UsageFilter(key_id="ak_a"), 10, 0)
+    assert back == row
+
+
+async def test_large_batch_is_chunked(store):
+    rows = [_row(i) for i in range(1200)]
+    assert await store.insert_usage(rows) == 1200
+    assert await store.insert_usage(rows) == 0
+    assert await store.count_usage(UsageFilter()) == 1200
+
+
+async def test_list_newest_first_with_filters_and_offset(store):
+    await store.insert_usage([_row(i) for i in range(20)])
+    everything = await store.list_usage(UsageFilter(), 100, 0)
+    assert [r.request_id for r in everything] == [f"req-{i:04d}" for i in reversed(range(20))]
+    pages = [await store.list_usage(UsageFilter(), 7, off) for off in (0, 7, 14)]
+    assert [r for page in pages for r in page] == everything
+    assert await store.list_usage(UsageFilter(), 7, 20) == []
+
+    only_a = await store.list_usage(UsageFilter(key_id="ak_a"), 100, 0)
+    assert {r.key_id for r in only_a} == {"ak_a"} and len(only_a) == 10
+    m2 = await store.list_usage(UsageFilter(model="m2"), 100, 0)
+    assert [r.request_id for r in m2] == [f"req-{i:04d}" for i in (18, 15, 12, 9, 6, 3, 0)]
+    window = UsageFilter(since=1005.0, until=1010.0)
+    assert [r.created_at for r in await store.list_usage(window, 100, 0)] == [1009.0, 1008.0, 1007.0, 1006.0, 1005.0]
+    assert await store.count_usage(window) == 5
+    assert await store.count_usage(UsageFilter(user_id="usr_other")) == 0
+    both = UsageFilter(key_id="ak_b", model="m2", since=1006.0)
+    assert [r.request_id for r in await store.list_usage(both, 100, 0)] == ["req-0018", "req-0012", "req-0006"]
+
+
+async def test_equal_timestamps_page_stably(store):
+    await store.insert_usage([_row(i, created_at=5.0) for i in range(10)])
+    seen = [r.request_id for off in range(0, 10, 3) for r in await store.list_usage(UsageFilter(), 3, off)]
+    assert sorted(seen) == sorted(set(seen)) and len(seen) == 10
+
+
+async def test_bad_paging_rejected(store):
+    with pytest.raises(InvalidArgument):
+        await store.list_usage(UsageFilter(), -1, 0)
+    with pytest.raises(InvalidArgument):
+        await store.insert_usage([UsageRecord(request_id="")])
+
+
+async def test_totals(store):
+    await store.insert_usage([_row(i) for i in range(10)])
+    totals = await store.usage_totals(UsageFilter())
+    assert totals["requests"] == 10
+    assert totals["prompt_tokens"] == 100
+    assert totals["completion_tokens"] == sum(range(10))
+    assert totals["cost_usd"] == pytest.approx(5.0)
+    assert totals["by_status"] == {"ok": 8, "upstream_error": 2}
+    assert totals["by_model"]["m2"] == {
+        "requests": 4, "prompt_tokens": 40, "completion_tokens": 0 + 3 + 6 + 9, "cost_usd": 2.0,
+    }
+    assert totals["by_model"]["m1"]["requests"] == 6
+    empty = await store.usage_totals(UsageFilter(key_id="nobody"))
+    assert empty == {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0,
+                     "by_status": {}, "by_model": {}}
+
+
+async def test_tokens_used_since(store):
+    await store.insert_usage([_row(i) for i in range(10)])
+    # ak_a rows are the odd ones: 10 prompt + i completion each.
+    assert await store.tokens_used_since("ak_a", 0) == sum(10 + i for i in (1, 3, 5, 7, 9))
+    assert await store.tokens_used_since("ak_a", 1005.0) == sum(10 + i for i in (5, 7, 9))
+    assert await store.tokens_used_since("nobody", 0) == 0
+
+
+async def _held_lock_run(tmp_path, hold_s: float, **store_kw) -> tuple[Store, list, float]:
+    store = Store(None, str(tmp_path), PEPPER, make_sealer(), SystemClock(), **store_kw)
+    await store.start()
+    holder = sqlite3.connect(tmp_path / "tollgate.db", isolation_level=None, timeout=0)
+    holder.execute("BEGIN IMMEDIATE")  # another process holding SQLite's write lock
+    holder.execute("INSERT INTO settings (key, value) VALUES ('held', 'x')")
+
+    async def release() -> None:
+        await asyncio.sleep(hold_s)
+        holder.execute("COMMIT")
+        holder.close()
+
+    started = time.monotonic()
+    releaser = asyncio.create_task(release())
+    rows = [UsageRecord(request_id=f"locked-{i}", created_at=float(i)) for i in range(200)]
+    results = await asyncio.gather(
+        *(store.insert_usage([r]) for r in rows),
+        store.create_api_key(name="during-lock", email="e", tier="basic"),
+        return_exceptions=True,
+    )
+    await releaser
+    return store, results, time.monotonic() - started
+
+
+@pytest.mark.timeout(60)
+async def test_d5_sqlite_write_lock_held_3s_loses_nothing(tmp_path):
+    store, results, elapsed = await _held_lock_run(tmp_path, 3.0)
+    try:
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        assert sum(results[:200]) == 200
+        assert await store.count_usage(UsageFilter()) == 200
+        assert await store.get_setting("held") == "x"
+        assert elapsed >= 2.9
+    finally:
+        await store.close()
+
+
+@pytest.mark.timeout(60)
+async def test_d5_lock_held_past_busy_timeout_is_retried_not_raised(tmp_path):
+    # busy_timeout 100 ms < 1.5 s hold: every first attempt fails with "database is locked"
+    # inside the worker; the store must retry with backoff and still land every row.
+    store, results, _ = await _held_lock_run(tmp_path, 1.5, sqlite_busy_timeout_ms=100)
+    try:
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        assert await store.count_usage(UsageFilter()) == 200
+        assert len(await store.list_api_keys()) == 1
+    finally:
+        await store.close()
