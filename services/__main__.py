@@ -15,13 +15,11 @@ import logging
 import signal
 import sys
 
-from aiohttp import web
-
-from services.app import App, build_app
+from services.app import App
 from services.config.load import load_config, with_demo
 from services.config.schema import Config, ConfigError
 from services.logs import setup_logging
-from services.server import GrpcServer, local_channel
+from services.runtime import Runtime
 
 log = logging.getLogger("tollgate")
 
@@ -58,44 +56,18 @@ def banner(app: App, grpc_port: int, http_addr: str) -> str:
 
 
 async def serve(cfg: Config) -> int:
-    app = build_app(cfg)
-    await app.start()
-    grpc_server = GrpcServer(app, cfg.grpc_addr)
-    await grpc_server.start()
-
-    from gateway_http.app import make_app
-    from gateway_http.settings import BridgeSettings
-    from tollgate.client import TollgateClient
-
-    settings = BridgeSettings(http_addr=cfg.http_addr, max_body_bytes=cfg.max_body_bytes,
-                              request_timeout_s=cfg.request_timeout_s, cors_origins=cfg.cors_origins)
-    bridge = make_app(settings, TollgateClient(local_channel(app)), ready=app.ready, metrics=app.metrics.render)
-    runner = web.AppRunner(bridge, handler_cancellation=True, access_log=None, shutdown_timeout=cfg.shutdown_grace_s)
-    await runner.setup()
-    host, _, port = cfg.http_addr.rpartition(":")
-    site = web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True, backlog=1024)
-    await site.start()
-    http_port = runner.addresses[0][1] if runner.addresses else int(port)
-    print(banner(app, grpc_server.port, f"{host}:{http_port}"), flush=True)
-
+    rt = Runtime(cfg)
+    await rt.start()
+    host = cfg.http_addr.rpartition(":")[0]
+    print(banner(rt.app, rt.grpc_port, f"{host}:{rt.http_port}"), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: draining for up to %.0f s", cfg.shutdown_grace_s)
-
-    from gateway_http.state import BRIDGE
-
-    app.draining = True
-    bridge[BRIDGE].draining = True
-    await grpc_server.enter_drain()
-    await app.pipeline.drain(cfg.shutdown_grace_s)
-    await site.stop()
-    await grpc_server.stop(0.5)
-    await runner.cleanup()
-    await app.close()
-    log.info("stopped cleanly")
+    cancelled = await rt.shutdown()
+    log.info("stopped cleanly (%d requests cut at the grace limit)", cancelled)
     return 0
 
 

@@ -54,6 +54,8 @@ def verify_password(stored: str, password: str) -> bool:
 
 def needs_rehash(stored: str) -> bool:
     """True when `stored` was made with other parameters than today's (or is unreadable)."""
+    if not isinstance(stored, str):
+        return True
     try:
         return _HASHER.check_needs_rehash(stored)
     except (InvalidHashError, ValueError, TypeError):

@@ -42,13 +42,15 @@ RECORD_GRACE_S = 86_400  # reservation records outlive their lease so a reaper c
 
 def connect(url: str, *, timeout_s: float = 0.25, max_connections: int = 64) -> aioredis.Redis:
     """A client fit for the limiter: a blocking pool (a burst waits for a connection instead of
-    failing with "Too many connections"), short connect timeout, and no command retries (a retried
-    script whose first run went through would count twice; degraded.py handles the failure)."""
+    failing with "Too many connections"), no command retries (a retried script whose first run
+    went through would count twice; degraded.py handles the failure). Socket timeouts are a floor
+    against hung sockets, not the request bound: FailoverLimiter bounds each call by `timeout_s`,
+    and a connect timeout that short would fail a cold burst of connects on a busy host."""
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
         timeout=max(1.0, timeout_s),
-        socket_connect_timeout=timeout_s,
+        socket_connect_timeout=max(1.0, timeout_s),
         socket_timeout=max(1.0, 4 * timeout_s),
         retry=Retry(NoBackoff(), 0),
     )

@@ -26,9 +26,6 @@ MAX_BODY_BYTES = 32 * 1024 * 1024  # a whole answer; RELIABILITY E10 wants a bou
 MAX_ERROR_BYTES = 64 * 1024
 _EMBED_BATCH = 100  # batchEmbedContents' documented maximum
 _MAX_MODEL_PAGES = 20
-# Our deadlines are authoritative; the session's own default (5 min total) must not cut a long
-# stream, so each request opts out of aiohttp's timers.
-_NO_AIOHTTP_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
 
 Classifier = Callable[[int, Mapping[str, str], bytes], UpstreamFailure]
 
@@ -68,6 +65,13 @@ class Deadlines:
         return self.end, f"attempt exceeded {self.timeout_s:g} s"
 
 
+def request_timeout(session: aiohttp.ClientSession) -> aiohttp.ClientTimeout:
+    """The session's connect bounds without its total/read timers: our deadlines bound the
+    attempt, and a session default (aiohttp's is 5 min total) must not cut a long stream."""
+    t = session.timeout
+    return aiohttp.ClientTimeout(total=None, connect=t.connect, sock_connect=t.sock_connect, sock_read=None)
+
+
 def check_key(key: str) -> None:
     if "\r" in key or "\n" in key:
         # aiohttp would refuse the header anyway; say so without showing it.
@@ -102,17 +106,19 @@ async def send(
         async with asyncio.timeout_at(until):
             resp = await stack.enter_async_context(
                 call.session.request(
-                    method, url, data=data, headers=headers, allow_redirects=False, timeout=_NO_AIOHTTP_TIMEOUT
+                    method, url, data=data, headers=headers, allow_redirects=False,
+                    timeout=request_timeout(call.session),
                 )
             )
             if resp.status < 300:
                 return resp
             body = await _read_capped(resp, MAX_ERROR_BYTES, truncate=True)
-    except TimeoutError:
-        raise UpstreamFailure("timeout", 0, label) from None
     except aiohttp.ClientError as exc:
+        # First: aiohttp's own connect timeout is also a TimeoutError, and it is a connect failure.
         # `from None`: aiohttp errors can hold request_info, whose headers hold the key.
         raise UpstreamFailure("connect", 0, f"{type(exc).__name__}: {exc}"[:300]) from None
+    except TimeoutError:
+        raise UpstreamFailure("timeout", 0, label) from None
     raise scrub(classify(resp.status, resp.headers, body), call.api_key)
 
 

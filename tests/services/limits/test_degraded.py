@@ -147,11 +147,11 @@ async def test_a_paused_redis_costs_one_timeout_then_local(proxy: TcpProxy, redi
         proxy.paused = True
         started = time.monotonic()
         d = await limiter.hit("k", RPM)
-        assert d.allowed and time.monotonic() - started < 0.6  # bounded by the 0.25 s timeout
+        assert d.allowed and time.monotonic() - started < 1.5  # bounded by the 0.25 s timeout (+ a busy host)
         assert flips == [False]
         started = time.monotonic()
         await limiter.hit("k", RPM)
-        assert time.monotonic() - started < 0.05  # down: no more waiting on Redis
+        assert time.monotonic() - started < 0.2  # down: no more waiting on Redis
         proxy.paused = False
         clock.advance(1.0)
         await limiter.hit("k", RPM)

@@ -45,9 +45,10 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         return
     url, prefix = redis_url_or_skip(), new_prefix()
     client = connect(url)
-    limiter = RedisLimiter(client, prefix, lease_s=1.0, clock=clock)
+    # Long enough that 200 concurrent calls on a busy CI host finish inside one window / lease.
+    limiter = RedisLimiter(client, prefix, lease_s=2.0, clock=clock)
     try:
-        yield Backend("redis", limiter, clock, 1.5, 1.0)
+        yield Backend("redis", limiter, clock, 3.0, 2.0)
     finally:
         await limiter.close()
         await client.aclose()

@@ -96,7 +96,7 @@ async def test_healthy_answers_fast_either_way(redis_url: str) -> None:  # noqa:
         assert await RedisLimiter(up).healthy()
         started = time.monotonic()
         assert not await RedisLimiter(down).healthy()
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 2.0
     finally:
         await up.aclose()
         await down.aclose()

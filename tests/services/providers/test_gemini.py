@@ -637,3 +637,11 @@ async def test_base_url_with_version_suffix(fake: FakeGemini, session: aiohttp.C
     call = make_call(fake, session, "models/gemini-2.5-pro", base_url=fake.base_url + "/v1beta/")
     assert (await GeminiAdapter().chat(chat(user("ok then")), call)).text == "ok then"
     assert fake.last.path == "/v1beta/models/gemini-2.5-pro:generateContent"
+
+
+async def test_session_total_timeout_does_not_cut_a_long_stream() -> None:
+    # The attempt's own deadlines rule; a shared session's default total must not end a stream.
+    async with run_fake_gemini(token_delay_s=0.1) as fake, \
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.2, sock_connect=5)) as short:
+        chunks = flat(await collect(GeminiAdapter(), chat(user("a b c d e")), make_call(fake, short)))
+    assert "".join(c.text for c in chunks) == "a b c d e" and chunks[-1].finish_reason == "stop"
