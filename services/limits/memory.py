@@ -194,6 +194,7 @@ class MemoryLimiter:
                 window = _Window(rule.window_s)
                 if create:
                     self._windows[wkey] = window
+            window.window_s = rule.window_s  # a reloaded config applies at once
             return window
         pid = period_id(rule.period, now, rule.tz)
         ckey = (subject, rule.name, pid)

@@ -19,32 +19,36 @@ class Event:
 
 
 class SSEParser:
-    __slots__ = ("_buf", "_max")
+    __slots__ = ("_buf", "_max", "_cr")
 
     def __init__(self, max_event_bytes: int = 4 * 1024 * 1024) -> None:
-        self._buf = b""
+        self._buf = b""  # normalised (LF only) bytes of the event in progress
         self._max = max_event_bytes
+        self._cr = False  # the last read ended in CR: maybe half of a CRLF
 
     def feed(self, data: bytes) -> list[Event]:
-        buf = self._buf + data if self._buf else data
-        if b"\r" in buf:
-            # A CR at the very end may be the first half of a CRLF: keep it for the next read.
-            tail = b""
-            if buf.endswith(b"\r"):
-                buf, tail = buf[:-1], b"\r"
-            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + tail
+        if self._cr:
+            data = b"\r" + data
+            self._cr = False
+        if b"\r" in data:
+            # Only the new bytes are normalised, so a large event in many small reads stays linear.
+            if data.endswith(b"\r"):
+                data, self._cr = data[:-1], True
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        old = len(self._buf)
+        buf = self._buf + data if old else data
         events: list[Event] = []
         start = 0
+        pos = max(0, old - 1)  # a blank line can straddle the old tail and the new bytes
         while True:
-            end = buf.find(b"\n\n", start)
+            end = buf.find(b"\n\n", pos)
             if end < 0:
                 break
-            block = buf[start:end]
-            start = end + 2
-            ev = _parse_block(block)
+            ev = _parse_block(buf[start:end])
             if ev is not None:
                 events.append(ev)
-        rest = buf[start:]
+            start = pos = end + 2
+        rest = buf[start:] if start else buf
         if len(rest) > self._max:
             raise ValueError("SSE event larger than the limit")
         self._buf = rest
@@ -52,10 +56,10 @@ class SSEParser:
 
     def close(self) -> list[Event]:
         """End of stream: an unterminated final event still counts (some upstreams omit the blank line)."""
-        rest, self._buf = self._buf.rstrip(b"\r\n"), b""
+        rest, self._buf, self._cr = self._buf.rstrip(b"\n"), b"", False
         if not rest:
             return []
-        ev = _parse_block(rest.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+        ev = _parse_block(rest)
         return [ev] if ev is not None else []
 
     @property

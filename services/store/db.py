@@ -1,8 +1,8 @@
 """Opening the database (a SQLite WAL file or PostgreSQL) and the worker threads that use it.
 
 peewee is synchronous, so every call runs on a `DbWorker` thread, never on the event loop:
-one thread for SQLite (one writer, no lock fights between our own connections), a small pool
-with pooled thread-local connections for PostgreSQL.
+for SQLite one writer thread (no lock fights between our own connections) plus one reader
+thread, for PostgreSQL a small pool of threads on pooled thread-local connections.
 """
 
 from __future__ import annotations
@@ -142,6 +142,12 @@ def _postgres(url: str, pool_size: int) -> PooledPostgresqlDatabase:
 class DbWorker:
     """Runs blocking database calls on dedicated threads and retries what is safe to retry.
 
+    SQLite: every write runs on ONE writer thread (our own connections never fight over the
+    write lock); reads run on a second thread with its own connection, which WAL lets proceed
+    while the writer waits on a lock held elsewhere, so key lookups and readiness checks do not
+    queue behind a stuck ledger write. PostgreSQL: one pool of `threads` threads, each call on a
+    pooled connection (peewee pings idle ones on checkout, so a killed connection is replaced).
+
     SQLite "database is locked" (another process holds the write lock past busy_timeout) is
     retried with backoff rather than raised (RELIABILITY D5): a busy statement changed nothing.
     On PostgreSQL, deadlocks and serialization failures are retried (the transaction was rolled
@@ -160,28 +166,27 @@ class DbWorker:
         self._clock = clock
         self._budget = retry_budget_s
         self._pooled = isinstance(db, PooledDatabase)
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tollgate-store")
+        sqlite = is_sqlite(db)
+        self._writer = ThreadPoolExecutor(
+            max_workers=1 if sqlite else threads, thread_name_prefix="tollgate-store"
+        )
+        self._reader = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="tollgate-store-read")
+            if sqlite else self._writer
+        )
         self._closed = False
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    async def call(self, fn: Callable[..., T], *args: Any, idempotent: bool = False) -> T:
-        """`fn(db, *args)` on a worker thread."""
-        loop = asyncio.get_running_loop()
-        deadline = self._clock.monotonic() + self._budget
-        delay = 0.02
-        while True:
-            if self._closed:
-                raise RuntimeError("the store is closed")
-            try:
-                return await loop.run_in_executor(self._executor, self._job, fn, args)
-            except (pw.OperationalError, pw.InterfaceError) as exc:
-                if not self._retryable(exc, idempotent) or self._clock.monotonic() >= deadline:
-                    raise
-            await self._clock.sleep(delay)
-            delay = min(delay * 2, 0.5)
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(db, *args)` for a function that only reads; retried on transient errors."""
+        return await self._run(self._reader, fn, args, idempotent=True)
+
+    async def write(self, fn: Callable[..., T], *args: Any, idempotent: bool = False) -> T:
+        """`fn(db, *args)` on the writer; `idempotent` allows a retry after a lost connection."""
+        return await self._run(self._writer, fn, args, idempotent=idempotent)
 
     async def close(self) -> None:
         """Finish queued calls, then close every connection. Idempotent."""
@@ -189,18 +194,38 @@ class DbWorker:
             return
         self._closed = True
         loop = asyncio.get_running_loop()
+        executors = [self._writer] if self._reader is self._writer else [self._writer, self._reader]
         if not self._pooled:
             # A SQLite connection belongs to the thread that opened it: close it there.
-            await loop.run_in_executor(self._executor, self._close_thread_connection)
-        await asyncio.to_thread(self._executor.shutdown, True)
+            for executor in executors:
+                await loop.run_in_executor(executor, self._close_thread_connection)
+        for executor in executors:
+            await asyncio.to_thread(executor.shutdown, True)
         if self._pooled:
             self.db.close_all()
+
+    async def _run(
+        self, executor: ThreadPoolExecutor, fn: Callable[..., T], args: tuple[Any, ...], idempotent: bool
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        deadline = self._clock.monotonic() + self._budget
+        delay = 0.02
+        while True:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            try:
+                return await loop.run_in_executor(executor, self._job, fn, args)
+            except (pw.OperationalError, pw.InterfaceError) as exc:
+                if not self._retryable(exc, idempotent) or self._clock.monotonic() >= deadline:
+                    raise
+            await self._clock.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     def _job(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         if self._pooled:
             with self.db.connection_context():
                 return fn(self.db, *args)
-        self.db.connect(reuse_if_open=True)
+        self.db.connect(reuse_if_open=True)  # this thread's own connection, kept open
         return fn(self.db, *args)
 
     def _close_thread_connection(self) -> None:

@@ -1,7 +1,7 @@
 """Store: the async facade over the database that the rest of the gateway calls.
 
-Every query runs on the DbWorker's threads (one for SQLite, a small pool for PostgreSQL), so the
-event loop never blocks on I/O; password hashing runs on the default executor so a sign-up never
+Every query runs on the DbWorker's threads (for SQLite one writer plus one reader, for
+PostgreSQL a small pool), so the event loop never blocks on I/O; password hashing runs on the default executor so a sign-up never
 holds the database thread. Methods return records (records.py), never peewee rows.
 """
 
@@ -95,8 +95,8 @@ class Store:
         threads = 1 if is_sqlite(db) else self._pool_size
         self._worker = DbWorker(db, self._clock, threads=threads, retry_budget_s=self._retry_budget_s)
         try:
-            await self._worker.call(migrations.migrate, self._clock.now())
-            await self._worker.call(tiers_repo.seed_default_tiers)
+            await self._worker.write(migrations.migrate, self._clock.now())
+            await self._worker.write(tiers_repo.seed_default_tiers)
             await self._check_sealed_keys()
         except BaseException:
             await self.close()
@@ -346,10 +346,10 @@ class Store:
         return self._worker
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._require().call(fn, *args, idempotent=True)
+        return await self._require().read(fn, *args)
 
     async def _write(self, fn: Callable[..., T], *args: Any, idempotent: bool = False) -> T:
-        return await self._require().call(fn, *args, idempotent=idempotent)
+        return await self._require().write(fn, *args, idempotent=idempotent)
 
     async def _dummy(self) -> str:
         if self._dummy_hash is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import peewee as pw
@@ -99,3 +100,29 @@ async def test_unreachable_postgres_fails_start_without_leaking_password(tmp_pat
         await store.start()
     assert "hunter2secret" not in str(info.value)
     assert await store.ping() is False
+
+
+async def test_killed_postgres_connections_are_replaced(postgres_url, tmp_path):
+    import psycopg2
+
+    from services.store import UsageRecord
+
+    store = Store(postgres_url, str(tmp_path), PEPPER, make_sealer(), SystemClock())
+    await store.start()
+    try:
+        await asyncio.gather(*(store.list_tiers() for _ in range(8)))  # fill the pool
+        admin = psycopg2.connect(postgres_url)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            assert cur.fetchone()[0] >= 1
+        admin.close()
+        assert len(await store.list_tiers()) == 6
+        await store.create_api_key(name="after-kill", email="e", tier="basic")
+        assert await store.insert_usage([UsageRecord(request_id="r1", created_at=1.0)]) == 1
+        assert await store.ping()
+    finally:
+        await store.close()

@@ -115,12 +115,21 @@ async def _held_lock_run(tmp_path, hold_s: float, **store_kw) -> tuple[Store, li
         holder.execute("COMMIT")
         holder.close()
 
+    async def timed_reads() -> float:
+        await asyncio.sleep(0.3)  # the writes are queued and waiting on the lock by now
+        t0 = time.monotonic()
+        assert await store.find_api_key(plaintext) is not None
+        assert await store.ping()
+        return time.monotonic() - t0
+
+    _, plaintext = await store.create_api_key(name="before-lock", email="e", tier="basic")
     started = time.monotonic()
     releaser = asyncio.create_task(release())
     rows = [UsageRecord(request_id=f"locked-{i}", created_at=float(i)) for i in range(200)]
     results = await asyncio.gather(
         *(store.insert_usage([r]) for r in rows),
         store.create_api_key(name="during-lock", email="e", tier="basic"),
+        timed_reads(),
         return_exceptions=True,
     )
     await releaser
@@ -136,6 +145,7 @@ async def test_d5_sqlite_write_lock_held_3s_loses_nothing(tmp_path):
         assert await store.count_usage(UsageFilter()) == 200
         assert await store.get_setting("held") == "x"
         assert elapsed >= 2.9
+        assert results[-1] < 0.5  # reads were not stuck behind the locked writes
     finally:
         await store.close()
 
@@ -148,6 +158,6 @@ async def test_d5_lock_held_past_busy_timeout_is_retried_not_raised(tmp_path):
     try:
         assert [r for r in results if isinstance(r, BaseException)] == []
         assert await store.count_usage(UsageFilter()) == 200
-        assert len(await store.list_api_keys()) == 1
+        assert len(await store.list_api_keys()) == 2
     finally:
         await store.close()

@@ -1,0 +1,267 @@
+"""The gRPC server on its real port: the four services through TollgateClient, rich errors,
+the standard health service, server reflection, deadlines and cancellation (RELIABILITY B1,
+B3, B5). Everything goes over a real grpc.aio channel to a real fake OpenAI upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.support.gateway import config, provider, run_gateway
+from tollgate.client import TollgateClient, error_info
+from tollgate.v1 import chat_pb2
+from tollgate.v1 import inference_service_pb2 as ipb
+from tollgate.v1 import model_service_pb2 as mpb
+
+SERVICES = ("tollgate.v1.InferenceService", "tollgate.v1.ModelService", "tollgate.v1.KeyService",
+            "tollgate.v1.AdminService")
+
+
+def chat_input(model: str, text: str = "hi") -> chat_pb2.ChatInput:
+    return chat_pb2.ChatInput(model=model, messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER, text=text)])
+
+
+async def ledger_rows(gw, want: int = 1, timeout: float = 2.0) -> list:
+    """The ledger once it holds `want` rows (a cancelled call writes its row as it unwinds)."""
+    end = time.monotonic() + timeout
+    rows = await gw.ledger()
+    while len(rows) < want and time.monotonic() < end:
+        await asyncio.sleep(0.05)
+        rows = await gw.ledger()
+    return rows
+
+
+@pytest.fixture
+async def client(gateway):
+    c = TollgateClient.connect(gateway.rt.grpc_target, api_key=await gateway.new_key())
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+async def allow_listed(tmp_path, fake_openai):
+    """A gateway whose only provider serves an allow-list, so unknown models are NOT_FOUND."""
+    cfg = config(tmp_path, providers=(provider("primary", fake_openai.base_url, models=("gpt-4o-mini", "my-model")),))
+    async with run_gateway(cfg) as gw:
+        c = TollgateClient.connect(gw.rt.grpc_target, api_key=await gw.new_key())
+        try:
+            yield gw, c
+        finally:
+            await c.close()
+
+
+# --------------------------------------------------------------------------- InferenceService
+
+async def test_chat_over_real_port(client, gateway, fake_openai):
+    resp = await client.chat(chat_input("tokens-4"), timeout=10)
+    assert resp.text == "tok0 tok1 tok2 tok3 "
+    assert resp.finish_reason == chat_pb2.FINISH_REASON_STOP
+    assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == (fake_openai.prompt_tokens, 4)
+    assert resp.id.startswith("req_")
+    assert resp.route.provider == "primary"
+    rows = await gateway.ledger()
+    assert [(r.request_id, r.status, r.surface, r.completion_tokens, r.estimated) for r in rows] == \
+        [(resp.id, "ok", "grpc", 4, False)]
+
+
+async def test_chat_initial_metadata_names_route(client):
+    call = client.inference.Chat(ipb.ChatRequest(
+        input=chat_input("tokens-2")), metadata=client._md, timeout=10)
+    await call
+    md = dict(await call.initial_metadata())
+    assert md["x-llm-provider"] == "primary"
+    assert md["x-request-id"].startswith("req_")
+
+
+async def test_stream_chat_message_order_and_text(client, gateway, fake_openai):
+    msgs = [m async for m in client.stream_chat(chat_input("tokens-6"), include_usage=True, timeout=10)]
+    kinds = [m.WhichOneof("event") for m in msgs]
+    assert kinds[0] == "start" and kinds[-1] == "end"
+    assert set(kinds[1:-1]) <= {"delta", "usage"} and "delta" in kinds
+    # Usage (asked for) comes after every delta, right before the end.
+    assert kinds[-2] == "usage" and "usage" not in kinds[:-2]
+    text = "".join(d.text for m in msgs if m.WhichOneof("event") == "delta" for d in m.delta.deltas)
+    assert text == "tok0 tok1 tok2 tok3 tok4 tok5 "
+    assert msgs[-2].usage.completion_tokens == 6
+    assert msgs[-1].end.finish_reason == chat_pb2.FINISH_REASON_STOP
+    assert msgs[0].start.id.startswith("req_") and msgs[0].start.route.provider == "primary"
+    rows = await gateway.ledger()
+    assert [(r.request_id, r.status, r.completion_tokens) for r in rows] == [(msgs[0].start.id, "ok", 6)]
+
+
+async def test_stream_chat_without_usage_sends_no_usage_message(client):
+    msgs = [m async for m in client.stream_chat(chat_input("tokens-3"), timeout=10)]
+    kinds = [m.WhichOneof("event") for m in msgs]
+    assert kinds[0] == "start" and kinds[-1] == "end" and "usage" not in kinds
+
+
+# --------------------------------------------------------------------------- ModelService
+
+async def test_list_and_get_models(allow_listed):
+    _, c = allow_listed
+    page = await c.list_models()
+    assert [m.id for m in page.models] == ["gpt-4o-mini", "my-model"]
+    assert page.total_size == 2 and page.next_page_token == ""
+    got = await c.models.GetModel(mpb.GetModelRequest(id="my-model"), metadata=c._md, timeout=5)
+    assert got.model.id == "my-model" and list(got.model.providers) == ["primary"]
+
+
+async def test_get_unknown_model_is_not_found_with_reason(allow_listed):
+    _, c = allow_listed
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await c.models.GetModel(mpb.GetModelRequest(id="nope"), metadata=c._md, timeout=5)
+    info = error_info(e.value)
+    assert info.code == grpc.StatusCode.NOT_FOUND
+    assert info.reason == "MODEL_NOT_FOUND" and info.metadata["model"] == "nope"
+
+
+# --------------------------------------------------------------------------- errors
+
+async def test_bad_key_is_unauthenticated(gateway):
+    c = TollgateClient.connect(gateway.rt.grpc_target, api_key="tg_not-a-real-key")
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await c.chat(chat_input("tokens-2"), timeout=5)
+        info = error_info(e.value)
+        assert info.code == grpc.StatusCode.UNAUTHENTICATED
+        assert info.reason == "INVALID_API_KEY"
+        assert info.request_id.startswith("req_")
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await c.list_models()
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await c.close()
+
+
+async def test_no_key_is_unauthenticated(gateway):
+    c = TollgateClient.connect(gateway.rt.grpc_target)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            _ = [m async for m in c.stream_chat(chat_input("tokens-2"), timeout=5)]
+        assert error_info(e.value).reason == "API_KEY_REQUIRED"
+    finally:
+        await c.close()
+
+
+async def test_unknown_model_with_allow_list_is_not_found(allow_listed, fake_openai):
+    gw, c = allow_listed
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await c.chat(chat_input("no-such-model"), timeout=5)
+    info = error_info(e.value)
+    assert info.code == grpc.StatusCode.NOT_FOUND and info.reason == "MODEL_NOT_FOUND"
+    assert fake_openai.requests == []
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        _ = [m async for m in c.stream_chat(chat_input("no-such-model"), timeout=5)]
+    assert error_info(e.value).reason == "MODEL_NOT_FOUND"
+
+
+async def test_empty_messages_is_invalid_argument_with_field_violation(client, fake_openai):
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.chat(chat_pb2.ChatInput(model="tokens-2"), timeout=5)
+    info = error_info(e.value)
+    assert info.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in info.field_violations] == ["messages"]
+    assert fake_openai.requests == []
+
+
+# --------------------------------------------------------------------------- health
+
+async def test_health_check_serving_without_auth(gateway):
+    async with grpc.aio.insecure_channel(gateway.rt.grpc_target) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        for name in ("",) + SERVICES:
+            r = await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert r.status == health_pb2.HealthCheckResponse.SERVING, name
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.Check(health_pb2.HealthCheckRequest(service="tollgate.v1.NoSuchService"), timeout=5)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_health_watch_sends_current_status_at_once(gateway):
+    async with grpc.aio.insecure_channel(gateway.rt.grpc_target) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        for name, want in (("tollgate.v1.InferenceService", health_pb2.HealthCheckResponse.SERVING),
+                           ("tollgate.v1.NoSuchService", health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)):
+            call = stub.Watch(health_pb2.HealthCheckRequest(service=name))
+            try:
+                first = await asyncio.wait_for(call.read(), 1.0)
+                assert first.status == want, name
+            finally:
+                call.cancel()
+
+
+# --------------------------------------------------------------------------- reflection
+
+async def _reflect(target: str, req: reflection_pb2.ServerReflectionRequest) -> reflection_pb2.ServerReflectionResponse:
+    async with grpc.aio.insecure_channel(target) as ch:
+        call = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(timeout=5)
+        await call.write(req)
+        await call.done_writing()
+        resp = await call.read()
+        call.cancel()
+        return resp
+
+
+async def test_reflection_lists_services_and_resolves_symbols(gateway):
+    resp = await _reflect(gateway.rt.grpc_target, reflection_pb2.ServerReflectionRequest(list_services=""))
+    names = {s.name for s in resp.list_services_response.service}
+    assert set(SERVICES) <= names
+    assert "grpc.health.v1.Health" in names
+    resp = await _reflect(gateway.rt.grpc_target,
+                          reflection_pb2.ServerReflectionRequest(file_containing_symbol="tollgate.v1.InferenceService"))
+    assert resp.file_descriptor_response.file_descriptor_proto
+
+
+async def test_every_reflected_service_has_a_health_status(gateway):
+    resp = await _reflect(gateway.rt.grpc_target, reflection_pb2.ServerReflectionRequest(list_services=""))
+    names = [s.name for s in resp.list_services_response.service]
+    async with grpc.aio.insecure_channel(gateway.rt.grpc_target) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        for name in names:
+            if name.startswith("tollgate."):
+                r = await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+                assert r.status == health_pb2.HealthCheckResponse.SERVING, name
+
+
+# --------------------------------------------------------------------------- deadlines, cancellation
+
+async def test_deadline_exceeded_while_upstream_is_slow(client, gateway, fake_openai):
+    t0 = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        _ = [m async for m in client.stream_chat(chat_input("fault-slow-first-5"), timeout=1)]
+    took = time.monotonic() - t0
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert took < 1.5, took
+    # The server gives up too: the upstream connection is closed and one row is written.
+    await asyncio.wait_for(fake_openai.disconnected.wait(), 1.0)
+    rows = await ledger_rows(gateway)
+    assert len(rows) == 1 and rows[0].status in ("deadline_exceeded", "cancelled"), rows
+
+
+async def test_cancel_stream_closes_upstream_and_writes_one_cancelled_row(client, gateway, fake_openai):
+    call = client.inference.StreamChat(
+        ipb.StreamChatRequest(
+            input=chat_input("fault-stall-after-3")), metadata=client._md, timeout=30)
+    text = ""
+    async for msg in call:
+        if msg.WhichOneof("event") == "delta":
+            text += "".join(d.text for d in msg.delta.deltas)
+            if text.count("tok") >= 3:
+                break
+    assert text == "tok0 tok1 tok2 "
+    t0 = time.monotonic()
+    call.cancel()
+    await asyncio.wait_for(fake_openai.disconnected.wait(), 1.0)
+    assert time.monotonic() - t0 < 1.0
+    assert fake_openai.disconnects == 1
+    rows = await ledger_rows(gateway)
+    assert [(r.status, r.surface) for r in rows] == [("cancelled", "grpc")]
+    assert rows[0].completion_tokens > 0 and rows[0].estimated
+    assert gateway.app.pipeline.active == 0
