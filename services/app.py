@@ -7,6 +7,7 @@ so tests (and the test hooks) can control time and chance.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -72,6 +73,7 @@ class App:
         self.router._on_attempt = self.metrics.on_attempt
         self.started_at = clock.monotonic()
         self.draining = False
+        self._reaper: asyncio.Task | None = None
 
     def uptime_s(self) -> float:
         return self.clock.monotonic() - self.started_at
@@ -83,6 +85,18 @@ class App:
         await self.store.start()
         self.admin_key = await self._admin_key()
         self.ledger.start()
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_reservations(), name="limiter-reaper")
+
+    async def _reap_reservations(self) -> None:
+        """Gives back reservations whose request died without settling (RELIABILITY B7)."""
+        while True:
+            await asyncio.sleep(5.0)
+            try:
+                await self.limiter.reap()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.debug("limiter reap failed: %s", type(e).__name__)
 
     async def _admin_key(self) -> AdminKeyInfo:
         if self.config.admin_key:
@@ -107,6 +121,7 @@ class App:
         """Each dependency's state for /health/ready."""
         state = {"store": "ok" if await self.store.ping(timeout_s=1.0) else "unreachable"}
         if self.config.redis_url:
+            await self.limiter.healthy()  # probes a backend marked down (at most once a second)
             up = getattr(self.limiter, "backend_up", True)
             state["limiter"] = "ok" if up else ("degraded" if self.config.limiter_fail_mode == "open" else "unavailable")
         else:
@@ -114,6 +129,9 @@ class App:
         return state
 
     async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
         await self.ledger.close()
         await self.upstreams.close()
         try:

@@ -118,6 +118,16 @@ class FailoverLimiter:
 
     # -- extras ---------------------------------------------------------------------------------
 
+    async def reap(self) -> int:
+        """Reclaims abandoned reservations on both backends; a down Redis is skipped, not raised."""
+        n = await self._local.reap()
+        if self._up:
+            try:
+                n += await asyncio.wait_for(self._primary.reap(), self._timeout_s * 4)
+            except BACKEND_ERRORS:
+                pass
+        return n
+
     async def snapshot(self) -> dict[str, Any]:
         """The backend's state and the local fallback's counts (what it would enforce if Redis went)."""
         local = await self._local.snapshot()

@@ -110,6 +110,8 @@ class OpenAIAdapter:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             raise transport_failure(e) from None
+        except ValueError:  # the SSE parser's event-size limit (RELIABILITY E10)
+            raise UpstreamFailure("protocol", 200, "upstream stream event larger than the limit") from None
         if not done:
             raise UpstreamFailure("protocol", 200, "upstream stream ended without [DONE]")
 

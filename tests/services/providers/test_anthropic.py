@@ -866,6 +866,21 @@ async def test_cut_stream_yields_what_came_then_protocol(fake: FakeAnthropic, se
     assert failure.kind == "protocol" and failure.counts_for_breaker
 
 
+async def test_cut_while_the_consumer_is_busy_loses_nothing(
+    fake: FakeAnthropic, session: aiohttp.ClientSession, adapter: AnthropicAdapter
+) -> None:
+    # The last deltas and the connection loss arrive while nobody reads: aiohttp raises the loss
+    # before handing out the buffered bytes, and the adapter must still deliver them.
+    fake.stream_pause_s = 0.03
+    texts: list[str] = []
+    with pytest.raises(UpstreamFailure) as info:
+        async for batch in adapter.stream_chat(ask("one two three four"), make_call(fake, session, "fault-cut-after-3")):
+            texts.extend(c.text for c in batch)
+            await asyncio.sleep(0.3)
+    assert "".join(texts) == "one two three"
+    assert info.value.kind == "protocol"
+
+
 async def test_stream_ending_without_message_stop(fake: FakeAnthropic, session: aiohttp.ClientSession, adapter: AnthropicAdapter) -> None:
     chunks, failure = await collect_until_failure(
         adapter.stream_chat(ask("one two three"), make_call(fake, session, "fault-eof-after-2"))

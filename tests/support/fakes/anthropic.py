@@ -139,6 +139,9 @@ class FakeAnthropic:
         self.api_keys = set(api_keys)
         self.models = list(models)
         self.strict_alternation = strict_alternation
+        # Seconds between the events of every stream (fault-slow-tokens-MS sets it per request);
+        # lets a test pace a fault such as fault-cut-after-N.
+        self.stream_pause_s = 0.0
         self.base_url = ""
         self.requests: list[RecordedRequest] = []
         self.open_streams = 0
@@ -442,7 +445,7 @@ class _Handlers:
     async def _write_events(
         self, request: web.Request, resp: web.StreamResponse, body: dict[str, Any], plan: _Plan, fault: str, n: float
     ) -> None:
-        pause = n / 1000.0 if fault == "slow-tokens" else 0.0
+        pause = n / 1000.0 if fault == "slow-tokens" else self.fake.stream_pause_s
         limit = int(n) if fault in ("cut-after", "eof-after", "stall-after") else None
         if fault in ("error-event", "bad-json"):
             limit = int(n) if n else 1
