@@ -10,6 +10,7 @@ from aiohttp import web
 from gateway_http.middleware import guard
 from gateway_http.openai import routes as openai_routes
 from gateway_http.seeds import admin, health
+from gateway_http.seeds import api, inference, router_status, ws
 from gateway_http.settings import BridgeSettings
 from gateway_http.state import BRIDGE, Bridge
 
@@ -27,5 +28,9 @@ def make_app(
     health.add_routes(app)
     openai_routes.add_routes(app)
     admin.add_routes(app)
+    api.add_routes(app)
+    inference.add_routes(app)
+    router_status.add_routes(app)
+    ws.add_routes(app)
     app.router.add_get("/api/health", health.health)
     return app

@@ -247,6 +247,8 @@ def image_block(part: ContentPart) -> dict[str, Any]:
 
 
 def _base64_image(media_type: str, data: str) -> dict[str, Any]:
+    if media_type not in _IMAGE_TYPES:
+        raise _bad_request(f"anthropic accepts JPEG, PNG, GIF and WebP images, not {media_type[:64]!r}")
     return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
 
 

@@ -19,21 +19,27 @@ class Event:
 
 
 class SSEParser:
-    __slots__ = ("_buf", "_max", "_cr")
+    __slots__ = ("_buf", "_max", "_skip_lf", "_started")
 
     def __init__(self, max_event_bytes: int = 4 * 1024 * 1024) -> None:
         self._buf = b""  # normalised (LF only) bytes of the event in progress
         self._max = max_event_bytes
-        self._cr = False  # the last read ended in CR: maybe half of a CRLF
+        self._skip_lf = False  # the last read ended in CR: an LF opening this one is its other half
+        self._started = False
 
     def feed(self, data: bytes) -> list[Event]:
-        if self._cr:
-            data = b"\r" + data
-            self._cr = False
+        if not self._started and data:
+            self._started = True
+            if data.startswith(b"\xef\xbb\xbf"):
+                data = data[3:]  # a UTF-8 BOM at the start of the stream is not content
+        if self._skip_lf:
+            self._skip_lf = False
+            if data.startswith(b"\n"):
+                data = data[1:]
         if b"\r" in data:
             # Only the new bytes are normalised, so a large event in many small reads stays linear.
-            if data.endswith(b"\r"):
-                data, self._cr = data[:-1], True
+            # A CR ending this read is a line end now (CR-only streams must not lag a read behind).
+            self._skip_lf = data.endswith(b"\r")
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         old = len(self._buf)
         buf = self._buf + data if old else data
@@ -56,7 +62,7 @@ class SSEParser:
 
     def close(self) -> list[Event]:
         """End of stream: an unterminated final event still counts (some upstreams omit the blank line)."""
-        rest, self._buf, self._cr = self._buf.rstrip(b"\n"), b"", False
+        rest, self._buf, self._skip_lf = self._buf.rstrip(b"\n"), b"", False
         if not rest:
             return []
         ev = _parse_block(rest)
@@ -84,8 +90,8 @@ def _parse_block(block: bytes) -> Event | None:
         elif name == b"event":
             event = value.decode("utf-8", "replace")
         # id / retry / unknown fields carry nothing an LLM stream needs.
-    if not data_lines and not event:
-        return None
+    if not data_lines:
+        return None  # WHATWG: an event with no data is not dispatched
     return Event(event, b"\n".join(data_lines))
 
 

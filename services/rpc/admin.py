@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.core.errors import FieldViolation, InvalidArgument, NotFound
+from services.core.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied
 from services.rpc import paging
 from services.rpc.interceptors import Ctx, Guard
 from services.rpc.usage import usage_row
@@ -78,11 +78,12 @@ def make_admin_servicer(app: Any) -> apb_grpc.AdminServiceServicer:
                 key_id=request.key_id or None, user_id=request.user or None, model=request.model or None,
                 since=request.since or None, until=request.until or None), apb.ListUsageResponse)
 
-        @guard.unary(admin_only=True)
+        # Seed 002 serves /router/* to any authenticated caller: ids and states only, never a key.
+        @guard.unary()
         async def GetRouterStatus(self, request: apb.GetRouterStatusRequest, ctx: Ctx) -> apb.GetRouterStatusResponse:
             return await router_status(app)
 
-        @guard.unary(admin_only=False)
+        @guard.unary()
         async def GetAuthStatus(self, request: apb.GetAuthStatusRequest, ctx: Ctx) -> apb.GetAuthStatusResponse:
             a = app.auth
             keys = await app.store.list_api_keys()
@@ -91,8 +92,10 @@ def make_admin_servicer(app: Any) -> apb_grpc.AdminServiceServicer:
                 successes=a.stats.successes,
                 keys=[apb.AuthKeyMetrics(key_id=k, successes=int(v[0]), last_used_at=v[1]) for k, v in a.stats.per_static.items()])
 
-        @guard.unary(admin_only=False)
+        @guard.unary()
         async def ReloadAuthKeys(self, request: apb.ReloadAuthKeysRequest, ctx: Ctx) -> apb.ReloadAuthKeysResponse:
+            if not (ctx.principal.is_admin or ctx.principal.kind == "static"):
+                raise PermissionDenied("reloading keys needs the admin key or a static AUTH_KEY", reason="ADMIN_ONLY")
             n = app.reload_static_keys()
             app.auth.forget()
             keys = await app.store.list_api_keys()

@@ -6,6 +6,7 @@ from typing import Any, AsyncIterator
 
 from services.pipeline import StreamFinished, StreamStarted
 from services.rpc import convert
+from services.rpc.forward import make_forward
 from services.rpc.interceptors import Ctx, Guard, rate_limit_metadata
 from tollgate.v1 import inference_service_pb2 as ipb
 from tollgate.v1 import inference_service_pb2_grpc as ipb_grpc
@@ -63,5 +64,7 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
             return ipb.EmbedResponse(
                 id=ctx.request_id, usage=convert.usage(out.usage, out.cost_usd), route=convert.route(out.route),
                 embeddings=[ipb.Embedding(index=i, values=v) for i, v in enumerate(result.vectors)])
+
+        Forward = make_forward(app, guard)
 
     return InferenceServicer()

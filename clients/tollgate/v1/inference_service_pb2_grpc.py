@@ -50,6 +50,11 @@ class InferenceServiceStub:
                 request_serializer=tollgate_dot_v1_dot_inference__service__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=tollgate_dot_v1_dot_inference__service__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.Forward = channel.unary_stream(
+                '/tollgate.v1.InferenceService/Forward',
+                request_serializer=tollgate_dot_v1_dot_inference__service__pb2.ForwardRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_inference__service__pb2.ForwardResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -77,6 +82,14 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Forward(self, request, context):
+        """Forward relays a provider-native request (seed 003's /v1/{openai,anthropic,gemini}/*) with the
+        gateway's provider key, streaming the provider's response back unchanged and metering it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +107,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.Embed,
                     request_deserializer=tollgate_dot_v1_dot_inference__service__pb2.EmbedRequest.FromString,
                     response_serializer=tollgate_dot_v1_dot_inference__service__pb2.EmbedResponse.SerializeToString,
+            ),
+            'Forward': grpc.unary_stream_rpc_method_handler(
+                    servicer.Forward,
+                    request_deserializer=tollgate_dot_v1_dot_inference__service__pb2.ForwardRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_inference__service__pb2.ForwardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +196,33 @@ class InferenceService:
             '/tollgate.v1.InferenceService/Embed',
             tollgate_dot_v1_dot_inference__service__pb2.EmbedRequest.SerializeToString,
             tollgate_dot_v1_dot_inference__service__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Forward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tollgate.v1.InferenceService/Forward',
+            tollgate_dot_v1_dot_inference__service__pb2.ForwardRequest.SerializeToString,
+            tollgate_dot_v1_dot_inference__service__pb2.ForwardResponse.FromString,
             options,
             channel_credentials,
             insecure,

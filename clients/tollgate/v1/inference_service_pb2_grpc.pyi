@@ -39,6 +39,10 @@ class InferenceServiceStub:
     """StreamChat streams the answer as it is generated; the last message is a StreamEnd."""
     Embed: _grpc.UnaryUnaryMultiCallable[_inference_service_pb2.EmbedRequest, _inference_service_pb2.EmbedResponse]
     """Embed returns embedding vectors."""
+    Forward: _grpc.UnaryStreamMultiCallable[_inference_service_pb2.ForwardRequest, _inference_service_pb2.ForwardResponse]
+    """Forward relays a provider-native request (seed 003's /v1/{openai,anthropic,gemini}/*) with the
+    gateway's provider key, streaming the provider's response back unchanged and metering it.
+    """
 
 @_typing.type_check_only
 class InferenceServiceAsyncStub(InferenceServiceStub):
@@ -51,6 +55,10 @@ class InferenceServiceAsyncStub(InferenceServiceStub):
     """StreamChat streams the answer as it is generated; the last message is a StreamEnd."""
     Embed: _aio.UnaryUnaryMultiCallable[_inference_service_pb2.EmbedRequest, _inference_service_pb2.EmbedResponse]  # type: ignore[assignment]
     """Embed returns embedding vectors."""
+    Forward: _aio.UnaryStreamMultiCallable[_inference_service_pb2.ForwardRequest, _inference_service_pb2.ForwardResponse]  # type: ignore[assignment]
+    """Forward relays a provider-native request (seed 003's /v1/{openai,anthropic,gemini}/*) with the
+    gateway's provider key, streaming the provider's response back unchanged and metering it.
+    """
 
 class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     """InferenceService answers chat and embedding requests through the router."""
@@ -78,5 +86,15 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inference_service_pb2.EmbedResponse, _abc.Awaitable[_inference_service_pb2.EmbedResponse]]:
         """Embed returns embedding vectors."""
+
+    @_abc_1.abstractmethod
+    def Forward(
+        self,
+        request: _inference_service_pb2.ForwardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_inference_service_pb2.ForwardResponse], _abc.AsyncIterator[_inference_service_pb2.ForwardResponse]]:
+        """Forward relays a provider-native request (seed 003's /v1/{openai,anthropic,gemini}/*) with the
+        gateway's provider key, streaming the provider's response back unchanged and metering it.
+        """
 
 def add_InferenceServiceServicer_to_server(servicer: InferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -306,6 +306,8 @@ def test_image_http_url_becomes_url_source() -> None:
         ContentPart("image", image_url="ftp://example.com/cat.png"),
         ContentPart("image", image_url="data:image/png;base64"),
         ContentPart("image", data=b"not an image at all"),
+        ContentPart("image", data=PNG, media_type="image/bmp"),
+        ContentPart("image", image_url="data:image/svg+xml;base64,PHN2Zz4="),
         ContentPart("audio", text="x"),
     ],
 )

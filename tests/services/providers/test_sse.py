@@ -78,3 +78,13 @@ def test_event_over_the_limit_is_refused():
         assert "limit" in str(e)
     else:
         raise AssertionError("an oversized event must be refused")
+
+
+def test_cr_only_event_is_delivered_in_the_read_that_ends_it():
+    p = SSEParser()
+    assert [e.data for e in p.feed(b"data: a\r\r")] == [b"a"]
+    assert [e.data for e in p.feed(b"\ndata: b\r\n\r\n")] == [b"b"]
+
+
+def test_leading_bom_and_data_less_events_are_dropped():
+    assert parse_in([b"\xef\xbb\xbfdata: x\n\nevent: lonely\n\n"]) == [("", b"x")]

@@ -114,9 +114,11 @@ async def test_killed_postgres_connections_are_replaced(postgres_url, tmp_path):
         admin = psycopg2.connect(postgres_url)
         admin.autocommit = True
         with admin.cursor() as cur:
+            # Only this test's connections: the fixture names them after the schema.
             cur.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                "WHERE application_name = current_setting('application_name') "
+                "AND pid <> pg_backend_pid()"
             )
             assert cur.fetchone()[0] >= 1
         admin.close()

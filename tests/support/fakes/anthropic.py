@@ -2,9 +2,10 @@
 
 Shapes follow the Messages API reference (`anthropic-version: 2023-06-01`) closely enough that the
 official `anthropic` SDK parses every answer and stream with strict validation (tests prove it).
-The key is checked from `x-api-key` or `Authorization: Bearer` (what the SDK
-sends), `anthropic-version` is required. Requests are validated like the real API does (unknown fields, alternation, tool_use/tool_result
-pairing, image sources, ranges), so a translation bug shows up as the same 400 it would get.
+The key is checked from `x-api-key` or `Authorization: Bearer` (what the SDK sends), and
+`anthropic-version` is required. Requests are validated like the real API does (unknown fields,
+alternation, tool_use/tool_result pairing, image sources, ranges), so a translation bug gets
+the same 400 it would get upstream.
 
 Answers are deterministic. A normal model echoes the last user turn's text, one whitespace word
 per token: `input_tokens` = words in system and messages (text, tool_result text, tool_use input
@@ -25,6 +26,7 @@ max_tokens), a stop sequence in the echo cuts it (stop_sequence). The model name
     fault-error-event[-after-N]  stream: N (default 1) deltas, then `event: error` overloaded_error
                           (unary: 529 overloaded_error)
     fault-bad-json[-after-N]     stream: N (default 1) deltas, then an event whose data is not JSON
+                          (unary: a 200 body that is not JSON)
     fault-slow-first-S    the first event (unary: the response) comes after S seconds (float)
     fault-slow-tokens-MS  MS milliseconds between stream events
     fault-trickle         stream written a few bytes per write (events split across reads)
@@ -34,7 +36,9 @@ max_tokens), a stop sequence in the echo cuts it (stop_sequence). The model name
     fault-refusal         a short text and stop_reason refusal
     fault-cache-read-N    the echo, reporting N cache_read_input_tokens
 
-Use `run_fake_anthropic()`; `make_fake_anthropic_app(fake)` builds the bare web.Application.
+Stream-only faults not listed for unary answer normally there. `FakeAnthropic.stream_pause_s`
+paces every stream (e.g. to cut while a client is busy). Use `run_fake_anthropic()`;
+`make_fake_anthropic_app(fake)` builds the bare web.Application.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import formatdate
 from time import time
 from typing import Any
@@ -156,7 +160,7 @@ class FakeAnthropic:
     @property
     def message_bodies(self) -> list[dict[str, Any]]:
         """The JSON bodies of POST /v1/messages, in order."""
-        return [r.body for r in self.requests if r.path.startswith("/v1/messages") and isinstance(r.body, dict)]
+        return [r.body for r in self.requests if r.path == "/v1/messages" and isinstance(r.body, dict)]
 
     @property
     def last_body(self) -> dict[str, Any]:
@@ -170,6 +174,7 @@ class FakeAnthropic:
         """Forget requests, counters and fault attempts (between scenarios sharing one fake)."""
         self.requests.clear()
         self._attempts.clear()
+        self._seq.clear()
         self.streams_started = self.streams_completed = self.streams_cancelled = 0
         self.disconnected.clear()
 
@@ -257,7 +262,13 @@ class _Handlers:
     # --- plumbing ------------------------------------------------------------------------------
 
     async def _record(self, request: web.Request) -> tuple[RecordedRequest, web.Response | None]:
-        raw = await request.read() if request.can_read_body else b""
+        try:
+            raw = await request.read() if request.can_read_body else b""
+        except web.HTTPRequestEntityTooLarge:
+            raw = b""
+            too_large = True
+        else:
+            too_large = len(raw) > MAX_REQUEST_BYTES
         body: Any = None
         bad_json = False
         if raw:
@@ -281,7 +292,7 @@ class _Handlers:
             return rec, _error(400, "anthropic-version: header is required")
         if not _API_VERSION.match(version):
             return rec, _error(400, f"anthropic-version: {version!r} is not a valid version")
-        if len(raw) > MAX_REQUEST_BYTES:
+        if too_large:
             return rec, _error(413, "Request exceeds the maximum allowed number of bytes.")
         if bad_json or (request.method == "POST" and not isinstance(body, dict)):
             return rec, _error(400, "There was an error parsing the body of your request: expected a JSON object.")

@@ -106,6 +106,7 @@ async def test_tokens_used_since(store):
 async def _held_lock_run(tmp_path, hold_s: float, **store_kw) -> tuple[Store, list, float]:
     store = Store(None, str(tmp_path), PEPPER, make_sealer(), SystemClock(), **store_kw)
     await store.start()
+    _, plaintext = await store.create_api_key(name="before-lock", email="e", tier="basic")
     holder = sqlite3.connect(tmp_path / "tollgate.db", isolation_level=None, timeout=0)
     holder.execute("BEGIN IMMEDIATE")  # another process holding SQLite's write lock
     holder.execute("INSERT INTO settings (key, value) VALUES ('held', 'x')")
@@ -122,7 +123,6 @@ async def _held_lock_run(tmp_path, hold_s: float, **store_kw) -> tuple[Store, li
         assert await store.ping()
         return time.monotonic() - t0
 
-    _, plaintext = await store.create_api_key(name="before-lock", email="e", tier="basic")
     started = time.monotonic()
     releaser = asyncio.create_task(release())
     rows = [UsageRecord(request_id=f"locked-{i}", created_at=float(i)) for i in range(200)]

@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""`make bench`: Tollgate side by side with direct, the bare-proxy floor and LiteLLM.
+
+Starts Tollgate as `make run` does (`python -m services`: gRPC server and HTTP bridge in one
+process, the bridge calling the servicers in-process) and, unless --no-bridge, the split
+deployment too (a second `python -m services` plus `python -m gateway_http` pointed at its
+gRPC port through TOLLGATE_BRIDGE_TARGET). Both read bench/tollgate.toml: auth, tier quotas,
+routing, metering and metrics all on. For each it creates a real API key in the `enterprise`
+tier (limits raised in bench/tollgate.toml) through POST /api/admin/keys, then runs
+../shared/bench/compare.py with the targets, their keys and their PIDs (for CPU and RSS), and
+stops what it started, by PID.
+
+  python bench/run.py                      # the full run: 3 repeats, with LiteLLM
+  python bench/run.py --no-litellm --repeats 1 -- --duration 5   # quick iteration
+
+Everything listens on 127.0.0.1 (ports chosen by the OS, read back from the start-up lines).
+Arguments after `--` go to compare.py unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.join(ROOT, "bench")
+DEFAULT_COMPARE = os.path.join(os.path.dirname(ROOT), "shared", "bench", "compare.py")
+# Variables that would change what the bench measures (seed variables add providers, keys,
+# a database or Redis); the children get the caller's environment without them.
+SCRUB = ("ROUTER_SERVICES", "DATABASE_URL", "REDIS_URL", "HOST", "PORT", "ENABLE_AUTH", "ADMIN_API_KEY",
+         "KEY_SELECTION_STRATEGY", "ROUTING_STRATEGY", "JWT_SECRET", "REQUEST_TIMEOUT", "OLLAMA_BASE_URL")
+SERVICES_UP = re.compile(r"HTTP bridge http://([\d.]+):(\d+)\s+gRPC ([\d.]+):(\d+)")
+BRIDGE_UP = re.compile(r"Tollgate bridge on http://([\d.]+):(\d+)")
+
+
+def log(*a: object) -> None:
+    print("[bench]", *a, file=sys.stderr, flush=True)
+
+
+class Child:
+    """A process we started (own session), its log, and a stop by PID."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], logdir: str) -> None:
+        self.name = name
+        self.logpath = os.path.join(logdir, f"{name}.log")
+        self._logf = open(self.logpath, "wb")
+        self.p = subprocess.Popen(argv, stdout=self._logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                  start_new_session=True)
+        self.pid = self.p.pid
+
+    def wait_for(self, pattern: re.Pattern, timeout: float) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = pattern.search(self.text())
+            if m:
+                return m
+            if self.p.poll() is not None:
+                sys.exit(f"{self.name} exited during start-up (log {self.logpath}):\n{self.text()[-3000:]}")
+            time.sleep(0.1)
+        sys.exit(f"{self.name} not up after {timeout:.0f}s (log {self.logpath}):\n{self.text()[-3000:]}")
+
+    def text(self) -> str:
+        try:
+            with open(self.logpath, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.p.wait(timeout=5)
+        self._logf.close()
+
+
+def http(method: str, url: str, body: dict | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def child_env(config: str, data_dir: str, admin_key: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in SCRUB and not k.startswith(("TOLLGATE_", "AUTH_KEY")) and not k.endswith("_API_KEY")}
+    env.update(TOLLGATE_CONFIG=config, TOLLGATE_DATA_DIR=data_dir, TOLLGATE_ADMIN_KEY=admin_key,
+               TOLLGATE_HTTP_ADDR="127.0.0.1:0", TOLLGATE_GRPC_ADDR="127.0.0.1:0", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def create_key(base: str, admin_key: str, name: str) -> str:
+    """A real issued key in the `enterprise` tier (limits raised in bench/tollgate.toml), made the way an operator makes one."""
+    status, raw = http("POST", base + "/api/admin/keys", {"name": name, "email": f"{name}@bench.invalid", "tier": "enterprise"},
+                       {"X-Admin-Key": admin_key})
+    if status != 201:
+        sys.exit(f"creating the API key at {base} failed: {status} {raw[:500]!r}")
+    key = json.loads(raw)["key"]
+    status, raw = http("GET", base + "/v1/models", headers={"Authorization": f"Bearer {key}"})
+    if status != 200:
+        sys.exit(f"the new key does not work at {base}: {status} {raw[:500]!r}")
+    return key
+
+
+def start_services(name: str, config: str, tmp: str, admin_key: str) -> tuple[Child, str, str]:
+    data_dir = os.path.join(tmp, name + "-data")
+    child = Child(name, [sys.executable, "-m", "services"], child_env(config, data_dir, admin_key), tmp)
+    m = child.wait_for(SERVICES_UP, 60)
+    return child, f"http://{m.group(1)}:{m.group(2)}", f"{m.group(3)}:{m.group(4)}"
+
+
+def metered(base: str, admin_key: str) -> str:
+    """What the gateway itself counted (Prometheus), so a run shows metering was on."""
+    status, raw = http("GET", base + "/metrics", headers={"X-Admin-Key": admin_key})
+    if status != 200:
+        return f"/metrics answered {status}"
+    by_status: dict[str, float] = {}
+    for line in raw.decode().splitlines():
+        if line.startswith("tollgate_requests_total{"):
+            st = re.search(r'status="([^"]*)"', line)
+            by_status[st.group(1) if st else "?"] = by_status.get(st.group(1) if st else "?", 0) + float(line.rsplit(" ", 1)[1])
+    return ", ".join(f"{k}: {v:.0f}" for k, v in sorted(by_status.items())) or "no tollgate_requests_total samples"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compare", default=os.environ.get("TOLLGATE_BENCH_COMPARE", DEFAULT_COMPARE),
+                    help="path to compare.py (default ../shared/bench/compare.py)")
+    ap.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out (quick iteration)")
+    ap.add_argument("--no-bridge", action="store_true", help="leave the separate-process bridge out")
+    ap.add_argument("--no-default", action="store_true", help="leave the default single-process deployment out")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--upstream-port", type=int, default=9001, help="the fake upstream's port (compare.py's)")
+    ap.add_argument("--out", help="raw rows as JSON (default bench/results/<time>.json)")
+    ap.add_argument("--hold", type=float, default=0.0, help="seconds to keep the gateways up before compare (profiling)")
+    ap.add_argument("rest", nargs=argparse.REMAINDER, help="-- then arguments for compare.py")
+    args = ap.parse_args()
+    extra = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    if not os.path.exists(args.compare):
+        sys.exit(f"compare.py not found at {args.compare}: give --compare or TOLLGATE_BENCH_COMPARE")
+
+    tmp = tempfile.mkdtemp(prefix="tollgate-bench-run-")
+    config = os.path.join(HERE, "tollgate.toml")
+    if args.upstream_port != 9001:
+        text = open(config).read().replace("127.0.0.1:9001", f"127.0.0.1:{args.upstream_port}")
+        config = os.path.join(tmp, "tollgate.toml")
+        with open(config, "w") as f:
+            f.write(text)
+    out = args.out or os.path.join(HERE, "results", time.strftime("%Y-%m-%d-%H%M%S") + ".json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    admin_key = "tga_bench_" + secrets.token_urlsafe(24)
+    children: list[Child] = []
+    targets: list[str] = []  # NAME=URL positionals (compare.py wants them together)
+    options: list[str] = []  # their --key / --pid
+    peek: list[str] = []
+
+    def on_term(signum, frame):
+        raise SystemExit(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        if not args.no_default:
+            svc, base, _ = start_services("tollgate", config, tmp, admin_key)
+            children.append(svc)
+            key = create_key(base, admin_key, "bench-default")
+            targets.append(f"tollgate={base}/v1")
+            options += ["--key", f"tollgate={key}", "--pid", f"tollgate={svc.pid}"]
+            peek.append(base)
+            log(f"tollgate (single process, in-process bridge) on {base}, pid {svc.pid}")
+        if not args.no_bridge:
+            core, core_base, grpc_target = start_services("tollgate-core", config, tmp, admin_key)
+            children.append(core)
+            bridge = Child("tollgate-bridge", [sys.executable, "-m", "gateway_http"],
+                           child_env(config, os.path.join(tmp, "bridge-data"), admin_key, TOLLGATE_BRIDGE_TARGET=grpc_target),
+                           tmp)
+            children.append(bridge)
+            m = bridge.wait_for(BRIDGE_UP, 60)
+            base = f"http://{m.group(1)}:{m.group(2)}"
+            key = create_key(base, admin_key, "bench-bridge")
+            targets.append(f"tollgate-bridge={base}/v1")
+            options += ["--key", f"tollgate-bridge={key}", "--pid", f"tollgate-bridge={core.pid},{bridge.pid}"]
+            peek.append(core_base)
+            log(f"tollgate-bridge (python -m gateway_http -> gRPC {grpc_target}) on {base}, pids {core.pid},{bridge.pid}")
+        if args.hold:
+            log(f"holding {args.hold:.0f}s before compare (pids: {', '.join(str(c.pid) for c in children)})")
+            time.sleep(args.hold)
+        argv = [sys.executable, args.compare, "--peer", "direct-proxy"]
+        if not args.no_litellm:
+            argv += ["--peer", "litellm"]
+        argv += targets + options + ["--repeats", str(args.repeats), "--upstream-port", str(args.upstream_port), "--out", out] + extra
+        log("running: " + " ".join(a if " " not in a else repr(a) for a in argv))
+        rc = subprocess.run(argv).returncode
+        for base in peek:
+            log(f"metered by {base}: {metered(base, admin_key)}")
+        if rc != 0:
+            sys.exit(f"compare.py failed (rc {rc}); gateway logs in {tmp}")
+        log(f"raw rows in {out}; gateway logs in {tmp}")
+    finally:
+        for c in reversed(children):
+            c.stop()
+
+
+if __name__ == "__main__":
+    main()
