@@ -22,7 +22,7 @@ from services.auth.secrets import derive, load_or_create_secret
 from services.catalog.pricing import Catalog
 from services.catalog.views import ModelCatalog
 from services.clock import Clock, SystemClock
-from services.config.load import load_config
+from services.config.load import load_config, with_demo
 from services.config.schema import Config
 from services.limits import make_limiter
 from services.limits.quotas import Quotas
@@ -47,6 +47,7 @@ class AdminKeyInfo:
 
 class App:
     def __init__(self, config: Config, clock: Clock, rng: random.Random) -> None:
+        config = with_demo(config)
         self.config = config
         self.clock = clock
         self.rng = rng

@@ -76,11 +76,9 @@ class TollgateClient:
         self.models = mpb_grpc.ModelServiceStub(channel)
         self.keys = kpb_grpc.KeyServiceStub(channel)
         self.admin = apb_grpc.AdminServiceStub(channel)
-        self._md: tuple[tuple[str, str], ...] = ()
-        if api_key:
-            self._md += (("authorization", "Bearer " + api_key),)
-        if admin_key:
-            self._md += (("x-admin-key", admin_key),)
+        # Inference calls carry the API key (metered as that key), admin calls the admin key.
+        self._admin_md: tuple[tuple[str, str], ...] = (("x-admin-key", admin_key),) if admin_key else ()
+        self._md: tuple[tuple[str, str], ...] = (("authorization", "Bearer " + api_key),) if api_key else self._admin_md
 
     @classmethod
     def connect(cls, address: str, api_key: str = "", admin_key: str = "") -> "TollgateClient":
@@ -108,13 +106,13 @@ class TollgateClient:
                                             metadata=self._md)
 
     async def create_api_key(self, name: str, email: str = "", tier: str = "") -> apb.CreateApiKeyResponse:
-        return await self.admin.CreateApiKey(apb.CreateApiKeyRequest(name=name, email=email, tier=tier), metadata=self._md)
+        return await self.admin.CreateApiKey(apb.CreateApiKeyRequest(name=name, email=email, tier=tier), metadata=self._admin_md)
 
     async def list_api_keys(self, include_revoked: bool = False) -> apb.ListApiKeysResponse:
-        return await self.admin.ListApiKeys(apb.ListApiKeysRequest(include_revoked=include_revoked), metadata=self._md)
+        return await self.admin.ListApiKeys(apb.ListApiKeysRequest(include_revoked=include_revoked), metadata=self._admin_md)
 
     async def revoke_api_key(self, key_id: str) -> None:
-        await self.admin.RevokeApiKey(apb.RevokeApiKeyRequest(id=key_id), metadata=self._md)
+        await self.admin.RevokeApiKey(apb.RevokeApiKeyRequest(id=key_id), metadata=self._admin_md)
 
     async def list_usage(self, **filters: Any) -> apb.ListUsageResponse:
-        return await self.admin.ListUsage(apb.ListUsageRequest(**filters), metadata=self._md)
+        return await self.admin.ListUsage(apb.ListUsageRequest(**filters), metadata=self._admin_md)

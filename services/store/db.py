@@ -28,6 +28,7 @@ SQLITE_FILE = "tollgate.db"
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 DEFAULT_PG_POOL_SIZE = 4
 DEFAULT_RETRY_BUDGET_S = 30.0
+PG_RECONNECT_BUDGET_S = 5.0
 _PG_SCHEMES = ("postgresql", "postgres")
 _URL_HELP = "use postgresql://user@host:5432/dbname or sqlite:///path/to/file.db"
 # SQLite result codes (low byte): SQLITE_BUSY, SQLITE_LOCKED.
@@ -208,7 +209,7 @@ class DbWorker:
         self, executor: ThreadPoolExecutor, fn: Callable[..., T], args: tuple[Any, ...], idempotent: bool
     ) -> T:
         loop = asyncio.get_running_loop()
-        deadline = self._clock.monotonic() + self._budget
+        started = self._clock.monotonic()
         delay = 0.02
         while True:
             if self._closed:
@@ -216,7 +217,7 @@ class DbWorker:
             try:
                 return await loop.run_in_executor(executor, self._job, fn, args)
             except (pw.OperationalError, pw.InterfaceError) as exc:
-                if not self._retryable(exc, idempotent) or self._clock.monotonic() >= deadline:
+                if self._clock.monotonic() - started >= self._retry_budget(exc, idempotent):
                     raise
             await self._clock.sleep(delay)
             delay = min(delay * 2, 0.5)
@@ -232,13 +233,17 @@ class DbWorker:
         if not self.db.is_closed():
             self.db.close()
 
-    def _retryable(self, exc: Exception, idempotent: bool) -> bool:
+    def _retry_budget(self, exc: Exception, idempotent: bool) -> float:
+        """How long this kind of failure may be retried for; 0 means never."""
         orig = getattr(exc, "orig", exc)  # peewee keeps the driver's exception here
         if isinstance(orig, sqlite3.Error):
             code = getattr(orig, "sqlite_errorcode", None)
-            if code is not None:
-                return code & 0xFF in _SQLITE_BUSY_CODES
-            return "locked" in str(orig) or "busy" in str(orig)
+            busy = code & 0xFF in _SQLITE_BUSY_CODES if code is not None else "locked" in str(orig)
+            return self._budget if busy else 0.0
         if getattr(orig, "pgcode", None) in _PG_RETRY_STATES:
-            return True
-        return idempotent and not is_sqlite(self.db)
+            return self._budget
+        if idempotent and not is_sqlite(self.db):
+            # A lost connection: a few seconds to reconnect (D6), then let the caller decide
+            # (the ledger buffers, a request fails) instead of hanging it for the full budget.
+            return min(self._budget, PG_RECONNECT_BUDGET_S)
+        return 0.0

@@ -13,7 +13,7 @@ from services.store.records import UsageFilter, UsageRecord
 
 # 500 rows x 16 columns stays under SQLite's 32,766 and PostgreSQL's 65,535 bound parameters.
 _CHUNK = 500
-MAX_PAGE = 1000
+MAX_PAGE = 10_000  # a safety bound; AIP-158 page sizes are coerced by the RPC layer
 
 
 def to_record(row: Usage) -> UsageRecord:

@@ -128,3 +128,48 @@ async def test_killed_postgres_connections_are_replaced(postgres_url, tmp_path):
         assert await store.ping()
     finally:
         await store.close()
+
+
+async def test_lost_postgres_is_retried_briefly_for_reads_never_for_writes(tmp_path):
+    from services.clock import FakeClock
+    from services.store.db import PG_RECONNECT_BUDGET_S, DbWorker
+
+    clock = FakeClock()
+    db = open_database("postgresql://u@127.0.0.1:1/db?connect_timeout=1", str(tmp_path))
+    worker = DbWorker(db, clock, threads=1)
+    try:
+        start = clock.monotonic()
+        with pytest.raises(pw.OperationalError):
+            await worker.read(lambda db: db.execute_sql("SELECT 1"))
+        assert PG_RECONNECT_BUDGET_S <= clock.monotonic() - start < PG_RECONNECT_BUDGET_S + 1
+        start = clock.monotonic()
+        with pytest.raises(pw.OperationalError):
+            await worker.write(lambda db: db.execute_sql("SELECT 1"))
+        assert clock.monotonic() == start  # not idempotent: no retry, no waiting
+    finally:
+        await worker.close()
+
+
+async def test_sqlite_lock_retries_stop_at_the_budget(tmp_path):
+    import sqlite3
+
+    from services.clock import FakeClock
+    from services.store.db import DbWorker
+
+    clock = FakeClock()
+    db = open_database(None, str(tmp_path), busy_timeout_ms=10)
+    worker = DbWorker(db, clock, threads=1, retry_budget_s=2.0)
+    await worker.write(lambda db: db.execute_sql("CREATE TABLE t (x INTEGER)"))
+    holder = sqlite3.connect(tmp_path / "tollgate.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        start = clock.monotonic()
+        with pytest.raises(pw.OperationalError, match="locked"):
+            await worker.write(lambda db: db.execute_sql("INSERT INTO t VALUES (1)"))
+        assert 2.0 <= clock.monotonic() - start < 3.0
+        # Reads are not blocked by the held write lock (WAL).
+        assert await worker.read(lambda db: db.execute_sql("SELECT COUNT(*) FROM t").fetchone()[0]) == 0
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        await worker.close()

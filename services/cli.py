@@ -1,0 +1,119 @@
+"""`tollgate`: the operator's command line over the typed gRPC client (no curl needed).
+
+    tollgate keys create --name acme --email ops@acme.io --tier pro
+    tollgate keys list [--all]
+    tollgate keys revoke ak_…
+    tollgate usage [--key-id ak_…] [--model m] [--limit 20]
+    tollgate models
+    tollgate chat "Hello" [--model demo] [--stream]
+
+Address from --addr or TOLLGATE_GRPC_ADDR (default 127.0.0.1:50051); the admin key from
+--admin-key or TOLLGATE_ADMIN_KEY; an API key (for chat and models) from --api-key or
+TOLLGATE_API_KEY. Errors print the server's message and reason, and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import sys
+
+import grpc
+
+from tollgate.client import TollgateClient, error_info
+from tollgate.v1 import chat_pb2
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header)] + [fmt.format(*map(str, r)) for r in rows])
+
+
+async def run(args: argparse.Namespace) -> int:
+    client = TollgateClient.connect(args.addr, api_key=args.api_key or "", admin_key=args.admin_key or "")
+    try:
+        if args.cmd == "keys" and args.keys_cmd == "create":
+            r = await client.create_api_key(args.name, args.email or "", args.tier or "")
+            print(json.dumps({"id": r.api_key.id, "key": r.key, "prefix": r.api_key.prefix, "tier": r.api_key.tier}, indent=2))
+            print("The key is shown only now; store it safely.", file=sys.stderr)
+        elif args.cmd == "keys" and args.keys_cmd == "list":
+            r = await client.list_api_keys(include_revoked=args.all)
+            print(_table([[k.id, k.prefix + "…", k.name, k.email, k.tier, _when(k.created), "revoked" if k.revoked_at else "active"]
+                          for k in r.api_keys], ["ID", "PREFIX", "NAME", "EMAIL", "TIER", "CREATED", "STATE"]))
+        elif args.cmd == "keys" and args.keys_cmd == "revoke":
+            await client.revoke_api_key(args.id)
+            print(f"revoked {args.id}")
+        elif args.cmd == "usage":
+            r = await client.list_usage(key_id=args.key_id or "", model=args.model or "", page_size=args.limit)
+            print(_table([[u.request_id, _when(u.created_at), u.key_id, u.provider, u.model, u.status,
+                           u.prompt_tokens, u.completion_tokens, "~" if u.estimated else "", f"{u.cost_usd:.6f}",
+                           f"{u.latency_ms:.0f}", u.attempts] for u in r.rows],
+                         ["REQUEST", "TIME", "KEY", "PROVIDER", "MODEL", "STATUS", "IN", "OUT", "EST", "USD", "MS", "TRIES"]))
+            print(f"{len(r.rows)} of {r.total_size} rows", file=sys.stderr)
+        elif args.cmd == "models":
+            r = await client.list_models(page_size=100)
+            print(_table([[m.id, ",".join(m.providers), m.context_length or "-",
+                           f"{m.pricing.prompt_per_mtok:g}/{m.pricing.completion_per_mtok:g}"] for m in r.models],
+                         ["MODEL", "PROVIDERS", "CONTEXT", "USD/MTOK IN/OUT"]))
+        elif args.cmd == "chat":
+            inp = chat_pb2.ChatInput(model=args.model, surface="cli",
+                                     messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER, text=args.prompt)])
+            if args.stream:
+                async for msg in client.stream_chat(inp):
+                    if msg.WhichOneof("event") == "delta":
+                        for d in msg.delta.deltas:
+                            print(d.text, end="", flush=True)
+                print()
+            else:
+                r = await client.chat(inp)
+                print(r.text)
+        return 0
+    except grpc.aio.AioRpcError as e:
+        info = error_info(e)
+        print(f"tollgate: {info.code.name}: {info.message}" + (f" ({info.reason})" if info.reason else ""), file=sys.stderr)
+        return 1
+    finally:
+        await client.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="tollgate", description="Operate a Tollgate gateway over gRPC.")
+    ap.add_argument("--addr", default=os.environ.get("TOLLGATE_GRPC_ADDR", "127.0.0.1:50051"))
+    ap.add_argument("--admin-key", default=os.environ.get("TOLLGATE_ADMIN_KEY") or os.environ.get("ADMIN_API_KEY"))
+    ap.add_argument("--api-key", default=os.environ.get("TOLLGATE_API_KEY"))
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    keys = sub.add_parser("keys", help="create, list and revoke API keys").add_subparsers(dest="keys_cmd", required=True)
+    c = keys.add_parser("create")
+    c.add_argument("--name", required=True)
+    c.add_argument("--email")
+    c.add_argument("--tier")
+    ls = keys.add_parser("list")
+    ls.add_argument("--all", action="store_true", help="include revoked keys")
+    rv = keys.add_parser("revoke")
+    rv.add_argument("id")
+    u = sub.add_parser("usage", help="the usage ledger, newest first")
+    u.add_argument("--key-id")
+    u.add_argument("--model")
+    u.add_argument("--limit", type=int, default=20)
+    sub.add_parser("models", help="routable models")
+    ch = sub.add_parser("chat", help="one chat request")
+    ch.add_argument("prompt")
+    ch.add_argument("--model", default="demo")
+    ch.add_argument("--stream", action="store_true")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(asyncio.run(run(parser().parse_args(argv))))
+
+
+if __name__ == "__main__":
+    main()
