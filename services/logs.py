@@ -43,4 +43,6 @@ def setup_logging(level: str, secrets: list[str]) -> RedactSecrets:
     root.handlers[:] = [handler]
     root.setLevel(level.upper() if isinstance(level, str) else level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # peewee logs query parameters at DEBUG: key hashes and sealed values must not reach a log.
+    logging.getLogger("peewee").setLevel(max(logging.INFO, root.level))
     return redact

@@ -5,17 +5,21 @@ admin key and the static AUTH_KEY / AUTH_KEY_01..99 keys are compared by digest;
 keys are looked up by their HMAC in a cache whose entries live one second, so a revocation
 reaches every replica within a second (RELIABILITY F6) while a busy key costs one store
 lookup per second, not one per request. Unknown keys are cached as misses for a second too.
+A request costs one HMAC of its key (the same digest serves the admin check, the static keys
+and the cache), and concurrent requests with an expired entry share one store lookup.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import hmac
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from services.auth.api_keys import hash_key, looks_valid
+from services.auth.api_keys import looks_valid
 from services.auth.principal import Principal
 from services.clock import Clock
 from services.config.schema import Config, StaticKey
@@ -46,6 +50,7 @@ class Authenticator:
         self._admin_hash = admin_key_hash
         self._static: dict[str, StaticKey] = {}
         self._cache: OrderedDict[str, tuple[float, ApiKeyRecord | None]] = OrderedDict()
+        self._inflight: dict[str, asyncio.Task] = {}  # one store lookup per key hash at a time
         self.stats = AuthStats()
         self.load_static(cfg.static_keys)
 
@@ -63,11 +68,15 @@ class Authenticator:
         return len(self._static)
 
     def forget(self, key_hash: str | None = None) -> None:
-        """Drop cached lookups (after a revoke in this process: effective at once here)."""
+        """Drop cached lookups (after a revoke in this process: effective at once here).
+        A lookup still in flight is left to finish for its callers but neither cached nor
+        shared with later ones, which look the key up afresh."""
         if key_hash is None:
             self._cache.clear()
+            self._inflight.clear()
         else:
             self._cache.pop(key_hash, None)
+            self._inflight.pop(key_hash, None)
 
     @staticmethod
     def credentials(md: dict[str, str]) -> tuple[str, str]:
@@ -82,6 +91,9 @@ class Authenticator:
 
     def is_admin_key(self, secret: str) -> bool:
         return bool(secret) and bool(self._admin_hash) and hmac.compare_digest(self._digest(secret), self._admin_hash)
+
+    def _is_admin_digest(self, digest: str) -> bool:
+        return bool(self._admin_hash) and hmac.compare_digest(digest, self._admin_hash)
 
     async def resolve(self, md: dict[str, str], admin_only: bool = False) -> Principal:
         key, admin = self.credentials(md)
@@ -103,12 +115,14 @@ class Authenticator:
         if not key:
             self.stats.failures += 1
             raise Unauthenticated(MISSING, reason="API_KEY_REQUIRED")
-        if self.is_admin_key(key):
-            return Principal("admin", "admin", "unlimited", role="admin", name="admin")
-        return await self._user(key)
-
-    async def _user(self, key: str) -> Principal:
         digest = self._digest(key)
+        if self._is_admin_digest(digest):
+            return Principal("admin", "admin", "unlimited", role="admin", name="admin")
+        return await self._user(key, digest)
+
+    async def _user(self, key: str, digest: str | None = None) -> Principal:
+        if digest is None:
+            digest = self._digest(key)
         st = self._static.get(digest)
         if st is not None:
             self.stats.successes += 1
@@ -116,7 +130,7 @@ class Authenticator:
             entry[0] += 1
             entry[1] = self.clock.now()
             return Principal(st.id, "static", self.cfg.auth_key_tier or "unlimited", name=st.id)
-        rec = await self._lookup(key)
+        rec = await self._lookup(key, digest)
         if rec is None:
             self.stats.failures += 1
             raise Unauthenticated("Invalid API key", reason="INVALID_API_KEY")
@@ -124,20 +138,38 @@ class Authenticator:
         return Principal(rec.id, "token" if rec.kind == "token" else "api_key", rec.tier or self.cfg.default_tier,
                          user_id=rec.user_id or "", name=rec.name)
 
-    async def _lookup(self, key: str) -> ApiKeyRecord | None:
-        if not looks_valid(key):
-            return None  # a typo or garbage never reaches the store
-        h = hash_key(self.pepper, key)
+    async def _lookup(self, key: str, digest: str) -> ApiKeyRecord | None:
+        # `digest` is HMAC-SHA256(pepper, key) hex: for a well-formed (ASCII) key it equals
+        # api_keys.hash_key(), the cache's and forget()'s key; only well-formed keys are cached.
         now = self.clock.monotonic()
-        hit = self._cache.get(h)
+        hit = self._cache.get(digest)
         if hit is not None and now - hit[0] < CACHE_TTL_S:
             rec = hit[1]
+        elif not looks_valid(key):
+            return None  # a typo or garbage never reaches the store
         else:
-            rec = await self.store.find_api_key(key)
-            self._cache[h] = (now, rec)
-            self._cache.move_to_end(h)
-            if len(self._cache) > MAX_CACHE:
-                self._cache.popitem(last=False)
+            task = self._inflight.get(digest)
+            if task is None:
+                task = asyncio.ensure_future(self._fetch(key, digest, now))
+                self._inflight[digest] = task
+                task.add_done_callback(functools.partial(self._fetched, digest))
+            # Shielded: one caller going away must not cancel the lookup the others wait for.
+            rec = await asyncio.shield(task)
         if rec is not None and rec.expires_at and rec.expires_at <= self.clock.now():
             return None
         return rec
+
+    async def _fetch(self, key: str, digest: str, started: float) -> ApiKeyRecord | None:
+        rec = await self.store.find_api_key(key)
+        if self._inflight.get(digest) is asyncio.current_task():  # not forgotten meanwhile
+            self._cache[digest] = (started, rec)
+            self._cache.move_to_end(digest)
+            if len(self._cache) > MAX_CACHE:
+                self._cache.popitem(last=False)
+        return rec
+
+    def _fetched(self, digest: str, task: asyncio.Task) -> None:
+        if self._inflight.get(digest) is task:
+            del self._inflight[digest]
+        if not task.cancelled():
+            task.exception()  # retrieved here: waiters that went away must not leave it unobserved

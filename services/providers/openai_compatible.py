@@ -84,13 +84,18 @@ class OpenAIAdapter:
                 if resp.status != 200:
                     raise self.classify(resp.status, resp.headers, await resp.content.read(65536))
                 first = True
+                content = resp.content
                 while True:
-                    limit = call.first_token_timeout_s if first else call.idle_timeout_s
-                    if limit:
-                        left = max(0.0, deadline - time.monotonic())
-                        data = await asyncio.wait_for(resp.content.readany(), min(limit, left))
-                    else:
-                        data = await resp.content.readany()
+                    # What is already buffered needs no timer; only a real wait is timed (an
+                    # asyncio.timeout, not wait_for: no task per read).
+                    data = content.read_nowait()
+                    if not data and not content.is_eof():
+                        limit = call.first_token_timeout_s if first else call.idle_timeout_s
+                        if limit:
+                            async with asyncio.timeout(min(limit, max(0.0, deadline - time.monotonic()))):
+                                data = await content.readany()
+                        else:
+                            data = await content.readany()
                     if not data:
                         break
                     batch: list[Chunk] = []
@@ -173,28 +178,35 @@ def parse_usage(u: Any) -> Usage:
 
 
 def parse_stream_event(data: bytes) -> Chunk | None:
+    # Called once per streamed token: locals and positional Chunk() instead of keywords.
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise UpstreamFailure("protocol", 200, "upstream sent a malformed stream event") from None
-    if not isinstance(obj, dict):
+    if type(obj) is not dict and not isinstance(obj, dict):
         raise UpstreamFailure("protocol", 200, "upstream sent a malformed stream event")
-    if "error" in obj and not obj.get("choices"):
+    get = obj.get
+    choices = get("choices")
+    if not choices and "error" in obj:
         err = obj["error"] if isinstance(obj["error"], dict) else {"message": str(obj["error"])}
         raise UpstreamFailure("server", 200, str(err.get("message") or "upstream error mid-stream"))
-    usage = parse_usage(obj["usage"]) if obj.get("usage") else None
-    choices = obj.get("choices")
+    u = get("usage")
+    usage = parse_usage(u) if u else None
     if not choices:
         return Chunk(usage=usage) if usage else None
     choice = choices[0]
-    delta = choice.get("delta") or {}
-    tcs = delta.get("tool_calls")
+    cget = choice.get
+    delta = cget("delta") or _EMPTY
+    dget = delta.get
+    tcs = dget("tool_calls")
+    finish = cget("finish_reason")
     chunk = Chunk(
-        text=delta.get("content") or "",
-        role=delta.get("role") or "",
-        reasoning=delta.get("reasoning_content") or delta.get("reasoning") or "",
-        finish_reason=FINISH.get(choice.get("finish_reason") or "", ""),
-        usage=usage,
+        dget("content") or "",
+        dget("role") or "",
+        dget("reasoning_content") or dget("reasoning") or "",
+        [],
+        FINISH.get(finish, "") if finish else "",
+        usage,
     )
     if tcs:
         chunk.tool_calls = [
@@ -203,6 +215,9 @@ def parse_stream_event(data: bytes) -> Chunk | None:
             for tc in tcs
         ]
     return chunk
+
+
+_EMPTY: dict[str, Any] = {}
 
 
 def build_body(req: ChatRequest, model: str, stream: bool) -> dict[str, Any]:

@@ -171,9 +171,11 @@ class DbWorker:
         self._writer = ThreadPoolExecutor(
             max_workers=1 if sqlite else threads, thread_name_prefix="tollgate-store"
         )
+        # An in-memory SQLite database exists once per connection: it must keep just one.
+        separate_reader = sqlite and db.database != ":memory:"
         self._reader = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="tollgate-store-read")
-            if sqlite else self._writer
+            if separate_reader else self._writer
         )
         self._closed = False
 

@@ -158,8 +158,10 @@ async def test_stream_cut_after_first_tokens_is_not_retried(tmp_path):
 
 @pytest.fixture
 async def short_deadline(tmp_path, fallback):
-    """One provider, a 1 s request deadline: a slow upstream has nowhere to fail over to."""
-    cfg = config(tmp_path, request_timeout_s=1.0, providers=(provider("primary", fallback.base_url),))
+    """One provider, a 1 s request deadline: a slow upstream has nowhere to fail over to.
+    (A high breaker threshold keeps several timeouts in one test from opening the circuit.)"""
+    cfg = config(tmp_path, request_timeout_s=1.0, breaker_threshold=100,
+                 providers=(provider("primary", fallback.base_url),))
     async with run_gateway(cfg) as gw:
         yield gw, bearer(await gw.new_key())
 
@@ -171,9 +173,9 @@ async def test_deadline_with_no_fallback_is_504_in_time(short_deadline):
     took = time.monotonic() - t0
     assert r.status_code == 504, r.text
     assert took < 1.5, took
-    assert r.json()["error"]["code"] == "deadline_exceeded"
+    assert r.json()["error"]["type"] == "timeout_error"
     rows = await gw.ledger()
-    assert [x.status for x in rows] == ["deadline_exceeded"]
+    assert len(rows) == 1 and rows[0].completion_tokens == 0
 
 
 async def test_stream_deadline_before_first_token_is_504_in_time(short_deadline, fallback):
@@ -187,18 +189,24 @@ async def test_stream_deadline_before_first_token_is_504_in_time(short_deadline,
     assert r.json()["error"]["type"] == "timeout_error"
     # B3: the upstream call is closed too.
     await asyncio.wait_for(fallback.disconnected.wait(), 0.5)
-
-
-@pytest.mark.xfail(strict=True, reason="BUG: the in-process channel's asyncio.timeout cancels the stream generator at the "
-                                       "deadline, so the pipeline books it as client_cancelled and the body has no code")
-async def test_stream_deadline_is_metered_as_deadline_exceeded(short_deadline):
-    gw, auth = short_deadline
-    async with gw.http.stream("POST", CHAT, json=chat_body("fault-slow-first-5", stream=True), headers=auth) as r:
-        await r.aread()
-    assert r.status_code == 504
     rows = await gw.ledger()
-    assert [x.status for x in rows] == ["deadline_exceeded"]
-    assert r.json()["error"]["code"] == "deadline_exceeded"  # as for the same request without stream
+    assert len(rows) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: tollgate/inprocess.py enforces the deadline with asyncio.timeout, cancelling "
+                                       "the servicer as the pipeline's own deadline fires: always for streams, sometimes for "
+                                       "unary calls, the row says client_cancelled and the body has code null")
+async def test_deadline_is_metered_as_deadline_exceeded(short_deadline):
+    gw, auth = short_deadline
+
+    async def one(stream: bool):
+        r = await gw.http.post(CHAT, json=chat_body("fault-slow-first-5", stream=stream), headers=auth)
+        return r.status_code, r.json()["error"]["code"]
+
+    answers = await asyncio.gather(*(one(stream) for stream in (False, True) * 4))
+    assert answers == [(504, "deadline_exceeded")] * 8
+    rows = await gw.ledger()
+    assert [x.status for x in rows] == ["deadline_exceeded"] * 8
 
 
 @pytest.mark.xfail(strict=True, reason="BUG: a stream stalled past the deadline ends with an in-band error but its row "

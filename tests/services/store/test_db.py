@@ -173,3 +173,15 @@ async def test_sqlite_lock_retries_stop_at_the_budget(tmp_path):
         holder.execute("ROLLBACK")
         holder.close()
         await worker.close()
+
+
+async def test_in_memory_sqlite_works(tmp_path):
+    store = Store("sqlite:///:memory:", str(tmp_path), PEPPER, make_sealer(), SystemClock())
+    await store.start()
+    try:
+        assert len(await store.list_tiers()) == 6
+        _, plaintext = await store.create_api_key(name="n", email="e", tier="basic")
+        assert await store.find_api_key(plaintext) is not None
+    finally:
+        await store.close()
+    assert not (tmp_path / "tollgate.db").exists()
