@@ -32,6 +32,7 @@ from services.pipeline import Pipeline
 from services.providers.upstreams import Upstreams
 from services.routing.candidates import CandidateIndex
 from services.routing.router import Router
+from services.store.records import TierRecord
 from services.store.store import Store
 
 log = logging.getLogger("tollgate")
@@ -84,6 +85,9 @@ class App:
 
     async def start(self) -> None:
         await self.store.start()
+        # The config's tiers (defaults plus [[tiers]]) are the ones keys may be created in.
+        for t in self.config.tiers:
+            await self.store.upsert_tier(TierRecord(t.name, t.rpm, t.rpd, t.tpd, t.tpm_month, t.description))
         self.admin_key = await self._admin_key()
         self.ledger.start()
         self._reaper = asyncio.get_running_loop().create_task(self._reap_reservations(), name="limiter-reaper")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import AsyncIterator
 
@@ -22,6 +23,7 @@ from services.limits.base import Decision
 from services.limits.quotas import Admission, Quotas
 from services.metering.ledger import Ledger
 from services.metering.tokens import estimate_prompt, estimate_text
+from services.providers.passthrough import Exchange, NativeRequest, Passthrough
 from services.routing.router import RouteLog, Router
 from services.store.records import UsageRecord
 
@@ -51,6 +53,14 @@ class StreamStarted:
 @dataclass(slots=True)
 class StreamFinished:
     outcome: Outcome
+
+
+@dataclass(slots=True)
+class ForwardStarted:
+    """A pass-through's upstream answered: its status and headers are in `exchange`."""
+
+    outcome: Outcome
+    exchange: Exchange
 
 
 class Pipeline:
@@ -206,6 +216,45 @@ class Pipeline:
             status = self._cancel_status(req.surface)
             raise
         finally:
+            out.usage = usage
+            self._leave(task)
+            out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0)
+
+    async def forward(self, p: Principal, req: NativeRequest, relay: Passthrough, request_id: str,
+                      time_remaining: float | None) -> AsyncIterator[ForwardStarted | bytes]:
+        """Native pass-through (seed 003): admit, relay the provider's answer byte for byte, meter it.
+
+        Yields ForwardStarted once the upstream's head is in, then the body as it arrives. One
+        ledger row in `finally`, with the provider's own usage when the body reported it.
+        """
+        out = Outcome(request_id, RouteLog(strategy="passthrough"), created=self.clock.now())
+        task = self._enter()
+        t0 = self.clock.monotonic()
+        adm: Admission | None = None
+        ex: Exchange | None = None
+        status, error = "error", ""
+        try:
+            adm = await self._admit(p, req.prompt_estimate + req.max_tokens)
+            out.decision = adm.decision
+            ex = await relay.open(req, self.deadline(time_remaining), out.route)
+            yield ForwardStarted(out, ex)
+            async with aclosing(ex.body()) as body:
+                async for piece in body:
+                    yield piece
+            status, error = ("ok", "") if ex.ok else ("upstream_error", str(ex.status))
+        except E.TollgateError as e:
+            status, error = _status_of(e), e.reason
+            if ex is not None and e.reason == "UPSTREAM_STREAM_BROKEN":
+                relay.broke(ex)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            status = self._cancel_status(req.surface)
+            raise
+        finally:
+            usage = Usage(0, 0, estimated=True)
+            if ex is not None:
+                ex.close()
+                usage = ex.meter.usage(req.prompt_estimate, ex.complete, ex.ok)
             out.usage = usage
             self._leave(task)
             out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0)

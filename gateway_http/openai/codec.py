@@ -268,26 +268,35 @@ class ChunkWriter:
         self._prefix = b"data: " + self._head + b',"choices":[{"index":0,"delta":'
 
     def deltas(self, batch: ipb.DeltaBatch) -> bytes:
+        prefix = self._prefix
         out = []
         for d in batch.deltas:
+            role, reasoning, tcs, finish = d.role, d.reasoning, d.tool_calls, d.finish_reason
+            if not (role or reasoning or tcs or finish):
+                # The per-token common case: {"content": text}, as orjson would write the dict.
+                text = d.text
+                if text:
+                    out.append(prefix + b'{"content":' + orjson.dumps(text) + _OPEN)
+                continue
             delta: dict[str, Any] = {}
-            if d.role:
-                delta["role"] = ROLE_NAMES.get(d.role, "assistant")
-            if d.text or d.role:
-                delta["content"] = d.text
-            if d.reasoning:
-                delta["reasoning_content"] = d.reasoning
-            if d.tool_calls:
+            if role:
+                delta["role"] = ROLE_NAMES.get(role, "assistant")
+            text = d.text
+            if text or role:
+                delta["content"] = text
+            if reasoning:
+                delta["reasoning_content"] = reasoning
+            if tcs:
                 delta["tool_calls"] = [
                     {"index": t.index, **({"id": t.id, "type": "function"} if t.id else {}),
                      "function": {**({"name": t.name} if t.name else {}), "arguments": t.arguments}}
-                    for t in d.tool_calls]
-            if d.finish_reason:
+                    for t in tcs]
+            if finish:
                 if delta:
-                    out.append(self._prefix + orjson.dumps(delta) + b',"logprobs":null,"finish_reason":null}]}\n\n')
-                out.append(self._prefix + b'{},"logprobs":null,"finish_reason":"' + FINISH[d.finish_reason].encode() + b'"}]}\n\n')
+                    out.append(prefix + orjson.dumps(delta) + _CONT)
+                out.append(prefix + b'{},"logprobs":null,"finish_reason":"' + FINISH[finish].encode() + b'"}]}\n\n')
             elif delta:
-                out.append(self._prefix + orjson.dumps(delta) + b',"logprobs":null,"finish_reason":null}]}\n\n')
+                out.append(prefix + orjson.dumps(delta) + _CONT)
         return b"".join(out)
 
     def role(self) -> bytes:
@@ -298,3 +307,5 @@ class ChunkWriter:
 
 
 DONE = b"data: [DONE]\n\n"
+_CONT = b',"logprobs":null,"finish_reason":null}]}\n\n'  # after a delta object: the rest of a chunk
+_OPEN = b"}" + _CONT

@@ -183,7 +183,7 @@ def parse_stream_event(data: bytes) -> Chunk | None:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise UpstreamFailure("protocol", 200, "upstream sent a malformed stream event") from None
-    if type(obj) is not dict and not isinstance(obj, dict):
+    if type(obj) is not dict:  # orjson makes exact dicts
         raise UpstreamFailure("protocol", 200, "upstream sent a malformed stream event")
     get = obj.get
     choices = get("choices")

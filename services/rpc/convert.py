@@ -118,14 +118,26 @@ def chat_response(res: ChatResult, request_id: str, log: RouteLog, u: Usage | No
 
 
 def delta_batch(batch: list[Chunk]) -> ipb.StreamChatResponse:
-    deltas = []
+    # Once per upstream read, a delta per token: add() fills the repeated field in place,
+    # several times cheaper than building ChoiceDelta messages and copying the list in.
+    # Only non-default fields are set (proto3 implicit presence: the same message).
+    msg = ipb.StreamChatResponse()
+    out = msg.delta
+    out.SetInParent()
+    add = out.deltas.add
     for c in batch:
-        if not (c.text or c.role or c.reasoning or c.tool_calls or c.finish_reason):
+        text, role, reasoning, finish, tcs = c.text, c.role, c.reasoning, c.finish_reason, c.tool_calls
+        if not (text or role or reasoning or tcs or finish):
             continue  # a usage-only chunk: usage travels in its own message
-        d = pb.ChoiceDelta(text=c.text, reasoning=c.reasoning, finish_reason=FINISH_VALUES.get(c.finish_reason, 0))
-        if c.role:
-            d.role = ROLE_VALUES.get(c.role, pb.ROLE_ASSISTANT)
-        if c.tool_calls:
-            d.tool_calls.extend(pb.ToolCallDelta(index=t.index, id=t.id, name=t.name, arguments=t.arguments) for t in c.tool_calls)
-        deltas.append(d)
-    return ipb.StreamChatResponse(delta=ipb.DeltaBatch(deltas=deltas))
+        d = add()
+        if text:
+            d.text = text
+        if reasoning:
+            d.reasoning = reasoning
+        if finish:
+            d.finish_reason = FINISH_VALUES.get(finish, 0)
+        if role:
+            d.role = ROLE_VALUES.get(role, pb.ROLE_ASSISTANT)
+        if tcs:
+            d.tool_calls.extend(pb.ToolCallDelta(index=t.index, id=t.id, name=t.name, arguments=t.arguments) for t in tcs)
+    return msg

@@ -180,3 +180,23 @@ async def test_gateway_still_serves_after_bad_input(gw, auth, fake_openai):
     assert r.json()["choices"][0]["message"]["content"] == "tok0 tok1 tok2 "
     rows = await gw.ledger()
     assert [x.status for x in rows] == ["ok"]  # bridge-rejected input never reached the core
+
+
+async def test_errors_from_the_core_carry_a_request_id(gw, auth):
+    for kw in (dict(json=chat_body("gpt-4o-mini")), dict(json=chat_body("no-such-model"), headers=auth),
+               dict(json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}] * 3}, headers=bearer("x"))):
+        r = await gw.http.post(CHAT, **kw)
+        assert r.status_code in (401, 404)
+        assert r.headers["X-Request-Id"].startswith("req_")
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: errors the bridge finds itself (gateway_http/openai/routes.py -> "
+                                       "openai_bridge_error(e) with no id; middleware 404/405) carry no X-Request-Id (SPEC)")
+async def test_errors_from_the_bridge_carry_a_request_id(gw, auth):
+    for kw in (dict(content=b"{", headers=auth), dict(json={"model": "gpt-4o-mini", "messages": "x"}, headers=auth),
+               dict(json=chat_body("gpt-4o-mini", text="y" * 5000), headers=auth)):
+        r = await gw.http.post(CHAT, **kw)
+        assert r.status_code in (400, 413, 422)
+        assert r.headers.get("X-Request-Id", "").startswith("req_"), r.status_code
+    r = await gw.http.get("/v1/no-such-route", headers=auth)
+    assert r.status_code == 404 and r.headers.get("X-Request-Id", "").startswith("req_")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+import httpx
 import pytest
 
 from services.config.defaults import DEMO_PROVIDER
+from tests.gateway_http.test_ws import remote_bridge
 from tests.support.gateway import config, provider, run_gateway
 
 MISSING_KEY = {"error": "API key required", "message": "Provide API key via Authorization: Bearer <key> or X-API-Key header",
@@ -240,3 +242,17 @@ async def test_models_load_registers_the_model(gw):
                            json={"source": "path/to/model", "format": "gguf", "name": "My Custom Model"})
     assert r.status_code == 201
     assert r.json()["model"]["name"] == "My Custom Model"
+
+
+async def test_same_answer_and_headers_over_a_real_grpc_channel(gw):
+    key = await gw.new_key()
+    async with remote_bridge(gw.rt.grpc_target) as url, httpx.AsyncClient(base_url=url, timeout=10) as remote:
+        r = await remote.post("/api/chat", headers=bearer(key), json={"messages": HI, "model": "tokens-2", "provider": "auto"})
+        assert r.status_code == 200
+        assert r.json()["choices"][0]["message"]["content"] == "tok0 tok1 "
+        assert (r.headers["X-LLM-Provider"], r.headers["X-LLM-Key-ID"]) == ("primary", "primary-k1")
+        assert r.headers["X-RateLimit-Used"] == "1" and "X-LLM-Latency-Ms" in r.headers
+        r = await remote.post("/api/chat", json={"messages": HI})
+        assert (r.status_code, r.json()) == (401, MISSING_KEY)
+        r = await remote.post("/api/v1/inference/stream", headers=bearer(key), json={"model": "tokens-2", "messages": HI})
+        assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n") and "tok1 " in r.text

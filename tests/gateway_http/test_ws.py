@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import asynccontextmanager
 
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 
+from gateway_http.app import make_app
 from gateway_http.seeds.ws import WS_LIMITS, WsLimits
+from gateway_http.settings import BridgeSettings
 from tests.support.gateway import config, provider, run_gateway
+from tollgate.client import TollgateClient
 
 HI = [{"role": "user", "content": "Hello!"}]
 
@@ -289,3 +294,33 @@ async def test_client_leaving_mid_answer_cancels_upstream_and_meters_once(gatewa
     assert (row.status, row.surface, row.provider) == ("client_cancelled", "ws", "primary")
     assert row.completion_tokens > 0 and row.estimated
     assert gateway.app.pipeline.active == 0
+
+
+@asynccontextmanager
+async def remote_bridge(grpc_target: str):
+    """The bridge alone over a real gRPC channel (python -m gateway_http's deployment)."""
+    client = TollgateClient.connect(grpc_target)
+    runner = web.AppRunner(make_app(BridgeSettings(grpc_target=grpc_target), client), handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+        await client.close()
+
+
+async def test_over_a_real_grpc_channel_leaving_cancels_upstream(gateway, session, fake_openai):
+    key = await gateway.new_key()
+    async with remote_bridge(gateway.rt.grpc_target) as url:
+        async with session.ws_connect(url + "/ws", headers={"X-API-Key": key}) as ws:
+            await ws.send_json({"type": "inference_request", "id": "ok", "data": {"model": "tokens-2", "messages": HI}})
+            assert (await until(ws, final))[-1]["data"]["usage"]["completion_tokens"] == 2
+            await ws.send_json({"type": "inference_request", "id": "cut", "data": {"model": "fault-stall-after-3", "messages": HI}})
+            text = ""
+            while "tok2" not in text:
+                text += (await recv(ws))["data"].get("content", "")
+        await asyncio.wait_for(fake_openai.disconnected.wait(), 1.0)
+        rows = await rows_when(gateway, 2)
+        assert sorted((r.status, r.surface) for r in rows) == [("client_cancelled", "ws"), ("ok", "ws")]

@@ -328,3 +328,19 @@ async def test_oversized_message_is_resource_exhausted(client, gateway, fake_ope
     assert fake_openai.requests == []
     # The server is still fine afterwards.
     assert (await client.chat(chat_input("tokens-2"), timeout=5)).text == "tok0 tok1 "
+
+
+async def test_stream_cut_after_first_tokens_is_unavailable_in_band(client, gateway):
+    """RELIABILITY A6 on gRPC: the deltas already sent, then UNAVAILABLE; never a StreamEnd."""
+    kinds, text = [], ""
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        async for m in client.stream_chat(chat_input("fault-cut-after-3"), timeout=10):
+            kinds.append(m.WhichOneof("event"))
+            if kinds[-1] == "delta":
+                text += "".join(d.text for d in m.delta.deltas)
+    info = error_info(e.value)
+    assert (info.code, info.reason) == (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_STREAM_BROKEN")
+    assert text == "tok0 tok1 tok2 " and kinds[0] == "start" and "end" not in kinds
+    rows = await ledger_rows(gateway)
+    assert [(r.status, r.estimated) for r in rows] == [("upstream_error", True)]
+    assert rows[0].completion_tokens >= 3

@@ -1,0 +1,518 @@
+"""Native pass-through (seed 003): a provider-native request relayed with the gateway's key, metered.
+
+`Passthrough.open()` picks the configured provider (by name or kind, lowest priority first, the
+first whose circuit lets a key through), swaps the caller's credentials for the provider key,
+and waits for the upstream's status and headers; a second key of the same provider is tried
+on a connect error, 429, 5xx or a refused key before anything was relayed. There is no
+cross-provider failover: the wire format belongs to one provider. The returned `Exchange`
+streams the body as it arrives (bounded: MAX_RELAY_BYTES, the SSE parser's event limit) while
+`UsageMeter` looks for the provider's usage without parsing every event: it keeps the raw
+last event that mentions usage (per SSE event name) and parses only those at the end; a JSON
+body is kept whole up to KEEP_BYTES, beyond that only its tail. services/pipeline.py admits,
+sequences and writes the one ledger row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import AsyncIterator
+from urllib.parse import unquote
+
+import aiohttp
+import orjson
+import yarl
+
+from services.clock import Clock
+from services.config.schema import Config, ProviderConfig
+from services.core import errors as E
+from services.core.types import Target, Usage
+from services.metering.tokens import estimate_text
+from services.providers.kinds import resolve
+from services.providers.sse import SSEParser
+from services.routing.retry_after import parse_retry_after
+from services.routing.router import AUTH_DISABLE_S, RouteLog, Router
+
+MAX_RELAY_BYTES = 50 * 1024 * 1024  # RELIABILITY E10: a larger upstream body ends the relay
+KEEP_BYTES = 1024 * 1024  # a JSON body up to this is scanned whole for usage
+TAIL_BYTES = 256 * 1024  # beyond it, only the tail (where every provider puts usage)
+MAX_TRIES = 2  # the first key and one more of the same provider, before any byte was relayed
+ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 256  # the reservation when the body names none (as pipeline.py does)
+
+# What of the caller's request may reach the provider; credentials, cookies and hop-by-hop
+# headers never do (RELIABILITY E9, F3). The bridge sends only these; this is the authority.
+FORWARD_HEADERS = frozenset({
+    "content-type", "accept", "accept-language", "anthropic-version", "anthropic-beta", "openai-beta",
+    "idempotency-key", "x-goog-api-client",
+})
+# What of the provider's answer reaches the caller; its rate-limit headers describe the gateway's
+# account and would clash with ours, content-length/-encoding no longer hold after decompression.
+RELAY_HEADERS = frozenset({
+    "content-type", "cache-control", "retry-after", "retry-after-ms", "request-id", "x-should-retry",
+    "openai-processing-ms", "openai-version", "content-disposition",
+})
+CREDENTIAL_PARAMS = frozenset({"key", "api_key", "access_token"})
+_METHOD = re.compile(r"[A-Z]{3,7}")
+_PROVIDER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_BAD_PATH = re.compile(r"[\x00-\x20\x7f\\#?]")
+_BAD_QUERY = re.compile(r"[\x00-\x20\x7f#]")
+_GEMINI_MODEL = re.compile(r"models/([^/:]+)")
+_MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,256})"')
+_MAX_TOKENS = re.compile(rb'"(?:max_tokens|max_completion_tokens|max_output_tokens|maxOutputTokens)"\s*:\s*(\d{1,9})')
+# String values that carry text, in requests and in answers (stream deltas included).
+_TEXT = re.compile(rb'"(?:text|content|system|input|instructions|prompt|partial_json|arguments|thinking|delta)"'
+                   rb'\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(slots=True)
+class NativeRequest:
+    """A provider-native request, already stripped of the caller's credentials."""
+
+    provider: str  # "openai" | "anthropic" | "gemini", or a configured provider name
+    method: str
+    path: str  # below the provider's API root, percent-encoded as received
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    model: str = ""  # for the ledger and prices: from the body, or Gemini's path
+    prompt_estimate: int = 0
+    max_tokens: int = DEFAULT_MAX_TOKENS
+
+    @property
+    def surface(self) -> str:
+        return "passthrough_" + self.provider
+
+
+def native_request(provider: str, method: str, path: str, query: str, headers: list[tuple[str, str]],
+                   body: bytes) -> NativeRequest:
+    """Validates and cleans what the bridge packed; raises InvalidArgument for what cannot be relayed."""
+    provider = provider.strip().lower()
+    if not _PROVIDER.fullmatch(provider):
+        raise E.InvalidArgument("provider must be a provider kind or name", reason="INVALID_PROVIDER",
+                                metadata={"field": "provider"})
+    method = method.upper()
+    if not _METHOD.fullmatch(method) or method in ("CONNECT", "TRACE"):
+        raise E.InvalidArgument(f"method {method[:16]!r} cannot be relayed", reason="INVALID_METHOD",
+                                metadata={"field": "method"})
+    path = path.lstrip("/")
+    # No escaping the provider's API root: dot segments (also percent-encoded), control characters.
+    if _BAD_PATH.search(path) or any(unquote(s) in (".", "..") for s in path.split("/")):
+        raise E.InvalidArgument("path must be a plain path below the provider's API root", reason="INVALID_PATH",
+                                metadata={"field": "path"})
+    clean: list[tuple[str, str]] = []
+    for name, value in headers:
+        name = name.lower()
+        if name not in FORWARD_HEADERS:
+            continue
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise E.InvalidArgument(f"header {name} holds a control character", reason="INVALID_HEADER",
+                                    metadata={"field": name})
+        clean.append((name, value))
+    if _BAD_QUERY.search(query):
+        raise E.InvalidArgument("query must be a percent-encoded query string", reason="INVALID_QUERY",
+                                metadata={"field": "query"})
+    req = NativeRequest(provider, method, path, strip_credentials(query), clean, body)
+    _describe(req)
+    return req
+
+
+def strip_credentials(query: str) -> str:
+    """The query string without `key=` and friends (the caller's credential must not go upstream)."""
+    if not query:
+        return ""
+    kept = [p for p in query.split("&") if p and unquote(p.partition("=")[0]).lower() not in CREDENTIAL_PARAMS]
+    return "&".join(kept)
+
+
+def _describe(req: NativeRequest) -> None:
+    """Model, prompt estimate and max tokens, read cheaply (regexes, no full parse of a big body)."""
+    m = _GEMINI_MODEL.search(req.path)
+    if m:
+        req.model = unquote(m.group(1))
+    head = req.body[:KEEP_BYTES]
+    if not req.model and (mm := _MODEL.search(head)):
+        req.model = mm.group(1).decode("utf-8", "replace")
+    if mt := _MAX_TOKENS.search(req.body):
+        req.max_tokens = int(mt.group(1))
+    chars = [t.group(1) for t in _TEXT.finditer(req.body)]
+    req.prompt_estimate = 3 + sum(3 + estimate_text(c.decode("utf-8", "replace")) for c in chars) if req.body else 0
+
+
+# --- usage ------------------------------------------------------------------------------------
+
+
+class UsageMeter:
+    """Finds the provider's usage in a relayed body, fed piece by piece as it is relayed."""
+
+    __slots__ = ("_parser", "_last", "_buf", "_scanned", "chars", "pieces")
+
+    def __init__(self, sse: bool) -> None:
+        self._parser = SSEParser() if sse else None
+        self._last: dict[str, bytes] = {}  # SSE: the last data mentioning usage, per event name
+        self._buf = b""  # JSON: the body (or its tail past KEEP_BYTES)
+        self._scanned = False
+        self.chars = 0  # text relayed, for an estimate when no usage comes
+        self.pieces = 0
+
+    def feed(self, data: bytes) -> None:
+        """Raises ValueError when one SSE event is over the parser's limit (RELIABILITY E10)."""
+        if self._parser is None:
+            self._buf += data
+            if len(self._buf) > KEEP_BYTES:
+                self._count(self._buf[:-TAIL_BYTES])  # text split at the cut is only an estimate anyway
+                self._buf = self._buf[-TAIL_BYTES:]
+            return
+        for ev in self._parser.feed(data):
+            self._event(ev.event, ev.data)
+
+    def close(self) -> None:
+        if self._parser is not None:
+            for ev in self._parser.close():
+                self._event(ev.event, ev.data)
+
+    def _event(self, name: str, data: bytes) -> None:
+        if b'"usage' in data:
+            self._last[name] = data
+        self._count(data)
+
+    def _count(self, data: bytes) -> None:
+        for t in _TEXT.finditer(data):
+            self.chars += len(t.group(1))
+            self.pieces += 1
+
+    def reported(self) -> tuple[int, int] | None:
+        """(prompt, completion) as the provider reported them, or None."""
+        merged: dict = {}
+        if self._parser is None:
+            if not self._scanned:
+                self._scanned = True
+                self._count(self._buf)
+            u = _last_object(self._buf)
+            if u is None:
+                return None
+            merged = u
+        else:
+            # Anthropic: message_start has input_tokens, message_delta the cumulative output_tokens.
+            for data in self._last.values():
+                try:
+                    u = _usage_of(orjson.loads(data))
+                except orjson.JSONDecodeError:
+                    continue
+                if u:
+                    merged.update(u)
+            if not merged:
+                return None
+        return _counts(merged)
+
+    def usage(self, prompt_estimate: int, complete: bool, ok: bool) -> Usage:
+        got = self.reported()
+        if got is not None and complete:
+            return Usage(got[0], got[1])
+        if not ok and complete:
+            return Usage(*(got or (0, 0)))  # an error answer: what it reports, else nothing was generated
+        streamed = max(self.pieces, round(self.chars / 4)) if self.chars else 0
+        prompt = got[0] if got and got[0] else prompt_estimate
+        return Usage(prompt, max(streamed, got[1] if got else 0), estimated=True)
+
+
+def _usage_of(obj: object) -> dict | None:
+    if not isinstance(obj, dict):
+        return None
+    for holder in (obj, obj.get("message"), obj.get("response")):
+        if isinstance(holder, dict):
+            u = holder.get("usage") or holder.get("usageMetadata")
+            if isinstance(u, dict):
+                return u
+    return None
+
+
+def _int(v: object) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+def _counts(u: dict) -> tuple[int, int]:
+    if "promptTokenCount" in u or "candidatesTokenCount" in u:  # Gemini: thoughts are billed as output
+        return _int(u.get("promptTokenCount")), _int(u.get("candidatesTokenCount")) + _int(u.get("thoughtsTokenCount"))
+    if "input_tokens" in u or "output_tokens" in u:  # Anthropic, OpenAI Responses
+        cache = _int(u.get("cache_creation_input_tokens")) + _int(u.get("cache_read_input_tokens"))
+        return _int(u.get("input_tokens")) + cache, _int(u.get("output_tokens"))
+    return _int(u.get("prompt_tokens")), _int(u.get("completion_tokens"))
+
+
+def _last_object(buf: bytes) -> dict | None:
+    """The last `"usage": {...}` / `"usageMetadata": {...}` object in a JSON text, parsed."""
+    for key in (b'"usageMetadata"', b'"usage"'):
+        i = buf.rfind(key)
+        while i >= 0:
+            j = i + len(key)
+            while j < len(buf) and buf[j] in b" \t\r\n":
+                j += 1
+            if j < len(buf) and buf[j:j + 1] == b":":
+                j += 1
+                while j < len(buf) and buf[j] in b" \t\r\n":
+                    j += 1
+                end = _object_end(buf, j) if buf[j:j + 1] == b"{" else -1
+                if end > 0:
+                    try:
+                        obj = orjson.loads(buf[j:end])
+                    except orjson.JSONDecodeError:
+                        obj = None
+                    if isinstance(obj, dict):
+                        return obj
+            i = buf.rfind(key, 0, i)
+    return None
+
+
+def _object_end(buf: bytes, start: int) -> int:
+    depth, in_str, esc = 0, False, False
+    for k in range(start, min(len(buf), start + 65536)):
+        c = buf[k]
+        if in_str:
+            if esc:
+                esc = False
+            elif c == 0x5C:
+                esc = True
+            elif c == 0x22:
+                in_str = False
+        elif c == 0x22:
+            in_str = True
+        elif c == 0x7B:
+            depth += 1
+        elif c == 0x7D:
+            depth -= 1
+            if depth == 0:
+                return k + 1
+    return -1
+
+
+# --- the relay ----------------------------------------------------------------------------------
+
+
+def _broken(message: str) -> E.TollgateError:
+    return E.Unavailable(message, reason="UPSTREAM_STREAM_BROKEN")
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One upstream answer being relayed: its status and headers now, its body as it comes."""
+
+    target: Target
+    status: int
+    headers: list[tuple[str, str]]
+    resp: aiohttp.ClientResponse
+    meter: UsageMeter
+    deadline: float  # loop time
+    idle_s: float
+    complete: bool = False
+    relayed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    async def body(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                async with asyncio.timeout_at(min(self.deadline, loop.time() + self.idle_s)):
+                    data = await self.resp.content.readany()
+            except TimeoutError:
+                if loop.time() >= self.deadline - 0.001:
+                    raise E.DeadlineExceeded("the request's deadline passed while relaying", reason="DEADLINE_EXCEEDED") from None
+                raise _broken(f"the upstream sent nothing for {self.idle_s:g} s") from None
+            except (aiohttp.ClientError, OSError):
+                # `from None`: aiohttp's errors carry request_info, whose headers hold the provider key.
+                raise _broken("the upstream connection broke mid-answer") from None
+            if not data:
+                break
+            self.relayed += len(data)
+            if self.relayed > MAX_RELAY_BYTES:
+                raise _broken(f"the upstream's answer is larger than {MAX_RELAY_BYTES} bytes")
+            try:
+                self.meter.feed(data)
+            except ValueError:
+                raise _broken("the upstream sent an SSE event over the size limit") from None
+            yield data
+        self.meter.close()
+        self.complete = True
+
+    def close(self) -> None:
+        if self.complete:
+            self.resp.release()
+        else:
+            self.resp.close()  # unfinished: drop the connection so the upstream stops (RELIABILITY B1/B2)
+
+
+class Passthrough:
+    def __init__(self, cfg: Config, router: Router, clock: Clock) -> None:
+        self.cfg = cfg
+        self.router = router
+        self.clock = clock
+
+    def providers(self, name: str) -> list[ProviderConfig]:
+        named = [p for p in self.cfg.providers if p.name == name]
+        if not named:
+            kind = resolve(name)
+            named = [p for p in self.cfg.providers if kind is not None and resolve(p.kind) is kind]
+        named = [p for p in named if (k := resolve(p.kind)) is not None and k.wire != "demo"]
+        if not named:
+            raise E.NotFound(f"no {name} provider is configured for pass-through", reason="PROVIDER_NOT_FOUND",
+                             metadata={"provider": name})
+        return sorted(named, key=lambda p: p.priority)
+
+    async def open(self, req: NativeRequest, deadline: float, log: RouteLog) -> Exchange:
+        """Sends the request and waits for the answer's head; raises a TollgateError when none came."""
+        router = self.router
+        loop = asyncio.get_running_loop()
+        loop_deadline = loop.time() + max(0.0, deadline - self.clock.monotonic())
+        tried = 0
+        last: E.TollgateError | None = None
+        for p in self.providers(req.provider):
+            for i, k in enumerate(p.keys):
+                if tried >= MAX_TRIES:
+                    break
+                if not router.cooldowns.ready(k.id):
+                    router._record(log, _target(p, k.id, req), "cooldown", 0, None)
+                    continue
+                if not router.breaker.allow(k.id):
+                    router._record(log, _target(p, k.id, req), "breaker_open", 0, None)
+                    continue
+                rules = router.key_rules(k.id)
+                if rules and not (await router.limiter.hit("pk:" + k.id, rules)).allowed:
+                    router.breaker.release_probe(k.id)
+                    router._record(log, _target(p, k.id, req), "key_rate_limited", 0, None)
+                    continue
+                tried += 1
+                more = tried < MAX_TRIES and i < len(p.keys) - 1
+                ex, last = await self._try(p, k.id, req, loop_deadline, log, more)
+                if ex is not None:
+                    return ex
+            if tried:
+                break  # the wire format is this provider's: no failover to another one
+        if last is not None:
+            raise last
+        raise E.Unavailable(f"no {req.provider} key can take the request now (circuits open or cooling down)",
+                            reason="NO_AVAILABLE_UPSTREAM", retry_after_s=1.0)
+
+    async def _try(self, p: ProviderConfig, key_id: str, req: NativeRequest, loop_deadline: float, log: RouteLog,
+                   more: bool) -> tuple[Exchange | None, E.TollgateError | None]:
+        """One attempt: (the exchange to relay, None) or (None, the error if no other key helps)."""
+        router = self.router
+        target = _target(p, key_id, req)
+        secret = router._secrets.get(key_id, "")
+        if any(c in secret for c in "\r\n\0"):
+            router.breaker.release_probe(key_id)
+            return None, E.UpstreamRejected("the provider key is malformed", reason="PROVIDER_AUTH_FAILED")
+        kind = resolve(p.kind)
+        wire = kind.wire if kind else "openai"
+        headers = dict(req.headers)
+        if wire == "anthropic":
+            headers.setdefault("anthropic-version", ANTHROPIC_VERSION)
+            if secret:
+                headers["x-api-key"] = secret
+        elif wire == "gemini":
+            if secret:
+                headers["x-goog-api-key"] = secret
+        elif secret:
+            headers["authorization"] = "Bearer " + secret
+        url = yarl.URL(upstream_url(wire, p.base_url, req.path, req.query), encoded=True)
+        t0 = self.clock.monotonic()
+        loop = asyncio.get_running_loop()
+        session = router.upstreams.session(p.base_url)
+        try:
+            async with asyncio.timeout_at(min(loop_deadline, loop.time() + p.timeout_s)):
+                resp = await session.request(
+                    req.method, url, data=req.body or None, headers=headers, allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=p.timeout_s, sock_read=None))
+        except TimeoutError:
+            self._fail(log, target, "timeout", 0, t0)
+            return None, E.DeadlineExceeded(f"the upstream did not answer within {p.timeout_s:g} s"
+                                            if loop.time() < loop_deadline - 0.001 else
+                                            "the request's deadline passed before the upstream answered",
+                                            reason="DEADLINE_EXCEEDED")
+        except aiohttp.ClientResponseError:
+            self._fail(log, target, "protocol", 0, t0)  # a malformed status line or headers (E10)
+            return None, _broken("the upstream sent a malformed response")
+        except (aiohttp.ClientError, OSError) as exc:
+            # Only the class name: aiohttp's messages can carry request_info with the key (F3).
+            self._fail(log, target, "connect", 0, t0)
+            return None, E.Unavailable(f"could not reach the upstream ({type(exc).__name__})",
+                                       reason="UPSTREAM_UNAVAILABLE", retry_after_s=1.0)
+        except BaseException:
+            router.breaker.release_probe(key_id)
+            raise
+        status = resp.status
+        if status in (401, 403) or (more and (status >= 500 or status in (408, 429))):
+            resp.close()
+            self._refused(log, target, status, resp.headers, t0)
+            if status in (401, 403):
+                # The provider refused the gateway's key: not the caller's fault, and its message may
+                # quote the key (RELIABILITY F3); say so without relaying it.
+                return None, E.UpstreamRejected("provider rejected the gateway's key", reason="PROVIDER_AUTH_FAILED",
+                                                metadata={"upstream_status": str(status)})
+            return None, E.Unavailable(f"the upstream answered {status}", reason="UPSTREAM_UNAVAILABLE",
+                                       retry_after_s=1.0)
+        if resp.content_length is not None and resp.content_length > MAX_RELAY_BYTES \
+                and not resp.headers.get("content-encoding"):
+            resp.close()
+            self._fail(log, target, "protocol", status, t0)
+            return None, _broken(f"the upstream's answer is larger than {MAX_RELAY_BYTES} bytes")
+        if status >= 500 or status in (408, 429):
+            self._refused(log, target, status, resp.headers, t0)  # relayed as it is, and counted
+        elif status >= 400:
+            router._record(log, target, "bad_request", status, t0)
+            router.breaker.release_probe(key_id)
+        else:
+            router._succeeded(target, t0, log)
+            log.attempts[-1].status = status
+        sse = resp.headers.get("content-type", "").lower().startswith("text/event-stream")
+        relay = [(k.lower(), v) for k, v in resp.headers.items() if k.lower() in RELAY_HEADERS]
+        idle = self.cfg.idle_timeout_s or p.timeout_s
+        return Exchange(target, status, relay, resp, UsageMeter(sse), loop_deadline, idle), None
+
+    def broke(self, ex: Exchange) -> None:
+        """The body broke after the head (not the caller leaving): counts for the key's circuit."""
+        self.router.breaker.record_failure(ex.target.key_id)
+
+    def _fail(self, log: RouteLog, target: Target, outcome: str, status: int, t0: float) -> None:
+        self.router._record(log, target, outcome, status, t0)
+        self.router.breaker.record_failure(target.key_id)
+
+    def _refused(self, log: RouteLog, target: Target, status: int, headers, t0: float) -> None:
+        router = self.router
+        if status == 429:
+            router._record(log, target, "rate_limited", status, t0)
+            router.breaker.release_probe(target.key_id)
+            wait = parse_retry_after(headers, self.clock.now())
+            router.cooldowns.set(target.key_id, wait if wait is not None else 1.0)
+        elif status in (401, 403):
+            router._record(log, target, "auth", status, t0)
+            router.breaker.release_probe(target.key_id)
+            router.cooldowns.set(target.key_id, AUTH_DISABLE_S)
+        else:
+            self._fail(log, target, "timeout" if status == 408 else "server", status, t0)
+
+
+def _target(p: ProviderConfig, key_id: str, req: NativeRequest) -> Target:
+    return Target(provider=p.name, kind=p.kind, key_id=key_id, model=req.model, base_url=p.base_url, timeout_s=p.timeout_s)
+
+
+def upstream_url(wire: str, base_url: str, path: str, query: str) -> str:
+    """The provider URL for a path below its API root.
+
+    OpenAI-style base URLs carry their version (`…/v1`): a caller's own leading `v1/` is dropped.
+    Anthropic and Gemini bases are bare origins: a path without a version gets theirs (`v1/`,
+    `v1beta/`), so seed 003's `/v1/anthropic/messages` and an SDK's `/v1/anthropic/v1/messages`
+    reach the same place.
+    """
+    base = base_url.rstrip("/")
+    if wire == "anthropic" and not path.startswith("v1/"):
+        path = "v1/" + path
+    elif wire == "gemini" and not re.match(r"v1(?:alpha|beta)?/", path):
+        path = "v1beta/" + path
+    elif wire in ("openai", "ollama") and path.startswith("v1/") and re.search(r"/v1$", base):
+        path = path[3:]
+    url = base + "/" + path
+    return url + ("?" + query if query else "")
