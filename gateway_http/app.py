@@ -7,10 +7,13 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from gateway_http.anthropic import routes as anthropic_routes
 from gateway_http.middleware import guard
+from gateway_http.native import routes as native_routes
 from gateway_http.openai import routes as openai_routes
 from gateway_http.seeds import admin, health
 from gateway_http.seeds import api, inference, router_status, ws
+from gateway_http.seeds import users
 from gateway_http.settings import BridgeSettings
 from gateway_http.state import BRIDGE, Bridge
 
@@ -27,8 +30,11 @@ def make_app(
                          auth_header=auth_header, started_at=time.monotonic())
     health.add_routes(app)
     openai_routes.add_routes(app)
+    anthropic_routes.add_routes(app)
+    native_routes.add_routes(app)
     admin.add_routes(app)
     api.add_routes(app)
+    users.add_routes(app)
     inference.add_routes(app)
     router_status.add_routes(app)
     ws.add_routes(app)

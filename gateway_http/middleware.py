@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from aiohttp import web
 
@@ -30,14 +31,22 @@ async def guard(request: web.Request, handler):
         if e.status >= 400:
             # aiohttp's own 404/405/413 pages become JSON errors in the OpenAI shape.
             message = {404: "Not found", 405: "Method not allowed", 413: "Request body too large"}.get(e.status, e.reason)
+            headers = {k: v for k, v in e.headers.items() if k.lower() == "allow"}
+            headers["X-Request-Id"] = "req_" + os.urandom(10).hex()
             return web.Response(status=e.status, body=openai_body(e.status, message), content_type="application/json",
-                                headers={k: v for k, v in e.headers.items() if k.lower() == "allow"})
+                                headers=headers)
         raise
     except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return web.Response(status=500, body=openai_body(500, "Internal error in the bridge."), content_type="application/json")
+        rid = "req_" + os.urandom(10).hex()
+        log.exception("unhandled error in %s %s (request %s)", request.method, request.path, rid)
+        return web.Response(status=500, body=openai_body(500, "Internal error in the bridge."), content_type="application/json",
+                            headers={"X-Request-Id": rid})
     if cors:
         response.headers.update(_cors(origin))
+    if "X-Request-Id" not in response.headers and not response.prepared:
+        # Errors the bridge answers itself (bad JSON, 413, unknown route) never reached a servicer;
+        # they still get an id to quote (SPEC: every response carries X-Request-Id).
+        response.headers["X-Request-Id"] = "req_" + os.urandom(10).hex()
     return response
 
 

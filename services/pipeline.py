@@ -140,7 +140,7 @@ class Pipeline:
             status, error = _status_of(e), e.reason
             raise
         except asyncio.CancelledError:
-            status = self._cancel_status(req.surface)
+            status = self._cancel_status(req.surface, deadline)
             raise
         finally:
             out.usage = usage
@@ -187,7 +187,7 @@ class Pipeline:
             status, error = _status_of(e), e.reason
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            status = self._cancel_status(req.surface)
+            status = self._cancel_status(req.surface, deadline)
             raise
         finally:
             usage = out.usage or self._usage(reported, prompt_est, chars, text_parts)
@@ -200,12 +200,13 @@ class Pipeline:
         task = self._enter()
         t0 = self.clock.monotonic()
         est = sum(estimate_text(t) for t in req.inputs)
+        deadline = self.deadline(time_remaining)
         adm: Admission | None = None
         status, usage, error = "error", Usage(est, 0, estimated=True), ""
         try:
             adm = await self._admit(p, est)
             out.decision = adm.decision
-            result = await self.router.embed(req, self.deadline(time_remaining), out.route)
+            result = await self.router.embed(req, deadline, out.route)
             usage = result.usage if not result.usage.estimated and result.usage.prompt_tokens else usage
             status = "ok"
             return result, out
@@ -213,7 +214,7 @@ class Pipeline:
             status, error = _status_of(e), e.reason
             raise
         except asyncio.CancelledError:
-            status = self._cancel_status(req.surface)
+            status = self._cancel_status(req.surface, deadline)
             raise
         finally:
             out.usage = usage
@@ -230,13 +231,14 @@ class Pipeline:
         out = Outcome(request_id, RouteLog(strategy="passthrough"), created=self.clock.now())
         task = self._enter()
         t0 = self.clock.monotonic()
+        deadline = self.deadline(time_remaining)
         adm: Admission | None = None
         ex: Exchange | None = None
         status, error = "error", ""
         try:
             adm = await self._admit(p, req.prompt_estimate + req.max_tokens)
             out.decision = adm.decision
-            ex = await relay.open(req, self.deadline(time_remaining), out.route)
+            ex = await relay.open(req, deadline, out.route)
             yield ForwardStarted(out, ex)
             async with aclosing(ex.body()) as body:
                 async for piece in body:
@@ -248,7 +250,7 @@ class Pipeline:
                 relay.broke(ex)
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            status = self._cancel_status(req.surface)
+            status = self._cancel_status(req.surface, deadline)
             raise
         finally:
             usage = Usage(0, 0, estimated=True)
@@ -266,9 +268,11 @@ class Pipeline:
         completion = max(parts, round(chars / 4)) if chars else 0
         return Usage(prompt_est, completion, estimated=True)
 
-    def _cancel_status(self, surface: str) -> str:
+    def _cancel_status(self, surface: str, deadline: float) -> str:
         if self.shutting_down:
             return "shutdown"
+        if self.clock.monotonic() >= deadline - 0.005:
+            return "deadline_exceeded"  # the caller's deadline cancelled it, not the caller
         return "cancelled" if surface == "grpc" else "client_cancelled"
 
     async def _finish(self, p: Principal, model: str, surface: str, out: Outcome, adm: Admission | None,

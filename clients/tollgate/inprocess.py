@@ -22,6 +22,9 @@ import grpc
 from grpc.aio import AioRpcError, Metadata
 
 MetadataLike = Sequence[tuple[str, str | bytes]] | None
+# The channel's own deadline fires this much after the servicer's, so the core's declared
+# DEADLINE_EXCEEDED (with its ErrorInfo and ledger status) wins; this one is only a backstop.
+DEADLINE_GRACE_S = 0.25
 
 
 class LocalAbort(Exception):
@@ -109,7 +112,7 @@ class _UnaryCall:
         try:
             if self._deadline is None:
                 return await self._handler.unary_unary(self._request, ctx)
-            async with asyncio.timeout_at(asyncio.get_running_loop().time() + max(0.0, self._deadline - time.monotonic())):
+            async with asyncio.timeout(max(0.0, self._deadline - time.monotonic()) + DEADLINE_GRACE_S):
                 return await self._handler.unary_unary(self._request, ctx)
         except asyncio.CancelledError:
             self._code = grpc.StatusCode.CANCELLED
@@ -154,7 +157,7 @@ class _StreamCall:
             if self._deadline is None:
                 return await self._gen.__anext__()
             left = self._deadline - time.monotonic()
-            async with asyncio.timeout(max(0.0, left)):
+            async with asyncio.timeout(max(0.0, left) + DEADLINE_GRACE_S):
                 return await self._gen.__anext__()
         except StopAsyncIteration:
             self._finished = True

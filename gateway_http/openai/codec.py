@@ -260,23 +260,25 @@ def completion_json(resp: ipb.ChatResponse, model: str) -> bytes:
 class ChunkWriter:
     """Renders one stream's chunks; built when the stream starts (id, created and model fixed)."""
 
-    __slots__ = ("_prefix", "_head")
+    __slots__ = ("_prefix", "_head", "_content")
 
     def __init__(self, request_id: str, created: int, model: str) -> None:
         self._head = orjson.dumps({"id": completion_id(request_id), "object": "chat.completion.chunk",
                                    "created": created, "model": model, "system_fingerprint": None})[:-1]
         self._prefix = b"data: " + self._head + b',"choices":[{"index":0,"delta":'
+        self._content = self._prefix + b'{"content":'
 
     def deltas(self, batch: ipb.DeltaBatch) -> bytes:
         prefix = self._prefix
-        out = []
+        content = self._content
+        out: list[bytes] = []  # pieces, joined once
         for d in batch.deltas:
             role, reasoning, tcs, finish = d.role, d.reasoning, d.tool_calls, d.finish_reason
             if not (role or reasoning or tcs or finish):
                 # The per-token common case: {"content": text}, as orjson would write the dict.
                 text = d.text
                 if text:
-                    out.append(prefix + b'{"content":' + orjson.dumps(text) + _OPEN)
+                    out += (content, orjson.dumps(text), _OPEN)
                 continue
             delta: dict[str, Any] = {}
             if role:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import array
+import asyncio
 import base64
 import time
 
+import grpc
 import orjson
 from aiohttp import web
 from grpc.aio import AioRpcError
@@ -15,9 +17,13 @@ from gateway_http.body import read_body
 from gateway_http.errors import BridgeError, openai_bridge_error, openai_error, stream_error_event
 from gateway_http.openai import codec
 from gateway_http.sse import SSE_HEADERS, start_stream
-from tollgate.client import error_info
+from gateway_http.state import BRIDGE
+from tollgate.client import RpcErrorInfo, error_info
 from tollgate.v1 import inference_service_pb2 as ipb
 from tollgate.v1 import model_service_pb2 as mpb
+
+
+SHUTDOWN_INFO = RpcErrorInfo(grpc.StatusCode.UNAVAILABLE, "The gateway is shutting down; the answer was cut.", "SHUTTING_DOWN")
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -49,6 +55,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                                        metadata=md, timeout=calls.timeout(request))
     response: web.StreamResponse | None = None
     writer: codec.ChunkWriter | None = None
+    # The usage chunk comes right before the end: it leaves with [DONE] and the chunked-encoding
+    # terminator in one write (one send instead of three; the same bytes on the wire).
+    tail = b""
     try:
         async for msg in call:
             kind = msg.WhichOneof("event")
@@ -59,15 +68,23 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 writer = codec.ChunkWriter(st.id, st.created, st.route.model or inp.model)
                 response = await start_stream(request, call, t0, SSE_HEADERS)
             elif kind == "usage":
-                await response.write(writer.usage(msg.usage))  # type: ignore[union-attr]
+                tail += writer.usage(msg.usage)  # type: ignore[union-attr]
         if response is None:
             raise BridgeError(502, "upstream returned an empty stream")
-        await response.write(codec.DONE)
+        await response.write_eof(tail + codec.DONE)
     except AioRpcError as e:
         info = error_info(e)
         if response is None:
             return openai_error(info)
-        await response.write(stream_error_event(info))
+        await response.write(tail + stream_error_event(info))
+    except asyncio.CancelledError:
+        # Cut at the drain's grace limit (RELIABILITY B6): say so in-band before the socket goes.
+        if response is not None and request.app[BRIDGE].draining:
+            try:
+                await response.write_eof(stream_error_event(SHUTDOWN_INFO))  # a complete body, then go
+            except (ConnectionError, RuntimeError):
+                pass
+        raise
     finally:
         call.cancel()
     return response

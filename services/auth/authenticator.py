@@ -7,6 +7,11 @@ reaches every replica within a second (RELIABILITY F6) while a busy key costs on
 lookup per second, not one per request. Unknown keys are cached as misses for a second too.
 A request costs one HMAC of its key (the same digest serves the admin check, the static keys
 and the cache), and concurrent requests with an expired entry share one store lookup.
+
+Session tokens (`tgs_…`, sessions.py, issue 7) are checked by signature and expiry alone; the
+account behind one is read through the same kind of one-second cache, so disabling a user or
+taking away the admin role reaches every replica within a second. A session of an admin user
+passes admin-only routes; any other valid session is a user (PERMISSION_DENIED there).
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from dataclasses import dataclass, field
 
 from services.auth.api_keys import looks_valid
 from services.auth.principal import Principal
+from services.auth.sessions import PREFIX as SESSION_PREFIX
+from services.auth.sessions import Sessions
 from services.clock import Clock
 from services.config.schema import Config, StaticKey
 from services.core.errors import PermissionDenied, Unauthenticated
-from services.store.records import ApiKeyRecord
+from services.store.records import ApiKeyRecord, UserRecord
 
 log = logging.getLogger("tollgate.auth")
 
@@ -41,7 +48,8 @@ class AuthStats:
 
 
 class Authenticator:
-    def __init__(self, cfg: Config, store, pepper: bytes, clock: Clock, admin_key_hash: str) -> None:
+    def __init__(self, cfg: Config, store, pepper: bytes, clock: Clock, admin_key_hash: str,
+                 sessions: Sessions | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.pepper = pepper
@@ -53,6 +61,8 @@ class Authenticator:
         self._inflight: dict[str, asyncio.Task] = {}  # one store lookup per key hash at a time
         self.stats = AuthStats()
         self.load_static(cfg.static_keys)
+        self.sessions = sessions  # None: session tokens are not accepted
+        self._accounts: OrderedDict[str, tuple[float, UserRecord | None]] = OrderedDict()
 
     def _digest(self, secret: str) -> str:
         return hmac.new(self.pepper, secret.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
@@ -74,6 +84,7 @@ class Authenticator:
         if key_hash is None:
             self._cache.clear()
             self._inflight.clear()
+            self._accounts.clear()
         else:
             self._cache.pop(key_hash, None)
             self._inflight.pop(key_hash, None)
@@ -102,6 +113,14 @@ class Authenticator:
                 return Principal("admin", "admin", "unlimited", role="admin", name="admin")
             self.stats.failures += 1
             raise Unauthenticated("Invalid admin key", reason="INVALID_ADMIN_KEY")
+        if self.sessions is not None and key.startswith(SESSION_PREFIX):
+            # Issue 7: a valid session wins here; anything else falls through to the paths below
+            # exactly as before (a static AUTH_KEY may even start with "tgs_").
+            p = await self._session(key)
+            if p is not None:
+                if admin_only and not p.is_admin:
+                    raise PermissionDenied("This route needs the admin key", reason="ADMIN_ONLY")
+                return p
         if admin_only:
             if key and self.is_admin_key(key):
                 return Principal("admin", "admin", "unlimited", role="admin", name="admin")
@@ -137,6 +156,31 @@ class Authenticator:
         self.stats.successes += 1
         return Principal(rec.id, "token" if rec.kind == "token" else "api_key", rec.tier or self.cfg.default_tier,
                          user_id=rec.user_id or "", name=rec.name)
+
+    async def _session(self, token: str) -> Principal | None:
+        s = self.sessions.verify(token) if self.sessions is not None else None
+        if s is None:
+            return None
+        user = await self._account(s.user_id)
+        if user is None or user.disabled:
+            return None
+        # The lesser of the token's role and the account's: a demoted admin loses admin within a second.
+        role = "admin" if s.role == "admin" and user.role == "admin" else "user"
+        self.stats.successes += 1
+        return Principal(user.id, "session", user.tier or self.cfg.default_tier, user_id=user.id, role=role,
+                         name=user.id)
+
+    async def _account(self, user_id: str) -> UserRecord | None:
+        now = self.clock.monotonic()
+        hit = self._accounts.get(user_id)
+        if hit is not None and now - hit[0] < CACHE_TTL_S:
+            return hit[1]
+        user = await self.store.get_user(user_id)
+        self._accounts[user_id] = (now, user)
+        self._accounts.move_to_end(user_id)
+        if len(self._accounts) > MAX_CACHE:
+            self._accounts.popitem(last=False)
+        return user
 
     async def _lookup(self, key: str, digest: str) -> ApiKeyRecord | None:
         # `digest` is HMAC-SHA256(pepper, key) hex: for a well-formed (ASCII) key it equals

@@ -58,11 +58,13 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
                 values[_field(path, key, key)] = val
 
     providers += _seed_providers(env, {p.name for p in providers})
-    values.update(_seed_values(env))
+    seeded = _seed_values(env)
+    values.update({k: v for k, (v, _) in seeded.items()})
     for f in dataclasses.fields(Config):
         var = "TOLLGATE_" + f.name.upper()
         if var in env and f.name not in ("providers", "tiers", "static_keys", "source"):
             values[f.name] = env[var]
+            seeded[f.name] = (env[var], var)
 
     names = [p.name for p in providers]
     dup = {n for n in names if names.count(n) > 1}
@@ -72,8 +74,8 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
     values["tiers"] = tuple(tiers.values())
     values["static_keys"] = _static_keys(env)
     values["source"] = source
-    cfg = _coerce(source, values)
-    return _validate(cfg)
+    cfg = _coerce(source, values, env, seeded)
+    return _validate(cfg, env, seeded)
 
 
 def with_demo(cfg: Config) -> Config:
@@ -217,18 +219,19 @@ def _seed_providers(env: Mapping[str, str], taken: set[str]) -> list[ProviderCon
     return out
 
 
-def _seed_values(env: Mapping[str, str]) -> dict[str, Any]:
-    v: dict[str, Any] = {}
+def _seed_values(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """field -> (value, the variable it came from), for the seeds' own variables."""
+    v: dict[str, tuple[Any, str]] = {}
     if env.get("HOST") or env.get("PORT"):
         host = env.get("HOST") or "127.0.0.1"
-        v["http_addr"] = f"{host}:{env.get('PORT') or '8080'}"
+        v["http_addr"] = (f"{host}:{env.get('PORT') or '8080'}", "HOST/PORT")
     for seed_var, field_name in (
         ("ADMIN_API_KEY", "admin_key"), ("DATABASE_URL", "database_url"), ("REDIS_URL", "redis_url"),
         ("ENABLE_AUTH", "enable_auth"), ("KEY_SELECTION_STRATEGY", "strategy"), ("ROUTING_STRATEGY", "strategy"),
         ("JWT_SECRET", "secret_key"), ("REQUEST_TIMEOUT", "request_timeout_s"),
     ):
         if env.get(seed_var):
-            v[field_name] = env[seed_var]
+            v[field_name] = (env[seed_var], seed_var)
     return v
 
 
@@ -255,14 +258,14 @@ def _num(source: str, where: str, value: Any, typ: type) -> Any:
     return out
 
 
-def _coerce(source: str, values: dict[str, Any]) -> Config:
+def _coerce(source: str, values: dict[str, Any], env: Mapping[str, str], seeded: dict[str, tuple[Any, str]]) -> Config:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(Config):
         if f.name not in values:
             continue
         val = values[f.name]
         default = f.default
-        src = source if not isinstance(val, str) or f.name in ("providers",) else _env_source(f.name, source)
+        src = seeded[f.name][1] if f.name in seeded else source
         if isinstance(default, bool):
             if isinstance(val, str):
                 if val.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
@@ -280,37 +283,35 @@ def _coerce(source: str, values: dict[str, Any]) -> Config:
     return Config(**out)
 
 
-def _env_source(field_name: str, source: str) -> str:
-    var = "TOLLGATE_" + field_name.upper()
-    return var if var in os.environ else source
+def _validate(cfg: Config, env: Mapping[str, str], seeded: dict[str, tuple[Any, str]]) -> Config:
+    def src(field_name: str) -> str:
+        return seeded[field_name][1] if field_name in seeded else cfg.source
 
-
-def _validate(cfg: Config) -> Config:
     for name in ("grpc_addr", "http_addr"):
         addr = getattr(cfg, name)
         host, sep, port = addr.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ConfigError(_env_source(name, cfg.source), name, f"must be host:port, got {addr!r}")
+            raise ConfigError(src(name), name, f"must be host:port, got {addr!r}")
     strategy = cfg.strategy.replace("_", "-").lower()
     if strategy not in STRATEGY_NAMES:
-        raise ConfigError(cfg.source, "strategy", f"unknown strategy {cfg.strategy!r} (one of {', '.join(STRATEGY_NAMES)})")
+        raise ConfigError(src("strategy"), "strategy", f"unknown strategy {cfg.strategy!r} (one of {', '.join(STRATEGY_NAMES)})")
     if cfg.limiter_fail_mode not in ("open", "closed"):
-        raise ConfigError(cfg.source, "limiter_fail_mode", "must be 'open' or 'closed'")
+        raise ConfigError(src("limiter_fail_mode"), "limiter_fail_mode", "must be 'open' or 'closed'")
     if cfg.demo not in ("auto", "on", "off"):
-        raise ConfigError(cfg.source, "demo", "must be auto, on or off")
+        raise ConfigError(src("demo"), "demo", "must be auto, on or off")
     if cfg.database_url and not cfg.database_url.startswith(("sqlite", "postgres")):
-        raise ConfigError(cfg.source, "database_url", "must be sqlite:///path or postgresql://...")
+        raise ConfigError(src("database_url"), "database_url", "must be sqlite:///path or postgresql://...")
     if cfg.redis_url and not cfg.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(cfg.source, "redis_url", "must be redis://host:port/db")
+        raise ConfigError(src("redis_url"), "redis_url", "must be redis://host:port/db")
     tiers = {t.name for t in cfg.tiers}
     if cfg.auth_key_tier and cfg.auth_key_tier not in tiers:
-        raise ConfigError(cfg.source, "auth_key_tier", f"unknown tier {cfg.auth_key_tier!r}")
+        raise ConfigError(src("auth_key_tier"), "auth_key_tier", f"unknown tier {cfg.auth_key_tier!r}")
     if cfg.default_tier not in tiers:
-        raise ConfigError(cfg.source, "default_tier", f"unknown tier {cfg.default_tier!r}")
+        raise ConfigError(src("default_tier"), "default_tier", f"unknown tier {cfg.default_tier!r}")
     try:
         import zoneinfo
 
         zoneinfo.ZoneInfo(cfg.quota_timezone)
     except Exception:
-        raise ConfigError(cfg.source, "quota_timezone", f"unknown time zone {cfg.quota_timezone!r}") from None
+        raise ConfigError(src("quota_timezone"), "quota_timezone", f"unknown time zone {cfg.quota_timezone!r}") from None
     return dataclasses.replace(cfg, strategy=strategy)

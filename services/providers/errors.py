@@ -48,3 +48,18 @@ def classify_status(status: int, headers: Mapping[str, str], message: str, now: 
     if code == "content_filter" or "content policy" in low or "content_policy" in code:
         return UpstreamFailure("content_filter", status, message, provider_code=code)
     return UpstreamFailure("bad_request", status, message or f"upstream rejected the request ({status})", provider_code=code)
+
+
+def salvage_buffered(resp: aiohttp.ClientResponse) -> bytes:
+    """Bytes aiohttp had buffered when the connection broke.
+
+    aiohttp raises a lost connection's error before handing out what it already read
+    (aio-libs/aiohttp#3026), so the last tokens an upstream did send would be lost; RELIABILITY
+    A6 needs them delivered and metered. Uses the StreamReader's private _read_nowait.
+    """
+    take = getattr(resp.content, "_read_nowait", None)
+    try:
+        rest = take(-1) if take is not None else b""
+    except (RuntimeError, TypeError, ValueError):
+        return b""
+    return rest if isinstance(rest, bytes) else b""

@@ -21,7 +21,7 @@ from services.core.types import (
     ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Message, ToolCall, ToolCallDelta, Usage,
 )
 from services.providers.base import Call
-from services.providers.errors import classify_status, transport_failure
+from services.providers.errors import classify_status, salvage_buffered, transport_failure
 from services.providers.sse import SSEParser
 
 FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
@@ -88,15 +88,19 @@ class OpenAIAdapter:
                 while True:
                     # What is already buffered needs no timer; only a real wait is timed (an
                     # asyncio.timeout, not wait_for: no task per read).
-                    data = content.read_nowait()
-                    if not data and not content.is_eof():
-                        limit = call.first_token_timeout_s if first else call.idle_timeout_s
-                        if limit:
-                            async with asyncio.timeout(min(limit, max(0.0, deadline - time.monotonic()))):
+                    cut: BaseException | None = None
+                    try:
+                        data = content.read_nowait()
+                        if not data and not content.is_eof():
+                            limit = call.first_token_timeout_s if first else call.idle_timeout_s
+                            if limit:
+                                async with asyncio.timeout(min(limit, max(0.0, deadline - time.monotonic()))):
+                                    data = await content.readany()
+                            else:
                                 data = await content.readany()
-                        else:
-                            data = await content.readany()
-                    if not data:
+                    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+                        data, cut = salvage_buffered(resp), e  # deliver what arrived before the cut (A6)
+                    if not data and cut is None:
                         break
                     batch: list[Chunk] = []
                     for ev in parser.feed(data):
@@ -111,6 +115,8 @@ class OpenAIAdapter:
                         yield batch
                     if done:
                         return
+                    if cut is not None:
+                        raise cut
         except UpstreamFailure:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:

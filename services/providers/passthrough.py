@@ -32,7 +32,7 @@ from services.metering.tokens import estimate_text
 from services.providers.kinds import resolve
 from services.providers.sse import SSEParser
 from services.routing.retry_after import parse_retry_after
-from services.routing.router import AUTH_DISABLE_S, RouteLog, Router
+from services.routing.router import AUTH_DISABLE_S, AttemptRecord, RouteLog, Router
 
 MAX_RELAY_BYTES = 50 * 1024 * 1024  # RELIABILITY E10: a larger upstream body ends the relay
 KEEP_BYTES = 1024 * 1024  # a JSON body up to this is scanned whole for usage
@@ -59,11 +59,12 @@ _PROVIDER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _BAD_PATH = re.compile(r"[\x00-\x20\x7f\\#?]")
 _BAD_QUERY = re.compile(r"[\x00-\x20\x7f#]")
 _GEMINI_MODEL = re.compile(r"models/([^/:]+)")
-_MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,256})"')
-_MAX_TOKENS = re.compile(rb'"(?:max_tokens|max_completion_tokens|max_output_tokens|maxOutputTokens)"\s*:\s*(\d{1,9})')
-# String values that carry text, in requests and in answers (stream deltas included).
-_TEXT = re.compile(rb'"(?:text|content|system|input|instructions|prompt|partial_json|arguments|thinking|delta)"'
-                   rb'\s*:\s*"((?:[^"\\]|\\.)*)"')
+_MAX_TOKEN_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+_PROMPT_KEYS = frozenset({"text", "content", "system", "input", "instructions", "prompt"})
+# String values that carry text in answers (stream deltas included). Possessive: no backtracking,
+# so a string cut at a read boundary costs one pass, never an exponential search.
+_TEXT = re.compile(rb'"(?:text|content|partial_json|arguments|thinking|delta)"\s*:\s*"((?:[^"\\]++|\\.)*+)"')
+_WALK_LIMIT = 200_000  # JSON nodes looked at for a prompt estimate
 
 
 @dataclass(slots=True)
@@ -127,17 +128,42 @@ def strip_credentials(query: str) -> str:
 
 
 def _describe(req: NativeRequest) -> None:
-    """Model, prompt estimate and max tokens, read cheaply (regexes, no full parse of a big body)."""
+    """Model, max tokens and a prompt estimate, for the reservation and for a ledger row with no usage.
+
+    One orjson parse (what the routed surfaces pay too) and a walk over the text-bearing strings;
+    image data and other blobs are not counted. A body that is not JSON (an upload) counts 0.
+    """
     m = _GEMINI_MODEL.search(req.path)
     if m:
         req.model = unquote(m.group(1))
-    head = req.body[:KEEP_BYTES]
-    if not req.model and (mm := _MODEL.search(head)):
-        req.model = mm.group(1).decode("utf-8", "replace")
-    if mt := _MAX_TOKENS.search(req.body):
-        req.max_tokens = int(mt.group(1))
-    chars = [t.group(1) for t in _TEXT.finditer(req.body)]
-    req.prompt_estimate = 3 + sum(3 + estimate_text(c.decode("utf-8", "replace")) for c in chars) if req.body else 0
+    if req.body.lstrip()[:1] not in (b"{", b"["):
+        return
+    try:
+        doc = orjson.loads(req.body)
+    except orjson.JSONDecodeError:
+        return
+    if isinstance(doc, dict):
+        if not req.model and isinstance(doc.get("model"), str):
+            req.model = doc["model"][:256]
+        gen = doc.get("generationConfig")
+        for v in [doc.get(k) for k in _MAX_TOKEN_KEYS] + [gen.get("maxOutputTokens") if isinstance(gen, dict) else None]:
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                req.max_tokens = min(v, 2**31 - 1)
+                break
+    n, seen, stack = 3, 0, [doc]
+    while stack and seen < _WALK_LIMIT:
+        x = stack.pop()
+        seen += 1
+        items = x.items() if isinstance(x, dict) else enumerate(x)
+        if isinstance(x, dict) and "role" in x:
+            n += 3  # per-message framing, as metering/tokens.py counts it
+        for k, v in items:
+            if isinstance(v, str):
+                if k in _PROMPT_KEYS:
+                    n += estimate_text(v) if len(v) < 65536 else round(len(v) / 4)
+            elif isinstance(v, (dict, list)):
+                stack.append(v)
+    req.prompt_estimate = n
 
 
 # --- usage ------------------------------------------------------------------------------------
@@ -146,12 +172,13 @@ def _describe(req: NativeRequest) -> None:
 class UsageMeter:
     """Finds the provider's usage in a relayed body, fed piece by piece as it is relayed."""
 
-    __slots__ = ("_parser", "_last", "_buf", "_scanned", "chars", "pieces")
+    __slots__ = ("_parser", "_last", "_buf", "_size", "_scanned", "chars", "pieces")
 
     def __init__(self, sse: bool) -> None:
         self._parser = SSEParser() if sse else None
         self._last: dict[str, bytes] = {}  # SSE: the last data mentioning usage, per event name
-        self._buf = b""  # JSON: the body (or its tail past KEEP_BYTES)
+        self._buf = bytearray()  # JSON: the body (or its tail past KEEP_BYTES)
+        self._size = 0  # JSON: bytes seen in all
         self._scanned = False
         self.chars = 0  # text relayed, for an estimate when no usage comes
         self.pieces = 0
@@ -159,10 +186,10 @@ class UsageMeter:
     def feed(self, data: bytes) -> None:
         """Raises ValueError when one SSE event is over the parser's limit (RELIABILITY E10)."""
         if self._parser is None:
+            self._size += len(data)
             self._buf += data
             if len(self._buf) > KEEP_BYTES:
-                self._count(self._buf[:-TAIL_BYTES])  # text split at the cut is only an estimate anyway
-                self._buf = self._buf[-TAIL_BYTES:]
+                del self._buf[:-TAIL_BYTES]
             return
         for ev in self._parser.feed(data):
             self._event(ev.event, ev.data)
@@ -177,18 +204,23 @@ class UsageMeter:
             self._last[name] = data
         self._count(data)
 
-    def _count(self, data: bytes) -> None:
+    def _count(self, data: bytes | bytearray) -> None:
         for t in _TEXT.finditer(data):
-            self.chars += len(t.group(1))
-            self.pieces += 1
+            n = len(t.group(1))
+            if n:
+                self.chars += n
+                self.pieces += 1
 
     def reported(self) -> tuple[int, int] | None:
         """(prompt, completion) as the provider reported them, or None."""
         merged: dict = {}
         if self._parser is None:
             if not self._scanned:
+                # Counted once, on what is kept; a long body's count is scaled up from its tail.
                 self._scanned = True
                 self._count(self._buf)
+                if self._size > len(self._buf) and self._buf:
+                    self.chars = round(self.chars * self._size / len(self._buf))
             u = _last_object(self._buf)
             if u is None:
                 return None
@@ -208,10 +240,10 @@ class UsageMeter:
 
     def usage(self, prompt_estimate: int, complete: bool, ok: bool) -> Usage:
         got = self.reported()
+        if not ok:  # an error answer: what it reports, else nothing was generated
+            return Usage(*(got or (0, 0)), estimated=not complete)
         if got is not None and complete:
             return Usage(got[0], got[1])
-        if not ok and complete:
-            return Usage(*(got or (0, 0)))  # an error answer: what it reports, else nothing was generated
         streamed = max(self.pieces, round(self.chars / 4)) if self.chars else 0
         prompt = got[0] if got and got[0] else prompt_estimate
         return Usage(prompt, max(streamed, got[1] if got else 0), estimated=True)
@@ -241,7 +273,7 @@ def _counts(u: dict) -> tuple[int, int]:
     return _int(u.get("prompt_tokens")), _int(u.get("completion_tokens"))
 
 
-def _last_object(buf: bytes) -> dict | None:
+def _last_object(buf: bytes | bytearray) -> dict | None:
     """The last `"usage": {...}` / `"usageMetadata": {...}` object in a JSON text, parsed."""
     for key in (b'"usageMetadata"', b'"usage"'):
         i = buf.rfind(key)
@@ -265,7 +297,7 @@ def _last_object(buf: bytes) -> dict | None:
     return None
 
 
-def _object_end(buf: bytes, start: int) -> int:
+def _object_end(buf: bytes | bytearray, start: int) -> int:
     depth, in_str, esc = 0, False, False
     for k in range(start, min(len(buf), start + 65536)):
         c = buf[k]
@@ -374,15 +406,20 @@ class Passthrough:
                 if tried >= MAX_TRIES:
                     break
                 if not router.cooldowns.ready(k.id):
-                    router._record(log, _target(p, k.id, req), "cooldown", 0, None)
+                    self._note(log, _target(p, k.id, req), "cooldown", 0, None)
                     continue
                 if not router.breaker.allow(k.id):
-                    router._record(log, _target(p, k.id, req), "breaker_open", 0, None)
+                    self._note(log, _target(p, k.id, req), "breaker_open", 0, None)
                     continue
                 rules = router.key_rules(k.id)
-                if rules and not (await router.limiter.hit("pk:" + k.id, rules)).allowed:
+                try:
+                    within = not rules or (await router.limiter.hit("pk:" + k.id, rules)).allowed
+                except BaseException:
+                    router.breaker.release_probe(k.id)  # a half-open probe must not leak (A1)
+                    raise
+                if not within:
                     router.breaker.release_probe(k.id)
-                    router._record(log, _target(p, k.id, req), "key_rate_limited", 0, None)
+                    self._note(log, _target(p, k.id, req), "key_rate_limited", 0, None)
                     continue
                 tried += 1
                 more = tried < MAX_TRIES and i < len(p.keys) - 1
@@ -462,11 +499,11 @@ class Passthrough:
         if status >= 500 or status in (408, 429):
             self._refused(log, target, status, resp.headers, t0)  # relayed as it is, and counted
         elif status >= 400:
-            router._record(log, target, "bad_request", status, t0)
+            self._note(log, target, "bad_request", status, t0)
             router.breaker.release_probe(key_id)
         else:
-            router._succeeded(target, t0, log)
-            log.attempts[-1].status = status
+            router.breaker.record_success(key_id)
+            self._note(log, target, "ok", status, t0)
         sse = resp.headers.get("content-type", "").lower().startswith("text/event-stream")
         relay = [(k.lower(), v) for k, v in resp.headers.items() if k.lower() in RELAY_HEADERS]
         idle = self.cfg.idle_timeout_s or p.timeout_s
@@ -476,23 +513,41 @@ class Passthrough:
         """The body broke after the head (not the caller leaving): counts for the key's circuit."""
         self.router.breaker.record_failure(ex.target.key_id)
 
+    def _note(self, log: RouteLog, target: Target, outcome: str, status: int, t0: float | None) -> None:
+        """One try (t0 set) or skip in the route log, and in the metrics, as the router records its own."""
+        ms = (self.clock.monotonic() - t0) * 1000.0 if t0 is not None else 0.0
+        rec = AttemptRecord(target.provider, target.key_id, target.model, outcome, status, ms)
+        log.attempts.append(rec)
+        if t0 is not None:
+            log.target = target
+        on_attempt = getattr(self.router, "_on_attempt", None)
+        if on_attempt is not None:
+            on_attempt(rec)
+
     def _fail(self, log: RouteLog, target: Target, outcome: str, status: int, t0: float) -> None:
-        self.router._record(log, target, outcome, status, t0)
+        self._note(log, target, outcome, status, t0)
         self.router.breaker.record_failure(target.key_id)
 
     def _refused(self, log: RouteLog, target: Target, status: int, headers, t0: float) -> None:
         router = self.router
         if status == 429:
-            router._record(log, target, "rate_limited", status, t0)
+            self._note(log, target, "rate_limited", status, t0)
             router.breaker.release_probe(target.key_id)
             wait = parse_retry_after(headers, self.clock.now())
-            router.cooldowns.set(target.key_id, wait if wait is not None else 1.0)
+            self._cool_down(target.key_id, "rate_limited", wait if wait is not None else 1.0)
         elif status in (401, 403):
-            router._record(log, target, "auth", status, t0)
+            self._note(log, target, "auth", status, t0)
             router.breaker.release_probe(target.key_id)
-            router.cooldowns.set(target.key_id, AUTH_DISABLE_S)
+            self._cool_down(target.key_id, "auth", AUTH_DISABLE_S)
         else:
             self._fail(log, target, "timeout" if status == 408 else "server", status, t0)
+
+    def _cool_down(self, key_id: str, why: str, seconds: float) -> None:
+        self.router.cooldowns.set(key_id, seconds)
+        # The router explains a skipped key by why it cools down (502 for a refused key, 429 else).
+        kinds = getattr(self.router, "_cooldown_kind", None)
+        if isinstance(kinds, dict):
+            kinds[key_id] = why
 
 
 def _target(p: ProviderConfig, key_id: str, req: NativeRequest) -> Target:

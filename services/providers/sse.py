@@ -43,21 +43,32 @@ class SSEParser:
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         old = len(self._buf)
         buf = self._buf + data if old else data
-        events: list[Event] = []
-        start = 0
-        pos = max(0, old - 1)  # a blank line can straddle the old tail and the new bytes
-        while True:
-            end = buf.find(b"\n\n", pos)
+        if old:
+            # A blank line can straddle the old tail and the new bytes; the old tail holds none
+            # of its own, so only the new bytes are searched (a large event stays linear).
+            end = buf.find(b"\n\n", old - 1)
             if end < 0:
-                break
-            ev = _parse_block(buf[start:end])
-            if ev is not None:
-                events.append(ev)
-            start = pos = end + 2
-        rest = buf[start:] if start else buf
+                if len(buf) > self._max:
+                    raise ValueError("SSE event larger than the limit")
+                self._buf = buf
+                return []
+            blocks = buf[end + 2 :].split(b"\n\n")
+            blocks.insert(0, buf[:end])
+        else:
+            blocks = buf.split(b"\n\n")  # one split: the boundaries a find() loop would see
+        rest = blocks.pop()  # the unfinished event, kept for the next read
         if len(rest) > self._max:
             raise ValueError("SSE event larger than the limit")
         self._buf = rest
+        events: list[Event] = []
+        append = events.append
+        for block in blocks:
+            if block[:6] == b"data: " and b"\n" not in block:
+                append(Event("", block[6:]))  # _parse_block's fast path, inlined: once per token
+            else:
+                ev = _parse_block(block)
+                if ev is not None:
+                    append(ev)
         return events
 
     def close(self) -> list[Event]:

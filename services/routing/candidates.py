@@ -7,13 +7,16 @@ Resolution of a requested model name:
 - "" → the default model of the first provider that has one.
 A `provider` routing hint ("openai", or "auto"/"" for any) narrows the set further.
 Views are built once per (model, provider hint) and cached, so a request with 100 providers
-× 10 keys costs a dict lookup, not a thousand object constructions.
+× 10 keys costs a dict lookup, not a thousand object constructions. They are stored in priority
+order (stable, so declaration order within a level): every strategy sorts by priority first,
+and sorting an already sorted list is one linear pass (bench/routing_decision.py).
+A key's weight is its own, or its provider's when the key has none of its own (1.0).
 """
 
 from __future__ import annotations
 
 from services.catalog.pricing import Catalog
-from services.config.schema import Config, ProviderConfig
+from services.config.schema import Config, ProviderConfig, ProviderKeyConfig
 from services.core.errors import InvalidArgument, NotFound
 from services.core.types import Target
 from services.routing.strategies.base import CandidateView
@@ -77,7 +80,18 @@ class CandidateIndex:
             for k in p.keys:
                 target = Target(provider=p.name, kind=p.kind, key_id=k.id, model=m, base_url=p.base_url, timeout_s=p.timeout_s)
                 views.append(CandidateView(
-                    target=target, priority=p.priority, weight=k.weight,
+                    target=target, priority=p.priority, weight=_weight(p, k),
                     price_in_per_mtok=price[0], price_out_per_mtok=price[1],
                 ))
+        views.sort(key=_priority)  # stable: declaration order kept within a level
         return views
+
+
+def _weight(p: ProviderConfig, k: ProviderKeyConfig) -> float:
+    """The key's own weight, else its provider's: `weight` is declared per provider (seed 002,
+    the TOML table), and a key left at the default 1.0 must not silently drop it."""
+    return k.weight if k.weight != 1.0 else p.weight
+
+
+def _priority(v: CandidateView) -> int:
+    return v.priority

@@ -1,30 +1,272 @@
-"""KeyService: users' sign-up, login, provider keys and API tokens (tenancy, issue 7).
+"""KeyService: users' sign-up and login, their provider keys, API tokens and usage (issue 7, seed 001).
 
-Designed in the protos now; until tenancy lands every RPC answers UNIMPLEMENTED, declared.
+Register and Login are public; every other RPC needs a user principal (a session token from
+Login, or one of the user's API tokens; minting a token needs a session, so a leaked token
+cannot outlive its revocation by minting others). Each RPC reads and writes only the caller's
+own rows: another user's id answers NOT_FOUND exactly like an id that never existed (F5).
+Secrets cross this module only inward (passwords, provider keys) or once outward (a new
+token's secret, a session token); messages and metadata never carry one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
 from typing import Any
 
-from services.core.errors import Unimplemented
+from services.auth import sessions as sessions_mod
+from services.auth import ssrf
+from services.core.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+)
+from services.limits.base import Rule
+from services.providers.kinds import KINDS, resolve
+from services.rpc.admin import list_usage
 from services.rpc.interceptors import Ctx, Guard
+from services.store.records import KIND_TOKEN, ApiKeyRecord, ProviderKeyRecord, UsageFilter, UserRecord
+from services.store.repos.users import normalize_email
+from tollgate.v1 import key_service_pb2 as kpb
 from tollgate.v1 import key_service_pb2_grpc as kpb_grpc
 
-NOT_YET = "user accounts, provider keys and API tokens arrive with tenancy"
+PASSWORD_MIN = 8
+PASSWORD_MAX = 1024  # argon2 hashes any length; a bound keeps a sign-up's cost bounded
+EMAIL_MAX = 254
+NAME_MAX = 200
+SECRET_MAX = 4096
+MODEL_MAX = 200
+MODELS_MAX = 500
+KEYS_PER_USER = 100
+TOKENS_PER_USER = 100
+TTL_MAX_S = 10 * 365 * 86400
+LOGIN_FAILURES = Rule("login_failures", 10, window_s=60.0)  # per email per minute
+BAD_CREDENTIALS = "Invalid email or password"
+USER_KINDS = ("session", "token")
+_EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
+
+
+def user_pb(u: UserRecord) -> kpb.User:
+    return kpb.User(id=u.id, email=u.email, role=u.role, tier=u.tier, created=int(u.created_at))
+
+
+def provider_key_pb(r: ProviderKeyRecord) -> kpb.ProviderKey:
+    return kpb.ProviderKey(id=r.id, provider=r.provider_kind, name=r.name, masked_key=r.mask, base_url=r.base_url,
+                           models=list(r.models), default_model=r.default_model, priority=r.priority,
+                           daily_quota=r.daily_quota, rpm=r.rpm, created=int(r.created_at))
+
+
+def token_pb(r: ApiKeyRecord) -> kpb.Token:
+    return kpb.Token(id=r.id, name=r.name, prefix=r.prefix, created=int(r.created_at),
+                     expires_at=int(r.expires_at or 0), last_used_at=int(r.last_used_at or 0))
+
+
+def require_user(ctx: Ctx) -> str:
+    """The caller's user id; PERMISSION_DENIED for the admin key, static and admin-issued keys."""
+    p = ctx.principal
+    if p.kind not in USER_KINDS or not p.user_id:
+        raise PermissionDenied("This call needs a signed-in user: a session token from Login or one of your API tokens",
+                               reason="USER_REQUIRED")
+    return p.user_id
+
+
+def _invalid(problems: list[FieldViolation]) -> InvalidArgument:
+    return InvalidArgument("; ".join(f"{p.field}: {p.description}" for p in problems), reason="VALIDATION_ERROR",
+                           field_violations=problems)
+
+
+def _clean_text(value: str) -> bool:
+    return not any(ord(c) < 32 or ord(c) == 127 for c in value)
 
 
 def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
     guard = Guard(app)
+    sessions = sessions_mod.install(app)
 
-    def unimplemented(name: str, public: bool = False):
-        @guard.unary(public=public, peek_limits=False)
-        async def method(self, request: Any, ctx: Ctx) -> Any:
-            raise Unimplemented(f"KeyService.{name}: {NOT_YET}")
-        method.__name__ = name
-        return method
+    def login_subject(email: str) -> str:
+        # A digest, not the address: limiter keys (Redis) must not hold emails.
+        return "login:" + hmac.new(app.pepper, email.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
 
-    attrs = {n: unimplemented(n, public=n in ("Register", "Login")) for n in (
-        "Register", "Login", "ListProviderKeys", "CreateProviderKey", "DeleteProviderKey",
-        "ListTokens", "CreateToken", "RevokeToken", "GetUsage")}
-    return type("KeyServicer", (kpb_grpc.KeyServiceServicer,), attrs)()
+    def forget_user_keys(user_id: str, key_id: str | None = None) -> None:
+        user_keys = getattr(app, "user_keys", None)  # routing's cache, once App builds one
+        if user_keys is not None:
+            user_keys.forget(user_id, key_id)
+
+    class KeyServicer(kpb_grpc.KeyServiceServicer):
+        @guard.unary(public=True, peek_limits=False)
+        async def Register(self, request: kpb.RegisterRequest, ctx: Ctx) -> kpb.RegisterResponse:
+            email = normalize_email(request.email)
+            problems = []
+            if len(email) > EMAIL_MAX or not _EMAIL_RE.fullmatch(email) or not _clean_text(email):
+                problems.append(FieldViolation("email", "must be an email address"))
+            if not PASSWORD_MIN <= len(request.password) <= PASSWORD_MAX:
+                problems.append(FieldViolation("password", f"must be {PASSWORD_MIN}-{PASSWORD_MAX} characters"))
+            if problems:
+                raise _invalid(problems)
+            tier = app.config.default_tier if app.config.default_tier in app.quotas.tiers else "basic"
+            try:
+                user = await app.store.create_user(email, request.password, tier=tier)
+            except InvalidArgument as e:
+                if e.reason != "INVALID_ARGUMENT":
+                    raise
+                raise _invalid([FieldViolation("email", "must be an email address")]) from None
+            token, _ = sessions.issue(user.id, user.role)
+            return kpb.RegisterResponse(user=user_pb(user), session_token=token)
+
+        @guard.unary(public=True, peek_limits=False)
+        async def Login(self, request: kpb.LoginRequest, ctx: Ctx) -> kpb.LoginResponse:
+            email = normalize_email(request.email)
+            if not email or not request.password:
+                raise _invalid([FieldViolation(f, "required") for f, v in (("email", email), ("password", request.password))
+                                if not v])
+            subject = login_subject(email[:EMAIL_MAX * 2])
+            decision, held = await app.limiter.reserve(subject, (LOGIN_FAILURES,), 1)
+            if held is None:
+                raise ResourceExhausted("Too many failed sign-in attempts for this account; try again later",
+                                        reason="LOGIN_RATE_LIMITED", retry_after_s=max(1.0, decision.retry_after_s))
+            user, checked = None, False
+            try:
+                if len(request.password) <= PASSWORD_MAX and len(email) <= EMAIL_MAX:
+                    user = await app.store.authenticate(email, request.password)
+                checked = True
+            finally:
+                # A failed check keeps its slot for the window; a success, a cancelled or broken
+                # check gives it back. Held before the check, so racing guesses cannot overshoot.
+                if checked and user is None:
+                    await app.limiter.settle(held, 1)
+                else:
+                    await app.limiter.release(held)
+            if user is None:
+                raise Unauthenticated(BAD_CREDENTIALS, reason="INVALID_CREDENTIALS")
+            token, expires_at = sessions.issue(user.id, user.role)
+            return kpb.LoginResponse(user=user_pb(user), session_token=token, expires_at=int(expires_at))
+
+        @guard.unary()
+        async def ListProviderKeys(self, request: kpb.ListProviderKeysRequest, ctx: Ctx) -> kpb.ListProviderKeysResponse:
+            uid = require_user(ctx)
+            keys = await app.store.list_provider_keys(uid)
+            return kpb.ListProviderKeysResponse(keys=[provider_key_pb(k) for k in keys if k.user_id == uid])
+
+        @guard.unary()
+        async def CreateProviderKey(self, request: kpb.CreateProviderKeyRequest, ctx: Ctx) -> kpb.CreateProviderKeyResponse:
+            uid = require_user(ctx)
+            fields = await _provider_key_fields(request)
+            if len(await app.store.list_provider_keys(uid)) >= KEYS_PER_USER:
+                raise FailedPrecondition(f"At most {KEYS_PER_USER} provider keys per user; delete one first",
+                                         reason="TOO_MANY_PROVIDER_KEYS", metadata={"limit": str(KEYS_PER_USER)})
+            rec = await app.store.add_provider_key(user_id=uid, **fields)
+            forget_user_keys(uid)
+            return kpb.CreateProviderKeyResponse(key=provider_key_pb(rec))
+
+        @guard.unary()
+        async def DeleteProviderKey(self, request: kpb.DeleteProviderKeyRequest, ctx: Ctx) -> kpb.DeleteProviderKeyResponse:
+            uid = require_user(ctx)
+            if not request.id or not await app.store.delete_provider_key(request.id, uid):
+                raise NotFound("Provider key not found", reason="PROVIDER_KEY_NOT_FOUND")
+            forget_user_keys(uid, request.id)
+            return kpb.DeleteProviderKeyResponse()
+
+        @guard.unary()
+        async def ListTokens(self, request: kpb.ListTokensRequest, ctx: Ctx) -> kpb.ListTokensResponse:
+            uid = require_user(ctx)
+            tokens = await app.store.list_api_keys(user_id=uid, kind=KIND_TOKEN)
+            return kpb.ListTokensResponse(tokens=[token_pb(t) for t in tokens if t.user_id == uid])
+
+        @guard.unary()
+        async def CreateToken(self, request: kpb.CreateTokenRequest, ctx: Ctx) -> kpb.CreateTokenResponse:
+            uid = require_user(ctx)
+            if ctx.principal.kind != "session":
+                raise PermissionDenied("Creating an API token needs a session (log in); a token cannot mint tokens",
+                                       reason="SESSION_REQUIRED")
+            name = request.name.strip()
+            problems = []
+            if not name or len(name) > NAME_MAX or not _clean_text(name):
+                problems.append(FieldViolation("name", f"required, at most {NAME_MAX} characters"))
+            if not 0 <= request.ttl_seconds <= TTL_MAX_S:
+                problems.append(FieldViolation("ttl_seconds", f"must be 0 (no expiry) to {TTL_MAX_S}"))
+            if problems:
+                raise _invalid(problems)
+            user = await app.store.get_user(uid)
+            if user is None or user.disabled:
+                raise Unauthenticated("This account no longer exists or is disabled", reason="ACCOUNT_UNAVAILABLE")
+            if len(await app.store.list_api_keys(user_id=uid, kind=KIND_TOKEN)) >= TOKENS_PER_USER:
+                raise FailedPrecondition(f"At most {TOKENS_PER_USER} active tokens per user; revoke one first",
+                                         reason="TOO_MANY_TOKENS", metadata={"limit": str(TOKENS_PER_USER)})
+            expires_at = app.clock.now() + request.ttl_seconds if request.ttl_seconds else None
+            tier = user.tier if user.tier in app.quotas.tiers else app.config.default_tier
+            rec, secret = await app.store.create_api_key(name=name, email=user.email, tier=tier, user_id=uid,
+                                                         kind=KIND_TOKEN, expires_at=expires_at)
+            return kpb.CreateTokenResponse(token=token_pb(rec), secret=secret)
+
+        @guard.unary()
+        async def RevokeToken(self, request: kpb.RevokeTokenRequest, ctx: Ctx) -> kpb.RevokeTokenResponse:
+            uid = require_user(ctx)
+            rec = await app.store.get_api_key(request.id, uid) if request.id else None
+            # Someone else's token, an admin-issued key, a revoked one: all "not found" (F5).
+            if rec is None or rec.user_id != uid or rec.kind != KIND_TOKEN or \
+                    not await app.store.revoke_api_key(rec.id, uid):
+                raise NotFound("Token not found", reason="TOKEN_NOT_FOUND")
+            app.auth.forget()  # effective at once here; other replicas within their 1 s cache
+            return kpb.RevokeTokenResponse()
+
+        @guard.unary()
+        async def GetUsage(self, request: kpb.GetUsageRequest, ctx: Ctx) -> kpb.GetUsageResponse:
+            uid = require_user(ctx)
+            if request.since < 0 or request.until < 0:
+                raise _invalid([FieldViolation("since" if request.since < 0 else "until", "must be >= 0 (epoch seconds)")])
+            flt = UsageFilter(user_id=uid, model=request.model or None, since=request.since or None,
+                              until=request.until or None)
+            return await list_usage(app, request, flt, kpb.GetUsageResponse)
+
+    async def _provider_key_fields(request: kpb.CreateProviderKeyRequest) -> dict[str, Any]:
+        """The store's arguments for a valid request; INVALID_ARGUMENT with every problem otherwise."""
+        problems: list[FieldViolation] = []
+        kind = resolve(request.provider) if request.provider else None
+        if kind is None or kind.wire == "demo":
+            names = ", ".join(k for k, v in KINDS.items() if v.wire != "demo")
+            problems.append(FieldViolation("provider", f"must be one of {names}"))
+        name = request.name.strip()
+        if len(name) > NAME_MAX or not _clean_text(name):
+            problems.append(FieldViolation("name", f"at most {NAME_MAX} characters"))
+        secret = request.key.strip()
+        if not secret or len(secret) > SECRET_MAX or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in secret):
+            problems.append(FieldViolation("key", f"required: the provider's key, 1-{SECRET_MAX} characters, no spaces"))
+        models = list(dict.fromkeys(m.strip() for m in request.models))
+        if len(models) > MODELS_MAX or any(not m or len(m) > MODEL_MAX or any(c.isspace() for c in m) or not _clean_text(m)
+                                           for m in models):
+            problems.append(FieldViolation("models", f"at most {MODELS_MAX} model names, each 1-{MODEL_MAX} characters, no spaces"))
+        default_model = request.default_model.strip()
+        if len(default_model) > MODEL_MAX or any(c.isspace() for c in default_model) or not _clean_text(default_model):
+            problems.append(FieldViolation("default_model", f"a model name of at most {MODEL_MAX} characters"))
+        elif default_model and models and default_model not in models:
+            problems.append(FieldViolation("default_model", "must be one of models"))
+        if not -1_000_000 <= request.priority <= 1_000_000:
+            problems.append(FieldViolation("priority", "must be between -1000000 and 1000000"))
+        for field in ("daily_quota", "rpm"):
+            if getattr(request, field) < 0:
+                problems.append(FieldViolation(field, "must be >= 0 (0 = unlimited)"))
+        base_url = request.base_url.strip()
+        if kind is not None and kind.wire != "demo":
+            try:
+                if base_url:
+                    # RELIABILITY F8: checked and resolved now; connect-time guard in the upstream's connector.
+                    base_url = (await ssrf.check_url_resolving(base_url)).url
+                elif not kind.base_url:
+                    problems.append(FieldViolation("base_url", f"required for provider {kind.name}"))
+                else:
+                    ssrf.check_url(kind.base_url)  # the kind's own default (Ollama's is localhost)
+            except ssrf.UnsafeUrl as e:
+                problems.append(FieldViolation("base_url", e.message if base_url else
+                                               f"required for provider {kind.name}: its default address is not public"))
+        if problems:
+            raise _invalid(problems)
+        return dict(provider_kind=kind.name, name=name or kind.name, base_url=base_url, secret=secret, models=models,
+                    default_model=default_model, priority=request.priority, daily_quota=request.daily_quota,
+                    rpm=request.rpm)
+
+    return KeyServicer()

@@ -190,8 +190,6 @@ async def test_errors_from_the_core_carry_a_request_id(gw, auth):
         assert r.headers["X-Request-Id"].startswith("req_")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: errors the bridge finds itself (gateway_http/openai/routes.py -> "
-                                       "openai_bridge_error(e) with no id; middleware 404/405) carry no X-Request-Id (SPEC)")
 async def test_errors_from_the_bridge_carry_a_request_id(gw, auth):
     for kw in (dict(content=b"{", headers=auth), dict(json={"model": "gpt-4o-mini", "messages": "x"}, headers=auth),
                dict(json=chat_body("gpt-4o-mini", text="y" * 5000), headers=auth)):

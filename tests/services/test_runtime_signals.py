@@ -10,16 +10,19 @@ import signal
 import time
 
 import grpc
-import pytest
 import httpx
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.app import build_app
 from services.config.schema import Config
 from services.store.records import UsageFilter
 from tests.support.fakes.openai import run_fake_openai
+from tests.support.gateway import config, provider, run_gateway
 from tests.support.procs import base_env, free_port, run_module, wait_http_ok
-from tests.support.sse_read import CHAT, bearer, chat_body, read_events, stream_text
+from tests.support.sse_read import CHAT, bearer, chat_body, error_events, read_events, stream_text
+from tollgate.client import TollgateClient, error_info
+from tollgate.v1 import chat_pb2
 
 ADMIN = "adm-signals-0123456789abcdef"
 
@@ -152,20 +155,11 @@ async def test_admin_key_printed_on_first_start_only(tmp_path):
 # Runtime.shutdown() is exactly what the SIGTERM handler awaits; driving it here shows the drain's
 # edges (Watch updates, the grace limit) without a process start per case.
 
-def _chat_input(model: str):
-    from tollgate.v1 import chat_pb2
-
+def _chat_input(model: str) -> chat_pb2.ChatInput:
     return chat_pb2.ChatInput(model=model, messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER, text="hi")])
 
 
-async def _rows_after_close(cfg) -> list:
-    return await ledger_of(cfg.data_dir)
-
-
 async def test_drain_over_grpc_health_new_calls_and_the_grace_limit(tmp_path):
-    from tests.support.gateway import config, provider, run_gateway
-    from tollgate.client import TollgateClient, error_info
-
     async with run_fake_openai() as fake:
         cfg = config(tmp_path, providers=(provider("primary", fake.base_url),))
         async with run_gateway(cfg) as gw:
@@ -207,13 +201,11 @@ async def test_drain_over_grpc_health_new_calls_and_the_grace_limit(tmp_path):
             finally:
                 await client.close()
                 await ch.close()
-    rows = await _rows_after_close(cfg)
+    rows = await ledger_of(cfg.data_dir)
     assert [(r.status, r.surface) for r in rows] == [("shutdown", "grpc")]
 
 
 async def test_grace_limit_cuts_an_http_stream_and_meters_it_as_shutdown(tmp_path):
-    from tests.support.gateway import config, provider, run_gateway
-
     async with run_fake_openai() as fake:
         cfg = config(tmp_path, providers=(provider("primary", fake.base_url),))
         async with run_gateway(cfg) as gw:
@@ -236,17 +228,12 @@ async def test_grace_limit_cuts_an_http_stream_and_meters_it_as_shutdown(tmp_pat
             assert time.monotonic() - t0 < 2.5
             await asyncio.wait_for(task, 2)
     assert "[DONE]" not in events
-    rows = await _rows_after_close(cfg)
+    rows = await ledger_of(cfg.data_dir)
     assert [(r.status, r.estimated) for r in rows] == [("shutdown", True)]
     assert rows[0].completion_tokens >= 3
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Pipeline.drain() cancels the request's task, which in-process is the bridge's "
-                                       "aiohttp handler, so the SSE body is cut with no in-band error event (B6)")
 async def test_grace_limit_ends_an_http_stream_with_an_in_band_error(tmp_path):
-    from tests.support.gateway import config, provider, run_gateway
-    from tests.support.sse_read import error_events
-
     async with run_fake_openai() as fake:
         cfg = config(tmp_path, providers=(provider("primary", fake.base_url),))
         async with run_gateway(cfg) as gw:

@@ -226,16 +226,12 @@ def test_bad_address_in_the_file(tmp_path):
     assert "host:port" in e.problem and "localhost" in e.problem
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: load._env_source() looks in os.environ, not the env passed to "
-                                       "load_config(), so an override's error names the file/defaults instead of the variable")
 def test_bad_address_from_the_environment_names_the_variable():
     e = bad(None, {"TOLLGATE_GRPC_ADDR": "not-an-address"})
     assert e.field_name == "grpc_addr"
     assert e.source == "TOLLGATE_GRPC_ADDR"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: load._coerce() names the file (or 'defaults') as the source of a bad "
-                                       "TOLLGATE_* number, via the same os.environ lookup in _env_source()")
 def test_bad_number_from_the_environment_names_the_variable(tmp_path):
     path = write(tmp_path, "[limits]\nmax_messages = 10\n")
     e = bad(path, {"TOLLGATE_MAX_MESSAGES": "many"})
@@ -254,8 +250,6 @@ def test_unknown_strategy(tmp_path):
     assert "fastest" in e.problem and "priority" in e.problem
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: load._validate() reports cfg.source ('defaults' or the file) for a bad "
-                                       "strategy even when it came from ROUTING_STRATEGY / KEY_SELECTION_STRATEGY")
 def test_unknown_strategy_from_seed_variable_names_the_variable():
     e = bad(None, {"ROUTING_STRATEGY": "fastest"})
     assert e.field_name == "strategy"
