@@ -138,7 +138,7 @@ class Router:
                 if rules:
                     self._key_rules[k.id] = tuple(rules)
         self._on_attempt = on_attempt
-        self.same_route_retries = 1
+        self.same_route_retries = 1  # per route, then the next candidate (RELIABILITY defaults)
         self.retry_jitter_s = (0.1, 1.0)
         self.retry_budget_ratio = RETRY_BUDGET_RATIO
         self.retry_budget_min = RETRY_BUDGET_MIN
@@ -295,7 +295,7 @@ class Router:
             if not self._available(t, log, tr):
                 continue
             # Any try after the request's first is a retry, failover included (Envoy counts both).
-            if log.tries and not self._take_retry(tr):
+            if log.tries and not self._take_retry(tr, same_route=False):
                 self._record(log, t, "retry_budget", 0, None)
                 return
             if not self._claim(t, log, tr) or not await self._within_key_limits(t, log, tr):
@@ -314,15 +314,12 @@ class Router:
                         return  # the try succeeded or ended the request
                     f = tr.failures[-1]
                     pause = self._same_route_pause(key, f, route_tries, deadline)
+                    if pause is not None and not self._take_retry(tr, same_route=True):
+                        pause = None  # the budget has room for a failover at most (A7)
                     if pause is None:
                         self._cool_down(key, f)
                         self.stats.failovers += 1
                         break
-                    if log.tries >= self.cfg.max_attempts:
-                        return
-                    if not self._take_retry(tr):
-                        self._record(log, t, "retry_budget", 0, None)
-                        return
                     await self.clock.sleep(pause)
                     route_tries += 1
                     # Other requests may have opened this key meanwhile: a retry asks the
@@ -400,7 +397,8 @@ class Router:
             if ra is not None and route_tries == 0 and ra <= self.cfg.retry_after_wait_max_s and now + ra < deadline:
                 return ra
             return None
-        # No same-route retry after a timeout (the key already had its full try) or on an open key.
+        # One same-route retry (per route), on a closed key, never after a timeout: the key
+        # already had its full try.
         if f.kind in ("server", "connect", "protocol") and route_tries < self.same_route_retries \
                 and self.breaker.state(key) == "closed":
             pause = self.rng.uniform(*self.retry_jitter_s)
@@ -417,18 +415,20 @@ class Router:
             self.cooldowns.set(key, AUTH_DISABLE_S)
             self._cooldown_kind[key] = "auth"
 
-    def _take_retry(self, tr: _Tries) -> bool:
-        """RELIABILITY A7: retries in flight ≤ ratio × requests in flight, floor min (Envoy's
-        retry_budget), counted per request: a request that has retried counts once until it
-        ends, and each further retry of it is admitted only while the others leave room.
+    def _take_retry(self, tr: _Tries, same_route: bool) -> bool:
+        """RELIABILITY A7: retries in flight ≤ 20% of requests in flight, floor 3 (Envoy's
+        retry_budget: budget_percent, min_retry_concurrency), counted per request: a request
+        counts once, from its first retry until it ends.
 
-        Counting only a retry's own upstream call would let each wave of failover (the next
-        candidate, then the next) reuse the slots the previous wave freed, ≈ 1.25 × N calls for
-        N requests; counting every retry of a request until it ends would stop a quiet
-        gateway's lone request from failing over after its same-route retry.
+        Counting only each retry's own upstream call would let every wave of failover (the next
+        candidate, then the next) reuse the slots the previous wave freed. Within the 20% share
+        any retry goes; the floor (what keeps a quiet gateway failing over) buys only a move to
+        another candidate, never a second call to the key that just failed, so in an outage the
+        floor adds a few calls, not max_attempts × 3: N concurrent requests against dead
+        upstreams cost about 1.2 × N + 3 calls.
         """
         others = self._retries_in_flight - tr.retrying
-        if others >= max(self.retry_budget_min, self.retry_budget_ratio * self._requests_in_flight):
+        if others >= self.retry_budget_ratio * self._requests_in_flight and (same_route or others >= self.retry_budget_min):
             return False
         if not tr.retrying:
             tr.retrying = True
