@@ -3,7 +3,10 @@
 Each entry point admits the request against the caller's tier (one charge, however many
 upstream tries follow), lets the router find an upstream, and in `finally` writes exactly
 one ledger row and settles or refunds the token reservation — on success, on a declared
-error, on a broken stream and on cancellation alike (RELIABILITY D1, D2).
+error, on a broken stream and on cancellation alike (RELIABILITY D1, D2). A request is also
+opened in the ledger when it starts, so one killed with its process still ends as one row,
+`interrupted` (B7). An error raised after admission carries the X-RateLimit-* numbers in its
+ErrorInfo metadata (`ratelimit_*`), as a success carries them in its response metadata.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from services.clock import Clock
 from services.core import errors as E
 from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Usage
 from services.limits.base import Decision
-from services.limits.quotas import Admission, Quotas
+from services.limits.quotas import Admission, Quotas, limit_metadata
 from services.metering.ledger import Ledger
-from services.metering.tokens import estimate_prompt, estimate_text
+from services.metering.tokens import estimate_delta, estimate_prompt, estimate_text
 from services.providers.passthrough import Exchange, NativeRequest, Passthrough
 from services.routing.router import RouteLog, Router
 from services.store.records import UsageRecord
@@ -73,6 +76,10 @@ class Pipeline:
         self.clock = clock
         self.request_timeout_s = request_timeout_s
         self.shutting_down = False
+        ledger.now = clock.now
+        ledger.max_request_s = request_timeout_s
+        if ledger.has_history:
+            quotas.use_history(ledger, clock.now)  # RELIABILITY C5: lost counters come back from the ledger
         self._active: set[asyncio.Task] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -114,8 +121,14 @@ class Pipeline:
 
     async def _admit(self, p: Principal, estimate: int) -> Admission:
         if self.ledger.full:
+            # RELIABILITY D6: the store is behind; refuse new work rather than drop rows.
             raise E.Unavailable("usage ledger backlog is full; retry shortly", reason="LEDGER_BACKLOG", retry_after_s=1.0)
         return await self.quotas.admit(p, estimate)
+
+    def _open(self, p: Principal, model: str, surface: str, out: Outcome) -> None:
+        """The request's write-ahead placeholder (RELIABILITY B7); its final row replaces it."""
+        self.ledger.open(UsageRecord(request_id=out.request_id, key_id=p.key_id, user_id=p.user_id, surface=surface,
+                                     model=model, created_at=out.created))
 
     async def chat(self, p: Principal, req: ChatRequest, request_id: str, time_remaining: float | None) -> tuple[ChatResult, Outcome]:
         out = Outcome(request_id, RouteLog(), created=self.clock.now())
@@ -125,6 +138,7 @@ class Pipeline:
         prompt_est = estimate_prompt(req)
         adm: Admission | None = None
         status, usage, error = "error", Usage(estimated=True), ""
+        self._open(p, req.model, req.surface, out)
         try:
             adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256))
             out.decision = adm.decision
@@ -138,6 +152,7 @@ class Pipeline:
             return result, out
         except E.TollgateError as e:
             status, error = _status_of(e), e.reason
+            _with_limits(e, out.decision)
             raise
         except asyncio.CancelledError:
             status = self._cancel_status(req.surface, deadline)
@@ -157,9 +172,9 @@ class Pipeline:
         adm: Admission | None = None
         status, error = "error", ""
         reported: Usage | None = None
-        chars = 0
-        text_parts = 0
+        completion_est = 0
         finish = ""
+        self._open(p, req.model, req.surface, out)
         try:
             adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256))
             out.decision = adm.decision
@@ -170,10 +185,9 @@ class Pipeline:
                     yield StreamStarted(out)
                 for c in batch:
                     if c.text:
-                        chars += len(c.text)
-                        text_parts += 1
+                        completion_est += estimate_delta(c.text)
                     if c.tool_calls:
-                        chars += sum(len(t.arguments) for t in c.tool_calls)
+                        completion_est += sum(estimate_text(t.arguments) for t in c.tool_calls)
                     if c.usage is not None:
                         reported = c.usage
                     if c.finish_reason:
@@ -181,16 +195,17 @@ class Pipeline:
                 yield batch
             status = "ok"
             out.finish_reason = finish or "stop"
-            out.usage = self._usage(reported, prompt_est, chars, text_parts)
+            out.usage = self._usage(reported, prompt_est, completion_est)
             yield StreamFinished(out)
         except E.TollgateError as e:
             status, error = _status_of(e), e.reason
+            _with_limits(e, out.decision)
             raise
         except (asyncio.CancelledError, GeneratorExit):
             status = self._cancel_status(req.surface, deadline)
             raise
         finally:
-            usage = out.usage or self._usage(reported, prompt_est, chars, text_parts)
+            usage = out.usage or self._usage(reported, prompt_est, completion_est)
             out.usage = usage
             self._leave(task)
             out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0)
@@ -203,6 +218,7 @@ class Pipeline:
         deadline = self.deadline(time_remaining)
         adm: Admission | None = None
         status, usage, error = "error", Usage(est, 0, estimated=True), ""
+        self._open(p, req.model, req.surface, out)
         try:
             adm = await self._admit(p, est)
             out.decision = adm.decision
@@ -212,6 +228,7 @@ class Pipeline:
             return result, out
         except E.TollgateError as e:
             status, error = _status_of(e), e.reason
+            _with_limits(e, out.decision)
             raise
         except asyncio.CancelledError:
             status = self._cancel_status(req.surface, deadline)
@@ -235,6 +252,7 @@ class Pipeline:
         adm: Admission | None = None
         ex: Exchange | None = None
         status, error = "error", ""
+        self._open(p, req.model, req.surface, out)
         try:
             adm = await self._admit(p, req.prompt_estimate + req.max_tokens)
             out.decision = adm.decision
@@ -246,6 +264,7 @@ class Pipeline:
             status, error = ("ok", "") if ex.ok else ("upstream_error", str(ex.status))
         except E.TollgateError as e:
             status, error = _status_of(e), e.reason
+            _with_limits(e, out.decision)
             if ex is not None and e.reason == "UPSTREAM_STREAM_BROKEN":
                 relay.broke(ex)
             raise
@@ -261,12 +280,12 @@ class Pipeline:
             self._leave(task)
             out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0)
 
-    def _usage(self, reported: Usage | None, prompt_est: int, chars: int, parts: int) -> Usage:
+    def _usage(self, reported: Usage | None, prompt_est: int, completion_est: int) -> Usage:
         if reported is not None and not reported.estimated and (reported.prompt_tokens or reported.completion_tokens):
             return reported
-        # No usage from the provider (cut, cancelled, or it never reports): estimate what was streamed.
-        completion = max(parts, round(chars / 4)) if chars else 0
-        return Usage(prompt_est, completion, estimated=True)
+        # No usage from the provider (cut, cancelled, or it never reports): estimate what was
+        # streamed, delta by delta (metering/tokens.py: one token per token-sized delta; D2).
+        return Usage(prompt_est, completion_est, estimated=True)
 
     def _cancel_status(self, surface: str, deadline: float) -> str:
         if self.shutting_down:
@@ -311,6 +330,12 @@ class Pipeline:
             except Exception:
                 pass  # the limiter's lease returns an unsettled reservation (RELIABILITY B7)
         return cost
+
+
+def _with_limits(e: E.TollgateError, decision: Decision | None) -> None:
+    """Puts the admitted request's X-RateLimit-* numbers on its error (kept if already there)."""
+    for k, v in limit_metadata(decision).items():
+        e.metadata.setdefault(k, v)
 
 
 def _status_of(e: E.TollgateError) -> str:

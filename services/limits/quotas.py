@@ -4,17 +4,37 @@ The pipeline calls `admit()` once per request, before routing: it counts the req
 requests/minute (sliding) and requests/day, then reserves the request's token estimate
 against tokens/day and tokens/month. `finish()` settles the reservation with the real usage
 (or releases it when no tokens were used), so retries and failover charge once (C3).
+
+Counters rebuilt from the ledger (RELIABILITY C5): a token reservation that finds its counter
+empty (a new period, a FLUSHALL, a restarted in-process limiter, a fallback limiter that just
+took over) makes one caller per subject and period — a marker counter with limit 1, atomic on
+the limiter itself, so one across replicas too — seed the day's and month's counters from the
+ledger (tokens since the period began; requests for the requests/day counter). The reservation
+that noticed is then re-checked against the rebuilt counter, so the overshoot is at most the
+reservations already in flight when the counters vanished.
+
+Limiter round trips per gateway are bounded (`max_inflight`) when the limiter is shared: a burst
+waits here, not inside a limiter call whose timeout would read the wait as a dead backend.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from services.auth.principal import Principal
 from services.config.schema import TierConfig
 from services.core.errors import QuotaViolation, ResourceExhausted
 from services.limits.base import Decision, Limiter, Reservation, Rule
+from services.limits.memory import MemoryLimiter
+from services.limits.periods import period_id, period_start
+
+log = logging.getLogger("tollgate.quotas")
+T = TypeVar("T")
 
 MESSAGES = {
     "rpm": "Rate limit exceeded: requests per minute",
@@ -22,6 +42,16 @@ MESSAGES = {
     "tpd": "Daily token limit exceeded",
     "tpm_month": "Monthly token limit exceeded",
 }
+REBUILT = ".rebuilt"  # marker rule suffix: "tpd.rebuilt" counts 1 per subject and period
+MAX_INFLIGHT = 32  # limiter calls in flight per gateway (the Redis pool holds 64 connections)
+
+
+class History(Protocol):
+    """What counters are rebuilt from: the ledger (metering/ledger.py)."""
+
+    async def tokens_since(self, key_id: str, since: float) -> int: ...
+
+    async def requests_since(self, key_id: str, since: float) -> int: ...
 
 
 @dataclass(slots=True)
@@ -30,12 +60,30 @@ class Admission:
     reservation: Reservation | None
 
 
+def limit_metadata(d: Decision | None) -> dict[str, str]:
+    """The X-RateLimit-* numbers as ErrorInfo metadata, so an error answer can carry them too."""
+    if d is None:
+        return {}
+    return {
+        "ratelimit_limit": str(d.limit),
+        "ratelimit_remaining": str(max(0, d.remaining)),
+        "ratelimit_used": str(d.used),
+        "ratelimit_reset": str(int(-(-d.reset_at // 1))),  # ceil, as rate_limit_metadata
+    }
+
+
 class Quotas:
     def __init__(self, limiter: Limiter, tiers: dict[str, TierConfig], tz: str) -> None:
         self.limiter = limiter
         self._request_rules: dict[str, tuple[Rule, ...]] = {}
         self._token_rules: dict[str, tuple[Rule, ...]] = {}
         self.set_tiers(tiers, tz)
+        self._history: History | None = None
+        self._now: Callable[[], float] | None = None
+        self._rebuilding: dict[str, asyncio.Future[None]] = {}
+        # An in-process limiter answers without awaiting: nothing to bound.
+        self._gate = None if isinstance(limiter, MemoryLimiter) else asyncio.Semaphore(MAX_INFLIGHT)
+        self.rebuilds = 0  # counters seeded from the ledger (tests, status pages)
 
     def set_tiers(self, tiers: dict[str, TierConfig], tz: str) -> None:
         self.tiers = tiers
@@ -53,32 +101,108 @@ class Quotas:
             self._request_rules[t.name] = tuple(req)
             self._token_rules[t.name] = tuple(tok)
 
+    def use_history(self, history: History, now: Callable[[], float]) -> None:
+        """Where lost counters are rebuilt from (C5); without it they restart from zero."""
+        self._history = history
+        self._now = now
+
     def request_rules(self, tier: str) -> tuple[Rule, ...]:
         return self._request_rules.get(tier, ())
+
+    def token_rules(self, tier: str) -> tuple[Rule, ...]:
+        return self._token_rules.get(tier, ())
 
     async def admit(self, p: Principal, token_estimate: int) -> Admission:
         rules = self._request_rules.get(p.tier, ())
         decision = None
         if rules:
-            decision = await self.limiter.hit(p.subject, rules)
+            decision = await self._call(lambda: self.limiter.hit(p.subject, rules))
             if not decision.allowed:
                 raise _exhausted(p, decision)
         reservation = None
         tok = self._token_rules.get(p.tier, ())
         if tok:
-            tdec, reservation = await self.limiter.reserve(p.subject, tok, max(1, token_estimate))
+            pending = self._rebuilding.get(p.subject)
+            if pending is not None:
+                await asyncio.shield(pending)  # let the counters be rebuilt before counting against them
+            amount = max(1, token_estimate)
+            tdec, reservation = await self._call(lambda: self.limiter.reserve(p.subject, tok, amount))
             if reservation is None:
                 # The request slot stays counted: a refused request still counts as a request (seed 000).
                 raise _exhausted(p, tdec)
+            if tdec.used == amount and self._history is not None:
+                await self._after_empty_counter(p, tok, reservation)
         return Admission(decision, reservation)
 
     async def finish(self, adm: Admission, used_tokens: int) -> None:
         if adm.reservation is None:
             return
+        res = adm.reservation
         if used_tokens > 0:
-            await self.limiter.settle(adm.reservation, used_tokens)
+            await self._call(lambda: self.limiter.settle(res, used_tokens))
         else:
-            await self.limiter.release(adm.reservation)
+            await self._call(lambda: self.limiter.release(res))
+
+    # -- C5: counters rebuilt from the ledger -------------------------------------------------------
+
+    async def _after_empty_counter(self, p: Principal, tok: tuple[Rule, ...], reservation: Reservation) -> None:
+        """Our reservation found the token counter empty: rebuild what the ledger knows, then
+        check that our reservation still fits (else give it back and refuse)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._rebuilding[p.subject] = fut
+        try:
+            seeded = await self._rebuild(p, tok)
+        finally:
+            if self._rebuilding.get(p.subject) is fut:
+                del self._rebuilding[p.subject]
+            fut.set_result(None)
+        if not seeded:
+            return
+        after = await self._call(lambda: self.limiter.peek(p.subject, tok))
+        if after.used > after.limit > 0:
+            await self._call(lambda: self.limiter.release(reservation))
+            raise _exhausted(p, Decision(False, after.rule, after.limit, 0, after.used, after.reset_at,
+                                         max(0.001, after.reset_at - self._now())))
+
+    async def _rebuild(self, p: Principal, tok: tuple[Rule, ...]) -> bool:
+        """Seeds each lost counter once per period (a marker decides who); True if any was seeded."""
+        assert self._history is not None and self._now is not None
+        now = self._now()
+        rpd = tuple(r for r in self._request_rules.get(p.tier, ()) if r.period)
+        seeded = False
+        for rule in (*tok, *rpd):
+            if rule.limit <= 0:
+                continue
+            marker = Rule(rule.name + REBUILT, 1, period=rule.period, tz=rule.tz)
+            try:
+                won = (await self._call(lambda: self.limiter.hit(p.subject, (marker,)))).allowed
+                if not won:
+                    continue  # this period's counter was seeded already (here or by another replica)
+                since = period_start(rule.period, now, rule.tz)
+                if rule in tok:
+                    spent = await self._history.tokens_since(p.key_id, since)
+                else:
+                    spent = await self._history.requests_since(p.key_id, since)
+                if spent <= 0:
+                    continue
+                _, hold = await self._call(lambda: self.limiter.reserve(p.subject, (rule,), 0))
+                if hold is not None:
+                    await self._call(lambda: self.limiter.settle(hold, spent))
+                    seeded = True
+                    self.rebuilds += 1
+                    log.info("quota counter %s %s for %s rebuilt from the ledger: %d", rule.name,
+                             period_id(rule.period, now, rule.tz), p.key_id, spent)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a rebuild is best effort: the request goes on with the counter it has
+                log.warning("quota counter %s for %s not rebuilt: %s", rule.name, p.key_id, type(e).__name__)
+        return seeded
+
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        if self._gate is None:
+            return await fn()
+        async with self._gate:
+            return await fn()
 
 
 def _exhausted(p: Principal, d: Decision) -> ResourceExhausted:
@@ -87,7 +211,8 @@ def _exhausted(p: Principal, d: Decision) -> ResourceExhausted:
     return ResourceExhausted(
         msg,
         reason="RATE_LIMIT_EXCEEDED",
-        metadata={"rule": d.rule, "limit": str(d.limit), "reset_time": reset, "key_id": p.key_id},
+        metadata={"rule": d.rule, "limit": str(d.limit), "reset_time": reset, "key_id": p.key_id,
+                  **limit_metadata(d)},
         retry_after_s=max(d.retry_after_s, 0.001),
         quota_violations=[QuotaViolation(subject=f"api_key:{p.key_id}", description=f"{msg} ({d.rule} limit {d.limit})")],
     )

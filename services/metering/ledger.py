@@ -1,21 +1,45 @@
 """The usage ledger's writer: one row per request, written off the hot path, never lost.
 
 Rows go into an in-memory buffer and a background task flushes them in batches (every
-`flush_s`, or at once when `batch_size` are waiting). Inserts are idempotent by request id,
+`flush_s`, or at once when `batch_size` are waiting). Writes are idempotent by request id,
 so a retried batch can't double-count. A failed flush keeps the rows and tries again with
 backoff; the buffer is bounded (RELIABILITY D6: 10,000 rows, then callers get 503).
 On clean shutdown `close()` flushes everything that is left.
+
+Write-ahead markers (RELIABILITY B7): the pipeline `open()`s a request when it starts. A request
+still open at a flush, and older than `open_after_s`, gets a placeholder row (status
+`in_flight`, `error` naming this gateway's owner tag) written with that batch; its final row
+later replaces the placeholder (an upsert that only ever upgrades placeholders). Requests that
+end sooner never cost a write of their own: most requests pay nothing. When a gateway starts,
+the placeholders its earlier life left (same owner tag: same data directory) become
+`interrupted`, and every placeholder older than the longest possible request is swept to
+`interrupted` by whichever replica sees it, so a SIGKILLed request still has exactly one row.
+
+History (RELIABILITY C5): `tokens_since()` / `requests_since()` read the ledger as written plus
+the rows still buffered, for rebuilding limiter counters that Redis lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from typing import Awaitable, Callable
+import os
+import time
+from typing import Any, Awaitable, Callable
 
-from services.store.records import UsageRecord
+from services.store.records import UsageFilter, UsageRecord
 
 log = logging.getLogger("tollgate.ledger")
+
+IN_FLIGHT = "in_flight"
+SWEEP_EVERY_S = 60.0
+
+
+def owner_tag(data_dir: str) -> str:
+    """What a gateway writes into its placeholders' `error`: stable across restarts on one data dir."""
+    digest = hashlib.sha256(os.path.abspath(data_dir or ".").encode()).hexdigest()[:16]
+    return f"{IN_FLIGHT}:{digest}"
 
 
 class Ledger:
@@ -25,20 +49,45 @@ class Ledger:
         flush_s: float = 0.5,
         batch_size: int = 500,
         max_buffer: int = 10_000,
+        *,
+        store: Any = None,
+        owner: str = "",
+        open_after_s: float = 1.0,
     ) -> None:
         self._insert = insert
+        # The store behind `insert` (App passes store.insert_usage) gives upserts for placeholders,
+        # the B7 recovery and the history reads; a bare insert function gets none of those.
+        if store is None:
+            bound = getattr(insert, "__self__", None)
+            store = bound if hasattr(bound, "upsert_usage") else None
+        self._store = store
+        self.owner = owner or (owner_tag(getattr(store, "_data_dir", "")) if store is not None else "")
         self._flush_s = flush_s
         self._batch_size = batch_size
         self.max_buffer = max_buffer
-        self._buf: list[UsageRecord] = []
+        self.open_after_s = open_after_s
+        self.max_request_s = 600.0  # the pipeline sets its request timeout: older placeholders are dead
+        self.now: Callable[[], float] = time.time  # the pipeline hands its clock's now()
+        # request_id -> final row, in arrival order; a replayed id keeps its place.
+        self._buf: dict[str, UsageRecord] = {}
+        # request_id -> (placeholder, monotonic time opened); `_marked` holds the ones written.
+        self._open: dict[str, tuple[UsageRecord, float]] = {}
+        self._marked: set[str] = set()
+        self._upgrading: set[str] = set()  # final rows buffered whose placeholder is in the store
+        self._lock = asyncio.Lock()  # one writer at a time: a batch is removed only once written
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closing = False
+        self._started_at = 0.0
+        self._recovered = False
+        self._last_sweep = 0.0
         self.written = 0
         self.failures = 0
+        self.interrupted = 0  # placeholders turned `interrupted` by this gateway
         self._listeners: list[Callable[[UsageRecord], None]] = []
 
     def start(self) -> None:
+        self._started_at = self.now()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ledger-flush")
 
     @property
@@ -49,13 +98,32 @@ class Ledger:
     def full(self) -> bool:
         return len(self._buf) >= self.max_buffer
 
+    @property
+    def tracks_open(self) -> bool:
+        """Whether placeholders are written (a store with upserts is behind the ledger)."""
+        return self._store is not None
+
     def on_row(self, fn: Callable[[UsageRecord], None]) -> None:
         """Called for every row as it is recorded (metrics, in-memory stats)."""
         self._listeners.append(fn)
 
+    def open(self, row: UsageRecord) -> None:
+        """A request has started: its placeholder, written only if it is still open at a flush
+        `open_after_s` later. Never blocks, never raises; listeners are not told (not a row yet)."""
+        if self._store is None or self._closing:
+            return
+        row.status = IN_FLIGHT
+        row.error = self.owner
+        row.estimated = True
+        self._open[row.request_id] = (row, time.monotonic())
+
     def record(self, row: UsageRecord) -> None:
-        """Never blocks and never raises: the request is already answered."""
-        self._buf.append(row)
+        """The request's one final row. Never blocks and never raises: the request is already answered."""
+        self._open.pop(row.request_id, None)
+        if row.request_id in self._marked:
+            self._marked.discard(row.request_id)
+            self._upgrading.add(row.request_id)
+        self._buf[row.request_id] = row
         for fn in self._listeners:
             try:
                 fn(row)
@@ -65,11 +133,68 @@ class Ledger:
             self._wake.set()
 
     async def flush(self) -> None:
-        while self._buf:
-            batch = self._buf[: self._batch_size]
-            await self._insert(batch)
-            del self._buf[: len(batch)]
-            self.written += len(batch)
+        """Writes every buffered row (and the placeholders that are due). Raises on a failed write,
+        keeping what was not written."""
+        async with self._lock:
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
+        markers = self._due_markers()
+        while self._buf or markers:
+            batch = list(self._buf.items())[: self._batch_size]
+            rows = [r for _, r in batch]
+            room = self._batch_size - len(rows)
+            marks, markers = markers[:room], markers[room:]
+            await self._write(rows + [m for _, m in marks])
+            for rid, row in batch:
+                if self._buf.get(rid) is row:  # a row replaced meanwhile is still to be written
+                    del self._buf[rid]
+                    self._upgrading.discard(rid)
+            for rid, _ in marks:
+                if rid in self._open:
+                    self._marked.add(rid)
+            self.written += len(rows)
+
+    def _due_markers(self) -> list[tuple[str, UsageRecord]]:
+        if not self._open:
+            return []
+        cutoff = time.monotonic() - self.open_after_s
+        return [(rid, row) for rid, (row, t) in self._open.items() if t <= cutoff and rid not in self._marked]
+
+    async def _write(self, rows: list[UsageRecord]) -> int:
+        if not rows:
+            return 0
+        if self._store is not None:
+            return await self._store.upsert_usage(rows)
+        return await self._insert(rows)
+
+    # -- history (RELIABILITY C5) ------------------------------------------------------------------
+
+    @property
+    def has_history(self) -> bool:
+        return self._store is not None
+
+    async def tokens_since(self, key_id: str, since: float) -> int:
+        """Prompt + completion tokens `key_id` spent since `since`: the store's sum plus rows not yet written."""
+        async with self._lock:  # no batch is half-written while we add the two up
+            total = await self._store.tokens_used_since(key_id, since)
+            total += sum(r.prompt_tokens + r.completion_tokens for r in self._buf.values()
+                         if r.key_id == key_id and r.created_at >= since)
+        return int(total)
+
+    async def requests_since(self, key_id: str, since: float) -> int:
+        """Requests `key_id` made since `since` that counted against its request quota
+        (refused ones did not), written or buffered; a placeholder counts as its request."""
+        async with self._lock:
+            totals = await self._store.usage_totals(UsageFilter(key_id=key_id, since=since))
+            n = int(totals["requests"]) - int(totals["by_status"].get("rate_limited", 0))
+            # A buffered final row whose placeholder is already in the store was counted there.
+            n += sum(1 for rid, r in self._buf.items()
+                     if r.key_id == key_id and r.created_at >= since and r.status != "rate_limited"
+                     and rid not in self._upgrading)
+        return n
+
+    # -- the background task -----------------------------------------------------------------------
 
     async def _run(self) -> None:
         backoff = self._flush_s
@@ -80,6 +205,7 @@ class Ledger:
                 pass
             self._wake.clear()
             try:
+                await self._housekeeping()
                 await self.flush()
                 backoff = self._flush_s
             except asyncio.CancelledError:
@@ -90,7 +216,25 @@ class Ledger:
                 backoff = min(backoff * 2, 5.0)
                 await asyncio.sleep(backoff)
 
+    async def _housekeeping(self) -> None:
+        """B7: before this gateway writes anything, its earlier life's placeholders become
+        `interrupted`; then, once a minute, anybody's placeholder past the longest request."""
+        if self._store is None:
+            return
+        now = self.now()
+        if self._recovered and now - self._last_sweep < SWEEP_EVERY_S:
+            return
+        stale_before = now - self.max_request_s - SWEEP_EVERY_S
+        started = self._started_at if not self._recovered else float("-inf")
+        n = await self._store.interrupt_in_flight(self.owner, started, stale_before)
+        if n:
+            log.warning("ledger: %d requests left in flight by a stopped gateway recorded as interrupted", n)
+            self.interrupted += n
+        self._recovered = True
+        self._last_sweep = now
+
     async def close(self) -> None:
+        self._closing = True
         if self._task:
             self._task.cancel()
             try:

@@ -5,6 +5,8 @@ Resolution of a requested model name:
 - otherwise every provider whose allow-list holds the model, plus wildcard providers (no
   allow-list), which pass any model upstream;
 - "" → the default model of the first provider that has one.
+Nothing to route to is MODEL_NOT_FOUND (404) for a model the catalogue does not know, and
+NO_ELIGIBLE_KEY (FAILED_PRECONDITION, 400; seed 001) for one it knows but no key here serves.
 A `provider` routing hint ("openai", or "auto"/"" for any) narrows the set further.
 Views are built once per (model, provider hint) and cached, so a request with 100 providers
 × 10 keys costs a dict lookup, not a thousand object constructions. They are stored in priority
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from services.catalog.pricing import Catalog
 from services.config.schema import Config, ProviderConfig, ProviderKeyConfig
-from services.core.errors import InvalidArgument, NotFound
+from services.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.core.types import Target
 from services.routing.strategies.base import CandidateView
 
@@ -73,6 +75,11 @@ class CandidateIndex:
                 raise NotFound(f"provider {hint!r} is not configured", reason="PROVIDER_NOT_FOUND", metadata={"provider": hint})
             pairs = [(p, m) for p, m in pairs if p.name == hint or p.kind == hint]
         if not pairs:
+            if self._catalog.get(model) is not None:
+                # Seed 001's NO_ELIGIBLE_KEY (400): a model that exists, but no configured key may
+                # serve it here; "does not exist" (404) would send the caller looking for a typo.
+                raise FailedPrecondition(f"no provider key is available for model {model!r}", reason="NO_ELIGIBLE_KEY",
+                                         metadata={"model": model})
             raise NotFound(f"model {model!r} does not exist or is not routable", reason="MODEL_NOT_FOUND", metadata={"model": model})
         views = []
         for p, m in pairs:

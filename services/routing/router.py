@@ -313,6 +313,8 @@ class Router:
                     if len(tr.failures) == n_fail:
                         return  # the try succeeded or ended the request
                     f = tr.failures[-1]
+                    if log.tries >= self.cfg.max_attempts:
+                        return
                     pause = self._same_route_pause(key, f, route_tries, deadline)
                     if pause is not None and not self._take_retry(tr, same_route=True):
                         pause = None  # the budget has room for a failover at most (A7)
@@ -369,7 +371,11 @@ class Router:
         rules = self._key_rules.get(t.key_id)
         if not rules:
             return True
-        d = await self.limiter.hit("pk:" + t.key_id, rules)
+        try:
+            d = await self.limiter.hit("pk:" + t.key_id, rules)
+        except BaseException:
+            self._release_probe(tr, t.key_id)  # a limiter that fails (closed mode) must not strand the probe
+            raise
         if d.allowed:
             return True
         self._release_probe(tr, t.key_id)

@@ -315,6 +315,17 @@ class Store:
             return 0
         return await self._write(usage_repo.insert_usage, list(rows), idempotent=True)
 
+    async def upsert_usage(self, rows: list[UsageRecord]) -> int:
+        """Batch write where a final row replaces its request's `in_flight` marker (RELIABILITY B7);
+        any other request_id already present is a no-op. Returns rows inserted or upgraded."""
+        if not rows:
+            return 0
+        return await self._write(usage_repo.upsert_usage, list(rows), idempotent=True)
+
+    async def interrupt_in_flight(self, owner: str, started_at: float, stale_before: float) -> int:
+        """Markers of requests that died with their process become `interrupted` (RELIABILITY B7)."""
+        return await self._write(usage_repo.interrupt_in_flight, owner, started_at, stale_before, idempotent=True)
+
     async def list_usage(self, filter: UsageFilter, limit: int = 100, offset: int = 0) -> list[UsageRecord]:  # noqa: A002
         """Newest first, at most usage_repo.MAX_PAGE rows."""
         return await self._read(usage_repo.list_usage, filter, limit, offset)

@@ -272,3 +272,20 @@ async def test_usage_shows_only_own_rows(gw) -> None:
     r = await gw.http.get("/api/usage", headers=bearer(ann_session), params={"limit": 2})
     assert r.json()["pagination"]["hasMore"] is True
     assert_error(await gw.http.get("/api/usage", headers=bearer(ann_session), params={"limit": "x"}), 400, "VALIDATION_ERROR")
+
+
+async def test_bad_login_bound_is_shared_by_replicas_through_redis(tmp_path) -> None:
+    import uuid
+
+    from tests.support.redis_server import redis_url_or_skip
+
+    base = dict(demo="on", redis_url=redis_url_or_skip(), secret_key="users-redis-" + uuid.uuid4().hex)
+    async with run_gateway(config(tmp_path / "a", **base)) as one, run_gateway(config(tmp_path / "b", **base)) as two:
+        email = f"ann-{uuid.uuid4().hex[:8]}@example.com"
+        await signup(one, email)
+        for i in range(10):
+            r = await (one if i % 2 else two).http.post("/api/auth/login", json={"email": email, "password": f"bad-{i}-pw"})
+            assert r.status_code == 401, r.text
+        for g in (one, two):
+            r = await g.http.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+            assert_error(r, 429, "RATE_LIMIT_EXCEEDED")

@@ -1,9 +1,10 @@
 """RELIABILITY A7: when every candidate fails, the gateway must not multiply the load.
 
 Retries (same-route and failover alike) in flight stay within 20% of the requests in flight
-(floor 3), so N concurrent requests cost at most 1.2 × N + 3 upstream attempts; once every
-breaker is open the caller gets 503 + Retry-After with no upstream call at all; and every such
-answer says `x-should-retry: false`, because our own retries are already spent.
+(floor 3), so N concurrent requests against a dead primary and a dead fallback cost at most
+1.2 × N + 3 upstream attempts; once every breaker is open the caller gets 503 + Retry-After
+with no upstream call at all; and every such answer says `x-should-retry: false`, because our
+own retries are already spent.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ N = 100
 
 
 @asynccontextmanager
-async def all_failing(tmp_path):
-    # A little latency, so the N requests really are in flight together.
-    overloaded = Reply(status=503, delay_s=0.05, message="The server is overloaded.")
+async def all_failing(tmp_path, delay_s: float = 0.0):
+    overloaded = Reply(status=503, delay_s=delay_s, message="The server is overloaded.")
     async with run_scripted(overloaded) as a, run_scripted(overloaded) as b:
         cfg = config(tmp_path, strategy="priority", providers=(
             provider("a", a.base_url, keys=("sk-a",)), provider("b", b.base_url, keys=("sk-b",), priority=1)))
@@ -30,7 +30,8 @@ async def all_failing(tmp_path):
 
 
 async def test_concurrent_requests_against_all_503_stay_within_the_retry_budget(tmp_path):
-    async with all_failing(tmp_path) as (gw, auth, a, b):
+    # Slow failures, so the N requests really are in flight together: the budget's worst case.
+    async with all_failing(tmp_path, delay_s=0.5) as (gw, auth, a, b):
         answers = await asyncio.gather(*(gw.http.post(CHAT, json=chat_body("gpt-4o-mini"), headers=auth) for _ in range(N)))
         attempts = len(a.calls) + len(b.calls)
         assert attempts <= 1.2 * N + 3, (len(a.calls), len(b.calls))
@@ -81,5 +82,6 @@ async def test_a_retry_refused_by_the_budget_ends_the_request_and_says_so():
             router.retry_budget_min, router.retry_budget_ratio = 0, 0.0  # no retries at all
             error, log = await chat(router)
             assert type(error).__name__ == "Unavailable"
-            assert log.header() == "a/a-k1=server(503), a/a-k1=retry_budget"
+            # No same-route retry either: the refusal is recorded against the candidate it would have tried.
+            assert log.header() == "a/a-k1=server(503), b/b-k1=retry_budget"
             assert len(a.calls) == 1 and b.calls == []

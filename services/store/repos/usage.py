@@ -108,3 +108,47 @@ def tokens_used_since(db: pw.Database, key_id: str, since: float) -> int:
 
 def _count() -> pw.Function:
     return pw.fn.COUNT(pw.SQL("*"))
+
+
+# RELIABILITY B7: the write-ahead marker of a request in flight, and what a dead one becomes.
+IN_FLIGHT = "in_flight"
+INTERRUPTED = "interrupted"
+_UPGRADABLE = (IN_FLIGHT, INTERRUPTED)
+
+
+def upsert_usage(db: pw.Database, rows: list[UsageRecord]) -> int:
+    """Insert rows; an existing row is replaced only when it is an `in_flight` marker (or a
+    marker already swept to `interrupted`) and the new row is a final one. Every other
+    conflict is a no-op, as in insert_usage: a final row is never overwritten, so replays stay
+    idempotent. Returns rows inserted or upgraded."""
+    latest: dict[str, UsageRecord] = {}
+    for row in rows:
+        if not row.request_id:
+            raise InvalidArgument("usage row without request_id")
+        seen = latest.get(row.request_id)
+        if seen is None or seen.status == IN_FLIGHT or row.status != IN_FLIGHT:
+            latest[row.request_id] = row  # one row per id per statement (PostgreSQL requires it)
+    values = [asdict(r) for r in latest.values()]
+    columns = [f for f in Usage._meta.sorted_fields if f.name != "request_id"]
+    update = {f: getattr(pw.EXCLUDED, f.column_name) for f in columns}
+    where = Usage.status.in_(_UPGRADABLE) & (pw.EXCLUDED.status != IN_FLIGHT)
+    written = 0
+    with write_txn(db):
+        for start in range(0, len(values), _CHUNK):
+            query = Usage.insert_many(values[start : start + _CHUNK]).on_conflict(
+                conflict_target=[Usage.request_id], update=update, where=where
+            )
+            written += int(query.as_rowcount().execute(db))
+    return written
+
+
+def interrupt_in_flight(db: pw.Database, owner: str, started_at: float, stale_before: float) -> int:
+    """Marks dead requests' markers `interrupted`: those `owner` (a restarted gateway's earlier
+    life) left before `started_at`, and anyone's older than `stale_before` (no request lives
+    that long). Returns how many."""
+    mine = (Usage.error == owner) & (Usage.created_at < started_at)
+    query = Usage.update(status=INTERRUPTED, error="interrupted: the gateway stopped before the request finished").where(
+        (Usage.status == IN_FLIGHT) & (mine | (Usage.created_at < stale_before))
+    )
+    with write_txn(db):
+        return int(query.execute(db))

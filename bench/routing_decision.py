@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""What the routing decision costs per request, in µs: CandidateIndex.resolve + strategy.order.
+
+Not a test: a micro-benchmark of the part of routing that runs before any upstream call, with a
+large configuration (by default 100 providers × 10 keys, all serving the requested model, so
+every request has 1,000 candidates). Two layouts:
+  flat    every provider at priority 0 (one level of 1,000 keys: the worst case for strategies
+          that shuffle or rotate the top level);
+  tiered  priority = provider index // 10 (10 levels of 100 keys: a typical failover ladder).
+Columns: `resolve` is the cached lookup (the first, uncached build is shown once per layout);
+`order` is strategy.order() alone; `plan` is Router.plan(), i.e. resolve + the latency fill the
+latency-aware strategies need + order, which is what a request pays.
+
+  .venv/bin/python bench/routing_decision.py                 # 100 × 10
+  .venv/bin/python bench/routing_decision.py --providers 10 --keys 2 --seconds 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from services.catalog.pricing import Catalog  # noqa: E402
+from services.clock import SystemClock  # noqa: E402
+from services.config.schema import Config, ProviderConfig, ProviderKeyConfig  # noqa: E402
+from services.limits.memory import MemoryLimiter  # noqa: E402
+from services.providers.upstreams import Upstreams  # noqa: E402
+from services.routing.candidates import CandidateIndex  # noqa: E402
+from services.routing.router import Router  # noqa: E402
+from services.routing.strategies import NAMES  # noqa: E402
+
+MODEL = "gpt-4o-mini"
+
+
+def build(providers: int, keys: int, tiered: bool) -> Config:
+    rng = random.Random(1)
+    return Config(strategy="priority", providers=tuple(
+        ProviderConfig(
+            name=f"p{i:03d}", kind="openai", base_url=f"http://127.0.0.1:9/{i}/v1",
+            keys=tuple(ProviderKeyConfig(id=f"p{i:03d}-k{j + 1}", secret=f"sk-{i}-{j}") for j in range(keys)),
+            models=(MODEL, f"model-{i}"), priority=i // 10 if tiered else 0, weight=float(rng.randint(1, 5)),
+        )
+        for i in range(providers)
+    ))
+
+
+def per_call_us(fn, seconds: float) -> float:
+    """Median of 5 timed batches, each about seconds / 5 long, in µs per call."""
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 0.02:  # calibrate
+        fn()
+        n += 1
+    batch = max(1, int(n * (seconds / 5) / 0.02))
+    samples = []
+    for _ in range(5):
+        t0 = time.perf_counter_ns()
+        for _ in range(batch):
+            fn()
+        samples.append((time.perf_counter_ns() - t0) / batch / 1000.0)
+    return statistics.median(samples)
+
+
+def run_layout(providers: int, keys: int, tiered: bool, seconds: float) -> None:
+    cfg = build(providers, keys, tiered)
+    index = CandidateIndex(cfg, Catalog.builtin())
+    t0 = time.perf_counter_ns()
+    views = index.resolve(MODEL)
+    cold_us = (time.perf_counter_ns() - t0) / 1000.0
+    clock = SystemClock()
+    router = Router(cfg, index, Upstreams(), MemoryLimiter(clock), clock, random.Random(7))
+    lat_rng = random.Random(3)
+    for v in views:  # every key measured, so least-latency and balanced have real work to do
+        router.latency.observe(v.target.key_id, lat_rng.uniform(50.0, 900.0))
+    layout = f"{'tiered' if tiered else 'flat'}: {providers} providers × {keys} keys = {len(views)} candidates"
+    print(f"\n{layout}; first (uncached) resolve {cold_us:,.0f} µs")
+    print(f"{'strategy':<15}{'resolve µs':>12}{'order µs':>12}{'plan µs':>12}")
+    resolve_us = per_call_us(lambda: index.resolve(MODEL), seconds)
+    rng = random.Random(7)
+    for name in NAMES:
+        strategy = router.strategy(name)
+        for v in views:
+            v.latency_ewma_ms = router.latency.get(v.target.key_id)
+        order_us = per_call_us(lambda: strategy.order(views, rng), seconds)
+        plan_us = per_call_us(lambda: router.plan(MODEL, "", name), seconds)
+        print(f"{name:<15}{resolve_us:>12.2f}{order_us:>12.1f}{plan_us:>12.1f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--providers", type=int, default=100)
+    ap.add_argument("--keys", type=int, default=10)
+    ap.add_argument("--seconds", type=float, default=0.5, help="timing per cell")
+    args = ap.parse_args()
+    print(f"Python {sys.version.split()[0]}; routing decision cost per request (median of 5 batches)")
+    for tiered in (False, True):
+        run_layout(args.providers, args.keys, tiered, args.seconds)
+
+
+if __name__ == "__main__":
+    main()
