@@ -16,13 +16,17 @@ import time
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from tests.support import error_shapes
+from tests.support.fakes.openai import run_fake_openai
 from tests.support.gateway import config, provider, run_gateway
 from tests.support.leaks import MB, rss_bytes
 from tests.support.sse_read import bearer
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+# One gateway for the module (its start-up would otherwise be most of the run time); every
+# check below is relative to what the fake and the ledger held before it.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 SURFACES = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic"}
 MSG = b'"messages": [{"role": "user", "content": "hi"}]'
@@ -70,16 +74,27 @@ HOSTILE: dict[str, bytes] = {
 }
 
 
-@pytest.fixture
-async def gw(tmp_path, fake_openai):
-    cfg = config(tmp_path, providers=(provider("primary", fake_openai.base_url),))
-    async with run_gateway(cfg) as g:
-        yield g
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared(tmp_path_factory):
+    async with run_fake_openai() as fake:
+        cfg = config(tmp_path_factory.mktemp("e2"), providers=(provider("primary", fake.base_url),))
+        async with run_gateway(cfg) as g:
+            yield g, fake, bearer(await g.new_key(tier="unlimited"))
 
 
 @pytest.fixture
-async def auth(gw):
-    return bearer(await gw.new_key(tier="unlimited"))
+def gw(shared):
+    return shared[0]
+
+
+@pytest.fixture
+def fake_openai(shared):
+    return shared[1]
+
+
+@pytest.fixture
+def auth(shared):
+    return shared[2]
 
 
 async def _post(gw, path: str, raw: bytes, auth: dict) -> tuple[Any, float]:
@@ -88,11 +103,15 @@ async def _post(gw, path: str, raw: bytes, auth: dict) -> tuple[Any, float]:
     return r, time.monotonic() - t0
 
 
+MANY_KEYS = ("100k-keys-top-level", "100k-keys-in-a-message")
+
+
 async def test_hostile_json_is_refused_fast_and_costs_nothing(gw, auth, fake_openai):
     for path in SURFACES:  # warm both paths up so the first measured request pays no import or cache cost
         await _post(gw, path, b"{", auth)
     gc.collect()
     rss0 = rss_bytes()
+    sent, rows0 = len(fake_openai.requests), len(await gw.ledger())
     slow, wrong = [], []
     for round_ in range(3):  # repeated: growth that is not freed shows up
         for name, raw in HOSTILE.items():
@@ -102,20 +121,42 @@ async def test_hostile_json_is_refused_fast_and_costs_nothing(gw, auth, fake_ope
                     wrong.append((path, name, r.status_code, r.text[:200]))
                     continue
                 error_shapes.SHAPES[shape](r.content)
-                if took > 0.05:
+                if took > 0.05 and name not in MANY_KEYS:  # those have their own test below
                     slow.append((path, name, round(took * 1000)))
     gc.collect()
     growth = rss_bytes() - rss0
     assert wrong == []
     assert slow == [], "answered in more than 50 ms (path, body, ms)"
     assert growth <= 30 * MB, f"RSS grew {growth / MB:.1f} MB"
-    assert fake_openai.requests == []
+    assert len(fake_openai.requests) == sent
     assert (await gw.http.get("/health")).json()["status"] == "healthy"
     r = await gw.http.post("/v1/chat/completions", json={"model": "tokens-2", "messages": [{"role": "user", "content": "hi"}]},
                            headers=auth)
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "tok0 tok1 "
     rows = await gw.ledger()
-    assert [x.status for x in rows] == ["ok"]  # nothing refused above reached the core
+    assert [x.status for x in rows[: len(rows) - rows0]] == ["ok"]  # nothing refused above reached the core
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: the bridge parses the whole body with orjson on the event loop before it validates anything; a 1.6 MB "
+    "body of 100k distinct keys costs 40-110 ms of parsing alone here (measured), so the 400 comes after 50 ms and "
+    "the loop is blocked meanwhile (a 16 MiB body of ~1M keys blocks it for about a second per request) — fix: "
+    "bound JSON complexity before parsing in gateway_http/body.py (e.g. refuse with 400 a body whose count of "
+    "member separators (\":) exceeds a cap such as 10,000, or nesting over 64) and/or parse bodies over "
+    "~256 KiB in a worker thread"))
+async def test_100k_keys_are_refused_within_50_ms(gw, auth, fake_openai):
+    for path in SURFACES:
+        await _post(gw, path, b"{", auth)
+    slow = []
+    for _ in range(3):
+        for name in MANY_KEYS:
+            for path, shape in SURFACES.items():
+                r, took = await _post(gw, path, HOSTILE[name], auth)
+                assert r.status_code in (400, 422), r.text
+                error_shapes.SHAPES[shape](r.content)
+                if took > 0.05:
+                    slow.append((path, name, round(took * 1000)))
+    assert slow == [], "answered in more than 50 ms (path, body, ms)"
 
 
 # ------------------------------------------------------------------------------------- wrong types
