@@ -10,6 +10,7 @@ from aiohttp import web
 from gateway_http.anthropic import routes as anthropic_routes
 from gateway_http.middleware import guard
 from gateway_http.native import routes as native_routes
+from gateway_http import openapi
 from gateway_http.openai import routes as openai_routes
 from gateway_http.seeds import admin, health
 from gateway_http.seeds import api, inference, router_status, ws
@@ -38,5 +39,6 @@ def make_app(
     inference.add_routes(app)
     router_status.add_routes(app)
     ws.add_routes(app)
+    openapi.add_routes(app)
     app.router.add_get("/api/health", health.health)
     return app

@@ -33,6 +33,7 @@ class Metrics:
                                 ["provider", "key_id", "outcome"], registry=self.registry)
         self.registry.register(_StateCollector(app))
         self._children: dict[tuple, tuple] = {}
+        self._attempt_children: dict[tuple[str, str, str], Any] = {}  # labels() once per label set
 
     def on_row(self, r: UsageRecord) -> None:
         model = r.model if r.provider else "unrouted"
@@ -56,7 +57,13 @@ class Metrics:
         lat.observe(r.latency_ms / 1000.0)
 
     def on_attempt(self, a: AttemptRecord) -> None:
-        self.attempts.labels(a.provider, a.key_id, a.outcome).inc()
+        key = (a.provider, a.key_id, a.outcome)
+        child = self._attempt_children.get(key)
+        if child is None:
+            if len(self._attempt_children) > 5000:
+                self._attempt_children.clear()
+            child = self._attempt_children[key] = self.attempts.labels(*key)
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

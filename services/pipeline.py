@@ -119,11 +119,11 @@ class Pipeline:
         budget = self.request_timeout_s if time_remaining is None else min(time_remaining, self.request_timeout_s)
         return self.clock.monotonic() + budget
 
-    async def _admit(self, p: Principal, estimate: int) -> Admission:
+    async def _admit(self, p: Principal, estimate: int, out: Outcome) -> Admission:
         if self.ledger.full:
             # RELIABILITY D6: the store is behind; refuse new work rather than drop rows.
             raise E.Unavailable("usage ledger backlog is full; retry shortly", reason="LEDGER_BACKLOG", retry_after_s=1.0)
-        return await self.quotas.admit(p, estimate)
+        return await self.quotas.admit(p, estimate, out.created)
 
     def _open(self, p: Principal, model: str, surface: str, out: Outcome) -> None:
         """The request's write-ahead placeholder (RELIABILITY B7); its final row replaces it."""
@@ -140,7 +140,7 @@ class Pipeline:
         status, usage, error = "error", Usage(estimated=True), ""
         self._open(p, req.model, req.surface, out)
         try:
-            adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256))
+            adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
             out.decision = adm.decision
             result = await self.router.chat(req, deadline, out.route)
             usage = result.usage
@@ -176,7 +176,7 @@ class Pipeline:
         finish = ""
         self._open(p, req.model, req.surface, out)
         try:
-            adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256))
+            adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
             out.decision = adm.decision
             started = False
             async for batch in self.router.stream(req, deadline, out.route):
@@ -220,7 +220,7 @@ class Pipeline:
         status, usage, error = "error", Usage(est, 0, estimated=True), ""
         self._open(p, req.model, req.surface, out)
         try:
-            adm = await self._admit(p, est)
+            adm = await self._admit(p, est, out)
             out.decision = adm.decision
             result = await self.router.embed(req, deadline, out.route)
             usage = result.usage if not result.usage.estimated and result.usage.prompt_tokens else usage
@@ -254,7 +254,7 @@ class Pipeline:
         status, error = "error", ""
         self._open(p, req.model, req.surface, out)
         try:
-            adm = await self._admit(p, req.prompt_estimate + req.max_tokens)
+            adm = await self._admit(p, req.prompt_estimate + req.max_tokens, out)
             out.decision = adm.decision
             ex = await relay.open(req, deadline, out.route)
             yield ForwardStarted(out, ex)
@@ -341,6 +341,8 @@ def _with_limits(e: E.TollgateError, decision: Decision | None) -> None:
 def _status_of(e: E.TollgateError) -> str:
     if isinstance(e, E.ResourceExhausted) and e.reason == "RATE_LIMIT_EXCEEDED":
         return "rate_limited"
+    if e.reason in ("LIMITER_UNAVAILABLE", "LEDGER_BACKLOG"):
+        return "unavailable"  # our own dependency refused it (C4 closed, D6), no upstream was tried
     if isinstance(e, E.DeadlineExceeded):
         return "deadline_exceeded"
     if e.reason == "UPSTREAM_STREAM_BROKEN":

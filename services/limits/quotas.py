@@ -10,8 +10,9 @@ empty (a new period, a FLUSHALL, a restarted in-process limiter, a fallback limi
 took over) makes one caller per subject and period — a marker counter with limit 1, atomic on
 the limiter itself, so one across replicas too — seed the day's and month's counters from the
 ledger (tokens since the period began; requests for the requests/day counter). The reservation
-that noticed is then re-checked against the rebuilt counter, so the overshoot is at most the
-reservations already in flight when the counters vanished.
+that noticed, and any taken while the rebuild ran, are then taken again against the rebuilt
+counter, so the overshoot is at most what was in flight when the counters vanished (on Redis, a
+reservation whose reply overtakes the first one's; in the test, none).
 
 Limiter round trips per gateway are bounded (`max_inflight`) when the limiter is shared: a burst
 waits here, not inside a limiter call whose timeout would read the wait as a dead backend.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -43,15 +45,17 @@ MESSAGES = {
     "tpm_month": "Monthly token limit exceeded",
 }
 REBUILT = ".rebuilt"  # marker rule suffix: "tpd.rebuilt" counts 1 per subject and period
+RECENT_S = 2.0  # how long admissions are remembered for telling old counters' requests from new ones
+RECENT_MAX = 2048
 MAX_INFLIGHT = 32  # limiter calls in flight per gateway (the Redis pool holds 64 connections)
 
 
 class History(Protocol):
     """What counters are rebuilt from: the ledger (metering/ledger.py)."""
 
-    async def tokens_since(self, key_id: str, since: float) -> int: ...
+    async def tokens_since(self, key_id: str, since: float, until: float | None = None) -> int: ...
 
-    async def requests_since(self, key_id: str, since: float) -> int: ...
+    async def requests_since(self, key_id: str, since: float, until: float | None = None) -> int: ...
 
 
 @dataclass(slots=True)
@@ -80,7 +84,9 @@ class Quotas:
         self.set_tiers(tiers, tz)
         self._history: History | None = None
         self._now: Callable[[], float] | None = None
-        self._rebuilding: dict[str, asyncio.Future[None]] = {}
+        self._rebuilding: dict[str, asyncio.Future[bool]] = {}  # subject -> its rebuild in progress
+        # subject -> (loop time the reservation came back, the request's start): recent admissions.
+        self._recent: dict[str, deque[tuple[float, float]]] = {}
         # An in-process limiter answers without awaiting: nothing to bound.
         self._gate = None if isinstance(limiter, MemoryLimiter) else asyncio.Semaphore(MAX_INFLIGHT)
         self.rebuilds = 0  # counters seeded from the ledger (tests, status pages)
@@ -112,7 +118,9 @@ class Quotas:
     def token_rules(self, tier: str) -> tuple[Rule, ...]:
         return self._token_rules.get(tier, ())
 
-    async def admit(self, p: Principal, token_estimate: int) -> Admission:
+    async def admit(self, p: Principal, token_estimate: int, started_at: float | None = None) -> Admission:
+        """Counts the request and reserves its token estimate; `started_at` (the ledger row's
+        created_at) tells, should the counter turn out to be lost, which rows it already holds."""
         rules = self._request_rules.get(p.tier, ())
         decision = None
         if rules:
@@ -124,14 +132,17 @@ class Quotas:
         if tok:
             pending = self._rebuilding.get(p.subject)
             if pending is not None:
-                await asyncio.shield(pending)  # let the counters be rebuilt before counting against them
+                await asyncio.shield(pending)  # count against the rebuilt counters, not the empty ones
             amount = max(1, token_estimate)
+            sent = asyncio.get_running_loop().time()
             tdec, reservation = await self._call(lambda: self.limiter.reserve(p.subject, tok, amount))
             if reservation is None:
                 # The request slot stays counted: a refused request still counts as a request (seed 000).
                 raise _exhausted(p, tdec)
-            if tdec.used == amount and self._history is not None:
-                await self._after_empty_counter(p, tok, reservation)
+            if self._history is not None:
+                until = self._remember(p.subject, sent, started_at)
+                if tdec.used == amount or p.subject in self._rebuilding:
+                    reservation = await self._recount(p, tok, amount, reservation, until)
         return Admission(decision, reservation)
 
     async def finish(self, adm: Admission, used_tokens: int) -> None:
@@ -145,27 +156,53 @@ class Quotas:
 
     # -- C5: counters rebuilt from the ledger -------------------------------------------------------
 
-    async def _after_empty_counter(self, p: Principal, tok: tuple[Rule, ...], reservation: Reservation) -> None:
-        """Our reservation found the token counter empty: rebuild what the ledger knows, then
-        check that our reservation still fits (else give it back and refuse)."""
-        fut = asyncio.get_running_loop().create_future()
-        self._rebuilding[p.subject] = fut
-        try:
-            seeded = await self._rebuild(p, tok)
-        finally:
-            if self._rebuilding.get(p.subject) is fut:
-                del self._rebuilding[p.subject]
-            fut.set_result(None)
-        if not seeded:
-            return
-        after = await self._call(lambda: self.limiter.peek(p.subject, tok))
-        if after.used > after.limit > 0:
-            await self._call(lambda: self.limiter.release(reservation))
-            raise _exhausted(p, Decision(False, after.rule, after.limit, 0, after.used, after.reset_at,
-                                         max(0.001, after.reset_at - self._now())))
+    def _remember(self, subject: str, sent: float, started_at: float | None) -> float:
+        """Notes this admission; returns the earliest start among requests whose reservation came
+        back after ours was sent (ours included). Should our reservation be the first on an empty
+        counter, those may already be in the new counter, and every earlier request is not: the
+        ledger rows the counter is rebuilt from are the ones started before that instant."""
+        now = asyncio.get_running_loop().time()
+        start = self._now() if started_at is None else started_at
+        recent = self._recent.get(subject)
+        if recent is None:
+            recent = self._recent[subject] = deque(maxlen=RECENT_MAX)
+        while recent and recent[0][0] < now - RECENT_S:
+            recent.popleft()
+        recent.append((now, start))
+        if len(self._recent) > RECENT_MAX:  # subjects come and go: forget the idle ones
+            for key in [k for k, q in self._recent.items() if not q or q[-1][0] < now - RECENT_S]:
+                del self._recent[key]
+        return min(s for t, s in recent if t >= sent)
 
-    async def _rebuild(self, p: Principal, tok: tuple[Rule, ...]) -> bool:
-        """Seeds each lost counter once per period (a marker decides who); True if any was seeded."""
+    async def _recount(self, p: Principal, tok: tuple[Rule, ...], amount: int, reservation: Reservation,
+                       until: float) -> Reservation:
+        """Our reservation found the token counter empty, or was taken while it was being rebuilt:
+        rebuild it from the ledger (the first one here does), then take the reservation again
+        against the rebuilt counter, so that it fits or is refused like any other."""
+        fut = self._rebuilding.get(p.subject)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._rebuilding[p.subject] = fut
+            seeded = False
+            try:
+                seeded = await self._rebuild(p, tok, until)
+            finally:
+                if self._rebuilding.get(p.subject) is fut:
+                    del self._rebuilding[p.subject]
+                fut.set_result(seeded)
+        else:
+            seeded = await asyncio.shield(fut)
+        if not seeded:
+            return reservation
+        await self._call(lambda: self.limiter.release(reservation))
+        tdec, again = await self._call(lambda: self.limiter.reserve(p.subject, tok, amount))
+        if again is None:
+            raise _exhausted(p, tdec)
+        return again
+
+    async def _rebuild(self, p: Principal, tok: tuple[Rule, ...], until: float) -> bool:
+        """Seeds each lost counter once per period (a marker decides who) with what the ledger has
+        for requests started before `until`; True if any was seeded."""
         assert self._history is not None and self._now is not None
         now = self._now()
         rpd = tuple(r for r in self._request_rules.get(p.tier, ()) if r.period)
@@ -180,9 +217,9 @@ class Quotas:
                     continue  # this period's counter was seeded already (here or by another replica)
                 since = period_start(rule.period, now, rule.tz)
                 if rule in tok:
-                    spent = await self._history.tokens_since(p.key_id, since)
+                    spent = await self._history.tokens_since(p.key_id, since, until)
                 else:
-                    spent = await self._history.requests_since(p.key_id, since)
+                    spent = await self._history.requests_since(p.key_id, since, until)
                 if spent <= 0:
                     continue
                 _, hold = await self._call(lambda: self.limiter.reserve(p.subject, (rule,), 0))

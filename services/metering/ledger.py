@@ -174,25 +174,29 @@ class Ledger:
     def has_history(self) -> bool:
         return self._store is not None
 
-    async def tokens_since(self, key_id: str, since: float) -> int:
-        """Prompt + completion tokens `key_id` spent since `since`: the store's sum plus rows not yet written."""
+    async def tokens_since(self, key_id: str, since: float, until: float | None = None) -> int:
+        """Prompt + completion tokens of `key_id`'s requests started in [since, until): the store's
+        sum plus rows not yet written."""
         async with self._lock:  # no batch is half-written while we add the two up
-            total = await self._store.tokens_used_since(key_id, since)
-            total += sum(r.prompt_tokens + r.completion_tokens for r in self._buf.values()
-                         if r.key_id == key_id and r.created_at >= since)
-        return int(total)
+            totals = await self._store.usage_totals(UsageFilter(key_id=key_id, since=since, until=until))
+            total = int(totals["prompt_tokens"]) + int(totals["completion_tokens"])
+            total += sum(r.prompt_tokens + r.completion_tokens for r in self._buffered(key_id, since, until))
+        return total
 
-    async def requests_since(self, key_id: str, since: float) -> int:
-        """Requests `key_id` made since `since` that counted against its request quota
+    async def requests_since(self, key_id: str, since: float, until: float | None = None) -> int:
+        """`key_id`'s requests started in [since, until) that counted against its request quota
         (refused ones did not), written or buffered; a placeholder counts as its request."""
         async with self._lock:
-            totals = await self._store.usage_totals(UsageFilter(key_id=key_id, since=since))
+            totals = await self._store.usage_totals(UsageFilter(key_id=key_id, since=since, until=until))
             n = int(totals["requests"]) - int(totals["by_status"].get("rate_limited", 0))
             # A buffered final row whose placeholder is already in the store was counted there.
-            n += sum(1 for rid, r in self._buf.items()
-                     if r.key_id == key_id and r.created_at >= since and r.status != "rate_limited"
-                     and rid not in self._upgrading)
+            n += sum(1 for r in self._buffered(key_id, since, until)
+                     if r.status != "rate_limited" and r.request_id not in self._upgrading)
         return n
+
+    def _buffered(self, key_id: str, since: float, until: float | None) -> list[UsageRecord]:
+        return [r for r in self._buf.values()
+                if r.key_id == key_id and r.created_at >= since and (until is None or r.created_at < until)]
 
     # -- the background task -----------------------------------------------------------------------
 

@@ -103,11 +103,11 @@ class OpenAIAdapter:
                     if not data and cut is None:
                         break
                     batch: list[Chunk] = []
-                    for ev in parser.feed(data):
-                        if ev.data == b"[DONE]":
+                    for ev in parser.feed_data(data):  # event names carry nothing here
+                        if ev == b"[DONE]":
                             done = True
                             continue
-                        chunk = parse_stream_event(ev.data)
+                        chunk = parse_stream_event(ev)
                         if chunk is not None:
                             batch.append(chunk)
                     if batch:

@@ -28,6 +28,32 @@ class SSEParser:
         self._started = False
 
     def feed(self, data: bytes) -> list[Event]:
+        events: list[Event] = []
+        append = events.append
+        for block in self._blocks(data):
+            if block[:6] == b"data: " and b"\n" not in block:
+                append(Event("", block[6:]))  # _parse_block's fast path, inlined: once per token
+            else:
+                ev = _parse_block(block)
+                if ev is not None:
+                    append(ev)
+        return events
+
+    def feed_data(self, data: bytes) -> list[bytes]:
+        """feed() for streams whose event names carry nothing (OpenAI's): only each event's data."""
+        out: list[bytes] = []
+        append = out.append
+        for block in self._blocks(data):
+            if block[:6] == b"data: " and b"\n" not in block:
+                append(block[6:])
+            else:
+                ev = _parse_block(block)
+                if ev is not None:
+                    append(ev.data)
+        return out
+
+    def _blocks(self, data: bytes) -> list[bytes]:
+        """The complete event blocks (LF-normalised, without their blank line) this read ends."""
         if not self._started and data:
             self._started = True
             if data.startswith(b"\xef\xbb\xbf"):
@@ -60,16 +86,7 @@ class SSEParser:
         if len(rest) > self._max:
             raise ValueError("SSE event larger than the limit")
         self._buf = rest
-        events: list[Event] = []
-        append = events.append
-        for block in blocks:
-            if block[:6] == b"data: " and b"\n" not in block:
-                append(Event("", block[6:]))  # _parse_block's fast path, inlined: once per token
-            else:
-                ev = _parse_block(block)
-                if ev is not None:
-                    append(ev)
-        return events
+        return blocks
 
     def close(self) -> list[Event]:
         """End of stream: an unterminated final event still counts (some upstreams omit the blank line)."""

@@ -86,7 +86,7 @@ async def test_silent_primary_with_a_short_per_try_timeout_and_no_fallback_is_50
         r = await gw.http.post(CHAT, json=chat_body("gpt-4o-mini"), headers=auth)
         took = time.monotonic() - t0
         assert r.status_code == 504, r.text  # a timeout everywhere is a gateway timeout, not an outage
-        assert 1.0 <= took < 1.5, took
+        assert 1.0 <= took < 2.0, took
         assert len(primary.calls) == 1
 
 

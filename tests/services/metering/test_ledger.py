@@ -46,3 +46,63 @@ async def test_interrupt_in_flight_marks_own_and_stale(make_store):
     # The final row of an `interrupted` request still lands (the process was only slow).
     await store.upsert_usage([row("a", "ok", 4)])
     assert {r.request_id: r.status for r in await store.list_usage(UsageFilter())}["a"] == "ok"
+
+
+async def test_placeholders_are_written_only_for_long_requests_and_replaced(make_store):
+    store = await make_store()
+    ledger = Ledger(store.insert_usage, flush_s=3600, open_after_s=0.2)
+    assert ledger.tracks_open and ledger.owner == owner_tag(str(store._data_dir))
+    ledger.open(row("short", tokens=0))
+    ledger.record(row("short"))  # ended before any flush: its placeholder never costs a write
+    ledger.open(row("long", tokens=0))
+    await ledger.flush()
+    assert {r.request_id: r.status for r in await store.list_usage(UsageFilter())} == {"short": "ok"}
+    await asyncio.sleep(0.25)
+    await ledger.flush()
+    [marker] = [r for r in await store.list_usage(UsageFilter()) if r.request_id == "long"]
+    assert (marker.status, marker.error, marker.estimated) == ("in_flight", ledger.owner, True)
+    # Counted as a request (it is one) while it runs, without tokens.
+    assert await ledger.requests_since("ak_1", 0) == 2
+    ledger.record(row("long", tokens=3))
+    assert await ledger.requests_since("ak_1", 0) == 2  # the buffered final row is not counted twice
+    assert await ledger.tokens_since("ak_1", 0) == 20 + 6  # store + buffer
+    await ledger.flush()
+    rows = {r.request_id: r for r in await store.list_usage(UsageFilter())}
+    assert len(rows) == 2 and (rows["long"].status, rows["long"].prompt_tokens) == ("ok", 3)
+
+
+async def test_a_restarted_ledger_marks_its_earlier_lifes_placeholders_interrupted(make_store):
+    store = await make_store()
+    first = Ledger(store.insert_usage, flush_s=0.01, open_after_s=0.0)
+    first.now = lambda: 1_000.0
+    first.open(row("dead", tokens=0, at=990.0))
+    await first.flush()  # written, then the process "dies": no final row, no close()
+    assert [r.status for r in await store.list_usage(UsageFilter())] == ["in_flight"]
+
+    second = Ledger(store.insert_usage, flush_s=0.01)
+    second.now = lambda: 2_000.0
+    second.start()
+    try:
+        for _ in range(100):
+            if second.interrupted:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await second.close()
+    assert second.interrupted == 1
+    [r] = await store.list_usage(UsageFilter())
+    assert (r.request_id, r.status) == ("dead", "interrupted")
+
+
+async def test_a_ledger_without_a_store_behind_it_writes_no_placeholders():
+    written: list[UsageRecord] = []
+
+    async def insert(rows: list[UsageRecord]) -> int:
+        written.extend(rows)
+        return len(rows)
+
+    ledger = Ledger(insert, open_after_s=0.0)
+    ledger.open(row("a", tokens=0))
+    ledger.record(row("b"))
+    await ledger.flush()
+    assert [r.request_id for r in written] == ["b"] and not ledger.has_history

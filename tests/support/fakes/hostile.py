@@ -66,6 +66,7 @@ def meant(model: str) -> str:
 class Seen:
     method: str
     path: str
+    query: str
     headers: list[tuple[str, str]]  # as received, duplicates and order kept
     body: bytes
 
@@ -175,7 +176,7 @@ def stream_pieces(model: str) -> list[bytes]:
 def make_app(state: Hostile) -> web.Application:
     async def any_request(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
-        state.requests.append(Seen(request.method, request.path, list(request.headers.items()), raw))
+        state.requests.append(Seen(request.method, request.path, request.query_string, list(request.headers.items()), raw))
         path = request.path
         try:
             body = orjson.loads(raw) if raw else {}
@@ -245,11 +246,12 @@ async def _chat(request: web.Request, state: Hostile, body: dict) -> web.StreamR
 async def _pieces(request: web.Request, state: Hostile, model: str, pieces: list[bytes]) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
+    pause = PAUSE_S if model in STREAM_FAULTS else 0.0  # a normal answer need not be read piece by piece
     try:
         for p in pieces:
             await resp.write(p)
             state.sent[model] = state.sent.get(model, 0) + len(p)
-            await asyncio.sleep(PAUSE_S)
+            await asyncio.sleep(pause)
     except (asyncio.CancelledError, ConnectionResetError):
         state.disconnects += 1
         raise
