@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from services.auth.authenticator import Authenticator
 from services.auth.sealing import Sealer, key_id as seal_key_id
 from services.auth.secrets import derive, load_or_create_secret
+from services.auth.sessions import Sessions
 from services.catalog.pricing import Catalog
 from services.catalog.views import ModelCatalog
 from services.clock import Clock, SystemClock
@@ -32,6 +33,7 @@ from services.pipeline import Pipeline
 from services.providers.upstreams import Upstreams
 from services.routing.candidates import CandidateIndex
 from services.routing.router import Router
+from services.routing.user_keys import UserKeys
 from services.store.records import TierRecord
 from services.store.store import Store
 
@@ -65,10 +67,12 @@ class App:
         self.models = ModelCatalog(self.catalog, self.index)
         self.upstreams = Upstreams()
         self.metrics: Metrics | None = None
-        self.router = Router(config, self.index, self.upstreams, self.limiter, clock, rng)
+        self.user_keys = UserKeys(self.store, clock, catalog=self.catalog, quota_tz=config.quota_timezone)
+        self.router = Router(config, self.index, self.upstreams, self.limiter, clock, rng, user_keys=self.user_keys)
         self.ledger = Ledger(self.store.insert_usage, flush_s=config.ledger_flush_s)
         self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s)
-        self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "")
+        self.sessions = Sessions(derive(secret, "session"), clock)
+        self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)
         self.admin_key = AdminKeyInfo("env")
         self.metrics = Metrics(self)
         self.ledger.on_row(self.metrics.on_row)

@@ -142,7 +142,7 @@ class Pipeline:
         try:
             adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
             out.decision = adm.decision
-            result = await self.router.chat(req, deadline, out.route)
+            result = await self.router.chat(req, deadline, out.route, user_id=p.user_id)
             usage = result.usage
             if usage.estimated or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
                 usage = Usage(prompt_est, estimate_text(result.text) + sum(estimate_text(t.arguments) for t in result.tool_calls), estimated=True)
@@ -179,7 +179,7 @@ class Pipeline:
             adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
             out.decision = adm.decision
             started = False
-            async for batch in self.router.stream(req, deadline, out.route):
+            async for batch in self.router.stream(req, deadline, out.route, user_id=p.user_id):
                 if not started:
                     started = True
                     yield StreamStarted(out)
@@ -222,7 +222,7 @@ class Pipeline:
         try:
             adm = await self._admit(p, est, out)
             out.decision = adm.decision
-            result = await self.router.embed(req, deadline, out.route)
+            result = await self.router.embed(req, deadline, out.route, user_id=p.user_id)
             usage = result.usage if not result.usage.estimated and result.usage.prompt_tokens else usage
             status = "ok"
             return result, out

@@ -6,7 +6,6 @@ uses by default; both paths run identical servicer code.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 

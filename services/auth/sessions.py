@@ -20,9 +20,7 @@ import hmac
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
 
-from services.auth.secrets import PURPOSE_SESSION, derive, load_or_create_secret
 from services.clock import Clock
 
 PREFIX = "tgs_"
@@ -112,21 +110,6 @@ def _is_b64(text: str) -> bool:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def install(app: Any) -> Sessions:
-    """The app's Sessions, built once from the server secret and handed to its authenticator.
-
-    Until App builds Sessions itself (see the report on issue 7), KeyService's factory calls
-    this; it reads the same secret App read (env value or `{data_dir}/secret.key`).
-    """
-    existing = getattr(app.auth, "sessions", None)
-    if existing is not None:
-        return existing
-    secret = load_or_create_secret(app.config.data_dir, app.config.secret_key or None)
-    sessions = Sessions(derive(secret, PURPOSE_SESSION), app.clock)
-    app.auth.sessions = sessions
-    return sessions
 
 
 _B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")

@@ -168,7 +168,7 @@ async def _send(
     headers = _headers(call.api_key, accept)
     try:
         async with asyncio.timeout_at(deadline):
-            return await call.session.request(method, url, data=payload, headers=headers)
+            return await call.session.request(method, url, data=payload, headers=headers, allow_redirects=False)
     except TimeoutError:
         raise UpstreamFailure("timeout", 0, why) from None
     except (aiohttp.ClientError, OSError) as exc:

@@ -42,7 +42,8 @@ class OpenAIAdapter:
         url = call.target.base_url.rstrip("/") + "/chat/completions"
         try:
             timeout = aiohttp.ClientTimeout(total=call.timeout_s)
-            async with call.session.post(url, data=orjson.dumps(body), headers=self.headers(call), timeout=timeout) as resp:
+            async with call.session.post(url, data=orjson.dumps(body), headers=self.headers(call), timeout=timeout,
+                                         allow_redirects=False) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
                     raise self.classify(resp.status, resp.headers, raw)
@@ -80,7 +81,8 @@ class OpenAIAdapter:
         # the yields below would cancel the consumer's code instead (async generator hazard).
         timeout = aiohttp.ClientTimeout(total=call.timeout_s)
         try:
-            async with call.session.post(url, data=orjson.dumps(body), headers=self.headers(call), timeout=timeout) as resp:
+            async with call.session.post(url, data=orjson.dumps(body), headers=self.headers(call), timeout=timeout,
+                                         allow_redirects=False) as resp:
                 if resp.status != 200:
                     raise self.classify(resp.status, resp.headers, await resp.content.read(65536))
                 first = True
@@ -133,7 +135,8 @@ class OpenAIAdapter:
         url = call.target.base_url.rstrip("/") + "/embeddings"
         try:
             timeout = aiohttp.ClientTimeout(total=call.timeout_s)
-            async with call.session.post(url, data=orjson.dumps(body), headers=self.headers(call), timeout=timeout) as resp:
+            async with call.session.post(url, data=orjson.dumps(body), headers=self.headers(call), timeout=timeout,
+                                         allow_redirects=False) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
                     raise self.classify(resp.status, resp.headers, raw)

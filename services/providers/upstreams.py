@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from services.auth.ssrf import guarded_socket_factory
 from services.providers.anthropic import AnthropicAdapter
 from services.providers.base import Adapter
 from services.providers.demo import DemoAdapter
@@ -37,12 +38,17 @@ class Upstreams:
             raise KeyError(kind)
         return self.adapters[k.wire]
 
-    def session(self, base_url: str) -> aiohttp.ClientSession:
+    def session(self, base_url: str, guarded: bool = False) -> aiohttp.ClientSession:
+        """`guarded`: a user-supplied URL; its own pool, whose sockets never open to a private,
+        loopback or link-local address, whatever DNS says now or a redirect names (F8)."""
         parts = urlsplit(base_url) if base_url else None
         origin = f"{parts.scheme}://{parts.netloc}" if parts else "local"
+        if guarded:
+            origin = "user:" + origin
         s = self._sessions.get(origin)
         if s is None or s.closed:
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=self._limit, ttl_dns_cache=300, keepalive_timeout=30)
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=self._limit, ttl_dns_cache=300, keepalive_timeout=30,
+                                             socket_factory=guarded_socket_factory if guarded else None)
             # Per-try timeouts are set on each request; the session-wide one is only a backstop.
             s = aiohttp.ClientSession(
                 connector=connector,

@@ -40,6 +40,7 @@ from services.routing.cooldown import Cooldowns
 from services.routing.latency import LatencyTracker
 from services.routing.strategies import make_strategy, canonical_name
 from services.routing.strategies.base import CandidateView, Strategy
+from services.routing.user_keys import UserKeys
 
 AUTH_DISABLE_S = 3600.0
 KEY_BUSY_RETRY_S = 1.0  # what a caller turned away by a per-key concurrency cap is told to wait (A8)
@@ -47,7 +48,7 @@ RETRY_BUDGET_RATIO = 0.2  # RELIABILITY defaults: retries in flight ≤ 20% of r
 RETRY_BUDGET_MIN = 3  # ... but at least 3, so a quiet gateway still retries (Envoy's retry_budget)
 
 # Outcomes that are skips, not tries: they cost the upstream nothing and do not count as attempts.
-SKIPS = frozenset({"breaker_open", "cooldown", "key_rate_limited", "key_busy", "retry_budget"})
+SKIPS = frozenset({"breaker_open", "cooldown", "key_rate_limited", "key_busy", "retry_budget", "key_unavailable"})
 
 
 @dataclass(slots=True)
@@ -106,8 +107,10 @@ class Router:
         clock: Clock,
         rng: random.Random,
         on_attempt: Callable[[AttemptRecord], None] | None = None,
+        user_keys: UserKeys | None = None,
     ) -> None:
         self.cfg = cfg
+        self.user_keys = user_keys  # issue 7: users' own provider keys, tried before the gateway's
         self.index = index
         self.upstreams = upstreams
         self.limiter = limiter
@@ -157,16 +160,34 @@ class Router:
             s = self._strategies[name] = make_strategy(name)
         return s
 
-    def plan(self, model: str, provider_hint: str, strategy_name: str) -> tuple[str, list[CandidateView]]:
+    def plan(self, model: str, provider_hint: str, strategy_name: str,
+             own: list[CandidateView] = ()) -> tuple[str, list[CandidateView]]:
+        """`own`: the caller's own provider keys (UserKeys), placed before the gateway's (seed 001)."""
         try:
             strategy = self.strategy(strategy_name)
         except ValueError as e:
             raise E.InvalidArgument(str(e), reason="UNKNOWN_STRATEGY", metadata={"strategy": strategy_name}) from None
-        views = self.index.resolve(model, provider_hint)
+        try:
+            views = self.index.resolve(model, provider_hint)
+        except (E.NotFound, E.InvalidArgument):
+            if not own:
+                raise
+            views = []  # a model (or provider) only the user's own keys serve
         if strategy.name in ("least-latency", "balanced"):
-            for v in views:
+            for v in (*own, *views):
                 v.latency_ewma_ms = self.latency.get(v.target.key_id)
-        return strategy.name, strategy.order(views, self.rng) if len(views) > 1 else views
+        ordered = strategy.order(views, self.rng) if len(views) > 1 else views
+        if own:
+            ordered = (strategy.order(list(own), self.rng) if len(own) > 1 else list(own)) + ordered
+        return strategy.name, ordered
+
+    async def _own(self, user_id: str, model: str, provider_hint: str) -> list[CandidateView]:
+        """The caller's own candidates; only ever that user's keys (RELIABILITY F5)."""
+        if self.user_keys is None or not user_id:
+            return []
+        views = await self.user_keys.candidates(user_id, model)
+        hint = "" if provider_hint in ("", "auto") else provider_hint
+        return [v for v in views if not hint or hint in (v.target.kind, v.target.provider)]
 
     @property
     def in_flight(self) -> tuple[int, int]:
@@ -175,21 +196,22 @@ class Router:
 
     # ------------------------------------------------------------------ unary
 
-    async def chat(self, req: ChatRequest, deadline: float, log: RouteLog) -> ChatResult:
+    async def chat(self, req: ChatRequest, deadline: float, log: RouteLog, user_id: str = "") -> ChatResult:
         async def attempt(call: Call) -> ChatResult:
             return await self.upstreams.adapter(call.target.kind).chat(req, call)
 
-        return await self._run(req.model, req.route.provider, req.route.strategy, deadline, log, attempt)
+        return await self._run(req.model, req.route.provider, req.route.strategy, deadline, log, attempt, user_id)
 
-    async def embed(self, req: EmbedRequest, deadline: float, log: RouteLog) -> EmbedResult:
+    async def embed(self, req: EmbedRequest, deadline: float, log: RouteLog, user_id: str = "") -> EmbedResult:
         async def attempt(call: Call) -> EmbedResult:
             return await self.upstreams.adapter(call.target.kind).embed(req, call)
 
-        return await self._run(req.model, req.route.provider, req.route.strategy, deadline, log, attempt)
+        return await self._run(req.model, req.route.provider, req.route.strategy, deadline, log, attempt, user_id)
 
-    async def _run(self, model, provider_hint, strategy_name, deadline, log, attempt):
+    async def _run(self, model, provider_hint, strategy_name, deadline, log, attempt, user_id=""):
         self.stats.requests += 1
-        log.strategy, ordered = self.plan(model, provider_hint, strategy_name)
+        own = await self._own(user_id, model, provider_hint)
+        log.strategy, ordered = self.plan(model, provider_hint, strategy_name, own)
         tr = _Tries()
         self._requests_in_flight += 1
         try:
@@ -213,10 +235,12 @@ class Router:
 
     # ------------------------------------------------------------------ streams
 
-    async def stream(self, req: ChatRequest, deadline: float, log: RouteLog) -> AsyncIterator[list[Chunk]]:
+    async def stream(self, req: ChatRequest, deadline: float, log: RouteLog,
+                     user_id: str = "") -> AsyncIterator[list[Chunk]]:
         """Yields batches; fails over until the first batch with content is handed out."""
         self.stats.requests += 1
-        log.strategy, ordered = self.plan(req.model, req.route.provider, req.route.strategy)
+        own = await self._own(user_id, req.model, req.route.provider)
+        log.strategy, ordered = self.plan(req.model, req.route.provider, req.route.strategy, own)
         tr = _Tries()
         self._requests_in_flight += 1
         try:
@@ -294,6 +318,10 @@ class Router:
                 return
             if not self._available(t, log, tr):
                 continue
+            secret = await self._secret(t)
+            if secret is None:
+                self._record(log, t, "key_unavailable", 0, None)
+                continue
             # Any try after the request's first is a retry, failover included (Envoy counts both).
             if log.tries and not self._take_retry(tr, same_route=False):
                 self._record(log, t, "retry_budget", 0, None)
@@ -309,7 +337,7 @@ class Router:
                         self._release_probe(tr, key)
                         return
                     n_fail = len(tr.failures)
-                    yield self._call(t, left, stream)
+                    yield self._call(t, secret, left, stream)
                     if len(tr.failures) == n_fail:
                         return  # the try succeeded or ended the request
                     f = tr.failures[-1]
@@ -369,6 +397,8 @@ class Router:
     async def _within_key_limits(self, t: Target, log: RouteLog, tr: _Tries) -> bool:
         """The key's own rpm and daily quota (C6), counted once per upstream call."""
         rules = self._key_rules.get(t.key_id)
+        if not rules and t.owner and self.user_keys is not None:
+            rules = self.user_keys.rules(t.key_id)
         if not rules:
             return True
         try:
@@ -383,9 +413,21 @@ class Router:
         tr.failures.append(UpstreamFailure("rate_limited", 429, "provider key over its own limit", d.retry_after_s))
         return False
 
-    def _call(self, t: Target, left: float, stream: bool) -> Call:
-        secret = self._secrets.get(t.key_id, "")
-        session = self.upstreams.session(t.base_url)
+    async def _secret(self, t: Target) -> str | None:
+        """The key to send: config keys from memory, a user's own key through UserKeys, opened
+        only for its owner. None (skip the key, say nothing why) when it is gone or unreadable."""
+        if not t.owner:
+            return self._secrets.get(t.key_id, "")
+        if self.user_keys is None:
+            return None
+        try:
+            return await self.user_keys.secret(t.key_id, owner=t.owner)
+        except E.TollgateError:  # deleted meanwhile (NotFound) or unreadable (SealError)
+            return None
+
+    def _call(self, t: Target, secret: str, left: float, stream: bool) -> Call:
+        # A user's key goes out only through the SSRF-guarded connector (RELIABILITY F8).
+        session = self.upstreams.session(t.base_url, guarded=bool(t.owner))
         if stream:
             # The stream may run until the deadline; its first token must come within the per-try
             # (or first-token) timeout, and silence between reads is bounded by idle_timeout_s.

@@ -15,7 +15,6 @@ import hmac
 import re
 from typing import Any
 
-from services.auth import sessions as sessions_mod
 from services.auth import ssrf
 from services.core.errors import (
     FailedPrecondition,
@@ -86,7 +85,7 @@ def _clean_text(value: str) -> bool:
 
 def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
     guard = Guard(app)
-    sessions = sessions_mod.install(app)
+    sessions = app.sessions
 
     def login_subject(email: str) -> str:
         # A digest, not the address: limiter keys (Redis) must not hold emails.

@@ -176,9 +176,6 @@ async def test_deadline_is_504_timeout(tmp_path, fake_openai):
         assert (r.json()["error"], r.json()["code"]) == ("Timeout", "TIMEOUT")
 
 
-@pytest.mark.xfail(strict=True, reason="NEEDS: services/routing/candidates.py to raise a NO_ELIGIBLE_KEY reason "
-                                       "(FAILED_PRECONDITION) when a catalogued model has no routable (provider, key) "
-                                       "for the caller; today it is MODEL_NOT_FOUND / 404")
 async def test_no_eligible_key_is_400(tmp_path, fake_openai):
     cfg = config(tmp_path, providers=(provider("primary", fake_openai.base_url, models=("gpt-4o-mini",)),))
     async with run_gateway(cfg) as g:
