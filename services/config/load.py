@@ -23,7 +23,7 @@ from services.routing.strategies import NAMES as STRATEGY_NAMES
 SECTIONS = ("server", "auth", "store", "limits", "routing", "logging")
 PROVIDER_FIELDS = {
     "name", "kind", "base_url", "api_key", "api_key_env", "api_keys", "models", "default_model",
-    "priority", "weight", "rpm", "rate_window_s", "daily_quota", "timeout_s",
+    "priority", "weight", "rpm", "rate_window_s", "daily_quota", "timeout_s", "max_in_flight",
 }
 TIER_FIELDS = {"name", "rpm", "rpd", "tpd", "tpm_month", "description",
                "requests_per_minute", "requests_per_day", "tokens_per_day", "tokens_per_month"}
@@ -156,6 +156,7 @@ def _provider(source: str, where: str, raw: Any, env: Mapping[str, str]) -> Prov
         rate_window_s=_num(source, f"{where}.rate_window_s", raw.get("rate_window_s", 60.0), float),
         daily_quota=_num(source, f"{where}.daily_quota", raw.get("daily_quota", 0), int),
         timeout_s=_num(source, f"{where}.timeout_s", raw.get("timeout_s", 60.0), float),
+        max_in_flight=_num(source, f"{where}.max_in_flight", raw.get("max_in_flight", 0), int),
         source=source,
     )
 
@@ -203,6 +204,7 @@ def _seed_providers(env: Mapping[str, str], taken: set[str]) -> list[ProviderCon
                 "rpm": s.get("rate_limit_requests", 0),
                 "rate_window_s": s.get("rate_limit_window", 60),
                 "timeout_s": s.get("timeout", s.get("timeout_s", 60)),
+                "max_in_flight": s.get("max_in_flight", 0),
             }
             if "weight" in s:
                 raw["weight"] = s["weight"]

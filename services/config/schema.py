@@ -36,6 +36,7 @@ class ProviderConfig:
     rate_window_s: float = 60.0
     daily_quota: int = 0  # requests per key per day, 0 = unlimited
     timeout_s: float = 60.0
+    max_in_flight: int = 0  # per key: concurrent upstream calls, 0 = unlimited (RELIABILITY A8)
     source: str = ""  # where it was declared, for error messages
 
 
