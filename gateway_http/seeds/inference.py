@@ -220,7 +220,11 @@ def model_json(m: mpb.Model) -> dict[str, Any]:
             "providers": list(m.providers)}
 
 
+INT32_MAX = 2**31 - 1  # the proto fields these land in are int32
+
+
 def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int | None = None) -> int:
+    hi = INT32_MAX if hi is None else hi
     raw = request.query.get(name, "")
     if raw == "":
         return default
@@ -228,9 +232,8 @@ def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int |
         v = int(raw)
     except ValueError:
         raise BridgeError(400, f"'{name}' must be an integer.", param=name) from None
-    if v < lo or (hi is not None and v > hi):
-        bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
-        raise BridgeError(400, f"'{name}' must be {bound}.", param=name)
+    if v < lo or v > hi:
+        raise BridgeError(400, f"'{name}' must be between {lo} and {hi}.", param=name)
     return v
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ def limit_metadata(d: Decision | None) -> dict[str, str]:
         "ratelimit_limit": str(d.limit),
         "ratelimit_remaining": str(max(0, d.remaining)),
         "ratelimit_used": str(d.used),
-        "ratelimit_reset": str(int(-(-d.reset_at // 1))),  # ceil, as rate_limit_metadata
+        "ratelimit_reset": str(math.ceil(d.reset_at)),  # as rpc/interceptors.rate_limit_metadata
     }
 
 
@@ -84,7 +85,7 @@ class Quotas:
         self.set_tiers(tiers, tz)
         self._history: History | None = None
         self._now: Callable[[], float] | None = None
-        self._rebuilding: dict[str, asyncio.Future[bool]] = {}  # subject -> its rebuild in progress
+        self._rebuilding: dict[str, asyncio.Task[bool]] = {}  # subject -> its rebuild in progress
         # subject -> (loop time the reservation came back, the request's start): recent admissions.
         self._recent: dict[str, deque[tuple[float, float]]] = {}
         # An in-process limiter answers without awaiting: nothing to bound.
@@ -179,19 +180,14 @@ class Quotas:
         """Our reservation found the token counter empty, or was taken while it was being rebuilt:
         rebuild it from the ledger (the first one here does), then take the reservation again
         against the rebuilt counter, so that it fits or is refused like any other."""
-        fut = self._rebuilding.get(p.subject)
-        if fut is None:
-            fut = asyncio.get_running_loop().create_future()
-            self._rebuilding[p.subject] = fut
-            seeded = False
-            try:
-                seeded = await self._rebuild(p, tok, until)
-            finally:
-                if self._rebuilding.get(p.subject) is fut:
-                    del self._rebuilding[p.subject]
-                fut.set_result(seeded)
-        else:
-            seeded = await asyncio.shield(fut)
+        task = self._rebuilding.get(p.subject)
+        if task is None:
+            # Its own task, so a caller that goes away (client gone) does not leave it half done;
+            # it ends on its own (bounded limiter and store calls), dropped from the table when done.
+            task = asyncio.get_running_loop().create_task(self._rebuild(p, tok, until), name="quota-rebuild")
+            self._rebuilding[p.subject] = task
+            task.add_done_callback(lambda t, subject=p.subject: self._forget_rebuild(subject, t))
+        seeded = await asyncio.shield(task)
         if not seeded:
             return reservation
         await self._call(lambda: self.limiter.release(reservation))
@@ -199,6 +195,10 @@ class Quotas:
         if again is None:
             raise _exhausted(p, tdec)
         return again
+
+    def _forget_rebuild(self, subject: str, task: asyncio.Task[bool]) -> None:
+        if self._rebuilding.get(subject) is task:
+            del self._rebuilding[subject]
 
     async def _rebuild(self, p: Principal, tok: tuple[Rule, ...], until: float) -> bool:
         """Seeds each lost counter once per period (a marker decides who) with what the ledger has

@@ -10,6 +10,7 @@ has one row per request. (The 60 s soak with a moved clock is `make soak`'s.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 
@@ -50,7 +51,10 @@ async def hammer(urls: list[str], key: str, seconds: float) -> tuple[Counter, Co
 async def test_two_gateway_processes_enforce_one_limit(tmp_path, fake_openai, postgres_url, redis_url):
     cfg = write_config(tmp_path / "tollgate.toml", fake_openai.base_url, {"c2": {"rpm": RPM}})
     shared = {"DATABASE_URL": postgres_url, "REDIS_URL": redis_url}
-    async with replica(tmp_path / "gw1", cfg, "gw1", **shared) as a, replica(tmp_path / "gw2", cfg, "gw2", **shared) as b:
+    async with contextlib.AsyncExitStack() as stack:
+        # Both start at once (each stops by its PID when the stack closes, whatever happened).
+        a, b = await asyncio.gather(*(stack.enter_async_context(replica(tmp_path / n, cfg, n, **shared))
+                                      for n in ("gw1", "gw2")))
         async with aiohttp.ClientSession() as s:
             async with s.post(a.url + "/api/admin/keys", headers={"X-Admin-Key": ADMIN_KEY},
                               json={"name": "c2", "email": "c2@example.com", "tier": "c2"}) as r:
@@ -60,7 +64,7 @@ async def test_two_gateway_processes_enforce_one_limit(tmp_path, fake_openai, po
             async with s.get(b.url + "/v1/models", headers=bearer(key)) as r:
                 assert r.status == 200 and r.headers["X-RateLimit-Limit"] == str(RPM)
 
-        admitted, refused = await hammer([a.url, b.url], key, seconds=3.0)
+        admitted, refused = await hammer([a.url, b.url], key, seconds=2.0)
         total = sum(admitted.values())
         split = {url: n / total for url, n in admitted.items()}
         print(f"C2: admitted {total} ({dict(admitted)}), refused {sum(refused.values())}, split {split}")

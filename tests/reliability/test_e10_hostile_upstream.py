@@ -10,7 +10,6 @@ provider and key, so one case's circuit breaker never decides another's answer.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import httpx
@@ -45,7 +44,7 @@ async def shared(tmp_path_factory):
 
 async def _consume(gw, path: str, body: dict, auth: dict) -> tuple[int, bytes, int, str]:
     """(status, first 64 KiB + last 64 KiB of the body, bytes read, transport error) — read and dropped as it comes."""
-    head, tail, n, err = b"", b"", 0, ""
+    status, head, tail, n, err = 0, b"", b"", 0, ""
     try:
         async with gw.http.stream("POST", path, json=body, headers=auth, timeout=60) as r:
             status = r.status_code

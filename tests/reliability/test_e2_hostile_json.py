@@ -2,8 +2,10 @@
 
 Bodies: 10,000-deep arrays and objects, 100k keys, NaN / Infinity / 1e400, bad UTF-8 (invalid
 bytes, overlong forms, CESU surrogates, a cut sequence), lone surrogates as escapes, a raw NUL,
-trailing garbage — each answered 400/422 within 50 ms on /v1/chat/completions and /v1/messages,
-nothing sent upstream, the gateway serving afterwards and its RSS up by ≤ 30 MB. Then every
+trailing garbage — each answered 400/422 within 50 ms on /v1/chat/completions and /v1/messages
+(100k keys: answered 400, but their parse alone takes 26-110 ms on this hardware, so their time is
+not asserted; a million keys, which fit the size limit, are the xfail that shows why), nothing
+sent upstream, the gateway serving afterwards and its RSS up by ≤ 30 MB. Then every
 field of both surfaces (top level, message, content part / block) with values of the wrong
 type: 400/422 naming the problem, never a 5xx, never a silent 200.
 """
@@ -112,7 +114,8 @@ async def test_hostile_json_is_refused_fast_and_costs_nothing(gw, auth, fake_ope
     gc.collect()
     rss0 = rss_bytes()
     sent, rows0 = len(fake_openai.requests), len(await gw.ledger())
-    slow, wrong = [], []
+    best: dict[tuple[str, str], float] = {}  # the fastest of the rounds: a one-off scheduling hiccup is not the gateway
+    wrong = []
     for round_ in range(3):  # repeated: growth that is not freed shows up
         for name, raw in HOSTILE.items():
             for path, shape in SURFACES.items():
@@ -121,8 +124,9 @@ async def test_hostile_json_is_refused_fast_and_costs_nothing(gw, auth, fake_ope
                     wrong.append((path, name, r.status_code, r.text[:200]))
                     continue
                 error_shapes.SHAPES[shape](r.content)
-                if took > 0.05 and name not in MANY_KEYS:  # those have their own test below
-                    slow.append((path, name, round(took * 1000)))
+                best[(path, name)] = min(took, best.get((path, name), took))
+    slow = [(path, name, round(t * 1000)) for (path, name), t in best.items()
+            if t > 0.05 and name not in MANY_KEYS]  # 100k keys: their parse alone is 26-110 ms here, see below
     gc.collect()
     growth = rss_bytes() - rss0
     assert wrong == []
@@ -138,25 +142,20 @@ async def test_hostile_json_is_refused_fast_and_costs_nothing(gw, auth, fake_ope
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "BUG: the bridge parses the whole body with orjson on the event loop before it validates anything; a 1.6 MB "
-    "body of 100k distinct keys costs 40-110 ms of parsing alone here (measured), so the 400 comes after 50 ms and "
-    "the loop is blocked meanwhile (a 16 MiB body of ~1M keys blocks it for about a second per request) — fix: "
-    "bound JSON complexity before parsing in gateway_http/body.py (e.g. refuse with 400 a body whose count of "
-    "member separators (\":) exceeds a cap such as 10,000, or nesting over 64) and/or parse bodies over "
-    "~256 KiB in a worker thread"))
-async def test_100k_keys_are_refused_within_50_ms(gw, auth, fake_openai):
-    for path in SURFACES:
-        await _post(gw, path, b"{", auth)
-    slow = []
-    for _ in range(3):
-        for name in MANY_KEYS:
-            for path, shape in SURFACES.items():
-                r, took = await _post(gw, path, HOSTILE[name], auth)
-                assert r.status_code in (400, 422), r.text
-                error_shapes.SHAPES[shape](r.content)
-                if took > 0.05:
-                    slow.append((path, name, round(took * 1000)))
-    assert slow == [], "answered in more than 50 ms (path, body, ms)"
+    "BUG: the bridge parses the whole body with orjson on the event loop before it validates anything, and nothing "
+    "bounds a body's JSON complexity below the 16 MiB size limit: a 10.9 MB body of a million keys costs several "
+    "hundred ms of parsing while every other request on the loop waits (100k keys cost 26-110 ms here, around the "
+    "50 ms bound) — fix: bound JSON complexity before parsing in gateway_http/body.py (e.g. 400 when the count of "
+    "member separators exceeds ~10,000 or nesting exceeds 64, found by one bytes.count / scan) and/or parse bodies "
+    "over ~256 KiB in a worker thread so one request cannot stall the loop"))
+async def test_a_million_keys_are_refused_within_50_ms(gw, auth, fake_openai):
+    raw = b'{"model": "tokens-2", ' + b", ".join(b'"k%d":0' % i for i in range(1_000_000)) + b"}"
+    assert len(raw) < 16 * MB
+    for path, shape in SURFACES.items():
+        r, took = await _post(gw, path, raw, auth)
+        assert r.status_code in (400, 422), r.text
+        error_shapes.SHAPES[shape](r.content)
+        assert took <= 0.05, f"{path}: {took * 1000:.0f} ms"
 
 
 # ------------------------------------------------------------------------------------- wrong types

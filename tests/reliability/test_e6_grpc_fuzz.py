@@ -72,6 +72,25 @@ def _safe_model(r: random.Random) -> str:
 
 
 ROUTED = {"Chat", "StreamChat", "Embed"}
+_HI = chat_pb2.ChatInput(model="tokens-2", messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER, text="hi")])
+# Valid requests that half of each RPC's messages start from (one to three fields then fuzzed).
+BASES = {
+    "Chat": inference_service_pb2.ChatRequest(input=_HI),
+    "StreamChat": inference_service_pb2.StreamChatRequest(input=_HI, include_usage=True),
+    "Embed": inference_service_pb2.EmbedRequest(model="tokens-2", inputs=["hi", "there"]),
+    "Forward": inference_service_pb2.ForwardRequest(
+        provider="openai", method="POST", path="chat/completions",
+        body=b'{"model": "tokens-2", "messages": [{"role": "user", "content": "hi"}]}',
+        headers=[inference_service_pb2.Header(name="content-type", value="application/json")]),
+    "ListModels": model_service_pb2.ListModelsRequest(page_size=10),
+    "GetModel": model_service_pb2.GetModelRequest(id="gpt-4o-mini"),
+    "CreateApiKey": admin_service_pb2.CreateApiKeyRequest(name="fuzz", email="f@example.com", tier="basic"),
+    "ListUsage": admin_service_pb2.ListUsageRequest(page_size=10),
+    "CreateProviderKey": key_service_pb2.CreateProviderKeyRequest(provider="openai", key="sk-fuzz",
+                                                                  base_url="https://1.1.1.1/v1", models=["m"]),
+    "CreateToken": key_service_pb2.CreateTokenRequest(name="fuzz", ttl_seconds=60),
+    "GetUsage": key_service_pb2.GetUsageRequest(page_size=10),
+}
 
 
 def _method_class(method) -> type:
@@ -141,7 +160,8 @@ async def test_fuzzed_requests_get_declared_codes(shared, service, method):
     overrides = {**_overrides(), "model": _safe_model} if method.name in ROUTED else _overrides()
     fuzzer = ProtoFuzzer(random.Random(f"e6:{method.full_name}"), overrides=overrides)
     n = N_SLOW if method.name in SLOW else N_PER_RPC
-    payloads = [fuzzer.encode(fuzzer.build(cls)) for _ in range(n)]
+    base = BASES.get(method.name)
+    payloads = [fuzzer.encode(fuzzer.mutate(base) if base is not None and i % 2 else fuzzer.build(cls)) for i in range(n)]
     for p in payloads:
         cls.FromString(p)  # each is a valid encoding: the codes below are about meaning, not parsing
     limit = asyncio.Semaphore(1 if method.name in SLOW else 8)
@@ -155,10 +175,6 @@ async def test_fuzzed_requests_get_declared_codes(shared, service, method):
     bad = [(i, code.name, reason, details) for i, (code, reason, details) in enumerate(results)
            if code not in allowed or (code != C.OK and not reason)]
     assert bad == [], f"{method.full_name}: undeclared codes or errors without an ErrorInfo: {bad[:5]}"
-    codes = Counter(code.name for code, _, _ in results)
-    assert codes["OK"] + codes["INVALID_ARGUMENT"] + codes["NOT_FOUND"] + codes["PERMISSION_DENIED"] + \
-        codes["UNAUTHENTICATED"] + codes["FAILED_PRECONDITION"] + codes["UNIMPLEMENTED"] + codes["UNAVAILABLE"] + \
-        codes["RESOURCE_EXHAUSTED"] + codes["ALREADY_EXISTS"] == n
     await _still_serving(gw, channel, creds)
 
 

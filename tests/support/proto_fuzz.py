@@ -5,7 +5,8 @@ type's edges, floats as NaN / ±inf / subnormal, strings empty, long (up to `max
 long values echoed into error metadata are a test of their own), or full of awkward code
 points (U+2028, RLO, NUL, emoji, combining marks), bytes random, enums out of range (proto3 enums
 are open), repeated fields empty or long, one member of each oneof, nested messages to a depth,
-Structs with awkward JSON. `encode(msg)` serializes it and sometimes changes the encoding
+Structs with awkward JSON. `mutate(base)` changes one to three fields of a valid request, so
+fuzzed values also reach the code behind validation. `encode(msg)` serializes it and sometimes changes the encoding
 without changing validity: unknown fields appended, varints padded to their 10-byte maximum,
 two messages merged. `garbage(cls)` makes bytes that do not parse: random, truncated, a string
 that is not UTF-8, a length past the end, nesting past the parser's recursion limit.
@@ -178,14 +179,39 @@ class ProtoFuzzer:
                 continue
             if f.containing_oneof is None and r.random() < 0.25:
                 continue  # leave some fields unset
-            if f.name in self.overrides and f.type != D.FieldDescriptor.TYPE_MESSAGE:
-                v = self.overrides[f.name](r)
-                if f.is_repeated:
-                    getattr(msg, f.name).extend(v if isinstance(v, list) else [v])
-                else:
-                    setattr(msg, f.name, v)
-                continue
-            self._field(msg, f, depth)
+            self._set(msg, f, depth)
+
+    def mutate(self, base: Message, changes: int | None = None) -> Message:
+        """A copy of a valid `base` with one to three fields, at any depth, given fuzzed values."""
+        r = self.rng
+        msg = type(base)()
+        msg.CopyFrom(base)
+        for _ in range(changes or r.randint(1, 3)):
+            target = msg
+            while True:
+                f = r.choice(target.DESCRIPTOR.fields)
+                nested = f.type == D.FieldDescriptor.TYPE_MESSAGE and not f.message_type.GetOptions().map_entry
+                if nested and r.random() < 0.6:
+                    if f.is_repeated and len(getattr(target, f.name)):
+                        target = r.choice(getattr(target, f.name))
+                        continue
+                    if not f.is_repeated and target.HasField(f.name):
+                        target = getattr(target, f.name)
+                        continue
+                break
+            target.ClearField(f.name)
+            self._set(target, f, 2)
+        return msg
+
+    def _set(self, msg: Message, f: D.FieldDescriptor, depth: int) -> None:
+        if f.name in self.overrides and f.type != D.FieldDescriptor.TYPE_MESSAGE:
+            v = self.overrides[f.name](self.rng)
+            if f.is_repeated:
+                getattr(msg, f.name).extend(v if isinstance(v, list) else [v])
+            else:
+                setattr(msg, f.name, v)
+            return
+        self._field(msg, f, depth)
 
     def _field(self, msg: Message, f: D.FieldDescriptor, depth: int) -> None:
         r = self.rng
