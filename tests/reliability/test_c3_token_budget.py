@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import grpc
 import pytest
+from aiohttp import web
 
 from services.config.defaults import DEFAULT_TIERS
 from services.config.schema import TierConfig
 from services.core.types import ChatRequest, Message
 from services.metering.tokens import estimate_prompt
 from services.store.records import UsageFilter
-from tests.reliability.scripted import Seen, err, ok, run_scripted
+from tests.reliability.scripted import err, ok, run_scripted
 from tests.support.gateway import config, provider, run_gateway
 from tests.support.redis_server import redis_url  # noqa: F401  (fixture)
 from tollgate.client import TollgateClient, error_info
@@ -56,26 +59,60 @@ def test_the_prompt_is_100_tokens_by_the_gateways_estimate():
     assert estimate_prompt(ChatRequest("m", [Message("user", PROMPT)])) == 100
 
 
+@asynccontextmanager
+async def gated_upstream() -> AsyncIterator[tuple[str, asyncio.Event, Counter]]:
+    """An OpenAI-shaped upstream whose answers to "gpt-4o-mini" wait for `gate`, so every one of
+    the 50 reservations is taken before any is settled, however slow the machine. "broken"
+    answers 503; "flaky" answers 503 once, then normally."""
+    gate = asyncio.Event()
+    seen: Counter[str] = Counter()
+
+    async def chat(request: web.Request) -> web.Response:
+        model = (await request.json())["model"]
+        seen[model] += 1
+        if model == "broken" or (model == "flaky" and seen[model] == 1):
+            return web.json_response({"error": {"message": "overloaded", "type": "server_error", "param": None,
+                                                "code": None}}, status=503)
+        if model == "gpt-4o-mini":
+            await gate.wait()
+        return web.json_response({
+            "id": "chatcmpl-c3", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "tok " * COMPLETION},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": COMPLETION, "total_tokens": 7 + COMPLETION}})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1", gate, seen
+    finally:
+        gate.set()
+        await runner.cleanup()
+
+
 async def test_50_concurrent_reservations_of_1000_admit_exactly_10(tmp_path, limiter_url):
-    seen_models: Counter[str] = Counter()
-
-    def answer(s: Seen):
-        seen_models[s.model] += 1
-        if s.model == "broken":
-            return err(503)
-        if s.model == "flaky" and seen_models[s.model] == 1:
-            return err(503)  # the first try fails; the same-route retry answers
-        # A pause before answering, so all 50 reservations are taken before any is settled.
-        return ok(tokens=COMPLETION, delay_s=0.5 if s.model == "gpt-4o-mini" else 0.0)
-
-    async with run_scripted() as up:
-        up.answer = answer
-        cfg = config(tmp_path, providers=(provider("primary", up.base_url),), redis_url=limiter_url, tiers=TIERS)
+    async with gated_upstream() as (base_url, gate, seen_models):
+        cfg = config(tmp_path, providers=(provider("primary", base_url),), redis_url=limiter_url, tiers=TIERS)
         async with run_gateway(cfg) as gw:
             key = await gw.new_key("c3")
             client = TollgateClient.connect(gw.rt.grpc_target, api_key=key)
             try:
-                results = await asyncio.gather(*(client.chat(chat_input()) for _ in range(50)), return_exceptions=True)
+                async def all_decided(n: int, max_tokens: int = 900) -> list:
+                    """n calls at once; the refused answer at once, the admitted wait upstream
+                    until every one of the n has been decided, then all answer."""
+                    gate.clear()
+                    before = seen_models["gpt-4o-mini"]
+                    calls = [asyncio.ensure_future(client.chat(chat_input(max_tokens=max_tokens))) for _ in range(n)]
+                    while sum(c.done() for c in calls) + seen_models["gpt-4o-mini"] - before < n:
+                        await asyncio.sleep(0.02)
+                    gate.set()
+                    return await asyncio.gather(*calls, return_exceptions=True)
+
+                results = await all_decided(50)
                 passed = [r for r in results if not isinstance(r, BaseException)]
                 refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
                 assert (len(passed), len(refused)) == (10, 40), [type(r).__name__ for r in results]
@@ -114,8 +151,7 @@ async def test_50_concurrent_reservations_of_1000_admit_exactly_10(tmp_path, lim
 
                 # What is left is what the counter says: 10,000 - spent, in 1,000-token reservations.
                 left = 10_000 - await counter(gw, key_id)
-                more = await asyncio.gather(*(client.chat(chat_input(max_tokens=900)) for _ in range(left // 1000 + 2)),
-                                            return_exceptions=True)
+                more = await all_decided(left // 1000 + 2)
                 assert sum(not isinstance(r, BaseException) for r in more) == left // 1000
             finally:
                 await client.close()

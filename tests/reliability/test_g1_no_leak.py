@@ -22,7 +22,7 @@ import gc
 import random
 from collections import Counter
 
-import httpx
+import aiohttp
 
 from services.store.records import UsageFilter
 from tests.support.fakes.openai import run_fake_openai
@@ -61,39 +61,42 @@ def plan(n: int, seed: int) -> list[tuple[str, str]]:
     return out
 
 
-async def one(http: httpx.AsyncClient, auth: dict, kind: str, fault: str) -> int:
+async def one(http: aiohttp.ClientSession, url: str, auth: dict, kind: str, fault: str) -> int:
+    """One request of `kind`, its body read to the end; the status the caller saw."""
+    chat = url + "/v1/chat/completions"
     if kind == "chat":
-        r = await http.post("/v1/chat/completions", json={"model": "tokens-3", "messages": HI}, headers=auth)
+        req = http.post(chat, json={"model": "tokens-3", "messages": HI}, headers=auth)
     elif kind in ("stream", "fault"):
-        model = fault or "tokens-3"
         stream = kind == "stream" or fault == "fault-cut-after-2"
-        async with http.stream("POST", "/v1/chat/completions", headers=auth, json={
-                "model": model, "messages": HI, "stream": stream, "stream_options": {"include_usage": True}}) as r:
-            await r.aread()
+        req = http.post(chat, headers=auth, json={"model": fault or "tokens-3", "messages": HI, "stream": stream,
+                                                  "stream_options": {"include_usage": True}})
     elif kind == "embeddings":
-        r = await http.post("/v1/embeddings", json={"model": "tokens-3", "input": ["a b", "c"]}, headers=auth)
+        req = http.post(url + "/v1/embeddings", json={"model": "tokens-3", "input": ["a b", "c"]}, headers=auth)
     elif kind == "messages":
-        r = await http.post("/v1/messages", json={"model": "tokens-3", "max_tokens": 5, "messages": HI}, headers=auth)
+        req = http.post(url + "/v1/messages", json={"model": "tokens-3", "max_tokens": 5, "messages": HI}, headers=auth)
     elif kind == "models":
-        r = await http.get("/v1/models", headers=auth)
+        req = http.get(url + "/v1/models", headers=auth)
     elif kind == "bad-json":
-        r = await http.post("/v1/chat/completions", content=b'{"model": "tokens-3", "messages": [', headers=auth)
+        req = http.post(chat, data=b'{"model": "tokens-3", "messages": [', headers=auth)
     elif kind == "bad-key":
-        r = await http.post("/v1/chat/completions", json={"model": "tokens-3", "messages": HI}, headers=bearer("tg_nope"))
+        req = http.post(chat, json={"model": "tokens-3", "messages": HI}, headers=bearer("tg_nope"))
     else:
-        r = await http.post("/v1/chat/completions", json={"model": "no-such-model", "messages": HI}, headers=auth)
-    return r.status_code
+        req = http.post(chat, json={"model": "no-such-model", "messages": HI}, headers=auth)
+    async with req as r:
+        await r.read()
+        return r.status
 
 
 async def run_load(url: str, auth: dict, work: list[tuple[str, str]]) -> list[tuple[str, str, int]]:
+    """`work` at CONCURRENCY in flight, on its own client (closed at the end, so its connections go too)."""
     queue = list(enumerate(work))
     results: list[tuple[str, str, int]] = [("", "", 0)] * len(work)
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
         async def worker():
             while queue:
                 i, (kind, fault) = queue.pop()
-                results[i] = (kind, fault, await one(http, auth, kind, fault))
+                results[i] = (kind, fault, await one(http, url, auth, kind, fault))
 
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     return results
@@ -116,7 +119,21 @@ async def test_2000_mixed_requests_leave_nothing_behind(tmp_path):
             assert base_pool.in_use == 0
 
             work = plan(TOTAL, seed=2)
-            results = await run_load(gw.url, auth, work)
+            busiest = 0
+
+            async def watch_pool():  # proves the pool probe reads live state: connections are out mid-load
+                nonlocal busiest
+                while True:
+                    busiest = max(busiest, pools(gw.app).in_use)
+                    await asyncio.sleep(0.005)
+
+            watcher = asyncio.create_task(watch_pool())
+            try:
+                results = await run_load(gw.url, auth, work)
+            finally:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+            assert busiest > 0
 
             def idle_growth() -> int:
                 return max(0, pools(gw.app).idle - base_pool.idle)
