@@ -8,6 +8,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from gateway_http.anthropic import routes as anthropic_routes
+from gateway_http import logsafe
 from gateway_http.middleware import guard
 from gateway_http.native import routes as native_routes
 from gateway_http import openapi
@@ -26,6 +27,7 @@ def make_app(
     metrics: Callable[[], bytes] | None = None,
     auth_header: str = "",
 ) -> web.Application:
+    logsafe.install()
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[guard])
     app[BRIDGE] = Bridge(settings=settings, client=client, ready=ready, metrics=metrics,
                          auth_header=auth_header, started_at=time.monotonic())

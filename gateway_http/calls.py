@@ -35,7 +35,7 @@ def timeout(request: web.Request) -> float:
 async def copy_headers(call: Any, response: web.StreamResponse) -> None:
     for k, v in await call.initial_metadata() or ():
         name = RESPONSE_HEADERS.get(k)
-        if name and isinstance(v, str):
+        if name and isinstance(v, str) and v.isprintable() and v.isascii():
             response.headers[name] = v
 
 

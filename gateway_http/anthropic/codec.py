@@ -69,7 +69,7 @@ def _image(block: dict, where: str) -> pb.ImagePart:
     kind = src.get("type") if isinstance(src, dict) else None
     if kind == "base64":
         media = src.get("media_type")
-        if media not in IMAGE_TYPES:
+        if not isinstance(media, str) or media not in IMAGE_TYPES:
             raise invalid(f"{where}.source.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'",
                           f"{where}.source.media_type")
         try:
@@ -194,6 +194,8 @@ def _tools(body: dict, inp: pb.ChatInput) -> None:
     if choice is None:
         return
     kind = choice.get("type") if isinstance(choice, dict) else None
+    if not isinstance(kind, str):
+        kind = None
     if kind == "tool":
         if not isinstance(choice.get("name"), str) or not choice["name"]:
             raise invalid("tool_choice.name: Field required", "tool_choice.name")
@@ -243,8 +245,14 @@ def chat_input(body: dict[str, Any], require_max_tokens: bool = True) -> pb.Chat
         s.stop.extend(stops)
     _tools(body, inp)
     meta = body.get("metadata")
-    if isinstance(meta, dict) and isinstance(meta.get("user_id"), str):
-        inp.user = meta["user_id"][:256]
+    if meta is not None:
+        if not isinstance(meta, dict) or not isinstance(meta.get("user_id", ""), (str, type(None))):
+            raise invalid("metadata: Input should be an object with an optional string user_id", "metadata")
+        if isinstance(meta.get("user_id"), str):
+            inp.user = meta["user_id"][:256]
+    thinking = body.get("thinking")
+    if thinking is not None and (not isinstance(thinking, dict) or not isinstance(thinking.get("type"), str)):
+        raise invalid("thinking: Input should be an object with a type", "thinking")
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise invalid("stream: Input should be a valid boolean", "stream")

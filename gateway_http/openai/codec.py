@@ -83,7 +83,11 @@ def _image(part: dict, where: str) -> pb.ImagePart:
     if not isinstance(img, dict) or not isinstance(img.get("url"), str):
         raise invalid(f"Invalid value for '{where}.image_url': expected an object with a url.", f"{where}.image_url", 422)
     url = img["url"]
-    detail = img.get("detail") or ""
+    detail = img.get("detail")
+    if detail is None:
+        detail = ""
+    elif not isinstance(detail, str):
+        raise invalid(f"Invalid type for '{where}.image_url.detail': expected a string.", f"{where}.image_url.detail", 422)
     if url.startswith("data:"):
         header, _, data = url.partition(",")
         media = header[5:].split(";")[0] or "image/png"
@@ -101,7 +105,8 @@ def _message(m: Any, i: int) -> pb.Message:
     where = f"messages[{i}]"
     if not isinstance(m, dict):
         raise invalid(f"Invalid type for '{where}': expected an object.", where, 422)
-    role = ROLES.get(m.get("role"))  # type: ignore[arg-type]
+    raw_role = m.get("role")
+    role = ROLES.get(raw_role) if isinstance(raw_role, str) else None
     if role is None:
         raise invalid(f"Invalid value for '{where}.role': expected one of system, developer, user, assistant, tool.", f"{where}.role")
     msg = pb.Message(role=role)
@@ -126,7 +131,9 @@ def _message(m: Any, i: int) -> pb.Message:
         raise invalid(f"Invalid type for '{where}.content': expected a string or an array of parts.", f"{where}.content", 422)
     elif role != pb.ROLE_ASSISTANT:
         raise invalid(f"Missing required parameter: '{where}.content'.", f"{where}.content")
-    if isinstance(m.get("name"), str):
+    if m.get("name") is not None:
+        if not isinstance(m["name"], str):
+            raise invalid(f"Invalid type for '{where}.name': expected a string.", f"{where}.name", 422)
         msg.name = m["name"]
     tcs = m.get("tool_calls")
     if tcs is not None:
@@ -213,18 +220,40 @@ def chat_input(body: dict[str, Any], surface: str = "openai") -> pb.ChatInput:
     tc = body.get("tool_choice")
     if isinstance(tc, str):
         s.tool_choice = tc
-    elif isinstance(tc, dict) and isinstance(tc.get("function"), dict):
-        s.tool_choice = str(tc["function"].get("name", ""))
-    if isinstance(body.get("parallel_tool_calls"), bool):
-        s.parallel_tool_calls = body["parallel_tool_calls"]
-    if isinstance(body.get("user"), str):
-        inp.user = body["user"][:256]
+    elif isinstance(tc, dict) and isinstance(tc.get("function"), dict) and isinstance(tc["function"].get("name"), str):
+        s.tool_choice = tc["function"]["name"]
+    elif tc is not None:
+        raise invalid("Invalid type for 'tool_choice': expected a string or {type: function, function: {name}}.", "tool_choice", 422)
+    ptc = body.get("parallel_tool_calls")
+    if ptc is not None:
+        if not isinstance(ptc, bool):
+            raise invalid("Invalid type for 'parallel_tool_calls': expected a boolean.", "parallel_tool_calls", 422)
+        s.parallel_tool_calls = ptc
     route = inp.route
-    for field_name in ("provider", "strategy"):
+    for field_name in ("user", "provider", "strategy"):
         v = body.get(field_name)
-        if isinstance(v, str):
-            setattr(route, field_name, v)
+        if v is None:
+            continue
+        if not isinstance(v, str):
+            raise invalid(f"Invalid type for '{field_name}': expected a string.", field_name, 422)
+        if field_name == "user":
+            inp.user = v[:256]
+        else:
+            setattr(route, field_name, v[:256])
     return inp
+
+
+def stream_options(body: dict[str, Any]) -> bool:
+    """include_usage from stream_options, checking its shape."""
+    opts = body.get("stream_options")
+    if opts is None:
+        return False
+    if not isinstance(opts, dict):
+        raise invalid("Invalid type for 'stream_options': expected an object.", "stream_options", 422)
+    inc = opts.get("include_usage", False)
+    if not isinstance(inc, bool):
+        raise invalid("Invalid type for 'stream_options.include_usage': expected a boolean.", "stream_options.include_usage", 422)
+    return inc
 
 
 def completion_id(request_id: str) -> str:

@@ -34,8 +34,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         stream = body.get("stream", False)
         if not isinstance(stream, bool) and stream is not None:
             raise codec.invalid("Invalid type for 'stream': expected a boolean.", "stream", 422)
-        opts = body.get("stream_options") or {}
-        include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
+        include_usage = codec.stream_options(body)
     except BridgeError as e:
         return openai_bridge_error(e)
     client = calls.client(request)

@@ -50,8 +50,13 @@ async def create_key(request: web.Request) -> web.Response:
     try:
         raw = await read_body(request)
         body = orjson.loads(raw) if raw else {}
-    except (orjson.JSONDecodeError, BridgeError) as e:
-        return bad_request(getattr(e, "message", "") or "The body must be a JSON object.")
+    except BridgeError as e:
+        if e.status == 413:
+            return web.Response(status=413, content_type="application/json", body=orjson.dumps(
+                {"error": "Payload too large", "message": e.message, "code": "PAYLOAD_TOO_LARGE"}))
+        return bad_request(e.message)
+    except orjson.JSONDecodeError:
+        return bad_request("The body must be a JSON object.")
     if not isinstance(body, dict):
         return bad_request("The body must be a JSON object.")
     fields = {k: body.get(k, "") for k in ("name", "email", "tier")}

@@ -63,3 +63,21 @@ def salvage_buffered(resp: aiohttp.ClientResponse) -> bytes:
     except (RuntimeError, TypeError, ValueError):
         return b""
     return rest if isinstance(rest, bytes) else b""
+
+
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
+
+
+async def read_capped(resp: aiohttp.ClientResponse, cap: int = MAX_ANSWER_BYTES) -> bytes:
+    """A whole (non-streamed) upstream answer, refused past `cap` (RELIABILITY E10: bounded memory)."""
+    if resp.content_length is not None and resp.content_length > cap:
+        raise UpstreamFailure("protocol", resp.status, f"upstream answer larger than {cap} bytes")
+    parts, size = [], 0
+    while True:
+        piece = await resp.content.readany()
+        if not piece:
+            return b"".join(parts)
+        size += len(piece)
+        if size > cap:
+            raise UpstreamFailure("protocol", resp.status, f"upstream answer larger than {cap} bytes")
+        parts.append(piece)

@@ -21,11 +21,13 @@ from services.core.types import (
     ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Message, ToolCall, ToolCallDelta, Usage,
 )
 from services.providers.base import Call
-from services.providers.errors import classify_status, salvage_buffered, transport_failure
+from services.providers.errors import classify_status, read_capped, salvage_buffered, transport_failure
 from services.providers.sse import SSEParser
 
 FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
           "content_filter": "content_filter", "eos": "stop", "end_turn": "stop"}
+EMBEDDINGS_MAX_BYTES = 256 * 1024 * 1024  # 2,048 inputs × 3,072 floats as JSON is ~60 MB
+MAX_EVENT_BYTES = 1024 * 1024  # RELIABILITY E10: a 1 MB stream line is refused, not relayed
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
@@ -44,7 +46,7 @@ class OpenAIAdapter:
             timeout = aiohttp.ClientTimeout(total=call.timeout_s)
             async with call.session.post(url, data=orjson.dumps(body), headers=self.headers(call), timeout=timeout,
                                          allow_redirects=False) as resp:
-                raw = await resp.read()
+                raw = await read_capped(resp)
                 if resp.status != 200:
                     raise self.classify(resp.status, resp.headers, raw)
         except UpstreamFailure:
@@ -75,7 +77,7 @@ class OpenAIAdapter:
         body = build_body(req, call.target.model, stream=True)
         url = call.target.base_url.rstrip("/") + "/chat/completions"
         deadline = time.monotonic() + call.timeout_s
-        parser = SSEParser()
+        parser = SSEParser(max_event_bytes=MAX_EVENT_BYTES)
         done = False
         # aiohttp's total timeout only fires inside its own awaits; an asyncio.timeout around
         # the yields below would cancel the consumer's code instead (async generator hazard).
@@ -137,7 +139,7 @@ class OpenAIAdapter:
             timeout = aiohttp.ClientTimeout(total=call.timeout_s)
             async with call.session.post(url, data=orjson.dumps(body), headers=self.headers(call), timeout=timeout,
                                          allow_redirects=False) as resp:
-                raw = await resp.read()
+                raw = await read_capped(resp, EMBEDDINGS_MAX_BYTES)
                 if resp.status != 200:
                     raise self.classify(resp.status, resp.headers, raw)
             data = orjson.loads(raw)
@@ -154,7 +156,7 @@ class OpenAIAdapter:
     async def list_models(self, call: Call) -> list[str]:
         url = call.target.base_url.rstrip("/") + "/models"
         async with call.session.get(url, headers=self.headers(call)) as resp:
-            raw = await resp.read()
+            raw = await read_capped(resp)
             if resp.status != 200:
                 raise self.classify(resp.status, resp.headers, raw)
         return [m["id"] for m in orjson.loads(raw).get("data", [])]

@@ -83,8 +83,8 @@ class SSEParser:
         else:
             blocks = buf.split(b"\n\n")  # one split: the boundaries a find() loop would see
         rest = blocks.pop()  # the unfinished event, kept for the next read
-        if len(rest) > self._max:
-            raise ValueError("SSE event larger than the limit")
+        if len(buf) > self._max and any(len(b) > self._max for b in blocks) or len(rest) > self._max:
+            raise ValueError("SSE event larger than the limit")  # whole or not, one event is bounded (E10)
         self._buf = rest
         return blocks
 

@@ -577,5 +577,7 @@ class Router:
             return E.Unavailable("no upstream can take the request now (all circuits open)",
                                  reason="NO_AVAILABLE_UPSTREAM", retry_after_s=max(1.0, retry))
         last = failures[-1]
-        return E.Unavailable(f"all upstreams failed; last: {last.message}", reason="UPSTREAM_UNAVAILABLE",
+        # An upstream that answered garbage is a bad gateway (502), one that did not answer is unavailable (503).
+        reason = "UPSTREAM_PROTOCOL_ERROR" if last.kind == "protocol" else "UPSTREAM_UNAVAILABLE"
+        return E.Unavailable(f"all upstreams failed; last: {last.message}", reason=reason,
                              metadata={"last_failure": last.kind}, retry_after_s=1.0)

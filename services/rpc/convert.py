@@ -23,7 +23,19 @@ FORMATS = {pb.RESPONSE_FORMAT_UNSPECIFIED: "", pb.RESPONSE_FORMAT_TEXT: "text",
            pb.RESPONSE_FORMAT_JSON_OBJECT: "json_object", pb.RESPONSE_FORMAT_JSON_SCHEMA: "json_schema"}
 
 
+MODEL_MAX = 256
+
+
+def check_model(model: str, field: str = "model") -> None:
+    """Model names travel in headers and metadata: printable, bounded (RELIABILITY E6, E9)."""
+    if len(model) > MODEL_MAX or any(ord(c) < 32 or ord(c) == 127 or 0x80 <= ord(c) < 0xA0 for c in model) \
+            or not model.isascii():
+        raise InvalidArgument(f"{field} must be printable ASCII, at most {MODEL_MAX} characters", reason="INVALID_MODEL",
+                              field_violations=[FieldViolation(field, "printable ASCII, at most 256 characters")])
+
+
 def chat_request(inp: pb.ChatInput, max_messages: int, include_usage: bool = False) -> ChatRequest:
+    check_model(inp.model)
     if not inp.messages:
         raise InvalidArgument("messages must not be empty", reason="MESSAGES_REQUIRED",
                               field_violations=[FieldViolation("messages", "at least one message is required")])
@@ -76,6 +88,7 @@ def _part(p: pb.ContentPart) -> ContentPart:
 
 
 def embed_request(r: ipb.EmbedRequest) -> EmbedRequest:
+    check_model(r.model)
     if not r.inputs:
         raise InvalidArgument("inputs must not be empty", reason="INPUT_REQUIRED",
                               field_violations=[FieldViolation("inputs", "at least one input is required")])

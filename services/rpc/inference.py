@@ -26,17 +26,24 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
     guard = Guard(app)
     max_messages = app.config.max_messages
 
+    def clamp(req):
+        # RELIABILITY E1: max_tokens over the model's maximum is clamped, not sent on (nor reserved).
+        info = app.catalog.get(req.model) if req.sampling.max_tokens else None
+        if info is not None and info.max_completion_tokens and req.sampling.max_tokens > info.max_completion_tokens:
+            req.sampling.max_tokens = info.max_completion_tokens
+        return req
+
     class InferenceServicer(ipb_grpc.InferenceServiceServicer):
         @guard.unary()
         async def Chat(self, request: ipb.ChatRequest, ctx: Ctx) -> ipb.ChatResponse:
-            req = convert.chat_request(request.input, max_messages)
+            req = clamp(convert.chat_request(request.input, max_messages))
             result, out = await app.pipeline.chat(ctx.principal, req, ctx.request_id, ctx.context.time_remaining())
             await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, out))
             return convert.chat_response(result, ctx.request_id, out.route, out.usage, out.cost_usd, out.created, out.decision)
 
         @guard.stream()
         async def StreamChat(self, request: ipb.StreamChatRequest, ctx: Ctx) -> AsyncIterator[ipb.StreamChatResponse]:
-            req = convert.chat_request(request.input, max_messages, request.include_usage)
+            req = clamp(convert.chat_request(request.input, max_messages, request.include_usage))
             async for ev in app.pipeline.stream(ctx.principal, req, ctx.request_id, ctx.context.time_remaining()):
                 if type(ev) is list:
                     msg = convert.delta_batch(ev)

@@ -51,9 +51,20 @@ def rate_limit_metadata(d: Decision | None) -> tuple[tuple[str, str], ...]:
     )
 
 
+MESSAGE_MAX = 1024
+META_VALUE_MAX = 256
+
+
+def _cap(text: str, n: int) -> str:
+    # Errors may quote caller values (a model id); trailing metadata must stay small (E6).
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def status_for(e: E.TollgateError, request_id: str) -> tuple[grpc.StatusCode, str, tuple[tuple[str, Any], ...]]:
     """A core error as (code, message, trailing metadata with google.rpc.Status details)."""
-    info = error_details_pb2.ErrorInfo(reason=e.reason, domain="tollgate", metadata={**e.metadata, "request_id": request_id})
+    message = _cap(e.message, MESSAGE_MAX)
+    meta = {k: _cap(str(v), META_VALUE_MAX) for k, v in e.metadata.items()}
+    info = error_details_pb2.ErrorInfo(reason=e.reason, domain="tollgate", metadata={**meta, "request_id": request_id})
     details = [info]
     if e.retry_after_s is not None:
         secs = max(0.0, e.retry_after_s)
@@ -64,14 +75,15 @@ def status_for(e: E.TollgateError, request_id: str) -> tuple[grpc.StatusCode, st
             error_details_pb2.QuotaFailure.Violation(subject=v.subject, description=v.description) for v in e.quota_violations]))
     if e.field_violations:
         details.append(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description) for v in e.field_violations]))
-    st = status_pb2.Status(code=e.code.value[0], message=e.message)
+            error_details_pb2.BadRequest.FieldViolation(field=_cap(v.field, META_VALUE_MAX), description=_cap(v.description, META_VALUE_MAX))
+            for v in e.field_violations]))
+    st = status_pb2.Status(code=e.code.value[0], message=message)
     for d in details:
         st.details.add().Pack(d)
     md = [(DETAILS_KEY, st.SerializeToString()), ("x-request-id", request_id)]
     if e.retry_after_s is not None:
         md.append(("retry-after", str(max(1, int(math.ceil(e.retry_after_s))))))
-    return e.code, e.message, tuple(md)
+    return e.code, message, tuple(md)
 
 
 async def _abort(context: Any, e: E.TollgateError, request_id: str) -> None:

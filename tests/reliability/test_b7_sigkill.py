@@ -84,10 +84,12 @@ async def test_sigkill_with_streams_in_flight_leaves_one_row_each(tmp_path, back
                     key = (await r.json())["key"]
             sessions = [aiohttp.ClientSession() for _ in range(STREAMS)]
             try:
+                t_open = time.monotonic()
                 opened = await asyncio.gather(*(open_stream(s, gw.url, key) for s in sessions))
                 ids = {rid for rid, _ in opened}
                 assert len(ids) == STREAMS
-                assert await post(gw.url, key) == 429  # the 20 streams hold the whole day's budget
+                if backend == "memory" or time.monotonic() - t_open < LEASE_S - 1:  # (a starved machine: leases ran out)
+                    assert await post(gw.url, key) == 429  # the 20 streams hold the whole day's budget
                 # Their placeholders reach the database a second after they started.
                 await until(lambda: sum(st == "in_flight" for _, st in rows(data)) == STREAMS, 10, "placeholders")
                 killed_at = time.monotonic()

@@ -53,10 +53,7 @@ BODY_ROUTES = [
     ("/api/v1/inference", "seed004", "user"),
     ("/api/v1/inference/stream", "seed004", "user"),
     ("/api/auth/register", "users", "none"),
-    pytest.param("/api/admin/keys", "api", "admin", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: gateway_http/seeds/admin.py create_key catches the 413 BridgeError from read_body together with "
-        "JSONDecodeError and answers bad_request() — 400 VALIDATION_ERROR for a body over the limit — fix: "
-        "when e.status == 413 answer 413 {error: 'Payload too large', code: 'PAYLOAD_TOO_LARGE'} as api.py does"))),
+    ("/api/admin/keys", "api", "admin"),
 ]
 
 
@@ -191,12 +188,6 @@ async def test_header_line_over_8_kib_is_refused_and_the_gateway_keeps_serving(g
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "tok0 tok1 "
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: max_tokens is never clamped to the model's max_completion_tokens: the codecs cap it at 2**31-1 only, "
-    "services/rpc/convert.py and the pipeline pass it through, so gpt-4o-mini (max 16,384) is asked for 10**9 "
-    "upstream and the quota reservation (prompt + max_tokens) makes a basic-tier key's request a 429 'Daily token "
-    "limit exceeded' — fix: in services/pipeline.py (or convert.chat_request) clamp sampling.max_tokens to "
-    "catalog.get(model).max_completion_tokens when the catalogue knows it, before admission and routing"))
 async def test_max_tokens_over_the_models_maximum_is_clamped(gw, key, fake_openai):
     cap = 16_384  # services/catalog/models.json: gpt-4o-mini max_completion_tokens
     r = await gw.http.post(CHAT, json={**chat_body("gpt-4o-mini"), "max_tokens": 10**9}, headers=bearer(key))

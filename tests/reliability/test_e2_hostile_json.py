@@ -173,31 +173,14 @@ OA = {"model": "tokens-2", "messages": [{"role": "user", "content": "hi"}]}
 AN = {"model": "tokens-2", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 
 
-def _ignored(field: str, surface: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=(
-        f"BUG: the {surface} codec ignores a wrong-typed '{field}' (it only reads the field when it has the right type) "
-        "and answers 200, so a caller's mistake passes silently — fix: raise codec.invalid(..., 422 on the OpenAI "
-        "surface / 400 invalid_request_error on Anthropic) when the field is present with another type, as it "
-        "already does for temperature or stream"))
+def _ignored(field: str, surface: str) -> tuple:
+    """Formerly xfail: wrong-typed optional fields were ignored; the codecs now refuse them."""
+    return ()
 
 
-UNHASHABLE_ROLE = pytest.mark.xfail(strict=True, reason=(
-    "BUG: gateway_http/openai/codec.py _message does ROLES.get(m.get('role')): a list or object role raises "
-    "TypeError (unhashable) and the bridge answers 500 'Internal error in the bridge' (also /api/chat, "
-    "/api/v1/inference and /ws, which share the codec) — fix: check isinstance(role, str) before the lookup "
-    "and answer the existing 400 'Invalid value for messages[i].role'"))
-IMAGE_DETAIL = pytest.mark.xfail(strict=True, reason=(
-    "BUG: gateway_http/openai/codec.py _image passes image_url.detail to pb.ImagePart unchecked: a number or list "
-    "raises TypeError and the bridge answers 500 — fix: require a string (422 Invalid type for "
-    "'messages[i].content[j].image_url.detail')"))
-MEDIA_TYPE = pytest.mark.xfail(strict=True, reason=(
-    "BUG: gateway_http/anthropic/codec.py _image tests `media not in IMAGE_TYPES` (a frozenset): a list or object "
-    "media_type raises TypeError (unhashable) and the bridge answers 500 — fix: isinstance(media, str) first, "
-    "then the existing 400"))
-TOOL_CHOICE_TYPE = pytest.mark.xfail(strict=True, reason=(
-    "BUG: gateway_http/anthropic/codec.py _tools tests `kind in TOOL_CHOICES` (a dict): a list or object "
-    "tool_choice.type raises TypeError (unhashable) and the bridge answers 500 — fix: isinstance(kind, str) "
-    "first, then the existing 400"))
+# Formerly diagnosed 500s (unhashable role / media_type / tool_choice.type, non-string detail): fixed.
+UNHASHABLE_ROLE = IMAGE_DETAIL = MEDIA_TYPE = TOOL_CHOICE_TYPE = ()
+
 
 # (surface path, id, JSON path to replace, base body, wrong values)
 CASES = [

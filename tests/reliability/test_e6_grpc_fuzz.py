@@ -211,14 +211,6 @@ async def test_garbage_bytes_are_invalid_argument(shared):
     assert bad == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the routed model name is echoed into the response's initial metadata (x-llm-model, services/rpc/"
-    "inference.py route_metadata) unchecked: a name with a character gRPC metadata cannot carry (U+2028, é, \\x01) "
-    "makes send_initial_metadata fail, and the caller gets INTERNAL 'Invalid metadata' with no ErrorInfo — after the "
-    "upstream answered and the ledger wrote 'ok'; a name over 16 KiB passes the server and the client drops the "
-    "answer with RESOURCE_EXHAUSTED 'received metadata size exceeds hard limit' — fix: validate model names in "
-    "services/rpc/convert.py (printable, at most ~256 characters; INVALID_ARGUMENT field 'model') and make "
-    "route_metadata send only values that are valid metadata (percent-encode or drop the rest)"))
 async def test_model_names_that_cannot_travel_in_metadata_get_declared_codes(shared):
     gw, channel, creds = shared
     bad = []
@@ -234,13 +226,6 @@ async def test_model_names_that_cannot_travel_in_metadata_get_declared_codes(sha
     assert bad == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: error messages and ErrorInfo metadata echo caller values unbounded (\"The model '<id>' does not exist\" "
-    "plus metadata {model: <id>}, \"unknown routing strategy '<name>'\"...); services/rpc/interceptors.py status_for "
-    "puts them in grpc-message and grpc-status-details-bin, so a 10,000-character value makes ~20 KB of trailing "
-    "metadata, over gRPC's 16 KiB default limit: the client gets RESOURCE_EXHAUSTED 'received metadata size exceeds "
-    "hard limit' and no ErrorInfo instead of NOT_FOUND / INVALID_ARGUMENT — fix: in status_for, cap the message "
-    "(e.g. 1 KiB) and each ErrorInfo metadata value (e.g. 256 characters, with an ellipsis) before building the Status"))
 async def test_long_values_echoed_in_errors_still_reach_the_caller(shared):
     gw, channel, creds = shared
     long = "v" * 10_000

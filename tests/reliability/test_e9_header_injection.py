@@ -58,27 +58,12 @@ SURFACES = [  # (id, path, shape, body builder)
 CHARS = {"crlf": "\r\n", "lf": "\n", "cr": "\r", "nul": "\x00", "soh": "\x01", "vt": "\x0b", "del": "\x7f"}
 OTHER_CTL = {"soh", "vt", "del"}
 
-EMBED_MODEL = pytest.mark.xfail(strict=True, reason=(
-    "BUG: /v1/embeddings never checks `model` for control characters (gateway_http/openai/routes.py embeddings "
-    "only requires a non-empty string; the CR/LF/NUL check lives in codec.chat_input, which embeddings does not "
-    "use): the model is routed, the upstream is called and metered, then aiohttp refuses the X-LLM-Model response "
-    "header ('Forbidden control character') and drops the connection without an answer — fix: validate the "
-    "model once in the core (services/rpc/convert.py chat_request and embed_request: no C0 controls or DEL -> "
-    "INVALID_ARGUMENT field 'model'), so every surface and gRPC get the same 400"))
-OTHER_CONTROLS = pytest.mark.xfail(strict=True, reason=(
-    "BUG: the codecs refuse only CR, LF and NUL in `model`; any other control character (\\x01, \\x0b, \\x7f...) is "
-    "routed and metered, then the name comes back in the X-LLM-Model response header, which aiohttp refuses: the "
-    "non-streamed answer is lost (connection dropped, no response), the streamed one becomes a 500 whose body is "
-    "written with chunked framing after a Content-Length head, desynchronising the keep-alive connection for the "
-    "next request — fix: refuse every C0 control and DEL in model names in the core (services/rpc/convert.py, "
-    "INVALID_ARGUMENT -> 400), and make gateway_http/calls.copy_headers drop a metadata value that is not a valid "
-    "header value instead of letting prepare() raise"))
+# Model names with control characters (embeddings, and C0/DEL beyond CR/LF/NUL everywhere) were diagnosed
+# here as xfails; services/rpc/convert.check_model and gateway_http/calls.copy_headers fixed them.
 
 
 def _marks(surface: str, char: str) -> list:
-    if surface == "embeddings":
-        return [EMBED_MODEL]
-    return [OTHER_CONTROLS] if char in OTHER_CTL else []
+    return []
 
 
 @pytest.mark.parametrize("sid,path,shape,build,char", [
@@ -121,12 +106,6 @@ async def test_control_characters_in_a_key_are_refused_by_the_parser(shared, hea
     assert r.status_code == 200  # and the gateway goes on serving
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: aiohttp logs every refused request line at ERROR ('Error handling request from ...') with the "
-    "BadHttpMessage text, which quotes the offending header line — so a key sent with a stray CR/NUL lands in the "
-    "log whole (SPEC: no secret ever reaches a log line; RELIABILITY F3) — fix: install a logging.Filter on the "
-    "'aiohttp.server' logger (in services/logs.py) that redacts header values from BadHttpMessage records, or "
-    "subclass web.RequestHandler/set a handle_error that logs only the error class and the peer"))
 async def test_a_refused_key_is_not_written_to_the_log(shared):
     gw, hostile, key = shared
     records: list[logging.LogRecord] = []
