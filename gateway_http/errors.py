@@ -74,7 +74,12 @@ def error_headers(info: RpcErrorInfo) -> dict[str, str]:
         h["X-Request-Id"] = info.request_id
     if info.retry_after_s is not None:
         h["Retry-After"] = str(max(1, int(math.ceil(info.retry_after_s))))
-    if info.reason == "RATE_LIMIT_EXCEEDED" and "limit" in info.metadata:
+    for part in ("limit", "remaining", "used", "reset"):
+        # The core puts the caller's counters on every error after admission: headers on every answer.
+        value = info.metadata.get("ratelimit_" + part)
+        if value is not None:
+            h["X-RateLimit-" + part.capitalize()] = value
+    if "X-RateLimit-Limit" not in h and info.reason == "RATE_LIMIT_EXCEEDED" and "limit" in info.metadata:
         h["X-RateLimit-Limit"] = info.metadata["limit"]
         h["X-RateLimit-Remaining"] = "0"
         reset = info.metadata.get("reset_time")

@@ -8,6 +8,8 @@ period the same way and the id becomes part of a counter's key (redis.py).
 
 from __future__ import annotations
 
+import math
+
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -15,7 +17,10 @@ PERIODS = ("day", "month")
 
 
 def _local(now: float, tz: str) -> datetime:
-    return datetime.fromtimestamp(now, ZoneInfo(tz))
+    # fromtimestamp rounds to the microsecond, which can carry an instant just before midnight into
+    # the next day; truncate instead (DST changes fall on whole seconds, so the sub-second add is safe).
+    secs = math.floor(now)
+    return datetime.fromtimestamp(secs, ZoneInfo(tz)) + timedelta(microseconds=int((now - secs) * 1_000_000))
 
 
 def period_id(period: str, now: float, tz: str) -> str:
@@ -46,7 +51,7 @@ def _midnight(day: date, zone: ZoneInfo) -> float:
 def period_start(period: str, now: float, tz: str) -> float:
     """Epoch seconds when the period holding `now` began (local midnight / the 1st, local)."""
     zone = ZoneInfo(tz)
-    local = datetime.fromtimestamp(now, zone).date()
+    local = _local(now, tz).date()
     if period == "month":
         local = local.replace(day=1)
     elif period != "day":
@@ -57,4 +62,4 @@ def period_start(period: str, now: float, tz: str) -> float:
 def period_reset_at(period: str, now: float, tz: str) -> float:
     """Epoch seconds of the next local midnight (day) or the next 1st of the month (month)."""
     zone = ZoneInfo(tz)
-    return _midnight(_next_start(period, datetime.fromtimestamp(now, zone).date()), zone)
+    return _midnight(_next_start(period, _local(now, tz).date()), zone)

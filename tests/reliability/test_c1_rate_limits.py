@@ -82,12 +82,6 @@ async def test_200_at_once_admit_exactly_60_and_every_header_matches_the_counter
         assert (d.used, d.remaining, d.limit) == (60, 0, 60)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "NEEDS gateway_http/errors.py: error_headers() sets X-RateLimit-Limit/Remaining/Reset only for "
-    "RATE_LIMIT_EXCEEDED and never X-RateLimit-Used. The core now puts the numbers on every error raised "
-    "after admission (ErrorInfo metadata ratelimit_limit / ratelimit_remaining / ratelimit_used / "
-    "ratelimit_reset, see services/pipeline.py _with_limits and quotas.limit_metadata); error_headers() "
-    "should copy those four keys to the X-RateLimit-* headers for every status."))
 async def test_error_answers_carry_the_rate_limit_headers_too(tmp_path, fake_openai):
     cfg = config(tmp_path, providers=(provider("primary", fake_openai.base_url),), tiers=TIERS)
     async with run_gateway(cfg) as gw:
