@@ -89,7 +89,7 @@ def test_key_id_is_stable_and_distinct():
 @pytest.mark.parametrize(
     "secret, shown",
     [
-        ("sk-abcdefghijklmnopqrstuvwxyz", "sk-...wxyz"),
+        ("sk_abcdefghijklmnopqrstuvwxyz", "sk_...wxyz"),
         ("AIzaSyA-1234567890abcdef", "AIz...cdef"),
         ("sk-123456789", "sk-...6789"),
         ("sk-12345678", "****"),

@@ -837,7 +837,7 @@ async def test_fault_503_twice_then_served(fake: FakeAnthropic, session: aiohttp
 
 
 async def test_wrong_key_is_auth_and_never_echoed(fake: FakeAnthropic, session: aiohttp.ClientSession, adapter: AnthropicAdapter) -> None:
-    wrong = "sk-ant-wrong-key-5f3a9c1e7d"
+    wrong = "ant-wrong-key-5f3a9c1e7d"
     with pytest.raises(UpstreamFailure) as info:
         await adapter.chat(ask("hi"), make_call(fake, session, key=wrong))
     assert info.value.kind == "auth" and info.value.message == "provider rejected the gateway's key"

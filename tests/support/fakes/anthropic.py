@@ -58,7 +58,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-FAKE_ANTHROPIC_KEY = "sk-ant-fake-0123456789abcdef"
+FAKE_ANTHROPIC_KEY = "fake-anthropic-key-0123456789"
 DEFAULT_MODELS = ("claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-6")
 # Dated versions: 2023-06-01 is the documented one; the SDK sends its own, newer date.
 _API_VERSION = re.compile(r"^20[2-9][0-9]-[01][0-9]-[0-3][0-9]$")
