@@ -50,11 +50,11 @@ def log(*a: object) -> None:
 class Child:
     """A process we started (own session), its log, and a stop by PID."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], logdir: str) -> None:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], logdir: str, cwd: str = "") -> None:
         self.name = name
         self.logpath = os.path.join(logdir, f"{name}.log")
         self._logf = open(self.logpath, "wb")
-        self.p = subprocess.Popen(argv, stdout=self._logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+        self.p = subprocess.Popen(argv, stdout=self._logf, stderr=subprocess.STDOUT, env=env, cwd=cwd or ROOT,
                                   start_new_session=True)
         self.pid = self.p.pid
 
@@ -106,7 +106,8 @@ def child_env(config: str, data_dir: str, admin_key: str, **extra: str) -> dict[
 
 
 def create_key(base: str, admin_key: str, name: str) -> str:
-    """A real issued key in the `enterprise` tier (limits raised in bench/tollgate.toml), made the way an operator makes one."""
+    """A real issued key in the `enterprise` tier (limits raised in bench/tollgate.toml), made
+    the way an operator makes one: POST /api/admin/keys with the admin key."""
     status, raw = http("POST", base + "/api/admin/keys", {"name": name, "email": f"{name}@bench.invalid", "tier": "enterprise"},
                        {"X-Admin-Key": admin_key})
     if status != 201:
@@ -118,9 +119,13 @@ def create_key(base: str, admin_key: str, name: str) -> str:
     return key
 
 
-def start_services(name: str, config: str, tmp: str, admin_key: str) -> tuple[Child, str, str]:
+def start_services(name: str, config: str, tmp: str, admin_key: str, tree: str = "") -> tuple[Child, str, str]:
+    """`python -m services` from this checkout, or from another source tree (--variant)."""
     data_dir = os.path.join(tmp, name + "-data")
-    child = Child(name, [sys.executable, "-m", "services"], child_env(config, data_dir, admin_key), tmp)
+    env = child_env(config, data_dir, admin_key)
+    if tree:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.join(tree, "clients"), env.get("PYTHONPATH", "")) if p)
+    child = Child(name, [sys.executable, "-m", "services"], env, tmp, cwd=tree)
     m = child.wait_for(SERVICES_UP, 60)
     return child, f"http://{m.group(1)}:{m.group(2)}", f"{m.group(3)}:{m.group(4)}"
 
@@ -149,6 +154,8 @@ def main() -> None:
     ap.add_argument("--upstream-port", type=int, default=9001, help="the fake upstream's port (compare.py's)")
     ap.add_argument("--out", help="raw rows as JSON (default bench/results/<time>.json)")
     ap.add_argument("--hold", type=float, default=0.0, help="seconds to keep the gateways up before compare (profiling)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
+                    help="also bench the default deployment run from another source tree (a patched copy), side by side")
     ap.add_argument("rest", nargs=argparse.REMAINDER, help="-- then arguments for compare.py")
     args = ap.parse_args()
     extra = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
@@ -183,6 +190,17 @@ def main() -> None:
             options += ["--key", f"tollgate={key}", "--pid", f"tollgate={svc.pid}"]
             peek.append(base)
             log(f"tollgate (single process, in-process bridge) on {base}, pid {svc.pid}")
+        for spec in args.variant:
+            name, _, tree = spec.partition("=")
+            if not name or not os.path.isdir(os.path.join(tree, "services")):
+                sys.exit(f"--variant {spec!r}: expected NAME=DIR with DIR a Tollgate source tree")
+            svc, base, _ = start_services(name, config, tmp, admin_key, tree=os.path.abspath(tree))
+            children.append(svc)
+            key = create_key(base, admin_key, f"bench-{name}")
+            targets.append(f"{name}={base}/v1")
+            options += ["--key", f"{name}={key}", "--pid", f"{name}={svc.pid}"]
+            peek.append(base)
+            log(f"{name} (single process, from {tree}) on {base}, pid {svc.pid}")
         if not args.no_bridge:
             core, core_base, grpc_target = start_services("tollgate-core", config, tmp, admin_key)
             children.append(core)

@@ -28,8 +28,8 @@ MODEL_MAX = 256
 
 def check_model(model: str, field: str = "model") -> None:
     """Model names travel in headers and metadata: printable, bounded (RELIABILITY E6, E9)."""
-    if len(model) > MODEL_MAX or any(ord(c) < 32 or ord(c) == 127 or 0x80 <= ord(c) < 0xA0 for c in model) \
-            or not model.isascii():
+    # For ASCII text isprintable() is exactly "no C0 control, no DEL"; C1 controls are not ASCII.
+    if len(model) > MODEL_MAX or not model.isascii() or not model.isprintable():
         raise InvalidArgument(f"{field} must be printable ASCII, at most {MODEL_MAX} characters", reason="INVALID_MODEL",
                               field_violations=[FieldViolation(field, "printable ASCII, at most 256 characters")])
 
@@ -55,7 +55,7 @@ def chat_request(inp: pb.ChatInput, max_messages: int, include_usage: bool = Fal
             msg.tool_calls = [ToolCall(t.id, t.name, t.arguments) for t in m.tool_calls]
         msgs.append(msg)
     s = inp.sampling
-    sampling = Sampling(
+    sampling = Sampling() if not s.ListFields() else Sampling(  # nothing set (the common case): the defaults
         temperature=s.temperature if s.HasField("temperature") else None,
         top_p=s.top_p if s.HasField("top_p") else None,
         max_tokens=s.max_tokens if s.HasField("max_tokens") else None,
@@ -97,21 +97,61 @@ def embed_request(r: ipb.EmbedRequest) -> EmbedRequest:
                         surface=r.surface or "grpc")
 
 
-def usage(u: Usage | None, cost: float = 0.0) -> pb.Usage:
+# Responses are filled in place (fill_*): a message passed as a keyword is copied into its parent,
+# once per level, and these run on every request.
+
+
+def fill_usage(dst: pb.Usage, u: Usage | None, cost: float = 0.0) -> None:
+    dst.SetInParent()
     if u is None:
-        return pb.Usage()
-    return pb.Usage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, total_tokens=u.total_tokens,
-                    estimated=u.estimated, cached_tokens=u.cached_tokens, reasoning_tokens=u.reasoning_tokens, cost_usd=cost)
+        return
+    dst.prompt_tokens = u.prompt_tokens
+    dst.completion_tokens = u.completion_tokens
+    dst.total_tokens = u.total_tokens
+    dst.estimated = u.estimated
+    dst.cached_tokens = u.cached_tokens
+    dst.reasoning_tokens = u.reasoning_tokens
+    dst.cost_usd = cost
+
+
+def fill_route(dst: pb.Route, log: RouteLog) -> None:
+    dst.SetInParent()
+    t = log.target
+    if t is not None:
+        dst.provider = t.provider
+        dst.kind = t.kind
+        dst.model = log.upstream_model or t.model
+        dst.key_id = t.key_id
+    dst.strategy = log.strategy
+    add = dst.attempts.add
+    for a in log.attempts:
+        add(provider=a.provider, key_id=a.key_id, model=a.model, outcome=a.outcome, status=a.status,
+            latency_ms=a.latency_ms)
+
+
+def fill_rate_limit(parent: ipb.ChatResponse | ipb.StreamStart, d: Decision | None) -> None:
+    """Sets `parent.rate_limit` from `d`; leaves it unset when there is no decision."""
+    if d is None:
+        return
+    dst = parent.rate_limit
+    dst.SetInParent()
+    dst.limit = d.limit
+    dst.remaining = d.remaining
+    dst.used = d.used
+    dst.reset_at = d.reset_at
+    dst.rule = d.rule
+
+
+def usage(u: Usage | None, cost: float = 0.0) -> pb.Usage:
+    out = pb.Usage()
+    fill_usage(out, u, cost)
+    return out
 
 
 def route(log: RouteLog) -> pb.Route:
-    t = log.target
-    return pb.Route(
-        provider=t.provider if t else "", kind=t.kind if t else "", model=(log.upstream_model or t.model) if t else "",
-        key_id=t.key_id if t else "", strategy=log.strategy,
-        attempts=[pb.Attempt(provider=a.provider, key_id=a.key_id, model=a.model, outcome=a.outcome,
-                             status=a.status, latency_ms=a.latency_ms) for a in log.attempts],
-    )
+    out = pb.Route()
+    fill_route(out, log)
+    return out
 
 
 def rate_limit(d: Decision | None) -> pb.RateLimitState | None:
@@ -122,12 +162,16 @@ def rate_limit(d: Decision | None) -> pb.RateLimitState | None:
 
 def chat_response(res: ChatResult, request_id: str, log: RouteLog, u: Usage | None, cost: float,
                   created: float, d: Decision | None) -> ipb.ChatResponse:
-    return ipb.ChatResponse(
-        id=request_id, text=res.text, reasoning=res.reasoning,
-        tool_calls=[pb.ToolCall(id=t.id, name=t.name, arguments=t.arguments) for t in res.tool_calls],
-        finish_reason=FINISH_VALUES.get(res.finish_reason, pb.FINISH_REASON_STOP),
-        usage=usage(u, cost), route=route(log), created=int(created), rate_limit=rate_limit(d),
-    )
+    out = ipb.ChatResponse(id=request_id, text=res.text, reasoning=res.reasoning,
+                           finish_reason=FINISH_VALUES.get(res.finish_reason, pb.FINISH_REASON_STOP), created=int(created))
+    if res.tool_calls:
+        add = out.tool_calls.add
+        for t in res.tool_calls:
+            add(id=t.id, name=t.name, arguments=t.arguments)
+    fill_usage(out.usage, u, cost)
+    fill_route(out.route, log)
+    fill_rate_limit(out, d)
+    return out
 
 
 def delta_batch(batch: list[Chunk]) -> ipb.StreamChatResponse:

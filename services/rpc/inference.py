@@ -52,16 +52,25 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
                 elif isinstance(ev, StreamStarted):
                     out = ev.outcome
                     await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, out))
-                    yield ipb.StreamChatResponse(start=ipb.StreamStart(
-                        id=ctx.request_id, route=convert.route(out.route), created=int(out.created),
-                        rate_limit=convert.rate_limit(out.decision)))
+                    msg = ipb.StreamChatResponse()  # filled in place: no copy per nesting level
+                    st = msg.start
+                    st.id = ctx.request_id
+                    convert.fill_route(st.route, out.route)
+                    st.created = int(out.created)
+                    convert.fill_rate_limit(st, out.decision)
+                    yield msg
                 elif isinstance(ev, StreamFinished):
                     out = ev.outcome
-                    u = convert.usage(out.usage, out.cost_usd)
                     if request.include_usage:
-                        yield ipb.StreamChatResponse(usage=u)
-                    yield ipb.StreamChatResponse(end=ipb.StreamEnd(
-                        finish_reason=convert.FINISH_VALUES.get(out.finish_reason, 1), usage=u, route=convert.route(out.route)))
+                        msg = ipb.StreamChatResponse()
+                        convert.fill_usage(msg.usage, out.usage, out.cost_usd)
+                        yield msg
+                    msg = ipb.StreamChatResponse()
+                    end = msg.end
+                    end.finish_reason = convert.FINISH_VALUES.get(out.finish_reason, 1)
+                    convert.fill_usage(end.usage, out.usage, out.cost_usd)
+                    convert.fill_route(end.route, out.route)
+                    yield msg
 
         @guard.unary()
         async def Embed(self, request: ipb.EmbedRequest, ctx: Ctx) -> ipb.EmbedResponse:
