@@ -265,6 +265,10 @@ class Router:
                             # RELIABILITY A6: after the first token there is no failover, only an in-band error.
                             self._record(log, call.target, f.kind, f.status, t0)
                             self._verdict(tr, call.target.key_id, f)
+                            if f.kind == "timeout" and self.clock.monotonic() >= deadline - 0.05:
+                                # The caller's own deadline ended it: a 504, metered deadline_exceeded (B3).
+                                raise E.DeadlineExceeded("the request's deadline passed mid-stream",
+                                                         reason="DEADLINE_EXCEEDED") from None
                             raise E.Unavailable(f"upstream stream broke: {f.message}", reason="UPSTREAM_STREAM_BROKEN",
                                                 metadata={"provider": call.target.provider}) from None
                         self._succeeded(call.target, t0, log, tr, observe=False)

@@ -207,8 +207,6 @@ async def test_deadline_is_metered_as_deadline_exceeded(short_deadline):
     assert [x.status for x in rows] == ["deadline_exceeded"] * 8
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a stream stalled past the deadline ends with an in-band error but its row "
-                                       "says client_cancelled (in-process channel timeout seen as a client cancel)")
 async def test_stream_stalled_past_the_deadline_is_metered_as_deadline_exceeded(short_deadline):
     gw, auth = short_deadline
     async with gw.http.stream("POST", CHAT, json=chat_body("fault-stall-after-3", stream=True), headers=auth) as r:
