@@ -323,8 +323,12 @@ class Pipeline:
         ))
         if adm is not None:
             try:
-                # Shielded: a cancelled request must still settle its reservation (no double charge, no leak).
-                await asyncio.shield(self.quotas.finish(adm, usage.total_tokens if billable else 0))
+                settle = self.quotas.finish(adm, usage.total_tokens if billable else 0)
+                if self.quotas.local:
+                    await settle  # the in-process limiter never suspends: nothing can cut it short
+                else:
+                    # Shielded: a cancelled request must still settle its reservation (no double charge, no leak).
+                    await asyncio.shield(settle)
             except asyncio.CancelledError:
                 pass
             except Exception:

@@ -16,6 +16,7 @@ subjects that never come back) and no call pays for the whole table.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 
 from services.clock import Clock
 from services.limits.base import Decision, Reservation, Rule, RuleState, decide
-from services.limits.periods import period_id, period_reset_at
+from services.limits.periods import period_id, period_reset_at, period_start
 
 SWEEP_PER_CALL = 2  # idle entries examined per call: O(1) work, every entry visited within N/2 calls
 
@@ -101,6 +102,12 @@ class MemoryLimiter:
         self._held: dict[str, _Held] = {}
         # Reaped reservations, kept one more lease: a late settle still charges its real usage once.
         self._reaped: dict[str, tuple[float, _Held]] = {}
+        # (period, tz) -> (start, end, id) of the period holding the last `now` asked about: the
+        # calendar maths (zoneinfo, strftime) runs once per period, not on every call.
+        self._periods: dict[tuple[str, str], tuple[float, float, str]] = {}
+        # Reservation ids: unique per instance (a counter) and across instances (a random prefix).
+        self._id_prefix = f"m-{uuid.uuid4().hex[:16]}-"
+        self._ids = itertools.count(1)
 
     # -- the Limiter protocol -------------------------------------------------------------------
 
@@ -170,11 +177,13 @@ class MemoryLimiter:
         limited = [r for r in rules if r.limit > 0]  # limit <= 0: unlimited, never refuses, no state
         targets: list[_Window | _Counter] = []
         states: list[RuleState] = []
+        allowed = True
         for rule in limited:
             target = self._target(subject, rule, now, create=count)
             targets.append(target)
-            states.append(self._state(rule, target, amount, mono, now))
-        allowed = all(s.ok for s in states)
+            st = self._state(rule, target, amount, mono, now)
+            allowed = allowed and st.ok
+            states.append(st)
         held: _Held | None = None
         if allowed and count:
             if hold:
@@ -182,9 +191,17 @@ class MemoryLimiter:
             # RELIABILITY C1/C3: all-or-nothing, counted only once every rule said yes.
             for target in targets:
                 self._apply(target, amount, mono, held)
-            states = [self._state(r, t, 0, mono, now) for r, t in zip(limited, targets)]
-            states = [RuleState(s.rule, s.used, True, s.reset_at) for s in states]
+            states = [self._state(r, t, 0, mono, now, admitted=True) for r, t in zip(limited, targets)]
         return decide(allowed, states, now), held
+
+    def _period(self, period: str, now: float, tz: str) -> tuple[float, float, str]:
+        """(start, end, id) of the calendar period holding `now`, from the cache while it holds."""
+        key = (period, tz)
+        p = self._periods.get(key)
+        if p is None or not p[0] <= now < p[1]:
+            p = (period_start(period, now, tz), period_reset_at(period, now, tz), period_id(period, now, tz))
+            self._periods[key] = p
+        return p
 
     def _target(self, subject: str, rule: Rule, now: float, *, create: bool) -> _Window | _Counter:
         if not rule.period:
@@ -196,32 +213,39 @@ class MemoryLimiter:
                     self._windows[wkey] = window
             window.window_s = rule.window_s  # a reloaded config applies at once
             return window
-        pid = period_id(rule.period, now, rule.tz)
+        _, ends_at, pid = self._period(rule.period, now, rule.tz)
         ckey = (subject, rule.name, pid)
         counter = self._counters.get(ckey)
         if counter is None:
-            counter = _Counter(period_reset_at(rule.period, now, rule.tz))
+            counter = _Counter(ends_at)
             if create:
                 self._counters[ckey] = counter
         return counter
 
-    def _state(self, rule: Rule, target: _Window | _Counter, amount: int, mono: float, now: float) -> RuleState:
-        if isinstance(target, _Window):
+    def _state(self, rule: Rule, target: _Window | _Counter, amount: int, mono: float, now: float,
+               admitted: bool = False) -> RuleState:
+        # `admitted`: the state after this call was counted, reported as ok whatever the sum says
+        # (the Decision of an admitted call; the same as building it and then flipping ok).
+        if type(target) is _Window:
             target.prune(mono)
             used = target.total
             ok = used + amount <= rule.limit
-            if ok:
+            if ok or admitted:
+                if not ok:
+                    return RuleState(rule, used, True, now + (target.free_at(rule.limit, amount, mono) - mono))
                 # "frees up" for an admitted call: when the oldest counted entry leaves
                 first = target.entries[0].ts + target.window_s if target.entries else mono
                 return RuleState(rule, used, True, now + (first - mono))
             free = target.free_at(rule.limit, amount, mono)
             return RuleState(rule, used, False, now + (free - mono), max(0.0, free - mono))
         used = target.used + target.held
+        if admitted:
+            return RuleState(rule, used, True, target.ends_at)
         ok = used + amount <= rule.limit
         return RuleState(rule, used, ok, target.ends_at, 0.0 if ok else max(0.0, target.ends_at - now))
 
     def _apply(self, target: _Window | _Counter, amount: int, mono: float, held: _Held | None) -> None:
-        if isinstance(target, _Window):
+        if type(target) is _Window:
             entry = _Entry(mono, amount)
             target.entries.append(entry)
             target.total += amount
@@ -234,8 +258,8 @@ class MemoryLimiter:
             target.used += amount
 
     def _hold(self, subject: str, rules: tuple[Rule, ...], amount: int, now: float, mono: float) -> _Held:
-        pids = tuple(period_id(r.period, now, r.tz) if r.period else "" for r in rules)
-        res = Reservation(subject, rules, amount, pids, id=f"m-{uuid.uuid4().hex}")
+        pids = tuple(self._period(r.period, now, r.tz)[2] if r.period else "" for r in rules)
+        res = Reservation(subject, rules, amount, pids, id=self._id_prefix + str(next(self._ids)))
         held = _Held(res, mono + self._lease_s)
         self._held[res.id] = held
         return held

@@ -113,6 +113,11 @@ class Quotas:
         self._history = history
         self._now = now
 
+    @property
+    def local(self) -> bool:
+        """Whether every limiter call completes without suspending (the in-process limiter)."""
+        return isinstance(self.limiter, MemoryLimiter)
+
     def request_rules(self, tier: str) -> tuple[Rule, ...]:
         return self._request_rules.get(tier, ())
 
@@ -173,7 +178,15 @@ class Quotas:
         if len(self._recent) > RECENT_MAX:  # subjects come and go: forget the idle ones
             for key in [k for k, q in self._recent.items() if not q or q[-1][0] < now - RECENT_S]:
                 del self._recent[key]
-        return min(s for t, s in recent if t >= sent)
+        # Entries are in time order, so those back since `sent` are a suffix: walk it from the newest
+        # (usually just ours) instead of scanning up to RECENT_MAX entries on every admission.
+        earliest = start
+        for t, s in reversed(recent):
+            if t < sent:
+                break
+            if s < earliest:
+                earliest = s
+        return earliest
 
     async def _recount(self, p: Principal, tok: tuple[Rule, ...], amount: int, reservation: Reservation,
                        until: float) -> Reservation:

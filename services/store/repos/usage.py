@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import peewee as pw
 
 from services.core.errors import InvalidArgument
-from services.store.db import write_txn
+from services.store.db import is_sqlite, write_txn
 from services.store.models import Usage
 from services.store.records import UsageFilter, UsageRecord
 
@@ -128,6 +128,8 @@ def upsert_usage(db: pw.Database, rows: list[UsageRecord]) -> int:
         seen = latest.get(row.request_id)
         if seen is None or seen.status == IN_FLIGHT or row.status != IN_FLIGHT:
             latest[row.request_id] = row  # one row per id per statement (PostgreSQL requires it)
+    if is_sqlite(db):
+        return _sqlite_upsert(db, list(latest.values()))
     values = [asdict(r) for r in latest.values()]
     columns = [f for f in Usage._meta.sorted_fields if f.name != "request_id"]
     update = {f: getattr(pw.EXCLUDED, f.column_name) for f in columns}
@@ -140,6 +142,30 @@ def upsert_usage(db: pw.Database, rows: list[UsageRecord]) -> int:
             )
             written += int(query.as_rowcount().execute(db))
     return written
+
+
+_COLUMNS = tuple(f.name for f in fields(UsageRecord))
+# The same upsert as upsert_usage() builds with peewee, as one statement sqlite3 prepares once and
+# runs per row: building insert_many()'s SQL (and asdict()) costs ~100 us of CPU per row, this ~5
+# (bench/README.md); the ledger writes one row per request.
+_SQLITE_UPSERT = (
+    'INSERT INTO "usage" ({cols}) VALUES ({params}) ON CONFLICT ("request_id") DO UPDATE SET {sets} '
+    'WHERE "usage"."status" IN (?, ?) AND excluded."status" != ?'
+).format(
+    cols=", ".join(f'"{c}"' for c in _COLUMNS),
+    params=", ".join("?" * len(_COLUMNS)),
+    sets=", ".join(f'"{c}" = excluded."{c}"' for c in _COLUMNS if c != "request_id"),
+)
+
+
+def _sqlite_upsert(db: pw.Database, rows: list[UsageRecord]) -> int:
+    tail = (*_UPGRADABLE, IN_FLIGHT)
+    params = [tuple(getattr(r, c) for c in _COLUMNS) + tail for r in rows]
+    with write_txn(db):
+        with pw.__exception_wrapper__:  # sqlite3's errors as peewee's: DbWorker retries "database is locked"
+            cursor = db.cursor()
+            cursor.executemany(_SQLITE_UPSERT, params)
+            return cursor.rowcount
 
 
 def interrupt_in_flight(db: pw.Database, owner: str, started_at: float, stale_before: float) -> int:
