@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway_http.app import make_app
 from gateway_http.settings import BridgeSettings
 from gateway_http.state import BRIDGE
+from services.heap import settle_heap
 from tollgate.client import TollgateClient
 
 
@@ -42,6 +43,7 @@ async def serve(settings: BridgeSettings) -> int:
     host, _, port = settings.http_addr.rpartition(":")
     site = web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True)
     await site.start()
+    settle_heap()
     print(f"Tollgate bridge on http://{host}:{runner.addresses[0][1]} -> gRPC {settings.grpc_target}", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

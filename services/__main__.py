@@ -18,6 +18,7 @@ import sys
 from services.app import App
 from services.config.load import load_config, with_demo
 from services.config.schema import Config, ConfigError
+from services.heap import settle_heap
 from services.logs import setup_logging
 from services.runtime import Runtime
 
@@ -59,6 +60,7 @@ async def serve(cfg: Config) -> int:
     rt = Runtime(cfg)
     await rt.start()
     host = cfg.http_addr.rpartition(":")[0]
+    settle_heap()
     print(banner(rt.app, rt.grpc_port, f"{host}:{rt.http_port}"), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

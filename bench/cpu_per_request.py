@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""CPU time the gateway process spends per request: a quick A/B check for hot-path changes.
+
+Throughput on this shared 2-core machine moves ±20 % between runs; the CPU seconds a process
+spends on a fixed number of requests move far less. This starts the fake upstream of
+../shared/bench and Tollgate as `make bench` does (bench/tollgate.toml: auth, tier quotas,
+routing, ledger, metrics on), sends N requests at concurrency C from this process, and reads
+the gateway's utime + stime from /proc before and after. With --variant it starts a second
+Tollgate from another source tree and alternates the two, so both are measured in one run.
+
+  python bench/cpu_per_request.py                                  # chat and stream, 3 rounds
+  python bench/cpu_per_request.py --variant new=/tmp/tg-new --rounds 5
+
+Reported: µs of gateway CPU per request (min and median over rounds). Everything listens on
+127.0.0.1; only the processes started here are stopped, by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import aiohttp
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run.py beside this script
+from run import HERE, ROOT, Child, create_key, start_services  # noqa: E402
+
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "bench")
+FAKE_UPSTREAM = os.path.join(SHARED, "fake_upstream.py")
+FLOOR = os.path.join(SHARED, "direct_proxy.py")  # the bare aiohttp proxy: what any Python gateway pays
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+async def load(base: str, key: str, kind: str, n: int, c: int) -> int:
+    body = {"model": "bench-model", "messages": [{"role": "user", "content": "Say hello in five words."}]}
+    if kind == "stream":
+        body["stream"] = True
+    headers = {"Authorization": f"Bearer {key}"}
+    left = n
+    errors = 0
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal left, errors
+        while left > 0:
+            left -= 1
+            async with session.post(base + "/v1/chat/completions", json=body, headers=headers) as r:
+                await r.read()
+                errors += r.status != 200
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        await asyncio.gather(*(worker(session) for _ in range(c)))
+    return errors
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=4000)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--kind", action="append", choices=["chat", "stream"], help="default: both")
+    ap.add_argument("--upstream-port", type=int, default=9001)
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=DIR")
+    ap.add_argument("--floor", action="store_true", help="also measure the bare-proxy floor")
+    ap.add_argument("--profile", metavar="FILE", help="py-spy (GIL holder only) the first target's rounds into FILE")
+    args = ap.parse_args()
+    kinds = args.kind or ["chat", "stream"]
+
+    tmp = tempfile.mkdtemp(prefix="tollgate-cpu-")
+    config = os.path.join(HERE, "tollgate.toml")
+    if args.upstream_port != 9001:
+        text = open(config).read().replace("127.0.0.1:9001", f"127.0.0.1:{args.upstream_port}")
+        config = os.path.join(tmp, "tollgate.toml")
+        with open(config, "w") as f:
+            f.write(text)
+    admin_key = "tga_bench_" + secrets.token_urlsafe(24)
+    children: list[Child] = []
+    try:
+        up = Child("upstream", [sys.executable, FAKE_UPSTREAM, "--port", str(args.upstream_port)], dict(os.environ), tmp)
+        children.append(up)
+        targets: list[tuple[str, str, str, int]] = []
+        for name, tree in [("tollgate", "")] + [tuple(v.split("=", 1)) for v in args.variant]:
+            svc, base, _ = start_services(name, config, tmp, admin_key, tree=os.path.abspath(tree) if tree else "")
+            children.append(svc)
+            targets.append((name, base, create_key(base, admin_key, f"cpu-{name}"), svc.pid))
+        if args.floor:
+            port = str(args.upstream_port + 1)
+            floor = Child("floor", [sys.executable, FLOOR, "--port", port, "--upstream",
+                                    f"http://127.0.0.1:{args.upstream_port}"], dict(os.environ), tmp)
+            children.append(floor)
+            targets.append(("floor", f"http://127.0.0.1:{port}", "unused", floor.pid))
+        time.sleep(1.0)
+        results: dict[tuple[str, str], list[float]] = {}
+        for kind in kinds:
+            for name, base, key, pid in targets:  # warm-up: imports, pools, caches
+                asyncio.run(load(base, key, kind, 500, args.concurrency))
+            for _ in range(args.rounds):
+                for name, base, key, pid in targets:
+                    spy = None
+                    if args.profile and name == targets[0][0]:
+                        spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--gil",
+                                                "-p", str(pid), "-r", "200", "-f", "raw", "-o", f"{args.profile}.{kind}.{_}",
+                                                "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        time.sleep(0.5)
+                    before = cpu_seconds(pid)
+                    errors = asyncio.run(load(base, key, kind, args.requests, args.concurrency))
+                    used = cpu_seconds(pid) - before
+                    if spy is not None:
+                        spy.send_signal(signal.SIGINT)
+                        spy.wait(timeout=30)
+                    if errors:
+                        sys.exit(f"{name}: {errors} errors during {kind}")
+                    results.setdefault((kind, name), []).append(used / args.requests * 1e6)
+        print(f"| scenario | target | CPU µs / request, min | median | rounds |")
+        print("|---|---|---:|---:|---:|")
+        for (kind, name), vals in results.items():
+            print(f"| {kind} c={args.concurrency} | {name} | {min(vals):.0f} | {statistics.median(vals):.0f} | {len(vals)} |")
+    finally:
+        for c in reversed(children):
+            c.stop()
+
+
+if __name__ == "__main__":
+    main()
