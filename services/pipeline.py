@@ -172,7 +172,9 @@ class Pipeline:
         adm: Admission | None = None
         status, error = "error", ""
         reported: Usage | None = None
-        completion_est = 0
+        # What was streamed, kept by reference; estimated only if the provider sends no usage.
+        texts: list[str] = []
+        args: list[str] = []
         finish = ""
         self._open(p, req.model, req.surface, out)
         try:
@@ -185,9 +187,9 @@ class Pipeline:
                     yield StreamStarted(out)
                 for c in batch:
                     if c.text:
-                        completion_est += estimate_delta(c.text)
+                        texts.append(c.text)
                     if c.tool_calls:
-                        completion_est += sum(estimate_text(t.arguments) for t in c.tool_calls)
+                        args.extend(t.arguments for t in c.tool_calls)
                     if c.usage is not None:
                         reported = c.usage
                     if c.finish_reason:
@@ -195,7 +197,7 @@ class Pipeline:
                 yield batch
             status = "ok"
             out.finish_reason = finish or "stop"
-            out.usage = self._usage(reported, prompt_est, completion_est)
+            out.usage = self._usage(reported, prompt_est, texts, args)
             yield StreamFinished(out)
         except E.TollgateError as e:
             status, error = _status_of(e), e.reason
@@ -205,7 +207,7 @@ class Pipeline:
             status = self._cancel_status(req.surface, deadline)
             raise
         finally:
-            usage = out.usage or self._usage(reported, prompt_est, completion_est)
+            usage = out.usage or self._usage(reported, prompt_est, texts, args)
             out.usage = usage
             self._leave(task)
             out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0)
@@ -280,12 +282,13 @@ class Pipeline:
             self._leave(task)
             out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0)
 
-    def _usage(self, reported: Usage | None, prompt_est: int, completion_est: int) -> Usage:
+    def _usage(self, reported: Usage | None, prompt_est: int, texts: list[str], args: list[str]) -> Usage:
         if reported is not None and not reported.estimated and (reported.prompt_tokens or reported.completion_tokens):
             return reported
         # No usage from the provider (cut, cancelled, or it never reports): estimate what was
         # streamed, delta by delta (metering/tokens.py: one token per token-sized delta; D2).
-        return Usage(prompt_est, completion_est, estimated=True)
+        completion = sum(map(estimate_delta, texts)) + sum(map(estimate_text, args))
+        return Usage(prompt_est, completion, estimated=True)
 
     def _cancel_status(self, surface: str, deadline: float) -> str:
         if self.shutting_down:
