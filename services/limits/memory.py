@@ -171,28 +171,57 @@ class MemoryLimiter:
     def _check(
         self, subject: str, rules: tuple[Rule, ...], amount: int, *, count: bool, hold: bool = False
     ) -> tuple[Decision, _Held | None]:
-        mono, now = self._clock.monotonic(), self._clock.now()
-        self._reap(mono)
+        clock = self._clock
+        mono, now = clock.monotonic(), clock.now()
+        if self._held:
+            self._reap(mono)
         self._sweep(mono, now)
-        limited = [r for r in rules if r.limit > 0]  # limit <= 0: unlimited, never refuses, no state
-        targets: list[_Window | _Counter] = []
-        states: list[RuleState] = []
-        allowed = True
-        for rule in limited:
+        # The common case, every rule with room, reads each target once and builds no RuleState;
+        # anything else (a refusal, a peek) takes the general path below.
+        targets: list[tuple[Rule, _Window | _Counter]] = []
+        for rule in rules:
+            if rule.limit <= 0:
+                continue  # unlimited: never refuses, no state
             target = self._target(subject, rule, now, create=count)
-            targets.append(target)
-            st = self._state(rule, target, amount, mono, now)
-            allowed = allowed and st.ok
-            states.append(st)
-        held: _Held | None = None
-        if allowed and count:
-            if hold:
-                held = self._hold(subject, rules, amount, now, mono)
-            # RELIABILITY C1/C3: all-or-nothing, counted only once every rule said yes.
-            for target in targets:
-                self._apply(target, amount, mono, held)
-            states = [self._state(r, t, 0, mono, now, admitted=True) for r, t in zip(limited, targets)]
-        return decide(allowed, states, now), held
+            if type(target) is _Window:
+                target.prune(mono)
+                used = target.total
+            else:
+                used = target.used + target.held
+            if used + amount > rule.limit:
+                return self._refused(subject, rules, amount, mono, now, create=count)
+            targets.append((rule, target))
+        if not count:
+            return self._peeked(targets, amount, mono, now), None
+        held = self._hold(subject, rules, amount, now, mono) if hold else None
+        # RELIABILITY C1/C3: all-or-nothing, counted only once every rule said yes.
+        best: tuple[int, Rule, int, float] | None = None
+        for rule, target in targets:
+            self._apply(target, amount, mono, held)
+            if type(target) is _Window:
+                used = target.total
+                # "frees up" for an admitted call: when the oldest counted entry leaves
+                reset_at = now + (target.entries[0].ts + target.window_s - mono)
+            else:
+                used = target.used + target.held
+                reset_at = target.ends_at
+            left = rule.limit - used
+            if best is None or left < best[0]:  # the tightest rule, the first one on a tie (as decide())
+                best = (left, rule, used, reset_at)
+        if best is None:
+            return decide(True, [], now), held
+        left, rule, used, reset_at = best
+        return Decision(True, rule.name, rule.limit, max(0, left), used, reset_at), held
+
+    def _refused(self, subject: str, rules: tuple[Rule, ...], amount: int, mono: float, now: float,
+                 *, create: bool) -> tuple[Decision, _Held | None]:
+        """Some rule has no room: nothing is counted; the Decision names the rule that frees up last."""
+        states = [self._state(r, self._target(subject, r, now, create=create), amount, mono, now)
+                  for r in rules if r.limit > 0]
+        return decide(False, states, now), None
+
+    def _peeked(self, targets: list[tuple[Rule, _Window | _Counter]], amount: int, mono: float, now: float) -> Decision:
+        return decide(True, [self._state(r, t, amount, mono, now) for r, t in targets], now)
 
     def _period(self, period: str, now: float, tz: str) -> tuple[float, float, str]:
         """(start, end, id) of the calendar period holding `now`, from the cache while it holds."""

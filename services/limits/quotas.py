@@ -128,9 +128,10 @@ class Quotas:
         """Counts the request and reserves its token estimate; `started_at` (the ledger row's
         created_at) tells, should the counter turn out to be lost, which rows it already holds."""
         rules = self._request_rules.get(p.tier, ())
+        local = self._gate is None  # nothing to bound: call the limiter directly (no closure per call)
         decision = None
         if rules:
-            decision = await self._call(lambda: self.limiter.hit(p.subject, rules))
+            decision = await (self.limiter.hit(p.subject, rules) if local else self._call(lambda: self.limiter.hit(p.subject, rules)))
             if not decision.allowed:
                 raise _exhausted(p, decision)
         reservation = None
@@ -141,7 +142,8 @@ class Quotas:
                 await asyncio.shield(pending)  # count against the rebuilt counters, not the empty ones
             amount = max(1, token_estimate)
             sent = asyncio.get_running_loop().time()
-            tdec, reservation = await self._call(lambda: self.limiter.reserve(p.subject, tok, amount))
+            tdec, reservation = await (self.limiter.reserve(p.subject, tok, amount) if local
+                                       else self._call(lambda: self.limiter.reserve(p.subject, tok, amount)))
             if reservation is None:
                 # The request slot stays counted: a refused request still counts as a request (seed 000).
                 raise _exhausted(p, tdec)
@@ -155,7 +157,9 @@ class Quotas:
         if adm.reservation is None:
             return
         res = adm.reservation
-        if used_tokens > 0:
+        if self._gate is None:
+            await (self.limiter.settle(res, used_tokens) if used_tokens > 0 else self.limiter.release(res))
+        elif used_tokens > 0:
             await self._call(lambda: self.limiter.settle(res, used_tokens))
         else:
             await self._call(lambda: self.limiter.release(res))
