@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from services.rpc.admin import make_admin_servicer
 from services.rpc.inference import make_inference_servicer
 from services.rpc.keys import make_key_servicer
+from services.rpc.malformed import MalformedRequests
 from services.rpc.models import make_model_servicer
 from tollgate.inprocess import InProcessChannel
 from tollgate.v1 import admin_service_pb2, admin_service_pb2_grpc, inference_service_pb2, inference_service_pb2_grpc
@@ -51,7 +52,7 @@ class GrpcServer:
     def __init__(self, app: Any, address: str) -> None:
         self.app = app
         self.address = address
-        self.server = grpc.aio.server(options=[
+        self.server = grpc.aio.server(interceptors=[MalformedRequests()], options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
