@@ -10,8 +10,9 @@ from gateway_http.state import BRIDGE
 
 async def read_body(request: web.Request) -> bytes:
     limit = request.app[BRIDGE].settings.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise BridgeError(413, f"Request body too large: {request.content_length} bytes > {limit} bytes.", code="request_too_large")
+    length = request.content_length  # parsed from the header on every read: once
+    if length is not None and length > limit:
+        raise BridgeError(413, f"Request body too large: {length} bytes > {limit} bytes.", code="request_too_large")
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:

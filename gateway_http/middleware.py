@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import istr
 
 from gateway_http.errors import openai_body
 from gateway_http.state import BRIDGE
@@ -13,6 +14,7 @@ from gateway_http.state import BRIDGE
 log = logging.getLogger("tollgate.bridge")
 
 ALWAYS_OPEN = ("/health", "/metrics")
+REQUEST_ID = istr("X-Request-Id")  # an istr is looked up without folding its case again
 
 
 @web.middleware
@@ -21,8 +23,10 @@ async def guard(request: web.Request, handler):
     if b.draining and not request.path.startswith(ALWAYS_OPEN):
         return web.Response(status=503, body=openai_body(503, "The gateway is shutting down; retry shortly.", "shutting_down"),
                             content_type="application/json", headers={"Retry-After": "1"})
-    origin = request.headers.get("Origin")
-    cors = origin and (origin in b.settings.cors_origins or "*" in b.settings.cors_origins)
+    origins = b.settings.cors_origins
+    # Without CORS configured (the default) no request is a CORS one: no Origin to look up.
+    origin = request.headers.get(hdrs.ORIGIN) if origins else None
+    cors = origin and (origin in origins or "*" in origins)
     if cors and request.method == "OPTIONS":
         return web.Response(status=204, headers=_cors(origin))
     try:
@@ -43,10 +47,10 @@ async def guard(request: web.Request, handler):
                             headers={"X-Request-Id": rid})
     if cors:
         response.headers.update(_cors(origin))
-    if "X-Request-Id" not in response.headers and not response.prepared:
+    if REQUEST_ID not in response.headers and not response.prepared:
         # Errors the bridge answers itself (bad JSON, 413, unknown route) never reached a servicer;
         # they still get an id to quote (SPEC: every response carries X-Request-Id).
-        response.headers["X-Request-Id"] = "req_" + os.urandom(10).hex()
+        response.headers[REQUEST_ID] = "req_" + os.urandom(10).hex()
     return response
 
 

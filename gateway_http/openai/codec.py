@@ -43,11 +43,14 @@ def load_json(raw: bytes) -> dict[str, Any]:
     return body
 
 
+INFINITIES = (float("inf"), float("-inf"))
+
+
 def _num(body: dict, name: str, lo: float | None = None, hi: float | None = None) -> float | None:
     v = body.get(name)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in INFINITIES:
         raise invalid(f"Invalid type for '{name}': expected a number.", name, 422)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise invalid(f"Invalid value for '{name}': must be between {lo} and {hi}.", name)
@@ -101,19 +104,22 @@ def _image(part: dict, where: str) -> pb.ImagePart:
     return pb.ImagePart(url=url, detail=detail)
 
 
-def _message(m: Any, i: int) -> pb.Message:
-    where = f"messages[{i}]"
+def _message(msg: pb.Message, m: Any, i: int) -> None:
+    """Fills `msg` (already in its parent's list: no copy) from messages[i].
+    Paths for error texts are formatted only when an error is raised."""
     if not isinstance(m, dict):
-        raise invalid(f"Invalid type for '{where}': expected an object.", where, 422)
+        raise invalid(f"Invalid type for 'messages[{i}]': expected an object.", f"messages[{i}]", 422)
     raw_role = m.get("role")
     role = ROLES.get(raw_role) if isinstance(raw_role, str) else None
     if role is None:
-        raise invalid(f"Invalid value for '{where}.role': expected one of system, developer, user, assistant, tool.", f"{where}.role")
-    msg = pb.Message(role=role)
+        raise invalid(f"Invalid value for 'messages[{i}].role': expected one of system, developer, user, assistant, tool.",
+                      f"messages[{i}].role")
+    msg.role = role
     content = m.get("content")
     if isinstance(content, str):
         msg.text = content
     elif isinstance(content, list):
+        where = f"messages[{i}]"
         for j, part in enumerate(content):
             pw = f"{where}.content[{j}]"
             if not isinstance(part, dict):
@@ -128,15 +134,17 @@ def _message(m: Any, i: int) -> pb.Message:
             else:
                 raise invalid(f"Invalid value for '{pw}.type': supported types are text and image_url.", pw)
     elif content is not None:
-        raise invalid(f"Invalid type for '{where}.content': expected a string or an array of parts.", f"{where}.content", 422)
+        raise invalid(f"Invalid type for 'messages[{i}].content': expected a string or an array of parts.",
+                      f"messages[{i}].content", 422)
     elif role != pb.ROLE_ASSISTANT:
-        raise invalid(f"Missing required parameter: '{where}.content'.", f"{where}.content")
+        raise invalid(f"Missing required parameter: 'messages[{i}].content'.", f"messages[{i}].content")
     if m.get("name") is not None:
         if not isinstance(m["name"], str):
-            raise invalid(f"Invalid type for '{where}.name': expected a string.", f"{where}.name", 422)
+            raise invalid(f"Invalid type for 'messages[{i}].name': expected a string.", f"messages[{i}].name", 422)
         msg.name = m["name"]
     tcs = m.get("tool_calls")
     if tcs is not None:
+        where = f"messages[{i}]"
         if not isinstance(tcs, list):
             raise invalid(f"Invalid type for '{where}.tool_calls': expected an array.", f"{where}.tool_calls", 422)
         for tc in tcs:
@@ -149,16 +157,24 @@ def _message(m: Any, i: int) -> pb.Message:
     if role == pb.ROLE_TOOL:
         tcid = m.get("tool_call_id") or m.get("name") or ""
         if not isinstance(tcid, str) or not tcid:
-            raise invalid(f"Missing required parameter: '{where}.tool_call_id'.", f"{where}.tool_call_id")
+            raise invalid(f"Missing required parameter: 'messages[{i}].tool_call_id'.", f"messages[{i}].tool_call_id")
         msg.tool_call_id = tcid
-    return msg
 
 
-def chat_input(body: dict[str, Any], surface: str = "openai") -> pb.ChatInput:
+# The optional top-level fields chat_input reads. A body with none of them (the usual one:
+# model and messages) skips their checks; each check does nothing for an absent field anyway.
+OPTIONAL_FIELDS = frozenset({
+    "temperature", "top_p", "max_completion_tokens", "max_tokens", "presence_penalty", "frequency_penalty", "seed",
+    "stop", "response_format", "tools", "tool_choice", "parallel_tool_calls", "user", "provider", "strategy"})
+
+
+def chat_input(body: dict[str, Any], surface: str = "openai", into: pb.ChatInput | None = None) -> pb.ChatInput:
+    """The ChatInput for an OpenAI body. `into` (a new request's empty `input`) is filled in place:
+    building a ChatInput and passing it to a request constructor would copy it."""
     model = body.get("model", "")
     if not isinstance(model, str):
         raise invalid("Invalid type for 'model': expected a string.", "model", 422)
-    if any(c in model for c in "\r\n\0"):
+    if "\r" in model or "\n" in model or "\0" in model:
         raise invalid("Invalid value for 'model': control characters are not allowed.", "model")
     messages = body.get("messages")
     if messages is None:
@@ -167,7 +183,19 @@ def chat_input(body: dict[str, Any], surface: str = "openai") -> pb.ChatInput:
         raise invalid("Invalid type for 'messages': expected an array.", "messages", 422)
     if not messages:
         raise invalid("Invalid 'messages': empty array. Expected an array with minimum length 1.", "messages")
-    inp = pb.ChatInput(model=model, surface=surface, messages=[_message(m, i) for i, m in enumerate(messages)])
+    inp = pb.ChatInput() if into is None else into
+    inp.model = model
+    inp.surface = surface
+    add = inp.messages.add
+    for i, m in enumerate(messages):
+        _message(add(), m, i)
+    if not body.keys().isdisjoint(OPTIONAL_FIELDS):  # walks the smaller side: at most 15 keys
+        _options(inp, body)
+    return inp
+
+
+def _options(inp: pb.ChatInput, body: dict[str, Any]) -> None:
+    """Sampling, tools and routing wishes (see OPTIONAL_FIELDS)."""
     s = inp.sampling
     if (v := _num(body, "temperature", 0, 2)) is not None:
         s.temperature = v
@@ -240,7 +268,6 @@ def chat_input(body: dict[str, Any], surface: str = "openai") -> pb.ChatInput:
             inp.user = v[:256]
         else:
             setattr(route, field_name, v[:256])
-    return inp
 
 
 def stream_options(body: dict[str, Any]) -> bool:
@@ -271,11 +298,11 @@ def usage_json(u: pb.Usage) -> dict[str, Any]:
 
 
 def completion_json(resp: ipb.ChatResponse, model: str) -> bytes:
-    message: dict[str, Any] = {"role": "assistant", "content": resp.text if (resp.text or not resp.tool_calls) else None,
-                               "refusal": None}
-    if resp.tool_calls:
+    text, tcs = resp.text, resp.tool_calls  # each read of a message field builds a new object
+    message: dict[str, Any] = {"role": "assistant", "content": text if (text or not tcs) else None, "refusal": None}
+    if tcs:
         message["tool_calls"] = [{"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
-                                 for t in resp.tool_calls]
+                                 for t in tcs]
     if resp.reasoning:
         message["reasoning_content"] = resp.reasoning
     return orjson.dumps({
@@ -301,7 +328,9 @@ class ChunkWriter:
         prefix = self._prefix
         content = self._content
         out: list[bytes] = []  # pieces, joined once
-        for d in batch.deltas:
+        # Over a list slice: the container's own iterator ends on a raised IndexError, which costs
+        # more than the slice (upb's repeated fields have no iterator of their own).
+        for d in batch.deltas[:]:
             role, reasoning, tcs, finish = d.role, d.reasoning, d.tool_calls, d.finish_reason
             if not (role or reasoning or tcs or finish):
                 # The per-token common case: {"content": text}, as orjson would write the dict.

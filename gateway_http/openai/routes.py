@@ -9,7 +9,7 @@ import time
 
 import grpc
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from grpc.aio import AioRpcError
 
 from gateway_http import calls
@@ -30,8 +30,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     t0 = time.monotonic()
     try:
         body = codec.load_json(await read_body(request))
-        inp = codec.chat_input(body)
         stream = body.get("stream", False)
+        # The request comes first and the input is parsed into it: passing a parsed input to the
+        # request's constructor would copy it. A wrong `stream` is still reported after the input.
+        req = ipb.StreamChatRequest() if stream is True else ipb.ChatRequest()
+        inp = codec.chat_input(body, "openai", req.input)
         if not isinstance(stream, bool) and stream is not None:
             raise codec.invalid("Invalid type for 'stream': expected a boolean.", "stream", 422)
         include_usage = codec.stream_options(body)
@@ -40,18 +43,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     client = calls.client(request)
     md = calls.metadata(request)
     if not stream:
-        call = client.inference.Chat(ipb.ChatRequest(input=inp), metadata=md, timeout=calls.timeout(request))
+        call = client.inference.Chat(req, metadata=md, timeout=calls.timeout(request))
         try:
             resp = await call
         except AioRpcError as e:
             return openai_error(error_info(e))
-        out = web.Response(body=codec.completion_json(resp, inp.model), content_type="application/json")
-        await calls.copy_headers(call, out)
-        out.headers["X-LLM-Latency-Ms"] = f"{(time.monotonic() - t0) * 1000:.1f}"
-        return out
+        answer = codec.completion_json(resp, inp.model)
+        # All headers in one dict, Content-Type first as content_type= would put it: the response's
+        # multidict is built once instead of item by item.
+        headers = await calls.response_headers(call, {hdrs.CONTENT_TYPE: "application/json"})
+        headers[calls.LATENCY] = f"{(time.monotonic() - t0) * 1000:.1f}"
+        return web.Response(body=answer, headers=headers)
 
-    call = client.inference.StreamChat(ipb.StreamChatRequest(input=inp, include_usage=include_usage),
-                                       metadata=md, timeout=calls.timeout(request))
+    req.include_usage = include_usage
+    call = client.inference.StreamChat(req, metadata=md, timeout=calls.timeout(request))
     response: web.StreamResponse | None = None
     writer: codec.ChunkWriter | None = None
     # The usage chunk comes right before the end: it leaves with [DONE] and the chunked-encoding
