@@ -4,6 +4,13 @@ Labels carry ids and names only (provider, key id, model, status), never a secre
 labels come from routed rows, so a flood of made-up model names cannot blow up cardinality.
 Gauges that describe state (breakers, limiter backend, ledger backlog) are read at scrape
 time by a collector, so the hot path pays nothing for them.
+
+Whole-number counts (requests, tokens, upstream attempts) are added up per label set in plain
+ints and handed to their counters when /metrics is rendered: a counter's inc() takes a lock and
+four calls, and these are four per request. Integer sums are exact, so every scrape shows what
+per-row inc() calls would have left; children are still made at first sight (same `_created`),
+and the float ones (cost, latency) still go in per row, in order. Everything here runs on the
+event loop's thread.
 """
 
 from __future__ import annotations
@@ -17,6 +24,41 @@ from services.routing.router import AttemptRecord
 from services.store.records import UsageRecord
 
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+# Counts kept as ints match a float counter's own sums exactly while totals stay below 2**53;
+# a row claiming more tokens than this (no real request does) ends the keeping, see on_row().
+ROW_TOKENS_MAX = 2**24
+
+
+class _RowSeries:
+    """The children one label set of ledger rows feeds, and the counts not yet handed to them."""
+
+    __slots__ = ("requests", "prompt", "completion", "cost", "latency", "n", "prompt_n", "completion_n")
+
+    def __init__(self, requests: Any, prompt: Any, completion: Any, cost: Any, latency: Any) -> None:
+        self.requests, self.prompt, self.completion, self.cost, self.latency = requests, prompt, completion, cost, latency
+        self.n = self.prompt_n = self.completion_n = 0
+
+    def flush(self) -> None:
+        if self.n:
+            n, p, c = self.n, self.prompt_n, self.completion_n
+            self.n = self.prompt_n = self.completion_n = 0
+            self.requests.inc(n)
+            if p:
+                self.prompt.inc(p)
+            if c:
+                self.completion.inc(c)
+
+
+class _AttemptSeries:
+    __slots__ = ("child", "n")
+
+    def __init__(self, child: Any) -> None:
+        self.child, self.n = child, 0
+
+    def flush(self) -> None:
+        if self.n:
+            n, self.n = self.n, 0
+            self.child.inc(n)
 
 
 class Metrics:
@@ -32,40 +74,64 @@ class Metrics:
         self.attempts = Counter("tollgate_upstream_attempts", "Upstream tries and skips by outcome",
                                 ["provider", "key_id", "outcome"], registry=self.registry)
         self.registry.register(_StateCollector(app))
-        self._children: dict[tuple, tuple] = {}
-        self._attempt_children: dict[tuple[str, str, str], Any] = {}  # labels() once per label set
+        # labels() once per label set; each entry also holds its counts not yet handed over.
+        self._children: dict[tuple, _RowSeries] = {}
+        self._attempt_children: dict[tuple[str, str, str], _AttemptSeries] = {}
+        self._exact = True  # token counts are whole and small: they may wait for the scrape
 
     def on_row(self, r: UsageRecord) -> None:
         model = r.model if r.provider else "unrouted"
         key = (r.surface, r.provider, model, r.status)
-        kids = self._children.get(key)
-        if kids is None:
+        s = self._children.get(key)
+        if s is None:
             if len(self._children) > 5000:
+                self.flush()
                 self._children.clear()
-            kids = (self.requests.labels(*key), self.tokens.labels(r.provider, model, "prompt"),
-                    self.tokens.labels(r.provider, model, "completion"), self.cost.labels(r.provider, model),
-                    self.latency.labels(r.surface))
-            self._children[key] = kids
-        req, tin, tout, cost, lat = kids
-        req.inc()
-        if r.prompt_tokens:
-            tin.inc(r.prompt_tokens)
-        if r.completion_tokens:
-            tout.inc(r.completion_tokens)
+            s = self._children[key] = _RowSeries(
+                self.requests.labels(*key), self.tokens.labels(r.provider, model, "prompt"),
+                self.tokens.labels(r.provider, model, "completion"), self.cost.labels(r.provider, model),
+                self.latency.labels(r.surface))
+        p, c = r.prompt_tokens, r.completion_tokens
+        if self._exact and type(p) is int and type(c) is int and 0 <= p <= ROW_TOKENS_MAX and 0 <= c <= ROW_TOKENS_MAX:
+            s.n += 1
+            s.prompt_n += p
+            s.completion_n += c
+        else:
+            if self._exact:
+                # An implausible count (negative, huge, not an int; a hostile upstream's usage):
+                # from here on every row goes straight to the counters as it always did, since a
+                # sum kept aside would no longer add up to the same float. inc() still refuses a
+                # negative count, as it always did.
+                self._exact = False
+                self.flush()
+            s.requests.inc()
+            if p:
+                s.prompt.inc(p)
+            if c:
+                s.completion.inc(c)
         if r.cost_usd:
-            cost.inc(r.cost_usd)
-        lat.observe(r.latency_ms / 1000.0)
+            s.cost.inc(r.cost_usd)
+        s.latency.observe(r.latency_ms / 1000.0)
 
     def on_attempt(self, a: AttemptRecord) -> None:
         key = (a.provider, a.key_id, a.outcome)
-        child = self._attempt_children.get(key)
-        if child is None:
+        s = self._attempt_children.get(key)
+        if s is None:
             if len(self._attempt_children) > 5000:
+                self.flush()
                 self._attempt_children.clear()
-            child = self._attempt_children[key] = self.attempts.labels(*key)
-        child.inc()
+            s = self._attempt_children[key] = _AttemptSeries(self.attempts.labels(*key))
+        s.n += 1
+
+    def flush(self) -> None:
+        """Hands the counts kept since the last call to their counters."""
+        for s in self._children.values():
+            s.flush()
+        for a in self._attempt_children.values():
+            a.flush()
 
     def render(self) -> bytes:
+        self.flush()
         return generate_latest(self.registry)
 
 

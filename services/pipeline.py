@@ -12,10 +12,11 @@ ErrorInfo metadata (`ratelimit_*`), as a success carries them in its response me
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable
 
 from services.auth.principal import Principal
 from services.catalog.pricing import Catalog
@@ -33,6 +34,15 @@ from services.store.records import UsageRecord
 
 def new_request_id() -> str:
     return "req_" + os.urandom(10).hex()
+
+
+# Ledger rows are built positionally: once or twice per request, sixteen keywords cost three
+# times the call. This pins the field order those calls assume (records.py is elsewhere).
+_ROW_FIELDS = ("request_id", "key_id", "user_id", "surface", "provider", "provider_key_id", "model", "status",
+               "prompt_tokens", "completion_tokens", "estimated", "cost_usd", "latency_ms", "attempts", "created_at",
+               "error")
+if tuple(f.name for f in dataclasses.fields(UsageRecord)) != _ROW_FIELDS:
+    raise ImportError("UsageRecord's fields changed: update the positional rows in services/pipeline.py")
 
 
 @dataclass(slots=True)
@@ -87,8 +97,9 @@ class Pipeline:
     def _enter(self) -> asyncio.Task | None:
         task = asyncio.current_task()
         if task is not None:
+            if not self._active:
+                self._idle.clear()  # set exactly while nothing is active: only the first clears it
             self._active.add(task)
-            self._idle.clear()
         return task
 
     def _leave(self, task: asyncio.Task | None) -> None:
@@ -115,29 +126,33 @@ class Pipeline:
             await asyncio.wait(left, timeout=2.0)
         return len(left)
 
-    def deadline(self, time_remaining: float | None) -> float:
+    def deadline(self, time_remaining: float | None, now: float | None = None) -> float:
+        """`now`: the caller's own clock.monotonic() reading, when it just took one."""
         budget = self.request_timeout_s if time_remaining is None else min(time_remaining, self.request_timeout_s)
-        return self.clock.monotonic() + budget
+        return (self.clock.monotonic() if now is None else now) + budget
 
-    async def _admit(self, p: Principal, estimate: int, out: Outcome) -> Admission:
+    def _admit(self, p: Principal, estimate: int, out: Outcome) -> Awaitable[Admission]:
+        """The quota check for the caller to await (the limiter's own coroutine, none of ours)."""
         if self.ledger.full:
             # RELIABILITY D6: the store is behind; refuse new work rather than drop rows.
             raise E.Unavailable("usage ledger backlog is full; retry shortly", reason="LEDGER_BACKLOG", retry_after_s=1.0)
-        return await self.quotas.admit(p, estimate, out.created)
+        return self.quotas.admit(p, estimate, out.created)
 
     def _open(self, p: Principal, model: str, surface: str, out: Outcome) -> None:
         """The request's write-ahead placeholder (RELIABILITY B7); its final row replaces it."""
-        self.ledger.open(UsageRecord(request_id=out.request_id, key_id=p.key_id, user_id=p.user_id, surface=surface,
-                                     model=model, created_at=out.created))
+        if not self.ledger.tracks_open:
+            return  # no store behind the ledger: no placeholder to build
+        self.ledger.open(UsageRecord(out.request_id, p.key_id, p.user_id, surface, "", "", model, "", 0, 0, False,
+                                     0.0, 0.0, 0, out.created, ""))
 
     async def chat(self, p: Principal, req: ChatRequest, request_id: str, time_remaining: float | None) -> tuple[ChatResult, Outcome]:
         out = Outcome(request_id, RouteLog(), created=self.clock.now())
         task = self._enter()
         t0 = self.clock.monotonic()
-        deadline = self.deadline(time_remaining)
+        deadline = self.deadline(time_remaining, t0)
         prompt_est = estimate_prompt(req)
         adm: Admission | None = None
-        status, usage, error = "error", Usage(estimated=True), ""
+        status, usage, error = "error", None, ""
         self._open(p, req.model, req.surface, out)
         try:
             adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
@@ -158,6 +173,8 @@ class Pipeline:
             status = self._cancel_status(req.surface, deadline)
             raise
         finally:
+            if usage is None:  # no answer: built here, not up front on every request
+                usage = Usage(estimated=True)
             out.usage = usage
             self._leave(task)
             out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0)
@@ -167,7 +184,7 @@ class Pipeline:
         out = Outcome(request_id, RouteLog(), created=self.clock.now())
         task = self._enter()
         t0 = self.clock.monotonic()
-        deadline = self.deadline(time_remaining)
+        deadline = self.deadline(time_remaining, t0)
         prompt_est = estimate_prompt(req)
         adm: Admission | None = None
         status, error = "error", ""
@@ -185,9 +202,10 @@ class Pipeline:
                 if not started:
                     started = True
                     yield StreamStarted(out)
-                for c in batch:
-                    if c.text:
-                        texts.append(c.text)
+                for c in batch:  # once per token
+                    text = c.text
+                    if text:
+                        texts.append(text)
                     if c.tool_calls:
                         args.extend(t.arguments for t in c.tool_calls)
                     if c.usage is not None:
@@ -306,23 +324,23 @@ class Pipeline:
         cost = self.catalog.cost(target.model if target else model, usage.prompt_tokens, usage.completion_tokens) if billable else 0.0
         if not billable:
             usage = Usage(0, 0, estimated=usage.estimated)
-        self.ledger.record(UsageRecord(
-            request_id=out.request_id,
-            key_id=p.key_id,
-            user_id=p.user_id,
-            surface=surface,
-            provider=target.provider if target else "",
-            provider_key_id=target.key_id if target else "",
-            model=(route.upstream_model or target.model) if target else model,
-            status=status,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            estimated=usage.estimated,
-            cost_usd=cost,
-            latency_ms=(self.clock.monotonic() - t0) * 1000.0,
-            attempts=route.tries,
-            created_at=out.created,
-            error=error,
+        self.ledger.record(UsageRecord(  # positional, in _ROW_FIELDS order
+            out.request_id,
+            p.key_id,
+            p.user_id,
+            surface,
+            target.provider if target else "",  # provider
+            target.key_id if target else "",  # provider_key_id
+            (route.upstream_model or target.model) if target else model,  # model
+            status,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.estimated,
+            cost,
+            (self.clock.monotonic() - t0) * 1000.0,  # latency_ms
+            route.tries,  # attempts
+            out.created,
+            error,
         ))
         if adm is not None:
             try:

@@ -47,6 +47,34 @@ class AuthStats:
     per_static: dict[str, list[float]] = field(default_factory=dict)  # id -> [count, last_used_at]
 
 
+_PAD_INNER = bytes(x ^ 0x36 for x in range(256))
+_PAD_OUTER = bytes(x ^ 0x5C for x in range(256))
+
+
+class _KeyedSha256:
+    """HMAC-SHA256 under one fixed key (RFC 2104) with the two padded key blocks hashed once.
+
+    Every request digests its key: hmac.new() redoes the key setup each time (~2 µs), while
+    copying two prepared SHA-256 states costs a third of that. Same digest as hmac.new().
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > 64:  # SHA-256's block size
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(key.translate(_PAD_INNER))
+        self._outer = hashlib.sha256(key.translate(_PAD_OUTER))
+
+    def hexdigest(self, msg: bytes) -> str:
+        inner = self._inner.copy()
+        inner.update(msg)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
+
 class Authenticator:
     def __init__(self, cfg: Config, store, pepper: bytes, clock: Clock, admin_key_hash: str,
                  sessions: Sessions | None = None) -> None:
@@ -59,13 +87,25 @@ class Authenticator:
         self._static: dict[str, StaticKey] = {}
         self._cache: OrderedDict[str, tuple[float, ApiKeyRecord | None]] = OrderedDict()
         self._inflight: dict[str, asyncio.Task] = {}  # one store lookup per key hash at a time
+        # The Principal of each cached record: it is immutable and the same for every request
+        # until the record is fetched again (a new object), so it is built once per fetch.
+        self._principals: dict[str, tuple[ApiKeyRecord, Principal]] = {}
         self.stats = AuthStats()
         self.load_static(cfg.static_keys)
         self.sessions = sessions  # None: session tokens are not accepted
         self._accounts: OrderedDict[str, tuple[float, UserRecord | None]] = OrderedDict()
 
+    @property
+    def pepper(self) -> bytes:
+        return self._pepper
+
+    @pepper.setter
+    def pepper(self, value: bytes) -> None:
+        self._pepper = value
+        self._keyed = _KeyedSha256(value)
+
     def _digest(self, secret: str) -> str:
-        return hmac.new(self.pepper, secret.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+        return self._keyed.hexdigest(secret.encode("utf-8", "surrogatepass"))
 
     def load_static(self, keys: tuple[StaticKey, ...]) -> int:
         self._static = {self._digest(k.secret): k for k in keys}
@@ -85,9 +125,11 @@ class Authenticator:
             self._cache.clear()
             self._inflight.clear()
             self._accounts.clear()
+            self._principals.clear()
         else:
             self._cache.pop(key_hash, None)
             self._inflight.pop(key_hash, None)
+            self._principals.pop(key_hash, None)
 
     @staticmethod
     def credentials(md: dict[str, str]) -> tuple[str, str]:
@@ -154,8 +196,15 @@ class Authenticator:
             self.stats.failures += 1
             raise Unauthenticated("Invalid API key", reason="INVALID_API_KEY")
         self.stats.successes += 1
-        return Principal(rec.id, "token" if rec.kind == "token" else "api_key", rec.tier or self.cfg.default_tier,
-                         user_id=rec.user_id or "", name=rec.name)
+        hit = self._principals.get(digest)
+        if hit is not None and hit[0] is rec:
+            return hit[1]
+        p = Principal(rec.id, "token" if rec.kind == "token" else "api_key", rec.tier or self.cfg.default_tier,
+                      user_id=rec.user_id or "", name=rec.name)
+        if len(self._principals) >= MAX_CACHE:
+            self._principals.clear()
+        self._principals[digest] = (rec, p)
+        return p
 
     async def _session(self, token: str) -> Principal | None:
         s = self.sessions.verify(token) if self.sessions is not None else None

@@ -22,6 +22,8 @@ PER_REPLY = 3
 def estimate_text(text: str) -> int:
     if not text:
         return 0
+    if text.isascii():  # O(1) for a str (a flag), and then no character is wide
+        return max(1, round(len(text) / 4))
     wide = sum(1 for ch in text if ord(ch) >= 0x2E80)
     narrow = len(text) - wide
     return max(1, round(narrow / 4 + wide))
@@ -36,7 +38,7 @@ def estimate_delta(text: str) -> int:
     """Tokens in one streamed text delta: 1 for a token-sized delta, the character heuristic beyond."""
     if not text:
         return 0
-    if len(text) <= SINGLE_TOKEN_MAX_CHARS and all(ord(ch) < 0x2E80 for ch in text):
+    if len(text) <= SINGLE_TOKEN_MAX_CHARS and (text.isascii() or all(ord(ch) < 0x2E80 for ch in text)):
         return 1
     return estimate_text(text)
 
@@ -44,8 +46,11 @@ def estimate_delta(text: str) -> int:
 def estimate_prompt(req: ChatRequest) -> int:
     n = PER_REPLY
     for m in req.messages:
-        n += PER_MESSAGE + estimate_text(m.plain_text())
-        n += sum(85 for p in m.parts if p.type == "image")  # OpenAI's low-detail image cost
+        if m.parts:
+            n += PER_MESSAGE + estimate_text(m.plain_text())
+            n += sum(85 for p in m.parts if p.type == "image")  # OpenAI's low-detail image cost
+        else:  # plain text, the common case: no generator per message
+            n += PER_MESSAGE + estimate_text(m.text)
         for tc in m.tool_calls:
             n += estimate_text(tc.name) + estimate_text(tc.arguments)
     for t in req.tools:

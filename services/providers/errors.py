@@ -70,13 +70,21 @@ MAX_ANSWER_BYTES = 32 * 1024 * 1024
 
 async def read_capped(resp: aiohttp.ClientResponse, cap: int = MAX_ANSWER_BYTES) -> bytes:
     """A whole (non-streamed) upstream answer, refused past `cap` (RELIABILITY E10: bounded memory)."""
-    if resp.content_length is not None and resp.content_length > cap:
+    length = resp.content_length
+    if length is not None and length > cap:
         raise UpstreamFailure("protocol", resp.status, f"upstream answer larger than {cap} bytes")
+    content = resp.content
     parts, size = [], 0
     while True:
-        piece = await resp.content.readany()
+        # What is already buffered (usually the whole answer, read with its headers) is taken
+        # without a coroutine per read; only an empty buffer short of EOF waits.
+        piece = content.read_nowait()
         if not piece:
-            return b"".join(parts)
+            if content.at_eof():
+                return b"".join(parts)
+            piece = await content.readany()
+            if not piece:
+                return b"".join(parts)
         size += len(piece)
         if size > cap:
             raise UpstreamFailure("protocol", resp.status, f"upstream answer larger than {cap} bytes")

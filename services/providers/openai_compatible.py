@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.core.errors import UpstreamFailure
 from services.core.types import (
@@ -29,22 +30,57 @@ FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "funct
 EMBEDDINGS_MAX_BYTES = 256 * 1024 * 1024  # 2,048 inputs × 3,072 floats as JSON is ~60 MB
 MAX_EVENT_BYTES = 1024 * 1024  # RELIABILITY E10: a 1 MB stream line is refused, not relayed
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+# Headers go to aiohttp as a read-only multidict: it copies a multidict's items as they are, a
+# dict it first converts into one, per request; read-only because one object serves them all.
+_JSON_HEADERS = CIMultiDictProxy(CIMultiDict(JSON_HEADERS))
+CACHE_MAX = 4096  # per-target entries (URLs, key headers, timeouts); users' own keys come and go
 
 
 class OpenAIAdapter:
     kind = "openai"
 
-    def headers(self, call: Call) -> dict[str, str]:
-        if not call.api_key:
-            return JSON_HEADERS
-        return {**JSON_HEADERS, "Authorization": "Bearer " + call.api_key}
+    def __init__(self) -> None:
+        # Built once per base URL, key or timeout rather than once per request: what they are
+        # made from is fixed per target, and each is immutable, so one object serves every request.
+        self._urls: dict[tuple[str, str], str] = {}
+        self._headers: dict[str, CIMultiDictProxy[str]] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    def headers(self, call: Call) -> CIMultiDictProxy[str]:
+        key = call.api_key
+        if not key:
+            return _JSON_HEADERS
+        h = self._headers.get(key)
+        if h is None:
+            h = CIMultiDictProxy(CIMultiDict({**JSON_HEADERS, "Authorization": "Bearer " + key}))
+            if not call.target.owner:  # a user's own key is never kept past its request (UserKeys)
+                _remember(self._headers, key, h)
+        return h
+
+    def url(self, call: Call, path: str) -> str:
+        base = call.target.base_url
+        u = self._urls.get((base, path))
+        if u is None:
+            u = base.rstrip("/") + path
+            _remember(self._urls, (base, path), u)
+        return u
+
+    def timeout(self, call: Call) -> aiohttp.ClientTimeout:
+        """The try's total timeout. Shared only when it is the target's own (the usual case): one
+        cut short by the request's deadline has a value of its own, not worth keeping."""
+        total = call.timeout_s
+        t = self._timeouts.get(total)
+        if t is None:
+            t = aiohttp.ClientTimeout(total=total)
+            if total == call.target.timeout_s:
+                _remember(self._timeouts, total, t)
+        return t
 
     async def chat(self, req: ChatRequest, call: Call) -> ChatResult:
         body = build_body(req, call.target.model, stream=False)
-        url = call.target.base_url.rstrip("/") + "/chat/completions"
         try:
-            timeout = aiohttp.ClientTimeout(total=call.timeout_s)
-            async with call.session.post(url, data=orjson.dumps(body), headers=self.headers(call), timeout=timeout,
+            async with call.session.post(self.url(call, "/chat/completions"), data=orjson.dumps(body),
+                                         headers=self.headers(call), timeout=self.timeout(call),
                                          allow_redirects=False) as resp:
                 raw = await read_capped(resp)
                 if resp.status != 200:
@@ -59,31 +95,31 @@ class OpenAIAdapter:
             msg = choice.get("message") or {}
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
             raise UpstreamFailure("protocol", 200, "upstream sent a malformed completion") from None
+        tcs = msg.get("tool_calls")
         calls = [
             ToolCall(tc.get("id", ""), (tc.get("function") or {}).get("name", ""), (tc.get("function") or {}).get("arguments", ""))
-            for tc in msg.get("tool_calls") or ()
-        ]
+            for tc in tcs
+        ] if tcs else []
         return ChatResult(
-            text=msg.get("content") or "",
-            finish_reason=FINISH.get(choice.get("finish_reason") or "stop", "stop"),
-            usage=parse_usage(data.get("usage")),
-            tool_calls=calls,
-            reasoning=msg.get("reasoning_content") or msg.get("reasoning") or "",
-            model=data.get("model") or call.target.model,
-            response_id=data.get("id", ""),
+            msg.get("content") or "",  # positional, in field order: text, finish_reason, usage, ...
+            FINISH.get(choice.get("finish_reason") or "stop", "stop"),
+            parse_usage(data.get("usage")),
+            calls,
+            msg.get("reasoning_content") or msg.get("reasoning") or "",
+            data.get("model") or call.target.model,
+            data.get("id", ""),
         )
 
     async def stream_chat(self, req: ChatRequest, call: Call) -> AsyncIterator[list[Chunk]]:
         body = build_body(req, call.target.model, stream=True)
-        url = call.target.base_url.rstrip("/") + "/chat/completions"
         deadline = time.monotonic() + call.timeout_s
         parser = SSEParser(max_event_bytes=MAX_EVENT_BYTES)
         done = False
         # aiohttp's total timeout only fires inside its own awaits; an asyncio.timeout around
         # the yields below would cancel the consumer's code instead (async generator hazard).
-        timeout = aiohttp.ClientTimeout(total=call.timeout_s)
         try:
-            async with call.session.post(url, data=orjson.dumps(body), headers=self.headers(call), timeout=timeout,
+            async with call.session.post(self.url(call, "/chat/completions"), data=orjson.dumps(body),
+                                         headers=self.headers(call), timeout=self.timeout(call),
                                          allow_redirects=False) as resp:
                 if resp.status != 200:
                     raise self.classify(resp.status, resp.headers, await resp.content.read(65536))
@@ -134,10 +170,9 @@ class OpenAIAdapter:
         body: dict[str, Any] = {"model": call.target.model, "input": req.inputs}
         if req.dimensions:
             body["dimensions"] = req.dimensions
-        url = call.target.base_url.rstrip("/") + "/embeddings"
         try:
-            timeout = aiohttp.ClientTimeout(total=call.timeout_s)
-            async with call.session.post(url, data=orjson.dumps(body), headers=self.headers(call), timeout=timeout,
+            async with call.session.post(self.url(call, "/embeddings"), data=orjson.dumps(body),
+                                         headers=self.headers(call), timeout=self.timeout(call),
                                          allow_redirects=False) as resp:
                 raw = await read_capped(resp, EMBEDDINGS_MAX_BYTES)
                 if resp.status != 200:
@@ -178,45 +213,54 @@ class OpenAIAdapter:
 def parse_usage(u: Any) -> Usage:
     if not isinstance(u, dict):
         return Usage(estimated=True)
-    details = u.get("prompt_tokens_details") or {}
-    cdetails = u.get("completion_tokens_details") or {}
-    return Usage(
-        prompt_tokens=int(u.get("prompt_tokens") or 0),
-        completion_tokens=int(u.get("completion_tokens") or 0),
-        cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
-        reasoning_tokens=int(cdetails.get("reasoning_tokens") or 0) if isinstance(cdetails, dict) else 0,
+    details = u.get("prompt_tokens_details")
+    cdetails = u.get("completion_tokens_details")
+    return Usage(  # positional: prompt, completion, estimated, cached, reasoning
+        int(u.get("prompt_tokens") or 0),
+        int(u.get("completion_tokens") or 0),
+        False,
+        int(details.get("cached_tokens") or 0) if details and isinstance(details, dict) else 0,
+        int(cdetails.get("reasoning_tokens") or 0) if cdetails and isinstance(cdetails, dict) else 0,
     )
 
 
+def _remember(cache: dict, key: Any, value: Any) -> None:
+    if len(cache) >= CACHE_MAX:
+        cache.clear()  # bounded: a rare full rebuild beats tracking use
+    cache[key] = value
+
+
 def parse_stream_event(data: bytes) -> Chunk | None:
-    # Called once per streamed token: locals and positional Chunk() instead of keywords.
+    # Called once per streamed token: a positional Chunk() instead of keywords, and d.get(k)
+    # called in place (3.11 calls a method without building a bound one; `get = d.get` builds one).
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise UpstreamFailure("protocol", 200, "upstream sent a malformed stream event") from None
     if type(obj) is not dict:  # orjson makes exact dicts
         raise UpstreamFailure("protocol", 200, "upstream sent a malformed stream event")
-    get = obj.get
-    choices = get("choices")
+    choices = obj.get("choices")
     if not choices and "error" in obj:
         err = obj["error"] if isinstance(obj["error"], dict) else {"message": str(obj["error"])}
         raise UpstreamFailure("server", 200, str(err.get("message") or "upstream error mid-stream"))
-    u = get("usage")
+    u = obj.get("usage")
     usage = parse_usage(u) if u else None
     if not choices:
         return Chunk(usage=usage) if usage else None
     choice = choices[0]
-    cget = choice.get
-    delta = cget("delta") or _EMPTY
-    dget = delta.get
-    tcs = dget("tool_calls")
-    finish = cget("finish_reason")
+    delta = choice.get("delta") or _EMPTY
+    content = delta.get("content")
+    finish = choice.get("finish_reason")
+    finish = FINISH.get(finish, "") if finish else ""
+    if content is not None and len(delta) == 1:
+        return Chunk(content or "", "", "", [], finish, usage)  # {"content": …}: a token, no other key to look up
+    tcs = delta.get("tool_calls")
     chunk = Chunk(
-        dget("content") or "",
-        dget("role") or "",
-        dget("reasoning_content") or dget("reasoning") or "",
+        content or "",
+        delta.get("role") or "",
+        delta.get("reasoning_content") or delta.get("reasoning") or "",
         [],
-        FINISH.get(finish, "") if finish else "",
+        finish,
         usage,
     )
     if tcs:

@@ -23,6 +23,10 @@ from services.providers.openai_compatible import OpenAIAdapter
 class Upstreams:
     def __init__(self, limit_per_host: int = 256) -> None:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        # Per request the router asks by base URL and the adapter by kind: both answers are
+        # remembered, so neither the URL nor the kind name is parsed again per request.
+        self._by_url: dict[tuple[str, bool], aiohttp.ClientSession] = {}
+        self._wires: dict[str, str] = {}
         self._limit = limit_per_host
         self.adapters: dict[str, Adapter] = {
             "openai": OpenAIAdapter(),
@@ -33,14 +37,27 @@ class Upstreams:
         }
 
     def adapter(self, kind: str) -> Adapter:
-        k = resolve(kind)
-        if k is None:
-            raise KeyError(kind)
-        return self.adapters[k.wire]
+        wire = self._wires.get(kind)
+        if wire is None:
+            k = resolve(kind)
+            if k is None:
+                raise KeyError(kind)
+            wire = self._wires[kind] = k.wire  # kinds are a fixed table: a handful of names
+        return self.adapters[wire]
 
     def session(self, base_url: str, guarded: bool = False) -> aiohttp.ClientSession:
         """`guarded`: a user-supplied URL; its own pool, whose sockets never open to a private,
         loopback or link-local address, whatever DNS says now or a redirect names (F8)."""
+        s = self._by_url.get((base_url, guarded))
+        if s is not None and not s.closed:
+            return s
+        s = self._origin_session(base_url, guarded)
+        if len(self._by_url) >= 4096:
+            self._by_url.clear()  # users' own base URLs come and go; the origins' pools stay
+        self._by_url[(base_url, guarded)] = s
+        return s
+
+    def _origin_session(self, base_url: str, guarded: bool) -> aiohttp.ClientSession:
         parts = urlsplit(base_url) if base_url else None
         origin = f"{parts.scheme}://{parts.netloc}" if parts else "local"
         if guarded:
@@ -63,3 +80,4 @@ class Upstreams:
         for s in self._sessions.values():
             await s.close()
         self._sessions.clear()
+        self._by_url.clear()

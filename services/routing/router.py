@@ -23,7 +23,7 @@ import asyncio
 import random
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 from services.clock import Clock
 from services.config.schema import Config
@@ -72,11 +72,17 @@ class RouteLog:
 
     @property
     def tries(self) -> int:
-        return sum(1 for a in self.attempts if a.outcome not in SKIPS)
+        n = 0  # a loop, not sum() over a generator: read several times per request
+        for a in self.attempts:
+            if a.outcome not in SKIPS:
+                n += 1
+        return n
 
     def header(self) -> str:
         """`provider/key_id=outcome` per try or skip: the X-Tollgate-Route header (ids only, never keys)."""
-        return ", ".join(f"{a.provider}/{a.key_id}={a.outcome}" + (f"({a.status})" if a.status else "") for a in self.attempts)
+        # A list: join() would build one from a generator first.
+        return ", ".join([f"{a.provider}/{a.key_id}={a.outcome}({a.status})" if a.status
+                          else f"{a.provider}/{a.key_id}={a.outcome}" for a in self.attempts])
 
 
 @dataclass(slots=True)
@@ -197,41 +203,46 @@ class Router:
     # ------------------------------------------------------------------ unary
 
     async def chat(self, req: ChatRequest, deadline: float, log: RouteLog, user_id: str = "") -> ChatResult:
-        async def attempt(call: Call) -> ChatResult:
-            return await self.upstreams.adapter(call.target.kind).chat(req, call)
+        # `attempt` hands _run the adapter's own coroutine to await: no coroutine of ours in between.
+        def attempt(call: Call) -> Awaitable[ChatResult]:
+            return self.upstreams.adapter(call.target.kind).chat(req, call)
 
         return await self._run(req.model, req.route.provider, req.route.strategy, deadline, log, attempt, user_id)
 
     async def embed(self, req: EmbedRequest, deadline: float, log: RouteLog, user_id: str = "") -> EmbedResult:
-        async def attempt(call: Call) -> EmbedResult:
-            return await self.upstreams.adapter(call.target.kind).embed(req, call)
+        def attempt(call: Call) -> Awaitable[EmbedResult]:
+            return self.upstreams.adapter(call.target.kind).embed(req, call)
 
         return await self._run(req.model, req.route.provider, req.route.strategy, deadline, log, attempt, user_id)
 
     async def _run(self, model, provider_hint, strategy_name, deadline, log, attempt, user_id=""):
         self.stats.requests += 1
-        own = await self._own(user_id, model, provider_hint)
+        # The caller's own keys: looked up (a coroutine, a cache) only for a caller who can have some.
+        own = await self._own(user_id, model, provider_hint) if user_id and self.user_keys is not None else ()
         log.strategy, ordered = self.plan(model, provider_hint, strategy_name, own)
         tr = _Tries()
         self._requests_in_flight += 1
+        calls = self._calls(ordered, deadline, log, tr)
         try:
-            async with aclosing(self._calls(ordered, deadline, log, tr)) as calls:
-                async for call in calls:
-                    t0 = self.clock.monotonic()
-                    try:
-                        result = await attempt(call)
-                    except UpstreamFailure as f:
-                        if self._failed(call, f, t0, log, tr):
-                            continue
-                        raise self._caller_error(f) from None
-                    except BaseException as e:
-                        self._abandoned(call, e, t0, log, tr)
-                        raise
-                    self._succeeded(call.target, t0, log, tr)
-                    return result
+            async for call in calls:
+                t0 = self.clock.monotonic()
+                try:
+                    result = await attempt(call)
+                except UpstreamFailure as f:
+                    if self._failed(call, f, t0, log, tr):
+                        continue
+                    raise self._caller_error(f) from None
+                except BaseException as e:
+                    self._abandoned(call, e, t0, log, tr)
+                    raise
+                self._succeeded(call.target, t0, log, tr)
+                return result
             raise self._exhausted(log, tr.failures, deadline)
         finally:
-            self._end(tr)
+            try:
+                await calls.aclose()  # what aclosing() does, without its context manager per request
+            finally:
+                self._end(tr)
 
     # ------------------------------------------------------------------ streams
 
@@ -239,7 +250,8 @@ class Router:
                      user_id: str = "") -> AsyncIterator[list[Chunk]]:
         """Yields batches; fails over until the first batch with content is handed out."""
         self.stats.requests += 1
-        own = await self._own(user_id, req.model, req.route.provider)
+        # The caller's own keys: looked up (a coroutine, a cache) only for a caller who can have some.
+        own = await self._own(user_id, req.model, req.route.provider) if user_id and self.user_keys is not None else ()
         log.strategy, ordered = self.plan(req.model, req.route.provider, req.route.strategy, own)
         tr = _Tries()
         self._requests_in_flight += 1
@@ -322,7 +334,8 @@ class Router:
                 return
             if not self._available(t, log, tr):
                 continue
-            secret = await self._secret(t)
+            # The gateway's own keys are in memory: no coroutine for them.
+            secret = self._secrets.get(key, "") if not t.owner else await self._secret(t)
             if secret is None:
                 self._record(log, t, "key_unavailable", 0, None)
                 continue
@@ -330,7 +343,7 @@ class Router:
             if log.tries and not self._take_retry(tr, same_route=False):
                 self._record(log, t, "retry_budget", 0, None)
                 return
-            if not self._claim(t, log, tr) or not await self._within_key_limits(t, log, tr):
+            if not self._claim(t, log, tr) or (self._limited(t) and not await self._within_key_limits(t, log, tr)):
                 continue
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
             try:
@@ -358,7 +371,7 @@ class Router:
                     route_tries += 1
                     # Other requests may have opened this key meanwhile: a retry asks the
                     # breaker again, so an open key gets no more traffic (A1, A7).
-                    if not self._claim(t, log, tr) or not await self._within_key_limits(t, log, tr):
+                    if not self._claim(t, log, tr) or (self._limited(t) and not await self._within_key_limits(t, log, tr)):
                         break
             finally:
                 n = self._in_flight[key] - 1
@@ -397,6 +410,10 @@ class Router:
             return False
         tr.probe = half_open
         return True
+
+    def _limited(self, t: Target) -> bool:
+        """Whether the key may have limits of its own; most have none, and then no coroutine is made."""
+        return t.key_id in self._key_rules or (bool(t.owner) and self.user_keys is not None)
 
     async def _within_key_limits(self, t: Target, log: RouteLog, tr: _Tries) -> bool:
         """The key's own rpm and daily quota (C6), counted once per upstream call."""

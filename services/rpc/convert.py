@@ -35,27 +35,50 @@ def check_model(model: str, field: str = "model") -> None:
 
 
 def chat_request(inp: pb.ChatInput, max_messages: int, include_usage: bool = False) -> ChatRequest:
-    check_model(inp.model)
-    if not inp.messages:
+    # Once per request. Each read of a upb field builds a new Python object (a str, or a
+    # container wrapper for a repeated field): read each once, and skip the empty ones.
+    model = inp.model
+    check_model(model)
+    messages = inp.messages
+    if not messages:
         raise InvalidArgument("messages must not be empty", reason="MESSAGES_REQUIRED",
                               field_violations=[FieldViolation("messages", "at least one message is required")])
-    if len(inp.messages) > max_messages:
-        raise InvalidArgument(f"too many messages: {len(inp.messages)} > {max_messages}", reason="TOO_MANY_MESSAGES",
+    if len(messages) > max_messages:
+        raise InvalidArgument(f"too many messages: {len(messages)} > {max_messages}", reason="TOO_MANY_MESSAGES",
                               field_violations=[FieldViolation("messages", f"at most {max_messages} messages")])
     msgs = []
-    for i, m in enumerate(inp.messages):
+    for i, m in enumerate(messages):
         role = ROLE_NAMES.get(m.role)
         if role is None:
             raise InvalidArgument(f"messages[{i}].role is not a known role", reason="INVALID_ROLE",
                                   field_violations=[FieldViolation(f"messages[{i}].role", "unknown role")])
-        msg = Message(role=role, text=m.text, name=m.name, tool_call_id=m.tool_call_id)
-        if m.parts:
-            msg.parts = [_part(p) for p in m.parts]
-        if m.tool_calls:
-            msg.tool_calls = [ToolCall(t.id, t.name, t.arguments) for t in m.tool_calls]
+        msg = Message(role, m.text, [], m.name, [], m.tool_call_id)
+        parts = m.parts
+        if parts:
+            msg.parts = [_part(p) for p in parts]
+        tool_calls = m.tool_calls
+        if tool_calls:
+            msg.tool_calls = [ToolCall(t.id, t.name, t.arguments) for t in tool_calls]
         msgs.append(msg)
-    s = inp.sampling
-    sampling = Sampling() if not s.ListFields() else Sampling(  # nothing set (the common case): the defaults
+    sampling = _sampling(inp.sampling) if inp.HasField("sampling") else Sampling()  # unset: the defaults
+    if sampling.max_tokens is not None and sampling.max_tokens < 1:
+        raise InvalidArgument("max_tokens must be at least 1", reason="INVALID_MAX_TOKENS",
+                              field_violations=[FieldViolation("sampling.max_tokens", "must be >= 1")])
+    tools = inp.tools
+    tools = [Tool(t.name, t.description, MessageToDict(t.parameters) if t.HasField("parameters") else {})
+             for t in tools] if tools else []
+    if inp.HasField("route"):
+        r = inp.route
+        hints = RouteHints(r.provider, r.strategy, r.key_id)
+    else:
+        hints = RouteHints()
+    return ChatRequest(model, msgs, sampling, tools, hints, include_usage, inp.user, inp.surface or "grpc")
+
+
+def _sampling(s: pb.Sampling) -> Sampling:
+    if not s.ListFields():
+        return Sampling()  # set but empty: the defaults
+    return Sampling(
         temperature=s.temperature if s.HasField("temperature") else None,
         top_p=s.top_p if s.HasField("top_p") else None,
         max_tokens=s.max_tokens if s.HasField("max_tokens") else None,
@@ -67,16 +90,6 @@ def chat_request(inp: pb.ChatInput, max_messages: int, include_usage: bool = Fal
         json_schema=MessageToDict(s.json_schema) if s.HasField("json_schema") else None,
         tool_choice=s.tool_choice,
         parallel_tool_calls=s.parallel_tool_calls if s.HasField("parallel_tool_calls") else None,
-    )
-    if sampling.max_tokens is not None and sampling.max_tokens < 1:
-        raise InvalidArgument("max_tokens must be at least 1", reason="INVALID_MAX_TOKENS",
-                              field_violations=[FieldViolation("sampling.max_tokens", "must be >= 1")])
-    tools = [Tool(t.name, t.description, MessageToDict(t.parameters) if t.HasField("parameters") else {}) for t in inp.tools]
-    r = inp.route
-    return ChatRequest(
-        model=inp.model, messages=msgs, sampling=sampling, tools=tools,
-        route=RouteHints(r.provider, r.strategy, r.key_id), include_usage=include_usage,
-        user=inp.user, surface=inp.surface or "grpc",
     )
 
 
@@ -98,7 +111,8 @@ def embed_request(r: ipb.EmbedRequest) -> EmbedRequest:
 
 
 # Responses are filled in place (fill_*): a message passed as a keyword is copied into its parent,
-# once per level, and these run on every request.
+# once per level, and these run on every request. Every field is proto3 implicit presence, so a
+# zero is the same as unset: only non-zero values are written (each write costs a upb call).
 
 
 def fill_usage(dst: pb.Usage, u: Usage | None, cost: float = 0.0) -> None:
@@ -107,11 +121,15 @@ def fill_usage(dst: pb.Usage, u: Usage | None, cost: float = 0.0) -> None:
         return
     dst.prompt_tokens = u.prompt_tokens
     dst.completion_tokens = u.completion_tokens
-    dst.total_tokens = u.total_tokens
-    dst.estimated = u.estimated
-    dst.cached_tokens = u.cached_tokens
-    dst.reasoning_tokens = u.reasoning_tokens
-    dst.cost_usd = cost
+    dst.total_tokens = u.prompt_tokens + u.completion_tokens
+    if u.estimated:
+        dst.estimated = True
+    if u.cached_tokens:
+        dst.cached_tokens = u.cached_tokens
+    if u.reasoning_tokens:
+        dst.reasoning_tokens = u.reasoning_tokens
+    if cost:
+        dst.cost_usd = cost
 
 
 def fill_route(dst: pb.Route, log: RouteLog) -> None:
@@ -125,8 +143,15 @@ def fill_route(dst: pb.Route, log: RouteLog) -> None:
     dst.strategy = log.strategy
     add = dst.attempts.add
     for a in log.attempts:
-        add(provider=a.provider, key_id=a.key_id, model=a.model, outcome=a.outcome, status=a.status,
-            latency_ms=a.latency_ms)
+        d = add()  # then attribute writes: cheaper than add(**fields) on upb
+        d.provider = a.provider
+        d.key_id = a.key_id
+        d.model = a.model
+        d.outcome = a.outcome
+        if a.status:
+            d.status = a.status
+        if a.latency_ms:
+            d.latency_ms = a.latency_ms
 
 
 def fill_rate_limit(parent: ipb.ChatResponse | ipb.StreamStart, d: Decision | None) -> None:
@@ -162,8 +187,14 @@ def rate_limit(d: Decision | None) -> pb.RateLimitState | None:
 
 def chat_response(res: ChatResult, request_id: str, log: RouteLog, u: Usage | None, cost: float,
                   created: float, d: Decision | None) -> ipb.ChatResponse:
-    out = ipb.ChatResponse(id=request_id, text=res.text, reasoning=res.reasoning,
-                           finish_reason=FINISH_VALUES.get(res.finish_reason, pb.FINISH_REASON_STOP), created=int(created))
+    out = ipb.ChatResponse()  # attribute writes: cheaper than keywords on upb, zeros skipped
+    out.id = request_id
+    if res.text:
+        out.text = res.text
+    if res.reasoning:
+        out.reasoning = res.reasoning
+    out.finish_reason = FINISH_VALUES.get(res.finish_reason, pb.FINISH_REASON_STOP)
+    out.created = int(created)
     if res.tool_calls:
         add = out.tool_calls.add
         for t in res.tool_calls:
@@ -183,7 +214,11 @@ def delta_batch(batch: list[Chunk]) -> ipb.StreamChatResponse:
     out.SetInParent()
     add = out.deltas.add
     for c in batch:
-        text, role, reasoning, finish, tcs = c.text, c.role, c.reasoning, c.finish_reason, c.tool_calls
+        text = c.text
+        if text and not (c.role or c.reasoning or c.finish_reason or c.tool_calls):
+            add().text = text  # a token of text, nearly every delta: the short way
+            continue
+        role, reasoning, finish, tcs = c.role, c.reasoning, c.finish_reason, c.tool_calls
         if not (text or role or reasoning or tcs or finish):
             continue  # a usage-only chunk: usage travels in its own message
         d = add()

@@ -13,12 +13,17 @@ from tollgate.v1 import inference_service_pb2_grpc as ipb_grpc
 
 
 def route_metadata(request_id: str, outcome) -> tuple[tuple[str, str], ...]:
+    route = outcome.route
+    t = route.target
+    if t is not None and route.attempts:  # every answered request: one tuple, no concatenations
+        return rate_limit_metadata(outcome.decision) + (
+            ("x-request-id", request_id), ("x-llm-provider", t.provider), ("x-llm-model", t.model),
+            ("x-llm-key-id", t.key_id), ("x-tollgate-route", route.header()))
     md = rate_limit_metadata(outcome.decision) + (("x-request-id", request_id),)
-    t = outcome.route.target
     if t is not None:
         md += (("x-llm-provider", t.provider), ("x-llm-model", t.model), ("x-llm-key-id", t.key_id))
-    if outcome.route.attempts:
-        md += (("x-tollgate-route", outcome.route.header()),)
+    if route.attempts:
+        md += (("x-tollgate-route", route.header()),)
     return md
 
 

@@ -43,11 +43,12 @@ class Ctx:
 def rate_limit_metadata(d: Decision | None) -> tuple[tuple[str, str], ...]:
     if d is None:
         return ()
+    remaining = d.remaining
     return (
         ("x-ratelimit-limit", str(d.limit)),
-        ("x-ratelimit-remaining", str(max(0, d.remaining))),
+        ("x-ratelimit-remaining", str(remaining if remaining > 0 else 0)),
         ("x-ratelimit-used", str(d.used)),
-        ("x-ratelimit-reset", str(int(math.ceil(d.reset_at)))),
+        ("x-ratelimit-reset", str(math.ceil(d.reset_at))),  # an int already
     )
 
 
@@ -120,12 +121,15 @@ class Guard:
 
     def unary(self, admin_only: bool = False, public: bool = False, peek_limits: bool = True):
         def wrap(fn: Callable[..., Awaitable[Any]]):
+            # Chat and Embed send their own limits with the answer's metadata; decided once here.
+            peek = peek_limits and fn.__name__ not in ("Chat", "Embed")
+
             @functools.wraps(fn)
             async def handler(servicer: Any, request: Any, context: Any) -> Any:
                 request_id = new_request_id()
                 try:
                     ctx = await self._enter(context, request_id, admin_only, public)
-                    if peek_limits and ctx.principal.kind not in ("admin", "anonymous") and not fn.__name__ in ("Chat", "Embed"):
+                    if peek and ctx.principal.kind not in ("admin", "anonymous"):
                         await self._send_limits(ctx)
                     return await fn(servicer, request, ctx)
                 except E.TollgateError as e:
