@@ -47,32 +47,22 @@ class AuthStats:
     per_static: dict[str, list[float]] = field(default_factory=dict)  # id -> [count, last_used_at]
 
 
-_PAD_INNER = bytes(x ^ 0x36 for x in range(256))
-_PAD_OUTER = bytes(x ^ 0x5C for x in range(256))
-
-
 class _KeyedSha256:
-    """HMAC-SHA256 under one fixed key (RFC 2104) with the two padded key blocks hashed once.
+    """HMAC-SHA256 under one fixed key: the keyed state is set up once and copied per digest.
 
-    Every request digests its key: hmac.new() redoes the key setup each time (~2 µs), while
-    copying two prepared SHA-256 states costs a third of that. Same digest as hmac.new().
+    Every request digests its key; hmac.new() redoes the key setup each time, while copying a
+    prepared HMAC object (the stdlib's own copy()) costs a fraction of that. Same digest.
     """
 
-    __slots__ = ("_inner", "_outer")
+    __slots__ = ("_base",)
 
     def __init__(self, key: bytes) -> None:
-        if len(key) > 64:  # SHA-256's block size
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(64, b"\0")
-        self._inner = hashlib.sha256(key.translate(_PAD_INNER))
-        self._outer = hashlib.sha256(key.translate(_PAD_OUTER))
+        self._base = hmac.new(key, digestmod=hashlib.sha256)
 
     def hexdigest(self, msg: bytes) -> str:
-        inner = self._inner.copy()
-        inner.update(msg)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.hexdigest()
+        h = self._base.copy()
+        h.update(msg)
+        return h.hexdigest()
 
 
 class Authenticator:
