@@ -140,8 +140,12 @@ class Ledger:
 
     async def _flush_locked(self) -> None:
         markers = self._due_markers()
-        while self._buf or markers:
-            batch = list(self._buf.items())[: self._batch_size]
+        # Only what is buffered now: rows recorded while a batch is being written wait for the
+        # next flush. Chasing them kept a steady load in a write per couple of requests (a
+        # thread hop and a transaction each, contending for the GIL with every request).
+        pending = list(self._buf.items())
+        while pending or markers:
+            batch, pending = pending[: self._batch_size], pending[self._batch_size :]
             rows = [r for _, r in batch]
             room = self._batch_size - len(rows)
             marks, markers = markers[:room], markers[room:]

@@ -106,3 +106,25 @@ async def test_a_ledger_without_a_store_behind_it_writes_no_placeholders():
     ledger.record(row("b"))
     await ledger.flush()
     assert [r.request_id for r in written] == ["b"] and not ledger.has_history
+
+
+async def test_a_flush_writes_what_was_buffered_when_it_began_not_rows_arriving_meanwhile():
+    """Under steady traffic a flush used to chase the rows recorded while its write ran: a write
+    per couple of requests instead of one per flush interval."""
+    batches: list[list[str]] = []
+    ledger: Ledger
+
+    async def insert(rows: list[UsageRecord]) -> int:
+        batches.append([r.request_id for r in rows])
+        await asyncio.sleep(0)  # the write takes a while; requests keep ending meanwhile
+        ledger.record(row(f"late{len(batches)}"))
+        return len(rows)
+
+    ledger = Ledger(insert, batch_size=2)
+    for i in range(3):
+        ledger.record(row(f"r{i}"))
+    await ledger.flush()
+    assert batches == [["r0", "r1"], ["r2"]]  # two writes for the three rows, then it stops
+    assert ledger.pending == 2  # late1 and late2 wait for the next flush
+    await ledger.flush()
+    assert batches[2] == ["late1", "late2"] and ledger.pending == 1
