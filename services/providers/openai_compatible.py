@@ -150,6 +150,12 @@ class OpenAIAdapter:
                         chunk = parse_stream_event(ev)
                         if chunk is not None:
                             batch.append(chunk)
+                            if first and (chunk.text or chunk.tool_calls):
+                                # The first token leaves before the rest of this read is parsed:
+                                # TTFT is the one latency a streaming user sees.
+                                first = False
+                                yield batch
+                                batch = []
                     if batch:
                         first = False
                         yield batch
