@@ -252,6 +252,10 @@ class Ledger:
         for attempt in range(5):
             try:
                 await self.flush()
+                for _ in range(100):  # rows recorded while that flush ran (a flush takes only what it found)
+                    if not self._buf:
+                        break
+                    await self.flush()
                 return
             except Exception as e:
                 log.warning("final ledger flush failed (%s), retrying", type(e).__name__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import asdict, fields
 
 import peewee as pw
@@ -145,27 +146,43 @@ def upsert_usage(db: pw.Database, rows: list[UsageRecord]) -> int:
 
 
 _COLUMNS = tuple(f.name for f in fields(UsageRecord))
-# The same upsert as upsert_usage() builds with peewee, as one statement sqlite3 prepares once and
-# runs per row: building insert_many()'s SQL (and asdict()) costs ~100 us of CPU per row, this ~5
-# (bench/README.md); the ledger writes one row per request.
-_SQLITE_UPSERT = (
-    'INSERT INTO "usage" ({cols}) VALUES ({params}) ON CONFLICT ("request_id") DO UPDATE SET {sets} '
-    'WHERE "usage"."status" IN (?, ?) AND excluded."status" != ?'
-).format(
-    cols=", ".join(f'"{c}"' for c in _COLUMNS),
-    params=", ".join("?" * len(_COLUMNS)),
-    sets=", ".join(f'"{c}" = excluded."{c}"' for c in _COLUMNS if c != "request_id"),
-)
+# The same upsert as upsert_usage() builds with peewee, written for sqlite3 directly: building
+# insert_many()'s SQL (and asdict()) costs ~100 us of CPU per row (bench/README.md). Many rows go
+# in one statement, not executemany(): sqlite3 lets go of the GIL around every step, and the
+# writer thread then waits to get it back from a busy event loop once per row — at c=64 that
+# capped the ledger below the request rate and its backlog filled (bench/README.md, session 3).
+_ROW = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+_UPSERT_TAIL = (
+    ' ON CONFLICT ("request_id") DO UPDATE SET {sets} WHERE "usage"."status" IN (?, ?) AND excluded."status" != ?'
+).format(sets=", ".join(f'"{c}" = excluded."{c}"' for c in _COLUMNS if c != "request_id"))
+_UPSERT_HEAD = 'INSERT INTO "usage" ({cols}) VALUES '.format(cols=", ".join(f'"{c}"' for c in _COLUMNS))
+# SQLite >= 3.32 binds up to 32,766 parameters per statement (999 before): rows per statement.
+_ROWS_PER_STATEMENT = 1000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999 // len(_COLUMNS) - 1
+_statements: dict[int, str] = {}
+
+
+def _upsert_sql(n: int) -> str:
+    sql = _statements.get(n)
+    if sql is None:
+        sql = _UPSERT_HEAD + ", ".join([_ROW] * n) + _UPSERT_TAIL
+        if len(_statements) < 64:  # a handful of batch sizes recur; the rest are built each time
+            _statements[n] = sql
+    return sql
 
 
 def _sqlite_upsert(db: pw.Database, rows: list[UsageRecord]) -> int:
     tail = (*_UPGRADABLE, IN_FLIGHT)
-    params = [tuple(getattr(r, c) for c in _COLUMNS) + tail for r in rows]
+    written = 0
     with write_txn(db):
         with pw.__exception_wrapper__:  # sqlite3's errors as peewee's: DbWorker retries "database is locked"
             cursor = db.cursor()
-            cursor.executemany(_SQLITE_UPSERT, params)
-            return cursor.rowcount
+            for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                params = [getattr(r, c) for r in chunk for c in _COLUMNS]
+                params.extend(tail)
+                cursor.execute(_upsert_sql(len(chunk)), params)
+                written += cursor.rowcount
+    return written
 
 
 def interrupt_in_flight(db: pw.Database, owner: str, started_at: float, stale_before: float) -> int:

@@ -161,3 +161,31 @@ async def test_d5_lock_held_past_busy_timeout_is_retried_not_raised(tmp_path):
         assert len(await store.list_api_keys()) == 2
     finally:
         await store.close()
+
+
+def test_sqlite_upsert_sends_many_rows_per_statement(tmp_path):
+    """One statement per 1,000 rows, not one step per row: sqlite3 lets go of the GIL around each
+    step, and a writer thread that must win it back from a busy event loop once per row fell
+    behind the request rate (the ledger's backlog filled at c=64)."""
+    import peewee as pw
+
+    from services.store.models import Usage
+    from services.store.repos import usage as repo
+
+    db = pw.SqliteDatabase(str(tmp_path / "u.db"))
+    with db.bind_ctx([Usage]):
+        db.create_tables([Usage])
+        statements: list[str] = []
+        db.connection().set_trace_callback(statements.append)
+        rows = [_row(i) for i in range(repo._ROWS_PER_STATEMENT + 5)]
+        assert repo._sqlite_upsert(db, rows) == len(rows)
+        inserts = [s for s in statements if s.startswith("INSERT")]
+        assert len(inserts) == 2
+        assert Usage.select().count() == len(rows)
+        # The upgrade rule still holds row by row inside one statement.
+        placeholder = _row(9999, status="in_flight")
+        assert repo._sqlite_upsert(db, [placeholder]) == 1
+        assert repo._sqlite_upsert(db, [_row(9999), _row(1, completion_tokens=777)]) == 1  # upgraded; final kept
+        assert Usage.get(Usage.request_id == "req-0001").completion_tokens == 1
+        assert Usage.get(Usage.request_id == "req-9999").status == "ok"
+    db.close()
