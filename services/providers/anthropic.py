@@ -190,6 +190,7 @@ async def _read_body(resp: aiohttp.ClientResponse, deadline: float, why: str, *,
                 size += len(data)
                 if size > cap:
                     if not error:
+                        parts.clear()  # the traceback keeps this frame: not the pieces too (E10)
                         raise _protocol(f"the upstream's answer is larger than {cap} bytes")
                     parts.append(data[: cap - (size - len(data))])
                     break

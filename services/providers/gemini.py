@@ -132,6 +132,7 @@ async def _read_capped(resp: aiohttp.ClientResponse, limit: int, *, truncate: bo
         if len(buf) > limit:
             if truncate:
                 return bytes(buf[:limit])
+            del buf, data  # the traceback keeps this frame: not the buffer too (E10)
             raise UpstreamFailure("protocol", resp.status, f"response body over {limit} bytes")
 
 
