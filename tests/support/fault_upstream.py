@@ -15,6 +15,8 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
+from tests.support.local_server import serve_chat
+
 
 @dataclass
 class FaultUpstream:
@@ -38,14 +40,6 @@ async def run_fault_upstream(status: int, message: str, headers: dict[str, str] 
         return web.Response(status=status, headers=state.headers, content_type="application/json",
                             body=orjson.dumps({"error": {"message": message, "type": etype, "param": None, "code": code}}))
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    state.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    try:
+    async with serve_chat(chat) as base_url:
+        state.base_url = base_url
         yield state
-    finally:
-        await runner.cleanup()

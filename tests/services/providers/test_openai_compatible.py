@@ -12,6 +12,7 @@ from aiohttp import web
 from services.core.types import ChatRequest, Chunk, Message, Target
 from services.providers.base import Call
 from services.providers.openai_compatible import OpenAIAdapter
+from tests.support.local_server import serve_chat
 
 HEAD = {"id": "chatcmpl-burst", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "m"}
 
@@ -33,16 +34,8 @@ async def burst_upstream(words: list[str]) -> AsyncIterator[str]:
         await resp.write(body + frame({}, "stop") + b"data: [DONE]\n\n")
         return resp
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    finally:
-        await runner.cleanup()
+    async with serve_chat(chat) as base_url:
+        yield base_url
 
 
 async def test_the_first_token_leaves_before_the_rest_of_its_read_is_parsed() -> None:
