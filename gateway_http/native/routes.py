@@ -33,7 +33,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
     provider = request.match_info["provider"]
     path = request.rel_url.raw_path[len(f"/v1/{provider}/"):]
     try:
-        body = await read_body(request)
+        body = await read_body(request, json=False)  # forwarded as bytes, never parsed here
     except BridgeError as e:
         return openai_bridge_error(e)
     md = calls.metadata(request)
