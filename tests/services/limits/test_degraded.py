@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -213,3 +214,35 @@ async def test_make_limiter_shares_limits_through_redis(redis_url: str, redis_pr
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_stalled_event_loop_is_not_a_dead_redis(redis_url: str, redis_prefix: str) -> None:  # noqa: F811
+    """The loop blocked past the timeout while Redis's reply waited in the socket: the timer fires
+    first, yet Redis answered; failing open here would let requests past the shared limit."""
+    limiter, flips = failover(redis_url, "open", FakeClock(time.time()), redis_prefix)
+    try:
+        assert (await limiter.hit("k", RPM)).allowed  # connected
+        call = asyncio.ensure_future(limiter.hit("k", RPM))
+        asyncio.get_running_loop().call_soon(time.sleep, 0.4)  # right after the command is sent
+        d = await call
+        assert d.allowed and d.used == 2  # counted by Redis, not by the local fallback
+        assert flips == [] and limiter.backend_up
+    finally:
+        await limiter.close()
+
+
+async def test_a_burst_that_outlasts_the_timeout_keeps_the_shared_limit(redis_url: str, redis_prefix: str) -> None:  # noqa: F811
+    """RELIABILITY C1 under load: 300 checks at once on a busy loop take longer than the 0.25 s
+    timeout to be answered, but Redis answers throughout: no fallback, exactly the limit admitted."""
+    limiter, flips = failover(redis_url, "open", FakeClock(time.time()), redis_prefix)
+    rules = (Rule("rpm", 60, 60.0),)
+    try:
+        await limiter.peek("burst", rules)  # connected
+        loop = asyncio.get_running_loop()
+        for i in range(30):  # a CPU-bound host: the loop stalls 20 ms every few ms while the burst runs
+            loop.call_later(i * 0.025, time.sleep, 0.02)
+        decisions = await asyncio.gather(*(limiter.hit("burst", rules) for _ in range(300)))
+        assert sum(d.allowed for d in decisions) == 60
+        assert flips == [] and limiter.backend_up
+    finally:
+        await limiter.close()
