@@ -81,7 +81,9 @@ class Sessions:
         payload = body[len(PREFIX):]
         if not _is_b64(payload) or not _is_b64(sig):
             return None
-        if not hmac.compare_digest(self._mac(body), _unb64(sig)):
+        # Compared as canonical text, not decoded bytes: the last character of an unpadded
+        # base64 signature carries two ignored bits, so decoding would accept four spellings of it.
+        if not hmac.compare_digest(_b64(self._mac(body)), sig):
             return None
         try:
             claims = json.loads(_unb64(payload))

@@ -71,6 +71,11 @@ def test_tampering_and_other_keys_fail(sessions: Sessions, clock: FakeClock) -> 
     assert sessions.verify(f"{forged}.{sig}") is None
     flipped = sig[:-1] + ("A" if sig[-1] != "A" else "B")
     assert sessions.verify(f"{body}.{flipped}") is None
+    # The same signature bytes spelled otherwise (the last character's two spare bits) are refused too.
+    spare = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    i = spare.index(sig[-1])
+    for twin in {spare[(i & ~3) | k] for k in range(4)} - {sig[-1]}:
+        assert sessions.verify(f"{body}.{sig[:-1]}{twin}") is None
     other = Sessions(derive(bytes(range(1, 33)), "session"), clock)
     assert other.verify(token) is None
     assert Sessions(derive(bytes(range(32)), "api-key-pepper"), clock).verify(token) is None
