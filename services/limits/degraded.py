@@ -1,9 +1,10 @@
 """FailoverLimiter: Redis first; when it fails, per-gateway limits (mode "open") or 503 (mode "closed").
 
 RELIABILITY C4. Every primary call is bounded by `timeout_s` (longer only while Redis is answering
-other calls: a busy host, not a dead Redis), so a paused Redis costs a request at most that much once; after a failure the limiter is "down" and requests go straight to the
-fallback, while at most one probe per `probe_every_s` asks the primary whether it is back; the
-first answer switches back at once.
+other calls: a busy host, not a dead Redis), so a paused Redis costs a request at most that much
+once; after a failure the limiter is "down" and requests go straight to the fallback, while at most
+one probe per `probe_every_s` asks the primary whether it is back; the first answer switches back
+at once.
 
 - "open" (C4 "local", envoyproxy/ratelimit's default): decisions come from the in-process
   MemoryLimiter, so each gateway still enforces every limit on its own and keeps serving.
