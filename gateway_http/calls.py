@@ -8,6 +8,7 @@ from aiohttp import web
 from multidict import istr
 
 from gateway_http.state import BRIDGE
+from tollgate.inprocess import LOCAL_CALLS
 
 # Headers forwarded as gRPC metadata; nothing else of the caller's reaches the servicers.
 # istr names: a case-insensitive lookup of an istr skips folding the name again on every request.
@@ -41,7 +42,10 @@ async def response_headers(call: Any, into: dict[str, str]) -> dict[str, str]:
     """Adds the call's response headers (request id, route, rate limits) to `into`, in metadata order.
     A value that would not be a clean header line is dropped (RELIABILITY E9)."""
     get = RESPONSE_HEADERS.get
-    for k, v in await call.initial_metadata() or ():
+    # The in-process channel hands over its pairs as they are, instead of a grpc.aio.Metadata
+    # built and walked for every answer.
+    pairs = call.initial_pairs() if type(call) in LOCAL_CALLS else await call.initial_metadata() or ()
+    for k, v in pairs:
         name = get(k)
         if name and isinstance(v, str) and v.isascii() and v.isprintable():
             into[name] = v

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from services.metering.tokens import estimate_delta, estimate_prompt, estimate_t
 from services.providers.passthrough import Exchange, NativeRequest, Passthrough
 from services.routing.router import RouteLog, Router
 from services.store.records import UsageRecord
+
+log = logging.getLogger("tollgate.pipeline")
 
 
 def new_request_id() -> str:
@@ -177,7 +180,9 @@ class Pipeline:
                 usage = Usage(estimated=True)
             out.usage = usage
             self._leave(task)
-            out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0)
+            # An answer's row and settlement wait until it has been handed back (see _finish).
+            out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0,
+                                              after_answer=status == "ok")
 
     async def stream(self, p: Principal, req: ChatRequest, request_id: str,
                      time_remaining: float | None) -> AsyncIterator[StreamStarted | list[Chunk] | StreamFinished]:
@@ -316,15 +321,23 @@ class Pipeline:
         return "cancelled" if surface == "grpc" else "client_cancelled"
 
     async def _finish(self, p: Principal, model: str, surface: str, out: Outcome, adm: Admission | None,
-                      usage: Usage, status: str, error: str, t0: float) -> float:
-        """One ledger row and the quota settlement; must not raise (it runs in `finally`)."""
+                      usage: Usage, status: str, error: str, t0: float, after_answer: bool = False) -> float:
+        """One ledger row and the quota settlement; must not raise (it runs in `finally`).
+
+        `after_answer` (a unary answer, with the in-process limiter): the row is recorded and the
+        reservation settled by a callback queued on the loop, which runs once the caller's code
+        has handed the answer on (the bridge writes it to the socket without suspending), yet
+        before the loop polls for anything new: a caller's next request finds the counters settled
+        and the row buffered, and the answer does not wait for the bookkeeping. Work the loop
+        already holds (another request's next step) may still see the estimate held, as it would
+        have a moment earlier."""
         route = out.route
         target = route.target
         billable = status != "rate_limited" and target is not None
         cost = self.catalog.cost(target.model if target else model, usage.prompt_tokens, usage.completion_tokens) if billable else 0.0
         if not billable:
             usage = Usage(0, 0, estimated=usage.estimated)
-        self.ledger.record(UsageRecord(  # positional, in _ROW_FIELDS order
+        row = UsageRecord(  # positional, in _ROW_FIELDS order
             out.request_id,
             p.key_id,
             p.user_id,
@@ -341,7 +354,11 @@ class Pipeline:
             route.tries,  # attempts
             out.created,
             error,
-        ))
+        )
+        if after_answer and self.quotas.local:
+            asyncio.get_running_loop().call_soon(self._close, row, adm, usage.total_tokens if billable else 0)
+            return cost
+        self.ledger.record(row)
         if adm is not None:
             try:
                 settle = self.quotas.finish(adm, usage.total_tokens if billable else 0)
@@ -355,6 +372,15 @@ class Pipeline:
             except Exception:
                 pass  # the limiter's lease returns an unsettled reservation (RELIABILITY B7)
         return cost
+
+    def _close(self, row: UsageRecord, adm: Admission | None, used_tokens: int) -> None:
+        """_finish's second half for an answered request on the in-process limiter (no awaits)."""
+        self.ledger.record(row)
+        if adm is not None and adm.reservation is not None:
+            try:
+                self.quotas.finish_now(adm, used_tokens)
+            except Exception:
+                log.exception("settling a reservation failed; its lease returns it (RELIABILITY B7)")
 
 
 def _with_limits(e: E.TollgateError, decision: Decision | None) -> None:

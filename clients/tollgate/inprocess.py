@@ -171,6 +171,11 @@ class _Call:
     async def initial_metadata(self) -> Metadata:
         return Metadata(*self._ctx.initial)
 
+    def initial_pairs(self) -> tuple:
+        """The initial metadata as the servicer sent it, (key, value) pairs: what
+        initial_metadata() wraps, for a caller that knows it holds an in-process call."""
+        return self._ctx.initial
+
     async def trailing_metadata(self) -> Metadata:
         return Metadata(*self._ctx.trailing)
 
@@ -336,3 +341,7 @@ class InProcessChannel:
 
     async def channel_ready(self) -> None:
         return None
+
+
+# The call types this channel returns: `type(call) in LOCAL_CALLS` tells them from grpc.aio's.
+LOCAL_CALLS = frozenset({_UnaryCall, _StreamCall})

@@ -129,6 +129,22 @@ class Quotas:
         created_at) tells, should the counter turn out to be lost, which rows it already holds."""
         rules = self._request_rules.get(p.tier, ())
         local = self._gate is None  # nothing to bound: call the limiter directly (no closure per call)
+        if local and p.subject not in self._rebuilding:
+            # In process, both checks are one call: one clock reading and sweep, no coroutines.
+            tok = self._token_rules.get(p.tier, ())
+            amount = max(1, token_estimate)
+            sent = asyncio.get_running_loop().time() if tok and self._history is not None else 0.0
+            decision, tdec, reservation = self.limiter.admit_now(p.subject, rules, tok, amount)  # type: ignore[attr-defined]
+            if decision is not None and not decision.allowed:
+                raise _exhausted(p, decision)
+            if tdec is not None:
+                if reservation is None:
+                    raise _exhausted(p, tdec)  # the request slot stays counted (seed 000)
+                if self._history is not None:
+                    until = self._remember(p.subject, sent, started_at)
+                    if tdec.used == amount or p.subject in self._rebuilding:
+                        reservation = await self._recount(p, tok, amount, reservation, until)
+            return Admission(decision, reservation)
         decision = None
         if rules:
             decision = await (self.limiter.hit(p.subject, rules) if local else self._call(lambda: self.limiter.hit(p.subject, rules)))
@@ -158,11 +174,16 @@ class Quotas:
             return
         res = adm.reservation
         if self._gate is None:
-            await (self.limiter.settle(res, used_tokens) if used_tokens > 0 else self.limiter.release(res))
+            self.finish_now(adm, used_tokens)
         elif used_tokens > 0:
             await self._call(lambda: self.limiter.settle(res, used_tokens))
         else:
             await self._call(lambda: self.limiter.release(res))
+
+    def finish_now(self, adm: Admission, used_tokens: int) -> None:
+        """finish() for the in-process limiter (`local`), which settles without suspending."""
+        if adm.reservation is not None:
+            self.limiter.finish_now(adm.reservation, used_tokens)  # type: ignore[attr-defined]
 
     # -- C5: counters rebuilt from the ledger -------------------------------------------------------
 

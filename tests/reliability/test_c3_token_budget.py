@@ -174,3 +174,26 @@ async def test_failover_to_another_provider_charges_once(tmp_path):
             assert (row.provider, row.status, row.attempts) == ("b", "ok", 3)
             assert (row.prompt_tokens, row.completion_tokens) == (7, COMPLETION)
             assert await counter(gw, row.key_id) == 7 + COMPLETION == await ledger_sum(gw, row.key_id)
+
+
+async def test_the_next_request_sees_the_last_answer_settled(tmp_path, limiter_url):
+    """An answer's settlement is queued behind the answer (pipeline._finish); a caller's next
+    request must still find it done: 1,100 tokens/day fit a second 1,000-token reservation only
+    once the first has been settled to its 27 tokens. Through the HTTP bridge, one by one."""
+    tiers = DEFAULT_TIERS + (TierConfig("c3s", tpd=1_100),)
+    async with run_scripted(ok(tokens=COMPLETION)) as up:
+        cfg = config(tmp_path, providers=(provider("primary", up.base_url),), redis_url=limiter_url, tiers=tiers)
+        async with run_gateway(cfg) as gw:
+            key = await gw.new_key("c3s")
+            body = {"model": "gpt-4o-mini", "max_tokens": 900, "messages": [{"role": "user", "content": PROMPT}]}
+            statuses = []
+            for _ in range(3):
+                r = await gw.http.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+                statuses.append(r.status_code)
+            # 27 + 27 + 1,000 still fits 1,100; each would have been refused with the last one unsettled.
+            assert statuses == [200, 200, 200]
+            rows = await gw.ledger()
+            assert [r.status for r in rows] == ["ok"] * 3
+            assert await ledger_sum(gw, rows[0].key_id) == 3 * (7 + COMPLETION)
+            d = await gw.app.limiter.peek("ak:" + rows[0].key_id, gw.app.quotas.token_rules("c3s"))
+            assert d.used == 3 * (7 + COMPLETION)
