@@ -8,9 +8,10 @@ time by a collector, so the hot path pays nothing for them.
 Whole-number counts (requests, tokens, upstream attempts) are added up per label set in plain
 ints and handed to their counters when /metrics is rendered: a counter's inc() takes a lock and
 four calls, and these are four per request. Integer sums are exact, so every scrape shows what
-per-row inc() calls would have left; children are still made at first sight (same `_created`),
-and the float ones (cost, latency) still go in per row, in order. Everything here runs on the
-event loop's thread.
+per-row inc() calls would have left; children are still made at first sight (same `_created`).
+The float ones (cost, latency) are kept in one list and handed over in row order, so their sums
+come out bit for bit as per-row calls would have left them (at most FLOATS_KEPT rows wait).
+Everything here runs on the event loop's thread.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 # Counts kept as ints match a float counter's own sums exactly while totals stay below 2**53;
 # a row claiming more tokens than this (no real request does) ends the keeping, see on_row().
 ROW_TOKENS_MAX = 2**24
+FLOATS_KEPT = 1024  # rows' costs and latencies kept before they are handed over anyway
 
 
 class _RowSeries:
@@ -78,6 +80,7 @@ class Metrics:
         self._children: dict[tuple, _RowSeries] = {}
         self._attempt_children: dict[tuple[str, str, str], _AttemptSeries] = {}
         self._exact = True  # token counts are whole and small: they may wait for the scrape
+        self._floats: list[tuple[_RowSeries, float, float]] = []  # (series, cost, latency s) per row, in order
 
     def on_row(self, r: UsageRecord) -> None:
         model = r.model if r.provider else "unrouted"
@@ -109,9 +112,17 @@ class Metrics:
                 s.prompt.inc(p)
             if c:
                 s.completion.inc(c)
-        if r.cost_usd:
-            s.cost.inc(r.cost_usd)
-        s.latency.observe(r.latency_ms / 1000.0)
+        # Cost only when inc() would take it without raising (at render time, not here).
+        self._floats.append((s, r.cost_usd if r.cost_usd > 0 else 0.0, r.latency_ms / 1000.0))
+        if len(self._floats) >= FLOATS_KEPT:
+            self._flush_floats()
+
+    def _flush_floats(self) -> None:
+        floats, self._floats = self._floats, []
+        for s, cost, seconds in floats:  # in row order: each child's float sum as per-row calls leave it
+            if cost:
+                s.cost.inc(cost)
+            s.latency.observe(seconds)
 
     def on_attempt(self, a: AttemptRecord) -> None:
         key = (a.provider, a.key_id, a.outcome)
@@ -125,6 +136,7 @@ class Metrics:
 
     def flush(self) -> None:
         """Hands the counts kept since the last call to their counters."""
+        self._flush_floats()
         for s in self._children.values():
             s.flush()
         for a in self._attempt_children.values():

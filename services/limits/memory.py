@@ -26,7 +26,10 @@ from services.clock import Clock
 from services.limits.base import Decision, Reservation, Rule, RuleState, decide
 from services.limits.periods import period_id, period_reset_at, period_start
 
-SWEEP_PER_CALL = 2  # idle entries examined per call: O(1) work, every entry visited within N/2 calls
+# Idle entries are examined SWEEP_BATCH at a time on every SWEEP_EVERY-th call: O(1) work per call
+# (2 entries on average), every entry visited within N/2 calls, and no loop set up on most calls.
+SWEEP_EVERY = 8
+SWEEP_BATCH = 16
 
 
 class _Entry:
@@ -108,6 +111,7 @@ class MemoryLimiter:
         # Reservation ids: unique per instance (a counter) and across instances (a random prefix).
         self._id_prefix = f"m-{uuid.uuid4().hex[:16]}-"
         self._ids = itertools.count(1)
+        self._calls = 0  # calls since start, for sweeping every SWEEP_EVERY-th one
 
     # -- the Limiter protocol -------------------------------------------------------------------
 
@@ -198,7 +202,9 @@ class MemoryLimiter:
         mono, now = clock.monotonic(), clock.now()
         if self._held:
             self._reap(mono)
-        self._sweep(mono, now)
+        self._calls += 1
+        if not self._calls % SWEEP_EVERY:
+            self._sweep(mono, now)
         return mono, now
 
     def _check(
@@ -369,14 +375,14 @@ class MemoryLimiter:
         return reaped
 
     def _sweep(self, mono: float, now: float) -> None:
-        for _ in range(min(SWEEP_PER_CALL, len(self._windows))):
+        for _ in range(min(SWEEP_BATCH, len(self._windows))):
             wkey, window = next(iter(self._windows.items()))
             window.prune(mono)
             if window.entries:
                 self._windows.move_to_end(wkey)
             else:
                 del self._windows[wkey]
-        for _ in range(min(SWEEP_PER_CALL, len(self._counters))):
+        for _ in range(min(SWEEP_BATCH, len(self._counters))):
             ckey, counter = next(iter(self._counters.items()))
             if counter.held == 0 and now >= counter.ends_at:
                 del self._counters[ckey]  # a finished period nobody holds: the "reset"
