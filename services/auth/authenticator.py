@@ -169,6 +169,16 @@ class Authenticator:
         digest = self._digest(key)
         if self._is_admin_digest(digest):
             return Principal("admin", "admin", "unlimited", role="admin", name="admin")
+        # The usual request: a stored key looked up within the last CACHE_TTL_S, its principal
+        # already built. Answered here, without _user's and _lookup's coroutines; anything else
+        # (static keys, a stale or missing entry, an expired key) takes the full path.
+        hit = self._cache.get(digest)
+        if hit is not None and (rec := hit[1]) is not None and self.clock.monotonic() - hit[0] < CACHE_TTL_S:
+            built = self._principals.get(digest)
+            if (built is not None and built[0] is rec and digest not in self._static
+                    and not (rec.expires_at and rec.expires_at <= self.clock.now())):
+                self.stats.successes += 1
+                return built[1]
         return await self._user(key, digest)
 
     async def _user(self, key: str, digest: str | None = None) -> Principal:
