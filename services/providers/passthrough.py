@@ -27,6 +27,7 @@ import yarl
 from services.clock import Clock
 from services.config.schema import Config, ProviderConfig
 from services.core import errors as E
+from services.core.json_bound import MAX_JSON_CONTAINERS, costly_values
 from services.core.types import Target, Usage
 from services.metering.tokens import estimate_text
 from services.providers.kinds import resolve
@@ -127,13 +128,6 @@ def strip_credentials(query: str) -> str:
     return "&".join(kept)
 
 
-# A JSON body with more objects, arrays and keys than this is not parsed for its description:
-# parsing costs ~0.4 us per such value on the event loop (the bridge refuses these on the routed surfaces).
-_MAX_CONTAINERS = 500_000
-_SCAN_FLOOR_BYTES = 1024 * 1024
-_NOT_COSTLY = bytes(b for b in range(256) if b not in b"[{:")
-
-
 def _describe(req: NativeRequest) -> None:
     """Model, max tokens and a prompt estimate, for the reservation and for a ledger row with no usage.
 
@@ -145,8 +139,8 @@ def _describe(req: NativeRequest) -> None:
         req.model = unquote(m.group(1))
     if req.body.lstrip()[:1] not in (b"{", b"["):
         return
-    if len(req.body) > _SCAN_FLOOR_BYTES and len(req.body.translate(None, _NOT_COSTLY)) > _MAX_CONTAINERS:
-        return  # E2: parsing it would stall the loop (see gateway_http/body.py); the upstream judges it
+    if costly_values(req.body) > MAX_JSON_CONTAINERS:
+        return  # E2: parsing it would stall the loop (the bridge refuses these on the routed surfaces); the upstream judges it
     try:
         doc = orjson.loads(req.body)
     except orjson.JSONDecodeError:
