@@ -111,10 +111,21 @@ class AnthropicAdapter:
                         events = []  # a half-received event at a cut is not an event
                     else:
                         events = parser.close()
-                    chunks, failure = translator.feed(events)
+                    rest: list = []
+                    if got_first or len(events) < 2:
+                        chunks, failure = translator.feed(events)
+                    else:
+                        # The first token leaves before the rest of its read is translated (a fast
+                        # model or a buffering proxy sends many events per read): TTFT is the one
+                        # latency a streaming user sees. Feeding in two parts is feeding once.
+                        chunks, failure, rest = _until_content(translator, events)
                     if chunks:
                         got_first = True
                         yield chunks
+                    if rest:
+                        chunks, failure = translator.feed(rest)
+                        if chunks:
+                            yield chunks
                     # Raised only after what arrived was delivered: the caller decides (A6).
                     if failure is not None:
                         raise failure
@@ -236,3 +247,17 @@ async def _drain(resp: aiohttp.ClientResponse, deadline: float) -> bool:
     except (TimeoutError, aiohttp.ClientError, OSError):
         return False
     return True
+
+
+def _until_content(translator: StreamTranslator, events: list) -> tuple[list[Chunk], UpstreamFailure | None, list]:
+    """Feeds events one at a time until one gives content (or fails, or ends the stream):
+    (chunks so far, failure, the events not fed yet)."""
+    chunks: list[Chunk] = []
+    for i, ev in enumerate(events):
+        got, failure = translator.feed([ev])
+        chunks += got
+        if failure is not None or translator.done:
+            return chunks, failure, []
+        if any(c.text or c.tool_calls or c.reasoning for c in got):
+            return chunks, None, events[i + 1:]
+    return chunks, None, []

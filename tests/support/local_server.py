@@ -11,15 +11,22 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @asynccontextmanager
-async def serve_chat(handler: Handler) -> AsyncIterator[str]:
-    """Serves POST /v1/chat/completions with `handler`; yields the base URL (ending in /v1)."""
+async def serve(handler: Handler, path: str) -> AsyncIterator[str]:
+    """Serves POST `path` with `handler`; yields the origin (http://127.0.0.1:port)."""
     app = web.Application()
-    app.router.add_post("/v1/chat/completions", handler)
+    app.router.add_post(path, handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def serve_chat(handler: Handler) -> AsyncIterator[str]:
+    """Serves POST /v1/chat/completions with `handler`; yields the base URL (ending in /v1)."""
+    async with serve(handler, "/v1/chat/completions") as origin:
+        yield origin + "/v1"

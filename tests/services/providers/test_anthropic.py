@@ -16,6 +16,7 @@ import aiohttp
 import anthropic
 import orjson
 import pytest
+from aiohttp import web
 from multidict import CIMultiDict
 
 from services.clock import FakeClock
@@ -44,6 +45,7 @@ from services.providers.anthropic_codec import (
 from services.providers.base import Call
 from services.providers.sse import SSEParser
 from tests.support.fakes.anthropic import FAKE_ANTHROPIC_KEY, FakeAnthropic, run_fake_anthropic
+from tests.support.local_server import serve
 
 KEY = FAKE_ANTHROPIC_KEY
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
@@ -1119,3 +1121,25 @@ async def test_fake_rejects_what_anthropic_rejects(fake: FakeAnthropic, session:
         assert resp.status == 401 and (await resp.json())["error"]["type"] == "authentication_error"
     async with session.post(url, json=ok, headers=headers) as resp:
         assert resp.status == 200 and resp.headers["request-id"].startswith("req_")
+
+
+async def test_the_first_token_leaves_before_the_rest_of_its_read_is_translated(
+        session: aiohttp.ClientSession, adapter: AnthropicAdapter) -> None:
+    """The whole scripted stream in one write, as a fast model or a buffering proxy sends it:
+    the first batch ends at the first content (the thinking delta), the rest follows, and the
+    whole is what one translation of the stream gives."""
+    async def messages(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(SCRIPTED_STREAM)
+        return resp
+
+    async with serve(messages, "/v1/messages") as origin:
+        call = Call(Target(provider="anthropic", kind="anthropic", key_id="pk_test", model="c", base_url=origin),
+                    api_key=KEY, session=session, timeout_s=5.0)
+        batches = [b async for b in adapter.stream_chat(ask("hi"), call)]
+    assert [(c.role, c.reasoning, c.text) for c in batches[0]] == [("assistant", "hm", "")]
+    assert len(batches) == 2
+    whole, _ = _translate(SCRIPTED_STREAM, 100_000)
+    assert flat(batches) == flat(whole)
