@@ -209,10 +209,19 @@ class GeminiAdapter:
                     if decoder.finished:
                         return  # the answer is whole; a slow or broken close is not a failure
                     raise
-                batch, failure = self._decode(parser.feed, data, decoder) if data else self._tail(parser, decoder)
+                if data:
+                    # Until the first token, decoding stops at the first content: it leaves before
+                    # the rest of its read is decoded (TTFT is what a streaming user sees).
+                    batch, failure, rest = self._decode(parser.feed, data, decoder, until_content=not dl.got_first)
+                else:
+                    (batch, failure), rest = self._tail(parser, decoder), []
                 if batch:
                     dl.got_first = True
                     yield batch
+                if rest:
+                    batch, failure, _ = self._decode(lambda _: rest, b"", decoder)
+                    if batch:
+                        yield batch
                 if failure is not None:
                     raise scrub(failure, call.api_key)
                 if not data:
@@ -223,21 +232,27 @@ class GeminiAdapter:
 
     @staticmethod
     def _decode(
-        feed: Callable[[bytes], list[Any]], data: bytes, decoder: codec.StreamDecoder
-    ) -> tuple[list[Chunk], UpstreamFailure | None]:
+        feed: Callable[[bytes], list[Any]], data: bytes, decoder: codec.StreamDecoder, until_content: bool = False
+    ) -> tuple[list[Chunk], UpstreamFailure | None, list[Any]]:
+        """(chunks, failure, events not decoded yet): with `until_content`, decoding stops after
+        the first event that gives content and the rest is handed back."""
         # Chunks decoded before a bad event are still delivered, then the failure.
         batch: list[Chunk] = []
         try:
-            for event in feed(data):
-                batch.extend(decoder.feed(event.data))
+            events = feed(data)
+            for i, event in enumerate(events):
+                got = decoder.feed(event.data)
+                batch.extend(got)
+                if until_content and any(c.text or c.tool_calls or c.reasoning for c in got):
+                    return batch, None, events[i + 1:]
         except UpstreamFailure as failure:
-            return batch, failure
+            return batch, failure, []
         except ValueError:
-            return batch, UpstreamFailure("protocol", 200, "stream event over the size limit")
-        return batch, None
+            return batch, UpstreamFailure("protocol", 200, "stream event over the size limit"), []
+        return batch, None, []
 
     def _tail(self, parser: SSEParser, decoder: codec.StreamDecoder) -> tuple[list[Chunk], UpstreamFailure | None]:
-        return self._decode(lambda _: parser.close(), b"", decoder)
+        return self._decode(lambda _: parser.close(), b"", decoder)[:2]
 
     async def embed(self, req: EmbedRequest, call: Call) -> EmbedResult:
         model = self._model(call, req.model)

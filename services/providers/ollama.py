@@ -58,7 +58,15 @@ class OllamaAdapter:
                 failure: UpstreamFailure | None = None
                 try:
                     for line in lines.feed(data) if data else lines.close():
-                        batch.extend(decoder.feed(line))
+                        got = decoder.feed(line)
+                        batch.extend(got)
+                        if not dl.got_first and any(c.text or c.tool_calls or c.reasoning for c in got):
+                            # The first token leaves before the rest of its read is decoded (a
+                            # fast local model sends many lines per read): TTFT is what a
+                            # streaming user sees.
+                            dl.got_first = True
+                            yield batch
+                            batch = []
                 except UpstreamFailure as exc:
                     failure = exc  # deliver what decoded before the bad line, then fail
                 if batch:

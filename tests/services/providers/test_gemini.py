@@ -11,6 +11,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 
 from services.core.errors import UpstreamFailure
 from services.core.types import (
@@ -28,6 +29,7 @@ from services.providers import gemini_codec as codec
 from services.providers.base import Call
 from services.providers.gemini import GeminiAdapter
 from tests.support.fakes.gemini import DEFAULT_KEY, FakeGemini, run_fake_gemini
+from tests.support.local_server import serve
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 8
 LOOKUP = Tool("lookup", "Look a thing up", {"type": "object", "properties": {"x": {"type": "integer"}},
@@ -645,3 +647,28 @@ async def test_session_total_timeout_does_not_cut_a_long_stream() -> None:
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.2, sock_connect=5)) as short:
         chunks = flat(await collect(GeminiAdapter(), chat(user("a b c d e")), make_call(fake, short)))
     assert "".join(c.text for c in chunks) == "a b c d e" and chunks[-1].finish_reason == "stop"
+
+
+async def test_the_first_token_leaves_before_the_rest_of_its_read_is_decoded(session: aiohttp.ClientSession) -> None:
+    """A whole streamed answer in one write: the first batch ends at the first text, the rest
+    follows, nothing lost or reordered."""
+    words = [f" w{i}" for i in range(20)]
+    events = [{"candidates": [{"content": {"role": "model", "parts": [{"text": w}]}}]} for w in words]
+    events.append({"candidates": [{"content": {"role": "model", "parts": [{"text": ""}]}, "finishReason": "STOP"}],
+                   "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 20, "totalTokenCount": 23}})
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b"".join(b"data: " + orjson.dumps(e) + b"\r\n\r\n" for e in events))
+        return resp
+
+    async with serve(stream, "/v1beta/models/{name}") as origin:
+        call = Call(Target(provider="gemini-main", kind="gemini", key_id="pk_test", model="gemini-2.5-flash",
+                           base_url=origin), api_key=DEFAULT_KEY, session=session, timeout_s=10.0)
+        batches = await collect(GeminiAdapter(), chat(user("hi")), call)
+    assert [c.text for c in batches[0]] == [" w0"]
+    assert len(batches) == 2
+    assert "".join(c.text for c in flat(batches)) == "".join(words)
+    assert [c.finish_reason for c in flat(batches) if c.finish_reason] == ["stop"]

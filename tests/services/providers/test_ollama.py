@@ -11,6 +11,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 
 from services.core.errors import UpstreamFailure
 from services.core.types import (
@@ -29,6 +30,7 @@ from services.providers.base import Call
 from services.providers.gemini_codec import AUTH_MESSAGE
 from services.providers.ollama import OllamaAdapter
 from tests.support.fakes.ollama import FakeOllama, run_fake_ollama
+from tests.support.local_server import serve
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 8
 PNG_B64 = base64.b64encode(PNG).decode()
@@ -504,3 +506,29 @@ async def test_connect_error(fake: FakeOllama, session: aiohttp.ClientSession) -
         with pytest.raises(UpstreamFailure) as exc:
             await attempt
         assert exc.value.kind == "connect"
+
+
+async def test_the_first_token_leaves_before_the_rest_of_its_read_is_decoded(session: aiohttp.ClientSession) -> None:
+    """A fast local model's whole answer in one write: the first batch ends at the first token,
+    the rest follows, nothing lost or reordered."""
+    words = [f" w{i}" for i in range(20)]
+    lines = [{"model": MODEL, "message": {"role": "assistant", "content": ""}, "done": False}]
+    lines += [{"model": MODEL, "message": {"role": "assistant", "content": w}, "done": False} for w in words]
+    lines += [{"model": MODEL, "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop",
+               "prompt_eval_count": 3, "eval_count": 20}]
+
+    async def api_chat(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        await resp.write(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+        return resp
+
+    async with serve(api_chat, "/api/chat") as origin:
+        call = Call(Target(provider="ollama-local", kind="ollama", key_id="pk_test", model=MODEL, base_url=origin),
+                    api_key="", session=session, timeout_s=10.0)
+        batches = await collect(chat(user("hi")), call)
+    assert [c.text for c in batches[0]] == [" w0"]
+    assert len(batches) == 2
+    assert "".join(c.text for c in flat(batches)) == "".join(words)
+    assert [c.finish_reason for c in flat(batches) if c.finish_reason] == ["stop"]
