@@ -24,6 +24,7 @@ import asyncio
 import datetime as dt
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -133,7 +134,7 @@ class Quotas:
             # In process, both checks are one call: one clock reading and sweep, no coroutines.
             tok = self._token_rules.get(p.tier, ())
             amount = max(1, token_estimate)
-            sent = asyncio.get_running_loop().time() if tok and self._history is not None else 0.0
+            sent = time.monotonic() if tok and self._history is not None else 0.0
             decision, tdec, reservation = self.limiter.admit_now(p.subject, rules, tok, amount)  # type: ignore[attr-defined]
             if decision is not None and not decision.allowed:
                 raise _exhausted(p, decision)
@@ -141,7 +142,7 @@ class Quotas:
                 if reservation is None:
                     raise _exhausted(p, tdec)  # the request slot stays counted (seed 000)
                 if self._history is not None:
-                    until = self._remember(p.subject, sent, started_at)
+                    until = self._remember(p.subject, sent, started_at, now=sent)  # nothing awaited since
                     if tdec.used == amount or p.subject in self._rebuilding:
                         reservation = await self._recount(p, tok, amount, reservation, until)
             return Admission(decision, reservation)
@@ -157,7 +158,7 @@ class Quotas:
             if pending is not None:
                 await asyncio.shield(pending)  # count against the rebuilt counters, not the empty ones
             amount = max(1, token_estimate)
-            sent = asyncio.get_running_loop().time()
+            sent = time.monotonic()
             tdec, reservation = await (self.limiter.reserve(p.subject, tok, amount) if local
                                        else self._call(lambda: self.limiter.reserve(p.subject, tok, amount)))
             if reservation is None:
@@ -187,12 +188,13 @@ class Quotas:
 
     # -- C5: counters rebuilt from the ledger -------------------------------------------------------
 
-    def _remember(self, subject: str, sent: float, started_at: float | None) -> float:
+    def _remember(self, subject: str, sent: float, started_at: float | None, now: float | None = None) -> float:
         """Notes this admission; returns the earliest start among requests whose reservation came
         back after ours was sent (ours included). Should our reservation be the first on an empty
         counter, those may already be in the new counter, and every earlier request is not: the
         ledger rows the counter is rebuilt from are the ones started before that instant."""
-        now = asyncio.get_running_loop().time()
+        if now is None:
+            now = time.monotonic()  # the clock of `sent` (not the loop's: its time is cached per iteration)
         start = self._now() if started_at is None else started_at
         recent = self._recent.get(subject)
         if recent is None:
