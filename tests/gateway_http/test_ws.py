@@ -11,12 +11,12 @@ from contextlib import asynccontextmanager
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
 from gateway_http.app import make_app
 from gateway_http.seeds.ws import WS_LIMITS, WsLimits
 from gateway_http.settings import BridgeSettings
 from tests.support.gateway import config, provider, run_gateway
+from tests.support.local_server import serve_app
 from tollgate.client import TollgateClient
 
 HI = [{"role": "user", "content": "Hello!"}]
@@ -300,14 +300,10 @@ async def test_client_leaving_mid_answer_cancels_upstream_and_meters_once(gatewa
 async def remote_bridge(grpc_target: str):
     """The bridge alone over a real gRPC channel (python -m gateway_http's deployment)."""
     client = TollgateClient.connect(grpc_target)
-    runner = web.AppRunner(make_app(BridgeSettings(grpc_target=grpc_target), client), handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
     try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with serve_app(make_app(BridgeSettings(grpc_target=grpc_target), client), handler_cancellation=True) as url:
+            yield url
     finally:
-        await runner.cleanup()
         await client.close()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -11,11 +11,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @asynccontextmanager
-async def serve(handler: Handler, path: str) -> AsyncIterator[str]:
-    """Serves POST `path` with `handler`; yields the origin (http://127.0.0.1:port)."""
-    app = web.Application()
-    app.router.add_post(path, handler)
-    runner = web.AppRunner(app)
+async def serve_app(app: web.Application, **runner_kw: Any) -> AsyncIterator[str]:
+    """Serves `app` on 127.0.0.1 (a free port); yields the origin (http://127.0.0.1:port)."""
+    runner = web.AppRunner(app, **runner_kw)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -23,6 +21,15 @@ async def serve(handler: Handler, path: str) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def serve(handler: Handler, path: str) -> AsyncIterator[str]:
+    """Serves POST `path` with `handler`; yields the origin (http://127.0.0.1:port)."""
+    app = web.Application()
+    app.router.add_post(path, handler)
+    async with serve_app(app) as origin:
+        yield origin
 
 
 @asynccontextmanager
