@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
 # How many times timeout_s a call may wait while the backend keeps answering others (_bounded).
 SLOW_FACTOR = 40
-GRACE_S = 0.02
+# How many looks of the event loop the first timeout_s is split into (_bounded).
+SLICES = 5
 
 
 class FailoverLimiter:
@@ -141,26 +142,34 @@ class FailoverLimiter:
     # -- internals ------------------------------------------------------------------------------
 
     async def _bounded(self, call: Awaitable[T]) -> T:
-        """`call` within `timeout_s`, unless the backend is busy rather than gone.
+        """`call` within `timeout_s` of silence, unless the backend is busy rather than gone.
 
-        Past `timeout_s`, a backend that answered another call within the last `timeout_s` is
-        alive: the wait is the event loop's or the pool's (a burst of requests on a loaded host),
-        and the call keeps its place, a slice at a time, up to SLOW_FACTOR x timeout_s. Cancelling
-        it would fail open on a live Redis and let the burst past the shared limit (a C1 run under
-        CI load admitted 77 of 60). Only a backend silent for a whole slice counts as down.
+        The first `timeout_s` is waited out in SLICES slices, and a slice counts as silence only
+        if the event loop woke for it on time: one that ends over half a slice late means the loop
+        itself was stalled (a burst of requests on a loaded host), and a reply may be sitting unread
+        in the socket. A CI run that counted wall time failed a cold 200-request burst open on a
+        live Redis. Past that, a backend that answered another call within the last `timeout_s` is
+        alive (the wait is the pool's), and the call keeps its place; either way the wait ends at
+        SLOW_FACTOR x timeout_s. Cancelling a live call would fail open and let the burst past the
+        shared limit (a C1 run under CI load once admitted 77 of 60).
         """
         loop = asyncio.get_running_loop()  # real time: an injected test clock may stand still
         started = loop.time()
-        max_wait = self._timeout_s * SLOW_FACTOR
+        deadline = started + self._timeout_s * SLOW_FACTOR
+        step = self._timeout_s / SLICES
         task = asyncio.ensure_future(call)
         try:
-            done, _ = await asyncio.wait((task,), timeout=self._timeout_s)
-            if not done:
-                # A loop that was stalled (a CPU burst) may not yet have read a reply that is
-                # already there, and its timers run first: one more short look.
-                done, _ = await asyncio.wait((task,), timeout=GRACE_S)
+            done: set = set()
+            silent = 0
+            while silent < SLICES and loop.time() < deadline:
+                due = loop.time() + step
+                done, _ = await asyncio.wait((task,), timeout=step)
+                if done:
+                    break
+                if loop.time() - due <= step / 2:
+                    silent += 1
             # Still answering others within the last timeout: busy, not gone; wait on, a slice at a time.
-            while not done and loop.time() - self._answered_at < self._timeout_s and loop.time() - started < max_wait:
+            while not done and loop.time() - self._answered_at < self._timeout_s and loop.time() < deadline:
                 done, _ = await asyncio.wait((task,), timeout=self._timeout_s)
         except BaseException:
             task.cancel()

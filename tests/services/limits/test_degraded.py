@@ -161,6 +161,31 @@ async def test_a_paused_redis_costs_one_timeout_then_local(proxy: TcpProxy, redi
         await limiter.close()
 
 
+async def test_a_stalled_event_loop_does_not_make_a_live_redis_look_down(redis_url: str, redis_prefix: str) -> None:  # noqa: F811
+    """A cold burst on a loaded host: the loop is busy (here, 10 blocks of 0.1 s) while the first
+    call is in flight, so four times timeout_s passes before its reply can be read. The backend
+    said nothing wrong: the call must wait, not fail open (a CI run did once)."""
+    clock = FakeClock(time.time())
+    limiter, flips = failover(redis_url, "open", clock, redis_prefix)
+
+    async def stall() -> None:
+        for _ in range(10):
+            time.sleep(0.1)  # blocking on purpose: the loop can't read any reply meanwhile
+            await asyncio.sleep(0)
+
+    try:
+        started = time.monotonic()
+        staller = asyncio.ensure_future(stall())
+        d = await limiter.hit("k", RPM)
+        await staller
+        assert time.monotonic() - started >= 1.0  # the call did outlast the 0.25 s timeout
+        assert d.allowed and d.used == 1  # counted by Redis
+        assert flips == [] and limiter.backend_up
+        assert (await limiter.hit("k", RPM)).used == 2  # and Redis still decides
+    finally:
+        await limiter.close()
+
+
 async def test_a_reservation_settles_where_it_was_made(proxy: TcpProxy, redis_prefix: str) -> None:  # noqa: F811
     clock = FakeClock(time.time())
     limiter, _ = failover(proxy.url, "open", clock, redis_prefix)
