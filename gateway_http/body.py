@@ -7,7 +7,7 @@ from aiohttp import web
 
 from gateway_http.errors import BridgeError
 from gateway_http.state import BRIDGE
-from services.core.json_bound import MAX_JSON_CONTAINERS, costly_values
+from services.core.json_bound import too_complex
 
 
 async def read_body(request: web.Request, *, json: bool = True) -> bytes:
@@ -21,9 +21,8 @@ async def read_body(request: web.Request, *, json: bool = True) -> bytes:
     except web.HTTPRequestEntityTooLarge:
         raise BridgeError(413, f"Request body too large: more than {limit} bytes.", code="request_too_large") from None
     if json:
-        costly = costly_values(raw)  # RELIABILITY E2: services/core/json_bound.py
-        if costly > MAX_JSON_CONTAINERS:
-            raise BridgeError(400, f"The JSON body is too complex: more than {MAX_JSON_CONTAINERS:,} objects, arrays "
-                                   f"and keys ({costly:,} found). Send large data as fewer, larger strings, or split the request.",
+        why = too_complex(raw)  # RELIABILITY E2: services/core/json_bound.py
+        if why is not None:
+            raise BridgeError(400, why + " Send large data as fewer, larger strings, or split the request.",
                               code="invalid_request_error")
     return raw

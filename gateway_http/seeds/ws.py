@@ -33,6 +33,7 @@ from gateway_http.errors import BridgeError, http_status
 from gateway_http.openai import codec
 from gateway_http.seeds import api
 from gateway_http.seeds.inference import bridge_error_object, error_object, error_type, rpc_error
+from services.core.json_bound import KEY_SCAN_FLOOR_BYTES, too_complex
 from tollgate.client import RpcErrorInfo, error_info
 from tollgate.v1 import chat_pb2 as pb
 from tollgate.v1 import inference_service_pb2 as ipb
@@ -128,6 +129,10 @@ class Socket:
     # -- messages
 
     async def on_text(self, data: str) -> None:
+        # A key is 5 characters at least, so only a frame this long can hold too many (E2).
+        if len(data) > KEY_SCAN_FLOOR_BYTES and (why := too_complex(data.encode())) is not None:
+            await self.invalid(None, why)
+            return
         try:
             msg = orjson.loads(data)
         except orjson.JSONDecodeError as e:

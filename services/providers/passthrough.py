@@ -27,7 +27,7 @@ import yarl
 from services.clock import Clock
 from services.config.schema import Config, ProviderConfig
 from services.core import errors as E
-from services.core.json_bound import MAX_JSON_CONTAINERS, costly_values
+from services.core.json_bound import too_complex
 from services.core.types import Target, Usage
 from services.metering.tokens import estimate_text
 from services.providers.kinds import resolve
@@ -139,7 +139,7 @@ def _describe(req: NativeRequest) -> None:
         req.model = unquote(m.group(1))
     if req.body.lstrip()[:1] not in (b"{", b"["):
         return
-    if costly_values(req.body) > MAX_JSON_CONTAINERS:
+    if too_complex(req.body) is not None:
         return  # E2: parsing it would stall the loop (the bridge refuses these on the routed surfaces); the upstream judges it
     try:
         doc = orjson.loads(req.body)

@@ -320,3 +320,19 @@ async def test_over_a_real_grpc_channel_leaving_cancels_upstream(gateway, sessio
         await asyncio.wait_for(fake_openai.disconnected.wait(), 1.0)
         rows = await rows_when(gateway, 2)
         assert sorted((r.status, r.surface) for r in rows) == [("client_cancelled", "ws"), ("ok", "ws")]
+
+
+async def test_a_frame_with_too_many_keys_is_refused_unparsed(gateway, session):
+    """RELIABILITY E2 on /ws: a frame under 1 MiB can still hold 60k keys (a parse of tens of ms on
+    the loop); it gets an `error` naming the bound, and the socket keeps serving."""
+    key = await gateway.new_key()
+    async with session.ws_connect(gateway.url + "/ws", headers={"X-API-Key": key}) as ws:
+        frame = '{"type": "ping", ' + ", ".join(f'"k{i}": 0' for i in range(60_000)) + "}"
+        assert len(frame) < WsLimits().max_frame_bytes
+        await ws.send_str(frame)
+        err = await recv(ws)
+        assert err["type"] == "error" and err["error"]["code"] == 400 and "too many keys" in err["error"]["message"]
+        await ws.send_json({"type": "ping"})
+        while (m := await recv(ws))["type"] != "pong":
+            pass
+        assert not ws.closed
