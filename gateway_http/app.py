@@ -17,6 +17,7 @@ from gateway_http.seeds import admin, health
 from gateway_http.seeds import api, inference, router_status, ws
 from gateway_http.seeds import users
 from gateway_http.settings import BridgeSettings
+from gateway_http.stall import StallGuard
 from gateway_http.state import BRIDGE, Bridge
 
 
@@ -30,7 +31,8 @@ def make_app(
     logsafe.install()
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[guard])
     app[BRIDGE] = Bridge(settings=settings, client=client, ready=ready, metrics=metrics,
-                         auth_header=auth_header, started_at=time.monotonic())
+                         auth_header=auth_header, started_at=time.monotonic(),
+                         stalls=StallGuard(settings.stream_stall_s))
     health.add_routes(app)
     openai_routes.add_routes(app)
     anthropic_routes.add_routes(app)
@@ -43,4 +45,9 @@ def make_app(
     ws.add_routes(app)
     openapi.add_routes(app)
     app.router.add_get("/api/health", health.health)
+    app.on_cleanup.append(_stop_watching)
     return app
+
+
+async def _stop_watching(app: web.Application) -> None:
+    app[BRIDGE].stalls.close()

@@ -16,6 +16,7 @@ class BridgeSettings:
     grpc_target: str = ""  # "" = in-process servicers; "host:port" = a remote gateway over gRPC
     max_body_bytes: int = 16 * 1024 * 1024
     request_timeout_s: float = 600.0
+    stream_stall_s: float = 60.0
     cors_origins: tuple[str, ...] = ()
     version: str = "0.1.0"
 
@@ -30,5 +31,6 @@ class BridgeSettings:
             grpc_target=env.get("TOLLGATE_BRIDGE_TARGET") or env.get("TOLLGATE_GRPC_ADDR") or "127.0.0.1:50051",
             max_body_bytes=int(env.get("TOLLGATE_MAX_BODY_BYTES") or 16 * 1024 * 1024),
             request_timeout_s=float(env.get("TOLLGATE_REQUEST_TIMEOUT_S") or 600.0),
+            stream_stall_s=float(env.get("TOLLGATE_STREAM_STALL_S") or 60.0),
             cors_origins=tuple(o for o in (env.get("TOLLGATE_CORS_ORIGINS") or "").split(",") if o),
         )

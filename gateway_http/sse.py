@@ -9,6 +9,7 @@ from aiohttp import hdrs, web
 from multidict import istr
 
 from gateway_http import calls
+from gateway_http.state import BRIDGE
 
 # istr names: the response's multidict is built from these on every stream, without folding them again.
 SSE_HEADERS = {hdrs.CONTENT_TYPE: "text/event-stream", hdrs.CACHE_CONTROL: "no-cache", istr("X-Accel-Buffering"): "no"}
@@ -21,4 +22,5 @@ async def start_stream(request: web.Request, call: Any, t0: float, headers: dict
     extra[calls.LATENCY] = f"{(time.monotonic() - t0) * 1000:.1f}"
     response.headers.update(extra)  # one update, replacing as item assignment would
     await response.prepare(request)
+    request.app[BRIDGE].stalls.watch(request)
     return response

@@ -8,6 +8,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from gateway_http.settings import BridgeSettings
+from gateway_http.stall import StallGuard
 
 
 @dataclass
@@ -20,7 +21,7 @@ class Bridge:
     started_at: float = 0.0
     draining: bool = False
     inflight: int = 0
-    streams: set = field(default_factory=set)
+    stalls: StallGuard = field(default_factory=lambda: StallGuard(0.0))  # make_app sets the bound
 
 
 BRIDGE = web.AppKey("bridge", Bridge)

@@ -17,6 +17,7 @@ from grpc.aio import AioRpcError
 from gateway_http import calls
 from gateway_http.body import read_body
 from gateway_http.errors import BridgeError, openai_bridge_error, openai_error
+from gateway_http.state import BRIDGE
 from tollgate.client import error_info
 from tollgate.v1 import inference_service_pb2 as ipb
 
@@ -56,6 +57,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
                 await calls.copy_headers(call, response)
                 response.headers["X-LLM-Latency-Ms"] = f"{(time.monotonic() - t0) * 1000:.1f}"
                 await response.prepare(request)
+                request.app[BRIDGE].stalls.watch(request)
         if response is None:
             raise BridgeError(502, "the upstream returned no response")
     except AioRpcError as e:

@@ -33,6 +33,7 @@ from gateway_http.errors import BridgeError, http_status
 from gateway_http.openai import codec
 from gateway_http.seeds import api
 from gateway_http.seeds.inference import bridge_error_object, error_object, error_type, rpc_error
+from gateway_http.state import BRIDGE
 from services.core.json_bound import KEY_SCAN_FLOOR_BYTES, too_complex
 from tollgate.client import RpcErrorInfo, error_info
 from tollgate.v1 import chat_pb2 as pb
@@ -244,6 +245,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return rpc_error(api_key_required(info))
     sock.authenticated = info is None
     await ws.prepare(request)
+    request.app[BRIDGE].stalls.watch(request)
     loop = asyncio.get_running_loop()
     auth_deadline = loop.time() + limits.auth_timeout_s
     beat = asyncio.create_task(sock.heartbeat())

@@ -77,6 +77,7 @@ class Config:
     max_body_bytes: int = 16 * 1024 * 1024
     max_messages: int = 2048
     request_timeout_s: float = 600.0
+    stream_stall_s: float = 60.0  # a stream whose client reads nothing this long is closed (0 = never)
     first_token_timeout_s: float = 0.0  # 0 = only the per-try timeout applies
     idle_timeout_s: float = 0.0  # 0 = no limit on silence between stream reads
     max_attempts: int = 4

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import socket
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterator
@@ -47,6 +48,9 @@ class FakeOpenAI:
     tokens_sent: int = 0  # completion tokens written to clients, for ledger checks
     accepted_keys: set[str] | None = None
     prompt_tokens: int = 7
+    # > 0: SO_SNDBUF of each streaming response's socket, so that a test sees backpressure reach
+    # this fake before megabytes pile up in kernel buffers (RELIABILITY E7)
+    stream_sndbuf: int = 0
 
     def count(self, model: str) -> int:
         self.counters[model] = self.counters.get(model, 0) + 1
@@ -139,6 +143,8 @@ async def _slow_first(model: str) -> None:
 
 async def _stream(request: web.Request, state: FakeOpenAI, body: dict, model: str, cid: str, pieces: list[str]):
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    if state.stream_sndbuf and request.transport is not None:
+        request.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, state.stream_sndbuf)
     await resp.prepare(request)
     state.streams_started += 1
     head = {"id": cid, "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "system_fingerprint": "fp_fake"}
