@@ -1,5 +1,6 @@
 """RELIABILITY C5: FLUSHALL mid-day → the day's counters are rebuilt from the ledger on the next
-admit for the key; the budget is overshot by at most one reservation.
+admit for the key; the budget is overshot by at most one reservation. C7: two gateways rebuilding
+at once seed each counter once, and later spend is kept.
 
 FLUSHALL wipes a whole server, so this test runs its own redis-server (started and stopped by
 PID, on a free loopback port) instead of flushing the shared one other tests use; the shared
@@ -115,3 +116,40 @@ async def test_flushall_under_a_burst_overshoots_by_at_most_one_reservation(tmp_
         rows = await gw.ledger()
         totals = await gw.app.store.usage_totals(UsageFilter(key_id=rows[0].key_id))
         assert totals["prompt_tokens"] + totals["completion_tokens"] <= 10 * COST + COST
+
+
+async def test_two_gateways_rebuilding_one_window_at_once_seed_it_once(tmp_path, fake_openai, private_redis):
+    """RELIABILITY C7: the day's counters are gone and two gateways (one Redis, one store) rebuild
+    them at the same moment: a marker in Redis lets exactly one of them seed each counter from the
+    ledger, and the spend after it is kept on top — not seeded twice (which would double the
+    day's count) and not lost. The two rebuilds are started together directly: through requests,
+    the second gateway's reservation would find the first one's and not rebuild at all."""
+    cfg = config(tmp_path, providers=(provider("primary", fake_openai.base_url),), redis_url=private_redis, tiers=TIERS)
+    async with run_gateway(cfg) as a, run_gateway(cfg) as b:
+        key = await a.new_key("c5")
+        for _ in range(6):
+            assert (await a.http.post(CHAT, json=BODY, headers=bearer(key))).status_code == 200
+        await a.app.ledger.flush()
+        await flushall(private_redis)
+
+        p = await a.app.auth.resolve({"authorization": "Bearer " + key})
+        tok = a.app.quotas.token_rules("c5")
+        rpd = tuple(r for r in a.app.quotas.request_rules("c5") if r.period)
+        until = a.app.quotas._now()
+        won = await asyncio.gather(a.app.quotas._rebuild(p, tok, until), b.app.quotas._rebuild(p, tok, until))
+        assert any(won)
+        # Each counter (tokens/day, requests/day) seeded once, by whichever gateway took its marker.
+        assert a.app.quotas.rebuilds + b.app.quotas.rebuilds == 2
+        assert (await b.app.limiter.peek(p.subject, tok)).used == 6 * COST  # seeded twice: 12 x COST
+        assert (await b.app.limiter.peek(p.subject, rpd)).used == 6
+
+        answers = await asyncio.gather(*(gw.http.post(CHAT, json=BODY, headers=bearer(key)) for gw in (a, b, a, b)))
+        assert [r.status_code for r in answers] == [200] * 4
+        assert (await a.app.limiter.peek(p.subject, tok)).used == 10 * COST  # the spend since: on top
+        assert (await a.app.limiter.peek(p.subject, rpd)).used == 10
+        r = await b.http.post(CHAT, json=BODY, headers=bearer(key))
+        assert r.status_code == 429  # an 11th would pass the day's 10 x COST
+        await b.app.ledger.flush()
+        await a.app.ledger.flush()
+        totals = await a.app.store.usage_totals(UsageFilter(key_id=p.key_id))
+        assert totals["prompt_tokens"] + totals["completion_tokens"] == 10 * COST
