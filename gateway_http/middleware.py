@@ -40,6 +40,12 @@ async def guard(request: web.Request, handler):
             return web.Response(status=e.status, body=openai_body(e.status, message), content_type="application/json",
                                 headers=headers)
         raise
+    except ConnectionResetError:
+        # The client left mid-answer and a write found its socket reset before aiohttp cancelled
+        # the handler: the handler's `finally` has cancelled its call (metered client_cancelled).
+        # Nobody is left to answer; aiohttp drops this response quietly.
+        log.debug("client left during %s %s", request.method, request.path)
+        return web.Response(status=499)
     except Exception:
         rid = "req_" + os.urandom(10).hex()
         log.exception("unhandled error in %s %s (request %s)", request.method, request.path, rid)
