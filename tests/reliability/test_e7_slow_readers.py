@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 import orjson
@@ -68,89 +70,93 @@ def buffered(gw) -> list[int]:
     return [h.transport.get_write_buffer_size() for h in gw.rt.runner.server.connections if h.transport is not None]
 
 
-async def test_fifty_readers_at_1_kib_a_second_hold_at_most_256_kib_each(tmp_path):
+class Peak:
+    """The largest per-connection buffer `buffered` shows while the block runs (sampled at 4 Hz)."""
+
+    def __init__(self, gw) -> None:
+        self.gw, self.value = gw, 0
+        self._task: asyncio.Task | None = None
+
+    async def _sample(self) -> None:
+        while True:
+            self.value = max([self.value, *buffered(self.gw)])
+            await asyncio.sleep(0.25)
+
+    async def __aenter__(self) -> "Peak":
+        self._task = asyncio.ensure_future(self._sample())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+@asynccontextmanager
+async def streams_open(tmp_path, n: int, sndbuf: int = 0, **cfg) -> AsyncIterator[tuple]:
+    """A fake upstream, a gateway on it and `n` streams open on one key: (fake, gateway, key, streams)."""
     async with run_fake_openai() as fake:
-        cfg = config(tmp_path, providers=(provider("primary", fake.base_url),))
-        async with run_gateway(cfg) as gw:
+        fake.stream_sndbuf = sndbuf
+        async with run_gateway(config(tmp_path, providers=(provider("primary", fake.base_url),), **cfg)) as gw:
             key = await gw.new_key(tier="unlimited")
-            streams = await asyncio.gather(*(open_stream(gw.url, key) for _ in range(50)))
-            readers = asyncio.gather(*(read_slowly(r, 4.0) for r, _, _ in streams))
-            peak = 0
-            while not readers.done():
-                peak = max([peak, *buffered(gw)])
-                await asyncio.sleep(0.25)
-            got = await readers
-            assert all(g >= 3 * KIB for g in got), got  # every reader was served at its pace
-            assert peak <= 256 * KIB, peak
-            for _, w, _ in streams:
-                w.close()
-
-
-async def test_the_upstream_is_paused_at_the_readers_pace(tmp_path):
-    async with run_fake_openai() as fake:
-        fake.stream_sndbuf = 16 * KIB  # its own side of the kernel buffers stays small (see the fake)
-        cfg = config(tmp_path, providers=(provider("primary", fake.base_url),))
-        async with run_gateway(cfg) as gw:
-            key = await gw.new_key(tier="unlimited")
-            streams = await asyncio.gather(*(open_stream(gw.url, key) for _ in range(5)))
-            readers = asyncio.gather(*(read_slowly(r, 30.0) for r, _, _ in streams))
-            peak = 0
-
-            async def sample() -> None:
-                nonlocal peak
-                while True:
-                    peak = max([peak, *buffered(gw)])
-                    await asyncio.sleep(0.25)
-
-            sampler = asyncio.ensure_future(sample())
+            streams = await asyncio.gather(*(open_stream(gw.url, key) for _ in range(n)))
             try:
-                # The buffers between the fake and the gateway fill at the fake's full speed (~15k
-                # tokens/s here), then its output stops growing faster than the readers read.
-                last, t0 = fake.tokens_sent, time.monotonic()
-                while True:
-                    await asyncio.sleep(1.0)
-                    now = fake.tokens_sent
-                    if now - last < 1_000:
-                        break
-                    last = now
-                    assert time.monotonic() - t0 < 20, f"the upstream kept writing at full speed: {now} tokens"
-                before = fake.tokens_sent
-                await asyncio.sleep(2.0)
-                # 5 readers x 1 KiB/s x 2 s is ~10 KiB: ~70 tokens of ~150 bytes. Unpaused: ~30,000.
-                assert fake.tokens_sent - before < 1_000
-                assert fake.tokens_sent < 5 * 100_000 / 2  # most of each answer was never produced
-                assert 0 < peak <= 256 * KIB, peak  # backpressure reached the gateway, which held it there
+                yield fake, gw, key, streams
             finally:
-                sampler.cancel()
-                readers.cancel()
-                await asyncio.gather(readers, return_exceptions=True)
                 for _, w, _ in streams:
                     w.close()
 
 
+async def test_fifty_readers_at_1_kib_a_second_hold_at_most_256_kib_each(tmp_path):
+    async with streams_open(tmp_path, 50) as (_, gw, _, streams), Peak(gw) as peak:
+        got = await asyncio.gather(*(read_slowly(r, 4.0) for r, _, _ in streams))
+    assert all(g >= 3 * KIB for g in got), got  # every reader was served at its pace
+    assert peak.value <= 256 * KIB, peak.value
+
+
+async def test_the_upstream_is_paused_at_the_readers_pace(tmp_path):
+    # The fake's own side of the kernel buffers stays small (see the fake).
+    async with streams_open(tmp_path, 5, sndbuf=16 * KIB) as (fake, gw, _, streams), Peak(gw) as peak:
+        readers = asyncio.gather(*(read_slowly(r, 30.0) for r, _, _ in streams))
+        try:
+            # The buffers between the fake and the gateway fill at the fake's full speed (~15k
+            # tokens/s here), then its output stops growing faster than the readers read.
+            last, t0 = fake.tokens_sent, time.monotonic()
+            while True:
+                await asyncio.sleep(1.0)
+                now = fake.tokens_sent
+                if now - last < 1_000:
+                    break
+                last = now
+                assert time.monotonic() - t0 < 20, f"the upstream kept writing at full speed: {now} tokens"
+            before = fake.tokens_sent
+            await asyncio.sleep(2.0)
+            # 5 readers x 1 KiB/s x 2 s is ~10 KiB: ~70 tokens of ~150 bytes. Unpaused: ~30,000.
+            assert fake.tokens_sent - before < 1_000
+            assert fake.tokens_sent < 5 * 100_000 / 2  # most of each answer was never produced
+            assert 0 < peak.value <= 256 * KIB, peak.value  # backpressure reached the gateway, which held it there
+        finally:
+            readers.cancel()
+            await asyncio.gather(readers, return_exceptions=True)
+
+
 async def test_a_client_that_stops_reading_is_let_go_and_metered(tmp_path):
-    async with run_fake_openai() as fake:
-        cfg = config(tmp_path, providers=(provider("primary", fake.base_url),), stream_stall_s=4.0)
-        async with run_gateway(cfg) as gw:
-            key = await gw.new_key(tier="unlimited")
-            (stalled, stalled_w, rid), (slow, slow_w, _) = await asyncio.gather(open_stream(gw.url, key),
-                                                                               open_stream(gw.url, key))
-            t0 = time.monotonic()
-            reading = asyncio.ensure_future(read_slowly(slow, 10.0, per_s=4))  # meanwhile: slow, never stalled
-            await asyncio.wait_for(fake.disconnected.wait(), 20)  # the stalled stream's upstream, closed
-            took = time.monotonic() - t0
-            assert 4.0 <= took <= 14.0, took  # stall_s, the ticks, and the buffers filling first (slower when loaded)
-            assert gw.rt.bridge[BRIDGE].stalls.aborted == 1
-            rows = {r.request_id: r for r in await gw.ledger()}
-            assert rows[rid].status == "client_cancelled" and rows[rid].completion_tokens > 0
-            # The stalled socket is closed: what it could still read ends, rather than blocking.
-            assert await asyncio.wait_for(read_all(stalled), 10) is not None
-            assert await reading >= 20 * KIB  # the slow reader was served throughout
-            assert fake.disconnects == 1
-            r = await gw.http.post(CHAT, json=chat_body("tokens-2"), headers=bearer(key))
-            assert r.status_code == 200
-            for w in (stalled_w, slow_w):
-                w.close()
+    async with streams_open(tmp_path, 2, stream_stall_s=4.0) as (fake, gw, key, streams):
+        (stalled, _, rid), (slow, _, _) = streams
+        t0 = time.monotonic()
+        reading = asyncio.ensure_future(read_slowly(slow, 10.0, per_s=4))  # meanwhile: slow, never stalled
+        await asyncio.wait_for(fake.disconnected.wait(), 20)  # the stalled stream's upstream, closed
+        took = time.monotonic() - t0
+        assert 4.0 <= took <= 14.0, took  # stall_s, the ticks, and the buffers filling first (slower when loaded)
+        assert gw.rt.bridge[BRIDGE].stalls.aborted == 1
+        rows = {r.request_id: r for r in await gw.ledger()}
+        assert rows[rid].status == "client_cancelled" and rows[rid].completion_tokens > 0
+        # The stalled socket is closed: what it could still read ends, rather than blocking.
+        assert await asyncio.wait_for(read_all(stalled), 10) is not None
+        assert await reading >= 20 * KIB  # the slow reader was served throughout
+        assert fake.disconnects == 1
+        r = await gw.http.post(CHAT, json=chat_body("tokens-2"), headers=bearer(key))
+        assert r.status_code == 200
 
 
 async def read_all(reader: asyncio.StreamReader) -> bytes:
