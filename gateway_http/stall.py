@@ -49,9 +49,6 @@ class StallGuard:
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.TICK_S, self._check)
 
-    def __len__(self) -> int:
-        return len(self._seen)
-
     def _check(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
