@@ -130,6 +130,11 @@ class Chunk:
     usage: Usage | None = None  # set on the chunk that carries the provider's usage
 
 
+def has_content(chunks: list[Chunk]) -> bool:
+    """Whether a batch holds a first token: text, a tool call or reasoning (not a bare role)."""
+    return any(c.text or c.tool_calls or c.reasoning for c in chunks)
+
+
 @dataclass(slots=True)
 class ChatResult:
     """A whole (non-streamed) answer."""

@@ -17,7 +17,7 @@ import orjson
 
 from services.clock import Clock, SystemClock
 from services.core.errors import UpstreamFailure
-from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult
+from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, has_content
 from services.providers.anthropic_codec import (
     API_VERSION,
     StreamTranslator,
@@ -258,6 +258,6 @@ def _until_content(translator: StreamTranslator, events: list) -> tuple[list[Chu
         chunks += got
         if failure is not None or translator.done:
             return chunks, failure, []
-        if any(c.text or c.tool_calls or c.reasoning for c in got):
+        if has_content(got):
             return chunks, None, events[i + 1:]
     return chunks, None, []

@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 
 from services.core.errors import UpstreamFailure
-from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Usage
+from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Usage, has_content
 from services.providers import gemini_codec as codec
 from services.providers.base import Call
 from services.providers.sse import SSEParser
@@ -243,7 +243,7 @@ class GeminiAdapter:
             for i, event in enumerate(events):
                 got = decoder.feed(event.data)
                 batch.extend(got)
-                if until_content and any(c.text or c.tool_calls or c.reasoning for c in got):
+                if until_content and has_content(got):
                     return batch, None, events[i + 1:]
         except UpstreamFailure as failure:
             return batch, failure, []

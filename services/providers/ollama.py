@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator, Mapping
 import orjson
 
 from services.core.errors import UpstreamFailure
-from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Usage
+from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Usage, has_content
 from services.providers import ollama_codec as codec
 from services.providers.base import Call
 from services.providers.gemini import Deadlines, check_key, parse_json_object, read_body, read_some, scrub, send
@@ -60,7 +60,7 @@ class OllamaAdapter:
                     for line in lines.feed(data) if data else lines.close():
                         got = decoder.feed(line)
                         batch.extend(got)
-                        if not dl.got_first and any(c.text or c.tool_calls or c.reasoning for c in got):
+                        if not dl.got_first and has_content(got):
                             # The first token leaves before the rest of its read is decoded (a
                             # fast local model sends many lines per read): TTFT is what a
                             # streaming user sees.
