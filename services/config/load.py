@@ -398,6 +398,7 @@ def _validate(cfg: Config, origin: dict[str, tuple[str, str]]) -> Config:
         raise bad("database_url", "must be sqlite:///path or postgresql://...")
     if cfg.redis_url and not cfg.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise bad("redis_url", "must be redis://host:port/db")
+    check_workers(cfg, *origin.get("workers", (cfg.source, "workers")))
     tiers = {t.name for t in cfg.tiers}
     if cfg.auth_key_tier and cfg.auth_key_tier not in tiers:
         raise bad("auth_key_tier", f"unknown tier {cfg.auth_key_tier!r}")
@@ -422,3 +423,13 @@ def _validate(cfg: Config, origin: dict[str, tuple[str, str]]) -> Config:
     except Exception:
         raise bad("quota_timezone", f"unknown time zone {cfg.quota_timezone!r}") from None
     return dataclasses.replace(cfg, strategy=strategy, log_level=str(cfg.log_level).upper())
+
+
+def check_workers(cfg: Config, source: str, where: str = "workers") -> None:
+    """`workers = N` shares one machine's ports between N processes; their limits must be one.
+    `where` is the setting as the user wrote it (server.workers, TOLLGATE_WORKERS, --workers)."""
+    if cfg.workers < 1:
+        raise ConfigError(source, where, "must be at least 1")
+    if cfg.workers > 1 and not cfg.redis_url:
+        raise ConfigError(source, where, f"workers = {cfg.workers} needs redis_url (REDIS_URL): without a shared "
+                          "limiter each process would admit a caller's whole limit on its own")

@@ -109,4 +109,6 @@ class Config:
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
     environment: str = "development"  # NODE_ENV, reported in /health
     model_dir: str = ""  # where gguf sources are read from ("" = <data_dir>/models)
+    workers: int = 1  # gateway processes on the same ports (SO_REUSEPORT), > 1 needs redis_url
+    worker_id: int = 0  # set by the supervisor for each worker it starts (0 = no supervisor)
     source: str = "defaults"
