@@ -27,7 +27,7 @@ from services.config.load import load_config, with_demo
 from services.config.schema import Config
 from services.limits import make_limiter
 from services.limits.quotas import Quotas
-from services.metering.ledger import Ledger
+from services.metering.ledger import Ledger, owner_tag
 from services.metrics import Metrics
 from services.pipeline import Pipeline
 from services.providers.upstreams import Upstreams
@@ -69,7 +69,10 @@ class App:
         self.metrics: Metrics | None = None
         self.user_keys = UserKeys(self.store, clock, catalog=self.catalog, quota_tz=config.quota_timezone)
         self.router = Router(config, self.index, self.upstreams, self.limiter, clock, rng, user_keys=self.user_keys)
-        self.ledger = Ledger(self.store.insert_usage, flush_s=config.ledger_flush_s)
+        # Each worker of a supervisor has its own owner tag: a restarted worker turns only its own
+        # earlier life's placeholders into `interrupted`, not those of its live siblings (B7).
+        owner = owner_tag(config.data_dir + (f"#worker{config.worker_id}" if config.worker_id else ""))
+        self.ledger = Ledger(self.store.insert_usage, flush_s=config.ledger_flush_s, owner=owner)
         self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s)
         self.sessions = Sessions(derive(secret, "session"), clock)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)

@@ -53,13 +53,15 @@ def local_channel(app: Any) -> InProcessChannel:
 
 
 class GrpcServer:
-    def __init__(self, app: Any, address: str) -> None:
+    def __init__(self, app: Any, address: str, reuse_port: bool = False) -> None:
         self.app = app
         self.address = address
         self.server = grpc.aio.server(interceptors=[MalformedRequests()], options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ("grpc.so_reuseport", 0),
+            # Off for a lone process (a second one on a taken port must fail, not share it); on
+            # for a supervisor's workers, which share the port on purpose (services/supervisor.py).
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ])
         register_servicers(app, self.server)
         self.health = HealthServicer()

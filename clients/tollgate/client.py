@@ -84,7 +84,9 @@ class TollgateClient:
 
     @classmethod
     def connect(cls, address: str, api_key: str = "", admin_key: str = "") -> "TollgateClient":
-        options = [("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        # Issue 19 point 7: our own user agent first; grpc appends its own (it cannot be removed).
+        options = [("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                   ("grpc.primary_user_agent", "tollgate-client")]
         return cls(grpc.aio.insecure_channel(address, options=options), api_key, admin_key)
 
     async def close(self) -> None:

@@ -305,6 +305,7 @@ def _validate(cfg: Config, env: Mapping[str, str], seeded: dict[str, tuple[Any, 
         raise ConfigError(src("database_url"), "database_url", "must be sqlite:///path or postgresql://...")
     if cfg.redis_url and not cfg.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(src("redis_url"), "redis_url", "must be redis://host:port/db")
+    check_workers(cfg, src("workers"))
     tiers = {t.name for t in cfg.tiers}
     if cfg.auth_key_tier and cfg.auth_key_tier not in tiers:
         raise ConfigError(src("auth_key_tier"), "auth_key_tier", f"unknown tier {cfg.auth_key_tier!r}")
@@ -317,3 +318,12 @@ def _validate(cfg: Config, env: Mapping[str, str], seeded: dict[str, tuple[Any, 
     except Exception:
         raise ConfigError(src("quota_timezone"), "quota_timezone", f"unknown time zone {cfg.quota_timezone!r}") from None
     return dataclasses.replace(cfg, strategy=strategy)
+
+
+def check_workers(cfg: Config, source: str) -> None:
+    """`workers = N` shares one machine's ports between N processes; their limits must be one."""
+    if cfg.workers < 1:
+        raise ConfigError(source, "workers", "must be at least 1")
+    if cfg.workers > 1 and not cfg.redis_url:
+        raise ConfigError(source, "workers", f"workers = {cfg.workers} needs redis_url (REDIS_URL): without a shared "
+                          "limiter each process would admit a caller's whole limit on its own")

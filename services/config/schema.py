@@ -95,4 +95,6 @@ class Config:
     test_hooks: bool = False
     log_level: str = "INFO"
     bridge_target: str = ""  # bridge alone: the remote gRPC address; "" = in-process
+    workers: int = 1  # gateway processes on the same ports (SO_REUSEPORT), > 1 needs redis_url
+    worker_id: int = 0  # set by the supervisor for each worker it starts (0 = no supervisor)
     source: str = "defaults"

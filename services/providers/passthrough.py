@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import AsyncIterator
 from urllib.parse import unquote
@@ -58,6 +59,8 @@ CREDENTIAL_PARAMS = frozenset({"key", "api_key", "access_token"})
 _METHOD = re.compile(r"[A-Z]{3,7}")
 _PROVIDER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _BAD_PATH = re.compile(r"[\x00-\x20\x7f\\#?]")
+_BAD_DECODED = re.compile(r"[\x00-\x1f\x7f\\\\]")  # in a decoded form; a space may be a name's
+MAX_DECODES = 4  # decoding rounds looked at; a path still changing after them is refused
 _BAD_QUERY = re.compile(r"[\x00-\x20\x7f#]")
 _GEMINI_MODEL = re.compile(r"models/([^/:]+)")
 _MAX_TOKEN_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
@@ -99,9 +102,9 @@ def native_request(provider: str, method: str, path: str, query: str, headers: l
         raise E.InvalidArgument(f"method {method[:16]!r} cannot be relayed", reason="INVALID_METHOD",
                                 metadata={"field": "method"})
     path = path.lstrip("/")
-    # No escaping the provider's API root: dot segments (also percent-encoded), control characters.
-    if _BAD_PATH.search(path) or any(unquote(s) in (".", "..") for s in path.split("/")):
-        raise E.InvalidArgument("path must be a plain path below the provider's API root", reason="INVALID_PATH",
+    if not plain_path(path):
+        raise E.InvalidArgument("path must be a plain path below the provider's API root: no dot segments, "
+                                "backslashes or control characters, encoded or not", reason="INVALID_PATH",
                                 metadata={"field": "path"})
     clean: list[tuple[str, str]] = []
     for name, value in headers:
@@ -118,6 +121,36 @@ def native_request(provider: str, method: str, path: str, query: str, headers: l
     req = NativeRequest(provider, method, path, strip_credentials(query), clean, body)
     _describe(req)
     return req
+
+
+def plain_path(path: str) -> bool:
+    """Whether `path` stays below the API root however often an upstream or a proxy decodes it.
+
+    Every decoded form is looked at, not just the path split on a literal `/`: `..%2f..%2fapi`,
+    `%2e%2e%2f`, double-encoded `%252e%252e`, `%5c`, any case. A form is refused when it holds a
+    backslash or control character, or a dot segment (`.`, `..`, also `..;x` and NFKC look-alikes
+    such as U+FF0E). A path still changing after MAX_DECODES rounds is refused too.
+    """
+    if _BAD_PATH.search(path):
+        return False
+    form = path
+    for _ in range(MAX_DECODES):
+        if not _plain_form(form):
+            return False
+        decoded = unquote(form, errors="replace")
+        if decoded == form:
+            return True
+        form = decoded
+    return False
+
+
+def _plain_form(form: str) -> bool:
+    if _BAD_DECODED.search(form):
+        return False
+    for f in (form, unicodedata.normalize("NFKC", form)) if not form.isascii() else (form,):
+        if "\\" in f or any(seg.split(";", 1)[0].strip() in (".", "..") for seg in f.split("/")):
+            return False
+    return True
 
 
 def strip_credentials(query: str) -> str:
@@ -565,6 +598,9 @@ def upstream_url(wire: str, base_url: str, path: str, query: str) -> str:
     `v1beta/`), so seed 003's `/v1/anthropic/messages` and an SDK's `/v1/anthropic/v1/messages`
     reach the same place.
     """
+    if not plain_path(path):  # native_request refused these already; the URL is never built from one
+        raise E.InvalidArgument("path must be a plain path below the provider's API root", reason="INVALID_PATH",
+                                metadata={"field": "path"})
     base = base_url.rstrip("/")
     if wire == "anthropic" and not path.startswith("v1/"):
         path = "v1/" + path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from services.catalog.pricing import ModelInfo
 from services.core.errors import NotFound, Unimplemented
@@ -24,6 +25,19 @@ def model_pb(info: ModelInfo, providers: list[str]) -> mpb.Model:
     )
 
 
+def public_url(url: str) -> str:
+    """A base URL with nothing secret left in it: no user:password@, query or fragment (some
+    providers take a key as ?key=...). ListProviders needs no key (seed 002's GET /backend/info)."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def make_model_servicer(app: Any) -> mpb_grpc.ModelServiceServicer:
     guard = Guard(app)
 
@@ -43,15 +57,15 @@ def make_model_servicer(app: Any) -> mpb_grpc.ModelServiceServicer:
                 raise NotFound(f"The model '{request.id}' does not exist", reason="MODEL_NOT_FOUND", metadata={"model": request.id})
             return mpb.GetModelResponse(model=model_pb(*entry))
 
-        @guard.unary()
+        @guard.unary(public=True)
         async def ListProviders(self, request: mpb.ListProvidersRequest, ctx: Ctx) -> mpb.ListProvidersResponse:
             out = []
             for p in app.config.providers:
                 k = resolve(p.kind)
-                out.append(mpb.ProviderInfo(name=p.name, kind=p.kind, base_url=p.base_url, models=list(p.models),
+                out.append(mpb.ProviderInfo(name=p.name, kind=p.kind, base_url=public_url(p.base_url), models=list(p.models),
                                             priority=p.priority, key_count=len(p.keys),
                                             unsupported=list(k.unsupported) if k else []))
-            return mpb.ListProvidersResponse(providers=out)
+            return mpb.ListProvidersResponse(providers=out, strategy=app.router.default_strategy)
 
         @guard.unary()
         async def LoadModel(self, request: mpb.LoadModelRequest, ctx: Ctx) -> mpb.LoadModelResponse:

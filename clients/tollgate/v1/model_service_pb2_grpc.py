@@ -76,7 +76,8 @@ class ModelServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListProviders(self, request, context):
-        """ListProviders lists the configured providers and what each can do.
+        """ListProviders lists the configured providers and what each can do; it needs no key and
+        carries nothing secret (no key, no key id, no credentials in a base URL).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
