@@ -7,7 +7,8 @@ import asyncio
 from services.store import migrations
 from services.store.models import ALL_MODELS
 
-TABLES = {"schema_version", "tiers", "users", "api_keys", "provider_keys", "usage", "settings"}
+TABLES = {"schema_version", "tiers", "users", "api_keys", "provider_keys", "usage", "settings", "sessions", "audit",
+          "alerts"}
 
 
 async def test_migrate_twice_is_a_no_op(store, clock):
