@@ -27,7 +27,7 @@ def _metadata(request_id: str, out: Outcome) -> tuple[tuple[str, str], ...]:
 
 
 def make_forward(app: Any, guard: Guard):
-    relay = Passthrough(app.config, app.router, app.clock)
+    relay = Passthrough(app.config, app.router.gate, app.upstreams, app.router.record, app.clock)
 
     @guard.stream()
     async def Forward(self, request: ipb.ForwardRequest, ctx: Ctx) -> AsyncIterator[ipb.ForwardResponse]:
