@@ -18,6 +18,7 @@ class BridgeSettings:
     request_timeout_s: float = 600.0
     stream_stall_s: float = 60.0
     cors_origins: tuple[str, ...] = ()
+    cookie_secure: bool = False  # the console's cookies carry Secure (behind TLS)
     version: str = "0.1.0"
 
     @classmethod
@@ -33,4 +34,5 @@ class BridgeSettings:
             request_timeout_s=float(env.get("TOLLGATE_REQUEST_TIMEOUT_S") or 600.0),
             stream_stall_s=float(env.get("TOLLGATE_STREAM_STALL_S") or 60.0),
             cors_origins=tuple(o for o in (env.get("TOLLGATE_CORS_ORIGINS") or "").split(",") if o),
+            cookie_secure=(env.get("TOLLGATE_COOKIE_SECURE") or "").lower() in ("1", "true", "yes", "on"),
         )

@@ -16,6 +16,7 @@ import random
 import secrets as pysecrets
 from dataclasses import dataclass
 
+from services.accounts.signin import SignIn
 from services.auth.authenticator import Authenticator
 from services.auth.sealing import Sealer, key_id as seal_key_id
 from services.auth.secrets import derive, load_or_create_secret
@@ -78,6 +79,7 @@ class App:
         self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s)
         self.sessions = Sessions(derive(secret, "session"), clock)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)
+        self.signin = SignIn(self.store, self.sessions, self.auth, clock)
         self.admin_key = AdminKeyInfo("env")
         self.metrics = Metrics(self)
         self.ledger.on_row(self.metrics.on_row)

@@ -90,6 +90,7 @@ class Config:
     providers: tuple[ProviderConfig, ...] = ()
     tiers: tuple[TierConfig, ...] = ()
     cors_origins: tuple[str, ...] = ()
+    cookie_secure: bool = False  # console cookies carry Secure: set it when served behind TLS
     test_hooks: bool = False
     log_level: str = "INFO"
     bridge_target: str = ""  # bridge alone: the remote gRPC address; "" = in-process

@@ -36,6 +36,7 @@ from services.store.records import (
     ProviderKeyNotFound,
     ProviderKeyRecord,
     RegistrationClosed,
+    SessionRecord,
     TierRecord,
     UsageFilter,
     UsageRecord,
@@ -43,6 +44,7 @@ from services.store.records import (
 )
 from services.store.repos import api_keys as keys_repo
 from services.store.repos import provider_keys as pk_repo
+from services.store.repos import sessions as sessions_repo
 from services.store.repos import settings as settings_repo
 from services.store.repos import tiers as tiers_repo
 from services.store.repos import usage as usage_repo
@@ -247,6 +249,45 @@ class Store:
 
     async def list_users(self) -> list[UserRecord]:
         return await self._read(users_repo.list_users)
+
+    async def registration_allowed(self) -> bool:
+        """Whether a sign-up would be accepted now (the first one always is)."""
+        return await self._read(users_repo.registration_allowed)
+
+    async def check_password(self, user_id: str, password: str) -> bool:
+        """Whether `password` is this user's (argon2 off the event loop)."""
+        stored = await self._read(users_repo.find_password_hash, user_id)
+        if stored is None or not isinstance(password, str) or len(password) > _MAX_PASSWORD_LEN:
+            return False
+        return await asyncio.to_thread(verify_password, stored, password)
+
+    async def set_password(self, user_id: str, password: str) -> None:
+        password_hash = await asyncio.to_thread(hash_password, password)
+        await self._write(users_repo.set_password_hash, user_id, password_hash, idempotent=True)
+
+    # --- sessions --------------------------------------------------------------------------
+
+    async def insert_session(self, rec: SessionRecord) -> SessionRecord:
+        return await self._write(sessions_repo.insert_session, rec)
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        return await self._read(sessions_repo.get_session, session_id)
+
+    async def list_sessions(self, user_id: str) -> list[SessionRecord]:
+        """The user's live sessions, newest first."""
+        return await self._read(sessions_repo.list_live, user_id, self._clock.now())
+
+    async def count_sessions(self, user_id: str) -> int:
+        return await self._read(sessions_repo.count_live, user_id, self._clock.now())
+
+    async def touch_session(self, session_id: str) -> None:
+        await self._write(sessions_repo.touch, session_id, self._clock.now(), idempotent=True)
+
+    async def revoke_session(self, session_id: str, user_id: str | None = None) -> bool:
+        return await self._write(sessions_repo.revoke, session_id, user_id, self._clock.now(), idempotent=True)
+
+    async def revoke_sessions(self, user_id: str, except_id: str = "") -> int:
+        return await self._write(sessions_repo.revoke_all, user_id, self._clock.now(), except_id, idempotent=True)
 
     async def set_registration_open(self, is_open: bool) -> None:
         await self._write(settings_repo.set_registration_open, bool(is_open), idempotent=True)

@@ -7,7 +7,8 @@ import asyncio
 from services.store import migrations
 from services.store.models import ALL_MODELS
 
-TABLES = {"schema_version", "tiers", "users", "api_keys", "provider_keys", "usage", "settings"}
+TABLES = {"schema_version", "tiers", "users", "api_keys", "provider_keys", "usage", "settings", "sessions", "audit",
+          "alerts"}
 
 
 async def test_migrate_twice_is_a_no_op(store, clock):
@@ -57,7 +58,7 @@ async def test_a_new_migration_runs_once(store, clock):
     def m002(db):
         db.execute_sql("CREATE TABLE extra (id INTEGER PRIMARY KEY)")  # no IF NOT EXISTS
 
-    plan = migrations.MIGRATIONS + ((2, "extra", m002),)
-    assert await store.run(migrations.migrate, clock.now(), plan) == 2
-    assert await store.run(migrations.migrate, clock.now(), plan) == 2
+    plan = migrations.MIGRATIONS + ((99, "extra", m002),)  # past every reserved number
+    assert await store.run(migrations.migrate, clock.now(), plan) == 99
+    assert await store.run(migrations.migrate, clock.now(), plan) == 99
     assert "extra" in await store.run(lambda db: db.get_tables())
