@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = with_demo(load_config(args.config))
         if args.workers is not None and not args.worker_of:
             cfg = dataclasses.replace(cfg, workers=args.workers)
-            check_workers(cfg, "--workers")
+            check_workers(cfg, "command line", "--workers")
     except ConfigError as e:
         print(f"tollgate: config error: {e}", file=sys.stderr)
         sys.exit(2)
