@@ -44,6 +44,7 @@ from services.store.records import (
 )
 from services.store.repos import api_keys as keys_repo
 from services.store.repos import provider_keys as pk_repo
+from services.store.repos import responses as responses_repo
 from services.store.repos import sessions as sessions_repo
 from services.store.repos import settings as settings_repo
 from services.store.repos import tiers as tiers_repo
@@ -135,6 +136,17 @@ class Store:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Escape hatch for maintenance and tests: `fn(db, *args)` on the store's worker."""
         return await self._write(fn, *args)
+
+    # --- stored responses (Responses API) ----------------------------------------------------
+
+    async def save_response(self, row: responses_repo.StoredResponse, max_per_owner: int) -> None:
+        await self._write(responses_repo.insert_response, row, self._clock.now(), max_per_owner)
+
+    async def get_response(self, rid: str, owner: str) -> responses_repo.StoredResponse | None:
+        return await self._read(responses_repo.get_response, rid, owner, self._clock.now())
+
+    async def delete_response(self, rid: str, owner: str) -> bool:
+        return await self._write(responses_repo.delete_response, rid, owner, idempotent=True)
 
     # --- tiers ---------------------------------------------------------------------------
 
