@@ -32,7 +32,7 @@ from services.core.errors import UpstreamFailure
 from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Target
 from services.limits.base import Limiter, Rule
 from services.providers.base import Call
-from services.providers.errors import PROVIDER_AUTH_MESSAGE
+from services.providers.transport import PROVIDER_AUTH_MESSAGE
 from services.providers.upstreams import Upstreams
 from services.routing.breaker import HALF_OPEN, Breaker
 from services.routing.candidates import CandidateIndex
@@ -156,6 +156,10 @@ class Router:
         self._in_flight: dict[str, int] = {}  # per key: routes in use, for key_caps; 0s are dropped
         self._cooldown_kind: dict[str, str] = {}  # per key: what its last cool-down was for (auth | rate_limited)
 
+    def secret(self, key_id: str) -> str:
+        """A configured key's secret (never logged, never put in an error); "" for a keyless provider."""
+        return self._secrets.get(key_id, "")
+
     def key_rules(self, key_id: str) -> tuple[Rule, ...]:
         return self._key_rules.get(key_id, ())
 
@@ -275,7 +279,7 @@ class Router:
                                 yield batch
                         except UpstreamFailure as f:
                             # RELIABILITY A6: after the first token there is no failover, only an in-band error.
-                            self._record(log, call.target, f.kind, f.status, t0)
+                            self.record(log, call.target, f.kind, f.status, t0)
                             self._verdict(tr, call.target.key_id, f)
                             if f.kind == "timeout" and self.clock.monotonic() >= deadline - 0.05:
                                 # The caller's own deadline ended it: a 504, metered deadline_exceeded (B3).
@@ -337,11 +341,11 @@ class Router:
             # The gateway's own keys are in memory: no coroutine for them.
             secret = self._secrets.get(key, "") if not t.owner else await self._secret(t)
             if secret is None:
-                self._record(log, t, "key_unavailable", 0, None)
+                self.record(log, t, "key_unavailable", 0, None)
                 continue
             # Any try after the request's first is a retry, failover included (Envoy counts both).
             if log.tries and not self._take_retry(tr, same_route=False):
-                self._record(log, t, "retry_budget", 0, None)
+                self.record(log, t, "retry_budget", 0, None)
                 return
             if not self._claim(t, log, tr) or (self._limited(t) and not await self._within_key_limits(t, log, tr)):
                 continue
@@ -364,7 +368,7 @@ class Router:
                     if pause is not None and not self._take_retry(tr, same_route=True):
                         pause = None  # the budget has room for a failover at most (A7)
                     if pause is None:
-                        self._cool_down(key, f)
+                        self.cool_down(key, f)
                         self.stats.failovers += 1
                         break
                     await self.clock.sleep(pause)
@@ -385,7 +389,7 @@ class Router:
         key = t.key_id
         left = self.cooldowns.remaining(key)
         if left > 0.0:
-            self._record(log, t, "cooldown", 0, None)
+            self.record(log, t, "cooldown", 0, None)
             # The skip explains the answer if nothing else is left: 502 for a disabled key (A4),
             # 429 with the time left for a rate-limited one (A3).
             if self._cooldown_kind.get(key) == "auth":
@@ -396,7 +400,7 @@ class Router:
         cap = self.key_caps.get(key, 0)
         if cap and self._in_flight.get(key, 0) >= cap:
             # RELIABILITY A8: our own 429, not the key's fault: the breaker is not told.
-            self._record(log, t, "key_busy", 0, None)
+            self.record(log, t, "key_busy", 0, None)
             tr.failures.append(UpstreamFailure("rate_limited", 429, "provider key is at its concurrency cap", KEY_BUSY_RETRY_S))
             return False
         return True
@@ -406,7 +410,7 @@ class Router:
         key = t.key_id
         half_open = self.breaker.state(key) == HALF_OPEN
         if not self.breaker.allow(key):
-            self._record(log, t, "breaker_open", 0, None)
+            self.record(log, t, "breaker_open", 0, None)
             return False
         tr.probe = half_open
         return True
@@ -430,7 +434,7 @@ class Router:
         if d.allowed:
             return True
         self._release_probe(tr, t.key_id)
-        self._record(log, t, "key_rate_limited", 0, None)
+        self.record(log, t, "key_rate_limited", 0, None)
         tr.failures.append(UpstreamFailure("rate_limited", 429, "provider key over its own limit", d.retry_after_s))
         return False
 
@@ -475,7 +479,8 @@ class Router:
                 return pause
         return None
 
-    def _cool_down(self, key: str, f: UpstreamFailure) -> None:
+    def cool_down(self, key: str, f: UpstreamFailure) -> None:
+        """Benches a key after a 429 (for its Retry-After) or a refused key (an hour); other failures do not."""
         if f.kind == "rate_limited":
             self.cooldowns.set(key, f.retry_after_s if f.retry_after_s is not None else 1.0)
             self._cooldown_kind[key] = "rate_limited"
@@ -527,7 +532,7 @@ class Router:
     def _failed(self, call: Call, f: UpstreamFailure, t0: float, log: RouteLog, tr: _Tries) -> bool:
         """Records a failed try; True when the router may go on (retry or next candidate)."""
         key = call.target.key_id
-        self._record(log, call.target, f.kind, f.status, t0)
+        self.record(log, call.target, f.kind, f.status, t0)
         self.stats.per_key_failures[key] = self.stats.per_key_failures.get(key, 0) + 1
         self._verdict(tr, key, f)
         if f.retryable or f.kind == "not_found":
@@ -538,7 +543,7 @@ class Router:
     def _abandoned(self, call: Call, e: BaseException, t0: float, log: RouteLog, tr: _Tries) -> None:
         """A try that ended with no verdict on the key (caller cancelled, client gone, a bug of ours)."""
         outcome = "cancelled" if isinstance(e, (asyncio.CancelledError, GeneratorExit)) else "error"
-        self._record(log, call.target, outcome, 0, t0)
+        self.record(log, call.target, outcome, 0, t0)
         self._release_probe(tr, call.target.key_id)
 
     def _succeeded(self, target: Target, t0: float, log: RouteLog, tr: _Tries, observe: bool = True) -> None:
@@ -554,7 +559,8 @@ class Router:
         if self._on_attempt:
             self._on_attempt(rec)
 
-    def _record(self, log: RouteLog, t: Target, outcome: str, status: int, t0: float | None) -> None:
+    def record(self, log: RouteLog, t: Target, outcome: str, status: int, t0: float | None) -> None:
+        """One try (t0 set) or skip in the route log, and in the metrics."""
         ms = (self.clock.monotonic() - t0) * 1000.0 if t0 is not None else 0.0
         rec = AttemptRecord(t.provider, t.key_id, t.model, outcome, status, ms)
         log.attempts.append(rec)
