@@ -22,7 +22,7 @@ from services.core import errors as E
 from services.core.json_bound import too_complex
 from services.core.types import Target
 from services.pipeline import ForwardStarted, Outcome, StreamFinished, StreamStarted
-from services.providers.passthrough import NativeRequest, Passthrough, native_request
+from services.routing.passthrough import NativeRequest, Passthrough, native_request
 from services.providers.sse import SSEParser
 from services.responses import render
 from services.responses.request import Parsed, bad, parse, to_chat
