@@ -60,7 +60,9 @@ class App:
         self.pepper = derive(secret, "api-key-pepper")
         seal = derive(secret, "provider-key-seal")
         self.sealer = Sealer({seal_key_id(seal): seal}, seal_key_id(seal))
-        self.store = Store(config.database_url or None, config.data_dir, self.pepper, self.sealer, clock)
+        self.store = Store(config.database_url or None, config.data_dir, self.pepper, self.sealer, clock,
+                           secret_source="TOLLGATE_SECRET_KEY" if config.secret_key
+                           else os.path.join(config.data_dir, "secret.key"))
         self.limiter = make_limiter(config.redis_url or None, clock, config.limiter_fail_mode)
         self.quotas = Quotas(self.limiter, {t.name: t for t in config.tiers}, config.quota_timezone)
         self.catalog = Catalog.builtin()
