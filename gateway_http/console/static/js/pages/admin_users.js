@@ -22,7 +22,7 @@ export default async function render(view, ctx) {
   const email = input({ type: "email", name: "email", required: true });
   const newPlan = plans.length ? select(plans, { name: "plan" }) : input({ name: "plan", placeholder: "plan name" });
   const newRole = select(["user", "admin"], { name: "role" });
-  const pw = input({ type: "password", name: "password", autocomplete: "new-password", placeholder: "leave empty to get an invite link" });
+  const pw = input({ type: "password", name: "password", autocomplete: "new-password", placeholder: "empty: invite link" });
   const addBtn = h("button", { type: "submit" }, "Add user");
   const addStatus = statusLine();
   const addReveal = h("div");
