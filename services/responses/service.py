@@ -19,11 +19,11 @@ import orjson
 
 from services.auth.principal import Principal
 from services.core import errors as E
-from services.core.json_bound import too_complex
+from tollgate.json_bound import too_complex
 from services.core.types import Target
 from services.fidelity import upstream_error
 from services.pipeline import ForwardStarted, Outcome, StreamFinished, StreamStarted
-from services.routing.passthrough import NativeRequest, Passthrough, native_request
+from services.routing.passthrough import NativeRequest, native_request
 from services.providers.sse import SSEParser
 from services.responses import render
 from services.responses.request import Parsed, bad, parse, to_chat
@@ -83,7 +83,7 @@ class Responses:
         self.ttl_s = app.config.responses_ttl_s
         self.max_per_owner = app.config.responses_max_per_caller
         self.index = app.index
-        self.relay = Passthrough(app.config, app.router, app.clock)
+        self.relay = app.passthrough
 
     def native_target(self, model: str) -> Target | None:
         """The first candidate when it is OpenAI itself: the request goes there as sent (no failover to
