@@ -27,8 +27,8 @@ from services.auth.principal import Principal
 from services.core import errors as E
 from services.core.types import ChatRequest, Target
 from services.pipeline import ForwardStarted, Outcome
-from services.providers.kinds import resolve
-from services.routing.passthrough import NativeRequest, Passthrough, native_request
+from services.config.kinds import resolve
+from services.routing.passthrough import NativeRequest, native_request
 
 SURFACE_WIRE = {"openai": "openai", "anthropic": "anthropic"}
 UPSTREAM_PATH = {"openai": "chat/completions", "anthropic": "v1/messages"}
@@ -58,7 +58,7 @@ class Fidelity:
     def __init__(self, app: Any) -> None:
         self.index = app.index
         self.pipeline = app.pipeline
-        self.relay = Passthrough(app.config, app.router, app.clock)
+        self.relay = app.passthrough
 
     def plan(self, req: ChatRequest) -> Target | None:
         """The target to relay the body to unchanged, or None after mapping the fields for translation."""
