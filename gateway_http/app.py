@@ -15,7 +15,7 @@ from gateway_http import openapi
 from gateway_http.openai import routes as openai_routes
 from gateway_http.seeds import admin, health
 from gateway_http.seeds import api, inference, router_status, ws
-from gateway_http.seeds import users
+from gateway_http.seeds import model_load, users
 from gateway_http.settings import BridgeSettings
 from gateway_http.stall import StallGuard
 from gateway_http.state import BRIDGE, Bridge
@@ -47,6 +47,7 @@ def make_app(
     inference.add_routes(app)
     router_status.add_routes(app)
     ws.add_routes(app)
+    model_load.add_routes(app)
     openapi.add_routes(app)
     app.router.add_get("/api/health", health.health)
     app.on_cleanup.append(_stop_watching)

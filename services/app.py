@@ -28,6 +28,8 @@ from services.config.load import load_config, with_demo
 from services.config.schema import Config
 from services.limits import make_limiter
 from services.limits.quotas import Quotas
+from services.loading.loader import ModelLoader
+from services.loading.registry import LoadedModels
 from services.metering.ledger import Ledger, owner_tag
 from services.metrics import Metrics
 from services.pipeline import Pipeline
@@ -76,6 +78,11 @@ class App:
         self.ledger = Ledger(self.store.insert_usage, flush_s=config.ledger_flush_s, owner=owner)
         self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s)
         self.sessions = Sessions(derive(secret, "session"), clock)
+        # Issue 19: models loaded at run time, routed by name before the configured providers.
+        self.loaded = LoadedModels(self.store, {p.name: p for p in config.providers}, clock,
+                                   set_secret=self.router.set_secret)
+        self.router.loaded = self.loaded
+        self.loader = ModelLoader(self, self.loaded)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
         self.admin_key = AdminKeyInfo("env")
@@ -99,6 +106,8 @@ class App:
             await self.store.upsert_tier(TierRecord(t.name, t.rpm, t.rpd, t.tpd, t.tpm_month, t.description))
         self.admin_key = await self._admin_key()
         self.ledger.start()
+        await self.loaded.refresh()
+        self.loaded.start()
         self._reaper = asyncio.get_running_loop().create_task(self._reap_reservations(), name="limiter-reaper")
 
     async def _reap_reservations(self) -> None:
@@ -147,6 +156,7 @@ class App:
             self._reaper.cancel()
             await asyncio.gather(self._reaper, return_exceptions=True)
         await self.ledger.close()
+        await self.loaded.close()
         await self.upstreams.close()
         try:
             await self.limiter.close()
