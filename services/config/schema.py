@@ -89,6 +89,8 @@ class Config:
     retry_after_wait_max_s: float = 5.0  # Retry-After up to this: wait and retry; above: fail over
     shutdown_grace_s: float = 30.0
     ledger_flush_s: float = 0.5
+    responses_ttl_s: float = 30 * 86400.0  # stored Responses API responses expire after this (OpenAI keeps 30 days)
+    responses_max_per_caller: int = 10_000  # stored responses per caller; past it the oldest go
     demo: str = "auto"  # auto: the demo provider serves when no real provider is configured
     providers: tuple[ProviderConfig, ...] = ()
     tiers: tuple[TierConfig, ...] = ()

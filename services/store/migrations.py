@@ -157,6 +157,27 @@ def m003_accounts(db: pw.Database) -> None:
         db.execute_sql(statement)
 
 
+_M004 = (
+    # Issue 18: Responses API responses kept per caller for previous_response_id and GET/DELETE.
+    """CREATE TABLE IF NOT EXISTS stored_responses (
+        id TEXT NOT NULL PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        native BOOLEAN NOT NULL DEFAULT FALSE,
+        response TEXT NOT NULL,
+        items TEXT NOT NULL DEFAULT '')""",
+    "CREATE INDEX IF NOT EXISTS stored_responses_owner_created ON stored_responses (owner, created_at)",
+    "CREATE INDEX IF NOT EXISTS stored_responses_expires_at ON stored_responses (expires_at)",
+)
+
+
+def m004_stored_responses(db: pw.Database) -> None:
+    """The stored_responses table (Responses API, issue 18)."""
+    for statement in _M004:
+        db.execute_sql(statement)
+
+
 # Issue 19 (seed 000's /api/models/load): models loaded at run time, routable on every replica.
 # `provider` names the configured provider that serves it (an Ollama), or is '' when the row
 # carries its own OpenAI-compatible base URL and key (sealed, the row id as AAD, like provider_keys).
@@ -190,6 +211,7 @@ Migration = tuple[int, str, Callable[[pw.Database], None]]
 MIGRATIONS: tuple[Migration, ...] = (
     (1, "initial", m001_initial),
     (3, "accounts", m003_accounts),
+    (4, "stored_responses", m004_stored_responses),
     (5, "loaded_models", m005_loaded_models),
 )
 

@@ -8,12 +8,15 @@ holds the database thread. Methods return records (records.py), never peewee row
 from __future__ import annotations
 
 import asyncio
+import hmac
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from services.auth.api_keys import hash_key, key_prefix, looks_valid, new_api_key, verify
 from services.auth.passwords import hash_password, needs_rehash, verify_password
 from services.auth.sealing import Sealer, SealError, mask, sealed_key_id
+from services.auth.secrets import SECRET_FILE, SecretMismatch, secret_fingerprint
 from services.clock import Clock
 from services.core.errors import InvalidArgument
 from services.store import migrations
@@ -43,6 +46,7 @@ from services.store.records import (
 from services.store.repos import api_keys as keys_repo
 from services.store.repos import loaded_models as lm_repo
 from services.store.repos import provider_keys as pk_repo
+from services.store.repos import responses as responses_repo
 from services.store.repos import sessions as sessions_repo
 from services.store.repos import settings as settings_repo
 from services.store.repos import tiers as tiers_repo
@@ -58,6 +62,7 @@ T = TypeVar("T")
 DEFAULT_USER_TIER = "basic"
 _MAX_EMAIL_LEN = 254
 _MAX_PASSWORD_LEN = 4096
+SECRET_FINGERPRINT_SETTING = "secret_fingerprint"
 
 
 class Store:
@@ -74,6 +79,7 @@ class Store:
         sqlite_busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         pg_pool_size: int = DEFAULT_PG_POOL_SIZE,
         retry_budget_s: float = DEFAULT_RETRY_BUDGET_S,
+        secret_source: str = "",
     ) -> None:
         if not pepper:
             raise ValueError("Store needs a non-empty pepper for API-key hashes")
@@ -87,6 +93,7 @@ class Store:
         self._retry_budget_s = retry_budget_s
         self._worker: DbWorker | None = None
         self._dummy_hash: str | None = None
+        self._secret_source = secret_source  # what to name when the secret is not the database's
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -103,6 +110,7 @@ class Store:
         try:
             await self._worker.write(migrations.migrate, self._clock.now())
             await self._worker.write(tiers_repo.seed_default_tiers)
+            await self._check_secret()
             await self._check_sealed_keys()
         except BaseException:
             await self.close()
@@ -132,6 +140,17 @@ class Store:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Escape hatch for maintenance and tests: `fn(db, *args)` on the store's worker."""
         return await self._write(fn, *args)
+
+    # --- stored responses (Responses API) ----------------------------------------------------
+
+    async def save_response(self, row: responses_repo.StoredResponse, max_per_owner: int) -> None:
+        await self._write(responses_repo.insert_response, row, self._clock.now(), max_per_owner)
+
+    async def get_response(self, rid: str, owner: str) -> responses_repo.StoredResponse | None:
+        return await self._read(responses_repo.get_response, rid, owner, self._clock.now())
+
+    async def delete_response(self, rid: str, owner: str) -> bool:
+        return await self._write(responses_repo.delete_response, rid, owner, idempotent=True)
 
     # --- tiers ---------------------------------------------------------------------------
 
@@ -433,6 +452,21 @@ class Store:
         if self._dummy_hash is None:
             self._dummy_hash = await asyncio.to_thread(hash_password, "tollgate-timing-equalizer")
         return self._dummy_hash
+
+    async def _check_secret(self) -> None:
+        # Issue 15 point 4: a replica with another server secret would hash every API key
+        # differently and answer 401 to all of them, silently. The store keeps a MAC of a constant
+        # under the secret from its first start; a different secret stops start-up here.
+        mine = secret_fingerprint(self._pepper)
+        stored = await self._write(settings_repo.set_once, SECRET_FINGERPRINT_SETTING, mine, idempotent=True)
+        if not hmac.compare_digest(stored.encode(), mine.encode()):
+            raise SecretMismatch(
+                f"the server secret ({self._secret_source or 'TOLLGATE_SECRET_KEY, or ' + self._secret_file()}) "
+                "is not the one this database was first started with, so every API key would be refused; "
+                "start with the original secret (every replica must share one TOLLGATE_SECRET_KEY)")
+
+    def _secret_file(self) -> str:
+        return os.path.join(self._data_dir, SECRET_FILE) + " when it is unset"
 
     async def _check_sealed_keys(self) -> None:
         # RELIABILITY F2: a sealing key that went missing stops start-up and is named, rather

@@ -55,10 +55,11 @@ async def test_two_replicas_starting_together_both_succeed(make_store):
 
 
 async def test_a_new_migration_runs_once(store, clock):
-    def m002(db):
+    def m_extra(db):
         db.execute_sql("CREATE TABLE extra (id INTEGER PRIMARY KEY)")  # no IF NOT EXISTS
 
-    plan = migrations.MIGRATIONS + ((99, "extra", m002),)  # past every reserved number
-    assert await store.run(migrations.migrate, clock.now(), plan) == 99
-    assert await store.run(migrations.migrate, clock.now(), plan) == 99
+    n = migrations.LATEST + 1  # whatever the latest shipped migration is
+    plan = migrations.MIGRATIONS + ((n, "extra", m_extra),)
+    assert await store.run(migrations.migrate, clock.now(), plan) == n
+    assert await store.run(migrations.migrate, clock.now(), plan) == n
     assert "extra" in await store.run(lambda db: db.get_tables())
