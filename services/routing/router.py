@@ -125,10 +125,7 @@ class Router:
 
     def set_secret(self, key_id: str, secret: str | None) -> None:
         """A key that appears at run time (a loaded model's, issue 19); None forgets it."""
-        if secret is None:
-            self._secrets.pop(key_id, None)
-        else:
-            self._secrets[key_id] = secret
+        self.gate.set_secret(key_id, secret)
 
     def key_rules(self, key_id: str) -> tuple[Rule, ...]:
         return self.gate.key_rules(key_id)
