@@ -56,6 +56,7 @@ services-down:
 	@bash scripts/services-down
 
 test: $(STAMP) node_modules/.bin/buf
+	@bash scripts/browser-up >/dev/null
 	@eval "$$(bash scripts/services-up)" && export DATABASE_URL REDIS_URL && \
 	  $(BIN)/python -m pytest -q -p no:randomly $(PYTEST_ARGS)
 

@@ -8,6 +8,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web, web_response
 
 from gateway_http.anthropic import routes as anthropic_routes
+from gateway_http.console import routes as console
 from gateway_http import logsafe
 from gateway_http.middleware import guard
 from gateway_http.native import routes as native_routes
@@ -50,6 +51,7 @@ def make_app(
     router_status.add_routes(app)
     ws.add_routes(app)
     openapi.add_routes(app)
+    console.add_routes(app)
     app.router.add_get("/api/health", health.health)
     app.on_cleanup.append(_stop_watching)
     return app

@@ -34,6 +34,7 @@ from services.metrics import Metrics
 from services.pipeline import Pipeline
 from services.providers.upstreams import Upstreams
 from services.routing.candidates import CandidateIndex
+from services.routing.passthrough import Passthrough
 from services.routing.router import Router
 from services.routing.user_keys import UserKeys
 from services.store.records import TierRecord
@@ -79,6 +80,8 @@ class App:
         # earlier life's placeholders into `interrupted`, not those of its live siblings (B7).
         owner = owner_tag(config.data_dir + (f"#worker{config.worker_id}" if config.worker_id else ""))
         self.ledger = Ledger(self.store.insert_usage, flush_s=config.ledger_flush_s, owner=owner)
+        # The native pass-through relay: beside the router, on the router's key gate (seed 003).
+        self.passthrough = Passthrough(config, self.router.gate, self.upstreams, self.router.record, clock)
         self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s)
         self.sessions = Sessions(derive(secret, "session"), clock)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)

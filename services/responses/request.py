@@ -37,6 +37,8 @@ class Parsed:
     previous_response_id: str
     items: list[dict[str, Any]]  # this request's input as items (a string input becomes one message item)
     history: list[dict[str, Any]] = field(default_factory=list)  # expanded from previous_response_id
+    previous_native: bool = False  # the previous response was OpenAI's own (it keeps the chain itself)
+    raw: bytes = b""  # the body as sent (an OpenAI route gets exactly this when nothing had to change)
 
 
 def parse(body: dict[str, Any]) -> Parsed:

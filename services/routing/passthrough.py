@@ -18,7 +18,7 @@ import asyncio
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 from urllib.parse import unquote
 
 import aiohttp
@@ -36,8 +36,12 @@ from services.metering.usage_scan import UsageMeter
 from services.providers.base import Adapter
 from services.providers.kinds import resolve
 from services.providers.transport import classify_status
-from services.providers.upstreams import ADAPTER_TYPES
-from services.routing.router import RouteLog, Router
+from services.providers.upstreams import ADAPTER_TYPES, Upstreams
+from services.routing.key_gate import KeyGate
+from services.routing.route_log import RouteLog
+
+# Router.record: one try (t0 set) or skip into the route log and the metrics.
+Recorder = Callable[[RouteLog, Target, str, int, "float | None"], None]
 
 MAX_RELAY_BYTES = 50 * 1024 * 1024  # RELIABILITY E10: a larger upstream body ends the relay
 MAX_TRIES = 2  # the first key and one more of the same provider, before any byte was relayed
@@ -274,9 +278,13 @@ class Exchange:
 
 
 class Passthrough:
-    def __init__(self, cfg: Config, router: Router, clock: Clock) -> None:
+    """The relay: tries a provider's keys through the router's gate, records each try as the router does."""
+
+    def __init__(self, cfg: Config, gate: KeyGate, upstreams: Upstreams, record: Recorder, clock: Clock) -> None:
         self.cfg = cfg
-        self.router = router
+        self.gate = gate
+        self.upstreams = upstreams
+        self.record = record  # Router.record: the route log and the metrics
         self.clock = clock
 
     def providers(self, name: str) -> list[ProviderConfig]:
@@ -292,7 +300,7 @@ class Passthrough:
 
     async def open(self, req: NativeRequest, deadline: float, log: RouteLog) -> Exchange:
         """Sends the request and waits for the answer's head; raises a TollgateError when none came."""
-        router = self.router
+        gate = self.gate
         loop = asyncio.get_running_loop()
         loop_deadline = loop.time() + max(0.0, deadline - self.clock.monotonic())
         tried = 0
@@ -301,20 +309,20 @@ class Passthrough:
             for i, k in enumerate(p.keys):
                 if tried >= MAX_TRIES:
                     break
-                if not router.cooldowns.ready(k.id):
+                if not gate.cooldowns.ready(k.id):
                     self._note(log, _target(p, k.id, req), "cooldown", 0, None)
                     continue
-                if not router.breaker.allow(k.id):
+                if not gate.breaker.allow(k.id):
                     self._note(log, _target(p, k.id, req), "breaker_open", 0, None)
                     continue
-                rules = router.key_rules(k.id)
+                rules = gate.key_rules(k.id)
                 try:
-                    within = not rules or (await router.limiter.hit("pk:" + k.id, rules)).allowed
+                    within = not rules or (await gate.limiter.hit("pk:" + k.id, rules)).allowed
                 except BaseException:
-                    router.breaker.release_probe(k.id)  # a half-open probe must not leak (A1)
+                    gate.breaker.release_probe(k.id)  # a half-open probe must not leak (A1)
                     raise
                 if not within:
-                    router.breaker.release_probe(k.id)
+                    gate.breaker.release_probe(k.id)
                     self._note(log, _target(p, k.id, req), "key_rate_limited", 0, None)
                     continue
                 tried += 1
@@ -332,19 +340,19 @@ class Passthrough:
     async def _try(self, p: ProviderConfig, key_id: str, req: NativeRequest, loop_deadline: float, log: RouteLog,
                    more: bool) -> tuple[Exchange | None, E.TollgateError | None]:
         """One attempt: (the exchange to relay, None) or (None, the error if no other key helps)."""
-        router = self.router
+        gate = self.gate
         target = _target(p, key_id, req)
-        secret = router.secret(key_id)
+        secret = gate.secret(key_id)
         if any(c in secret for c in "\r\n\0"):
-            router.breaker.release_probe(key_id)
+            gate.breaker.release_probe(key_id)
             return None, E.UpstreamRejected("the provider key is malformed", reason="PROVIDER_AUTH_FAILED")
-        adapter = router.upstreams.adapter(p.kind)
+        adapter = self.upstreams.adapter(p.kind)
         headers = dict(req.headers)
         adapter.native_headers(headers, secret)
         url = yarl.URL(_native_url(adapter, p.base_url, req.path, req.query), encoded=True)
         t0 = self.clock.monotonic()
         loop = asyncio.get_running_loop()
-        session = router.upstreams.session(p.base_url)
+        session = self.upstreams.session(p.base_url)
         try:
             async with asyncio.timeout_at(min(loop_deadline, loop.time() + p.timeout_s)):
                 resp = await session.request(
@@ -365,7 +373,7 @@ class Passthrough:
             return None, E.Unavailable(f"could not reach the upstream ({type(exc).__name__})",
                                        reason="UPSTREAM_UNAVAILABLE", retry_after_s=1.0)
         except BaseException:
-            router.breaker.release_probe(key_id)
+            gate.breaker.release_probe(key_id)
             raise
         status = resp.status
         if status in (401, 403) or (more and (status >= 500 or status in (408, 429))):
@@ -387,9 +395,9 @@ class Passthrough:
             self._refused(log, target, status, resp.headers, t0)  # relayed as it is, and counted
         elif status >= 400:
             self._note(log, target, "bad_request", status, t0)
-            router.breaker.release_probe(key_id)
+            gate.breaker.release_probe(key_id)
         else:
-            router.breaker.record_success(key_id)
+            gate.breaker.record_success(key_id)
             self._note(log, target, "ok", status, t0)
         sse = resp.headers.get("content-type", "").lower().startswith("text/event-stream")
         relay = [(k.lower(), v) for k, v in resp.headers.items() if k.lower() in RELAY_HEADERS]
@@ -399,24 +407,23 @@ class Passthrough:
 
     def broke(self, ex: Exchange) -> None:
         """The body broke after the head (not the caller leaving): counts for the key's circuit."""
-        self.router.breaker.record_failure(ex.target.key_id)
+        self.gate.breaker.record_failure(ex.target.key_id)
 
     def _note(self, log: RouteLog, target: Target, outcome: str, status: int, t0: float | None) -> None:
         """One try (t0 set) or skip in the route log, and in the metrics, as the router records its own."""
-        self.router.record(log, target, outcome, status, t0)
+        self.record(log, target, outcome, status, t0)
 
     def _fail(self, log: RouteLog, target: Target, outcome: str, status: int, t0: float) -> None:
         self._note(log, target, outcome, status, t0)
-        self.router.breaker.record_failure(target.key_id)
+        self.gate.breaker.record_failure(target.key_id)
 
     def _refused(self, log: RouteLog, target: Target, status: int, headers, t0: float) -> None:
         """A 408, 429, 401/403 or 5xx head: judged by the status's shared meaning, as the router judges."""
-        router = self.router
         f = classify_status(status, headers, "", self.clock.now())
         if f.kind in ("rate_limited", "auth"):
             self._note(log, target, f.kind, status, t0)
-            router.breaker.release_probe(target.key_id)
-            router.cool_down(target.key_id, f)
+            self.gate.breaker.release_probe(target.key_id)
+            self.gate.cool_down(target.key_id, f)
         else:
             self._fail(log, target, f.kind, status, t0)
 

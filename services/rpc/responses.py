@@ -27,7 +27,7 @@ def make_responses_servicer(app: Any) -> rpb_grpc.ResponsesServiceServicer:
                                          ctx.context.time_remaining())
             out = ans.outcome
             await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, out))
-            msg = rpb.CreateResponseResponse(id=ans.response["id"], response=orjson.dumps(ans.response))
+            msg = rpb.CreateResponseResponse(id=ans.response["id"], response=ans.raw or orjson.dumps(ans.response))
             convert.fill_usage(msg.usage, out.usage, out.cost_usd)
             convert.fill_route(msg.route, out.route)
             return msg

@@ -183,3 +183,74 @@ async def test_codex_websocket_attempt_is_refused_at_once(tmp_path):
             elapsed_ms = (time.monotonic() - t0) * 1000
         assert r.status_code == 426 and r.json()["error"]["code"] == "websocket_not_supported"
         assert elapsed_ms < 1000, elapsed_ms
+
+
+@asynccontextmanager
+async def openai_gateway(tmp_path, extra=()):
+    from tests.support.fakes.openai import run_fake_openai
+
+    async with run_fake_openai() as fake:
+        c = config(tmp_path, providers=(provider("openai", fake.base_url),) + tuple(extra))
+        async with run_gateway(c) as gw:
+            client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=await gw.new_key(), max_retries=0)
+            yield gw, fake, client
+
+
+async def test_openai_route_gets_the_body_as_sent(tmp_path):
+    async with openai_gateway(tmp_path) as (gw, fake, client):
+        extra = {"include": ["reasoning.encrypted_content"], "prompt_cache_key": "k1", "service_tier": "flex"}
+        resp = await client.responses.create(model="gpt-4.1", input="hi", reasoning={"effort": "high", "summary": "auto"},
+                                             tools=[{"type": "web_search"}], extra_body=extra)
+        sent = fake.requests[-1]
+        assert sent.path == "/v1/responses"
+        assert sent.body["reasoning"] == {"effort": "high", "summary": "auto"} and sent.body["tools"] == [{"type": "web_search"}]
+        assert all(sent.body[k] == v for k, v in extra.items())
+        assert sent.headers["Authorization"] == "Bearer sk-test-upstream"  # the gateway's key, never the caller's
+        assert resp.id.startswith("resp_fake") and resp.output_text == "tok0 tok1 tok2 tok3"
+        rows = await gw.ledger()
+        assert len(rows) == 1 and rows[0].surface == "openai_responses" and rows[0].provider == "openai"
+        assert (rows[0].prompt_tokens, rows[0].completion_tokens, rows[0].estimated) == (9, 4, False)
+        # Stored for this caller too: GET is answered by the gateway, another caller gets 404.
+        assert (await client.responses.retrieve(resp.id)).output_text == resp.output_text
+        other = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=await gw.new_key(name="o"), max_retries=0)
+        with pytest.raises(openai.NotFoundError):
+            await other.responses.retrieve(resp.id)
+        # ... and a caller cannot continue another's OpenAI conversation with the gateway's key.
+        n = len(fake.requests)
+        with pytest.raises(openai.NotFoundError):
+            await other.responses.create(model="gpt-4.1", input="x", previous_response_id=resp.id)
+        assert len(fake.requests) == n
+        second = await client.responses.create(model="gpt-4.1", input="more", previous_response_id=resp.id)
+        assert fake.requests[-1].body["previous_response_id"] == resp.id and second.previous_response_id == resp.id
+
+
+async def test_openai_route_streams_and_calls_functions(tmp_path):
+    async with openai_gateway(tmp_path) as (gw, fake, client):
+        async with client.responses.stream(model="fault-tool", input="use it", tools=TOOLS) as stream:
+            types = [ev.type async for ev in stream]
+            final = await stream.get_final_response()
+        assert types[0] == "response.created" and types[-1] == "response.completed"
+        assert "response.function_call_arguments.done" in types
+        call = final.output[0]
+        assert call.type == "function_call" and json.loads(call.arguments) == {"x": 1}
+        follow = await client.responses.create(
+            model="gpt-4.1", previous_response_id=final.id, tools=TOOLS,
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "42"}])
+        assert follow.output_text and fake.requests[-1].body["previous_response_id"] == final.id
+        rows = await gw.ledger()
+        assert len(rows) == 2 and rows[-1].status == "ok" and not any(r.estimated for r in rows)
+        with pytest.raises(openai.BadRequestError) as e:
+            await client.responses.create(model="fault-400", input="x")
+        assert e.value.param == "temperature"
+
+
+async def test_a_conversation_moves_from_anthropic_to_openai(tmp_path):
+    async with run_fake_anthropic() as anth:
+        extra = (provider("anthropic", anth.base_url, kind="anthropic", keys=(FAKE_ANTHROPIC_KEY,)),)
+        async with openai_gateway(tmp_path, extra) as (gw, fake, client):
+            first = await client.responses.create(model="anthropic/" + MODEL, input="first turn")
+            await client.responses.create(model="openai/gpt-4.1", input="second", previous_response_id=first.id)
+            sent = fake.requests[-1].body
+            # OpenAI never saw the first turn: it gets the conversation in full, no dangling id.
+            assert "previous_response_id" not in sent and sent["model"] == "gpt-4.1"
+            assert [i.get("role") for i in sent["input"]] == ["user", "assistant", "user"]
