@@ -81,7 +81,8 @@ class App:
         owner = owner_tag(config.data_dir + (f"#worker{config.worker_id}" if config.worker_id else ""))
         self.ledger = Ledger(self.store.insert_usage, flush_s=config.ledger_flush_s, owner=owner)
         # The native pass-through relay: beside the router, on the router's key gate (seed 003).
-        self.passthrough = Passthrough(config, self.router.gate, self.upstreams, self.router.record, clock)
+        self.passthrough = Passthrough(config, self.router.gate, self.upstreams, self.router.record, clock,
+                                       scrubber=self.scrubber)
         self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s)
         self.sessions = Sessions(derive(secret, "session"), clock)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)

@@ -280,8 +280,10 @@ class Exchange:
 class Passthrough:
     """The relay: tries a provider's keys through the router's gate, records each try as the router does."""
 
-    def __init__(self, cfg: Config, gate: KeyGate, upstreams: Upstreams, record: Recorder, clock: Clock) -> None:
+    def __init__(self, cfg: Config, gate: KeyGate, upstreams: Upstreams, record: Recorder, clock: Clock,
+                 scrubber: Scrubber | None = None) -> None:
         self.cfg = cfg
+        self.scrubber = scrubber  # error bodies are scrubbed of every known secret (issue 15 point 3)
         self.gate = gate
         self.upstreams = upstreams
         self.record = record  # Router.record: the route log and the metrics
@@ -403,7 +405,7 @@ class Passthrough:
         relay = [(k.lower(), v) for k, v in resp.headers.items() if k.lower() in RELAY_HEADERS]
         idle = self.cfg.idle_timeout_s or p.timeout_s
         return Exchange(target, status, relay, resp, UsageMeter(sse), loop_deadline, idle,
-                        scrubber=router.scrubber, extra=req.caller_secrets), None
+                        scrubber=self.scrubber, extra=req.caller_secrets), None
 
     def broke(self, ex: Exchange) -> None:
         """The body broke after the head (not the caller leaving): counts for the key's circuit."""
