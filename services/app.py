@@ -17,6 +17,7 @@ import secrets as pysecrets
 from dataclasses import dataclass
 
 from services.accounts.signin import SignIn
+from services.accounts.users import Accounts
 from services.auth.authenticator import Authenticator
 from services.auth.sealing import Sealer, key_id as seal_key_id
 from services.auth.secrets import derive, load_or_create_secret
@@ -87,6 +88,7 @@ class App:
         self.sessions = Sessions(derive(secret, "session"), clock)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
+        self.accounts = Accounts(self.store, self.signin, self.auth, clock, self.pepper, lambda: self.quotas.tiers)
         self.admin_key = AdminKeyInfo("env")
         self.metrics = Metrics(self)
         self.ledger.on_row(self.metrics.on_row)

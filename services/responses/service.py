@@ -19,7 +19,7 @@ import orjson
 
 from services.auth.principal import Principal
 from services.core import errors as E
-from services.core.json_bound import too_complex
+from tollgate.json_bound import too_complex
 from services.core.types import Target
 from services.pipeline import ForwardStarted, Outcome, StreamFinished, StreamStarted
 from services.routing.passthrough import NativeRequest, native_request

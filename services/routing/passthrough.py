@@ -28,13 +28,13 @@ import yarl
 from services.clock import Clock
 from services.config.schema import Config, ProviderConfig
 from services.core import errors as E
-from services.core.json_bound import too_complex
 from services.core.scrub import Scrubber
+from tollgate.json_bound import too_complex
 from services.core.types import Target
 from services.metering.tokens import estimate_text
 from services.metering.usage_scan import UsageMeter
 from services.providers.base import Adapter
-from services.providers.kinds import resolve
+from services.config.kinds import resolve
 from services.providers.transport import classify_status
 from services.providers.upstreams import ADAPTER_TYPES, Upstreams
 from services.routing.key_gate import KeyGate

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from services.catalog.pricing import ModelInfo
 from services.core.errors import NotFound, Unimplemented
-from services.providers.kinds import resolve
+from services.config.kinds import resolve
 from services.rpc import paging
 from services.rpc.interceptors import Ctx, Guard
 from tollgate.v1 import model_service_pb2 as mpb

@@ -6,9 +6,9 @@ Secrets are not fields here: an ApiKeyRecord has no hash, a ProviderKeyRecord no
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from services.core.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from services.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 
 ROLE_ADMIN = "admin"
 ROLE_USER = "user"
@@ -81,6 +81,14 @@ class ApiKeyRecord:
     revoked_at: float | None = None
     expires_at: float | None = None
     last_used_at: float | None = None
+    # Issue 16: a token's own limits (0 = only the plan's) and $ budgets (None = none).
+    rpm: int = 0
+    rpd: int = 0
+    tpd: int = 0
+    tpm_month: int = 0
+    budget_usd_day: float | None = None
+    budget_usd_month: float | None = None
+    owner_state: str = field(default="", compare=False)  # the owning user's state when looked up for authentication, "" = no user
 
     def active(self, now: float) -> bool:
         """Not revoked and not expired at `now`."""
@@ -149,6 +157,12 @@ class EmailTaken(AlreadyExists):
     """A user with this email already exists. The message does not repeat the address."""
 
     reason = "EMAIL_TAKEN"
+
+
+class LastAdmin(FailedPrecondition):
+    """Demoting, suspending or deleting the last active admin (409 on REST)."""
+
+    reason = "LAST_ADMIN"
 
 
 class UnknownTier(InvalidArgument):

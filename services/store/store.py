@@ -175,6 +175,7 @@ class Store:
         user_id: str | None = None,
         kind: str = KIND_API,
         expires_at: float | None = None,
+        limits: dict[str, Any] | None = None,
     ) -> tuple[ApiKeyRecord, str]:
         """A new key: its record and the plaintext, which is returned this once and never stored."""
         if kind not in (KIND_API, KIND_TOKEN):
@@ -183,7 +184,7 @@ class Store:
         record = ApiKeyRecord(
             id=new_id(API_KEY_PREFIX), prefix=key_prefix(plaintext), name=name, email=email,
             tier=tier, user_id=user_id, kind=kind, created_at=self._clock.now(),
-            expires_at=expires_at,
+            expires_at=expires_at, **(limits or {}),
         )
         await self._write(keys_repo.insert_api_key, record, hash_key(self._pepper, plaintext))
         return record, plaintext
@@ -281,6 +282,39 @@ class Store:
     async def set_password(self, user_id: str, password: str) -> None:
         password_hash = await asyncio.to_thread(hash_password, password)
         await self._write(users_repo.set_password_hash, user_id, password_hash, idempotent=True)
+
+    # --- issue 16: the admin's user management -----------------------------------------------
+
+    async def list_users_page(self, query: str = "", plan: str = "", role: str = "", state: str = "",
+                              limit: int = 50, offset: int = 0) -> tuple[list[UserRecord], int]:
+        return await self._read(users_repo.list_users_page, query, plan, role, state, limit, offset)
+
+    async def insert_user(self, email: str, password: str | None, tier: str, role: str,
+                          invite_hash: str | None = None, invite_expires_at: float | None = None) -> UserRecord:
+        """An admin-created user; without a password it can only sign in after accepting its invite."""
+        email = users_repo.normalize_email(email)
+        _check_email(email)
+        # An unusable hash until the invite sets one: no password verifies against it.
+        secret = password if password else "invite:" + new_id("")
+        password_hash = await asyncio.to_thread(hash_password, secret)
+        return await self._write(users_repo.insert_user, new_id(USER_PREFIX), email, password_hash, tier, role,
+                                 self._clock.now(), invite_hash, invite_expires_at)
+
+    async def update_user(self, user_id: str, changes: dict[str, Any]) -> tuple[UserRecord, UserRecord] | None:
+        return await self._write(users_repo.update_user, user_id, dict(changes))
+
+    async def revoke_user_keys(self, user_id: str) -> int:
+        return await self._write(keys_repo.revoke_user_keys, user_id, self._clock.now(), idempotent=True)
+
+    async def count_active_keys(self, user_id: str) -> int:
+        return await self._read(keys_repo.count_active, user_id, self._clock.now())
+
+    async def find_invite(self, invite_hash: str) -> tuple[UserRecord, float | None] | None:
+        return await self._read(users_repo.find_invite, invite_hash)
+
+    async def accept_invite(self, user_id: str, invite_hash: str, password: str) -> bool:
+        password_hash = await asyncio.to_thread(hash_password, password)
+        return await self._write(users_repo.accept_invite, user_id, invite_hash, password_hash)
 
     # --- sessions --------------------------------------------------------------------------
 

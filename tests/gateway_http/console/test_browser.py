@@ -37,6 +37,7 @@ PAGES = [
     ("/playground", "", []),  # its picture, with a streamed answer, comes from the playground test
     ("/models", "models", []),
     ("/statements", "statements", ["/api/statements"]),
+    ("/account", "account", ["/api/auth/sessions"]),
     ("/admin/users", "admin-users", ["/api/admin/users", "/api/admin/plans"]),
     ("/admin/plans", "admin-plans", ["/api/admin/plans"]),
     ("/admin/settings", "admin-registration", ["/api/admin/registration", "/api/auth/registration"]),
@@ -140,7 +141,10 @@ def first_admin(gw, browser):
     screenshot(tab.page, "sign-in")
     tab.page.locator("#panel-register button[type=submit]").click()
     tab.page.wait_for_selector("#nav:not([hidden])")
-    info = {"who": tab.page.inner_text("#who"), "nav": tab.page.text_content("#nav"), "problems": tab.watch.take()}
+    cookies = {c["name"]: c for c in tab.ctx.cookies()}
+    info = {"who": tab.page.inner_text("#who"), "nav": tab.page.text_content("#nav"), "problems": tab.watch.take(),
+            "cookies": cookies, "page_cookie": tab.page.evaluate("() => document.cookie"),
+            "storage": tab.page.evaluate("() => JSON.stringify({...sessionStorage, ...localStorage})")}
     tab.close()
     return info
 
@@ -154,7 +158,12 @@ def admin_http(gw) -> httpx.Client:
 
 
 def test_first_user_registered_in_the_console_is_admin(gw, first_admin) -> None:
-    assert first_admin["who"] == f"{ADMIN_EMAIL} (admin)"
+    assert first_admin["who"] == f"{ADMIN_EMAIL} (admin)" and first_admin["problems"] == []
+    # The session is the HttpOnly cookie: the page can read only the CSRF cookie and keeps no token.
+    session, csrf = first_admin["cookies"]["tg_session"], first_admin["cookies"]["tg_csrf"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict" and not csrf["httpOnly"]
+    assert "tg_session" not in first_admin["page_cookie"] and f"tg_csrf={csrf['value']}" in first_admin["page_cookie"]
+    assert first_admin["storage"] == "{}"
     assert "Administration" in first_admin["nav"] and "Users" in first_admin["nav"]
     with admin_http(gw) as http:
         r = http.post("/api/auth/login", json={"email": ADMIN_EMAIL, "password": PASSWORD})
@@ -169,7 +178,10 @@ def test_token_created_in_the_console_works_with_the_openai_sdk(gw, browser, fir
     tab.sign_in(ADMIN_EMAIL)
     tab.go("/tokens")
     tab.page.get_by_label("Token name").fill("sdk-app")
-    tab.page.get_by_role("button", name="Create token").click()
+    with tab.page.expect_request(lambda r: r.url.endswith("/api/tokens") and r.method == "POST") as req_info:
+        tab.page.get_by_role("button", name="Create token").click()
+    csrf = next(c["value"] for c in tab.ctx.cookies() if c["name"] == "tg_csrf")
+    assert req_info.value.headers.get("x-csrf-token") == csrf and "authorization" not in req_info.value.headers
     secret = tab.page.locator("#new-token").inner_text()
     assert secret and tab.page.get_by_role("button", name="Copy").is_visible()
     assert tab.page.get_by_text("it will not be shown again").is_visible()
@@ -187,7 +199,6 @@ def test_token_created_in_the_console_works_with_the_openai_sdk(gw, browser, fir
     tab.page.wait_for_selector("table tr >> text=sdk-app")
     assert secret not in tab.page.content()
     # Revoke in the console: the SDK is refused from then on (within the auth cache's second).
-    tab.page.get_by_role("button", name="Create token").is_visible()
     tab.page.get_by_label("Token name").fill("to-revoke")
     tab.page.get_by_role("button", name="Create token").click()
     doomed = tab.page.locator("#new-token").inner_text()
@@ -333,6 +344,37 @@ def test_csv_export_equals_the_ledger(gw, browser, first_admin) -> None:
         assert int(row["prompt_tokens"]) == rec.prompt_tokens and int(row["completion_tokens"]) == rec.completion_tokens
         assert abs(float(row["cost_usd"]) - rec.cost_usd) < 1e-9 and row["key_id"] == rec.key_id
     assert tab.page.get_by_text("CSV downloaded.").is_visible()
+    assert tab.watch.take() == []
+    tab.close()
+
+
+def test_the_admin_key_signs_in_as_operator_and_sign_out_ends_the_session(gw, browser) -> None:
+    tab = Tab(browser, gw.url)
+    tab.open("/")
+    tab.page.get_by_role("tab", name="Admin key").click()
+    tab.page.get_by_role("textbox", name="Admin key").fill(ADMIN_KEY)
+    tab.page.get_by_role("button", name="Sign in as operator").click()
+    tab.page.wait_for_selector("#nav:not([hidden])")
+    assert tab.page.inner_text("#who") == "operator (admin)"
+    tab.page.wait_for_function("() => location.hash === '#/admin/users'")
+    tab.go("/admin/keys")
+    tab.page.wait_for_selector("text=Gateway statistics")
+    assert ADMIN_KEY not in tab.page.content()
+    assert tab.page.evaluate("() => JSON.stringify({...sessionStorage, ...localStorage})") == "{}"
+    # A cookie-authenticated write without the CSRF header is refused, and the words say why.
+    refused = tab.page.evaluate("""async () => {
+        const r = await fetch('/api/admin/keys', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                                  body: JSON.stringify({name: 'no-csrf', tier: 'basic'})});
+        const api = await import('/ui/js/api.js');
+        return [r.status, api.errorMessage(r.status, await r.json())]; }""")
+    assert refused[0] == 403 and "CSRF" in refused[1]
+    tab.watch.take()  # that refusal was the point
+    session = next(c["value"] for c in tab.ctx.cookies() if c["name"] == "tg_session")
+    tab.page.get_by_role("button", name="Sign out").click()
+    tab.page.wait_for_selector("text=Sign in to Tollgate")
+    assert "tg_session" not in {c["name"] for c in tab.ctx.cookies()}
+    r = httpx.get(gw.url + "/api/auth/me", cookies={"tg_session": session})
+    assert r.status_code == 401  # revoked on the server, not just forgotten by the browser
     assert tab.watch.take() == []
     tab.close()
 
