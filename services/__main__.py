@@ -25,7 +25,7 @@ from services.auth.sealing import SealError
 from services.auth.secrets import SecretMismatch
 from services.config.load import check_workers, load_config, with_demo
 from services.config.schema import Config, ConfigError
-from services.heap import settle_heap
+from tollgate.heap import settle_heap
 from services.logs import setup_logging
 from services.supervisor import Supervisor, die_with_parent, tell_ready
 

@@ -30,6 +30,7 @@ from services.clock import Clock
 from services.config.schema import Config
 from services.core import errors as E
 from services.core.errors import UpstreamFailure
+from services.core.scrub import Scrubber
 from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Target
 from services.limits.base import Limiter, Rule
 from services.providers.base import Call
@@ -67,8 +68,11 @@ class Router:
         rng: random.Random,
         on_attempt: Callable[[AttemptRecord], None] | None = None,
         user_keys: UserKeys | None = None,
+        scrubber: Scrubber | None = None,
     ) -> None:
         self.cfg = cfg
+        # Issue 15 point 3: upstream text enters here (each failure's message); secrets leave it.
+        self.scrubber = scrubber if scrubber is not None else Scrubber()
         self.user_keys = user_keys  # issue 7: users' own provider keys, tried before the gateway's
         self.loaded: Any = None  # issue 19: services/loading/registry.LoadedModels, set by App
         self.index = index
@@ -258,6 +262,7 @@ class Router:
                                 yield batch
                         except UpstreamFailure as f:
                             # RELIABILITY A6: after the first token there is no failover, only an in-band error.
+                            f.message = self.scrubber.scrub(f.message)
                             self.record(log, call.target, f.kind, f.status, t0)
                             self.gate.verdict(tr, call.target.key_id, f)
                             if f.kind == "timeout" and self.clock.monotonic() >= deadline - 0.05:
@@ -405,6 +410,7 @@ class Router:
     def _failed(self, call: Call, f: UpstreamFailure, t0: float, log: RouteLog, tr: Tries) -> bool:
         """Records a failed try; True when the router may go on (retry or next candidate)."""
         key = call.target.key_id
+        f.message = self.scrubber.scrub(f.message)
         self.record(log, call.target, f.kind, f.status, t0)
         self.stats.per_key_failures[key] = self.stats.per_key_failures.get(key, 0) + 1
         self.gate.verdict(tr, key, f)

@@ -6,10 +6,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from services.catalog.pricing import ModelInfo
+from services.config.kinds import resolve
 from services.core.errors import NotFound
 from services.loading.loader import LoadRequest, Progress
 from services.loading.registry import LoadedModel
-from services.providers.kinds import resolve
 from services.rpc import paging
 from services.rpc.interceptors import Ctx, Guard
 from tollgate.v1 import model_service_pb2 as mpb

@@ -19,6 +19,7 @@ from services.auth.sealing import Sealer, SealError, mask, sealed_key_id
 from services.auth.secrets import SECRET_FILE, SecretMismatch, secret_fingerprint
 from services.clock import Clock
 from services.core.errors import InvalidArgument
+from services.core.scrub import Scrubber
 from services.store import migrations
 from services.store.db import (
     DEFAULT_BUSY_TIMEOUT_MS,
@@ -80,6 +81,7 @@ class Store:
         pg_pool_size: int = DEFAULT_PG_POOL_SIZE,
         retry_budget_s: float = DEFAULT_RETRY_BUDGET_S,
         secret_source: str = "",
+        scrubber: Scrubber | None = None,
     ) -> None:
         if not pepper:
             raise ValueError("Store needs a non-empty pepper for API-key hashes")
@@ -94,6 +96,9 @@ class Store:
         self._worker: DbWorker | None = None
         self._dummy_hash: str | None = None
         self._secret_source = secret_source  # what to name when the secret is not the database's
+        # Every provider key in clear that passes through here (opened, added) is made known to the
+        # scrubber, and forgotten when deleted (issue 15 point 3).
+        self._scrubber = scrubber if scrubber is not None else Scrubber()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -376,6 +381,7 @@ class Store:
             rpm=int(rpm), created_at=self._clock.now(),
         )
         sealed = self._sealer.seal(key_id, secret)
+        self._scrubber.set("pk:" + key_id, secret)
         return await self._write(pk_repo.insert_provider_key, record, sealed)
 
     async def list_provider_keys(self, user_id: str | None = None) -> list[ProviderKeyRecord]:
@@ -391,7 +397,10 @@ class Store:
         return await self._read(pk_repo.get_provider_key, key_id, user_id)
 
     async def delete_provider_key(self, key_id: str, user_id: str | None) -> bool:
-        return await self._write(pk_repo.delete_provider_key, key_id, user_id, idempotent=True)
+        deleted = await self._write(pk_repo.delete_provider_key, key_id, user_id, idempotent=True)
+        if deleted:
+            self._scrubber.drop("pk:" + key_id)
+        return deleted
 
     async def set_provider_key_disabled(self, key_id: str, disabled: bool) -> bool:
         """Disable a key the provider refused (its 401/403), or re-enable it."""
@@ -403,7 +412,9 @@ class Store:
         sealed = await self._read(pk_repo.get_sealed, key_id)
         if sealed is None:
             raise ProviderKeyNotFound("provider key not found", metadata={"provider_key_id": key_id})
-        return self._sealer.open(key_id, sealed)
+        plain = self._sealer.open(key_id, sealed)
+        self._scrubber.set("pk:" + key_id, plain)  # added on another replica: known before its first use
+        return plain
 
     # --- loaded models (issue 19) ------------------------------------------------------------
 
@@ -515,7 +526,7 @@ class Store:
                     f"{self._data_dir}/secret.key) or delete and re-add that provider key",
                     metadata={"provider_key_id": key_id, "key_id": kid},
                 )
-            self._sealer.open(key_id, sealed)
+            self._scrubber.set("pk:" + key_id, self._sealer.open(key_id, sealed))
 
 
 def _select_one(db: Any) -> int:
