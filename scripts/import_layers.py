@@ -30,7 +30,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("services.limits", "services.providers", "services.accounts"),  # quotas; wire translation; sign-in
     ("services.metering",),  # the ledger, token estimates, usage in relayed bodies
     ("services.routing",),  # the one owner of trying an upstream key
-    ("services.pipeline", "services.metrics"),  # quota -> route -> call -> meter; counters
+    ("services.pipeline", "services.metrics", "services.loading"),  # quota -> route -> call -> meter; counters; model loads
+    ("services.fidelity",),  # pass-through fidelity for the routed surfaces
     ("services.responses",),  # the Responses API over the pipeline
     ("services.app",),  # builds everything above from one Config
     ("services.rpc",),  # thin servicers
