@@ -34,7 +34,10 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.join(ROOT, "bench")
-DEFAULT_COMPARE = os.path.join(os.path.dirname(ROOT), "shared", "bench", "compare.py")
+# ../shared/bench beside the checkout (a worktree may sit one level deeper: look upwards).
+SHARED = next((os.path.join(d, "shared", "bench") for d in (os.path.dirname(ROOT), os.path.dirname(os.path.dirname(ROOT)))
+               if os.path.isdir(os.path.join(d, "shared", "bench"))), os.path.join(os.path.dirname(ROOT), "shared", "bench"))
+DEFAULT_COMPARE = os.path.join(SHARED, "compare.py")
 # Variables that would change what the bench measures (seed variables add providers, keys,
 # a database or Redis); the children get the caller's environment without them.
 SCRUB = ("ROUTER_SERVICES", "DATABASE_URL", "REDIS_URL", "HOST", "PORT", "ENABLE_AUTH", "ADMIN_API_KEY",
@@ -119,14 +122,17 @@ def create_key(base: str, admin_key: str, name: str) -> str:
     return key
 
 
-def start_services(name: str, config: str, tmp: str, admin_key: str, tree: str = "") -> tuple[Child, str, str]:
-    """`python -m services` from this checkout, or from another source tree (--variant)."""
+def start_services(name: str, config: str, tmp: str, admin_key: str, tree: str = "", args: tuple[str, ...] = (),
+                   **extra: str) -> tuple[Child, str, str]:
+    """`python -m services` from this checkout, or from another source tree (--variant); `extra`
+    adds environment (REDIS_URL, DATABASE_URL for the production shape), `args` command-line
+    arguments (--workers N)."""
     data_dir = os.path.join(tmp, name + "-data")
-    env = child_env(config, data_dir, admin_key)
+    env = child_env(config, data_dir, admin_key, **extra)
     if tree:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.join(tree, "clients"), env.get("PYTHONPATH", "")) if p)
-    child = Child(name, [sys.executable, "-m", "services"], env, tmp, cwd=tree)
-    m = child.wait_for(SERVICES_UP, 60)
+    child = Child(name, [sys.executable, "-m", "services", *args], env, tmp, cwd=tree)
+    m = child.wait_for(SERVICES_UP, 120)
     return child, f"http://{m.group(1)}:{m.group(2)}", f"{m.group(3)}:{m.group(4)}"
 
 
