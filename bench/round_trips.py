@@ -29,26 +29,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run.py beside this script
 from cpu_per_request import FAKE_UPSTREAM, load  # noqa: E402
-from run import HERE, ROOT, Child, create_key, start_services  # noqa: E402
+from run import HERE, Child, FreshDatabase, create_key, services_up, start_services  # noqa: E402
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def services_up() -> str:
-    """DATABASE_URL from the environment, else from scripts/services-up (as `make test` does)."""
-    if os.environ.get("DATABASE_URL"):
-        return os.environ["DATABASE_URL"]
-    out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "services-up")], capture_output=True, text=True,
-                         check=True).stdout
-    return dict(line.split("=", 1) for line in out.split() if "=" in line)["DATABASE_URL"]
 
 
 class PrivateRedis:
@@ -110,41 +100,6 @@ class PrivateRedis:
         return self.counts
 
 
-class FreshDatabase:
-    """CREATE DATABASE on the server of `url`; the URL of the new one; DROP at close."""
-
-    def __init__(self, url: str) -> None:
-        import psycopg2
-
-        self.name = "tgbench_" + secrets.token_hex(6)
-        self.admin = psycopg2.connect(url)
-        self.admin.autocommit = True
-        with self.admin.cursor() as c:
-            c.execute(f"CREATE DATABASE {self.name}")
-        p = urlsplit(url)
-        self.url = urlunsplit((p.scheme, p.netloc, "/" + self.name, "", ""))
-
-    def commits(self) -> int:
-        with self.admin.cursor() as c:
-            c.execute("SELECT pg_stat_clear_snapshot()")
-            c.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (self.name,))
-            return int(c.fetchone()[0])
-
-    def rows(self) -> int:
-        import psycopg2
-
-        with psycopg2.connect(self.url) as conn, conn.cursor() as c:
-            c.execute("SELECT count(*) FROM usage")
-            n = int(c.fetchone()[0])
-        conn.close()
-        return n
-
-    def close(self) -> None:
-        with self.admin.cursor() as c:
-            c.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
-        self.admin.close()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=1000)
@@ -163,7 +118,7 @@ def main() -> None:
     try:
         children.append(Child("upstream", [sys.executable, FAKE_UPSTREAM, "--port", str(args.upstream_port)],
                               dict(os.environ), tmp))
-        pg = services_up()
+        pg = os.environ.get("DATABASE_URL") or services_up()["DATABASE_URL"]
         for name, tree in [("tollgate", "")] + [tuple(v.split("=", 1)) for v in args.variant]:
             redis = PrivateRedis(tmp)
             children.append(redis.child)
