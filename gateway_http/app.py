@@ -8,10 +8,12 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web, web_response
 
 from gateway_http.anthropic import routes as anthropic_routes
+from gateway_http.console import routes as console
 from gateway_http import logsafe
 from gateway_http.middleware import guard
 from gateway_http.native import routes as native_routes
 from gateway_http import openapi
+from gateway_http.openai import responses as openai_responses
 from gateway_http.openai import routes as openai_routes
 from gateway_http.seeds import admin, health
 from gateway_http.seeds import api, inference, router_status, ws
@@ -39,6 +41,7 @@ def make_app(
                          stalls=StallGuard(settings.stream_stall_s))
     health.add_routes(app)
     openai_routes.add_routes(app)
+    openai_responses.add_routes(app)
     anthropic_routes.add_routes(app)
     native_routes.add_routes(app)
     admin.add_routes(app)
@@ -48,6 +51,7 @@ def make_app(
     router_status.add_routes(app)
     ws.add_routes(app)
     openapi.add_routes(app)
+    console.add_routes(app)
     app.router.add_get("/api/health", health.health)
     app.on_cleanup.append(_stop_watching)
     return app

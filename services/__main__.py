@@ -21,6 +21,8 @@ import os
 import signal
 import sys
 
+from services.auth.sealing import SealError
+from services.auth.secrets import SecretMismatch
 from services.config.load import check_workers, load_config, with_demo
 from services.config.schema import Config, ConfigError
 from services.heap import settle_heap
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = with_demo(load_config(args.config))
         if args.workers is not None and not args.worker_of:
             cfg = dataclasses.replace(cfg, workers=args.workers)
-            check_workers(cfg, "--workers")
+            check_workers(cfg, "command line", "--workers")
     except ConfigError as e:
         print(f"tollgate: config error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -124,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:
         print(f"tollgate: cannot start: {e}", file=sys.stderr)
         sys.exit(1)
+    except (SecretMismatch, SealError) as e:  # one line naming the secret's variable or file
+        print(f"tollgate: cannot start: {e}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(code)
 
 

@@ -16,6 +16,7 @@ import random
 import secrets as pysecrets
 from dataclasses import dataclass
 
+from services.accounts.signin import SignIn
 from services.auth.authenticator import Authenticator
 from services.auth.sealing import Sealer, key_id as seal_key_id
 from services.auth.secrets import derive, load_or_create_secret
@@ -32,6 +33,7 @@ from services.metrics import Metrics
 from services.pipeline import Pipeline
 from services.providers.upstreams import Upstreams
 from services.routing.candidates import CandidateIndex
+from services.routing.passthrough import Passthrough
 from services.routing.router import Router
 from services.routing.user_keys import UserKeys
 from services.store.records import TierRecord
@@ -59,7 +61,9 @@ class App:
         self.pepper = derive(secret, "api-key-pepper")
         seal = derive(secret, "provider-key-seal")
         self.sealer = Sealer({seal_key_id(seal): seal}, seal_key_id(seal))
-        self.store = Store(config.database_url or None, config.data_dir, self.pepper, self.sealer, clock)
+        self.store = Store(config.database_url or None, config.data_dir, self.pepper, self.sealer, clock,
+                           secret_source="TOLLGATE_SECRET_KEY" if config.secret_key
+                           else os.path.join(config.data_dir, "secret.key"))
         self.limiter = make_limiter(config.redis_url or None, clock, config.limiter_fail_mode)
         self.quotas = Quotas(self.limiter, {t.name: t for t in config.tiers}, config.quota_timezone)
         self.catalog = Catalog.builtin()
@@ -73,9 +77,12 @@ class App:
         # earlier life's placeholders into `interrupted`, not those of its live siblings (B7).
         owner = owner_tag(config.data_dir + (f"#worker{config.worker_id}" if config.worker_id else ""))
         self.ledger = Ledger(self.store.insert_usage, flush_s=config.ledger_flush_s, owner=owner)
+        # The native pass-through relay: beside the router, on the router's key gate (seed 003).
+        self.passthrough = Passthrough(config, self.router.gate, self.upstreams, self.router.record, clock)
         self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s)
         self.sessions = Sessions(derive(secret, "session"), clock)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)
+        self.signin = SignIn(self.store, self.sessions, self.auth, clock)
         self.admin_key = AdminKeyInfo("env")
         self.metrics = Metrics(self)
         self.ledger.on_row(self.metrics.on_row)

@@ -45,7 +45,9 @@ class Runtime:
         self.grpc_port = self.grpc.port
         settings = BridgeSettings(http_addr=self.cfg.http_addr, max_body_bytes=self.cfg.max_body_bytes,
                                   request_timeout_s=self.cfg.request_timeout_s, cors_origins=self.cfg.cors_origins,
-                                  stream_stall_s=self.cfg.stream_stall_s)
+                                  stream_stall_s=self.cfg.stream_stall_s, cookie_secure=self.cfg.cookie_secure,
+                                  environment=self.cfg.environment, ws_heartbeat_s=self.cfg.ws_heartbeat_s,
+                                  ws_max_connections=self.cfg.ws_max_connections)
         self.bridge = make_app(settings, TollgateClient(local_channel(self.app)), ready=self.app.ready,
                                metrics=self.app.metrics.render)
         self.runner = web.AppRunner(self.bridge, handler_cancellation=True, access_log=None,

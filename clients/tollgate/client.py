@@ -21,6 +21,7 @@ from tollgate.v1 import admin_service_pb2_grpc as apb_grpc
 from tollgate.v1 import chat_pb2
 from tollgate.v1 import inference_service_pb2 as ipb
 from tollgate.v1 import inference_service_pb2_grpc as ipb_grpc
+from tollgate.v1 import responses_service_pb2_grpc as rpb_grpc
 from tollgate.v1 import key_service_pb2_grpc as kpb_grpc
 from tollgate.v1 import model_service_pb2 as mpb
 from tollgate.v1 import model_service_pb2_grpc as mpb_grpc
@@ -76,6 +77,7 @@ class TollgateClient:
         self.models = mpb_grpc.ModelServiceStub(channel)
         self.keys = kpb_grpc.KeyServiceStub(channel)
         self.admin = apb_grpc.AdminServiceStub(channel)
+        self.responses = rpb_grpc.ResponsesServiceStub(channel)
         # Inference calls carry the API key (metered as that key), admin calls the admin key.
         self._admin_md: tuple[tuple[str, str], ...] = (("x-admin-key", admin_key),) if admin_key else ()
         self._md: tuple[tuple[str, str], ...] = (("authorization", "Bearer " + api_key),) if api_key else self._admin_md

@@ -53,6 +53,8 @@ def api_error(info: RpcErrorInfo) -> web.Response:
         title, message = KEY_REQUIRED
     elif info.reason == "ADMIN_KEY_REQUIRED":
         title = "Admin key required"
+    elif info.reason == "CSRF":
+        title = "csrf"  # ACCOUNTS_API.md's refusal of a cookie write without its token
     body: dict[str, Any] = {"error": title, "message": message,
                             "code": NO_ELIGIBLE_KEY if info.reason == NO_ELIGIBLE_KEY else CODES.get(status, "ERROR")}
     if status == 429 and info.metadata.get("reset_time"):

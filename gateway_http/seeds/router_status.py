@@ -17,6 +17,7 @@ from aiohttp import web
 from grpc.aio import AioRpcError
 
 from gateway_http import calls
+from gateway_http.console import routes as console
 from gateway_http.errors import openai_error
 from gateway_http.state import BRIDGE
 from tollgate.client import error_info
@@ -66,6 +67,8 @@ def _remaining(used: int, limit: int) -> int | None:
 
 
 async def root(request: web.Request) -> web.Response:
+    if console.wants_html(request):  # a browser at / gets the console (issue 17); API clients keep the JSON
+        return await console.index(request)
     # Seed 002: `curl http://localhost:8000/` answers without a key; ListProviders is public and
     # carries nothing secret. The /router/* and /auth/* routes below stay protected.
     async def build():

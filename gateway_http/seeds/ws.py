@@ -276,5 +276,5 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app[WS_LIMITS] = WsLimits()
+    app[WS_LIMITS] = WsLimits(heartbeat_s=app[BRIDGE].settings.ws_heartbeat_s)
     app.router.add_get("/ws", websocket)

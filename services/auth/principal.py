@@ -13,6 +13,7 @@ class Principal:
     user_id: str = ""
     role: str = "user"  # "admin" for the admin key and admin users
     name: str = ""
+    session_id: str = ""  # the session row behind a `tgs_` token (issue 16), else ""
 
     @property
     def is_admin(self) -> bool:

@@ -72,6 +72,7 @@ class Sampling:
     json_schema: dict[str, Any] | None = None
     tool_choice: str = ""  # "" | "auto" | "none" | "required" | a function name
     parallel_tool_calls: bool | None = None
+    reasoning_effort: str = ""  # "" | "none" | "minimal" | "low" | "medium" | "high" | "xhigh" (OpenAI's names)
 
 
 @dataclass(slots=True)

@@ -28,7 +28,7 @@ from services.core.types import (
     Usage,
 )
 from services.providers.sse import Event
-from services.routing.retry_after import parse_retry_after
+from services.providers.retry_after import parse_retry_after
 
 API_VERSION = "2023-06-01"
 # Anthropic requires max_tokens; OpenAI-shaped callers usually leave it out.

@@ -20,6 +20,16 @@ from services.providers.ollama import OllamaAdapter
 from services.providers.openai_compatible import OpenAIAdapter
 
 
+# One row per wire format: the adapter that speaks it (kinds.py maps every provider kind to one).
+ADAPTER_TYPES: dict[str, type[Adapter]] = {
+    "openai": OpenAIAdapter,
+    "anthropic": AnthropicAdapter,
+    "gemini": GeminiAdapter,
+    "ollama": OllamaAdapter,
+    "demo": DemoAdapter,
+}
+
+
 class Upstreams:
     def __init__(self, limit_per_host: int = 256) -> None:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
@@ -28,13 +38,7 @@ class Upstreams:
         self._by_url: dict[tuple[str, bool], aiohttp.ClientSession] = {}
         self._wires: dict[str, str] = {}
         self._limit = limit_per_host
-        self.adapters: dict[str, Adapter] = {
-            "openai": OpenAIAdapter(),
-            "anthropic": AnthropicAdapter(),
-            "gemini": GeminiAdapter(),
-            "ollama": OllamaAdapter(),
-            "demo": DemoAdapter(),
-        }
+        self.adapters: dict[str, Adapter] = {wire: make() for wire, make in ADAPTER_TYPES.items()}
 
     def adapter(self, kind: str) -> Adapter:
         wire = self._wires.get(kind)

@@ -9,7 +9,7 @@ from services.core.types import (
     ChatRequest, ChatResult, Chunk, ContentPart, EmbedRequest, Message, RouteHints, Sampling, Tool, ToolCall, Usage,
 )
 from services.limits.base import Decision
-from services.routing.router import RouteLog
+from services.routing.route_log import RouteLog
 from tollgate.v1 import chat_pb2 as pb
 from tollgate.v1 import inference_service_pb2 as ipb
 

@@ -122,7 +122,7 @@ class Guard:
     def unary(self, admin_only: bool = False, public: bool = False, peek_limits: bool = True):
         def wrap(fn: Callable[..., Awaitable[Any]]):
             # Chat and Embed send their own limits with the answer's metadata; decided once here.
-            peek = peek_limits and fn.__name__ not in ("Chat", "Embed")
+            peek = peek_limits and fn.__name__ not in ("Chat", "Embed", "CreateResponse")
 
             @functools.wraps(fn)
             async def handler(servicer: Any, request: Any, context: Any) -> Any:

@@ -15,7 +15,9 @@ import hmac
 import re
 from typing import Any
 
+from services.accounts.signin import Started
 from services.auth import ssrf
+from services.auth.authenticator import OPERATOR
 from services.core.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -51,7 +53,39 @@ _EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
 
 
 def user_pb(u: UserRecord) -> kpb.User:
-    return kpb.User(id=u.id, email=u.email, role=u.role, tier=u.tier, created=int(u.created_at))
+    return kpb.User(id=u.id, email=u.email, role=u.role, tier=u.tier, created=int(u.created_at), state=u.state,
+                    budget_usd_day=u.budget_usd_day or 0.0, budget_usd_month=u.budget_usd_month or 0.0)
+
+
+OPERATOR_USER = kpb.User(id=OPERATOR, email=OPERATOR, role="admin", state="active")
+
+
+def session_pb(r: Any, current: str) -> kpb.Session:
+    return kpb.Session(id=r.id, user_id=r.user_id, created_at=int(r.created_at), last_used_at=int(r.last_used_at or 0),
+                       expires_at=int(r.expires_at), user_agent=r.user_agent, ip=r.ip, current=r.id == current)
+
+
+def client_info(ctx: Ctx) -> tuple[str, str]:
+    """(user agent, address) of the caller: the bridge's forwarded values, else gRPC's own."""
+    md = {k: v for k, v in ctx.context.invocation_metadata() if isinstance(v, str)}
+    ua = md.get("x-tollgate-user-agent") or md.get("user-agent", "")
+    ip = md.get("x-tollgate-client-ip", "")
+    if not ip:
+        try:
+            ip = ctx.context.peer() or ""
+        except Exception:
+            ip = ""
+    return ua, ip
+
+
+def session_owner(ctx: Ctx) -> str:
+    """Whose sessions the caller manages: its user, or the operator for the admin key."""
+    p = ctx.principal
+    if p.kind == "admin":
+        return OPERATOR
+    if p.kind in USER_KINDS and p.user_id:
+        return p.user_id
+    raise PermissionDenied("Sessions belong to signed-in users; this key has none", reason="USER_REQUIRED")
 
 
 def provider_key_pb(r: ProviderKeyRecord) -> kpb.ProviderKey:
@@ -85,7 +119,6 @@ def _clean_text(value: str) -> bool:
 
 def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
     guard = Guard(app)
-    sessions = app.sessions
 
     def login_subject(email: str) -> str:
         # A digest, not the address: limiter keys (Redis) must not hold emails.
@@ -95,6 +128,32 @@ def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
         user_keys = getattr(app, "user_keys", None)  # routing's cache, once App builds one
         if user_keys is not None:
             user_keys.forget(user_id, key_id)
+
+    async def check_login_budget(subject: str) -> Any:
+        decision, held = await app.limiter.reserve(subject, (LOGIN_FAILURES,), 1)
+        if held is None:
+            raise ResourceExhausted("Too many failed sign-in attempts for this account; try again later",
+                                    reason="LOGIN_RATE_LIMITED", retry_after_s=max(1.0, decision.retry_after_s))
+        return held
+
+    async def operator_login(request: kpb.LoginRequest, ctx: Ctx) -> kpb.LoginResponse:
+        held = await check_login_budget(login_subject("\x00operator"))
+        ok = False
+        try:
+            ok = len(request.admin_key) <= SECRET_MAX and app.auth.is_admin_key(request.admin_key)
+        finally:
+            if ok:
+                await app.limiter.release(held)
+            else:
+                await app.limiter.settle(held, 1)
+        if not ok:
+            raise Unauthenticated("Invalid admin key", reason="INVALID_ADMIN_KEY")
+        started = await app.signin.start_operator(*client_info(ctx))
+        return login_response(kpb.LoginResponse, OPERATOR_USER, started)
+
+    def login_response(kind: Any, user: kpb.User, st: Started) -> Any:
+        return kind(user=user, session_token=st.token, expires_at=int(st.expires_at), csrf_token=st.csrf_token,
+                    session_id=st.session_id)
 
     class KeyServicer(kpb_grpc.KeyServiceServicer):
         @guard.unary(public=True, peek_limits=False)
@@ -114,20 +173,18 @@ def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
                 if e.reason != "INVALID_ARGUMENT":
                     raise
                 raise _invalid([FieldViolation("email", "must be an email address")]) from None
-            token, _ = sessions.issue(user.id, user.role)
-            return kpb.RegisterResponse(user=user_pb(user), session_token=token)
+            started = await app.signin.start(user.id, user.role, *client_info(ctx))
+            return login_response(kpb.RegisterResponse, user_pb(user), started)
 
         @guard.unary(public=True, peek_limits=False)
         async def Login(self, request: kpb.LoginRequest, ctx: Ctx) -> kpb.LoginResponse:
+            if request.admin_key:
+                return await operator_login(request, ctx)
             email = normalize_email(request.email)
             if not email or not request.password:
                 raise _invalid([FieldViolation(f, "required") for f, v in (("email", email), ("password", request.password))
                                 if not v])
-            subject = login_subject(email[:EMAIL_MAX * 2])
-            decision, held = await app.limiter.reserve(subject, (LOGIN_FAILURES,), 1)
-            if held is None:
-                raise ResourceExhausted("Too many failed sign-in attempts for this account; try again later",
-                                        reason="LOGIN_RATE_LIMITED", retry_after_s=max(1.0, decision.retry_after_s))
+            held = await check_login_budget(login_subject(email[:EMAIL_MAX * 2]))
             user, checked = None, False
             try:
                 if len(request.password) <= PASSWORD_MAX and len(email) <= EMAIL_MAX:
@@ -142,8 +199,66 @@ def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
                     await app.limiter.release(held)
             if user is None:
                 raise Unauthenticated(BAD_CREDENTIALS, reason="INVALID_CREDENTIALS")
-            token, expires_at = sessions.issue(user.id, user.role)
-            return kpb.LoginResponse(user=user_pb(user), session_token=token, expires_at=int(expires_at))
+            started = await app.signin.start(user.id, user.role, *client_info(ctx))
+            return login_response(kpb.LoginResponse, user_pb(user), started)
+
+        @guard.unary(peek_limits=False)
+        async def Logout(self, request: kpb.LogoutRequest, ctx: Ctx) -> kpb.LogoutResponse:
+            if not ctx.principal.session_id:
+                raise FailedPrecondition("Only a session can log out; revoke a token with RevokeToken",
+                                         reason="SESSION_REQUIRED")
+            await app.signin.end(ctx.principal.session_id)
+            return kpb.LogoutResponse()
+
+        @guard.unary(peek_limits=False)
+        async def GetMe(self, request: kpb.GetMeRequest, ctx: Ctx) -> kpb.GetMeResponse:
+            owner = session_owner(ctx)
+            if owner == OPERATOR:
+                return kpb.GetMeResponse(user=OPERATOR_USER, session_id=ctx.principal.session_id)
+            user = await app.store.get_user(owner)
+            if user is None:
+                raise Unauthenticated("This account no longer exists", reason="ACCOUNT_UNAVAILABLE")
+            return kpb.GetMeResponse(user=user_pb(user), session_id=ctx.principal.session_id)
+
+        @guard.unary(peek_limits=False)
+        async def ListSessions(self, request: kpb.ListSessionsRequest, ctx: Ctx) -> kpb.ListSessionsResponse:
+            rows = await app.signin.list(session_owner(ctx))
+            return kpb.ListSessionsResponse(sessions=[session_pb(r, ctx.principal.session_id) for r in rows])
+
+        @guard.unary(peek_limits=False)
+        async def RevokeSession(self, request: kpb.RevokeSessionRequest, ctx: Ctx) -> kpb.RevokeSessionResponse:
+            owner = session_owner(ctx)
+            # Another user's session answers exactly like one that never existed (F5).
+            if not request.id or len(request.id) > 64 or not await app.signin.end(request.id, owner):
+                raise NotFound("Session not found", reason="SESSION_NOT_FOUND")
+            return kpb.RevokeSessionResponse()
+
+        @guard.unary(peek_limits=False)
+        async def ChangePassword(self, request: kpb.ChangePasswordRequest, ctx: Ctx) -> kpb.ChangePasswordResponse:
+            uid = require_user(ctx)
+            if ctx.principal.kind != "session":
+                raise PermissionDenied("Changing the password needs a session (log in); a token cannot",
+                                       reason="SESSION_REQUIRED")
+            if not PASSWORD_MIN <= len(request.new_password) <= PASSWORD_MAX:
+                raise _invalid([FieldViolation("new_password", f"must be {PASSWORD_MIN}-{PASSWORD_MAX} characters")])
+            held = await check_login_budget(login_subject("\x00pw:" + uid))
+            ok = False
+            try:
+                ok = bool(request.current_password) and await app.store.check_password(uid, request.current_password)
+            finally:
+                if ok:
+                    await app.limiter.release(held)
+                else:
+                    await app.limiter.settle(held, 1)
+            if not ok:
+                raise _invalid([FieldViolation("current_password", "is not this account's password")])
+            await app.store.set_password(uid, request.new_password)
+            await app.signin.end_all(uid, except_id=ctx.principal.session_id)
+            return kpb.ChangePasswordResponse()
+
+        @guard.unary(public=True, peek_limits=False)
+        async def GetRegistration(self, request: kpb.GetRegistrationRequest, ctx: Ctx) -> kpb.GetRegistrationResponse:
+            return kpb.GetRegistrationResponse(enabled=await app.store.registration_allowed())
 
         @guard.unary()
         async def ListProviderKeys(self, request: kpb.ListProviderKeysRequest, ctx: Ctx) -> kpb.ListProviderKeysResponse:

@@ -14,8 +14,8 @@ from tollgate.v1 import model_service_pb2 as mpb
 from tollgate.v1 import model_service_pb2_grpc as mpb_grpc
 
 
-def model_pb(info: ModelInfo, providers: list[str]) -> mpb.Model:
-    return mpb.Model(
+def model_pb(info: ModelInfo, providers: list[str], vendor: str = "") -> mpb.Model:
+    return mpb.Model(vendor=vendor,
         id=info.id, name=info.name or info.id, description=info.description, providers=providers,
         owned_by=info.owned_by or (providers[0] if providers else ""), context_length=info.context_length,
         max_completion_tokens=info.max_completion_tokens,
@@ -45,9 +45,10 @@ def make_model_servicer(app: Any) -> mpb_grpc.ModelServiceServicer:
         @guard.unary()
         async def ListModels(self, request: mpb.ListModelsRequest, ctx: Ctx) -> mpb.ListModelsResponse:
             offset, limit = paging.window(request.page_size, request.page_token, request.skip)
-            found = app.models.search(request.provider, request.search, request.order_by)
+            found = app.models.search(request.provider, request.search, request.order_by, request.vendor)
             page = found[offset: offset + limit]
-            return mpb.ListModelsResponse(models=[model_pb(i, ps) for i, ps in page], total_size=len(found),
+            return mpb.ListModelsResponse(models=[model_pb(i, ps, app.models.vendor(i, ps)) for i, ps in page],
+                                          total_size=len(found),
                                           next_page_token=paging.next_token(offset, limit, len(found)))
 
         @guard.unary()
@@ -55,7 +56,11 @@ def make_model_servicer(app: Any) -> mpb_grpc.ModelServiceServicer:
             entry = app.models.get(request.id)
             if entry is None:
                 raise NotFound(f"The model '{request.id}' does not exist", reason="MODEL_NOT_FOUND", metadata={"model": request.id})
-            return mpb.GetModelResponse(model=model_pb(*entry))
+            return mpb.GetModelResponse(model=model_pb(*entry, app.models.vendor(*entry)))
+
+        @guard.unary()
+        async def ListVendors(self, request: mpb.ListVendorsRequest, ctx: Ctx) -> mpb.ListVendorsResponse:
+            return mpb.ListVendorsResponse(vendors=app.models.vendors())
 
         @guard.unary(public=True)
         async def ListProviders(self, request: mpb.ListProvidersRequest, ctx: Ctx) -> mpb.ListProvidersResponse:

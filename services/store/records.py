@@ -28,6 +28,12 @@ class TierRecord:
     description: str = ""
 
 
+STATE_ACTIVE = "active"
+STATE_SUSPENDED = "suspended"
+STATE_DELETED = "deleted"
+STATES = (STATE_ACTIVE, STATE_SUSPENDED, STATE_DELETED)
+
+
 @dataclass(slots=True)
 class UserRecord:
     id: str
@@ -35,7 +41,29 @@ class UserRecord:
     role: str  # ROLE_ADMIN | ROLE_USER
     tier: str
     created_at: float
-    disabled: bool = False
+    disabled: bool = False  # True unless state is active (kept for the code that reads it)
+    state: str = STATE_ACTIVE
+    budget_usd_day: float | None = None
+    budget_usd_month: float | None = None
+    invited: bool = False  # created by an admin, password not set yet
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    """A signed-in browser or client: the row that makes a session token revocable."""
+
+    id: str
+    user_id: str  # "operator" for the admin key's sessions
+    role: str
+    created_at: float
+    expires_at: float
+    last_used_at: float | None = None
+    revoked_at: float | None = None
+    user_agent: str = ""
+    ip: str = ""
+
+    def live(self, now: float) -> bool:
+        return self.revoked_at is None and self.expires_at > now
 
 
 @dataclass(slots=True)

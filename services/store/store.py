@@ -8,12 +8,15 @@ holds the database thread. Methods return records (records.py), never peewee row
 from __future__ import annotations
 
 import asyncio
+import hmac
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from services.auth.api_keys import hash_key, key_prefix, looks_valid, new_api_key, verify
 from services.auth.passwords import hash_password, needs_rehash, verify_password
 from services.auth.sealing import Sealer, SealError, mask, sealed_key_id
+from services.auth.secrets import SECRET_FILE, SecretMismatch, secret_fingerprint
 from services.clock import Clock
 from services.core.errors import InvalidArgument
 from services.store import migrations
@@ -33,6 +36,7 @@ from services.store.records import (
     ProviderKeyNotFound,
     ProviderKeyRecord,
     RegistrationClosed,
+    SessionRecord,
     TierRecord,
     UsageFilter,
     UsageRecord,
@@ -40,6 +44,8 @@ from services.store.records import (
 )
 from services.store.repos import api_keys as keys_repo
 from services.store.repos import provider_keys as pk_repo
+from services.store.repos import responses as responses_repo
+from services.store.repos import sessions as sessions_repo
 from services.store.repos import settings as settings_repo
 from services.store.repos import tiers as tiers_repo
 from services.store.repos import usage as usage_repo
@@ -52,6 +58,7 @@ T = TypeVar("T")
 DEFAULT_USER_TIER = "basic"
 _MAX_EMAIL_LEN = 254
 _MAX_PASSWORD_LEN = 4096
+SECRET_FINGERPRINT_SETTING = "secret_fingerprint"
 
 
 class Store:
@@ -68,6 +75,7 @@ class Store:
         sqlite_busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         pg_pool_size: int = DEFAULT_PG_POOL_SIZE,
         retry_budget_s: float = DEFAULT_RETRY_BUDGET_S,
+        secret_source: str = "",
     ) -> None:
         if not pepper:
             raise ValueError("Store needs a non-empty pepper for API-key hashes")
@@ -81,6 +89,7 @@ class Store:
         self._retry_budget_s = retry_budget_s
         self._worker: DbWorker | None = None
         self._dummy_hash: str | None = None
+        self._secret_source = secret_source  # what to name when the secret is not the database's
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -97,6 +106,7 @@ class Store:
         try:
             await self._worker.write(migrations.migrate, self._clock.now())
             await self._worker.write(tiers_repo.seed_default_tiers)
+            await self._check_secret()
             await self._check_sealed_keys()
         except BaseException:
             await self.close()
@@ -126,6 +136,17 @@ class Store:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Escape hatch for maintenance and tests: `fn(db, *args)` on the store's worker."""
         return await self._write(fn, *args)
+
+    # --- stored responses (Responses API) ----------------------------------------------------
+
+    async def save_response(self, row: responses_repo.StoredResponse, max_per_owner: int) -> None:
+        await self._write(responses_repo.insert_response, row, self._clock.now(), max_per_owner)
+
+    async def get_response(self, rid: str, owner: str) -> responses_repo.StoredResponse | None:
+        return await self._read(responses_repo.get_response, rid, owner, self._clock.now())
+
+    async def delete_response(self, rid: str, owner: str) -> bool:
+        return await self._write(responses_repo.delete_response, rid, owner, idempotent=True)
 
     # --- tiers ---------------------------------------------------------------------------
 
@@ -240,6 +261,45 @@ class Store:
 
     async def list_users(self) -> list[UserRecord]:
         return await self._read(users_repo.list_users)
+
+    async def registration_allowed(self) -> bool:
+        """Whether a sign-up would be accepted now (the first one always is)."""
+        return await self._read(users_repo.registration_allowed)
+
+    async def check_password(self, user_id: str, password: str) -> bool:
+        """Whether `password` is this user's (argon2 off the event loop)."""
+        stored = await self._read(users_repo.find_password_hash, user_id)
+        if stored is None or not isinstance(password, str) or len(password) > _MAX_PASSWORD_LEN:
+            return False
+        return await asyncio.to_thread(verify_password, stored, password)
+
+    async def set_password(self, user_id: str, password: str) -> None:
+        password_hash = await asyncio.to_thread(hash_password, password)
+        await self._write(users_repo.set_password_hash, user_id, password_hash, idempotent=True)
+
+    # --- sessions --------------------------------------------------------------------------
+
+    async def insert_session(self, rec: SessionRecord) -> SessionRecord:
+        return await self._write(sessions_repo.insert_session, rec)
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        return await self._read(sessions_repo.get_session, session_id)
+
+    async def list_sessions(self, user_id: str) -> list[SessionRecord]:
+        """The user's live sessions, newest first."""
+        return await self._read(sessions_repo.list_live, user_id, self._clock.now())
+
+    async def count_sessions(self, user_id: str) -> int:
+        return await self._read(sessions_repo.count_live, user_id, self._clock.now())
+
+    async def touch_session(self, session_id: str) -> None:
+        await self._write(sessions_repo.touch, session_id, self._clock.now(), idempotent=True)
+
+    async def revoke_session(self, session_id: str, user_id: str | None = None) -> bool:
+        return await self._write(sessions_repo.revoke, session_id, user_id, self._clock.now(), idempotent=True)
+
+    async def revoke_sessions(self, user_id: str, except_id: str = "") -> int:
+        return await self._write(sessions_repo.revoke_all, user_id, self._clock.now(), except_id, idempotent=True)
 
     async def set_registration_open(self, is_open: bool) -> None:
         await self._write(settings_repo.set_registration_open, bool(is_open), idempotent=True)
@@ -366,6 +426,21 @@ class Store:
         if self._dummy_hash is None:
             self._dummy_hash = await asyncio.to_thread(hash_password, "tollgate-timing-equalizer")
         return self._dummy_hash
+
+    async def _check_secret(self) -> None:
+        # Issue 15 point 4: a replica with another server secret would hash every API key
+        # differently and answer 401 to all of them, silently. The store keeps a MAC of a constant
+        # under the secret from its first start; a different secret stops start-up here.
+        mine = secret_fingerprint(self._pepper)
+        stored = await self._write(settings_repo.set_once, SECRET_FINGERPRINT_SETTING, mine, idempotent=True)
+        if not hmac.compare_digest(stored.encode(), mine.encode()):
+            raise SecretMismatch(
+                f"the server secret ({self._secret_source or 'TOLLGATE_SECRET_KEY, or ' + self._secret_file()}) "
+                "is not the one this database was first started with, so every API key would be refused; "
+                "start with the original secret (every replica must share one TOLLGATE_SECRET_KEY)")
+
+    def _secret_file(self) -> str:
+        return os.path.join(self._data_dir, SECRET_FILE) + " when it is unset"
 
     async def _check_sealed_keys(self) -> None:
         # RELIABILITY F2: a sealing key that went missing stops start-up and is named, rather

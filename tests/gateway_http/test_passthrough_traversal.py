@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.core.errors import InvalidArgument
-from services.providers import passthrough
+from services.routing import passthrough
 from tests.support.gateway import config, provider, run_gateway
 from tests.support.local_server import serve_app
 from tests.support.raw_http import exchange, request_head

@@ -51,7 +51,8 @@ async def gw(tmp_path):
 async def test_first_user_is_admin_and_registration_closes_until_reopened(gw) -> None:
     admin, admin_session = await signup(gw, "Root@Example.com")
     assert admin["role"] == "admin" and admin["email"] == "root@example.com" and admin["tier"]
-    assert set(admin) == {"id", "email", "role", "tier"} and admin_session.startswith("tgs_")
+    assert set(admin) == {"id", "email", "role", "tier", "plan", "state", "created_at"}
+    assert admin["plan"] == admin["tier"] and admin["state"] == "active" and admin_session.startswith("tgs_")
 
     r = await gw.http.post("/api/auth/register", json={"email": "bob@example.com", "password": PASSWORD})
     assert_error(r, 403, "FORBIDDEN")

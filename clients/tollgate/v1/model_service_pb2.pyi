@@ -63,6 +63,7 @@ class Model(_message.Message):
     CREATED_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     DEMO_FIELD_NUMBER: _builtins.int
+    VENDOR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The id callers use, e.g. "gpt-4o-mini" or "openai/gpt-4o"."""
     name: _builtins.str
@@ -83,6 +84,8 @@ class Model(_message.Message):
     """"chat" or "embedding"."""
     demo: _builtins.bool
     """True for the built-in demo model (not a real model)."""
+    vendor: _builtins.str
+    """Who makes it: the part before "/" in "openai/gpt-4o", else the catalogue's owner ("openai")."""
     @_builtins.property
     def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The provider names that can serve it."""
@@ -111,10 +114,11 @@ class Model(_message.Message):
         created: _builtins.int = ...,
         kind: _builtins.str = ...,
         demo: _builtins.bool = ...,
+        vendor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["pricing", b"pricing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_length", b"context_length", "created", b"created", "demo", b"demo", "description", b"description", "id", b"id", "is_moderated", b"is_moderated", "kind", b"kind", "max_completion_tokens", b"max_completion_tokens", "name", b"name", "owned_by", b"owned_by", "pricing", b"pricing", "providers", b"providers", "supported_parameters", b"supported_parameters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_length", b"context_length", "created", b"created", "demo", b"demo", "description", b"description", "id", b"id", "is_moderated", b"is_moderated", "kind", b"kind", "max_completion_tokens", b"max_completion_tokens", "name", b"name", "owned_by", b"owned_by", "pricing", b"pricing", "providers", b"providers", "supported_parameters", b"supported_parameters", "vendor", b"vendor"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -132,6 +136,7 @@ class ListModelsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     SKIP_FIELD_NUMBER: _builtins.int
     ORDER_BY_FIELD_NUMBER: _builtins.int
+    VENDOR_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """Only models this provider (name or kind) serves."""
     search: _builtins.str
@@ -144,6 +149,8 @@ class ListModelsRequest(_message.Message):
     """Entries to skip (REST offset)."""
     order_by: _builtins.str
     """"" (id order) or "context_length" (largest first, for /top)."""
+    vendor: _builtins.str
+    """Only models of this vendor (seed 004's provider: "openai", "anthropic", "google", ...)."""
     def __init__(
         self,
         *,
@@ -153,10 +160,11 @@ class ListModelsRequest(_message.Message):
         page_token: _builtins.str = ...,
         skip: _builtins.int = ...,
         order_by: _builtins.str = ...,
+        vendor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "provider", b"provider", "search", b"search", "skip", b"skip"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "provider", b"provider", "search", b"search", "skip", b"skip", "vendor", b"vendor"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -334,6 +342,47 @@ class ListProvidersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListProvidersResponse: _TypeAlias = ListProvidersResponse  # noqa: Y015
+
+@_typing.final
+class ListVendorsRequest(_message.Message):
+    """ListVendorsRequest asks for every vendor with a routable model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListVendorsRequest: _TypeAlias = ListVendorsRequest  # noqa: Y015
+
+@_typing.final
+class ListVendorsResponse(_message.Message):
+    """ListVendorsResponse lists vendors."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VENDORS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vendors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Vendor names, e.g. "openai", most models first."""
+
+    def __init__(
+        self,
+        *,
+        vendors: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vendors", b"vendors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListVendorsResponse: _TypeAlias = ListVendorsResponse  # noqa: Y015
 
 @_typing.final
 class LoadModelRequest(_message.Message):

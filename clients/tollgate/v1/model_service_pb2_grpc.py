@@ -50,6 +50,11 @@ class ModelServiceStub:
                 request_serializer=tollgate_dot_v1_dot_model__service__pb2.ListProvidersRequest.SerializeToString,
                 response_deserializer=tollgate_dot_v1_dot_model__service__pb2.ListProvidersResponse.FromString,
                 _registered_method=True)
+        self.ListVendors = channel.unary_unary(
+                '/tollgate.v1.ModelService/ListVendors',
+                request_serializer=tollgate_dot_v1_dot_model__service__pb2.ListVendorsRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_model__service__pb2.ListVendorsResponse.FromString,
+                _registered_method=True)
         self.LoadModel = channel.unary_unary(
                 '/tollgate.v1.ModelService/LoadModel',
                 request_serializer=tollgate_dot_v1_dot_model__service__pb2.LoadModelRequest.SerializeToString,
@@ -83,6 +88,14 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListVendors(self, request, context):
+        """ListVendors lists the vendors of the routable models ("openai", "anthropic", "google", ...),
+        seed 004's /api/v1/models/providers; the configured provider instances are ListProviders.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def LoadModel(self, request, context):
         """LoadModel registers a local model (seed 000's /api/models/load) with a local provider.
         """
@@ -107,6 +120,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.ListProviders,
                     request_deserializer=tollgate_dot_v1_dot_model__service__pb2.ListProvidersRequest.FromString,
                     response_serializer=tollgate_dot_v1_dot_model__service__pb2.ListProvidersResponse.SerializeToString,
+            ),
+            'ListVendors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVendors,
+                    request_deserializer=tollgate_dot_v1_dot_model__service__pb2.ListVendorsRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_model__service__pb2.ListVendorsResponse.SerializeToString,
             ),
             'LoadModel': grpc.unary_unary_rpc_method_handler(
                     servicer.LoadModel,
@@ -196,6 +214,33 @@ class ModelService:
             '/tollgate.v1.ModelService/ListProviders',
             tollgate_dot_v1_dot_model__service__pb2.ListProvidersRequest.SerializeToString,
             tollgate_dot_v1_dot_model__service__pb2.ListProvidersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVendors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.ModelService/ListVendors',
+            tollgate_dot_v1_dot_model__service__pb2.ListVendorsRequest.SerializeToString,
+            tollgate_dot_v1_dot_model__service__pb2.ListVendorsResponse.FromString,
             options,
             channel_credentials,
             insecure,

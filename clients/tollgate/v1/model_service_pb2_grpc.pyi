@@ -41,6 +41,10 @@ class ModelServiceStub:
     """ListProviders lists the configured providers and what each can do; it needs no key and
     carries nothing secret (no key, no key id, no credentials in a base URL).
     """
+    ListVendors: _grpc.UnaryUnaryMultiCallable[_model_service_pb2.ListVendorsRequest, _model_service_pb2.ListVendorsResponse]
+    """ListVendors lists the vendors of the routable models ("openai", "anthropic", "google", ...),
+    seed 004's /api/v1/models/providers; the configured provider instances are ListProviders.
+    """
     LoadModel: _grpc.UnaryUnaryMultiCallable[_model_service_pb2.LoadModelRequest, _model_service_pb2.LoadModelResponse]
     """LoadModel registers a local model (seed 000's /api/models/load) with a local provider."""
 
@@ -56,6 +60,10 @@ class ModelServiceAsyncStub(ModelServiceStub):
     ListProviders: _aio.UnaryUnaryMultiCallable[_model_service_pb2.ListProvidersRequest, _model_service_pb2.ListProvidersResponse]  # type: ignore[assignment]
     """ListProviders lists the configured providers and what each can do; it needs no key and
     carries nothing secret (no key, no key id, no credentials in a base URL).
+    """
+    ListVendors: _aio.UnaryUnaryMultiCallable[_model_service_pb2.ListVendorsRequest, _model_service_pb2.ListVendorsResponse]  # type: ignore[assignment]
+    """ListVendors lists the vendors of the routable models ("openai", "anthropic", "google", ...),
+    seed 004's /api/v1/models/providers; the configured provider instances are ListProviders.
     """
     LoadModel: _aio.UnaryUnaryMultiCallable[_model_service_pb2.LoadModelRequest, _model_service_pb2.LoadModelResponse]  # type: ignore[assignment]
     """LoadModel registers a local model (seed 000's /api/models/load) with a local provider."""
@@ -87,6 +95,16 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_model_service_pb2.ListProvidersResponse, _abc.Awaitable[_model_service_pb2.ListProvidersResponse]]:
         """ListProviders lists the configured providers and what each can do; it needs no key and
         carries nothing secret (no key, no key id, no credentials in a base URL).
+        """
+
+    @_abc_1.abstractmethod
+    def ListVendors(
+        self,
+        request: _model_service_pb2.ListVendorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_service_pb2.ListVendorsResponse, _abc.Awaitable[_model_service_pb2.ListVendorsResponse]]:
+        """ListVendors lists the vendors of the routable models ("openai", "anthropic", "google", ...),
+        seed 004's /api/v1/models/providers; the configured provider instances are ListProviders.
         """
 
     @_abc_1.abstractmethod

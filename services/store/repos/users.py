@@ -9,6 +9,7 @@ from services.store.models import User
 from services.store.records import (
     ROLE_ADMIN,
     ROLE_USER,
+    STATE_ACTIVE,
     EmailTaken,
     RegistrationClosed,
     UnknownTier,
@@ -24,9 +25,12 @@ def normalize_email(email: str) -> str:
 
 
 def to_record(row: User) -> UserRecord:
+    state = row.state or STATE_ACTIVE
     return UserRecord(
         id=row.id, email=row.email, role=row.role, tier=row.tier,
-        created_at=float(row.created_at), disabled=bool(row.disabled),
+        created_at=float(row.created_at), disabled=bool(row.disabled) or state != STATE_ACTIVE, state=state,
+        budget_usd_day=row.budget_usd_day, budget_usd_month=row.budget_usd_month,
+        invited=row.invite_hash is not None,
     )
 
 
@@ -69,6 +73,11 @@ def find_login(db: pw.Database, email: str) -> tuple[UserRecord, str] | None:
 
 def set_password_hash(db: pw.Database, user_id: str, password_hash: str) -> None:
     User.update(password_hash=password_hash).where(User.id == user_id).execute(db)
+
+
+def find_password_hash(db: pw.Database, user_id: str) -> str | None:
+    row = User.select(User.password_hash).where(User.id == user_id).first(db)
+    return row.password_hash if row else None
 
 
 def get_user(db: pw.Database, user_id: str) -> UserRecord | None:

@@ -27,6 +27,8 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
+from tests.support.fakes import openai_responses
+
 _ids = itertools.count(1)
 
 
@@ -133,6 +135,7 @@ def make_app(state: FakeOpenAI) -> web.Application:
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
+    openai_responses.add_routes(app, state)
     return app
 
 
