@@ -90,8 +90,6 @@ class Pipeline:
         self.clock = clock
         self.request_timeout_s = request_timeout_s
         self.shutting_down = False
-        ledger.now = clock.now
-        ledger.max_request_s = request_timeout_s
         if ledger.has_history:
             quotas.use_history(ledger, clock.now)  # RELIABILITY C5: lost counters come back from the ledger
         self._active: set[asyncio.Task] = set()

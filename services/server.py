@@ -20,10 +20,12 @@ from services.rpc.keys import make_key_servicer
 from services.rpc.malformed import MalformedRequests
 from services.rpc.models import make_model_servicer
 from services.rpc.responses import make_responses_servicer
+from services.rpc.users import make_user_servicer
 from tollgate.inprocess import InProcessChannel
 from tollgate.v1 import admin_service_pb2, admin_service_pb2_grpc, inference_service_pb2, inference_service_pb2_grpc
 from tollgate.v1 import key_service_pb2, key_service_pb2_grpc, model_service_pb2, model_service_pb2_grpc
 from tollgate.v1 import responses_service_pb2, responses_service_pb2_grpc
+from tollgate.v1 import user_service_pb2, user_service_pb2_grpc
 
 log = logging.getLogger("tollgate.server")
 
@@ -32,6 +34,7 @@ SERVICE_NAMES = (
     model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
     key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
     responses_service_pb2.DESCRIPTOR.services_by_name["ResponsesService"].full_name,
 )
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -43,6 +46,7 @@ def register_servicers(app: Any, target: Any) -> None:
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(make_model_servicer(app), target)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(make_key_servicer(app), target)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(make_admin_servicer(app), target)
+    user_service_pb2_grpc.add_UserServiceServicer_to_server(make_user_servicer(app), target)
     responses_service_pb2_grpc.add_ResponsesServiceServicer_to_server(make_responses_servicer(app), target)
 
 

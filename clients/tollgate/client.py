@@ -18,6 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from tollgate.v1 import admin_service_pb2 as apb
 from tollgate.v1 import admin_service_pb2_grpc as apb_grpc
+from tollgate.v1 import user_service_pb2_grpc as upb_grpc
 from tollgate.v1 import chat_pb2
 from tollgate.v1 import inference_service_pb2 as ipb
 from tollgate.v1 import inference_service_pb2_grpc as ipb_grpc
@@ -77,6 +78,7 @@ class TollgateClient:
         self.models = mpb_grpc.ModelServiceStub(channel)
         self.keys = kpb_grpc.KeyServiceStub(channel)
         self.admin = apb_grpc.AdminServiceStub(channel)
+        self.users = upb_grpc.UserServiceStub(channel)
         self.responses = rpb_grpc.ResponsesServiceStub(channel)
         # Inference calls carry the API key (metered as that key), admin calls the admin key.
         self._admin_md: tuple[tuple[str, str], ...] = (("x-admin-key", admin_key),) if admin_key else ()

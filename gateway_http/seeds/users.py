@@ -215,8 +215,12 @@ def key_json(k: kpb.ProviderKey) -> dict[str, Any]:
 
 
 def token_json(t: kpb.Token) -> dict[str, Any]:
-    return {"id": t.id, "name": t.name, "prefix": t.prefix, "createdAt": iso(t.created), "expiresAt": iso(t.expires_at),
-            "lastUsedAt": iso(t.last_used_at)}
+    out: dict[str, Any] = {"id": t.id, "name": t.name, "prefix": t.prefix, "createdAt": iso(t.created),
+                           "expiresAt": iso(t.expires_at), "lastUsedAt": iso(t.last_used_at)}
+    for name in ("rpm", "rpd", "tpd", "tpm_month", "budget_usd_day", "budget_usd_month"):  # issue 16: only when set
+        if v := getattr(t, name):
+            out[name] = v
+    return out
 
 
 # ------------------------------------------------------------------------------ handlers
@@ -309,13 +313,19 @@ async def create_token(request: web.Request) -> web.Response:
         ttl = _int(body, "ttlSeconds", "ttl_seconds", lo=0)
         if not ttl and body.get("expiresInDays") is not None:  # seed 001's own field
             ttl = _int(body, "expiresInDays", lo=0, hi=3650) * 86400
-        msg = kpb.CreateTokenRequest(name=_str(body, "name"), ttl_seconds=ttl)
+        own = {n: _int(body, n, lo=0, hi=2**53) for n in ("rpm", "rpd", "tpd", "tpm_month")}
+        for n in ("budget_usd_day", "budget_usd_month"):
+            v = body.get(n)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or not 0 <= v <= 1e9):
+                raise BridgeError(400, f"'{n}' must be a number of USD from 0 to 1000000000.", param=n)
+            own[n] = float(v or 0)
+        msg = kpb.CreateTokenRequest(name=_str(body, "name"), ttl_seconds=ttl, **own)
     except BridgeError as e:
         return bad_request(e)
 
     def render(r: kpb.CreateTokenResponse) -> dict[str, Any]:
-        return {"id": r.token.id, "name": r.token.name, "prefix": r.token.prefix, "token": r.secret,
-                "createdAt": iso(r.token.created), "expiresAt": iso(r.token.expires_at)}
+        # ACCOUNTS_API.md calls the one-time plaintext `key`; seed 001 calls it `token`: both.
+        return {**token_json(r.token), "token": r.secret, "key": r.secret}
 
     return await _call(request, calls.client(request).keys.CreateToken, msg, 201, render)
 

@@ -37,7 +37,7 @@ from services.auth.sessions import Sessions
 from services.clock import Clock
 from services.config.schema import Config, StaticKey
 from services.core.errors import PermissionDenied, Unauthenticated
-from services.store.records import ApiKeyRecord, SessionRecord, UserRecord
+from services.store.records import STATE_SUSPENDED, ApiKeyRecord, SessionRecord, UserRecord
 
 log = logging.getLogger("tollgate.auth")
 
@@ -143,6 +143,10 @@ class Authenticator:
             key = value.strip() if scheme.lower() == "bearer" else ""
         return key or md.get("x-api-key", ""), admin
 
+    def use_admin_hash(self, digest: str) -> None:
+        """The admin key's digest, known once App.start() has read (or made) it."""
+        self._admin_hash = digest
+
     def is_admin_key(self, secret: str) -> bool:
         return bool(secret) and bool(self._admin_hash) and hmac.compare_digest(self._digest(secret), self._admin_hash)
 
@@ -190,7 +194,7 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit is not None and (rec := hit[1]) is not None and self.clock.monotonic() - hit[0] < CACHE_TTL_S:
             built = self._principals.get(digest)
-            if (built is not None and built[0] is rec and digest not in self._static
+            if (built is not None and built[0] is rec and digest not in self._static and rec.owner_state != STATE_SUSPENDED
                     and not (rec.expires_at and rec.expires_at <= self.clock.now())):
                 self.stats.successes += 1
                 return built[1]
@@ -210,12 +214,15 @@ class Authenticator:
         if rec is None:
             self.stats.failures += 1
             raise Unauthenticated("Invalid API key", reason="INVALID_API_KEY")
+        if rec.owner_state == STATE_SUSPENDED:
+            raise PermissionDenied("This account is suspended; contact the operator", reason="ACCOUNT_SUSPENDED")
         self.stats.successes += 1
         hit = self._principals.get(digest)
         if hit is not None and hit[0] is rec:
             return hit[1]
+        own = (rec.rpm, rec.rpd, rec.tpd, rec.tpm_month)
         p = Principal(rec.id, "token" if rec.kind == "token" else "api_key", rec.tier or self.cfg.default_tier,
-                      user_id=rec.user_id or "", name=rec.name)
+                      user_id=rec.user_id or "", name=rec.name, own=own if any(own) else ())
         if len(self._principals) >= MAX_CACHE:
             self._principals.clear()
         self._principals[digest] = (rec, p)
@@ -232,6 +239,8 @@ class Authenticator:
             self.stats.successes += 1
             return Principal("admin", "admin", "unlimited", role="admin", name=OPERATOR, session_id=s.session_id)
         user = await self._account(s.user_id)
+        if user is not None and user.state == STATE_SUSPENDED:
+            raise PermissionDenied("This account is suspended; contact the operator", reason="ACCOUNT_SUSPENDED")
         if user is None or user.disabled:
             return None
         # The lesser of the token's role and the account's: a demoted admin loses admin within a second.

@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from services.accounts.signin import Started
+from services.accounts.users import check_budget
 from services.auth import ssrf
 from services.auth.authenticator import OPERATOR
 from services.core.errors import (
@@ -28,7 +29,7 @@ from services.core.errors import (
     Unauthenticated,
 )
 from services.limits.base import Rule
-from services.providers.kinds import KINDS, resolve
+from services.config.kinds import KINDS, resolve
 from services.rpc.admin import list_usage
 from services.rpc.interceptors import Ctx, Guard
 from services.store.records import KIND_TOKEN, ApiKeyRecord, ProviderKeyRecord, UsageFilter, UserRecord
@@ -46,6 +47,7 @@ MODELS_MAX = 500
 KEYS_PER_USER = 100
 TOKENS_PER_USER = 100
 TTL_MAX_S = 10 * 365 * 86400
+LIMIT_MAX = 10**15
 LOGIN_FAILURES = Rule("login_failures", 10, window_s=60.0)  # per email per minute
 BAD_CREDENTIALS = "Invalid email or password"
 USER_KINDS = ("session", "token")
@@ -96,7 +98,9 @@ def provider_key_pb(r: ProviderKeyRecord) -> kpb.ProviderKey:
 
 def token_pb(r: ApiKeyRecord) -> kpb.Token:
     return kpb.Token(id=r.id, name=r.name, prefix=r.prefix, created=int(r.created_at),
-                     expires_at=int(r.expires_at or 0), last_used_at=int(r.last_used_at or 0))
+                     expires_at=int(r.expires_at or 0), last_used_at=int(r.last_used_at or 0), rpm=r.rpm, rpd=r.rpd,
+                     tpd=r.tpd, tpm_month=r.tpm_month, budget_usd_day=r.budget_usd_day or 0.0,
+                     budget_usd_month=r.budget_usd_month or 0.0)
 
 
 def require_user(ctx: Ctx) -> str:
@@ -257,6 +261,12 @@ def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
             return kpb.ChangePasswordResponse()
 
         @guard.unary(public=True, peek_limits=False)
+        async def AcceptInvite(self, request: kpb.AcceptInviteRequest, ctx: Ctx) -> kpb.AcceptInviteResponse:
+            user = await app.accounts.accept_invite(request.invite_token, request.password)
+            started = await app.signin.start(user.id, user.role, *client_info(ctx))
+            return login_response(kpb.AcceptInviteResponse, user_pb(user), started)
+
+        @guard.unary(public=True, peek_limits=False)
         async def GetRegistration(self, request: kpb.GetRegistrationRequest, ctx: Ctx) -> kpb.GetRegistrationResponse:
             return kpb.GetRegistrationResponse(enabled=await app.store.registration_allowed())
 
@@ -303,6 +313,11 @@ def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
                 problems.append(FieldViolation("name", f"required, at most {NAME_MAX} characters"))
             if not 0 <= request.ttl_seconds <= TTL_MAX_S:
                 problems.append(FieldViolation("ttl_seconds", f"must be 0 (no expiry) to {TTL_MAX_S}"))
+            for field in ("rpm", "rpd", "tpd", "tpm_month"):
+                if not 0 <= getattr(request, field) <= LIMIT_MAX:
+                    problems.append(FieldViolation(field, f"must be 0 (only the plan's) to {LIMIT_MAX}"))
+            for field in ("budget_usd_day", "budget_usd_month"):
+                problems += check_budget(field, getattr(request, field))
             if problems:
                 raise _invalid(problems)
             user = await app.store.get_user(uid)
@@ -313,8 +328,10 @@ def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
                                          reason="TOO_MANY_TOKENS", metadata={"limit": str(TOKENS_PER_USER)})
             expires_at = app.clock.now() + request.ttl_seconds if request.ttl_seconds else None
             tier = user.tier if user.tier in app.quotas.tiers else app.config.default_tier
+            limits = dict(rpm=request.rpm, rpd=request.rpd, tpd=request.tpd, tpm_month=request.tpm_month,
+                          budget_usd_day=request.budget_usd_day or None, budget_usd_month=request.budget_usd_month or None)
             rec, secret = await app.store.create_api_key(name=name, email=user.email, tier=tier, user_id=uid,
-                                                         kind=KIND_TOKEN, expires_at=expires_at)
+                                                         kind=KIND_TOKEN, expires_at=expires_at, limits=limits)
             return kpb.CreateTokenResponse(token=token_pb(rec), secret=secret)
 
         @guard.unary()

@@ -19,6 +19,7 @@ from services.auth.sealing import Sealer, SealError, mask, sealed_key_id
 from services.auth.secrets import SECRET_FILE, SecretMismatch, secret_fingerprint
 from services.clock import Clock
 from services.core.errors import InvalidArgument
+from services.core.scrub import Scrubber
 from services.store import migrations
 from services.store.db import (
     DEFAULT_BUSY_TIMEOUT_MS,
@@ -28,6 +29,7 @@ from services.store.db import (
     is_sqlite,
     open_database,
 )
+from services.store.records import LoadedModelRecord
 from services.store.records import (
     KIND_API,
     KIND_TOKEN,
@@ -43,6 +45,7 @@ from services.store.records import (
     UserRecord,
 )
 from services.store.repos import api_keys as keys_repo
+from services.store.repos import loaded_models as lm_repo
 from services.store.repos import provider_keys as pk_repo
 from services.store.repos import responses as responses_repo
 from services.store.repos import sessions as sessions_repo
@@ -51,6 +54,8 @@ from services.store.repos import tiers as tiers_repo
 from services.store.repos import usage as usage_repo
 from services.store.repos import users as users_repo
 from services.store.repos.ids import API_KEY_PREFIX, PROVIDER_KEY_PREFIX, USER_PREFIX, new_id
+
+LOADED_MODEL_PREFIX = "lm_"
 
 __all__ = ["EmailTaken", "RegistrationClosed", "Store"]
 
@@ -76,6 +81,7 @@ class Store:
         pg_pool_size: int = DEFAULT_PG_POOL_SIZE,
         retry_budget_s: float = DEFAULT_RETRY_BUDGET_S,
         secret_source: str = "",
+        scrubber: Scrubber | None = None,
     ) -> None:
         if not pepper:
             raise ValueError("Store needs a non-empty pepper for API-key hashes")
@@ -90,6 +96,9 @@ class Store:
         self._worker: DbWorker | None = None
         self._dummy_hash: str | None = None
         self._secret_source = secret_source  # what to name when the secret is not the database's
+        # Every provider key in clear that passes through here (opened, added) is made known to the
+        # scrubber, and forgotten when deleted (issue 15 point 3).
+        self._scrubber = scrubber if scrubber is not None else Scrubber()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -170,6 +179,7 @@ class Store:
         user_id: str | None = None,
         kind: str = KIND_API,
         expires_at: float | None = None,
+        limits: dict[str, Any] | None = None,
     ) -> tuple[ApiKeyRecord, str]:
         """A new key: its record and the plaintext, which is returned this once and never stored."""
         if kind not in (KIND_API, KIND_TOKEN):
@@ -178,7 +188,7 @@ class Store:
         record = ApiKeyRecord(
             id=new_id(API_KEY_PREFIX), prefix=key_prefix(plaintext), name=name, email=email,
             tier=tier, user_id=user_id, kind=kind, created_at=self._clock.now(),
-            expires_at=expires_at,
+            expires_at=expires_at, **(limits or {}),
         )
         await self._write(keys_repo.insert_api_key, record, hash_key(self._pepper, plaintext))
         return record, plaintext
@@ -277,6 +287,39 @@ class Store:
         password_hash = await asyncio.to_thread(hash_password, password)
         await self._write(users_repo.set_password_hash, user_id, password_hash, idempotent=True)
 
+    # --- issue 16: the admin's user management -----------------------------------------------
+
+    async def list_users_page(self, query: str = "", plan: str = "", role: str = "", state: str = "",
+                              limit: int = 50, offset: int = 0) -> tuple[list[UserRecord], int]:
+        return await self._read(users_repo.list_users_page, query, plan, role, state, limit, offset)
+
+    async def insert_user(self, email: str, password: str | None, tier: str, role: str,
+                          invite_hash: str | None = None, invite_expires_at: float | None = None) -> UserRecord:
+        """An admin-created user; without a password it can only sign in after accepting its invite."""
+        email = users_repo.normalize_email(email)
+        _check_email(email)
+        # An unusable hash until the invite sets one: no password verifies against it.
+        secret = password if password else "invite:" + new_id("")
+        password_hash = await asyncio.to_thread(hash_password, secret)
+        return await self._write(users_repo.insert_user, new_id(USER_PREFIX), email, password_hash, tier, role,
+                                 self._clock.now(), invite_hash, invite_expires_at)
+
+    async def update_user(self, user_id: str, changes: dict[str, Any]) -> tuple[UserRecord, UserRecord] | None:
+        return await self._write(users_repo.update_user, user_id, dict(changes))
+
+    async def revoke_user_keys(self, user_id: str) -> int:
+        return await self._write(keys_repo.revoke_user_keys, user_id, self._clock.now(), idempotent=True)
+
+    async def count_active_keys(self, user_id: str) -> int:
+        return await self._read(keys_repo.count_active, user_id, self._clock.now())
+
+    async def find_invite(self, invite_hash: str) -> tuple[UserRecord, float | None] | None:
+        return await self._read(users_repo.find_invite, invite_hash)
+
+    async def accept_invite(self, user_id: str, invite_hash: str, password: str) -> bool:
+        password_hash = await asyncio.to_thread(hash_password, password)
+        return await self._write(users_repo.accept_invite, user_id, invite_hash, password_hash)
+
     # --- sessions --------------------------------------------------------------------------
 
     async def insert_session(self, rec: SessionRecord) -> SessionRecord:
@@ -338,6 +381,7 @@ class Store:
             rpm=int(rpm), created_at=self._clock.now(),
         )
         sealed = self._sealer.seal(key_id, secret)
+        self._scrubber.set("pk:" + key_id, secret)
         return await self._write(pk_repo.insert_provider_key, record, sealed)
 
     async def list_provider_keys(self, user_id: str | None = None) -> list[ProviderKeyRecord]:
@@ -353,7 +397,10 @@ class Store:
         return await self._read(pk_repo.get_provider_key, key_id, user_id)
 
     async def delete_provider_key(self, key_id: str, user_id: str | None) -> bool:
-        return await self._write(pk_repo.delete_provider_key, key_id, user_id, idempotent=True)
+        deleted = await self._write(pk_repo.delete_provider_key, key_id, user_id, idempotent=True)
+        if deleted:
+            self._scrubber.drop("pk:" + key_id)
+        return deleted
 
     async def set_provider_key_disabled(self, key_id: str, disabled: bool) -> bool:
         """Disable a key the provider refused (its 401/403), or re-enable it."""
@@ -365,7 +412,31 @@ class Store:
         sealed = await self._read(pk_repo.get_sealed, key_id)
         if sealed is None:
             raise ProviderKeyNotFound("provider key not found", metadata={"provider_key_id": key_id})
-        return self._sealer.open(key_id, sealed)
+        plain = self._sealer.open(key_id, sealed)
+        self._scrubber.set("pk:" + key_id, plain)  # added on another replica: known before its first use
+        return plain
+
+    # --- loaded models (issue 19) ------------------------------------------------------------
+
+    async def add_loaded_model(self, record: LoadedModelRecord, secret: str = "") -> LoadedModelRecord:
+        """Persist a loaded model; its key (if any) sealed with the row id as AAD, like provider keys.
+        AlreadyExists when the name is taken."""
+        record.id = record.id or new_id(LOADED_MODEL_PREFIX)
+        record.created_at = record.created_at or self._clock.now()
+        record.has_key = bool(secret)
+        sealed = self._sealer.seal(record.id, secret) if secret else ""
+        return await self._write(lm_repo.insert, record, sealed)
+
+    async def list_loaded_models(self) -> list[LoadedModelRecord]:
+        return await self._read(lm_repo.list_all)
+
+    async def remove_loaded_model(self, name: str) -> LoadedModelRecord | None:
+        return await self._write(lm_repo.delete_by_name, name)
+
+    async def open_loaded_model_key(self, model_id: str) -> str:
+        """A loaded model's upstream key in clear, for the router only ("" when it has none)."""
+        sealed = await self._read(lm_repo.get_sealed, model_id)
+        return self._sealer.open(model_id, sealed) if sealed else ""
 
     # --- usage ledger ------------------------------------------------------------------------
 
@@ -455,7 +526,7 @@ class Store:
                     f"{self._data_dir}/secret.key) or delete and re-add that provider key",
                     metadata={"provider_key_id": key_id, "key_id": kid},
                 )
-            self._sealer.open(key_id, sealed)
+            self._scrubber.set("pk:" + key_id, self._sealer.open(key_id, sealed))
 
 
 def _select_one(db: Any) -> int:

@@ -441,6 +441,12 @@ class Token(_message.Message):
     CREATED_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     LAST_USED_AT_FIELD_NUMBER: _builtins.int
+    RPM_FIELD_NUMBER: _builtins.int
+    RPD_FIELD_NUMBER: _builtins.int
+    TPD_FIELD_NUMBER: _builtins.int
+    TPM_MONTH_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_DAY_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_MONTH_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The token id."""
     name: _builtins.str
@@ -453,6 +459,18 @@ class Token(_message.Message):
     """Seconds since the epoch, 0 = never."""
     last_used_at: _builtins.int
     """Seconds since the epoch, 0 = never used."""
+    rpm: _builtins.int
+    """The token's own requests per minute, 0 = only the plan's."""
+    rpd: _builtins.int
+    """The token's own requests per day, 0 = only the plan's."""
+    tpd: _builtins.int
+    """The token's own tokens per day, 0 = only the plan's."""
+    tpm_month: _builtins.int
+    """The token's own tokens per month, 0 = only the plan's."""
+    budget_usd_day: _builtins.float
+    """The token's own $ budget per day, 0 = none."""
+    budget_usd_month: _builtins.float
+    """The token's own $ budget per month, 0 = none."""
     def __init__(
         self,
         *,
@@ -462,10 +480,16 @@ class Token(_message.Message):
         created: _builtins.int = ...,
         expires_at: _builtins.int = ...,
         last_used_at: _builtins.int = ...,
+        rpm: _builtins.int = ...,
+        rpd: _builtins.int = ...,
+        tpd: _builtins.int = ...,
+        tpm_month: _builtins.int = ...,
+        budget_usd_day: _builtins.float = ...,
+        budget_usd_month: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "expires_at", b"expires_at", "id", b"id", "last_used_at", b"last_used_at", "name", b"name", "prefix", b"prefix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_usd_day", b"budget_usd_day", "budget_usd_month", b"budget_usd_month", "created", b"created", "expires_at", b"expires_at", "id", b"id", "last_used_at", b"last_used_at", "name", b"name", "prefix", b"prefix", "rpd", b"rpd", "rpm", b"rpm", "tpd", b"tpd", "tpm_month", b"tpm_month"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -520,19 +544,43 @@ class CreateTokenRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    RPM_FIELD_NUMBER: _builtins.int
+    RPD_FIELD_NUMBER: _builtins.int
+    TPD_FIELD_NUMBER: _builtins.int
+    TPM_MONTH_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_DAY_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_MONTH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """A label."""
     ttl_seconds: _builtins.int
     """Lifetime in seconds, 0 = no expiry."""
+    rpm: _builtins.int
+    """The token's own requests per minute (both it and the plan must admit), 0 = only the plan's."""
+    rpd: _builtins.int
+    """The token's own requests per day, 0 = only the plan's."""
+    tpd: _builtins.int
+    """The token's own tokens per day, 0 = only the plan's."""
+    tpm_month: _builtins.int
+    """The token's own tokens per month, 0 = only the plan's."""
+    budget_usd_day: _builtins.float
+    """The token's own $ budget per day, 0 = none."""
+    budget_usd_month: _builtins.float
+    """The token's own $ budget per month, 0 = none."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         ttl_seconds: _builtins.int = ...,
+        rpm: _builtins.int = ...,
+        rpd: _builtins.int = ...,
+        tpd: _builtins.int = ...,
+        tpm_month: _builtins.int = ...,
+        budget_usd_day: _builtins.float = ...,
+        budget_usd_month: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_usd_day", b"budget_usd_day", "budget_usd_month", b"budget_usd_month", "name", b"name", "rpd", b"rpd", "rpm", b"rpm", "tpd", b"tpd", "tpm_month", b"tpm_month", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -37,6 +37,7 @@ PAGES = [
     ("/playground", "", []),  # its picture, with a streamed answer, comes from the playground test
     ("/models", "models", []),
     ("/statements", "statements", ["/api/statements"]),
+    ("/account", "account", ["/api/auth/sessions"]),
     ("/admin/users", "admin-users", ["/api/admin/users", "/api/admin/plans"]),
     ("/admin/plans", "admin-plans", ["/api/admin/plans"]),
     ("/admin/settings", "admin-registration", ["/api/admin/registration", "/api/auth/registration"]),
@@ -140,7 +141,10 @@ def first_admin(gw, browser):
     screenshot(tab.page, "sign-in")
     tab.page.locator("#panel-register button[type=submit]").click()
     tab.page.wait_for_selector("#nav:not([hidden])")
-    info = {"who": tab.page.inner_text("#who"), "nav": tab.page.text_content("#nav"), "problems": tab.watch.take()}
+    cookies = {c["name"]: c for c in tab.ctx.cookies()}
+    info = {"who": tab.page.inner_text("#who"), "nav": tab.page.text_content("#nav"), "problems": tab.watch.take(),
+            "cookies": cookies, "page_cookie": tab.page.evaluate("() => document.cookie"),
+            "storage": tab.page.evaluate("() => JSON.stringify({...sessionStorage, ...localStorage})")}
     tab.close()
     return info
 
@@ -154,7 +158,12 @@ def admin_http(gw) -> httpx.Client:
 
 
 def test_first_user_registered_in_the_console_is_admin(gw, first_admin) -> None:
-    assert first_admin["who"] == f"{ADMIN_EMAIL} (admin)"
+    assert first_admin["who"] == f"{ADMIN_EMAIL} (admin)" and first_admin["problems"] == []
+    # The session is the HttpOnly cookie: the page can read only the CSRF cookie and keeps no token.
+    session, csrf = first_admin["cookies"]["tg_session"], first_admin["cookies"]["tg_csrf"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict" and not csrf["httpOnly"]
+    assert "tg_session" not in first_admin["page_cookie"] and f"tg_csrf={csrf['value']}" in first_admin["page_cookie"]
+    assert first_admin["storage"] == "{}"
     assert "Administration" in first_admin["nav"] and "Users" in first_admin["nav"]
     with admin_http(gw) as http:
         r = http.post("/api/auth/login", json={"email": ADMIN_EMAIL, "password": PASSWORD})
@@ -169,7 +178,10 @@ def test_token_created_in_the_console_works_with_the_openai_sdk(gw, browser, fir
     tab.sign_in(ADMIN_EMAIL)
     tab.go("/tokens")
     tab.page.get_by_label("Token name").fill("sdk-app")
-    tab.page.get_by_role("button", name="Create token").click()
+    with tab.page.expect_request(lambda r: r.url.endswith("/api/tokens") and r.method == "POST") as req_info:
+        tab.page.get_by_role("button", name="Create token").click()
+    csrf = next(c["value"] for c in tab.ctx.cookies() if c["name"] == "tg_csrf")
+    assert req_info.value.headers.get("x-csrf-token") == csrf and "authorization" not in req_info.value.headers
     secret = tab.page.locator("#new-token").inner_text()
     assert secret and tab.page.get_by_role("button", name="Copy").is_visible()
     assert tab.page.get_by_text("it will not be shown again").is_visible()
@@ -187,7 +199,6 @@ def test_token_created_in_the_console_works_with_the_openai_sdk(gw, browser, fir
     tab.page.wait_for_selector("table tr >> text=sdk-app")
     assert secret not in tab.page.content()
     # Revoke in the console: the SDK is refused from then on (within the auth cache's second).
-    tab.page.get_by_role("button", name="Create token").is_visible()
     tab.page.get_by_label("Token name").fill("to-revoke")
     tab.page.get_by_role("button", name="Create token").click()
     doomed = tab.page.locator("#new-token").inner_text()
@@ -278,8 +289,6 @@ def test_a_user_cannot_reach_the_admin_pages_or_routes(gw, browser, first_admin)
 
 
 def test_suspending_a_user_in_the_console_gets_their_token_a_403(gw, browser, first_admin) -> None:
-    if not has_route(gw.url, "GET", "/api/admin/users", headers={"X-Admin-Key": ADMIN_KEY}):
-        pytest.xfail("waits for issue 16's /api/admin/users (PATCH state=suspended)")
     with admin_http(gw) as http:
         assert http.put("/api/admin/registration", json={"open": True}).status_code == 200
         r = http.post("/api/auth/register", json={"email": VICTIM_EMAIL, "password": PASSWORD})
@@ -306,8 +315,42 @@ def test_suspending_a_user_in_the_console_gets_their_token_a_403(gw, browser, fi
             break
         assert time.monotonic() < deadline, "a suspended user's token still works after 5 s"
         time.sleep(0.2)
+    # Details: the user's tokens (names and prefixes, never secrets) and month's usage.
+    tab.page.get_by_role("button", name=f"Details of {VICTIM_EMAIL}").click()
+    tab.page.wait_for_selector(f"text={VICTIM_EMAIL}: details")
+    assert tab.page.locator("table tr", has_text="victim-app").count() == 1 and token not in tab.page.content()
     assert tab.watch.take() == []
     tab.close()
+
+
+def test_a_user_added_in_the_console_accepts_the_invite_and_signs_in(gw, browser, first_admin) -> None:
+    admin = Tab(browser, gw.url)
+    admin.sign_in(ADMIN_EMAIL)
+    admin.go("/admin/users")
+    admin.page.get_by_role("textbox", name="Email").fill("invited@example.com")
+    plan = admin.page.get_by_label("Plan", exact=True)
+    if plan.evaluate("el => el.tagName") == "INPUT":
+        plan.fill("basic")
+    admin.page.get_by_role("button", name="Add user").click()
+    admin.page.wait_for_selector("text=One-time invite token")
+    invite = admin.page.locator(".reveal code.secret").inner_text()
+    assert invite and admin.page.locator("table tr", has_text="invited@example.com").count() == 1
+    assert admin.watch.take() == []
+    admin.close()
+
+    user = Tab(browser, gw.url)
+    user.open("/")
+    user.page.get_by_role("tab", name="Invite").click()
+    user.page.get_by_role("textbox", name="Invite token").fill(invite)
+    user.page.locator("#panel-invite input[name=password]").fill(PASSWORD)
+    user.page.get_by_role("button", name="Set password and sign in").click()
+    user.page.wait_for_selector("#nav:not([hidden])")
+    assert user.page.inner_text("#who") == "invited@example.com"
+    assert user.watch.take() == []
+    user.close()
+    # Used once: the same token no longer signs anyone in.
+    r = httpx.post(gw.url + "/api/auth/invite/accept", json={"invite_token": invite, "password": PASSWORD})
+    assert r.status_code in (400, 401, 404), r.text
 
 
 def test_csv_export_equals_the_ledger(gw, browser, first_admin) -> None:
@@ -333,6 +376,37 @@ def test_csv_export_equals_the_ledger(gw, browser, first_admin) -> None:
         assert int(row["prompt_tokens"]) == rec.prompt_tokens and int(row["completion_tokens"]) == rec.completion_tokens
         assert abs(float(row["cost_usd"]) - rec.cost_usd) < 1e-9 and row["key_id"] == rec.key_id
     assert tab.page.get_by_text("CSV downloaded.").is_visible()
+    assert tab.watch.take() == []
+    tab.close()
+
+
+def test_the_admin_key_signs_in_as_operator_and_sign_out_ends_the_session(gw, browser) -> None:
+    tab = Tab(browser, gw.url)
+    tab.open("/")
+    tab.page.get_by_role("tab", name="Admin key").click()
+    tab.page.get_by_role("textbox", name="Admin key").fill(ADMIN_KEY)
+    tab.page.get_by_role("button", name="Sign in as operator").click()
+    tab.page.wait_for_selector("#nav:not([hidden])")
+    assert tab.page.inner_text("#who") == "operator (admin)"
+    tab.page.wait_for_function("() => location.hash === '#/admin/users'")
+    tab.go("/admin/keys")
+    tab.page.wait_for_selector("text=Gateway statistics")
+    assert ADMIN_KEY not in tab.page.content()
+    assert tab.page.evaluate("() => JSON.stringify({...sessionStorage, ...localStorage})") == "{}"
+    # A cookie-authenticated write without the CSRF header is refused, and the words say why.
+    refused = tab.page.evaluate("""async () => {
+        const r = await fetch('/api/admin/keys', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                                  body: JSON.stringify({name: 'no-csrf', tier: 'basic'})});
+        const api = await import('/ui/js/api.js');
+        return [r.status, api.errorMessage(r.status, await r.json())]; }""")
+    assert refused[0] == 403 and "CSRF" in refused[1]
+    tab.watch.take()  # that refusal was the point
+    session = next(c["value"] for c in tab.ctx.cookies() if c["name"] == "tg_session")
+    tab.page.get_by_role("button", name="Sign out").click()
+    tab.page.wait_for_selector("text=Sign in to Tollgate")
+    assert "tg_session" not in {c["name"] for c in tab.ctx.cookies()}
+    r = httpx.get(gw.url + "/api/auth/me", cookies={"tg_session": session})
+    assert r.status_code == 401  # revoked on the server, not just forgotten by the browser
     assert tab.watch.take() == []
     tab.close()
 

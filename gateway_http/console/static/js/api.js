@@ -1,11 +1,9 @@
 // The console's one way to the REST API: credentials, CSRF and error messages in one place.
 //
-// A browser session is the tg_session cookie (HttpOnly, set by /api/auth/login) and every write
-// carries X-CSRF-Token copied from the tg_csrf cookie (ACCOUNTS_API.md). A gateway whose login
-// does not set cookies yet answers with a bearer tgs_ token instead; the console then keeps that
-// token in sessionStorage (this tab only, gone when it closes) and sends it as Authorization.
+// A browser session is the tg_session cookie (HttpOnly, SameSite=Strict, set by /api/auth/login
+// or /register); every write carries X-CSRF-Token copied from the readable tg_csrf cookie
+// (ACCOUNTS_API.md). No credential is ever kept in page storage.
 
-const store = window.sessionStorage;
 const WRITE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
 export class ApiError extends Error {
@@ -34,10 +32,6 @@ export function csrfToken() {
 
 function authHeaders(method) {
   const h = {};
-  const bearer = store.getItem("tg_bearer");
-  const admin = store.getItem("tg_admin");
-  if (admin) h["X-Admin-Key"] = admin;
-  else if (bearer) h["Authorization"] = "Bearer " + bearer;
   if (WRITE.has(method)) {
     const csrf = csrfToken();
     if (csrf) h["X-CSRF-Token"] = csrf;
@@ -116,49 +110,24 @@ export function headersFor(method) {
 
 // ---------------------------------------------------------------- the signed-in user
 
-export function currentUser() {
-  try { return JSON.parse(store.getItem("tg_user") || "null"); } catch { return null; }
-}
-
-export function rememberSignIn(resp, fallbackUser) {
-  const user = resp && resp.user ? resp.user : fallbackUser;
-  store.setItem("tg_user", JSON.stringify(user));
-  // A cookie session (csrf_token in the answer, tg_csrf cookie set) needs nothing kept here.
-  if (resp && resp.token && !(resp.csrf_token || csrfToken())) store.setItem("tg_bearer", resp.token);
-  return user;
-}
-
-export function rememberAdminKey(key) {
-  store.setItem("tg_admin", key);
-  const user = { id: "operator", email: "operator", role: "admin", plan: "" };
-  store.setItem("tg_user", JSON.stringify(user));
-  return user;
-}
-
-export function forget() {
-  for (const k of ["tg_user", "tg_bearer", "tg_admin"]) store.removeItem(k);
-}
-
-// Who is signed in: the session cookie's user from /api/auth/me, else what this tab remembers.
+// Who is signed in: the session cookie's user from /api/auth/me. Asked only when there may be a
+// session (the tg_csrf cookie is there), so a signed-out visit makes no failing request.
 export async function whoAmI() {
-  // Ask only when there may be a session: a tg_csrf cookie or a sign-in this tab remembers.
-  if (!csrfToken() && !currentUser()) return null;
+  if (!csrfToken()) return null;
   try {
     const me = await request("GET", "/api/auth/me", undefined, { quiet401: true });
     const user = me && me.user ? me.user : me;
-    if (user && user.role) {
-      store.setItem("tg_user", JSON.stringify(user));
-      return user;
-    }
+    return user && user.role ? user : null;
   } catch (e) {
-    if (!(e instanceof ApiError) || !e.missing) {
-      if (e instanceof ApiError && e.status === 401) { forget(); return null; }
-    }
+    if (e instanceof ApiError && e.status === 401) return null;
+    throw e;
   }
-  return currentUser();
+}
+
+export function userOf(resp) {
+  return resp && resp.user ? resp.user : null;
 }
 
 export async function signOut() {
   try { await request("POST", "/api/auth/logout", {}, { quiet401: true }); } catch { /* already gone */ }
-  forget();
 }

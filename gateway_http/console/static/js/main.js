@@ -1,7 +1,7 @@
 // The console shell: who is signed in, the navigation, and a hash router that loads each page's
 // module on first visit (only the shell and the page shown are fetched on first load).
 
-import { whoAmI, signOut, forget } from "./api.js";
+import { whoAmI, signOut } from "./api.js";
 import { h } from "./dom.js";
 
 const USER_PAGES = [
@@ -11,6 +11,7 @@ const USER_PAGES = [
   ["/playground", "Playground", "playground"],
   ["/models", "Models & prices", "models"],
   ["/statements", "Statements", "statements"],
+  ["/account", "Account", "account"],
 ];
 const ADMIN_PAGES = [
   ["/admin/users", "Users", "admin_users"],
@@ -25,7 +26,7 @@ const ADMIN_PAGES = [
   ["/admin/keys", "Keys & stats", "admin_keys"],
 ];
 // The operator (admin key) has no account of its own: no tokens, provider keys or usage of its own.
-const OPERATOR_HIDES = new Set(["/", "/tokens", "/keys", "/statements"]);
+const OPERATOR_HIDES = new Set(["/", "/tokens", "/keys", "/statements", "/account"]);
 
 let user = null;
 let cleanup = null;
@@ -114,7 +115,12 @@ function onSignedIn(u) {
 }
 
 async function boot() {
-  user = await whoAmI();
+  try {
+    user = await whoAmI();
+  } catch (e) {
+    user = null;
+    document.getElementById("main").replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
+  }
   renderNav();
   document.getElementById("logout").addEventListener("click", async () => {
     await signOut();
@@ -127,7 +133,6 @@ async function boot() {
   });
   window.addEventListener("tg:signed-out", () => {
     if (!user) return;
-    forget();
     user = null;
     renderNav();
     document.getElementById("who").textContent = "";

@@ -1,7 +1,7 @@
 // Sign in: email + password, first-user registration (that user becomes the admin), or the
 // operator's admin key (seed 000).
 
-import { ApiError, get, post, request, rememberSignIn, rememberAdminKey, forget } from "../api.js";
+import { get, post, userOf } from "../api.js";
 import { h, field, input, statusLine } from "../dom.js";
 
 export default async function render(view, ctx) {
@@ -20,6 +20,7 @@ export default async function render(view, ctx) {
 
   const forms = [["login", "Sign in", loginForm(ctx)]];
   if (registration !== false) forms.push(["register", "Create account", registerForm(ctx, registration)]);
+  forms.push(["invite", "Invite", inviteForm(ctx)]);
   forms.push(["admin", "Admin key", adminForm(ctx)]);
   if (registration === false) {
     view.append(h("p", { class: "hint" }, "Registration is closed on this gateway: ask an administrator for an account."));
@@ -65,9 +66,8 @@ function credentialsForm(ctx, submitLabel, path, note) {
     submit.disabled = true;
     status.clear();
     try {
-      forget();
       const resp = await post(path, { email: email.value, password: password.value }, { quiet401: true });
-      ctx.signedIn(rememberSignIn(resp));
+      ctx.signedIn(userOf(resp));
     } catch (err) {
       status.fail(err.status === 401 ? "The email or password is wrong." : err.message);
     } finally {
@@ -87,6 +87,31 @@ function registerForm(ctx, registration) {
     (registration === null ? "" : " Registration is open."));
 }
 
+function inviteForm(ctx) {
+  const token = input({ type: "password", name: "invite_token", autocomplete: "off", required: true });
+  const password = input({ type: "password", name: "password", autocomplete: "new-password", minlength: 8, required: true });
+  const status = statusLine();
+  const submit = h("button", { type: "submit" }, "Set password and sign in");
+  const form = h("form", { novalidate: true },
+    h("p", { class: "hint" }, "An administrator added you and gave you a one-time invite token."),
+    field("Invite token", token), field("New password", password, "At least 8 characters."), submit, status);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (!token.value || !password.value) { status.fail("Enter the invite token and a password."); return; }
+    submit.disabled = true;
+    status.clear();
+    try {
+      const resp = await post("/api/auth/invite/accept", { invite_token: token.value, password: password.value }, { quiet401: true });
+      ctx.signedIn(userOf(resp));
+    } catch (err) {
+      status.fail(err.status === 401 || err.status === 404 ? "That invite token is not valid, or was used already." : err.message);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return form;
+}
+
 function adminForm(ctx) {
   const key = input({ type: "password", name: "admin_key", autocomplete: "off", required: true });
   const status = statusLine();
@@ -99,20 +124,11 @@ function adminForm(ctx) {
     if (!key.value) { status.fail("Enter the admin key."); return; }
     submit.disabled = true;
     status.clear();
-    forget();
     try {
-      // The accounts API turns the admin key into an operator cookie session.
+      // The accounts API turns the admin key into an operator session (user "operator", role admin).
       const resp = await post("/api/auth/login", { admin_key: key.value }, { quiet401: true });
-      if (resp && resp.user) { ctx.signedIn(rememberSignIn(resp)); return; }
-    } catch (err) {
-      if (!(err instanceof ApiError) || ![400, 401, 404, 422].includes(err.status)) {
-        status.fail(err.message); submit.disabled = false; return;
-      }
-    }
-    // A gateway without operator sessions: check the key on an admin route and send it per request.
-    try {
-      await request("GET", "/api/admin/stats", undefined, { headers: { "X-Admin-Key": key.value }, quiet401: true });
-      ctx.signedIn(rememberAdminKey(key.value));
+      key.value = "";
+      ctx.signedIn(userOf(resp));
     } catch (err) {
       status.fail(err.status === 401 ? "That admin key is not valid." : err.message);
     } finally {
