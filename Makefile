@@ -13,6 +13,7 @@ help:
 	@echo "make test   - set up, start PostgreSQL and Redis on loopback, run the whole suite"
 	@echo "make protos - regenerate clients/tollgate/v1 from protos/"
 	@echo "make bench  - the side-by-side benchmark (bench/README.md)"
+	@echo "make soak   - RELIABILITY's soak scenarios, SOAK_MINUTES (default 30, at most 30) (docs/operations.md)"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -55,6 +56,10 @@ test: $(STAMP) node_modules/.bin/buf
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+soak: $(STAMP)
+	@eval "$$(bash scripts/services-up)" && export DATABASE_URL REDIS_URL && \
+	  SOAK_MINUTES=$${SOAK_MINUTES:-30} $(BIN)/python -m tests.soak
 
 clean:
 	rm -rf $(VENV) node_modules build *.egg-info
