@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTO_FILES := $(wildcard protos/tollgate/v1/*.proto)
 
-.PHONY: run test venv protos protos-check buf-lint buf-breaking services-up services-down bench soak clean help
+.PHONY: run grpc-tools test venv protos protos-check buf-lint buf-breaking services-up services-down bench soak clean help
 
 help:
 	@echo "make run    - set up and start the gateway (gRPC 127.0.0.1:50051, HTTP 127.0.0.1:8080)"
@@ -25,8 +25,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(STAMP)
 
-run: $(STAMP)
+# buf (for the README's `buf curl` lines) comes with `make run` when npm is there; never fatal:
+# without npm or a registry, the gateway still starts and one line says how to get buf later.
+run: $(STAMP) grpc-tools
 	exec $(BIN)/python -m services
+
+grpc-tools:
+	@[ -x node_modules/.bin/buf ] || { command -v npm >/dev/null 2>&1 && $(MAKE) -s node_modules/.bin/buf >/dev/null 2>&1; } \
+	  || echo "tollgate: buf is not installed (needs npm; then: make buf-lint) - the README's buf curl lines need it; grpcurl is optional"
 
 node_modules/.bin/buf: package.json
 	npm install --no-audit --no-fund --silent
@@ -51,6 +57,7 @@ services-down:
 	@bash scripts/services-down
 
 test: $(STAMP) node_modules/.bin/buf
+	@bash scripts/browser-up >/dev/null
 	@eval "$$(bash scripts/services-up)" && export DATABASE_URL REDIS_URL && \
 	  $(BIN)/python -m pytest -q -p no:randomly $(PYTEST_ARGS)
 

@@ -19,19 +19,38 @@ RESPONSE_HEADERS = {k: istr(v) for k, v in {
     "x-request-id": "X-Request-Id", "x-ratelimit-limit": "X-RateLimit-Limit", "x-ratelimit-remaining": "X-RateLimit-Remaining",
     "x-ratelimit-used": "X-RateLimit-Used", "x-ratelimit-reset": "X-RateLimit-Reset", "x-llm-provider": "X-LLM-Provider",
     "x-llm-model": "X-LLM-Model", "x-llm-key-id": "X-LLM-Key-ID", "x-tollgate-route": "X-Tollgate-Route",
+    "x-tollgate-ignored": "X-Tollgate-Ignored",
 }.items()}
 LATENCY = istr("X-LLM-Latency-Ms")
+# Issue 16: the console's session cookie stands in for a bearer header that is not there; a write
+# that came by cookie carries the X-CSRF-Token header's value (possibly empty) for the core to check.
+SESSION_COOKIE = "tg_session"
+CSRF_COOKIE = "tg_csrf"
+CSRF_HEADER = istr("X-CSRF-Token")
+UNSAFE_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 
 
 def metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
     h = request.headers
     md = tuple([(key, v) for name, key in CREDENTIAL_HEADERS if (v := h.get(name)) is not None])
+    if not md and (cookie := request.cookies.get(SESSION_COOKIE)):
+        md = (("authorization", "Bearer " + cookie),)
+        if request.method in UNSAFE_METHODS:
+            md += (("x-tollgate-csrf", h.get(CSRF_HEADER, "")),)
+        return md
     if not md or md[0][0] != "authorization":  # Authorization comes first when it is there
         # Seed 002's AUTH_HEADER_NAME lets a deployment take the key from another header.
         alt = request.app[BRIDGE].auth_header
         if alt and alt in h:
             md += (("x-api-key", h[alt].removeprefix("Bearer ").strip()),)
     return md
+
+
+def client_info(request: web.Request) -> tuple[tuple[str, str], ...]:
+    """The caller's address and User-Agent, for a new session's row (sign-in routes only)."""
+    ua = request.headers.get("User-Agent", "")
+    ua = ua if ua.isascii() and ua.isprintable() else ""
+    return (("x-tollgate-client-ip", request.remote or ""), ("x-tollgate-user-agent", ua[:300]))
 
 
 def timeout(request: web.Request) -> float:

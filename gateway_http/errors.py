@@ -40,6 +40,8 @@ REASON_STATUS = {
     "UPSTREAM_STREAM_BROKEN": 502,
     "PAYLOAD_TOO_LARGE": 413,
     "VALIDATION_ERROR": 400,
+    "LAST_ADMIN": 409,  # issue 16: ACCOUNTS_API.md's conflict
+    "PLAN_IN_USE": 409,
 }
 OPENAI_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",

@@ -98,6 +98,8 @@ CHAT_ERRORS = (400, 401, 403, 404, 413, 422, 429, 502, 503, 504)
 HI = [{"role": "user", "content": "Hello"}]
 CHAT_EXAMPLES = {"plain": {"model": "gpt-4o-mini", "messages": HI},
                  "stream": {"model": "gpt-4o-mini", "messages": HI, "stream": True, "stream_options": {"include_usage": True}}}
+RESPONSES_EXAMPLES = {"plain": {"model": "gpt-4o-mini", "input": "Hello"},
+                      "stream": {"model": "gpt-4o-mini", "input": "Hello", "stream": True}}
 MESSAGES_EXAMPLES = {"plain": {"model": "claude-haiku-4-5", "max_tokens": 256, "messages": HI},
                      "stream": {"model": "claude-haiku-4-5", "max_tokens": 256, "messages": HI, "stream": True}}
 
@@ -176,6 +178,28 @@ def _schemas() -> dict[str, dict]:
                                   obj({"type": {"const": "tool"}, "name": {"type": "string", "minLength": 1}}, ("type", "name"))]},
         "thinking": obj({"type": {"enum": ["enabled", "disabled"]}, "budget_tokens": I}, ("type",)),
     }, ("model", "max_tokens", "messages"))
+    item = {"type": "object", "description": "A Responses API input item: a message ({role, content}), "
+                                              "function_call, function_call_output or reasoning"}
+    resp_tool = obj({"type": S, "name": S, "description": S, "parameters": {"type": "object"}, "strict": B}, ("type",))
+    responses_request = obj({
+        "model": MODEL, "input": {"anyOf": [S, arr(item, maxItems=2048)]}, "instructions": nullable(S),
+        "previous_response_id": {"type": "string", "minLength": 1}, "stream": B, "store": B,
+        "max_output_tokens": {"type": "integer", "minimum": 1}, "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "top_p": {"type": "number", "minimum": 0, "maximum": 1}, "tools": arr(resp_tool), "parallel_tool_calls": B,
+        "tool_choice": {"anyOf": [{"enum": ["none", "auto", "required"]},
+                                  obj({"type": {"const": "function"}, "name": S}, ("type", "name"))]},
+        "text": obj({"format": obj({"type": {"enum": ["text", "json_object", "json_schema"]}, "name": S,
+                                    "schema": {"type": "object"}, "strict": B}, ("type",))}),
+        "reasoning": obj({"effort": nullable({"enum": ["none", "minimal", "low", "medium", "high", "xhigh"]}),
+                          "summary": nullable(S)}),
+        "metadata": {"type": "object", "additionalProperties": S}, "user": S,
+    }, ("model",))
+    response_obj = obj({
+        "id": {"type": "string", "pattern": "^resp_"}, "object": {"const": "response"}, "created_at": I,
+        "status": {"enum": ["completed", "incomplete", "in_progress", "failed"]}, "model": S,
+        "output": arr(obj({"type": S, "id": S}, ("type",))), "usage": nullable(obj({
+            "input_tokens": I, "output_tokens": I, "total_tokens": I}, ("input_tokens", "output_tokens", "total_tokens")))},
+        ("id", "object", "created_at", "status", "model", "output"))
     api_key = obj({"id": S, "prefix": S, "name": S, "email": S, "tier": S, "createdAt": I, "revokedAt": nullable(I),
                    "lastUsedAt": nullable(I), "active": B}, ("id", "prefix", "name", "tier", "createdAt", "active"))
     details = arr(obj({"field": S, "message": S}, ("field", "message")))
@@ -193,6 +217,12 @@ def _schemas() -> dict[str, dict]:
             "message_start", "content_block_start", "ping", "content_block_delta", "content_block_stop", "message_delta",
             "message_stop", "error"]}}, ("type",)))),
         "Usage": usage,
+        "ResponsesRequest": responses_request,
+        "Response": response_obj,
+        # Each event names its type in `event:` and in the data; an in-band `error` event ends a broken stream.
+        "ResponsesEvent": sse_event(json_text(obj({"type": S, "sequence_number": I}, ("type", "sequence_number")))),
+        "ResponseDeleted": obj({"id": S, "object": {"const": "response"}, "deleted": {"const": True}},
+                               ("id", "object", "deleted")),
         "EmbeddingRequest": obj({"model": MODEL, "input": {"anyOf": [S, arr(S, minItems=1)]},
                                  "encoding_format": {"enum": ["float", "base64"]},
                                  "dimensions": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}, "user": S},
@@ -228,6 +258,19 @@ def _schemas() -> dict[str, dict]:
         "ApiModelList": obj({"models": arr(obj({"id": S, "name": S, "provider": S, "providers": arr(S), "type": S,
                                                 "contextLength": I, "maxCompletionTokens": I}, ("id", "name", "providers"))),
                              "total": I}, ("models", "total")),
+        # Issue 19: seed 000's POST /api/models/load (Accept: text/event-stream or application/x-ndjson streams
+        # the same progress objects, then {"status": "success", "model", "loaded"}).
+        "LoadModelRequest": obj({"source": {"type": "string", "minLength": 1, "maxLength": 2048},
+                                 "format": {"enum": ["gguf", "ollama", "openai"]},
+                                 "name": {"type": "string", "minLength": 1, "maxLength": 128},
+                                 "model": {"type": "string", "maxLength": 128}, "api_key": {"type": "string", "maxLength": 4096},
+                                 "stream": {"const": False}}, ("source", "format", "name")),
+        "LoadedModel": obj({"model": obj({"id": S, "name": S, "provider": S, "providers": arr(S), "loaded": B,
+                                          "contextLength": I}, ("id", "name", "loaded")),
+                            "loaded": B, "progress": arr(obj({"status": S, "digest": S, "total": I, "completed": I},
+                                                             ("status",)))}, ("model", "loaded")),
+        "UnloadedModel": obj({"model": obj({"id": S, "name": S, "loaded": B}, ("id", "name")), "unloaded": B},
+                             ("model", "unloaded")),
         "CreateKeyRequest": obj({"name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "[A-Za-z0-9]"},
                                  "email": {"type": "string", "maxLength": 320, "pattern": "^([^@]+@[^@]+)?$"},
                                  "tier": {"enum": TIERS}}, ("name",)),
@@ -263,6 +306,31 @@ def _schemas() -> dict[str, dict]:
         # The router's own 404 / 405 (no route matched at all) are OpenAI-shaped on every surface.
         "ApiError": {"anyOf": [obj({"error": S, "message": S, "code": S, "resetTime": S, "details": details},
                                    ("error", "message", "code")), ref("OpenAIError")]},
+        # Seed 001's /api/auth, /api/tokens, /api/keys, /api/usage shape; a CSRF refusal is {"error": "csrf"}.
+        "Seed001Error": {"anyOf": [obj({"error": obj({"code": S, "message": S, "details": details}, ("code", "message")),
+                                        "requestId": S}, ("error",)),
+                                   obj({"error": {"const": "csrf"}, "message": S, "code": S}, ("error", "message")),
+                                   ref("OpenAIError")]},
+        # Issue 16 (ACCOUNTS_API.md).
+        "User": obj({"id": S, "email": S, "role": {"enum": ["admin", "user"]}, "plan": S, "tier": S,
+                     "state": {"enum": ["active", "suspended", "deleted"]}, "created_at": nullable(S),
+                     "budget_usd_day": N, "budget_usd_month": N}, ("id", "email", "role", "plan", "state")),
+        "LoginRequest": {"anyOf": [
+            obj({"email": {"type": "string", "maxLength": 254}, "password": {"type": "string", "maxLength": 1024}},
+                ("email", "password")),
+            obj({"admin_key": {"type": "string", "maxLength": 4096}}, ("admin_key",))]},
+        "SignedIn": obj({"token": S, "user": ref("User"), "csrf_token": S, "expiresAt": nullable(S)},
+                        ("token", "user", "csrf_token")),
+        "Session": obj({"id": S, "created_at": nullable(S), "last_used_at": nullable(S), "expires_at": nullable(S),
+                        "current": B, "user_agent": S, "ip": S}, ("id", "created_at", "current")),
+        "Registration": obj({"enabled": B}, ("enabled",)),
+        "UserPage": obj({"items": arr({"allOf": [ref("User"), obj({"tokens": I, "spend_month_usd": N},
+                                                                  ("tokens", "spend_month_usd"))]}),
+                         "total": I}, ("items", "total")),
+        "CreateUserRequest": obj({"email": {"type": "string", "maxLength": 254}, "plan": {"enum": TIERS},
+                                  "role": {"enum": ["admin", "user"]}, "password": {"type": "string", "maxLength": 1024}},
+                                 ("email", "plan")),
+        "CreatedUser": obj({"user": ref("User"), "invite_token": S}, ("user",)),
         "Seed004Error": {"anyOf": [obj({"error": obj({"code": I, "message": S, "type": S, "details": {"type": "object"}},
                                                      ("code", "message", "type"))}, ("error",)), ref("OpenAIError")]},
     }
@@ -278,6 +346,20 @@ def document(version: str) -> dict[str, Any]:
         "/v1/embeddings": {"post": op("createEmbedding", "OpenAI embeddings", USER,
                                       responses({200: ref("EmbeddingList")}, "OpenAIError", CHAT_ERRORS),
                                       ref("EmbeddingRequest"))},
+        "/v1/responses": {
+            "post": op("createResponse", "OpenAI Responses API (stream or not; previous_response_id)", USER,
+                       responses({200: ref("Response")}, "OpenAIError", CHAT_ERRORS, sse=ref("ResponsesEvent")),
+                       ref("ResponsesRequest"), key_header, examples=RESPONSES_EXAMPLES),
+            "get": op("responsesWebSocket", "Codex's WebSocket transport: refused at once (426), use POST", USER,
+                      {"426": {"description": "No WebSocket transport here", "content": {
+                          "application/json": {"schema": ref("OpenAIError")}}}})},
+        "/v1/responses/{id}": {
+            "get": op("getResponse", "One of the caller's stored responses", USER,
+                      responses({200: ref("Response")}, "OpenAIError", (401, 403, 404, 429, 503)),
+                      params=[param("id", "path", {"type": "string", "minLength": 1})]),
+            "delete": op("deleteResponse", "Delete one of the caller's stored responses", USER,
+                         responses({200: ref("ResponseDeleted")}, "OpenAIError", (401, 403, 404, 429, 503)),
+                         params=[param("id", "path", {"type": "string", "minLength": 1})])},
         "/v1/models": {"get": op("listModels", "Routable models (OpenAI shape)", USER,
                                  responses({200: ref("ModelList")}, "OpenAIError", (401, 403, 429, 503)), params=key_header)},
         "/v1/models/{id}": {"get": op("getModel", "One model (OpenAI shape)", USER,
@@ -298,6 +380,13 @@ def document(version: str) -> dict[str, Any]:
                                   ref("QuickRequest"))},
         "/api/models": {"get": op("apiModels", "Seed 000 model list", USER,
                                   responses({200: ref("ApiModelList")}, "ApiError", (401, 403, 429, 503)))},
+        "/api/models/load": {"post": op("loadModel", "Seed 000: load a model (gguf file, Ollama library, OpenAI-compatible URL)",
+                                        USER + ADMIN, responses({201: ref("LoadedModel")}, "ApiError",
+                                                                (400, 401, 403, 404, 409, 413, 429, 503)),
+                                        ref("LoadModelRequest"))},
+        "/api/models/{name}": {"delete": op("unloadModel", "Remove a loaded model from routing (calls under way finish)",
+                                            USER + ADMIN, responses({200: ref("UnloadedModel")}, "ApiError", (401, 403, 404, 429)),
+                                            params=[param("name", "path", {"type": "string", "minLength": 1})])},
         "/api/admin/keys": {
             "post": op("createApiKey", "Issue an API key (shown once)", ADMIN,
                        responses({201: ref("CreatedKey")}, "ApiError", (400, 401, 403, 413)), ref("CreateKeyRequest"),
@@ -312,6 +401,27 @@ def document(version: str) -> dict[str, Any]:
         "/api/admin/keys/{id}": {"delete": op("revokeApiKey", "Revoke an API key", ADMIN,
                                               responses({200: ref("Revoked")}, "ApiError", (401, 403, 404)),
                                               params=[param("id", "path", {"type": "string", "minLength": 1})])},
+        "/api/auth/login": {"post": op("login", "Sign in (email and password, or the admin key); sets the console cookies",
+                                       [], responses({200: ref("SignedIn")}, "Seed001Error", (400, 401, 403, 413, 429)),
+                                       ref("LoginRequest"))},
+        "/api/auth/me": {"get": op("getMe", "The account of the current session or token", USER,
+                                   responses({200: ref("User")}, "Seed001Error", (401, 403)))},
+        "/api/auth/sessions": {"get": op("listSessions", "The caller's live sessions, with last use", USER,
+                                         responses({200: arr(ref("Session"))}, "Seed001Error", (401, 403)))},
+        "/api/auth/registration": {"get": op("getRegistration", "Whether sign-up is open", [],
+                                             responses({200: ref("Registration")}, "Seed001Error", ()))},
+        "/api/admin/users": {
+            "get": op("listUsers", "Users: search by email, filter by plan/role/state, pages", ADMIN,
+                      responses({200: ref("UserPage")}, "Seed001Error", (400, 401, 403)), params=[
+                          param("q", "query", {"type": "string", "maxLength": 254}), param("plan", "query", {"enum": TIERS}),
+                          param("role", "query", {"enum": ["admin", "user"]}),
+                          param("state", "query", {"enum": ["active", "suspended", "deleted"]}),
+                          param("limit", "query", {"type": "integer", "minimum": 0, "maximum": 500}),
+                          param("offset", "query", {"type": "integer", "minimum": 0})]),
+            "post": op("createUser", "Create a user in a plan (an invite token when no password)", ADMIN,
+                       responses({201: ref("CreatedUser")}, "Seed001Error", (400, 401, 403, 409, 413)),
+                       ref("CreateUserRequest")),
+        },
         "/api/admin/stats": {"get": op("adminStats", "Totals from the ledger", ADMIN,
                                        responses({200: ref("Stats")}, "ApiError", (401, 403)))},
         "/api/admin/usage": {"get": op("adminUsage", "The ledger, newest first", ADMIN,

@@ -22,7 +22,11 @@ class BridgeSettings:
     request_timeout_s: float = 600.0
     stream_stall_s: float = 60.0
     cors_origins: tuple[str, ...] = ()
+    cookie_secure: bool = False  # the console's cookies carry Secure (behind TLS)
     version: str = "0.1.0"
+    environment: str = "development"  # seed 004's NODE_ENV, shown in /health
+    ws_heartbeat_s: float = 30.0  # seed 004's WS_HEARTBEAT_INTERVAL
+    ws_max_connections: int = 1000  # seed 004's WS_MAX_CONNECTIONS: open sockets at once
 
     @classmethod
     def from_env(cls) -> "BridgeSettings":
@@ -37,4 +41,8 @@ class BridgeSettings:
             request_timeout_s=float(env.get("TOLLGATE_REQUEST_TIMEOUT_S") or 600.0),
             stream_stall_s=float(env.get("TOLLGATE_STREAM_STALL_S") or 60.0),
             cors_origins=tuple(o for o in (env.get("TOLLGATE_CORS_ORIGINS") or "").split(",") if o),
+            environment=env.get("NODE_ENV") or env.get("TOLLGATE_ENVIRONMENT") or "development",
+            ws_heartbeat_s=float(env.get("WS_HEARTBEAT_INTERVAL") or 30000) / 1000.0,
+            ws_max_connections=int(env.get("WS_MAX_CONNECTIONS") or env.get("TOLLGATE_WS_MAX_CONNECTIONS") or 1000),
+            cookie_secure=(env.get("TOLLGATE_COOKIE_SECURE") or "").lower() in ("1", "true", "yes", "on"),
         )

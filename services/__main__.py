@@ -5,22 +5,29 @@ SIGTERM / SIGINT drain gracefully: health goes NOT_SERVING at once, new calls ge
 UNAVAILABLE with Retry-After, in-flight streams may finish within `shutdown_grace_s`, then
 whatever is left is cancelled (its ledger rows say `shutdown`), the ledger is flushed and
 the process exits 0.
+
+With `workers = N` (or `--workers N`, N > 1) this process is instead the supervisor of N such
+processes on the same ports (services/supervisor.py); it forwards SIGTERM and restarts a worker
+that dies.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
+import os
 import signal
 import sys
 
-from services.app import App
-from services.config.load import load_config, with_demo
+from services.auth.sealing import SealError
+from services.auth.secrets import SecretMismatch
+from services.config.load import check_workers, load_config, with_demo
 from services.config.schema import Config, ConfigError
-from services.heap import settle_heap
+from tollgate.heap import settle_heap
 from services.logs import setup_logging
-from services.runtime import Runtime
+from services.supervisor import Supervisor, die_with_parent, tell_ready
 
 log = logging.getLogger("tollgate")
 
@@ -31,19 +38,22 @@ def secrets_of(cfg: Config) -> list[str]:
     return [s for s in out if s]
 
 
-def banner(app: App, grpc_port: int, http_addr: str) -> str:
-    cfg = app.config
+def banner(http_addr: str, grpc_addr: str, admin: dict, cfg: Config, extra: str = "") -> str:
+    """The start-up lines; `admin` says where the admin key came from (and holds a generated one)."""
     lines = [
         "",
-        f"Tollgate is up: HTTP bridge http://{http_addr}  gRPC {cfg.grpc_addr.rsplit(':', 1)[0]}:{grpc_port}",
+        f"Tollgate is up: HTTP bridge http://{http_addr}  gRPC {grpc_addr}",
         "  providers: " + ", ".join(f"{p.name} ({p.kind}{', demo model, not a real LLM' if p.kind == 'demo' else ''})"
                                     for p in cfg.providers),
     ]
-    if app.admin_key.source == "generated":
+    lines.append(f"  console: open http://{http_addr}/ in a browser (the first account you create is the admin)")
+    if extra:
+        lines.append(extra)
+    if admin.get("source") == "generated":
         lines += [
-            f"  admin key (shown once; set TOLLGATE_ADMIN_KEY to choose your own): {app.admin_key.plaintext}",
+            f"  admin key (shown once; set TOLLGATE_ADMIN_KEY to choose your own): {admin.get('plaintext', '')}",
         ]
-    elif app.admin_key.source == "stored":
+    elif admin.get("source") == "stored":
         lines += ["  admin key: the one printed on first start (set TOLLGATE_ADMIN_KEY to replace it)"]
     else:
         lines += ["  admin key: from TOLLGATE_ADMIN_KEY / ADMIN_API_KEY"]
@@ -56,12 +66,20 @@ def banner(app: App, grpc_port: int, http_addr: str) -> str:
     return "\n".join(lines)
 
 
-async def serve(cfg: Config) -> int:
+async def serve(cfg: Config, ready_fd: int = -1) -> int:
+    """One gateway process; as a supervisor's worker (`ready_fd` >= 0) it tells the supervisor it
+    is up instead of printing the banner."""
+    from services.runtime import Runtime
+
     rt = Runtime(cfg)
     await rt.start()
     host = cfg.http_addr.rpartition(":")[0]
     settle_heap()
-    print(banner(rt.app, rt.grpc_port, f"{host}:{rt.http_port}"), flush=True)
+    admin = {"source": rt.app.admin_key.source, "plaintext": rt.app.admin_key.plaintext}
+    if ready_fd >= 0:
+        tell_ready(ready_fd, {"pid": os.getpid(), **admin})
+    else:
+        print(banner(f"{host}:{rt.http_port}", f"{cfg.grpc_addr.rsplit(':', 1)[0]}:{rt.grpc_port}", admin, cfg), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -76,13 +94,28 @@ async def serve(cfg: Config) -> int:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="tollgate-server", description="Tollgate LLM gateway: gRPC server + HTTP bridge")
     ap.add_argument("--config", help="path to tollgate.toml (default: $TOLLGATE_CONFIG or ./tollgate.toml)")
+    ap.add_argument("--workers", type=int, help="gateway processes on the same ports (default: the config's "
+                    "`workers`, 1); more than 1 needs redis_url")
+    ap.add_argument("--worker-of", type=int, default=0, help=argparse.SUPPRESS)  # set by services/supervisor.py
+    ap.add_argument("--ready-fd", type=int, default=-1, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.worker_of:
+        die_with_parent(args.worker_of)
     try:
         cfg = with_demo(load_config(args.config))
+        if args.workers is not None and not args.worker_of:
+            cfg = dataclasses.replace(cfg, workers=args.workers)
+            check_workers(cfg, "command line", "--workers")
     except ConfigError as e:
         print(f"tollgate: config error: {e}", file=sys.stderr)
         sys.exit(2)
     setup_logging(cfg.log_level, secrets_of(cfg))
+    if cfg.workers > 1 and not args.worker_of:
+        try:
+            sys.exit(Supervisor(cfg, args.config, lambda h, g, admin, extra: banner(h, g, admin, cfg, extra)).run())
+        except OSError as e:
+            print(f"tollgate: cannot start: {e}", file=sys.stderr)
+            sys.exit(1)
     try:
         import uvloop
 
@@ -90,10 +123,13 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         pass
     try:
-        code = asyncio.run(serve(cfg))
+        code = asyncio.run(serve(cfg, args.ready_fd))
     except OSError as e:
         print(f"tollgate: cannot start: {e}", file=sys.stderr)
         sys.exit(1)
+    except (SecretMismatch, SealError) as e:  # one line naming the secret's variable or file
+        print(f"tollgate: cannot start: {e}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(code)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from services.routing.router import AttemptRecord
+from services.routing.route_log import AttemptRecord
 from services.store.records import UsageRecord
 
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}

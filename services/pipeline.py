@@ -28,8 +28,9 @@ from services.limits.base import Decision
 from services.limits.quotas import Admission, Quotas, limit_metadata
 from services.metering.ledger import Ledger
 from services.metering.tokens import estimate_delta, estimate_prompt, estimate_text
-from services.providers.passthrough import Exchange, NativeRequest, Passthrough
-from services.routing.router import RouteLog, Router
+from services.routing.passthrough import Exchange, NativeRequest, Passthrough
+from services.routing.route_log import RouteLog
+from services.routing.router import Router
 from services.store.records import UsageRecord
 
 log = logging.getLogger("tollgate.pipeline")

@@ -40,12 +40,14 @@ class Runtime:
         from tollgate.client import TollgateClient
 
         await self.app.start()
-        self.grpc = GrpcServer(self.app, self.cfg.grpc_addr)
+        self.grpc = GrpcServer(self.app, self.cfg.grpc_addr, reuse_port=self.cfg.worker_id > 0)
         await self.grpc.start()
         self.grpc_port = self.grpc.port
         settings = BridgeSettings(http_addr=self.cfg.http_addr, max_body_bytes=self.cfg.max_body_bytes,
                                   request_timeout_s=self.cfg.request_timeout_s, cors_origins=self.cfg.cors_origins,
-                                  stream_stall_s=self.cfg.stream_stall_s)
+                                  stream_stall_s=self.cfg.stream_stall_s, cookie_secure=self.cfg.cookie_secure,
+                                  environment=self.cfg.environment, ws_heartbeat_s=self.cfg.ws_heartbeat_s,
+                                  ws_max_connections=self.cfg.ws_max_connections)
         self.bridge = make_app(settings, TollgateClient(local_channel(self.app)), ready=self.app.ready,
                                metrics=self.app.metrics.render)
         self.runner = web.AppRunner(self.bridge, handler_cancellation=True, access_log=None,
@@ -53,7 +55,9 @@ class Runtime:
                                     shutdown_timeout=self.cfg.shutdown_grace_s)
         await self.runner.setup()
         host, _, port = self.cfg.http_addr.rpartition(":")
-        self.site = web.TCPSite(self.runner, host.strip("[]"), int(port), reuse_address=True, backlog=1024)
+        # A supervisor's workers share the port (SO_REUSEPORT: the kernel spreads connections).
+        self.site = web.TCPSite(self.runner, host.strip("[]"), int(port), reuse_address=True, backlog=1024,
+                                reuse_port=self.cfg.worker_id > 0 or None)
         await self.site.start()
         self.http_port = self.runner.addresses[0][1]
 

@@ -1,4 +1,4 @@
-"""The grpc.aio server: the four servicers, health, reflection, and graceful stop.
+"""The grpc.aio server: the servicers, health, reflection, and graceful stop.
 
 The same servicer instances are also registered on an InProcessChannel, which the bridge
 uses by default; both paths run identical servicer code.
@@ -19,9 +19,13 @@ from services.rpc.inference import make_inference_servicer
 from services.rpc.keys import make_key_servicer
 from services.rpc.malformed import MalformedRequests
 from services.rpc.models import make_model_servicer
+from services.rpc.responses import make_responses_servicer
+from services.rpc.users import make_user_servicer
 from tollgate.inprocess import InProcessChannel
 from tollgate.v1 import admin_service_pb2, admin_service_pb2_grpc, inference_service_pb2, inference_service_pb2_grpc
 from tollgate.v1 import key_service_pb2, key_service_pb2_grpc, model_service_pb2, model_service_pb2_grpc
+from tollgate.v1 import responses_service_pb2, responses_service_pb2_grpc
+from tollgate.v1 import user_service_pb2, user_service_pb2_grpc
 
 log = logging.getLogger("tollgate.server")
 
@@ -30,16 +34,20 @@ SERVICE_NAMES = (
     model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
     key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
+    responses_service_pb2.DESCRIPTOR.services_by_name["ResponsesService"].full_name,
 )
 MAX_MESSAGE = 16 * 1024 * 1024
 
 
 def register_servicers(app: Any, target: Any) -> None:
-    """Adds the four servicers to a grpc.aio.Server or an InProcessChannel."""
+    """Adds the servicers to a grpc.aio.Server or an InProcessChannel."""
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(make_inference_servicer(app), target)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(make_model_servicer(app), target)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(make_key_servicer(app), target)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(make_admin_servicer(app), target)
+    user_service_pb2_grpc.add_UserServiceServicer_to_server(make_user_servicer(app), target)
+    responses_service_pb2_grpc.add_ResponsesServiceServicer_to_server(make_responses_servicer(app), target)
 
 
 def local_channel(app: Any) -> InProcessChannel:
@@ -49,13 +57,15 @@ def local_channel(app: Any) -> InProcessChannel:
 
 
 class GrpcServer:
-    def __init__(self, app: Any, address: str) -> None:
+    def __init__(self, app: Any, address: str, reuse_port: bool = False) -> None:
         self.app = app
         self.address = address
         self.server = grpc.aio.server(interceptors=[MalformedRequests()], options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ("grpc.so_reuseport", 0),
+            # Off for a lone process (a second one on a taken port must fail, not share it); on
+            # for a supervisor's workers, which share the port on purpose (services/supervisor.py).
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ])
         register_servicers(app, self.server)
         self.health = HealthServicer()

@@ -18,9 +18,11 @@ from google.rpc import error_details_pb2, status_pb2
 
 from tollgate.v1 import admin_service_pb2 as apb
 from tollgate.v1 import admin_service_pb2_grpc as apb_grpc
+from tollgate.v1 import user_service_pb2_grpc as upb_grpc
 from tollgate.v1 import chat_pb2
 from tollgate.v1 import inference_service_pb2 as ipb
 from tollgate.v1 import inference_service_pb2_grpc as ipb_grpc
+from tollgate.v1 import responses_service_pb2_grpc as rpb_grpc
 from tollgate.v1 import key_service_pb2_grpc as kpb_grpc
 from tollgate.v1 import model_service_pb2 as mpb
 from tollgate.v1 import model_service_pb2_grpc as mpb_grpc
@@ -76,13 +78,17 @@ class TollgateClient:
         self.models = mpb_grpc.ModelServiceStub(channel)
         self.keys = kpb_grpc.KeyServiceStub(channel)
         self.admin = apb_grpc.AdminServiceStub(channel)
+        self.users = upb_grpc.UserServiceStub(channel)
+        self.responses = rpb_grpc.ResponsesServiceStub(channel)
         # Inference calls carry the API key (metered as that key), admin calls the admin key.
         self._admin_md: tuple[tuple[str, str], ...] = (("x-admin-key", admin_key),) if admin_key else ()
         self._md: tuple[tuple[str, str], ...] = (("authorization", "Bearer " + api_key),) if api_key else self._admin_md
 
     @classmethod
     def connect(cls, address: str, api_key: str = "", admin_key: str = "") -> "TollgateClient":
-        options = [("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        # Issue 19 point 7: our own user agent first; grpc appends its own (it cannot be removed).
+        options = [("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                   ("grpc.primary_user_agent", "tollgate-client")]
         return cls(grpc.aio.insecure_channel(address, options=options), api_key, admin_key)
 
     async def close(self) -> None:

@@ -3,7 +3,7 @@
 The handler packs a ForwardRequest and relays the ForwardResponse stream: the head becomes the
 status and headers, each body message one write, so the caller gets bytes as the provider sends
 them. Which provider, which key, what is forwarded and how it is metered is decided in
-services/providers/passthrough.py. Errors before the head are OpenAI-shaped JSON; a failure after
+services/routing/passthrough.py. Errors before the head are OpenAI-shaped JSON; a failure after
 it ends the connection without the body's terminator, so the caller sees a truncated answer.
 """
 

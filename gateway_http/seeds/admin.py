@@ -19,7 +19,9 @@ def seed_error(info: RpcErrorInfo) -> web.Response:
     status = http_status(info)
     titles = {401: "API key required" if info.reason in ("API_KEY_REQUIRED", "ADMIN_KEY_REQUIRED") else "Invalid API key",
               403: "Forbidden", 404: "Not found", 429: "Rate limit exceeded", 400: "Validation error"}
-    body = {"error": titles.get(status, "Error"), "message": info.message, "code": info.reason}
+    # ACCOUNTS_API.md: a cookie write without its CSRF token is {"error": "csrf"}.
+    body = {"error": "csrf" if info.reason == "CSRF" else titles.get(status, "Error"), "message": info.message,
+            "code": info.reason}
     if "reset_time" in info.metadata:
         body["resetTime"] = info.metadata["reset_time"]
     if info.field_violations:

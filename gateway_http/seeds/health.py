@@ -23,7 +23,7 @@ async def health(request: web.Request) -> web.Response:
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "uptime": round(time.monotonic() - b.started_at, 3),
         "version": b.settings.version,
-        "environment": "production",
+        "environment": b.settings.environment,
     }, 503 if b.draining else 200)
 
 

@@ -261,7 +261,8 @@ async def list_models(request: web.Request) -> web.Response:
         limit = _int_query(request, "limit", 50, 1, MAX_LIMIT)
         offset = _int_query(request, "offset", 0, 0)
         q = request.query
-        call, page = await _list(request, mpb.ListModelsRequest(provider=q.get("provider", ""), search=q.get("search", ""),
+        # Seed 004's `provider` is the model's vendor ("openai" in "openai/gpt-4o"), not our provider instance.
+        call, page = await _list(request, mpb.ListModelsRequest(vendor=q.get("provider", ""), search=q.get("search", ""),
                                                                 page_size=limit, skip=offset))
         return {"data": [model_json(m) for m in page.models],
                 "pagination": {"total": page.total_size, "limit": limit, "offset": offset,
@@ -290,10 +291,10 @@ async def search_models(request: web.Request) -> web.Response:
 
 async def providers(request: web.Request) -> web.Response:
     async def build():
-        call = calls.client(request).models.ListProviders(mpb.ListProvidersRequest(), metadata=calls.metadata(request),
-                                                          timeout=calls.timeout(request))
+        call = calls.client(request).models.ListVendors(mpb.ListVendorsRequest(), metadata=calls.metadata(request),
+                                                        timeout=calls.timeout(request))
         resp = await call
-        return {"data": [p.name for p in resp.providers]}, call
+        return {"data": list(resp.vendors)}, call
     return await _render(build)
 
 
@@ -302,7 +303,7 @@ async def provider_models(request: web.Request) -> web.Response:
         name = request.match_info["provider"]
         models, token, call = [], "", None
         while True:
-            call, page = await _list(request, mpb.ListModelsRequest(provider=name, page_size=MAX_LIMIT, page_token=token))
+            call, page = await _list(request, mpb.ListModelsRequest(vendor=name, page_size=MAX_LIMIT, page_token=token))
             models += [model_json(m) for m in page.models]
             token = page.next_page_token
             if not token:

@@ -17,6 +17,7 @@ from aiohttp import web
 from grpc.aio import AioRpcError
 
 from gateway_http import calls
+from gateway_http.console import routes as console
 from gateway_http.errors import openai_error
 from gateway_http.state import BRIDGE
 from tollgate.client import error_info
@@ -66,12 +67,15 @@ def _remaining(used: int, limit: int) -> int | None:
 
 
 async def root(request: web.Request) -> web.Response:
+    if console.wants_html(request):  # a browser at / gets the console (issue 17); API clients keep the JSON
+        return await console.index(request)
+    # Seed 002: `curl http://localhost:8000/` answers without a key; ListProviders is public and
+    # carries nothing secret. The /router/* and /auth/* routes below stay protected.
     async def build():
-        _, provs = await _providers(request)
-        call, rs = await _router(request)
+        call, provs = await _providers(request)
         return {
             "message": "Tollgate - OpenAI API compatible LLM gateway", "service": "tollgate",
-            "version": request.app[BRIDGE].settings.version, "mode": "router", "strategy": rs.strategy,
+            "version": request.app[BRIDGE].settings.version, "mode": "router", "strategy": provs.strategy,
             "services_count": len(provs.providers),
             "services": [{"name": p.name, "type": p.kind, "priority": p.priority} for p in provs.providers],
             "links": LINKS,

@@ -1,5 +1,10 @@
 """Seed 001's user surface: /api/auth/*, /api/keys, /api/tokens, /api/usage, PUT /api/admin/registration.
 
+Issue 16 (ACCOUNTS_API.md): sign-in also sets the console's cookies (`tg_session` HttpOnly and
+`tg_csrf` readable, both SameSite=Strict, Secure when configured); logout, /api/auth/me, the
+session list, password change and GET /api/auth/registration are KeyService calls too. A write
+authenticated by the cookie without its CSRF token is refused by the core: 403 {"error": "csrf"}.
+
 Each handler parses the camelCase body, calls KeyService (or AdminService.SetRegistration) with
 the caller's credentials, and renders seed 001's shapes; every decision is the servicer's.
 Errors use seed 001's envelope: {"error": {"code": "VALIDATION_ERROR" | "UNAUTHORIZED" |
@@ -19,6 +24,7 @@ from grpc.aio import AioRpcError
 from gateway_http import calls
 from gateway_http.body import read_body
 from gateway_http.errors import BridgeError, error_headers, http_status
+from gateway_http.state import BRIDGE
 from gateway_http.seeds.admin import usage_json
 from gateway_http.seeds.api import CODES
 from tollgate.client import RpcErrorInfo, error_info
@@ -44,8 +50,16 @@ def _error(status: int, message: str, details: list[dict[str, str]] | None = Non
 
 
 def rpc_error(info: RpcErrorInfo) -> web.Response:
+    if info.reason == "CSRF":
+        return csrf_error(info)
     details = [{"field": f, "message": m} for f, m in info.field_violations]
     return _error(http_status(info), info.message, details, info.request_id, error_headers(info))
+
+
+def csrf_error(info: RpcErrorInfo) -> web.Response:
+    """ACCOUNTS_API.md's CSRF refusal: 403 {"error": "csrf", "message": …}."""
+    body = {"error": "csrf", "message": info.message, "code": "FORBIDDEN"}
+    return web.Response(status=403, body=orjson.dumps(body), content_type="application/json", headers=error_headers(info))
 
 
 def bad_request(e: BridgeError) -> web.Response:
@@ -60,8 +74,8 @@ def iso(epoch: float) -> str | None:
 
 
 async def _call(request: web.Request, method: Any, message: Any, status: int = 200,
-                render: Any = None) -> web.Response:
-    call = method(message, metadata=calls.metadata(request), timeout=calls.timeout(request))
+                render: Any = None, metadata: tuple[tuple[str, str], ...] = ()) -> web.Response:
+    call = method(message, metadata=calls.metadata(request) + metadata, timeout=calls.timeout(request))
     try:
         resp = await call
     except AioRpcError as e:
@@ -148,7 +162,50 @@ def _query_float(request: web.Request, name: str) -> float:
 # ------------------------------------------------------------------------------ renderers
 
 def user_json(u: kpb.User) -> dict[str, Any]:
-    return {"id": u.id, "email": u.email, "role": u.role, "tier": u.tier}
+    # "tier" is seed 001's word, "plan" ACCOUNTS_API.md's: the same value.
+    out: dict[str, Any] = {"id": u.id, "email": u.email, "role": u.role, "tier": u.tier, "plan": u.tier,
+                           "state": u.state or "active", "created_at": iso(u.created)}
+    if u.budget_usd_day:
+        out["budget_usd_day"] = u.budget_usd_day
+    if u.budget_usd_month:
+        out["budget_usd_month"] = u.budget_usd_month
+    return out
+
+
+def session_json(x: kpb.Session) -> dict[str, Any]:
+    return {"id": x.id, "created_at": iso(x.created_at), "last_used_at": iso(x.last_used_at),
+            "expires_at": iso(x.expires_at), "current": x.current, "user_agent": x.user_agent, "ip": x.ip}
+
+
+def signed_in(request: web.Request, r: Any, status: int) -> web.Response:
+    """A sign-in's answer: the body (token, user, csrf_token) and the console's two cookies."""
+    body = {"user": user_json(r.user), "token": r.session_token, "expiresAt": iso(r.expires_at),
+            "csrf_token": r.csrf_token}
+    out = _json(body, status)
+    secure = request.app[BRIDGE].settings.cookie_secure
+    max_age = max(0, int(r.expires_at - dt.datetime.now(dt.timezone.utc).timestamp()))
+    out.set_cookie(calls.SESSION_COOKIE, r.session_token, max_age=max_age, path="/", httponly=True,
+                   samesite="Strict", secure=secure)
+    out.set_cookie(calls.CSRF_COOKIE, r.csrf_token, max_age=max_age, path="/", httponly=False,
+                   samesite="Strict", secure=secure)
+    return out
+
+
+async def _sign_in(request: web.Request, method: Any, message: Any, status: int) -> web.Response:
+    call = method(message, metadata=calls.metadata(request) + calls.client_info(request), timeout=calls.timeout(request))
+    try:
+        resp = await call
+    except AioRpcError as e:
+        return rpc_error(error_info(e))
+    out = signed_in(request, resp, status)
+    await calls.copy_headers(call, out)
+    return out
+
+
+def _clear_cookies(out: web.Response) -> web.Response:
+    for name in (calls.SESSION_COOKIE, calls.CSRF_COOKIE):
+        out.del_cookie(name, path="/")
+    return out
 
 
 def key_json(k: kpb.ProviderKey) -> dict[str, Any]:
@@ -158,8 +215,12 @@ def key_json(k: kpb.ProviderKey) -> dict[str, Any]:
 
 
 def token_json(t: kpb.Token) -> dict[str, Any]:
-    return {"id": t.id, "name": t.name, "prefix": t.prefix, "createdAt": iso(t.created), "expiresAt": iso(t.expires_at),
-            "lastUsedAt": iso(t.last_used_at)}
+    out: dict[str, Any] = {"id": t.id, "name": t.name, "prefix": t.prefix, "createdAt": iso(t.created),
+                           "expiresAt": iso(t.expires_at), "lastUsedAt": iso(t.last_used_at)}
+    for name in ("rpm", "rpd", "tpd", "tpm_month", "budget_usd_day", "budget_usd_month"):  # issue 16: only when set
+        if v := getattr(t, name):
+            out[name] = v
+    return out
 
 
 # ------------------------------------------------------------------------------ handlers
@@ -170,18 +231,51 @@ async def register(request: web.Request) -> web.Response:
         msg = kpb.RegisterRequest(email=_str(body, "email"), password=_str(body, "password"))
     except BridgeError as e:
         return bad_request(e)
-    return await _call(request, calls.client(request).keys.Register, msg, 201,
-                       lambda r: {"user": user_json(r.user), "token": r.session_token})
+    return await _sign_in(request, calls.client(request).keys.Register, msg, 201)
 
 
 async def login(request: web.Request) -> web.Response:
     try:
         body = await _body(request)
-        msg = kpb.LoginRequest(email=_str(body, "email"), password=_str(body, "password"))
+        msg = kpb.LoginRequest(email=_str(body, "email"), password=_str(body, "password"),
+                               admin_key=_str(body, "admin_key", "adminKey"))
     except BridgeError as e:
         return bad_request(e)
-    return await _call(request, calls.client(request).keys.Login, msg, 200,
-                       lambda r: {"user": user_json(r.user), "token": r.session_token, "expiresAt": iso(r.expires_at)})
+    return await _sign_in(request, calls.client(request).keys.Login, msg, 200)
+
+
+async def logout(request: web.Request) -> web.Response:
+    out = await _call(request, calls.client(request).keys.Logout, kpb.LogoutRequest())
+    return _clear_cookies(out) if out.status == 204 else out
+
+
+async def me(request: web.Request) -> web.Response:
+    return await _call(request, calls.client(request).keys.GetMe, kpb.GetMeRequest(), 200, lambda r: user_json(r.user))
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    return await _call(request, calls.client(request).keys.ListSessions, kpb.ListSessionsRequest(), 200,
+                       lambda r: [session_json(x) for x in r.sessions])
+
+
+async def revoke_session(request: web.Request) -> web.Response:
+    msg = kpb.RevokeSessionRequest(id=request.match_info["id"])
+    return await _call(request, calls.client(request).keys.RevokeSession, msg)
+
+
+async def change_password(request: web.Request) -> web.Response:
+    try:
+        body = await _body(request)
+        msg = kpb.ChangePasswordRequest(current_password=_str(body, "current_password", "currentPassword"),
+                                        new_password=_str(body, "new_password", "newPassword"))
+    except BridgeError as e:
+        return bad_request(e)
+    return await _call(request, calls.client(request).keys.ChangePassword, msg)
+
+
+async def registration(request: web.Request) -> web.Response:
+    return await _call(request, calls.client(request).keys.GetRegistration, kpb.GetRegistrationRequest(), 200,
+                       lambda r: {"enabled": r.enabled})
 
 
 async def list_keys(request: web.Request) -> web.Response:
@@ -219,13 +313,19 @@ async def create_token(request: web.Request) -> web.Response:
         ttl = _int(body, "ttlSeconds", "ttl_seconds", lo=0)
         if not ttl and body.get("expiresInDays") is not None:  # seed 001's own field
             ttl = _int(body, "expiresInDays", lo=0, hi=3650) * 86400
-        msg = kpb.CreateTokenRequest(name=_str(body, "name"), ttl_seconds=ttl)
+        own = {n: _int(body, n, lo=0, hi=2**53) for n in ("rpm", "rpd", "tpd", "tpm_month")}
+        for n in ("budget_usd_day", "budget_usd_month"):
+            v = body.get(n)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or not 0 <= v <= 1e9):
+                raise BridgeError(400, f"'{n}' must be a number of USD from 0 to 1000000000.", param=n)
+            own[n] = float(v or 0)
+        msg = kpb.CreateTokenRequest(name=_str(body, "name"), ttl_seconds=ttl, **own)
     except BridgeError as e:
         return bad_request(e)
 
     def render(r: kpb.CreateTokenResponse) -> dict[str, Any]:
-        return {"id": r.token.id, "name": r.token.name, "prefix": r.token.prefix, "token": r.secret,
-                "createdAt": iso(r.token.created), "expiresAt": iso(r.token.expires_at)}
+        # ACCOUNTS_API.md calls the one-time plaintext `key`; seed 001 calls it `token`: both.
+        return {**token_json(r.token), "token": r.secret, "key": r.secret}
 
     return await _call(request, calls.client(request).keys.CreateToken, msg, 201, render)
 
@@ -263,6 +363,12 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_post("/api/auth/register", register)
     r.add_post("/api/auth/login", login)
+    r.add_post("/api/auth/logout", logout)
+    r.add_get("/api/auth/me", me)
+    r.add_get("/api/auth/sessions", list_sessions)
+    r.add_delete("/api/auth/sessions/{id}", revoke_session)
+    r.add_put("/api/auth/password", change_password)
+    r.add_get("/api/auth/registration", registration)
     r.add_get("/api/keys", list_keys)
     r.add_post("/api/keys", create_key)
     r.add_delete("/api/keys/{id}", delete_key)

@@ -12,6 +12,12 @@ Session tokens (`tgs_…`, sessions.py, issue 7) are checked by signature and ex
 account behind one is read through the same kind of one-second cache, so disabling a user or
 taking away the admin role reaches every replica within a second. A session of an admin user
 passes admin-only routes; any other valid session is a user (PERMISSION_DENIED there).
+
+Issue 16: each session token names its row in the sessions table; the row is read through the
+same one-second cache, so a logout or a revocation reaches every replica within a second. The
+operator's session (signed in with the admin key) is the admin principal. A browser's session
+arrives from the bridge's cookie together with `x-tollgate-csrf` metadata on writes; that value
+must be the session's CSRF token (PERMISSION_DENIED, reason CSRF, otherwise).
 """
 
 from __future__ import annotations
@@ -31,13 +37,16 @@ from services.auth.sessions import Sessions
 from services.clock import Clock
 from services.config.schema import Config, StaticKey
 from services.core.errors import PermissionDenied, Unauthenticated
-from services.store.records import ApiKeyRecord, UserRecord
+from services.store.records import STATE_SUSPENDED, ApiKeyRecord, SessionRecord, UserRecord
 
 log = logging.getLogger("tollgate.auth")
 
 CACHE_TTL_S = 1.0
 MAX_CACHE = 100_000
 MISSING = "Provide an API key via Authorization: Bearer <key> or X-API-Key header"
+OPERATOR = "operator"  # the user id of the admin key's console sessions
+CSRF_METADATA = "x-tollgate-csrf"  # set by the bridge on cookie-authenticated writes only
+TOUCH_EVERY_S = 60.0  # a session's last_used_at is accurate to this, at one write per period
 
 
 @dataclass(slots=True)
@@ -84,6 +93,7 @@ class Authenticator:
         self.load_static(cfg.static_keys)
         self.sessions = sessions  # None: session tokens are not accepted
         self._accounts: OrderedDict[str, tuple[float, UserRecord | None]] = OrderedDict()
+        self._session_rows: OrderedDict[str, tuple[float, SessionRecord | None]] = OrderedDict()
 
     @property
     def pepper(self) -> bytes:
@@ -116,6 +126,7 @@ class Authenticator:
             self._inflight.clear()
             self._accounts.clear()
             self._principals.clear()
+            self._session_rows.clear()
         else:
             self._cache.pop(key_hash, None)
             self._inflight.pop(key_hash, None)
@@ -150,6 +161,10 @@ class Authenticator:
             # exactly as before (a static AUTH_KEY may even start with "tgs_").
             p = await self._session(key)
             if p is not None:
+                csrf = md.get(CSRF_METADATA)
+                if csrf is not None and not self.sessions.csrf_ok(p.session_id, csrf):
+                    raise PermissionDenied("This write came with the session cookie but without its CSRF token "
+                                           "(send it in the X-CSRF-Token header)", reason="CSRF")
                 if admin_only and not p.is_admin:
                     raise PermissionDenied("This route needs the admin key", reason="ADMIN_ONLY")
                 return p
@@ -175,7 +190,7 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit is not None and (rec := hit[1]) is not None and self.clock.monotonic() - hit[0] < CACHE_TTL_S:
             built = self._principals.get(digest)
-            if (built is not None and built[0] is rec and digest not in self._static
+            if (built is not None and built[0] is rec and digest not in self._static and rec.owner_state != STATE_SUSPENDED
                     and not (rec.expires_at and rec.expires_at <= self.clock.now())):
                 self.stats.successes += 1
                 return built[1]
@@ -195,12 +210,15 @@ class Authenticator:
         if rec is None:
             self.stats.failures += 1
             raise Unauthenticated("Invalid API key", reason="INVALID_API_KEY")
+        if rec.owner_state == STATE_SUSPENDED:
+            raise PermissionDenied("This account is suspended; contact the operator", reason="ACCOUNT_SUSPENDED")
         self.stats.successes += 1
         hit = self._principals.get(digest)
         if hit is not None and hit[0] is rec:
             return hit[1]
+        own = (rec.rpm, rec.rpd, rec.tpd, rec.tpm_month)
         p = Principal(rec.id, "token" if rec.kind == "token" else "api_key", rec.tier or self.cfg.default_tier,
-                      user_id=rec.user_id or "", name=rec.name)
+                      user_id=rec.user_id or "", name=rec.name, own=own if any(own) else ())
         if len(self._principals) >= MAX_CACHE:
             self._principals.clear()
         self._principals[digest] = (rec, p)
@@ -208,16 +226,46 @@ class Authenticator:
 
     async def _session(self, token: str) -> Principal | None:
         s = self.sessions.verify(token) if self.sessions is not None else None
-        if s is None:
+        if s is None or not s.session_id:
             return None
+        row = await self._session_row(s.session_id)
+        if row is None or row.user_id != s.user_id or not row.live(self.clock.now()):
+            return None  # logged out, revoked, or a row that does not match the token
+        if s.user_id == OPERATOR:
+            self.stats.successes += 1
+            return Principal("admin", "admin", "unlimited", role="admin", name=OPERATOR, session_id=s.session_id)
         user = await self._account(s.user_id)
+        if user is not None and user.state == STATE_SUSPENDED:
+            raise PermissionDenied("This account is suspended; contact the operator", reason="ACCOUNT_SUSPENDED")
         if user is None or user.disabled:
             return None
         # The lesser of the token's role and the account's: a demoted admin loses admin within a second.
         role = "admin" if s.role == "admin" and user.role == "admin" else "user"
         self.stats.successes += 1
         return Principal(user.id, "session", user.tier or self.cfg.default_tier, user_id=user.id, role=role,
-                         name=user.id)
+                         name=user.id, session_id=s.session_id)
+
+    async def _session_row(self, session_id: str) -> SessionRecord | None:
+        now = self.clock.monotonic()
+        hit = self._session_rows.get(session_id)
+        if hit is not None and now - hit[0] < CACHE_TTL_S:
+            return hit[1]
+        row = await self.store.get_session(session_id)
+        wall = self.clock.now()
+        if row is not None and row.live(wall) and (row.last_used_at is None or wall - row.last_used_at >= TOUCH_EVERY_S):
+            # At most one write per session per TOUCH_EVERY_S per replica: "last used" to the minute.
+            await self.store.touch_session(session_id)
+            row.last_used_at = wall
+        self._session_rows[session_id] = (now, row)
+        self._session_rows.move_to_end(session_id)
+        if len(self._session_rows) > MAX_CACHE:
+            self._session_rows.popitem(last=False)
+        return row
+
+    def forget_sessions(self) -> None:
+        """Drop cached session rows and accounts (after a revocation here: effective at once)."""
+        self._session_rows.clear()
+        self._accounts.clear()
 
     async def _account(self, user_id: str) -> UserRecord | None:
         now = self.clock.monotonic()

@@ -13,6 +13,8 @@ class Principal:
     user_id: str = ""
     role: str = "user"  # "admin" for the admin key and admin users
     name: str = ""
+    session_id: str = ""  # the session row behind a `tgs_` token (issue 16), else ""
+    own: tuple[int, int, int, int] = ()  # a token's own (rpm, rpd, tpd, tpm_month), tighter than its plan
 
     @property
     def is_admin(self) -> bool:
@@ -20,5 +22,8 @@ class Principal:
 
     @property
     def subject(self) -> str:
-        """The limiter subject: quotas are per API key (seed 000)."""
+        """The limiter subject: a user's plan is shared by all of that user's tokens and sessions
+        (issue 16); a key with no user (seed 000's admin API, static keys) has its own limits."""
+        if self.user_id and self.kind in ("token", "session"):
+            return "u:" + self.user_id
         return "ak:" + self.key_id

@@ -8,6 +8,8 @@ created once and reused on every restart.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import stat
 
@@ -25,6 +27,17 @@ PURPOSE_SESSION = "session"
 # replica); they only separate Tollgate's use of a value from any other use of it.
 _ENV_SALT = b"tollgate/secret-key/v1"
 _DERIVE_SALT = b"tollgate/derive/v1"
+
+
+class SecretMismatch(RuntimeError):
+    """The server secret is not the one the database was first started with (Store.start)."""
+
+
+def secret_fingerprint(pepper: bytes) -> str:
+    """A MAC of a constant under a key derived from the server secret (through the API-key pepper):
+    equal for equal secrets, says nothing about the secret. Stored at first start, compared after."""
+    check_key = hmac.new(pepper, b"tollgate/v1/secret-fingerprint-key", hashlib.sha256).digest()
+    return "v1:" + hmac.new(check_key, b"tollgate secret fingerprint", hashlib.sha256).hexdigest()
 
 
 def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:

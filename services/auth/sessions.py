@@ -6,9 +6,13 @@ signature is HMAC-SHA256 over `tgs_<payload>` with `derive(secret, "session")`, 
 minted by one replica verifies on every replica sharing the secret. Verification recomputes
 the MAC and compares with `hmac.compare_digest` before it reads a byte of the payload (F4).
 
-A token alone cannot be revoked; the authenticator therefore also checks the account (cached
-one second, like API keys): a disabled or deleted user, or an admin who lost the role, stops
-being honoured within a second. A token never appears in a log line or an error message.
+Issue 16: a token also names its session row (`"s"`), which the authenticator reads through a
+one-second cache, so logging out (or any revocation) is honoured on every replica within a
+second; a token without a session id is refused there. The authenticator also checks the
+account (cached one second, like API keys): a disabled or deleted user, or an admin who lost
+the role, stops being honoured within a second. The CSRF token of a browser session is an HMAC
+of its session id under the same key, so every replica can check it without a lookup. A token
+never appears in a log line or an error message.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Session:
     role: str
     expires_at: float
     issued_at: float
+    session_id: str = ""
 
 
 def looks_like_session(token: str) -> bool:
@@ -62,14 +67,17 @@ class Sessions:
     def __repr__(self) -> str:  # never the key
         return f"Sessions(ttl_s={self.ttl_s})"
 
-    def issue(self, user_id: str, role: str, ttl_s: float | None = None, now: float | None = None) -> tuple[str, float]:
+    def issue(self, user_id: str, role: str, ttl_s: float | None = None, now: float | None = None,
+              session_id: str = "") -> tuple[str, float]:
         """A new token for `user_id` and its expiry (epoch seconds)."""
         if not user_id or role not in ROLES:
             raise ValueError("Sessions.issue: a user id and a role of 'admin' or 'user' are required")
         issued = self._clock.now() if now is None else now
         expires = issued + (self.ttl_s if ttl_s is None else ttl_s)
-        payload = json.dumps({"v": _VERSION, "u": user_id, "r": role, "e": int(expires), "i": int(issued),
-                              "n": os.urandom(6).hex()}, separators=(",", ":"), sort_keys=True)
+        claims = {"v": _VERSION, "u": user_id, "r": role, "e": int(expires), "i": int(issued), "n": os.urandom(6).hex()}
+        if session_id:
+            claims["s"] = session_id
+        payload = json.dumps(claims, separators=(",", ":"), sort_keys=True)
         body = PREFIX + _b64(payload.encode("utf-8"))
         return f"{body}.{_b64(self._mac(body))}", float(int(expires))
 
@@ -96,7 +104,17 @@ class Sessions:
             return None
         if expires <= self._clock.now():
             return None
-        return Session(user_id=user_id, role=role, expires_at=float(expires), issued_at=float(issued))
+        sid = claims.get("s", "")
+        if not isinstance(sid, str):
+            return None
+        return Session(user_id=user_id, role=role, expires_at=float(expires), issued_at=float(issued), session_id=sid)
+
+    def csrf(self, session_id: str) -> str:
+        """The CSRF token of a session: derived, so any replica checks it without a lookup."""
+        return _b64(hmac.new(self._key, b"csrf|" + session_id.encode("utf-8"), hashlib.sha256).digest())[:32]
+
+    def csrf_ok(self, session_id: str, presented: str) -> bool:
+        return bool(presented) and hmac.compare_digest(self.csrf(session_id), presented)
 
     def _mac(self, body: str) -> bytes:
         return hmac.new(self._key, body.encode("ascii"), hashlib.sha256).digest()

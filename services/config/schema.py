@@ -9,6 +9,8 @@ class ConfigError(Exception):
     """A bad setting: names where it came from, which field, and what is wrong (one line)."""
 
     def __init__(self, source: str, field_name: str, problem: str) -> None:
+        # `field_name` is the name the user wrote: "server.grpc_addr", "ROUTER_SERVICES[0].backend_type",
+        # "ROUTING_STRATEGY"; "-" when the whole source is bad (unreadable file, not JSON).
         super().__init__(f"{source}: {field_name}: {problem}")
         self.source = source
         self.field_name = field_name
@@ -48,6 +50,7 @@ class TierConfig:
     tpd: int = 0
     tpm_month: int = 0
     description: str = ""
+    load_models: bool = False  # keys of this tier may load models (seed 000 /api/models/load); admins always may
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +89,29 @@ class Config:
     retry_after_wait_max_s: float = 5.0  # Retry-After up to this: wait and retry; above: fail over
     shutdown_grace_s: float = 30.0
     ledger_flush_s: float = 0.5
+    responses_ttl_s: float = 30 * 86400.0  # stored Responses API responses expire after this (OpenAI keeps 30 days)
+    responses_max_per_caller: int = 10_000  # stored responses per caller; past it the oldest go
     demo: str = "auto"  # auto: the demo provider serves when no real provider is configured
     providers: tuple[ProviderConfig, ...] = ()
     tiers: tuple[TierConfig, ...] = ()
     cors_origins: tuple[str, ...] = ()
+    cookie_secure: bool = False  # console cookies carry Secure: set it when served behind TLS
     test_hooks: bool = False
     log_level: str = "INFO"
     bridge_target: str = ""  # bridge alone: the remote gRPC address; "" = in-process
+    # Seed 004's "open mode": inference, the model catalogue and /ws answer without a key, under
+    # per-IP limits instead (docs/open-mode.md says the risks). Off unless set.
+    open_mode: bool = False
+    open_window_s: float = 900.0  # RATE_LIMIT_WINDOW_MS / 1000
+    open_max_requests: int = 100  # RATE_LIMIT_MAX_REQUESTS: per IP per window, every open route
+    open_inference_max: int = 50  # per IP per window, /api/v1/inference(/stream) and /ws requests
+    open_ws_per_minute: int = 5  # new WebSocket connections per IP per minute
+    ws_max_connections: int = 1000  # WS_MAX_CONNECTIONS: open WebSockets at once, all callers
+    ws_heartbeat_s: float = 30.0  # WS_HEARTBEAT_INTERVAL / 1000
+    max_concurrent_requests: int = 100  # MAX_CONCURRENT_REQUESTS: open-mode calls in flight at once (503 past it)
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
+    environment: str = "development"  # NODE_ENV, reported in /health
+    model_dir: str = ""  # where gguf sources are read from ("" = <data_dir>/models)
+    workers: int = 1  # gateway processes on the same ports (SO_REUSEPORT), > 1 needs redis_url
+    worker_id: int = 0  # set by the supervisor for each worker it starts (0 = no supervisor)
     source: str = "defaults"

@@ -4,7 +4,13 @@ RELIABILITY C4. Every primary call is bounded by `timeout_s` (longer only while 
 other calls: a busy host, not a dead Redis), so a paused Redis costs a request at most that much
 once; after a failure the limiter is "down" and requests go straight to the fallback, while at most
 one probe per `probe_every_s` asks the primary whether it is back; the first answer switches back
-at once.
+at once. The probe runs on a fresh connection: the pool's connections from before the outage are
+dropped first, or each would fail once under the next burst and send the gateway back to local
+limits (issue 15 point 1: a 60/min key let 100 of 100 through after Redis came back). For the
+same reason a connection error (not a timeout) while up is not taken as the backend failing
+until the call failed again on a fresh connection: the idle connections are dropped and the call
+is tried once more. A hit or reservation whose reply was lost may so count twice; that errs
+towards refusing, where falling back would admit every gateway's local allowance.
 
 - "open" (C4 "local", envoyproxy/ratelimit's default): decisions come from the in-process
   MemoryLimiter, so each gateway still enforces every limit on its own and keeps serving.
@@ -26,7 +32,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError
 
 from services.clock import Clock, SystemClock
 from services.core.errors import Unavailable
@@ -42,6 +49,10 @@ log = logging.getLogger(__name__)
 # What "the backend failed" looks like: Redis errors (refused, reset, too busy, read-only replica),
 # socket errors, and our own timeout. Anything else is a bug and propagates.
 BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
+# Errors of a connection that broke (perhaps long before this call: a restarted Redis), worth one
+# more try on a fresh connection before the backend counts as down. Never a timeout: a paused
+# Redis must still cost a request one timeout_s, not two.
+STALE_ERRORS = (RedisConnectionError, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 # How many times timeout_s a call may wait while the backend keeps answering others (_bounded).
 SLOW_FACTOR = 40
 # How many looks of the event loop the first timeout_s is split into (_bounded).
@@ -186,6 +197,12 @@ class FailoverLimiter:
             try:
                 return await self._bounded(primary())
             except BACKEND_ERRORS as exc:
+                if self._up and _stale(exc):
+                    try:
+                        await self._primary.drop_connections(in_use=False)
+                        return await self._bounded(primary())
+                    except BACKEND_ERRORS as again:
+                        exc = again
                 self._set_up(False, exc)
         if self.mode == "open":
             return await local()
@@ -213,6 +230,9 @@ class FailoverLimiter:
             return False
         self._last_probe = now  # before the await: concurrent callers don't probe too
         try:
+            # Nothing uses the primary while it is down, so every connection is from before the
+            # outage: drop them all, and the probe (then each call) starts on a fresh one.
+            await asyncio.wait_for(self._primary.drop_connections(in_use=True), self._timeout_s)
             ok = await asyncio.wait_for(self._primary.healthy(), self._timeout_s)
         except BACKEND_ERRORS:
             ok = False
@@ -234,3 +254,7 @@ class FailoverLimiter:
                 self._on_state_change(up)
             except Exception:  # a metrics hook must not break limiting
                 log.exception("limiter on_state_change hook failed")
+
+
+def _stale(exc: BaseException) -> bool:
+    return isinstance(exc, STALE_ERRORS) and not isinstance(exc, (TimeoutError, RedisTimeoutError))

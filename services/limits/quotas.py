@@ -55,9 +55,9 @@ MAX_INFLIGHT = 32  # limiter calls in flight per gateway (the Redis pool holds 6
 class History(Protocol):
     """What counters are rebuilt from: the ledger (metering/ledger.py)."""
 
-    async def tokens_since(self, key_id: str, since: float, until: float | None = None) -> int: ...
+    async def tokens_since(self, key_id: str, since: float, until: float | None = None, by_user: bool = False) -> int: ...
 
-    async def requests_since(self, key_id: str, since: float, until: float | None = None) -> int: ...
+    async def requests_since(self, key_id: str, since: float, until: float | None = None, by_user: bool = False) -> int: ...
 
 
 @dataclass(slots=True)
@@ -95,6 +95,8 @@ class Quotas:
 
     def set_tiers(self, tiers: dict[str, TierConfig], tz: str) -> None:
         self.tiers = tiers
+        self._tz = tz
+        self._own_rules: dict[tuple, tuple[tuple[Rule, ...], tuple[Rule, ...]]] = {}
         for t in tiers.values():
             req = []
             if t.rpm:
@@ -122,17 +124,38 @@ class Quotas:
     def request_rules(self, tier: str) -> tuple[Rule, ...]:
         return self._request_rules.get(tier, ())
 
+    def rules_for(self, p: Principal) -> tuple[tuple[Rule, ...], tuple[Rule, ...]]:
+        """(request rules, token rules) of a caller: its plan's, plus a token's own tighter limits
+        (issue 16). The token's own counters live under the same subject (the user), named
+        `k.<key id>.<rule>`, so one limiter call checks both and both must admit."""
+        req, tok = self._request_rules.get(p.tier, ()), self._token_rules.get(p.tier, ())
+        if not p.own:
+            return req, tok
+        cache_key = (p.tier, p.key_id, p.own)
+        hit = self._own_rules.get(cache_key)
+        if hit is None:
+            rpm, rpd, tpd, tpm_month = p.own
+            tz = self._tz
+            pre = f"k.{p.key_id}."
+            own_req = ((Rule(pre + "rpm", rpm, window_s=60.0),) if rpm else ()) + \
+                      ((Rule(pre + "rpd", rpd, period="day", tz=tz),) if rpd else ())
+            own_tok = ((Rule(pre + "tpd", tpd, period="day", tz=tz),) if tpd else ()) + \
+                      ((Rule(pre + "tpm_month", tpm_month, period="month", tz=tz),) if tpm_month else ())
+            if len(self._own_rules) > 10_000:
+                self._own_rules.clear()
+            hit = self._own_rules[cache_key] = (req + own_req, tok + own_tok)
+        return hit
+
     def token_rules(self, tier: str) -> tuple[Rule, ...]:
         return self._token_rules.get(tier, ())
 
     async def admit(self, p: Principal, token_estimate: int, started_at: float | None = None) -> Admission:
         """Counts the request and reserves its token estimate; `started_at` (the ledger row's
         created_at) tells, should the counter turn out to be lost, which rows it already holds."""
-        rules = self._request_rules.get(p.tier, ())
+        rules, tok = self.rules_for(p) if p.own else (self._request_rules.get(p.tier, ()), self._token_rules.get(p.tier, ()))
         local = self._gate is None  # nothing to bound: call the limiter directly (no closure per call)
         if local and p.subject not in self._rebuilding:
             # In process, both checks are one call: one clock reading and sweep, no coroutines.
-            tok = self._token_rules.get(p.tier, ())
             amount = max(1, token_estimate)
             sent = time.monotonic() if tok and self._history is not None else 0.0
             decision, tdec, reservation = self.limiter.admit_now(p.subject, rules, tok, amount)  # type: ignore[attr-defined]
@@ -152,7 +175,6 @@ class Quotas:
             if not decision.allowed:
                 raise _exhausted(p, decision)
         reservation = None
-        tok = self._token_rules.get(p.tier, ())
         if tok:
             pending = self._rebuilding.get(p.subject)
             if pending is not None:
@@ -245,7 +267,7 @@ class Quotas:
         for requests started before `until`; True if any was seeded."""
         assert self._history is not None and self._now is not None
         now = self._now()
-        rpd = tuple(r for r in self._request_rules.get(p.tier, ()) if r.period)
+        rpd = tuple(r for r in self.rules_for(p)[0] if r.period)
         seeded = False
         for rule in (*tok, *rpd):
             if rule.limit <= 0:
@@ -256,10 +278,13 @@ class Quotas:
                 if not won:
                     continue  # this period's counter was seeded already (here or by another replica)
                 since = period_start(rule.period, now, rule.tz)
+                # A user's plan counters hold all of the user's rows; a token's own, its rows only.
+                by_user = p.subject.startswith("u:") and not rule.name.startswith("k.")
+                who = p.user_id if by_user else p.key_id
                 if rule in tok:
-                    spent = await self._history.tokens_since(p.key_id, since, until)
+                    spent = await self._history.tokens_since(who, since, until, by_user=by_user)
                 else:
-                    spent = await self._history.requests_since(p.key_id, since, until)
+                    spent = await self._history.requests_since(who, since, until, by_user=by_user)
                 if spent <= 0:
                     continue
                 _, hold = await self._call(lambda: self.limiter.reserve(p.subject, (rule,), 0))
@@ -284,7 +309,10 @@ class Quotas:
 
 def _exhausted(p: Principal, d: Decision) -> ResourceExhausted:
     reset = dt.datetime.fromtimestamp(d.reset_at, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    msg = MESSAGES.get(d.rule, "Rate limit exceeded")
+    own = d.rule.startswith("k.")
+    msg = MESSAGES.get(d.rule.rsplit(".", 1)[-1], "Rate limit exceeded")
+    if own:
+        msg += " (this token's own limit)"
     return ResourceExhausted(
         msg,
         reason="RATE_LIMIT_EXCEEDED",

@@ -132,6 +132,15 @@ class RedisLimiter:
         except (RedisError, OSError, TimeoutError):
             return False
 
+    async def drop_connections(self, in_use: bool = True) -> None:
+        """Disconnects the pool's connections (idle ones only unless `in_use`); each reconnects on its
+        next use. After an outage the old sockets may still look open and fail once each under the
+        next burst (issue 15 point 1), so FailoverLimiter drops them before trusting Redis again."""
+        try:
+            await self._client.connection_pool.disconnect(inuse_connections=in_use)
+        except (RedisError, OSError):
+            pass  # a socket that fails to close is gone either way
+
     async def close(self) -> None:
         """Closes the client only when this limiter owns it; a handed-in client is its owner's to close."""
         if self._owns_client:

@@ -178,29 +178,30 @@ class Ledger:
     def has_history(self) -> bool:
         return self._store is not None
 
-    async def tokens_since(self, key_id: str, since: float, until: float | None = None) -> int:
+    async def tokens_since(self, key_id: str, since: float, until: float | None = None, by_user: bool = False) -> int:
         """Prompt + completion tokens of `key_id`'s requests started in [since, until): the store's
-        sum plus rows not yet written."""
+        sum plus rows not yet written. `by_user`: `key_id` is a user id (a plan shared by its tokens)."""
         async with self._lock:  # no batch is half-written while we add the two up
-            totals = await self._store.usage_totals(UsageFilter(key_id=key_id, since=since, until=until))
+            totals = await self._store.usage_totals(_who(key_id, by_user, since, until))
             total = int(totals["prompt_tokens"]) + int(totals["completion_tokens"])
-            total += sum(r.prompt_tokens + r.completion_tokens for r in self._buffered(key_id, since, until))
+            total += sum(r.prompt_tokens + r.completion_tokens for r in self._buffered(key_id, since, until, by_user))
         return total
 
-    async def requests_since(self, key_id: str, since: float, until: float | None = None) -> int:
+    async def requests_since(self, key_id: str, since: float, until: float | None = None, by_user: bool = False) -> int:
         """`key_id`'s requests started in [since, until) that counted against its request quota
         (refused ones did not), written or buffered; a placeholder counts as its request."""
         async with self._lock:
-            totals = await self._store.usage_totals(UsageFilter(key_id=key_id, since=since, until=until))
+            totals = await self._store.usage_totals(_who(key_id, by_user, since, until))
             n = int(totals["requests"]) - int(totals["by_status"].get("rate_limited", 0))
             # A buffered final row whose placeholder is already in the store was counted there.
-            n += sum(1 for r in self._buffered(key_id, since, until)
+            n += sum(1 for r in self._buffered(key_id, since, until, by_user)
                      if r.status != "rate_limited" and r.request_id not in self._upgrading)
         return n
 
-    def _buffered(self, key_id: str, since: float, until: float | None) -> list[UsageRecord]:
+    def _buffered(self, key_id: str, since: float, until: float | None, by_user: bool = False) -> list[UsageRecord]:
         return [r for r in self._buf.values()
-                if r.key_id == key_id and r.created_at >= since and (until is None or r.created_at < until)]
+                if (r.user_id if by_user else r.key_id) == key_id and r.created_at >= since
+                and (until is None or r.created_at < until)]
 
     # -- the background task -----------------------------------------------------------------------
 
@@ -261,3 +262,9 @@ class Ledger:
                 log.warning("final ledger flush failed (%s), retrying", type(e).__name__)
                 await asyncio.sleep(0.2 * (attempt + 1))
         log.error("ledger: %d rows could not be written at shutdown", len(self._buf))
+
+
+def _who(key_id: str, by_user: bool, since: float, until: float | None) -> UsageFilter:
+    if by_user:
+        return UsageFilter(user_id=key_id, since=since, until=until)
+    return UsageFilter(key_id=key_id, since=since, until=until)

@@ -1,16 +1,16 @@
 """AnthropicAdapter: Anthropic's Messages API (POST /v1/messages, GET /v1/models) over a shared session.
 
-The wire translation is in anthropic_codec.py; this module does the HTTP: deadlines per attempt,
-first token and idle gap, bounded reads, closing the upstream on cancellation, and turning
-transport failures into UpstreamFailure kinds. It keeps no per-request state, so one instance
-serves every request. Anthropic has no embeddings API.
+The wire translation is in anthropic_codec.py, the HTTP reads and their failures in transport.py;
+this module sequences an attempt: deadlines per attempt, first token and idle gap, closing the
+upstream on cancellation. It keeps no per-request state, so one instance serves every request.
+Anthropic has no embeddings API.
 """
 
 from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 
 import aiohttp
 import orjson
@@ -27,11 +27,8 @@ from services.providers.anthropic_codec import (
 )
 from services.providers.base import Call
 from services.providers.sse import SSEParser
+from services.providers.transport import drain, native_join, open_response, read_bounded, read_or_cut
 
-# A whole answer; Anthropic's largest are far smaller. Bounds memory against a runaway upstream (E10).
-MAX_BODY_BYTES = 32 * 1024 * 1024
-# Enough of an error body to read Anthropic's message; the rest is dropped unread.
-MAX_ERROR_BODY_BYTES = 64 * 1024
 # After message_stop only the chunked-encoding terminator is left; waiting this long for it keeps
 # the connection reusable, and a silent upstream costs the caller at most this.
 DRAIN_AFTER_STOP_S = 1.0
@@ -54,6 +51,13 @@ def _headers(api_key: str, accept: str) -> dict[str, str]:
     }
 
 
+def _send(call: Call, method: str, path: str, payload: bytes | None, accept: str, deadline: float,
+          why: str) -> Awaitable[aiohttp.ClientResponse]:
+    # A plain function handing back transport's coroutine: no coroutine of ours in between.
+    url = call.target.base_url.rstrip("/") + path
+    return open_response(call, method, url, payload, _headers(call.api_key, accept), deadline, why)
+
+
 class AnthropicAdapter:
     kind = "anthropic"
 
@@ -64,6 +68,21 @@ class AnthropicAdapter:
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamFailure:
         return classify_error(status, headers, body, self._clock.now())
 
+    @staticmethod
+    def native_headers(headers: dict[str, str], secret: str) -> None:
+        """Seed 003's pass-through: the key in `x-api-key`, and the API version when the caller named none."""
+        headers.setdefault("anthropic-version", API_VERSION)
+        if secret:
+            headers["x-api-key"] = secret
+
+    @staticmethod
+    def native_url(base_url: str, path: str, query: str) -> str:
+        """The base is the bare origin: a path without a version gets `v1/`, so seed 003's
+        `/v1/anthropic/messages` and an SDK's `/v1/anthropic/v1/messages` reach the same place."""
+        if not path.startswith("v1/"):
+            path = "v1/" + path
+        return native_join(base_url, path, query)
+
     async def chat(self, req: ChatRequest, call: Call) -> ChatResult:
         payload = orjson.dumps(build_messages_body(req, call.target.model, stream=False))
         deadline = asyncio.get_running_loop().time() + call.timeout_s
@@ -71,8 +90,8 @@ class AnthropicAdapter:
         resp = await _send(call, "POST", "/v1/messages", payload, "application/json", deadline, why)
         async with resp:  # releases the connection, or closes it when the body was not read to the end
             if resp.status != 200:
-                raise self.classify(resp.status, resp.headers, await _read_body(resp, deadline, why, error=True))
-            body = await _read_body(resp, deadline, why)
+                raise self.classify(resp.status, resp.headers, await read_bounded(resp, deadline, why, error=True))
+            body = await read_bounded(resp, deadline, why)
         return parse_message(body)
 
     async def stream_chat(self, req: ChatRequest, call: Call) -> AsyncIterator[list[Chunk]]:
@@ -89,7 +108,7 @@ class AnthropicAdapter:
             clean = False
             try:
                 if resp.status != 200:
-                    body = await _read_body(resp, deadline, total_why, error=True)
+                    body = await read_bounded(resp, deadline, total_why, error=True)
                     raise self.classify(resp.status, resp.headers, body)
                 parser = SSEParser()
                 translator = StreamTranslator()
@@ -101,7 +120,7 @@ class AnthropicAdapter:
                         idle_end = asyncio.get_running_loop().time() + call.idle_timeout_s
                         if idle_end < limit:
                             limit, why = idle_end, f"no data from the upstream for {call.idle_timeout_s:g} s"
-                    data, broken = await _read_some(resp, limit, why)
+                    data, broken = await read_or_cut(resp, limit, why)
                     if data:
                         try:
                             events = parser.feed(data)
@@ -133,7 +152,7 @@ class AnthropicAdapter:
                         raise _protocol("the upstream cut the stream before message_stop")
                     if not data and not translator.done:
                         raise _protocol("the upstream ended the stream before message_stop")
-                clean = await _drain(resp, deadline)
+                clean = await drain(resp, deadline, DRAIN_AFTER_STOP_S)
             finally:
                 if not clean:
                     # Cancelled, failed or abandoned mid-stream: drop the connection so the upstream
@@ -155,8 +174,8 @@ class AnthropicAdapter:
             resp = await _send(call, "GET", path, None, "application/json", deadline, why)
             async with resp:
                 if resp.status != 200:
-                    raise self.classify(resp.status, resp.headers, await _read_body(resp, deadline, why, error=True))
-                body = await _read_body(resp, deadline, why)
+                    raise self.classify(resp.status, resp.headers, await read_bounded(resp, deadline, why, error=True))
+                body = await read_bounded(resp, deadline, why)
             try:
                 doc = orjson.loads(body)
             except orjson.JSONDecodeError:
@@ -169,84 +188,6 @@ class AnthropicAdapter:
             if not doc.get("has_more") or not after:
                 break
         return ids
-
-
-async def _send(
-    call: Call, method: str, path: str, payload: bytes | None, accept: str, deadline: float, why: str
-) -> aiohttp.ClientResponse:
-    """Sends one request and waits for the response headers, by `deadline`."""
-    url = call.target.base_url.rstrip("/") + path
-    headers = _headers(call.api_key, accept)
-    try:
-        async with asyncio.timeout_at(deadline):
-            return await call.session.request(method, url, data=payload, headers=headers, allow_redirects=False)
-    except TimeoutError:
-        raise UpstreamFailure("timeout", 0, why) from None
-    except (aiohttp.ClientError, OSError) as exc:
-        # `from None` and only the class name: aiohttp's exceptions carry the request headers
-        # (the key among them) in request_info, and nothing may reach a log with it.
-        raise UpstreamFailure("connect", 0, f"could not reach the upstream ({type(exc).__name__})") from None
-
-
-async def _read_body(resp: aiohttp.ClientResponse, deadline: float, why: str, *, error: bool = False) -> bytes:
-    """The whole body, bounded: an error body is truncated, an answer over the cap is a failure."""
-    cap = MAX_ERROR_BODY_BYTES if error else MAX_BODY_BYTES
-    if not error and resp.content_length is not None and resp.content_length > cap:
-        raise _protocol(f"the upstream's answer is larger than {cap} bytes")
-    parts: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout_at(deadline):
-            while data := await resp.content.readany():
-                size += len(data)
-                if size > cap:
-                    if not error:
-                        parts.clear()  # the traceback keeps this frame: not the pieces too (E10)
-                        raise _protocol(f"the upstream's answer is larger than {cap} bytes")
-                    parts.append(data[: cap - (size - len(data))])
-                    break
-                parts.append(data)
-    except TimeoutError:
-        raise UpstreamFailure("timeout", 0, why) from None
-    except (aiohttp.ClientError, OSError):
-        if error:
-            return b"".join(parts)  # the status already says what happened
-        raise _protocol("the upstream closed the connection mid-answer") from None
-    return b"".join(parts)
-
-
-async def _read_some(resp: aiohttp.ClientResponse, limit: float, why: str) -> tuple[bytes, bool]:
-    """One read of the stream: (bytes, False), (b"", False) at a clean end, (bytes, True) when cut."""
-    try:
-        async with asyncio.timeout_at(limit):
-            return await resp.content.readany(), False
-    except TimeoutError:
-        raise UpstreamFailure("timeout", 0, why) from None
-    except (aiohttp.ClientError, OSError):
-        # aiohttp raises a lost connection's error before handing out bytes it had already
-        # buffered; take them, so what the upstream did send still reaches the caller (A6).
-        salvage = getattr(resp.content, "_read_nowait", None)
-        try:
-            rest = salvage(-1) if salvage is not None else b""
-        except (RuntimeError, TypeError, ValueError):
-            rest = b""
-        return (rest if isinstance(rest, bytes) else b""), True
-
-
-async def _drain(resp: aiohttp.ClientResponse, deadline: float) -> bool:
-    """Reads to the end after message_stop; True when the connection can go back to the pool."""
-    if resp.content.at_eof():
-        return True
-    remaining = min(DRAIN_AFTER_STOP_S, deadline - asyncio.get_running_loop().time())
-    if remaining <= 0:
-        return False
-    try:
-        async with asyncio.timeout(remaining):
-            while await resp.content.readany():
-                pass
-    except (TimeoutError, aiohttp.ClientError, OSError):
-        return False
-    return True
 
 
 def _until_content(translator: StreamTranslator, events: list) -> tuple[list[Chunk], UpstreamFailure | None, list]:

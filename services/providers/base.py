@@ -8,10 +8,11 @@ It owns no sessions: the one pooled aiohttp.ClientSession per upstream is handed
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AsyncIterator, Protocol
+from typing import AsyncIterator, Mapping, Protocol
 
 import aiohttp
 
+from services.core.errors import UpstreamFailure
 from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Target
 
 
@@ -45,3 +46,14 @@ class Adapter(Protocol):
 
     async def list_models(self, call: Call) -> list[str]:
         """The provider's own model ids (used by catalogue refresh; optional)."""
+
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamFailure:
+        """This provider's error answer as an UpstreamFailure kind (RELIABILITY A4)."""
+
+    @staticmethod
+    def native_headers(headers: dict[str, str], secret: str) -> None:
+        """Seed 003's pass-through: puts the provider key (and any header its API requires) in `headers`."""
+
+    @staticmethod
+    def native_url(base_url: str, path: str, query: str) -> str:
+        """Seed 003's pass-through: the provider URL for `path` below its API root."""

@@ -1,19 +1,16 @@
-"""The Gemini adapter (kind "gemini"), and the HTTP attempt helpers it shares with ollama.py.
+"""The Gemini adapter (kind "gemini"): Google's generativelanguage API over the shared transport.
 
-Wire translation lives in gemini_codec.py; this module does the I/O: one POST per attempt on the
-upstream's shared session, the attempt's deadlines (overall, first token, idle), capped reads,
-and aiohttp failures mapped to UpstreamFailure. The key goes in `x-goog-api-key`, never the URL.
+Wire translation lives in gemini_codec.py, the HTTP attempt (deadlines, capped reads, aiohttp
+failures as UpstreamFailure) in transport.py. The key goes in `x-goog-api-key`, never the URL.
 """
 
 from __future__ import annotations
 
-import asyncio
+import re
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Mapping
 from urllib.parse import quote
 
-import aiohttp
 import orjson
 
 from services.core.errors import UpstreamFailure
@@ -21,155 +18,13 @@ from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, Em
 from services.providers import gemini_codec as codec
 from services.providers.base import Call
 from services.providers.sse import SSEParser
+from services.providers.transport import (
+    Deadlines, check_key, native_join, parse_json_object, read_body, read_some, scrub, send,
+)
 
-MAX_BODY_BYTES = 32 * 1024 * 1024  # a whole answer; RELIABILITY E10 wants a bound, not a size
-MAX_ERROR_BYTES = 64 * 1024
+_VERSIONED = re.compile(r"v1(?:alpha|beta)?/")
 _EMBED_BATCH = 100  # batchEmbedContents' documented maximum
 _MAX_MODEL_PAGES = 20
-
-Classifier = Callable[[int, Mapping[str, str], bytes], UpstreamFailure]
-
-
-# --- one HTTP attempt (shared with ollama.py) ------------------------------------------------
-
-
-@dataclass(slots=True)
-class Deadlines:
-    """An attempt's clock on the loop's monotonic time: overall end, first-token end, idle gap."""
-
-    timeout_s: float
-    end: float
-    first_s: float | None
-    first: float
-    idle_s: float | None
-    got_first: bool = False
-
-    @classmethod
-    def start(cls, call: Call, *, stream: bool) -> Deadlines:
-        now = asyncio.get_running_loop().time()
-        end = now + call.timeout_s
-        first_s = call.first_token_timeout_s if stream else None
-        first = min(end, now + first_s) if first_s else end
-        return cls(call.timeout_s, end, first_s, first, call.idle_timeout_s if stream else None)
-
-    def next_read(self) -> tuple[float, str]:
-        """When the next read must have returned, and what it means if it has not."""
-        if not self.got_first:
-            if self.first < self.end:
-                return self.first, f"no first token within {self.first_s:g} s"
-            return self.end, f"attempt exceeded {self.timeout_s:g} s"
-        if self.idle_s:
-            idle_end = asyncio.get_running_loop().time() + self.idle_s
-            if idle_end < self.end:
-                return idle_end, f"no data for {self.idle_s:g} s"
-        return self.end, f"attempt exceeded {self.timeout_s:g} s"
-
-
-def request_timeout(session: aiohttp.ClientSession) -> aiohttp.ClientTimeout:
-    """The session's connect bounds without its total/read timers: our deadlines bound the
-    attempt, and a session default (aiohttp's is 5 min total) must not cut a long stream."""
-    t = session.timeout
-    return aiohttp.ClientTimeout(total=None, connect=t.connect, sock_connect=t.sock_connect, sock_read=None)
-
-
-def check_key(key: str) -> None:
-    if "\r" in key or "\n" in key:
-        # aiohttp would refuse the header anyway; say so without showing it.
-        raise UpstreamFailure("auth", 0, "the provider key is malformed")
-
-
-def scrub(failure: UpstreamFailure, key: str) -> UpstreamFailure:
-    """Belt and braces for RELIABILITY F3: a provider echoing our key must not carry it onward."""
-    if key and key in failure.message:
-        failure.message = failure.message.replace(key, "[redacted]")
-    return failure
-
-
-async def send(
-    stack: AsyncExitStack,
-    call: Call,
-    method: str,
-    url: str,
-    *,
-    data: bytes | None,
-    headers: dict[str, str],
-    until: float,
-    label: str,
-    classify: Classifier,
-) -> aiohttp.ClientResponse:
-    """Start the request and wait for its headers; a non-2xx answer is read (capped) and raised.
-
-    The response is entered on `stack`, so leaving the caller's `async with` (also by
-    cancellation) releases it, and an unfinished body closes the upstream connection.
-    """
-    try:
-        async with asyncio.timeout_at(until):
-            resp = await stack.enter_async_context(
-                call.session.request(
-                    method, url, data=data, headers=headers, allow_redirects=False,
-                    timeout=request_timeout(call.session),
-                )
-            )
-            if resp.status < 300:
-                return resp
-            body = await _read_capped(resp, MAX_ERROR_BYTES, truncate=True)
-    except aiohttp.ClientError as exc:
-        # First: aiohttp's own connect timeout is also a TimeoutError, and it is a connect failure.
-        # `from None`: aiohttp errors can hold request_info, whose headers hold the key.
-        raise UpstreamFailure("connect", 0, f"{type(exc).__name__}: {exc}"[:300]) from None
-    except TimeoutError:
-        raise UpstreamFailure("timeout", 0, label) from None
-    raise scrub(classify(resp.status, resp.headers, body), call.api_key)
-
-
-async def _read_capped(resp: aiohttp.ClientResponse, limit: int, *, truncate: bool = False) -> bytes:
-    buf = bytearray()
-    while True:
-        data = await resp.content.readany()
-        if not data:
-            return bytes(buf)
-        buf += data
-        if len(buf) > limit:
-            if truncate:
-                return bytes(buf[:limit])
-            del buf, data  # the traceback keeps this frame: not the buffer too (E10)
-            raise UpstreamFailure("protocol", resp.status, f"response body over {limit} bytes")
-
-
-async def read_body(resp: aiohttp.ClientResponse, until: float, label: str) -> bytes:
-    try:
-        async with asyncio.timeout_at(until):
-            return await _read_capped(resp, MAX_BODY_BYTES)
-    except TimeoutError:
-        raise UpstreamFailure("timeout", resp.status, label) from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamFailure("protocol", resp.status, f"response body broke off: {type(exc).__name__}") from None
-
-
-async def read_some(resp: aiohttp.ClientResponse, dl: Deadlines) -> bytes:
-    """One read of a streamed body within the attempt's deadlines; b"" at the end."""
-    until, label = dl.next_read()
-    try:
-        # The timeout wraps this one await only: a scope held across the caller's `yield` would
-        # cancel whatever the consumer happens to be doing.
-        async with asyncio.timeout_at(until):
-            return await resp.content.readany()
-    except TimeoutError:
-        raise UpstreamFailure("timeout", resp.status, label) from None
-    except aiohttp.ClientError as exc:
-        # A cut mid-body (no terminating chunk): the stream is incomplete, not unreachable.
-        raise UpstreamFailure("protocol", resp.status, f"stream broke off: {type(exc).__name__}") from None
-
-
-def parse_json_object(raw: bytes, status: int) -> dict[str, Any]:
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UpstreamFailure("protocol", status, "response is not JSON") from None
-    if not isinstance(obj, dict):
-        raise UpstreamFailure("protocol", status, "response is not a JSON object")
-    return obj
-
 
 # --- the adapter -----------------------------------------------------------------------------
 
@@ -181,6 +36,19 @@ class GeminiAdapter:
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamFailure:
         return codec.classify(status, headers, body)
+
+    @staticmethod
+    def native_headers(headers: dict[str, str], secret: str) -> None:
+        """Seed 003's pass-through: the key in `x-goog-api-key`, never the URL."""
+        if secret:
+            headers["x-goog-api-key"] = secret
+
+    @staticmethod
+    def native_url(base_url: str, path: str, query: str) -> str:
+        """The base is the bare origin: a path without a version gets `v1beta/`."""
+        if not _VERSIONED.match(path):
+            path = "v1beta/" + path
+        return native_join(base_url, path, query)
 
     async def chat(self, req: ChatRequest, call: Call) -> ChatResult:
         body = orjson.dumps(codec.build_request(req))  # bad input fails here, before any I/O

@@ -1,7 +1,7 @@
 """The Ollama adapter (kind "ollama"): native /api/chat, /api/embed and /api/tags.
 
 Wire translation lives in ollama_codec.py; the attempt helpers (deadlines, capped reads, aiohttp
-failures -> UpstreamFailure) are gemini.py's. Ollama takes no key; one configured for a proxy in
+failures -> UpstreamFailure) are transport.py's. Ollama takes no key; one configured for a proxy in
 front of it is sent as a Bearer token.
 """
 
@@ -16,13 +16,18 @@ from services.core.errors import UpstreamFailure
 from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Usage, has_content
 from services.providers import ollama_codec as codec
 from services.providers.base import Call
-from services.providers.gemini import Deadlines, check_key, parse_json_object, read_body, read_some, scrub, send
+from services.providers.transport import (
+    Deadlines, bearer_headers, check_key, parse_json_object, read_body, read_some, scrub, send, versioned_native_url,
+)
 
 
 class OllamaAdapter:
     """A local or proxied Ollama server. Stateless: one instance serves all calls."""
 
     kind = "ollama"
+    # Seed 003's pass-through: its OpenAI-compatible /v1 API, a proxy's key as a Bearer token.
+    native_headers = staticmethod(bearer_headers)
+    native_url = staticmethod(versioned_native_url)
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamFailure:
         return codec.classify(status, headers, body)

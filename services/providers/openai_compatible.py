@@ -22,7 +22,9 @@ from services.core.types import (
     ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Message, ToolCall, ToolCallDelta, Usage,
 )
 from services.providers.base import Call
-from services.providers.errors import classify_status, read_capped, salvage_buffered, transport_failure
+from services.providers.transport import (
+    bearer_headers, classify_status, read_capped, salvage_buffered, transport_failure, versioned_native_url,
+)
 from services.providers.sse import SSEParser
 
 FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
@@ -38,6 +40,9 @@ CACHE_MAX = 4096  # per-target entries (URLs, key headers, timeouts); users' own
 
 class OpenAIAdapter:
     kind = "openai"
+    # Seed 003's pass-through: the key as a Bearer token, paths below the versioned base URL.
+    native_headers = staticmethod(bearer_headers)
+    native_url = staticmethod(versioned_native_url)
 
     def __init__(self) -> None:
         # Built once per base URL, key or timeout rather than once per request: what they are
@@ -315,6 +320,8 @@ def build_body(req: ChatRequest, model: str, stream: bool) -> dict[str, Any]:
             body["parallel_tool_calls"] = s.parallel_tool_calls
     if req.user:
         body["user"] = req.user
+    if s.reasoning_effort:
+        body["reasoning_effort"] = s.reasoning_effort
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}

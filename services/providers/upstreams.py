@@ -15,9 +15,19 @@ from services.providers.anthropic import AnthropicAdapter
 from services.providers.base import Adapter
 from services.providers.demo import DemoAdapter
 from services.providers.gemini import GeminiAdapter
-from services.providers.kinds import resolve
+from services.config.kinds import resolve
 from services.providers.ollama import OllamaAdapter
 from services.providers.openai_compatible import OpenAIAdapter
+
+
+# One row per wire format: the adapter that speaks it (kinds.py maps every provider kind to one).
+ADAPTER_TYPES: dict[str, type[Adapter]] = {
+    "openai": OpenAIAdapter,
+    "anthropic": AnthropicAdapter,
+    "gemini": GeminiAdapter,
+    "ollama": OllamaAdapter,
+    "demo": DemoAdapter,
+}
 
 
 class Upstreams:
@@ -28,13 +38,7 @@ class Upstreams:
         self._by_url: dict[tuple[str, bool], aiohttp.ClientSession] = {}
         self._wires: dict[str, str] = {}
         self._limit = limit_per_host
-        self.adapters: dict[str, Adapter] = {
-            "openai": OpenAIAdapter(),
-            "anthropic": AnthropicAdapter(),
-            "gemini": GeminiAdapter(),
-            "ollama": OllamaAdapter(),
-            "demo": DemoAdapter(),
-        }
+        self.adapters: dict[str, Adapter] = {wire: make() for wire, make in ADAPTER_TYPES.items()}
 
     def adapter(self, kind: str) -> Adapter:
         wire = self._wires.get(kind)

@@ -14,7 +14,8 @@ the time left, and decides from the UpstreamFailure what happens next (RELIABILI
   requests against a dead primary and fallback cost ≤ 1.2 × N + 3 calls, not N × max_attempts;
 - a stream fails over only until its first content reaches the caller (A6).
 Every try and skip is recorded in the RouteLog; quotas are not touched here (the pipeline
-charges once per request).
+charges once per request). The key checks and verdicts are key_gate.py's, the budget
+retry_budget.py's, the final error verdicts.py's: this module holds the walk.
 """
 
 from __future__ import annotations
@@ -23,66 +24,28 @@ import asyncio
 import random
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from services.clock import Clock
 from services.config.schema import Config
 from services.core import errors as E
 from services.core.errors import UpstreamFailure
+from services.core.scrub import Scrubber
 from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Target
 from services.limits.base import Limiter, Rule
 from services.providers.base import Call
-from services.providers.errors import PROVIDER_AUTH_MESSAGE
 from services.providers.upstreams import Upstreams
-from services.routing.breaker import HALF_OPEN, Breaker
+from services.routing.breaker import Breaker
 from services.routing.candidates import CandidateIndex
 from services.routing.cooldown import Cooldowns
+from services.routing.key_gate import KeyGate
 from services.routing.latency import LatencyTracker
+from services.routing.retry_budget import RetryBudget
+from services.routing.route_log import AttemptRecord, RouteLog, Tries
 from services.routing.strategies import make_strategy, canonical_name
 from services.routing.strategies.base import CandidateView, Strategy
 from services.routing.user_keys import UserKeys
-
-AUTH_DISABLE_S = 3600.0
-KEY_BUSY_RETRY_S = 1.0  # what a caller turned away by a per-key concurrency cap is told to wait (A8)
-RETRY_BUDGET_RATIO = 0.2  # RELIABILITY defaults: retries in flight ≤ 20% of requests in flight ...
-RETRY_BUDGET_MIN = 3  # ... but at least 3, so a quiet gateway still retries (Envoy's retry_budget)
-
-# Outcomes that are skips, not tries: they cost the upstream nothing and do not count as attempts.
-SKIPS = frozenset({"breaker_open", "cooldown", "key_rate_limited", "key_busy", "retry_budget", "key_unavailable"})
-
-
-@dataclass(slots=True)
-class AttemptRecord:
-    provider: str
-    key_id: str
-    model: str
-    outcome: str  # ok | server | timeout | connect | rate_limited | auth | protocol | cancelled | error | a SKIPS entry ...
-    status: int = 0
-    latency_ms: float = 0.0
-
-
-@dataclass(slots=True)
-class RouteLog:
-    """What happened to one request on its way through the router."""
-
-    strategy: str = ""
-    attempts: list[AttemptRecord] = field(default_factory=list)
-    target: Target | None = None  # who answered (or was tried last)
-    upstream_model: str = ""
-
-    @property
-    def tries(self) -> int:
-        n = 0  # a loop, not sum() over a generator: read several times per request
-        for a in self.attempts:
-            if a.outcome not in SKIPS:
-                n += 1
-        return n
-
-    def header(self) -> str:
-        """`provider/key_id=outcome` per try or skip: the X-Tollgate-Route header (ids only, never keys)."""
-        # A list: join() would build one from a generator first.
-        return ", ".join([f"{a.provider}/{a.key_id}={a.outcome}({a.status})" if a.status
-                          else f"{a.provider}/{a.key_id}={a.outcome}" for a in self.attempts])
+from services.routing.verdicts import caller_error, exhausted
 
 
 @dataclass(slots=True)
@@ -92,15 +55,6 @@ class RouterStats:
     unroutable: int = 0
     per_key_requests: dict[str, int] = field(default_factory=dict)
     per_key_failures: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Tries:
-    """One request's walk through its candidates, shared by _calls() and the code making the calls."""
-
-    failures: list[UpstreamFailure] = field(default_factory=list)  # failed tries, and skips that explain a refusal
-    probe: bool = False  # the current try holds its key's half-open probe: it must be reported or released
-    retrying: bool = False  # the retry budget counts this request until it ends (A7)
 
 
 class Router:
@@ -114,50 +68,71 @@ class Router:
         rng: random.Random,
         on_attempt: Callable[[AttemptRecord], None] | None = None,
         user_keys: UserKeys | None = None,
+        scrubber: Scrubber | None = None,
     ) -> None:
         self.cfg = cfg
+        # Issue 15 point 3: upstream text enters here (each failure's message); secrets leave it.
+        self.scrubber = scrubber if scrubber is not None else Scrubber()
         self.user_keys = user_keys  # issue 7: users' own provider keys, tried before the gateway's
+        self.loaded: Any = None  # issue 19: services/loading/registry.LoadedModels, set by App
         self.index = index
         self.upstreams = upstreams
         self.limiter = limiter
         self.clock = clock
         self.rng = rng
-        self.breaker = Breaker(clock, failure_threshold=cfg.breaker_threshold, base_cooldown_s=cfg.breaker_cooldown_s)
-        self.cooldowns = Cooldowns(clock)
+        self.gate = KeyGate(cfg, limiter, clock, user_keys)
+        self.budget = RetryBudget()
         self.latency = LatencyTracker()
         self.stats = RouterStats()
         self._strategies: dict[str, Strategy] = {}
         self.default_strategy = canonical_name(cfg.strategy)
-        self._secrets: dict[str, str] = {}
-        self._key_rules: dict[str, tuple[Rule, ...]] = {}
-        # RELIABILITY A8: at most this many tries in flight per provider key (absent or 0 = no cap).
-        # Read from ProviderConfig.max_in_flight where the schema has it; settable at run time.
-        self.key_caps: dict[str, int] = {}
-        for p in cfg.providers:
-            cap = int(getattr(p, "max_in_flight", 0) or 0)
-            for k in p.keys:
-                self._secrets[k.id] = k.secret
-                if cap > 0:
-                    self.key_caps[k.id] = cap
-                rules = []
-                if p.rpm:
-                    rules.append(Rule("key_rpm", p.rpm, window_s=p.rate_window_s))
-                if p.daily_quota:
-                    rules.append(Rule("key_daily", p.daily_quota, period="day", tz=cfg.quota_timezone))
-                if rules:
-                    self._key_rules[k.id] = tuple(rules)
         self._on_attempt = on_attempt
         self.same_route_retries = 1  # per route, then the next candidate (RELIABILITY defaults)
         self.retry_jitter_s = (0.1, 1.0)
-        self.retry_budget_ratio = RETRY_BUDGET_RATIO
-        self.retry_budget_min = RETRY_BUDGET_MIN
-        self._requests_in_flight = 0
-        self._retries_in_flight = 0  # requests in flight that have retried (the retry budget's count)
-        self._in_flight: dict[str, int] = {}  # per key: routes in use, for key_caps; 0s are dropped
-        self._cooldown_kind: dict[str, str] = {}  # per key: what its last cool-down was for (auth | rate_limited)
+
+    # The gate's and the budget's state, as operators and tests read and set it.
+    @property
+    def breaker(self) -> Breaker:
+        return self.gate.breaker
+
+    @property
+    def cooldowns(self) -> Cooldowns:
+        return self.gate.cooldowns
+
+    @property
+    def key_caps(self) -> dict[str, int]:
+        return self.gate.caps
+
+    @property
+    def _in_flight(self) -> dict[str, int]:
+        return self.gate.in_flight
+
+    @property
+    def retry_budget_ratio(self) -> float:
+        return self.budget.ratio
+
+    @retry_budget_ratio.setter
+    def retry_budget_ratio(self, value: float) -> None:
+        self.budget.ratio = value
+
+    @property
+    def retry_budget_min(self) -> int:
+        return self.budget.min
+
+    @retry_budget_min.setter
+    def retry_budget_min(self, value: int) -> None:
+        self.budget.min = value
+
+    def secret(self, key_id: str) -> str:
+        """A configured key's secret (never logged, never put in an error); "" for a keyless provider."""
+        return self.gate.secret(key_id)
+
+    def set_secret(self, key_id: str, secret: str | None) -> None:
+        """A key that appears at run time (a loaded model's, issue 19); None forgets it."""
+        self.gate.set_secret(key_id, secret)
 
     def key_rules(self, key_id: str) -> tuple[Rule, ...]:
-        return self._key_rules.get(key_id, ())
+        return self.gate.key_rules(key_id)
 
     def strategy(self, name: str) -> Strategy:
         name = canonical_name(name) if name else self.default_strategy
@@ -173,8 +148,10 @@ class Router:
             strategy = self.strategy(strategy_name)
         except ValueError as e:
             raise E.InvalidArgument(str(e), reason="UNKNOWN_STRATEGY", metadata={"strategy": strategy_name}) from None
+        loaded = self.loaded.views(model, provider_hint) if self.loaded is not None and model else None
         try:
-            views = self.index.resolve(model, provider_hint)
+            # A loaded model's name routes to it first: a wildcard provider would take any name.
+            views = loaded if loaded else self.index.resolve(model, provider_hint)
         except (E.NotFound, E.InvalidArgument):
             if not own:
                 raise
@@ -187,6 +164,12 @@ class Router:
             ordered = (strategy.order(list(own), self.rng) if len(own) > 1 else list(own)) + ordered
         return strategy.name, ordered
 
+    def _unknown(self, model: str) -> bool:
+        """A model name neither loaded here nor known to the catalogue or an allow-list: the only
+        requests that may cost a (shared, rate-limited) re-read of the loaded models."""
+        return (bool(model) and self.loaded.stale_for(model) and self.index.catalog_get(model) is None
+                and not self.index.lists(model))
+
     async def _own(self, user_id: str, model: str, provider_hint: str) -> list[CandidateView]:
         """The caller's own candidates; only ever that user's keys (RELIABILITY F5)."""
         if self.user_keys is None or not user_id:
@@ -198,7 +181,7 @@ class Router:
     @property
     def in_flight(self) -> tuple[int, int]:
         """(requests, retries) in flight now: what the retry budget looks at."""
-        return self._requests_in_flight, self._retries_in_flight
+        return self.budget.requests, self.budget.retries
 
     # ------------------------------------------------------------------ unary
 
@@ -219,9 +202,11 @@ class Router:
         self.stats.requests += 1
         # The caller's own keys: looked up (a coroutine, a cache) only for a caller who can have some.
         own = await self._own(user_id, model, provider_hint) if user_id and self.user_keys is not None else ()
+        if self.loaded is not None and self._unknown(model):
+            await self.loaded.refresh()  # loaded on another replica a moment ago? (issue 19)
         log.strategy, ordered = self.plan(model, provider_hint, strategy_name, own)
-        tr = _Tries()
-        self._requests_in_flight += 1
+        tr = Tries()
+        self.budget.begin()
         calls = self._calls(ordered, deadline, log, tr)
         try:
             async for call in calls:
@@ -231,18 +216,18 @@ class Router:
                 except UpstreamFailure as f:
                     if self._failed(call, f, t0, log, tr):
                         continue
-                    raise self._caller_error(f) from None
+                    raise caller_error(f) from None
                 except BaseException as e:
                     self._abandoned(call, e, t0, log, tr)
                     raise
                 self._succeeded(call.target, t0, log, tr)
                 return result
-            raise self._exhausted(log, tr.failures, deadline)
+            raise self._exhausted(log, tr, deadline)
         finally:
             try:
                 await calls.aclose()  # what aclosing() does, without its context manager per request
             finally:
-                self._end(tr)
+                self.budget.end(tr)
 
     # ------------------------------------------------------------------ streams
 
@@ -252,9 +237,11 @@ class Router:
         self.stats.requests += 1
         # The caller's own keys: looked up (a coroutine, a cache) only for a caller who can have some.
         own = await self._own(user_id, req.model, req.route.provider) if user_id and self.user_keys is not None else ()
+        if self.loaded is not None and self._unknown(req.model):
+            await self.loaded.refresh()  # loaded on another replica a moment ago? (issue 19)
         log.strategy, ordered = self.plan(req.model, req.route.provider, req.route.strategy, own)
-        tr = _Tries()
-        self._requests_in_flight += 1
+        tr = Tries()
+        self.budget.begin()
         try:
             async with aclosing(self._calls(ordered, deadline, log, tr, stream=True)) as calls:
                 async for call in calls:
@@ -266,7 +253,7 @@ class Router:
                         except UpstreamFailure as f:
                             if self._failed(call, f, t0, log, tr):
                                 continue
-                            raise self._caller_error(f) from None
+                            raise caller_error(f) from None
                         log.target = call.target
                         self.latency.observe(call.target.key_id, (self.clock.monotonic() - t0) * 1000.0)
                         yield held
@@ -275,8 +262,9 @@ class Router:
                                 yield batch
                         except UpstreamFailure as f:
                             # RELIABILITY A6: after the first token there is no failover, only an in-band error.
-                            self._record(log, call.target, f.kind, f.status, t0)
-                            self._verdict(tr, call.target.key_id, f)
+                            f.message = self.scrubber.scrub(f.message)
+                            self.record(log, call.target, f.kind, f.status, t0)
+                            self.gate.verdict(tr, call.target.key_id, f)
                             if f.kind == "timeout" and self.clock.monotonic() >= deadline - 0.05:
                                 # The caller's own deadline ended it: a 504, metered deadline_exceeded (B3).
                                 raise E.DeadlineExceeded("the request's deadline passed mid-stream",
@@ -293,9 +281,9 @@ class Router:
                         raise
                     finally:
                         await agen.aclose()
-            raise self._exhausted(log, tr.failures, deadline)
+            raise self._exhausted(log, tr, deadline)
         finally:
-            self._end(tr)
+            self.budget.end(tr)
 
     async def _first_content(self, agen: AsyncIterator[list[Chunk]], call: Call) -> list[Chunk]:
         """Reads until the first batch with content; role-only batches are held back meanwhile,
@@ -321,37 +309,43 @@ class Router:
 
     # ------------------------------------------------------------------ shared
 
-    async def _calls(self, ordered: list[CandidateView], deadline: float, log: RouteLog, tr: _Tries,
+    async def _calls(self, ordered: list[CandidateView], deadline: float, log: RouteLog, tr: Tries,
                      stream: bool = False) -> AsyncIterator[Call]:
-        """Yields one Call per try: skips keys that are cooling down, at their cap, open or over
-        their limits; retries a route once when the failure allows it; stops at max_attempts,
-        the deadline or an empty retry budget. The caller reports each try's outcome through
-        _failed() / _succeeded() / _abandoned() before asking for the next one."""
+        """Yields one Call per try: skips keys the gate turns away (cooling down, at their cap, open
+        or over their limits); retries a route once when the failure allows it; stops at
+        max_attempts, the deadline or an empty retry budget. The caller reports each try's outcome
+        through _failed() / _succeeded() / _abandoned() before asking for the next one."""
+        gate, budget = self.gate, self.budget
         for view in ordered:
             t = view.target
             key = t.key_id
             if log.tries >= self.cfg.max_attempts or self.clock.monotonic() >= deadline:
                 return
-            if not self._available(t, log, tr):
+            skip = gate.unavailable(t, tr)
+            if skip:
+                self.record(log, t, skip, 0, None)
                 continue
             # The gateway's own keys are in memory: no coroutine for them.
-            secret = self._secrets.get(key, "") if not t.owner else await self._secret(t)
+            secret = gate.secret(key) if not t.owner else await gate.owned_secret(t)
             if secret is None:
-                self._record(log, t, "key_unavailable", 0, None)
+                self.record(log, t, "key_unavailable", 0, None)
                 continue
             # Any try after the request's first is a retry, failover included (Envoy counts both).
-            if log.tries and not self._take_retry(tr, same_route=False):
-                self._record(log, t, "retry_budget", 0, None)
+            if log.tries and not budget.take(tr, same_route=False):
+                self.record(log, t, "retry_budget", 0, None)
                 return
-            if not self._claim(t, log, tr) or (self._limited(t) and not await self._within_key_limits(t, log, tr)):
+            # Limits are asked (a coroutine) only of a key that has some.
+            skip = gate.closed(t, tr) or (gate.limited(t) and await gate.over_limits(t, tr))
+            if skip:
+                self.record(log, t, skip, 0, None)
                 continue
-            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+            gate.hold(key)
             try:
                 route_tries = 0
                 while True:
                     left = deadline - self.clock.monotonic()
                     if left <= 0.0:
-                        self._release_probe(tr, key)
+                        gate.release_probe(tr, key)
                         return
                     n_fail = len(tr.failures)
                     yield self._call(t, secret, left, stream)
@@ -361,94 +355,26 @@ class Router:
                     if log.tries >= self.cfg.max_attempts:
                         return
                     pause = self._same_route_pause(key, f, route_tries, deadline)
-                    if pause is not None and not self._take_retry(tr, same_route=True):
+                    if pause is not None and not budget.take(tr, same_route=True):
                         pause = None  # the budget has room for a failover at most (A7)
                     if pause is None:
-                        self._cool_down(key, f)
+                        gate.cool_down(key, f)
                         self.stats.failovers += 1
                         break
                     await self.clock.sleep(pause)
                     route_tries += 1
                     # Other requests may have opened this key meanwhile: a retry asks the
                     # breaker again, so an open key gets no more traffic (A1, A7).
-                    if not self._claim(t, log, tr) or (self._limited(t) and not await self._within_key_limits(t, log, tr)):
+                    skip = gate.closed(t, tr) or (gate.limited(t) and await gate.over_limits(t, tr))
+                    if skip:
+                        self.record(log, t, skip, 0, None)
                         break
             finally:
-                n = self._in_flight[key] - 1
-                if n:
-                    self._in_flight[key] = n
-                else:
-                    del self._in_flight[key]
-
-    def _available(self, t: Target, log: RouteLog, tr: _Tries) -> bool:
-        """The checks that claim nothing: a Retry-After or auth cool-down, the per-key cap."""
-        key = t.key_id
-        left = self.cooldowns.remaining(key)
-        if left > 0.0:
-            self._record(log, t, "cooldown", 0, None)
-            # The skip explains the answer if nothing else is left: 502 for a disabled key (A4),
-            # 429 with the time left for a rate-limited one (A3).
-            if self._cooldown_kind.get(key) == "auth":
-                tr.failures.append(UpstreamFailure("auth", 401, PROVIDER_AUTH_MESSAGE))
-            else:
-                tr.failures.append(UpstreamFailure("rate_limited", 429, "provider key is cooling down after a 429", left))
-            return False
-        cap = self.key_caps.get(key, 0)
-        if cap and self._in_flight.get(key, 0) >= cap:
-            # RELIABILITY A8: our own 429, not the key's fault: the breaker is not told.
-            self._record(log, t, "key_busy", 0, None)
-            tr.failures.append(UpstreamFailure("rate_limited", 429, "provider key is at its concurrency cap", KEY_BUSY_RETRY_S))
-            return False
-        return True
-
-    def _claim(self, t: Target, log: RouteLog, tr: _Tries) -> bool:
-        """Asks the breaker; in half-open, a True hands this request the one probe (A1)."""
-        key = t.key_id
-        half_open = self.breaker.state(key) == HALF_OPEN
-        if not self.breaker.allow(key):
-            self._record(log, t, "breaker_open", 0, None)
-            return False
-        tr.probe = half_open
-        return True
-
-    def _limited(self, t: Target) -> bool:
-        """Whether the key may have limits of its own; most have none, and then no coroutine is made."""
-        return t.key_id in self._key_rules or (bool(t.owner) and self.user_keys is not None)
-
-    async def _within_key_limits(self, t: Target, log: RouteLog, tr: _Tries) -> bool:
-        """The key's own rpm and daily quota (C6), counted once per upstream call."""
-        rules = self._key_rules.get(t.key_id)
-        if not rules and t.owner and self.user_keys is not None:
-            rules = self.user_keys.rules(t.key_id)
-        if not rules:
-            return True
-        try:
-            d = await self.limiter.hit("pk:" + t.key_id, rules)
-        except BaseException:
-            self._release_probe(tr, t.key_id)  # a limiter that fails (closed mode) must not strand the probe
-            raise
-        if d.allowed:
-            return True
-        self._release_probe(tr, t.key_id)
-        self._record(log, t, "key_rate_limited", 0, None)
-        tr.failures.append(UpstreamFailure("rate_limited", 429, "provider key over its own limit", d.retry_after_s))
-        return False
-
-    async def _secret(self, t: Target) -> str | None:
-        """The key to send: config keys from memory, a user's own key through UserKeys, opened
-        only for its owner. None (skip the key, say nothing why) when it is gone or unreadable."""
-        if not t.owner:
-            return self._secrets.get(t.key_id, "")
-        if self.user_keys is None:
-            return None
-        try:
-            return await self.user_keys.secret(t.key_id, owner=t.owner)
-        except E.TollgateError:  # deleted meanwhile (NotFound) or unreadable (SealError)
-            return None
+                gate.let_go(key)
 
     def _call(self, t: Target, secret: str, left: float, stream: bool) -> Call:
         # A user's key goes out only through the SSRF-guarded connector (RELIABILITY F8).
-        session = self.upstreams.session(t.base_url, guarded=bool(t.owner))
+        session = self.upstreams.session(t.base_url, guarded=bool(t.owner) or t.guarded)
         if stream:
             # The stream may run until the deadline; its first token must come within the per-try
             # (or first-token) timeout, and silence between reads is bounded by idle_timeout_s.
@@ -475,75 +401,32 @@ class Router:
                 return pause
         return None
 
-    def _cool_down(self, key: str, f: UpstreamFailure) -> None:
-        if f.kind == "rate_limited":
-            self.cooldowns.set(key, f.retry_after_s if f.retry_after_s is not None else 1.0)
-            self._cooldown_kind[key] = "rate_limited"
-        elif f.kind == "auth":
-            # RELIABILITY A4: the provider refused our key; bench it instead of hammering it.
-            self.cooldowns.set(key, AUTH_DISABLE_S)
-            self._cooldown_kind[key] = "auth"
+    def cool_down(self, key: str, f: UpstreamFailure) -> None:
+        """Benches a key after a 429 (for its Retry-After) or a refused key (an hour); other failures do not."""
+        self.gate.cool_down(key, f)
 
-    def _take_retry(self, tr: _Tries, same_route: bool) -> bool:
-        """RELIABILITY A7: retries in flight ≤ 20% of requests in flight, floor 3 (Envoy's
-        retry_budget: budget_percent, min_retry_concurrency), counted per request: a request
-        counts once, from its first retry until it ends.
+    # ------------------------------------------------------------------ a try's outcome
 
-        Counting only each retry's own upstream call would let every wave of failover (the next
-        candidate, then the next) reuse the slots the previous wave freed. Within the 20% share
-        any retry goes; the floor (what keeps a quiet gateway failing over) buys only a move to
-        another candidate, never a second call to the key that just failed. In an outage the
-        share's wave is 0.2 × N and the floor's tail a few calls per dead candidate past the
-        second (measured through the bridge, N = 100: 120 calls with 2 dead candidates, 124 with 3,
-        127 with 4).
-        """
-        others = self._retries_in_flight - tr.retrying
-        if others >= self.retry_budget_ratio * self._requests_in_flight and (same_route or others >= self.retry_budget_min):
-            return False
-        if not tr.retrying:
-            tr.retrying = True
-            self._retries_in_flight += 1
-        return True
-
-    def _end(self, tr: _Tries) -> None:
-        self._requests_in_flight -= 1
-        if tr.retrying:
-            self._retries_in_flight -= 1
-            tr.retrying = False
-
-    def _verdict(self, tr: _Tries, key: str, f: UpstreamFailure) -> None:
-        """Tells the breaker about a failed try: a count (A1), or just the probe back (429, 4xx)."""
-        if f.counts_for_breaker:
-            self.breaker.record_failure(key)
-        elif tr.probe:
-            self.breaker.release_probe(key)
-        tr.probe = False
-
-    def _release_probe(self, tr: _Tries, key: str) -> None:
-        if tr.probe:
-            self.breaker.release_probe(key)
-            tr.probe = False
-
-    def _failed(self, call: Call, f: UpstreamFailure, t0: float, log: RouteLog, tr: _Tries) -> bool:
+    def _failed(self, call: Call, f: UpstreamFailure, t0: float, log: RouteLog, tr: Tries) -> bool:
         """Records a failed try; True when the router may go on (retry or next candidate)."""
         key = call.target.key_id
-        self._record(log, call.target, f.kind, f.status, t0)
+        f.message = self.scrubber.scrub(f.message)
+        self.record(log, call.target, f.kind, f.status, t0)
         self.stats.per_key_failures[key] = self.stats.per_key_failures.get(key, 0) + 1
-        self._verdict(tr, key, f)
+        self.gate.verdict(tr, key, f)
         if f.retryable or f.kind == "not_found":
             tr.failures.append(f)
             return True
         return False
 
-    def _abandoned(self, call: Call, e: BaseException, t0: float, log: RouteLog, tr: _Tries) -> None:
+    def _abandoned(self, call: Call, e: BaseException, t0: float, log: RouteLog, tr: Tries) -> None:
         """A try that ended with no verdict on the key (caller cancelled, client gone, a bug of ours)."""
         outcome = "cancelled" if isinstance(e, (asyncio.CancelledError, GeneratorExit)) else "error"
-        self._record(log, call.target, outcome, 0, t0)
-        self._release_probe(tr, call.target.key_id)
+        self.record(log, call.target, outcome, 0, t0)
+        self.gate.release_probe(tr, call.target.key_id)
 
-    def _succeeded(self, target: Target, t0: float, log: RouteLog, tr: _Tries, observe: bool = True) -> None:
-        self.breaker.record_success(target.key_id)
-        tr.probe = False
+    def _succeeded(self, target: Target, t0: float, log: RouteLog, tr: Tries, observe: bool = True) -> None:
+        self.gate.succeeded(tr, target.key_id)
         ms = (self.clock.monotonic() - t0) * 1000.0
         if observe:
             self.latency.observe(target.key_id, ms)
@@ -554,7 +437,8 @@ class Router:
         if self._on_attempt:
             self._on_attempt(rec)
 
-    def _record(self, log: RouteLog, t: Target, outcome: str, status: int, t0: float | None) -> None:
+    def record(self, log: RouteLog, t: Target, outcome: str, status: int, t0: float | None) -> None:
+        """One try (t0 set) or skip in the route log, and in the metrics."""
         ms = (self.clock.monotonic() - t0) * 1000.0 if t0 is not None else 0.0
         rec = AttemptRecord(t.provider, t.key_id, t.model, outcome, status, ms)
         log.attempts.append(rec)
@@ -563,42 +447,6 @@ class Router:
         if self._on_attempt:
             self._on_attempt(rec)
 
-    def _caller_error(self, f: UpstreamFailure) -> E.TollgateError:
-        meta = {"upstream_status": str(f.status)} if f.status else {}
-        if f.kind == "context_length":
-            return E.InvalidArgument(f.message, reason="CONTEXT_LENGTH_EXCEEDED", metadata=meta)
-        if f.kind == "content_filter":
-            return E.InvalidArgument(f.message, reason="CONTENT_FILTERED", metadata=meta)
-        if f.status == 413:
-            return E.PayloadTooLarge(f.message or "request too large for the upstream", metadata=meta)
-        return E.UpstreamBadRequest(f.message or "the upstream rejected the request", metadata=meta)
-
-    def _exhausted(self, log: RouteLog, failures: list[UpstreamFailure], deadline: float) -> E.TollgateError:
+    def _exhausted(self, log: RouteLog, tr: Tries, deadline: float) -> E.TollgateError:
         self.stats.unroutable += 1
-        now = self.clock.monotonic()
-        if now >= deadline - 0.001 or (failures and failures[-1].kind == "timeout" and now >= deadline - 0.05):
-            return E.DeadlineExceeded("the request's deadline passed before an upstream answered", reason="DEADLINE_EXCEEDED")
-        if failures and all(f.kind == "timeout" for f in failures):
-            # RELIABILITY A5: silence everywhere is a gateway timeout (504), not an outage (503).
-            return E.DeadlineExceeded("no upstream answered within its timeout", reason="UPSTREAM_TIMEOUT")
-        if failures and all(f.kind == "rate_limited" for f in failures):
-            # RELIABILITY A3: every candidate said 429: so do we, with the soonest time one frees up.
-            waits = [f.retry_after_s for f in failures if f.retry_after_s is not None]
-            wait = min(waits) if waits else 1.0
-            return E.ResourceExhausted("every upstream is rate limited", reason="UPSTREAM_RATE_LIMITED", retry_after_s=wait)
-        if failures and all(f.kind == "not_found" for f in failures):
-            return E.NotFound(failures[-1].message or "model not found upstream", reason="MODEL_NOT_FOUND")
-        if failures and all(f.kind == "auth" for f in failures):
-            return E.UpstreamRejected(PROVIDER_AUTH_MESSAGE, reason="PROVIDER_AUTH_FAILED")
-        if not failures:
-            # RELIABILITY A7: every circuit open: no upstream call, and an honest Retry-After.
-            waits = [self.breaker.open_until(a.key_id) for a in log.attempts if a.outcome == "breaker_open"]
-            waits = [w - now for w in waits if w]
-            retry = min([w for w in waits if w > 0] or [1.0])
-            return E.Unavailable("no upstream can take the request now (all circuits open)",
-                                 reason="NO_AVAILABLE_UPSTREAM", retry_after_s=max(1.0, retry))
-        last = failures[-1]
-        # An upstream that answered garbage is a bad gateway (502), one that did not answer is unavailable (503).
-        reason = "UPSTREAM_PROTOCOL_ERROR" if last.kind == "protocol" else "UPSTREAM_UNAVAILABLE"
-        return E.Unavailable(f"all upstreams failed; last: {last.message}", reason=reason,
-                             metadata={"last_failure": last.kind}, retry_after_s=1.0)
+        return exhausted(log, tr.failures, deadline, self.clock.monotonic(), self.breaker)

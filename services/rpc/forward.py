@@ -10,9 +10,9 @@ from contextlib import aclosing
 from typing import Any, AsyncIterator
 
 from services.pipeline import ForwardStarted, Outcome
-from services.providers.passthrough import Passthrough, native_request
+from services.routing.passthrough import native_request
 from services.rpc import convert
-from services.rpc.interceptors import Ctx, Guard, rate_limit_metadata
+from services.rpc.interceptors import Ctx, Guard, credentials, rate_limit_metadata
 from tollgate.v1 import inference_service_pb2 as ipb
 
 
@@ -27,12 +27,13 @@ def _metadata(request_id: str, out: Outcome) -> tuple[tuple[str, str], ...]:
 
 
 def make_forward(app: Any, guard: Guard):
-    relay = Passthrough(app.config, app.router, app.clock)
+    relay = app.passthrough
 
     @guard.stream()
     async def Forward(self, request: ipb.ForwardRequest, ctx: Ctx) -> AsyncIterator[ipb.ForwardResponse]:
         req = native_request(request.provider, request.method, request.path, request.query,
                              [(h.name, h.value) for h in request.headers], request.body)
+        req.caller_secrets = credentials(ctx.context)
         events = app.pipeline.forward(ctx.principal, req, relay, ctx.request_id, ctx.context.time_remaining())
         async with aclosing(events):
             async for ev in events:

@@ -15,7 +15,10 @@ import hmac
 import re
 from typing import Any
 
+from services.accounts.signin import Started
+from services.accounts.users import check_budget
 from services.auth import ssrf
+from services.auth.authenticator import OPERATOR
 from services.core.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -26,7 +29,7 @@ from services.core.errors import (
     Unauthenticated,
 )
 from services.limits.base import Rule
-from services.providers.kinds import KINDS, resolve
+from services.config.kinds import KINDS, resolve
 from services.rpc.admin import list_usage
 from services.rpc.interceptors import Ctx, Guard
 from services.store.records import KIND_TOKEN, ApiKeyRecord, ProviderKeyRecord, UsageFilter, UserRecord
@@ -44,6 +47,7 @@ MODELS_MAX = 500
 KEYS_PER_USER = 100
 TOKENS_PER_USER = 100
 TTL_MAX_S = 10 * 365 * 86400
+LIMIT_MAX = 10**15
 LOGIN_FAILURES = Rule("login_failures", 10, window_s=60.0)  # per email per minute
 BAD_CREDENTIALS = "Invalid email or password"
 USER_KINDS = ("session", "token")
@@ -51,7 +55,39 @@ _EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
 
 
 def user_pb(u: UserRecord) -> kpb.User:
-    return kpb.User(id=u.id, email=u.email, role=u.role, tier=u.tier, created=int(u.created_at))
+    return kpb.User(id=u.id, email=u.email, role=u.role, tier=u.tier, created=int(u.created_at), state=u.state,
+                    budget_usd_day=u.budget_usd_day or 0.0, budget_usd_month=u.budget_usd_month or 0.0)
+
+
+OPERATOR_USER = kpb.User(id=OPERATOR, email=OPERATOR, role="admin", state="active")
+
+
+def session_pb(r: Any, current: str) -> kpb.Session:
+    return kpb.Session(id=r.id, user_id=r.user_id, created_at=int(r.created_at), last_used_at=int(r.last_used_at or 0),
+                       expires_at=int(r.expires_at), user_agent=r.user_agent, ip=r.ip, current=r.id == current)
+
+
+def client_info(ctx: Ctx) -> tuple[str, str]:
+    """(user agent, address) of the caller: the bridge's forwarded values, else gRPC's own."""
+    md = {k: v for k, v in ctx.context.invocation_metadata() if isinstance(v, str)}
+    ua = md.get("x-tollgate-user-agent") or md.get("user-agent", "")
+    ip = md.get("x-tollgate-client-ip", "")
+    if not ip:
+        try:
+            ip = ctx.context.peer() or ""
+        except Exception:
+            ip = ""
+    return ua, ip
+
+
+def session_owner(ctx: Ctx) -> str:
+    """Whose sessions the caller manages: its user, or the operator for the admin key."""
+    p = ctx.principal
+    if p.kind == "admin":
+        return OPERATOR
+    if p.kind in USER_KINDS and p.user_id:
+        return p.user_id
+    raise PermissionDenied("Sessions belong to signed-in users; this key has none", reason="USER_REQUIRED")
 
 
 def provider_key_pb(r: ProviderKeyRecord) -> kpb.ProviderKey:
@@ -62,7 +98,9 @@ def provider_key_pb(r: ProviderKeyRecord) -> kpb.ProviderKey:
 
 def token_pb(r: ApiKeyRecord) -> kpb.Token:
     return kpb.Token(id=r.id, name=r.name, prefix=r.prefix, created=int(r.created_at),
-                     expires_at=int(r.expires_at or 0), last_used_at=int(r.last_used_at or 0))
+                     expires_at=int(r.expires_at or 0), last_used_at=int(r.last_used_at or 0), rpm=r.rpm, rpd=r.rpd,
+                     tpd=r.tpd, tpm_month=r.tpm_month, budget_usd_day=r.budget_usd_day or 0.0,
+                     budget_usd_month=r.budget_usd_month or 0.0)
 
 
 def require_user(ctx: Ctx) -> str:
@@ -85,7 +123,6 @@ def _clean_text(value: str) -> bool:
 
 def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
     guard = Guard(app)
-    sessions = app.sessions
 
     def login_subject(email: str) -> str:
         # A digest, not the address: limiter keys (Redis) must not hold emails.
@@ -95,6 +132,32 @@ def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
         user_keys = getattr(app, "user_keys", None)  # routing's cache, once App builds one
         if user_keys is not None:
             user_keys.forget(user_id, key_id)
+
+    async def check_login_budget(subject: str) -> Any:
+        decision, held = await app.limiter.reserve(subject, (LOGIN_FAILURES,), 1)
+        if held is None:
+            raise ResourceExhausted("Too many failed sign-in attempts for this account; try again later",
+                                    reason="LOGIN_RATE_LIMITED", retry_after_s=max(1.0, decision.retry_after_s))
+        return held
+
+    async def operator_login(request: kpb.LoginRequest, ctx: Ctx) -> kpb.LoginResponse:
+        held = await check_login_budget(login_subject("\x00operator"))
+        ok = False
+        try:
+            ok = len(request.admin_key) <= SECRET_MAX and app.auth.is_admin_key(request.admin_key)
+        finally:
+            if ok:
+                await app.limiter.release(held)
+            else:
+                await app.limiter.settle(held, 1)
+        if not ok:
+            raise Unauthenticated("Invalid admin key", reason="INVALID_ADMIN_KEY")
+        started = await app.signin.start_operator(*client_info(ctx))
+        return login_response(kpb.LoginResponse, OPERATOR_USER, started)
+
+    def login_response(kind: Any, user: kpb.User, st: Started) -> Any:
+        return kind(user=user, session_token=st.token, expires_at=int(st.expires_at), csrf_token=st.csrf_token,
+                    session_id=st.session_id)
 
     class KeyServicer(kpb_grpc.KeyServiceServicer):
         @guard.unary(public=True, peek_limits=False)
@@ -114,20 +177,18 @@ def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
                 if e.reason != "INVALID_ARGUMENT":
                     raise
                 raise _invalid([FieldViolation("email", "must be an email address")]) from None
-            token, _ = sessions.issue(user.id, user.role)
-            return kpb.RegisterResponse(user=user_pb(user), session_token=token)
+            started = await app.signin.start(user.id, user.role, *client_info(ctx))
+            return login_response(kpb.RegisterResponse, user_pb(user), started)
 
         @guard.unary(public=True, peek_limits=False)
         async def Login(self, request: kpb.LoginRequest, ctx: Ctx) -> kpb.LoginResponse:
+            if request.admin_key:
+                return await operator_login(request, ctx)
             email = normalize_email(request.email)
             if not email or not request.password:
                 raise _invalid([FieldViolation(f, "required") for f, v in (("email", email), ("password", request.password))
                                 if not v])
-            subject = login_subject(email[:EMAIL_MAX * 2])
-            decision, held = await app.limiter.reserve(subject, (LOGIN_FAILURES,), 1)
-            if held is None:
-                raise ResourceExhausted("Too many failed sign-in attempts for this account; try again later",
-                                        reason="LOGIN_RATE_LIMITED", retry_after_s=max(1.0, decision.retry_after_s))
+            held = await check_login_budget(login_subject(email[:EMAIL_MAX * 2]))
             user, checked = None, False
             try:
                 if len(request.password) <= PASSWORD_MAX and len(email) <= EMAIL_MAX:
@@ -142,8 +203,72 @@ def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
                     await app.limiter.release(held)
             if user is None:
                 raise Unauthenticated(BAD_CREDENTIALS, reason="INVALID_CREDENTIALS")
-            token, expires_at = sessions.issue(user.id, user.role)
-            return kpb.LoginResponse(user=user_pb(user), session_token=token, expires_at=int(expires_at))
+            started = await app.signin.start(user.id, user.role, *client_info(ctx))
+            return login_response(kpb.LoginResponse, user_pb(user), started)
+
+        @guard.unary(peek_limits=False)
+        async def Logout(self, request: kpb.LogoutRequest, ctx: Ctx) -> kpb.LogoutResponse:
+            if not ctx.principal.session_id:
+                raise FailedPrecondition("Only a session can log out; revoke a token with RevokeToken",
+                                         reason="SESSION_REQUIRED")
+            await app.signin.end(ctx.principal.session_id)
+            return kpb.LogoutResponse()
+
+        @guard.unary(peek_limits=False)
+        async def GetMe(self, request: kpb.GetMeRequest, ctx: Ctx) -> kpb.GetMeResponse:
+            owner = session_owner(ctx)
+            if owner == OPERATOR:
+                return kpb.GetMeResponse(user=OPERATOR_USER, session_id=ctx.principal.session_id)
+            user = await app.store.get_user(owner)
+            if user is None:
+                raise Unauthenticated("This account no longer exists", reason="ACCOUNT_UNAVAILABLE")
+            return kpb.GetMeResponse(user=user_pb(user), session_id=ctx.principal.session_id)
+
+        @guard.unary(peek_limits=False)
+        async def ListSessions(self, request: kpb.ListSessionsRequest, ctx: Ctx) -> kpb.ListSessionsResponse:
+            rows = await app.signin.list(session_owner(ctx))
+            return kpb.ListSessionsResponse(sessions=[session_pb(r, ctx.principal.session_id) for r in rows])
+
+        @guard.unary(peek_limits=False)
+        async def RevokeSession(self, request: kpb.RevokeSessionRequest, ctx: Ctx) -> kpb.RevokeSessionResponse:
+            owner = session_owner(ctx)
+            # Another user's session answers exactly like one that never existed (F5).
+            if not request.id or len(request.id) > 64 or not await app.signin.end(request.id, owner):
+                raise NotFound("Session not found", reason="SESSION_NOT_FOUND")
+            return kpb.RevokeSessionResponse()
+
+        @guard.unary(peek_limits=False)
+        async def ChangePassword(self, request: kpb.ChangePasswordRequest, ctx: Ctx) -> kpb.ChangePasswordResponse:
+            uid = require_user(ctx)
+            if ctx.principal.kind != "session":
+                raise PermissionDenied("Changing the password needs a session (log in); a token cannot",
+                                       reason="SESSION_REQUIRED")
+            if not PASSWORD_MIN <= len(request.new_password) <= PASSWORD_MAX:
+                raise _invalid([FieldViolation("new_password", f"must be {PASSWORD_MIN}-{PASSWORD_MAX} characters")])
+            held = await check_login_budget(login_subject("\x00pw:" + uid))
+            ok = False
+            try:
+                ok = bool(request.current_password) and await app.store.check_password(uid, request.current_password)
+            finally:
+                if ok:
+                    await app.limiter.release(held)
+                else:
+                    await app.limiter.settle(held, 1)
+            if not ok:
+                raise _invalid([FieldViolation("current_password", "is not this account's password")])
+            await app.store.set_password(uid, request.new_password)
+            await app.signin.end_all(uid, except_id=ctx.principal.session_id)
+            return kpb.ChangePasswordResponse()
+
+        @guard.unary(public=True, peek_limits=False)
+        async def AcceptInvite(self, request: kpb.AcceptInviteRequest, ctx: Ctx) -> kpb.AcceptInviteResponse:
+            user = await app.accounts.accept_invite(request.invite_token, request.password)
+            started = await app.signin.start(user.id, user.role, *client_info(ctx))
+            return login_response(kpb.AcceptInviteResponse, user_pb(user), started)
+
+        @guard.unary(public=True, peek_limits=False)
+        async def GetRegistration(self, request: kpb.GetRegistrationRequest, ctx: Ctx) -> kpb.GetRegistrationResponse:
+            return kpb.GetRegistrationResponse(enabled=await app.store.registration_allowed())
 
         @guard.unary()
         async def ListProviderKeys(self, request: kpb.ListProviderKeysRequest, ctx: Ctx) -> kpb.ListProviderKeysResponse:
@@ -188,6 +313,11 @@ def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
                 problems.append(FieldViolation("name", f"required, at most {NAME_MAX} characters"))
             if not 0 <= request.ttl_seconds <= TTL_MAX_S:
                 problems.append(FieldViolation("ttl_seconds", f"must be 0 (no expiry) to {TTL_MAX_S}"))
+            for field in ("rpm", "rpd", "tpd", "tpm_month"):
+                if not 0 <= getattr(request, field) <= LIMIT_MAX:
+                    problems.append(FieldViolation(field, f"must be 0 (only the plan's) to {LIMIT_MAX}"))
+            for field in ("budget_usd_day", "budget_usd_month"):
+                problems += check_budget(field, getattr(request, field))
             if problems:
                 raise _invalid(problems)
             user = await app.store.get_user(uid)
@@ -198,8 +328,10 @@ def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
                                          reason="TOO_MANY_TOKENS", metadata={"limit": str(TOKENS_PER_USER)})
             expires_at = app.clock.now() + request.ttl_seconds if request.ttl_seconds else None
             tier = user.tier if user.tier in app.quotas.tiers else app.config.default_tier
+            limits = dict(rpm=request.rpm, rpd=request.rpd, tpd=request.tpd, tpm_month=request.tpm_month,
+                          budget_usd_day=request.budget_usd_day or None, budget_usd_month=request.budget_usd_month or None)
             rec, secret = await app.store.create_api_key(name=name, email=user.email, tier=tier, user_id=uid,
-                                                         kind=KIND_TOKEN, expires_at=expires_at)
+                                                         kind=KIND_TOKEN, expires_at=expires_at, limits=limits)
             return kpb.CreateTokenResponse(token=token_pb(rec), secret=secret)
 
         @guard.unary()

@@ -99,10 +99,120 @@ def m001_initial(db: pw.Database) -> None:
         db.execute_sql(statement)
 
 
+# Issue 16 (accounts): sessions that can be revoked, user state and budgets, invites, plan prices
+# and budgets, per-token limits and budgets, the audit log and the alerts list.
+_M003 = (
+    """CREATE TABLE IF NOT EXISTS sessions (
+        id TEXT NOT NULL PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        last_used_at DOUBLE PRECISION NULL,
+        revoked_at DOUBLE PRECISION NULL,
+        user_agent TEXT NOT NULL DEFAULT '',
+        ip TEXT NOT NULL DEFAULT '')""",
+    "CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions (user_id)",
+    "ALTER TABLE users ADD COLUMN state TEXT NOT NULL DEFAULT 'active'",
+    "ALTER TABLE users ADD COLUMN budget_usd_day DOUBLE PRECISION NULL",
+    "ALTER TABLE users ADD COLUMN budget_usd_month DOUBLE PRECISION NULL",
+    "ALTER TABLE users ADD COLUMN invite_hash TEXT NULL",
+    "ALTER TABLE users ADD COLUMN invite_expires_at DOUBLE PRECISION NULL",
+    "ALTER TABLE users ADD COLUMN deleted_at DOUBLE PRECISION NULL",
+    "ALTER TABLE tiers ADD COLUMN price_usd_month DOUBLE PRECISION NULL",
+    "ALTER TABLE tiers ADD COLUMN budget_usd_day DOUBLE PRECISION NULL",
+    "ALTER TABLE tiers ADD COLUMN budget_usd_month DOUBLE PRECISION NULL",
+    "ALTER TABLE api_keys ADD COLUMN rpm BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE api_keys ADD COLUMN rpd BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE api_keys ADD COLUMN tpd BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE api_keys ADD COLUMN tpm_month BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE api_keys ADD COLUMN budget_usd_day DOUBLE PRECISION NULL",
+    "ALTER TABLE api_keys ADD COLUMN budget_usd_month DOUBLE PRECISION NULL",
+    """CREATE TABLE IF NOT EXISTS audit (
+        id TEXT NOT NULL PRIMARY KEY,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL DEFAULT '',
+        ip TEXT NOT NULL DEFAULT '',
+        created_at DOUBLE PRECISION NOT NULL,
+        before TEXT NOT NULL DEFAULT '',
+        after TEXT NOT NULL DEFAULT '')""",
+    "CREATE INDEX IF NOT EXISTS audit_created_at ON audit (created_at)",
+    """CREATE TABLE IF NOT EXISTS alerts (
+        id TEXT NOT NULL PRIMARY KEY,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL DEFAULT '',
+        message TEXT NOT NULL DEFAULT '',
+        dedupe TEXT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        delivered BOOLEAN NOT NULL DEFAULT FALSE)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS alerts_dedupe ON alerts (dedupe)",
+    "CREATE INDEX IF NOT EXISTS alerts_created_at ON alerts (created_at)",
+)
+
+
+def m003_accounts(db: pw.Database) -> None:
+    """Issue 16: revocable sessions, user state/budgets/invites, plan prices, token limits, audit, alerts."""
+    for statement in _M003:
+        db.execute_sql(statement)
+
+
+_M004 = (
+    # Issue 18: Responses API responses kept per caller for previous_response_id and GET/DELETE.
+    """CREATE TABLE IF NOT EXISTS stored_responses (
+        id TEXT NOT NULL PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        native BOOLEAN NOT NULL DEFAULT FALSE,
+        response TEXT NOT NULL,
+        items TEXT NOT NULL DEFAULT '')""",
+    "CREATE INDEX IF NOT EXISTS stored_responses_owner_created ON stored_responses (owner, created_at)",
+    "CREATE INDEX IF NOT EXISTS stored_responses_expires_at ON stored_responses (expires_at)",
+)
+
+
+def m004_stored_responses(db: pw.Database) -> None:
+    """The stored_responses table (Responses API, issue 18)."""
+    for statement in _M004:
+        db.execute_sql(statement)
+
+
+# Issue 19 (seed 000's /api/models/load): models loaded at run time, routable on every replica.
+# `provider` names the configured provider that serves it (an Ollama), or is '' when the row
+# carries its own OpenAI-compatible base URL and key (sealed, the row id as AAD, like provider_keys).
+_M005 = (
+    """CREATE TABLE IF NOT EXISTS loaded_models (
+        id TEXT NOT NULL PRIMARY KEY,
+        name TEXT NOT NULL,
+        format TEXT NOT NULL,
+        source TEXT NOT NULL DEFAULT '',
+        provider TEXT NOT NULL DEFAULT '',
+        kind TEXT NOT NULL,
+        base_url TEXT NOT NULL DEFAULT '',
+        upstream_model TEXT NOT NULL,
+        sealed TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT '',
+        context_length BIGINT NOT NULL DEFAULT 0,
+        created_by TEXT NOT NULL DEFAULT '',
+        created_at DOUBLE PRECISION NOT NULL)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS loaded_models_name ON loaded_models (name)",
+)
+
+
+def m005_loaded_models(db: pw.Database) -> None:
+    """Issue 19: models loaded through ModelService.LoadModel."""
+    for statement in _M005:
+        db.execute_sql(statement)
+
+
 Migration = tuple[int, str, Callable[[pw.Database], None]]
 
 MIGRATIONS: tuple[Migration, ...] = (
     (1, "initial", m001_initial),
+    (3, "accounts", m003_accounts),
+    (4, "stored_responses", m004_stored_responses),
+    (5, "loaded_models", m005_loaded_models),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -35,6 +35,9 @@ class Tier(BaseModel):
     tpd = pw.BigIntegerField(default=0)
     tpm_month = pw.BigIntegerField(default=0)
     description = pw.TextField(default="")
+    price_usd_month = pw.DoubleField(null=True)
+    budget_usd_day = pw.DoubleField(null=True)
+    budget_usd_month = pw.DoubleField(null=True)
 
     class Meta:
         table_name = "tiers"
@@ -48,6 +51,12 @@ class User(BaseModel):
     tier = pw.TextField(default="")
     created_at = pw.DoubleField()
     disabled = pw.BooleanField(default=False)
+    state = pw.TextField(default="active")
+    budget_usd_day = pw.DoubleField(null=True)
+    budget_usd_month = pw.DoubleField(null=True)
+    invite_hash = pw.TextField(null=True)
+    invite_expires_at = pw.DoubleField(null=True)
+    deleted_at = pw.DoubleField(null=True)
 
     class Meta:
         table_name = "users"
@@ -68,6 +77,12 @@ class ApiKey(BaseModel):
     revoked_at = pw.DoubleField(null=True)
     expires_at = pw.DoubleField(null=True)
     last_used_at = pw.DoubleField(null=True)
+    rpm = pw.BigIntegerField(default=0)
+    rpd = pw.BigIntegerField(default=0)
+    tpd = pw.BigIntegerField(default=0)
+    tpm_month = pw.BigIntegerField(default=0)
+    budget_usd_day = pw.DoubleField(null=True)
+    budget_usd_month = pw.DoubleField(null=True)
 
     class Meta:
         table_name = "api_keys"
@@ -127,6 +142,49 @@ class Setting(BaseModel):
         table_name = "settings"
 
 
+class Session(BaseModel):
+    # user_id is plain text: the operator's (admin-key) sessions belong to no user row.
+    id = pw.TextField(primary_key=True)
+    user_id = pw.TextField()
+    role = pw.TextField()
+    created_at = pw.DoubleField()
+    expires_at = pw.DoubleField()
+    last_used_at = pw.DoubleField(null=True)
+    revoked_at = pw.DoubleField(null=True)
+    user_agent = pw.TextField(default="")
+    ip = pw.TextField(default="")
+
+    class Meta:
+        table_name = "sessions"
+
+
+class Audit(BaseModel):
+    id = pw.TextField(primary_key=True)
+    actor = pw.TextField()
+    action = pw.TextField()
+    target = pw.TextField(default="")
+    ip = pw.TextField(default="")
+    created_at = pw.DoubleField()
+    before = pw.TextField(default="")
+    after = pw.TextField(default="")
+
+    class Meta:
+        table_name = "audit"
+
+
+class Alert(BaseModel):
+    id = pw.TextField(primary_key=True)
+    kind = pw.TextField()
+    subject = pw.TextField(default="")
+    message = pw.TextField(default="")
+    dedupe = pw.TextField(null=True, unique=True)
+    created_at = pw.DoubleField()
+    delivered = pw.BooleanField(default=False)
+
+    class Meta:
+        table_name = "alerts"
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
-    SchemaVersion, Tier, User, ApiKey, ProviderKey, Usage, Setting,
+    SchemaVersion, Tier, User, ApiKey, ProviderKey, Usage, Setting, Session, Audit, Alert,
 )

@@ -6,9 +6,9 @@ Secrets are not fields here: an ApiKeyRecord has no hash, a ProviderKeyRecord no
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from services.core.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from services.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 
 ROLE_ADMIN = "admin"
 ROLE_USER = "user"
@@ -28,6 +28,12 @@ class TierRecord:
     description: str = ""
 
 
+STATE_ACTIVE = "active"
+STATE_SUSPENDED = "suspended"
+STATE_DELETED = "deleted"
+STATES = (STATE_ACTIVE, STATE_SUSPENDED, STATE_DELETED)
+
+
 @dataclass(slots=True)
 class UserRecord:
     id: str
@@ -35,7 +41,29 @@ class UserRecord:
     role: str  # ROLE_ADMIN | ROLE_USER
     tier: str
     created_at: float
-    disabled: bool = False
+    disabled: bool = False  # True unless state is active (kept for the code that reads it)
+    state: str = STATE_ACTIVE
+    budget_usd_day: float | None = None
+    budget_usd_month: float | None = None
+    invited: bool = False  # created by an admin, password not set yet
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    """A signed-in browser or client: the row that makes a session token revocable."""
+
+    id: str
+    user_id: str  # "operator" for the admin key's sessions
+    role: str
+    created_at: float
+    expires_at: float
+    last_used_at: float | None = None
+    revoked_at: float | None = None
+    user_agent: str = ""
+    ip: str = ""
+
+    def live(self, now: float) -> bool:
+        return self.revoked_at is None and self.expires_at > now
 
 
 @dataclass(slots=True)
@@ -53,6 +81,14 @@ class ApiKeyRecord:
     revoked_at: float | None = None
     expires_at: float | None = None
     last_used_at: float | None = None
+    # Issue 16: a token's own limits (0 = only the plan's) and $ budgets (None = none).
+    rpm: int = 0
+    rpd: int = 0
+    tpd: int = 0
+    tpm_month: int = 0
+    budget_usd_day: float | None = None
+    budget_usd_month: float | None = None
+    owner_state: str = field(default="", compare=False)  # the owning user's state when looked up for authentication, "" = no user
 
     def active(self, now: float) -> bool:
         """Not revoked and not expired at `now`."""
@@ -123,6 +159,12 @@ class EmailTaken(AlreadyExists):
     reason = "EMAIL_TAKEN"
 
 
+class LastAdmin(FailedPrecondition):
+    """Demoting, suspending or deleting the last active admin (409 on REST)."""
+
+    reason = "LAST_ADMIN"
+
+
 class UnknownTier(InvalidArgument):
     reason = "UNKNOWN_TIER"
 
@@ -133,3 +175,23 @@ class UnknownUser(NotFound):
 
 class ProviderKeyNotFound(NotFound):
     reason = "PROVIDER_KEY_NOT_FOUND"
+
+
+@dataclass(slots=True)
+class LoadedModelRecord:
+    """A model loaded at run time (issue 19, seed 000's /api/models/load). No sealed key here:
+    Store.open_loaded_model_key opens it, for the router only."""
+
+    id: str
+    name: str  # what callers route by, e.g. "My Custom Model"
+    format: str  # gguf | ollama | openai
+    source: str  # as given (a path, a library name, or a base URL without credentials)
+    provider: str  # the configured provider serving it (an Ollama); "" = its own base URL below
+    kind: str  # provider kind: ollama, openai_compatible
+    base_url: str
+    upstream_model: str  # the name sent upstream
+    description: str = ""
+    context_length: int = 0
+    created_by: str = ""  # principal key id of who loaded it
+    created_at: float = 0.0
+    has_key: bool = False

@@ -8,14 +8,18 @@ holds the database thread. Methods return records (records.py), never peewee row
 from __future__ import annotations
 
 import asyncio
+import hmac
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from services.auth.api_keys import hash_key, key_prefix, looks_valid, new_api_key, verify
 from services.auth.passwords import hash_password, needs_rehash, verify_password
 from services.auth.sealing import Sealer, SealError, mask, sealed_key_id
+from services.auth.secrets import SECRET_FILE, SecretMismatch, secret_fingerprint
 from services.clock import Clock
 from services.core.errors import InvalidArgument
+from services.core.scrub import Scrubber
 from services.store import migrations
 from services.store.db import (
     DEFAULT_BUSY_TIMEOUT_MS,
@@ -25,6 +29,7 @@ from services.store.db import (
     is_sqlite,
     open_database,
 )
+from services.store.records import LoadedModelRecord
 from services.store.records import (
     KIND_API,
     KIND_TOKEN,
@@ -33,18 +38,24 @@ from services.store.records import (
     ProviderKeyNotFound,
     ProviderKeyRecord,
     RegistrationClosed,
+    SessionRecord,
     TierRecord,
     UsageFilter,
     UsageRecord,
     UserRecord,
 )
 from services.store.repos import api_keys as keys_repo
+from services.store.repos import loaded_models as lm_repo
 from services.store.repos import provider_keys as pk_repo
+from services.store.repos import responses as responses_repo
+from services.store.repos import sessions as sessions_repo
 from services.store.repos import settings as settings_repo
 from services.store.repos import tiers as tiers_repo
 from services.store.repos import usage as usage_repo
 from services.store.repos import users as users_repo
 from services.store.repos.ids import API_KEY_PREFIX, PROVIDER_KEY_PREFIX, USER_PREFIX, new_id
+
+LOADED_MODEL_PREFIX = "lm_"
 
 __all__ = ["EmailTaken", "RegistrationClosed", "Store"]
 
@@ -52,6 +63,7 @@ T = TypeVar("T")
 DEFAULT_USER_TIER = "basic"
 _MAX_EMAIL_LEN = 254
 _MAX_PASSWORD_LEN = 4096
+SECRET_FINGERPRINT_SETTING = "secret_fingerprint"
 
 
 class Store:
@@ -68,6 +80,8 @@ class Store:
         sqlite_busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         pg_pool_size: int = DEFAULT_PG_POOL_SIZE,
         retry_budget_s: float = DEFAULT_RETRY_BUDGET_S,
+        secret_source: str = "",
+        scrubber: Scrubber | None = None,
     ) -> None:
         if not pepper:
             raise ValueError("Store needs a non-empty pepper for API-key hashes")
@@ -81,6 +95,10 @@ class Store:
         self._retry_budget_s = retry_budget_s
         self._worker: DbWorker | None = None
         self._dummy_hash: str | None = None
+        self._secret_source = secret_source  # what to name when the secret is not the database's
+        # Every provider key in clear that passes through here (opened, added) is made known to the
+        # scrubber, and forgotten when deleted (issue 15 point 3).
+        self._scrubber = scrubber if scrubber is not None else Scrubber()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -97,6 +115,7 @@ class Store:
         try:
             await self._worker.write(migrations.migrate, self._clock.now())
             await self._worker.write(tiers_repo.seed_default_tiers)
+            await self._check_secret()
             await self._check_sealed_keys()
         except BaseException:
             await self.close()
@@ -127,6 +146,17 @@ class Store:
         """Escape hatch for maintenance and tests: `fn(db, *args)` on the store's worker."""
         return await self._write(fn, *args)
 
+    # --- stored responses (Responses API) ----------------------------------------------------
+
+    async def save_response(self, row: responses_repo.StoredResponse, max_per_owner: int) -> None:
+        await self._write(responses_repo.insert_response, row, self._clock.now(), max_per_owner)
+
+    async def get_response(self, rid: str, owner: str) -> responses_repo.StoredResponse | None:
+        return await self._read(responses_repo.get_response, rid, owner, self._clock.now())
+
+    async def delete_response(self, rid: str, owner: str) -> bool:
+        return await self._write(responses_repo.delete_response, rid, owner, idempotent=True)
+
     # --- tiers ---------------------------------------------------------------------------
 
     async def list_tiers(self) -> list[TierRecord]:
@@ -149,6 +179,7 @@ class Store:
         user_id: str | None = None,
         kind: str = KIND_API,
         expires_at: float | None = None,
+        limits: dict[str, Any] | None = None,
     ) -> tuple[ApiKeyRecord, str]:
         """A new key: its record and the plaintext, which is returned this once and never stored."""
         if kind not in (KIND_API, KIND_TOKEN):
@@ -157,7 +188,7 @@ class Store:
         record = ApiKeyRecord(
             id=new_id(API_KEY_PREFIX), prefix=key_prefix(plaintext), name=name, email=email,
             tier=tier, user_id=user_id, kind=kind, created_at=self._clock.now(),
-            expires_at=expires_at,
+            expires_at=expires_at, **(limits or {}),
         )
         await self._write(keys_repo.insert_api_key, record, hash_key(self._pepper, plaintext))
         return record, plaintext
@@ -241,6 +272,78 @@ class Store:
     async def list_users(self) -> list[UserRecord]:
         return await self._read(users_repo.list_users)
 
+    async def registration_allowed(self) -> bool:
+        """Whether a sign-up would be accepted now (the first one always is)."""
+        return await self._read(users_repo.registration_allowed)
+
+    async def check_password(self, user_id: str, password: str) -> bool:
+        """Whether `password` is this user's (argon2 off the event loop)."""
+        stored = await self._read(users_repo.find_password_hash, user_id)
+        if stored is None or not isinstance(password, str) or len(password) > _MAX_PASSWORD_LEN:
+            return False
+        return await asyncio.to_thread(verify_password, stored, password)
+
+    async def set_password(self, user_id: str, password: str) -> None:
+        password_hash = await asyncio.to_thread(hash_password, password)
+        await self._write(users_repo.set_password_hash, user_id, password_hash, idempotent=True)
+
+    # --- issue 16: the admin's user management -----------------------------------------------
+
+    async def list_users_page(self, query: str = "", plan: str = "", role: str = "", state: str = "",
+                              limit: int = 50, offset: int = 0) -> tuple[list[UserRecord], int]:
+        return await self._read(users_repo.list_users_page, query, plan, role, state, limit, offset)
+
+    async def insert_user(self, email: str, password: str | None, tier: str, role: str,
+                          invite_hash: str | None = None, invite_expires_at: float | None = None) -> UserRecord:
+        """An admin-created user; without a password it can only sign in after accepting its invite."""
+        email = users_repo.normalize_email(email)
+        _check_email(email)
+        # An unusable hash until the invite sets one: no password verifies against it.
+        secret = password if password else "invite:" + new_id("")
+        password_hash = await asyncio.to_thread(hash_password, secret)
+        return await self._write(users_repo.insert_user, new_id(USER_PREFIX), email, password_hash, tier, role,
+                                 self._clock.now(), invite_hash, invite_expires_at)
+
+    async def update_user(self, user_id: str, changes: dict[str, Any]) -> tuple[UserRecord, UserRecord] | None:
+        return await self._write(users_repo.update_user, user_id, dict(changes))
+
+    async def revoke_user_keys(self, user_id: str) -> int:
+        return await self._write(keys_repo.revoke_user_keys, user_id, self._clock.now(), idempotent=True)
+
+    async def count_active_keys(self, user_id: str) -> int:
+        return await self._read(keys_repo.count_active, user_id, self._clock.now())
+
+    async def find_invite(self, invite_hash: str) -> tuple[UserRecord, float | None] | None:
+        return await self._read(users_repo.find_invite, invite_hash)
+
+    async def accept_invite(self, user_id: str, invite_hash: str, password: str) -> bool:
+        password_hash = await asyncio.to_thread(hash_password, password)
+        return await self._write(users_repo.accept_invite, user_id, invite_hash, password_hash)
+
+    # --- sessions --------------------------------------------------------------------------
+
+    async def insert_session(self, rec: SessionRecord) -> SessionRecord:
+        return await self._write(sessions_repo.insert_session, rec)
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        return await self._read(sessions_repo.get_session, session_id)
+
+    async def list_sessions(self, user_id: str) -> list[SessionRecord]:
+        """The user's live sessions, newest first."""
+        return await self._read(sessions_repo.list_live, user_id, self._clock.now())
+
+    async def count_sessions(self, user_id: str) -> int:
+        return await self._read(sessions_repo.count_live, user_id, self._clock.now())
+
+    async def touch_session(self, session_id: str) -> None:
+        await self._write(sessions_repo.touch, session_id, self._clock.now(), idempotent=True)
+
+    async def revoke_session(self, session_id: str, user_id: str | None = None) -> bool:
+        return await self._write(sessions_repo.revoke, session_id, user_id, self._clock.now(), idempotent=True)
+
+    async def revoke_sessions(self, user_id: str, except_id: str = "") -> int:
+        return await self._write(sessions_repo.revoke_all, user_id, self._clock.now(), except_id, idempotent=True)
+
     async def set_registration_open(self, is_open: bool) -> None:
         await self._write(settings_repo.set_registration_open, bool(is_open), idempotent=True)
 
@@ -278,6 +381,7 @@ class Store:
             rpm=int(rpm), created_at=self._clock.now(),
         )
         sealed = self._sealer.seal(key_id, secret)
+        self._scrubber.set("pk:" + key_id, secret)
         return await self._write(pk_repo.insert_provider_key, record, sealed)
 
     async def list_provider_keys(self, user_id: str | None = None) -> list[ProviderKeyRecord]:
@@ -293,7 +397,10 @@ class Store:
         return await self._read(pk_repo.get_provider_key, key_id, user_id)
 
     async def delete_provider_key(self, key_id: str, user_id: str | None) -> bool:
-        return await self._write(pk_repo.delete_provider_key, key_id, user_id, idempotent=True)
+        deleted = await self._write(pk_repo.delete_provider_key, key_id, user_id, idempotent=True)
+        if deleted:
+            self._scrubber.drop("pk:" + key_id)
+        return deleted
 
     async def set_provider_key_disabled(self, key_id: str, disabled: bool) -> bool:
         """Disable a key the provider refused (its 401/403), or re-enable it."""
@@ -305,7 +412,31 @@ class Store:
         sealed = await self._read(pk_repo.get_sealed, key_id)
         if sealed is None:
             raise ProviderKeyNotFound("provider key not found", metadata={"provider_key_id": key_id})
-        return self._sealer.open(key_id, sealed)
+        plain = self._sealer.open(key_id, sealed)
+        self._scrubber.set("pk:" + key_id, plain)  # added on another replica: known before its first use
+        return plain
+
+    # --- loaded models (issue 19) ------------------------------------------------------------
+
+    async def add_loaded_model(self, record: LoadedModelRecord, secret: str = "") -> LoadedModelRecord:
+        """Persist a loaded model; its key (if any) sealed with the row id as AAD, like provider keys.
+        AlreadyExists when the name is taken."""
+        record.id = record.id or new_id(LOADED_MODEL_PREFIX)
+        record.created_at = record.created_at or self._clock.now()
+        record.has_key = bool(secret)
+        sealed = self._sealer.seal(record.id, secret) if secret else ""
+        return await self._write(lm_repo.insert, record, sealed)
+
+    async def list_loaded_models(self) -> list[LoadedModelRecord]:
+        return await self._read(lm_repo.list_all)
+
+    async def remove_loaded_model(self, name: str) -> LoadedModelRecord | None:
+        return await self._write(lm_repo.delete_by_name, name)
+
+    async def open_loaded_model_key(self, model_id: str) -> str:
+        """A loaded model's upstream key in clear, for the router only ("" when it has none)."""
+        sealed = await self._read(lm_repo.get_sealed, model_id)
+        return self._sealer.open(model_id, sealed) if sealed else ""
 
     # --- usage ledger ------------------------------------------------------------------------
 
@@ -367,6 +498,21 @@ class Store:
             self._dummy_hash = await asyncio.to_thread(hash_password, "tollgate-timing-equalizer")
         return self._dummy_hash
 
+    async def _check_secret(self) -> None:
+        # Issue 15 point 4: a replica with another server secret would hash every API key
+        # differently and answer 401 to all of them, silently. The store keeps a MAC of a constant
+        # under the secret from its first start; a different secret stops start-up here.
+        mine = secret_fingerprint(self._pepper)
+        stored = await self._write(settings_repo.set_once, SECRET_FINGERPRINT_SETTING, mine, idempotent=True)
+        if not hmac.compare_digest(stored.encode(), mine.encode()):
+            raise SecretMismatch(
+                f"the server secret ({self._secret_source or 'TOLLGATE_SECRET_KEY, or ' + self._secret_file()}) "
+                "is not the one this database was first started with, so every API key would be refused; "
+                "start with the original secret (every replica must share one TOLLGATE_SECRET_KEY)")
+
+    def _secret_file(self) -> str:
+        return os.path.join(self._data_dir, SECRET_FILE) + " when it is unset"
+
     async def _check_sealed_keys(self) -> None:
         # RELIABILITY F2: a sealing key that went missing stops start-up and is named, rather
         # than surfacing later as a provider failure on the hot path.
@@ -380,7 +526,7 @@ class Store:
                     f"{self._data_dir}/secret.key) or delete and re-add that provider key",
                     metadata={"provider_key_id": key_id, "key_id": kid},
                 )
-            self._sealer.open(key_id, sealed)
+            self._scrubber.set("pk:" + key_id, self._sealer.open(key_id, sealed))
 
 
 def _select_one(db: Any) -> int:

@@ -17,7 +17,8 @@ import openai
 import orjson
 import pytest
 
-from services.providers import passthrough
+from services.metering.usage_scan import UsageMeter
+from services.routing import passthrough
 from tests.support.fakes import openai as fake_openai_module
 from tests.support.fakes.anthropic import FAKE_ANTHROPIC_KEY, run_fake_anthropic
 from tests.support.fakes.gemini import DEFAULT_KEY as GEMINI_KEY, run_fake_gemini
@@ -314,12 +315,12 @@ def test_usage_meter_reads_each_provider_shape():
         (False, [b'{"error":{"message":"bad"}}'], None),
     ]
     for sse, pieces, want in cases:
-        meter = passthrough.UsageMeter(sse)
+        meter = UsageMeter(sse)
         for p in pieces:
             meter.feed(p)
         meter.close()
         assert meter.reported() == want, pieces
-    cut = passthrough.UsageMeter(True)
+    cut = UsageMeter(True)
     cut.feed(b'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":9,"output_tokens":1}}}\n\n'
              + b'event: content_block_delta\ndata: {"delta":{"type":"text_delta","text":"hello there friend"}}\n\n')
     u = cut.usage(50, complete=False, ok=True)
@@ -327,12 +328,12 @@ def test_usage_meter_reads_each_provider_shape():
 
 
 def test_usage_meter_refuses_an_oversized_sse_event():
-    meter = passthrough.UsageMeter(True)
+    meter = UsageMeter(True)
     meter.feed(b"data: {}\n\n")
     with pytest.raises(ValueError):  # Exchange.body() turns this into UPSTREAM_STREAM_BROKEN (E10)
         for _ in range(5):
             meter.feed(b"data: " + b"x" * (1024 * 1024))
-    json_meter = passthrough.UsageMeter(False)  # a long JSON body keeps only its tail
+    json_meter = UsageMeter(False)  # a long JSON body keeps only its tail
     for _ in range(40):
         json_meter.feed(b'{"text": "' + b"y" * 100_000 + b'"},')
     json_meter.feed(b'"usage": {"prompt_tokens": 2, "completion_tokens": 9}}')

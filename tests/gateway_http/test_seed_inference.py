@@ -164,7 +164,10 @@ async def test_models_list_pagination_and_model_shape(catalogue):
 
 async def test_models_filters(catalogue):
     get = lambda q: catalogue.http.get("/api/v1/models" + q, headers=bearer(catalogue.key))  # noqa: E731
-    assert [m["id"] for m in (await get("?provider=demo")).json()["data"]] == ["demo", "tollgate-demo"]
+    # Seed 004's provider is the vendor (issue 19 point 3): the demo models are tollgate's.
+    assert [m["id"] for m in (await get("?provider=tollgate")).json()["data"]] == ["demo", "tollgate-demo"]
+    assert [m["id"] for m in (await get("?provider=openai")).json()["data"]] == ["gpt-4o", "gpt-4o-mini", "openai/gpt-4o"]
+    assert (await get("?provider=primary")).json()["data"] == []  # our provider instance is not a vendor
     assert [m["id"] for m in (await get("?provider=openai&search=mini")).json()["data"]] == ["gpt-4o-mini"]
     body = (await get("?search=GPT-4O")).json()
     assert body["pagination"]["total"] == 3
@@ -199,10 +202,15 @@ async def test_models_top_search_providers(catalogue):
     assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "q"
 
     r = await catalogue.http.get("/api/v1/models/providers", headers=h)
-    assert r.json() == {"data": ["primary", "demo"]}
-    r = await catalogue.http.get("/api/v1/models/providers/demo", headers=h)
+    assert r.json() == {"data": ["openai", "tollgate"]}  # vendors, most models first
+    r = await catalogue.http.get("/api/v1/models/providers/openai", headers=h)
     body = r.json()
-    assert body["provider"] == "demo" and [m["id"] for m in body["data"]] == ["demo", "tollgate-demo"]
+    assert body["provider"] == "openai" and [m["id"] for m in body["data"]] == ["gpt-4o", "gpt-4o-mini", "openai/gpt-4o"]
+    r = await catalogue.http.get("/api/v1/models/providers/tollgate", headers=h)
+    assert [m["id"] for m in r.json()["data"]] == ["demo", "tollgate-demo"]
+    # Our own provider instances stay visible where our own API lists them.
+    r = await catalogue.http.get("/backend/info", headers=h)
+    assert [b["name"] for b in r.json()["backends"]] == ["primary", "demo"]
 
 
 async def test_model_by_id_parameters_and_pricing(catalogue):

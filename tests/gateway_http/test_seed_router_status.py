@@ -12,7 +12,9 @@ from tests.support.gateway import ADMIN_KEY, config, provider, run_gateway
 
 STATIC = "sk-user1-key-0123456789"
 UPSTREAM = "sk-test-upstream"
-GETS = ("/", "/backend/info", "/router/stats", "/router/health", "/router/rate-limits", "/auth/status", "/auth/metrics")
+PUBLIC = ("/", "/backend/info")  # seed 002 shows both without a key (issue 19 point 4)
+PROTECTED = ("/router/stats", "/router/health", "/router/rate-limits", "/auth/status", "/auth/metrics")
+GETS = PUBLIC + PROTECTED
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -136,7 +138,7 @@ async def test_no_secret_in_any_status_body(gw, path):
             assert secret not in r.text
 
 
-@pytest.mark.parametrize("method,path", [*(("GET", p) for p in GETS), ("POST", "/auth/reload-keys")])
+@pytest.mark.parametrize("method,path", [*(("GET", p) for p in PROTECTED), ("POST", "/auth/reload-keys")])
 async def test_errors_are_openai_shaped(gw, method, path):
     r = await gw.http.request(method, path)
     assert r.status_code == 401
@@ -144,6 +146,24 @@ async def test_errors_are_openai_shaped(gw, method, path):
     assert err["type"] == "authentication_error" and err["message"]
     r = await gw.http.request(method, path, headers=bearer("sk-not-a-key"))
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.parametrize("path", PUBLIC)
+async def test_root_and_backend_info_need_no_key_and_show_nothing_secret(tmp_path, path):
+    """Issue 19 point 4: seed 002's `curl "http://localhost:8000/"` has no key; a base URL's
+    credentials (user:password@, ?key=) never reach the page, nor any key or key id."""
+    leaky = provider("leaky", "https://svc-user:svc-pass-123@llm.example.com:8443/v1?key=url-secret-456",
+                     keys=(UPSTREAM,))
+    async with run_gateway(config(tmp_path, providers=(leaky, DEMO_PROVIDER))) as g:
+        for headers in ({}, bearer("sk-not-a-key")):
+            r = await g.http.get(path, headers=headers)
+            assert r.status_code == 200, r.text
+            for secret in ("svc-user", "svc-pass-123", "url-secret-456", UPSTREAM, "leaky-k1", ADMIN_KEY):
+                assert secret not in r.text, secret
+        if path == "/backend/info":
+            assert {b["name"]: b["base_url"] for b in r.json()["backends"]}["leaky"] == "https://llm.example.com:8443/v1"
+        else:
+            assert r.json()["services_count"] == 2 and r.json()["strategy"] == "balanced"
 
 
 async def test_with_auth_disabled_no_key_is_needed(tmp_path, fake_openai):

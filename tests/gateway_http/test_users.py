@@ -51,7 +51,8 @@ async def gw(tmp_path):
 async def test_first_user_is_admin_and_registration_closes_until_reopened(gw) -> None:
     admin, admin_session = await signup(gw, "Root@Example.com")
     assert admin["role"] == "admin" and admin["email"] == "root@example.com" and admin["tier"]
-    assert set(admin) == {"id", "email", "role", "tier"} and admin_session.startswith("tgs_")
+    assert set(admin) == {"id", "email", "role", "tier", "plan", "state", "created_at"}
+    assert admin["plan"] == admin["tier"] and admin["state"] == "active" and admin_session.startswith("tgs_")
 
     r = await gw.http.post("/api/auth/register", json={"email": "bob@example.com", "password": PASSWORD})
     assert_error(r, 403, "FORBIDDEN")
@@ -121,7 +122,8 @@ async def test_racing_bad_logins_never_exceed_the_bound(gw) -> None:
 async def test_tokens_create_list_use_revoke(gw) -> None:
     _, session = await signup(gw, "ann@example.com")
     created = await new_token(gw, session, "laptop", ttlSeconds=3600)
-    assert set(created) == {"id", "name", "prefix", "token", "createdAt", "expiresAt"}
+    assert set(created) == {"id", "name", "prefix", "token", "key", "createdAt", "expiresAt", "lastUsedAt"}
+    assert created["key"] == created["token"]  # ACCOUNTS_API.md calls it key, seed 001 token
     assert created["token"].startswith(created["prefix"]) and created["name"] == "laptop"
     assert created["expiresAt"] and created["createdAt"]
     forever = await new_token(gw, session, "ci")

@@ -83,7 +83,7 @@ async def _last_row(gw, rows0: int):
     return rows[0]
 
 
-# Non-streamed answers are read with a cap (providers/errors.read_capped): the 50 MB body and the
+# Non-streamed answers are read with a cap (providers/transport.read_capped): the 50 MB body and the
 # endless one are a 502 within bounds. The endless one used to leave the process ~66 MB larger: the
 # capped reader's buffer stayed alive in the traceback of the failure it raised (kept by the router).
 @pytest.mark.parametrize("model", ["huge-body", "endless-body"])
@@ -176,7 +176,7 @@ async def test_a_64_kib_upstream_header_is_502(shared, path, stream):
 
 async def test_passthrough_stops_relaying_an_endless_body_at_its_limit(shared):
     """The pass-through relays as it reads; past MAX_RELAY_BYTES it ends the body (truncated), memory flat."""
-    from services.providers.passthrough import MAX_RELAY_BYTES
+    from services.routing.passthrough import MAX_RELAY_BYTES
 
     gw, hostile, auth = shared
     rows0 = len(await gw.ledger())

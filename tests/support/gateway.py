@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -59,7 +60,10 @@ async def run_gateway(cfg: Config, router_retry_jitter: tuple[float, float] = (0
     rt = Runtime(cfg)
     rt.app.router.retry_jitter_s = router_retry_jitter
     await rt.start()
-    async with httpx.AsyncClient(base_url=rt.http_url, timeout=30) as http:
+    # A non-browser client: it keeps no cookies, so a sign-in's session cookie (issue 16) never
+    # turns later "no credentials" requests into cookie-authenticated ones.
+    no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    async with httpx.AsyncClient(base_url=rt.http_url, timeout=30, cookies=no_cookies) as http:
         try:
             yield Gateway(rt, http)
         finally:

@@ -143,3 +143,58 @@ class TcpProxy:
                 writer.write(data)
                 await writer.drain()
         writer.close()
+
+
+class OwnRedis:
+    """A redis-server of the test's own on a free 127.0.0.1 port (never the shared one), which the
+    test may kill and start again on the same port. No persistence: a restart comes back empty,
+    as a replacement Redis would. Only the process started here is ever signalled, by its PID."""
+
+    def __init__(self) -> None:
+        self.port = closed_port()
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self, timeout_s: float = 10.0) -> None:
+        import shutil
+
+        exe = shutil.which("redis-server")
+        if exe is None:
+            _unusable("no redis-server binary to start a test's own Redis")
+        self._proc = await asyncio.create_subprocess_exec(
+            exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--protected-mode", "yes", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while loop.time() < end:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(b"PING\r\n")
+                answer = await reader.read(64)
+                writer.close()
+                if answer.startswith(b"+PONG"):
+                    return
+            except OSError:
+                pass
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"own redis-server on port {self.port} did not answer within {timeout_s} s")
+
+    async def kill(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+            await self._proc.wait()
+        self._proc = None
+
+
+@pytest.fixture
+async def own_redis() -> AsyncIterator[OwnRedis]:
+    server = OwnRedis()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill()

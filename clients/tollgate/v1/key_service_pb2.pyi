@@ -30,6 +30,9 @@ class User(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     TIER_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_DAY_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_MONTH_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The user id."""
     email: _builtins.str
@@ -40,6 +43,12 @@ class User(_message.Message):
     """The user's tier."""
     created: _builtins.int
     """Seconds since the epoch."""
+    state: _builtins.str
+    """"active", "suspended" or "deleted"."""
+    budget_usd_day: _builtins.float
+    """The user's own $ budget per UTC day, 0 = none."""
+    budget_usd_month: _builtins.float
+    """The user's own $ budget per calendar month, 0 = none."""
     def __init__(
         self,
         *,
@@ -48,10 +57,13 @@ class User(_message.Message):
         role: _builtins.str = ...,
         tier: _builtins.str = ...,
         created: _builtins.int = ...,
+        state: _builtins.str = ...,
+        budget_usd_day: _builtins.float = ...,
+        budget_usd_month: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "email", b"email", "id", b"id", "role", b"role", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_usd_day", b"budget_usd_day", "budget_usd_month", b"budget_usd_month", "created", b"created", "email", b"email", "id", b"id", "role", b"role", "state", b"state", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -91,8 +103,17 @@ class RegisterResponse(_message.Message):
 
     USER_FIELD_NUMBER: _builtins.int
     SESSION_TOKEN_FIELD_NUMBER: _builtins.int
+    CSRF_TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
     session_token: _builtins.str
     """A signed, expiring session token."""
+    csrf_token: _builtins.str
+    """The CSRF token a browser sends in X-CSRF-Token with cookie-authenticated writes."""
+    expires_at: _builtins.int
+    """Seconds since the epoch when the session expires."""
+    session_id: _builtins.str
+    """The session's id (as ListSessions shows it)."""
     @_builtins.property
     def user(self) -> Global___User:
         """The user."""
@@ -102,10 +123,13 @@ class RegisterResponse(_message.Message):
         *,
         user: Global___User | None = ...,
         session_token: _builtins.str = ...,
+        csrf_token: _builtins.str = ...,
+        expires_at: _builtins.int = ...,
+        session_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_token", b"session_token", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csrf_token", b"csrf_token", "expires_at", b"expires_at", "session_id", b"session_id", "session_token", b"session_token", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -119,19 +143,23 @@ class LoginRequest(_message.Message):
 
     EMAIL_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
+    ADMIN_KEY_FIELD_NUMBER: _builtins.int
     email: _builtins.str
     """The email."""
     password: _builtins.str
     """The password."""
+    admin_key: _builtins.str
+    """Instead of email and password: the gateway's admin key, for the operator's session."""
     def __init__(
         self,
         *,
         email: _builtins.str = ...,
         password: _builtins.str = ...,
+        admin_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "password", b"password"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_key", b"admin_key", "email", b"email", "password", b"password"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -146,10 +174,16 @@ class LoginResponse(_message.Message):
     USER_FIELD_NUMBER: _builtins.int
     SESSION_TOKEN_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    CSRF_TOKEN_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
     session_token: _builtins.str
     """A signed, expiring session token."""
     expires_at: _builtins.int
     """Seconds since the epoch when it expires."""
+    csrf_token: _builtins.str
+    """The CSRF token a browser sends in X-CSRF-Token with cookie-authenticated writes."""
+    session_id: _builtins.str
+    """The session's id (as ListSessions shows it)."""
     @_builtins.property
     def user(self) -> Global___User:
         """The user."""
@@ -160,10 +194,12 @@ class LoginResponse(_message.Message):
         user: Global___User | None = ...,
         session_token: _builtins.str = ...,
         expires_at: _builtins.int = ...,
+        csrf_token: _builtins.str = ...,
+        session_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "session_token", b"session_token", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csrf_token", b"csrf_token", "expires_at", b"expires_at", "session_id", b"session_id", "session_token", b"session_token", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -405,6 +441,12 @@ class Token(_message.Message):
     CREATED_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     LAST_USED_AT_FIELD_NUMBER: _builtins.int
+    RPM_FIELD_NUMBER: _builtins.int
+    RPD_FIELD_NUMBER: _builtins.int
+    TPD_FIELD_NUMBER: _builtins.int
+    TPM_MONTH_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_DAY_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_MONTH_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The token id."""
     name: _builtins.str
@@ -417,6 +459,18 @@ class Token(_message.Message):
     """Seconds since the epoch, 0 = never."""
     last_used_at: _builtins.int
     """Seconds since the epoch, 0 = never used."""
+    rpm: _builtins.int
+    """The token's own requests per minute, 0 = only the plan's."""
+    rpd: _builtins.int
+    """The token's own requests per day, 0 = only the plan's."""
+    tpd: _builtins.int
+    """The token's own tokens per day, 0 = only the plan's."""
+    tpm_month: _builtins.int
+    """The token's own tokens per month, 0 = only the plan's."""
+    budget_usd_day: _builtins.float
+    """The token's own $ budget per day, 0 = none."""
+    budget_usd_month: _builtins.float
+    """The token's own $ budget per month, 0 = none."""
     def __init__(
         self,
         *,
@@ -426,10 +480,16 @@ class Token(_message.Message):
         created: _builtins.int = ...,
         expires_at: _builtins.int = ...,
         last_used_at: _builtins.int = ...,
+        rpm: _builtins.int = ...,
+        rpd: _builtins.int = ...,
+        tpd: _builtins.int = ...,
+        tpm_month: _builtins.int = ...,
+        budget_usd_day: _builtins.float = ...,
+        budget_usd_month: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "expires_at", b"expires_at", "id", b"id", "last_used_at", b"last_used_at", "name", b"name", "prefix", b"prefix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_usd_day", b"budget_usd_day", "budget_usd_month", b"budget_usd_month", "created", b"created", "expires_at", b"expires_at", "id", b"id", "last_used_at", b"last_used_at", "name", b"name", "prefix", b"prefix", "rpd", b"rpd", "rpm", b"rpm", "tpd", b"tpd", "tpm_month", b"tpm_month"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -484,19 +544,43 @@ class CreateTokenRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    RPM_FIELD_NUMBER: _builtins.int
+    RPD_FIELD_NUMBER: _builtins.int
+    TPD_FIELD_NUMBER: _builtins.int
+    TPM_MONTH_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_DAY_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_MONTH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """A label."""
     ttl_seconds: _builtins.int
     """Lifetime in seconds, 0 = no expiry."""
+    rpm: _builtins.int
+    """The token's own requests per minute (both it and the plan must admit), 0 = only the plan's."""
+    rpd: _builtins.int
+    """The token's own requests per day, 0 = only the plan's."""
+    tpd: _builtins.int
+    """The token's own tokens per day, 0 = only the plan's."""
+    tpm_month: _builtins.int
+    """The token's own tokens per month, 0 = only the plan's."""
+    budget_usd_day: _builtins.float
+    """The token's own $ budget per day, 0 = none."""
+    budget_usd_month: _builtins.float
+    """The token's own $ budget per month, 0 = none."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         ttl_seconds: _builtins.int = ...,
+        rpm: _builtins.int = ...,
+        rpd: _builtins.int = ...,
+        tpd: _builtins.int = ...,
+        tpm_month: _builtins.int = ...,
+        budget_usd_day: _builtins.float = ...,
+        budget_usd_month: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_usd_day", b"budget_usd_day", "budget_usd_month", b"budget_usd_month", "name", b"name", "rpd", b"rpd", "rpm", b"rpm", "tpd", b"tpd", "tpm_month", b"tpm_month", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -642,3 +726,360 @@ class GetUsageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetUsageResponse: _TypeAlias = GetUsageResponse  # noqa: Y015
+
+@_typing.final
+class LogoutRequest(_message.Message):
+    """LogoutRequest ends the caller's session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutRequest: _TypeAlias = LogoutRequest  # noqa: Y015
+
+@_typing.final
+class LogoutResponse(_message.Message):
+    """LogoutResponse confirms."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutResponse: _TypeAlias = LogoutResponse  # noqa: Y015
+
+@_typing.final
+class GetMeRequest(_message.Message):
+    """GetMeRequest asks who the caller is."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMeRequest: _TypeAlias = GetMeRequest  # noqa: Y015
+
+@_typing.final
+class GetMeResponse(_message.Message):
+    """GetMeResponse is the caller's account ("operator" for the admin key)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The caller's session id, empty for a token or key."""
+    @_builtins.property
+    def user(self) -> Global___User:
+        """The user."""
+
+    def __init__(
+        self,
+        *,
+        user: Global___User | None = ...,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMeResponse: _TypeAlias = GetMeResponse  # noqa: Y015
+
+@_typing.final
+class Session(_message.Message):
+    """Session is one signed-in browser or client."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    LAST_USED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    IP_FIELD_NUMBER: _builtins.int
+    CURRENT_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The session id."""
+    created_at: _builtins.int
+    """Seconds since the epoch."""
+    last_used_at: _builtins.int
+    """Seconds since the epoch, 0 = never (accurate to a minute)."""
+    expires_at: _builtins.int
+    """Seconds since the epoch."""
+    user_agent: _builtins.str
+    """The User-Agent it signed in with."""
+    ip: _builtins.str
+    """The address it signed in from."""
+    current: _builtins.bool
+    """Whether it is the caller's own session."""
+    user_id: _builtins.str
+    """The user it belongs to."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        created_at: _builtins.int = ...,
+        last_used_at: _builtins.int = ...,
+        expires_at: _builtins.int = ...,
+        user_agent: _builtins.str = ...,
+        ip: _builtins.str = ...,
+        current: _builtins.bool = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "current", b"current", "expires_at", b"expires_at", "id", b"id", "ip", b"ip", "last_used_at", b"last_used_at", "user_agent", b"user_agent", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Session: _TypeAlias = Session  # noqa: Y015
+
+@_typing.final
+class ListSessionsRequest(_message.Message):
+    """ListSessionsRequest asks for the caller's sessions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSessionsRequest: _TypeAlias = ListSessionsRequest  # noqa: Y015
+
+@_typing.final
+class ListSessionsResponse(_message.Message):
+    """ListSessionsResponse lists them, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Session]:
+        """The live sessions."""
+
+    def __init__(
+        self,
+        *,
+        sessions: _abc.Iterable[Global___Session] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sessions", b"sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSessionsResponse: _TypeAlias = ListSessionsResponse  # noqa: Y015
+
+@_typing.final
+class RevokeSessionRequest(_message.Message):
+    """RevokeSessionRequest names a session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The session id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeSessionRequest: _TypeAlias = RevokeSessionRequest  # noqa: Y015
+
+@_typing.final
+class RevokeSessionResponse(_message.Message):
+    """RevokeSessionResponse confirms."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeSessionResponse: _TypeAlias = RevokeSessionResponse  # noqa: Y015
+
+@_typing.final
+class ChangePasswordRequest(_message.Message):
+    """ChangePasswordRequest sets a new password."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENT_PASSWORD_FIELD_NUMBER: _builtins.int
+    NEW_PASSWORD_FIELD_NUMBER: _builtins.int
+    current_password: _builtins.str
+    """The password now."""
+    new_password: _builtins.str
+    """The new password (8-1024 characters)."""
+    def __init__(
+        self,
+        *,
+        current_password: _builtins.str = ...,
+        new_password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_password", b"current_password", "new_password", b"new_password"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangePasswordRequest: _TypeAlias = ChangePasswordRequest  # noqa: Y015
+
+@_typing.final
+class ChangePasswordResponse(_message.Message):
+    """ChangePasswordResponse confirms."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangePasswordResponse: _TypeAlias = ChangePasswordResponse  # noqa: Y015
+
+@_typing.final
+class GetRegistrationRequest(_message.Message):
+    """GetRegistrationRequest asks whether sign-up is open."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRegistrationRequest: _TypeAlias = GetRegistrationRequest  # noqa: Y015
+
+@_typing.final
+class GetRegistrationResponse(_message.Message):
+    """GetRegistrationResponse answers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    """True when a sign-up would be accepted."""
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRegistrationResponse: _TypeAlias = GetRegistrationResponse  # noqa: Y015
+
+@_typing.final
+class AcceptInviteRequest(_message.Message):
+    """AcceptInviteRequest sets an invited user's password."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVITE_TOKEN_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    invite_token: _builtins.str
+    """The one-time invite token from CreateUser."""
+    password: _builtins.str
+    """The new password (8-1024 characters)."""
+    def __init__(
+        self,
+        *,
+        invite_token: _builtins.str = ...,
+        password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invite_token", b"invite_token", "password", b"password"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcceptInviteRequest: _TypeAlias = AcceptInviteRequest  # noqa: Y015
+
+@_typing.final
+class AcceptInviteResponse(_message.Message):
+    """AcceptInviteResponse signs the user in."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    CSRF_TOKEN_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_token: _builtins.str
+    """A signed, expiring session token."""
+    expires_at: _builtins.int
+    """Seconds since the epoch when it expires."""
+    csrf_token: _builtins.str
+    """The CSRF token."""
+    session_id: _builtins.str
+    """The session's id."""
+    @_builtins.property
+    def user(self) -> Global___User:
+        """The user."""
+
+    def __init__(
+        self,
+        *,
+        user: Global___User | None = ...,
+        session_token: _builtins.str = ...,
+        expires_at: _builtins.int = ...,
+        csrf_token: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csrf_token", b"csrf_token", "expires_at", b"expires_at", "session_id", b"session_id", "session_token", b"session_token", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcceptInviteResponse: _TypeAlias = AcceptInviteResponse  # noqa: Y015

@@ -80,6 +80,41 @@ class KeyServiceStub:
                 request_serializer=tollgate_dot_v1_dot_key__service__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=tollgate_dot_v1_dot_key__service__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.Logout = channel.unary_unary(
+                '/tollgate.v1.KeyService/Logout',
+                request_serializer=tollgate_dot_v1_dot_key__service__pb2.LogoutRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_key__service__pb2.LogoutResponse.FromString,
+                _registered_method=True)
+        self.GetMe = channel.unary_unary(
+                '/tollgate.v1.KeyService/GetMe',
+                request_serializer=tollgate_dot_v1_dot_key__service__pb2.GetMeRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_key__service__pb2.GetMeResponse.FromString,
+                _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/tollgate.v1.KeyService/ListSessions',
+                request_serializer=tollgate_dot_v1_dot_key__service__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_key__service__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+        self.RevokeSession = channel.unary_unary(
+                '/tollgate.v1.KeyService/RevokeSession',
+                request_serializer=tollgate_dot_v1_dot_key__service__pb2.RevokeSessionRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_key__service__pb2.RevokeSessionResponse.FromString,
+                _registered_method=True)
+        self.ChangePassword = channel.unary_unary(
+                '/tollgate.v1.KeyService/ChangePassword',
+                request_serializer=tollgate_dot_v1_dot_key__service__pb2.ChangePasswordRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_key__service__pb2.ChangePasswordResponse.FromString,
+                _registered_method=True)
+        self.GetRegistration = channel.unary_unary(
+                '/tollgate.v1.KeyService/GetRegistration',
+                request_serializer=tollgate_dot_v1_dot_key__service__pb2.GetRegistrationRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_key__service__pb2.GetRegistrationResponse.FromString,
+                _registered_method=True)
+        self.AcceptInvite = channel.unary_unary(
+                '/tollgate.v1.KeyService/AcceptInvite',
+                request_serializer=tollgate_dot_v1_dot_key__service__pb2.AcceptInviteRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_key__service__pb2.AcceptInviteResponse.FromString,
+                _registered_method=True)
 
 
 class KeyServiceServicer:
@@ -149,6 +184,55 @@ class KeyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Logout(self, request, context):
+        """Logout revokes the caller's session on every replica (within a second).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMe(self, request, context):
+        """GetMe is the account behind the caller's session or token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSessions(self, request, context):
+        """ListSessions lists the caller's own live sessions, with last use.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeSession(self, request, context):
+        """RevokeSession revokes one of the caller's own sessions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangePassword(self, request, context):
+        """ChangePassword sets a new password; the caller's other sessions are revoked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRegistration(self, request, context):
+        """GetRegistration says whether sign-up is open (public).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcceptInvite(self, request, context):
+        """AcceptInvite sets the password of an admin-created user with its one-time invite token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +280,41 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=tollgate_dot_v1_dot_key__service__pb2.GetUsageRequest.FromString,
                     response_serializer=tollgate_dot_v1_dot_key__service__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'Logout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logout,
+                    request_deserializer=tollgate_dot_v1_dot_key__service__pb2.LogoutRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_key__service__pb2.LogoutResponse.SerializeToString,
+            ),
+            'GetMe': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMe,
+                    request_deserializer=tollgate_dot_v1_dot_key__service__pb2.GetMeRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_key__service__pb2.GetMeResponse.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=tollgate_dot_v1_dot_key__service__pb2.ListSessionsRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_key__service__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'RevokeSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSession,
+                    request_deserializer=tollgate_dot_v1_dot_key__service__pb2.RevokeSessionRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_key__service__pb2.RevokeSessionResponse.SerializeToString,
+            ),
+            'ChangePassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePassword,
+                    request_deserializer=tollgate_dot_v1_dot_key__service__pb2.ChangePasswordRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_key__service__pb2.ChangePasswordResponse.SerializeToString,
+            ),
+            'GetRegistration': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRegistration,
+                    request_deserializer=tollgate_dot_v1_dot_key__service__pb2.GetRegistrationRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_key__service__pb2.GetRegistrationResponse.SerializeToString,
+            ),
+            'AcceptInvite': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcceptInvite,
+                    request_deserializer=tollgate_dot_v1_dot_key__service__pb2.AcceptInviteRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_key__service__pb2.AcceptInviteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,6 +561,195 @@ class KeyService:
             '/tollgate.v1.KeyService/GetUsage',
             tollgate_dot_v1_dot_key__service__pb2.GetUsageRequest.SerializeToString,
             tollgate_dot_v1_dot_key__service__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.KeyService/Logout',
+            tollgate_dot_v1_dot_key__service__pb2.LogoutRequest.SerializeToString,
+            tollgate_dot_v1_dot_key__service__pb2.LogoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.KeyService/GetMe',
+            tollgate_dot_v1_dot_key__service__pb2.GetMeRequest.SerializeToString,
+            tollgate_dot_v1_dot_key__service__pb2.GetMeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.KeyService/ListSessions',
+            tollgate_dot_v1_dot_key__service__pb2.ListSessionsRequest.SerializeToString,
+            tollgate_dot_v1_dot_key__service__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.KeyService/RevokeSession',
+            tollgate_dot_v1_dot_key__service__pb2.RevokeSessionRequest.SerializeToString,
+            tollgate_dot_v1_dot_key__service__pb2.RevokeSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.KeyService/ChangePassword',
+            tollgate_dot_v1_dot_key__service__pb2.ChangePasswordRequest.SerializeToString,
+            tollgate_dot_v1_dot_key__service__pb2.ChangePasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRegistration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.KeyService/GetRegistration',
+            tollgate_dot_v1_dot_key__service__pb2.GetRegistrationRequest.SerializeToString,
+            tollgate_dot_v1_dot_key__service__pb2.GetRegistrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcceptInvite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.KeyService/AcceptInvite',
+            tollgate_dot_v1_dot_key__service__pb2.AcceptInviteRequest.SerializeToString,
+            tollgate_dot_v1_dot_key__service__pb2.AcceptInviteResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,20 @@ class KeyServiceStub:
     """RevokeToken revokes one of the caller's API tokens."""
     GetUsage: _grpc.UnaryUnaryMultiCallable[_key_service_pb2.GetUsageRequest, _key_service_pb2.GetUsageResponse]
     """GetUsage lists the caller's own usage rows."""
+    Logout: _grpc.UnaryUnaryMultiCallable[_key_service_pb2.LogoutRequest, _key_service_pb2.LogoutResponse]
+    """Logout revokes the caller's session on every replica (within a second)."""
+    GetMe: _grpc.UnaryUnaryMultiCallable[_key_service_pb2.GetMeRequest, _key_service_pb2.GetMeResponse]
+    """GetMe is the account behind the caller's session or token."""
+    ListSessions: _grpc.UnaryUnaryMultiCallable[_key_service_pb2.ListSessionsRequest, _key_service_pb2.ListSessionsResponse]
+    """ListSessions lists the caller's own live sessions, with last use."""
+    RevokeSession: _grpc.UnaryUnaryMultiCallable[_key_service_pb2.RevokeSessionRequest, _key_service_pb2.RevokeSessionResponse]
+    """RevokeSession revokes one of the caller's own sessions."""
+    ChangePassword: _grpc.UnaryUnaryMultiCallable[_key_service_pb2.ChangePasswordRequest, _key_service_pb2.ChangePasswordResponse]
+    """ChangePassword sets a new password; the caller's other sessions are revoked."""
+    GetRegistration: _grpc.UnaryUnaryMultiCallable[_key_service_pb2.GetRegistrationRequest, _key_service_pb2.GetRegistrationResponse]
+    """GetRegistration says whether sign-up is open (public)."""
+    AcceptInvite: _grpc.UnaryUnaryMultiCallable[_key_service_pb2.AcceptInviteRequest, _key_service_pb2.AcceptInviteResponse]
+    """AcceptInvite sets the password of an admin-created user with its one-time invite token."""
 
 @_typing.type_check_only
 class KeyServiceAsyncStub(KeyServiceStub):
@@ -75,6 +89,20 @@ class KeyServiceAsyncStub(KeyServiceStub):
     """RevokeToken revokes one of the caller's API tokens."""
     GetUsage: _aio.UnaryUnaryMultiCallable[_key_service_pb2.GetUsageRequest, _key_service_pb2.GetUsageResponse]  # type: ignore[assignment]
     """GetUsage lists the caller's own usage rows."""
+    Logout: _aio.UnaryUnaryMultiCallable[_key_service_pb2.LogoutRequest, _key_service_pb2.LogoutResponse]  # type: ignore[assignment]
+    """Logout revokes the caller's session on every replica (within a second)."""
+    GetMe: _aio.UnaryUnaryMultiCallable[_key_service_pb2.GetMeRequest, _key_service_pb2.GetMeResponse]  # type: ignore[assignment]
+    """GetMe is the account behind the caller's session or token."""
+    ListSessions: _aio.UnaryUnaryMultiCallable[_key_service_pb2.ListSessionsRequest, _key_service_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    """ListSessions lists the caller's own live sessions, with last use."""
+    RevokeSession: _aio.UnaryUnaryMultiCallable[_key_service_pb2.RevokeSessionRequest, _key_service_pb2.RevokeSessionResponse]  # type: ignore[assignment]
+    """RevokeSession revokes one of the caller's own sessions."""
+    ChangePassword: _aio.UnaryUnaryMultiCallable[_key_service_pb2.ChangePasswordRequest, _key_service_pb2.ChangePasswordResponse]  # type: ignore[assignment]
+    """ChangePassword sets a new password; the caller's other sessions are revoked."""
+    GetRegistration: _aio.UnaryUnaryMultiCallable[_key_service_pb2.GetRegistrationRequest, _key_service_pb2.GetRegistrationResponse]  # type: ignore[assignment]
+    """GetRegistration says whether sign-up is open (public)."""
+    AcceptInvite: _aio.UnaryUnaryMultiCallable[_key_service_pb2.AcceptInviteRequest, _key_service_pb2.AcceptInviteResponse]  # type: ignore[assignment]
+    """AcceptInvite sets the password of an admin-created user with its one-time invite token."""
 
 class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
     """KeyService is what a signed-in user manages: sign-up and login, their provider keys and API tokens."""
@@ -150,5 +178,61 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_key_service_pb2.GetUsageResponse, _abc.Awaitable[_key_service_pb2.GetUsageResponse]]:
         """GetUsage lists the caller's own usage rows."""
+
+    @_abc_1.abstractmethod
+    def Logout(
+        self,
+        request: _key_service_pb2.LogoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_key_service_pb2.LogoutResponse, _abc.Awaitable[_key_service_pb2.LogoutResponse]]:
+        """Logout revokes the caller's session on every replica (within a second)."""
+
+    @_abc_1.abstractmethod
+    def GetMe(
+        self,
+        request: _key_service_pb2.GetMeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_key_service_pb2.GetMeResponse, _abc.Awaitable[_key_service_pb2.GetMeResponse]]:
+        """GetMe is the account behind the caller's session or token."""
+
+    @_abc_1.abstractmethod
+    def ListSessions(
+        self,
+        request: _key_service_pb2.ListSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_key_service_pb2.ListSessionsResponse, _abc.Awaitable[_key_service_pb2.ListSessionsResponse]]:
+        """ListSessions lists the caller's own live sessions, with last use."""
+
+    @_abc_1.abstractmethod
+    def RevokeSession(
+        self,
+        request: _key_service_pb2.RevokeSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_key_service_pb2.RevokeSessionResponse, _abc.Awaitable[_key_service_pb2.RevokeSessionResponse]]:
+        """RevokeSession revokes one of the caller's own sessions."""
+
+    @_abc_1.abstractmethod
+    def ChangePassword(
+        self,
+        request: _key_service_pb2.ChangePasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_key_service_pb2.ChangePasswordResponse, _abc.Awaitable[_key_service_pb2.ChangePasswordResponse]]:
+        """ChangePassword sets a new password; the caller's other sessions are revoked."""
+
+    @_abc_1.abstractmethod
+    def GetRegistration(
+        self,
+        request: _key_service_pb2.GetRegistrationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_key_service_pb2.GetRegistrationResponse, _abc.Awaitable[_key_service_pb2.GetRegistrationResponse]]:
+        """GetRegistration says whether sign-up is open (public)."""
+
+    @_abc_1.abstractmethod
+    def AcceptInvite(
+        self,
+        request: _key_service_pb2.AcceptInviteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_key_service_pb2.AcceptInviteResponse, _abc.Awaitable[_key_service_pb2.AcceptInviteResponse]]:
+        """AcceptInvite sets the password of an admin-created user with its one-time invite token."""
 
 def add_KeyServiceServicer_to_server(servicer: KeyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 import peewee as pw
 
 from services.store.db import write_txn
-from services.store.models import ApiKey
+from services.store.models import ApiKey, User
 from services.store.records import ApiKeyRecord, UnknownTier, UnknownUser
 from services.store.repos import tiers, users
 
@@ -15,6 +15,8 @@ def to_record(row: ApiKey) -> ApiKeyRecord:
         id=row.id, prefix=row.prefix, name=row.name, email=row.email, tier=row.tier,
         user_id=row.user_id, kind=row.kind, created_at=float(row.created_at),
         revoked_at=row.revoked_at, expires_at=row.expires_at, last_used_at=row.last_used_at,
+        rpm=int(row.rpm or 0), rpd=int(row.rpd or 0), tpd=int(row.tpd or 0), tpm_month=int(row.tpm_month or 0),
+        budget_usd_day=row.budget_usd_day, budget_usd_month=row.budget_usd_month,
     )
 
 
@@ -28,7 +30,8 @@ def insert_api_key(db: pw.Database, record: ApiKeyRecord, key_hash: str) -> ApiK
             id=record.id, hash=key_hash, prefix=record.prefix, name=record.name,
             email=record.email, tier=record.tier, user=record.user_id, kind=record.kind,
             created_at=record.created_at, revoked_at=None, expires_at=record.expires_at,
-            last_used_at=None,
+            last_used_at=None, rpm=record.rpm, rpd=record.rpd, tpd=record.tpd, tpm_month=record.tpm_month,
+            budget_usd_day=record.budget_usd_day, budget_usd_month=record.budget_usd_month,
         ).execute(db)
     return record
 
@@ -36,7 +39,17 @@ def insert_api_key(db: pw.Database, record: ApiKeyRecord, key_hash: str) -> ApiK
 def find_by_hash(db: pw.Database, key_hash: str) -> tuple[ApiKeyRecord, str] | None:
     """The key with this hash and the stored hash itself (for a constant-time re-check)."""
     row = ApiKey.select().where(ApiKey.hash == key_hash).first(db)
-    return (to_record(row), row.hash) if row else None
+    if row is None:
+        return None
+    rec = to_record(row)
+    if rec.user_id:
+        # Issue 16: one plan per user and the user's state, read with the key (once a second per
+        # key, through the authenticator's cache): a plan change or a suspension reaches it there.
+        owner = User.select(User.tier, User.state).where(User.id == rec.user_id).first(db)
+        if owner is not None:
+            rec.tier = owner.tier or rec.tier
+            rec.owner_state = owner.state or "active"
+    return rec, row.hash
 
 
 def get_api_key(db: pw.Database, key_id: str, user_id: str | None) -> ApiKeyRecord | None:
@@ -61,6 +74,16 @@ def list_api_keys(
         query = query.where(ApiKey.revoked_at.is_null())
     query = query.order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
     return [to_record(r) for r in query.execute(db)]
+
+
+def revoke_user_keys(db: pw.Database, user_id: str, now: float) -> int:
+    """Revoke every active key of a user (deletion)."""
+    return ApiKey.update(revoked_at=now).where((ApiKey.user == user_id) & ApiKey.revoked_at.is_null()).execute(db)
+
+
+def count_active(db: pw.Database, user_id: str, now: float) -> int:
+    return ApiKey.select().where((ApiKey.user == user_id) & ApiKey.revoked_at.is_null()
+                                 & (ApiKey.expires_at.is_null() | (ApiKey.expires_at > now))).count(db)
 
 
 def revoke_api_key(db: pw.Database, key_id: str, user_id: str | None, now: float) -> bool:

@@ -22,6 +22,13 @@ def set_setting(db: pw.Database, key: str, value: str) -> None:
         .execute(db))
 
 
+def set_once(db: pw.Database, key: str, value: str) -> str:
+    """Stores `value` unless `key` already holds one; returns what the key holds now (the first
+    writer wins, also between replicas starting together)."""
+    Setting.insert(key=key, value=value).on_conflict_ignore().execute(db)
+    return get_setting(db, key, value) or value
+
+
 def registration_open(db: pw.Database) -> bool:
     # Unset means open: the first sign-up must be possible on a fresh store.
     return get_setting(db, REGISTRATION_OPEN, "true") == "true"

@@ -15,7 +15,7 @@ from services.auth.sessions import DEFAULT_TTL_S, PREFIX, Sessions
 from services.clock import FakeClock
 from services.config.schema import Config, StaticKey
 from services.core.errors import PermissionDenied, Unauthenticated
-from services.store.records import UserRecord
+from services.store.records import SessionRecord, UserRecord
 
 KEY = derive(bytes(range(32)), "session")
 
@@ -115,7 +115,21 @@ def test_repr_hides_key(sessions: Sessions) -> None:
 class FakeStore:
     def __init__(self) -> None:
         self.users: dict[str, UserRecord] = {}
+        self.rows: dict[str, SessionRecord] = {}
         self.lookups = 0
+
+    def open(self, sessions: Sessions, user_id: str, role: str) -> str:
+        """A token with its session row, as SignIn.start makes them (issue 16)."""
+        sid = f"ses_{len(self.rows)}"
+        token, expires = sessions.issue(user_id, role, session_id=sid)
+        self.rows[sid] = SessionRecord(sid, user_id, role, 0.0, expires)
+        return token
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        return self.rows.get(session_id)
+
+    async def touch_session(self, session_id: str) -> None:
+        pass
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         self.lookups += 1
@@ -134,7 +148,7 @@ async def test_authenticator_accepts_sessions(clock: FakeClock, sessions: Sessio
     store = FakeStore()
     store.users["usr_a"] = UserRecord("usr_a", "a@example.com", "user", "pro", clock.now())
     auth = _auth(clock, sessions, store)
-    token, _ = sessions.issue("usr_a", "user")
+    token = store.open(sessions, "usr_a", "user")
     p = await auth.resolve({"authorization": f"Bearer {token}"})
     assert (p.kind, p.user_id, p.role, p.tier, p.key_id) == ("session", "usr_a", "user", "pro", "usr_a")
     assert (await auth.resolve({"x-api-key": token})).user_id == "usr_a"
@@ -150,7 +164,7 @@ async def test_admin_session_passes_admin_routes_and_demotion_applies(clock: Fak
     store = FakeStore()
     store.users["usr_root"] = UserRecord("usr_root", "r@example.com", "admin", "basic", clock.now())
     auth = _auth(clock, sessions, store)
-    token, _ = sessions.issue("usr_root", "admin")
+    token = store.open(sessions, "usr_root", "admin")
     p = await auth.resolve({"authorization": f"Bearer {token}"}, admin_only=True)
     assert p.is_admin and p.kind == "session"
     store.users["usr_root"] = dataclasses.replace(store.users["usr_root"], role="user")
@@ -163,7 +177,7 @@ async def test_disabled_or_deleted_users_are_refused_within_a_second(clock: Fake
     store = FakeStore()
     store.users["usr_a"] = UserRecord("usr_a", "a@example.com", "user", "basic", clock.now())
     auth = _auth(clock, sessions, store)
-    token, _ = sessions.issue("usr_a", "user")
+    token = store.open(sessions, "usr_a", "user")
     md = {"authorization": f"Bearer {token}"}
     await auth.resolve(md)
     store.users["usr_a"] = dataclasses.replace(store.users["usr_a"], disabled=True)
@@ -197,3 +211,43 @@ async def test_without_sessions_configured_nothing_changes(clock: FakeClock, ses
     with pytest.raises(Unauthenticated):
         await auth.resolve({"authorization": f"Bearer {token}"})
     assert store.lookups == 0
+
+
+async def test_a_revoked_session_or_one_without_a_row_is_refused(clock: FakeClock, sessions: Sessions) -> None:
+    store = FakeStore()
+    store.users["usr_a"] = UserRecord("usr_a", "a@example.com", "user", "basic", clock.now())
+    auth = _auth(clock, sessions, store)
+    rowless, _ = sessions.issue("usr_a", "user")  # signed, but names no session row
+    with pytest.raises(Unauthenticated):
+        await auth.resolve({"authorization": f"Bearer {rowless}"})
+    token = store.open(sessions, "usr_a", "user")
+    md = {"authorization": f"Bearer {token}"}
+    assert (await auth.resolve(md)).session_id == "ses_0"
+    store.rows["ses_0"] = dataclasses.replace(store.rows["ses_0"], revoked_at=clock.now())
+    assert (await auth.resolve(md)).user_id == "usr_a"  # within the one-second cache
+    clock.advance(1.01)
+    with pytest.raises(Unauthenticated):
+        await auth.resolve(md)
+
+
+async def test_cookie_writes_need_the_sessions_csrf_token(clock: FakeClock, sessions: Sessions) -> None:
+    store = FakeStore()
+    store.users["usr_a"] = UserRecord("usr_a", "a@example.com", "user", "basic", clock.now())
+    auth = _auth(clock, sessions, store)
+    token = store.open(sessions, "usr_a", "user")
+    other = store.open(sessions, "usr_a", "user")
+    md = {"authorization": f"Bearer {token}"}
+    for bad in ("", "x" * 32, sessions.csrf("ses_1")):
+        with pytest.raises(PermissionDenied) as e:
+            await auth.resolve({**md, "x-tollgate-csrf": bad})
+        assert e.value.reason == "CSRF"
+    assert (await auth.resolve({**md, "x-tollgate-csrf": sessions.csrf("ses_0")})).user_id == "usr_a"
+    assert other != token
+
+
+async def test_operator_sessions_are_the_admin(clock: FakeClock, sessions: Sessions) -> None:
+    store = FakeStore()
+    auth = _auth(clock, sessions, store)
+    token = store.open(sessions, "operator", "admin")
+    p = await auth.resolve({"authorization": f"Bearer {token}"}, admin_only=True)
+    assert (p.kind, p.is_admin, p.session_id, p.user_id) == ("admin", True, "ses_0", "")

@@ -222,38 +222,36 @@ def test_negative_priority(tmp_path):
 def test_bad_address_in_the_file(tmp_path):
     path = write(tmp_path, '[server]\ngrpc_addr = "localhost"\n')
     e = bad(path)
-    assert (e.source, e.field_name) == (path, "grpc_addr")
+    assert (e.source, e.field_name) == (path, "server.grpc_addr")
     assert "host:port" in e.problem and "localhost" in e.problem
 
 
 def test_bad_address_from_the_environment_names_the_variable():
     e = bad(None, {"TOLLGATE_GRPC_ADDR": "not-an-address"})
-    assert e.field_name == "grpc_addr"
-    assert e.source == "TOLLGATE_GRPC_ADDR"
+    assert (e.source, e.field_name) == ("environment", "TOLLGATE_GRPC_ADDR")
 
 
 def test_bad_number_from_the_environment_names_the_variable(tmp_path):
     path = write(tmp_path, "[limits]\nmax_messages = 10\n")
     e = bad(path, {"TOLLGATE_MAX_MESSAGES": "many"})
-    assert (e.source, e.field_name) == ("TOLLGATE_MAX_MESSAGES", "max_messages")
+    assert (e.source, e.field_name) == ("environment", "TOLLGATE_MAX_MESSAGES")
 
 
 def test_bad_port_number(tmp_path):
     e = bad(write(tmp_path, '[server]\nhttp_addr = "127.0.0.1:70000"\n'))
-    assert e.field_name == "http_addr"
+    assert e.field_name == "server.http_addr"
 
 
 def test_unknown_strategy(tmp_path):
     path = write(tmp_path, '[routing]\nstrategy = "fastest"\n')
     e = bad(path)
-    assert (e.source, e.field_name) == (path, "strategy")
+    assert (e.source, e.field_name) == (path, "routing.strategy")
     assert "fastest" in e.problem and "priority" in e.problem
 
 
 def test_unknown_strategy_from_seed_variable_names_the_variable():
     e = bad(None, {"ROUTING_STRATEGY": "fastest"})
-    assert e.field_name == "strategy"
-    assert e.source == "ROUTING_STRATEGY"
+    assert (e.source, e.field_name) == ("environment", "ROUTING_STRATEGY")
 
 
 def test_invalid_toml(tmp_path):
@@ -288,9 +286,13 @@ def test_api_key_env_not_set(tmp_path):
     ('[[providers]]\nkind = "openai_compatible"\nbase_url = "ftp://x"\n', "providers[0].base_url"),
     ('[[providers]]\nkind = "openai"\napi_key = "x"\nrpm = "lots"\n', "providers[0].rpm"),
     ('[[providers]]\nkind = "openai"\napi_key = "x"\n[[providers]]\nkind = "openai"\napi_key = "y"\n', "providers"),
-    ('[limits]\nmax_messages = -5\n', "max_messages"),
-    ('[auth]\nenable_auth = "maybe"\n', "enable_auth"),
-    ('[store]\nredis_url = "http://127.0.0.1:6379"\n', "redis_url"),
+    ('[limits]\nmax_messages = -5\n', "limits.max_messages"),
+    ('[auth]\nenable_auth = "maybe"\n', "auth.enable_auth"),
+    ('[store]\nredis_url = "http://127.0.0.1:6379"\n', "store.redis_url"),
+    ('max_messages = "lots"\n', "max_messages"),
+    ('[[tiers]]\nname = "t"\nrequests_per_minute = "x"\n', "tiers[0].requests_per_minute"),
+    ('[[tiers]]\nname = "t"\nload_models = "sometimes"\n', "tiers[0].load_models"),
+    ('[open_mode]\ntrusted_proxies = ["10.0.0.0/33"]\n', "open_mode.trusted_proxies"),
     ('[[tiers]]\nrpm = 5\n', "tiers[0].name"),
 ])
 def test_other_bad_values_name_their_field(tmp_path, toml, field):
@@ -302,12 +304,14 @@ def test_other_bad_values_name_their_field(tmp_path, toml, field):
 
 def test_router_services_errors_name_the_variable():
     e = bad(None, {"ROUTER_SERVICES": "[{not json"})
-    assert e.source == "ROUTER_SERVICES" and "JSON" in e.problem
+    assert (e.source, e.field_name) == ("environment", "ROUTER_SERVICES") and "JSON" in e.problem
+    # Issue 19 point 5: the user's own key (backend_type), not our field name (kind).
     e = bad(None, {"ROUTER_SERVICES": json.dumps([{"backend_type": "nope", "base_url": "http://127.0.0.1:1/v1"}])})
-    assert (e.source, e.field_name) == ("ROUTER_SERVICES", "[0].kind")
+    assert (e.source, e.field_name) == ("environment", "ROUTER_SERVICES[0].backend_type")
+    assert str(e).startswith("environment: ROUTER_SERVICES[0].backend_type: unknown kind 'nope'")
     e = bad(None, {"ROUTER_SERVICES": json.dumps([{"backend_type": "openai_compatible", "base_url": "http://127.0.0.1:1/v1",
                                                    "priority": -3}])})
-    assert (e.source, e.field_name) == ("ROUTER_SERVICES", "[0].priority")
+    assert (e.source, e.field_name) == ("environment", "ROUTER_SERVICES[0].priority")
 
 
 # --------------------------------------------------------------------------- the demo provider
@@ -322,4 +326,58 @@ def test_with_demo_only_when_no_provider_is_configured(tmp_path):
     on = with_demo(load_config(None, env={"TOLLGATE_DEMO": "on", "OPENAI_API_KEY": "sk"}))
     assert [p.name for p in on.providers] == ["openai", "demo"]
     e = bad(None, {"TOLLGATE_DEMO": "sometimes"})
-    assert e.field_name == "demo"
+    assert e.field_name == "TOLLGATE_DEMO"
+
+
+# --------------------------------------------------------------------------- issue 19 point 5
+
+RS_GOOD = {"name": "s", "backend_type": "openai_compatible", "base_url": "http://127.0.0.1:1/v1"}
+
+
+@pytest.mark.parametrize("entry,field", [
+    ({**RS_GOOD, "backend_type": 7}, "ROUTER_SERVICES[0].backend_type"),
+    ({**RS_GOOD, "base_url": "ftp://x"}, "ROUTER_SERVICES[0].base_url"),
+    ({"backend_type": "openai_compatible"}, "ROUTER_SERVICES[0].base_url"),
+    ({**RS_GOOD, "rate_limit_requests": "lots"}, "ROUTER_SERVICES[0].rate_limit_requests"),
+    ({**RS_GOOD, "rate_limit_window": -1}, "ROUTER_SERVICES[0].rate_limit_window"),
+    ({**RS_GOOD, "timeout": "soon"}, "ROUTER_SERVICES[0].timeout"),
+    ({**RS_GOOD, "models": "gpt-4o"}, "ROUTER_SERVICES[0].models"),
+    ({**RS_GOOD, "backend": "openai"}, "ROUTER_SERVICES[0].backend"),
+    ({"backend_type": "openai", "name": "o"}, "ROUTER_SERVICES[0].api_key"),
+])
+def test_router_services_errors_name_the_users_key(entry, field):
+    e = bad(None, {"ROUTER_SERVICES": json.dumps([entry])})
+    assert (e.source, e.field_name) == ("environment", field), str(e)
+    assert str(e).startswith(f"environment: {field}: ") and "\n" not in str(e)
+    # The second entry is named by its own index.
+    e = bad(None, {"ROUTER_SERVICES": json.dumps([RS_GOOD, {**entry, "name": "second"}])})
+    assert e.field_name == field.replace("[0]", "[1]")
+
+
+# Every seed variable with one bad value: the error names the variable as written.
+@pytest.mark.parametrize("var,value", [
+    ("PORT", "eighty"), ("PORT", "70000"), ("HOST", "bad host"),
+    ("DATABASE_URL", "mysql://db/x"), ("REDIS_URL", "http://127.0.0.1:6379"),
+    ("ENABLE_AUTH", "maybe"), ("KEY_SELECTION_STRATEGY", "fastest"), ("ROUTING_STRATEGY", "fastest"),
+    ("REQUEST_TIMEOUT", "soon"), ("REQUEST_TIMEOUT", "60"), ("RATE_LIMIT_WINDOW_MS", "-5"),
+    ("RATE_LIMIT_MAX_REQUESTS", "many"), ("WS_MAX_CONNECTIONS", "-1"), ("WS_HEARTBEAT_INTERVAL", "often"),
+    ("MAX_CONCURRENT_REQUESTS", "1.5x"), ("LOG_LEVEL", "loud"), ("NODE_ENV", "staging"),
+    ("OLLAMA_BASE_URL", "localhost:11434"), ("ROUTER_SERVICES", "{}"),
+    ("TOLLGATE_OPEN_MODE", "perhaps"), ("TOLLGATE_TRUSTED_PROXIES", "10.0.0.0/8,proxy"),
+    ("TOLLGATE_GRPC_ADDR", "nowhere"),
+])
+def test_each_seed_variable_with_a_bad_value_names_itself(var, value):
+    e = bad(None, {var: value})
+    assert (e.source, e.field_name) == ("environment", var), str(e)
+    assert e.problem and "\n" not in str(e)
+
+
+def test_seed_004_variables_in_their_units():
+    cfg = load_config(None, env={"RATE_LIMIT_WINDOW_MS": "900000", "RATE_LIMIT_MAX_REQUESTS": "100",
+                                 "WS_MAX_CONNECTIONS": "1000", "WS_HEARTBEAT_INTERVAL": "30000",
+                                 "MAX_CONCURRENT_REQUESTS": "100", "REQUEST_TIMEOUT": "30000",
+                                 "LOG_LEVEL": "warn", "NODE_ENV": "production"})
+    assert (cfg.open_window_s, cfg.open_max_requests, cfg.ws_max_connections, cfg.ws_heartbeat_s) == (900.0, 100, 1000, 30.0)
+    assert (cfg.max_concurrent_requests, cfg.request_timeout_s, cfg.log_level, cfg.environment) == (100, 30.0, "WARNING", "production")
+    assert load_config(None, env={"REQUEST_TIMEOUT": "60s"}).request_timeout_s == 60.0
+    assert load_config(None, env={}).open_mode is False

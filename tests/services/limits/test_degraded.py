@@ -271,3 +271,23 @@ async def test_a_burst_that_outlasts_the_timeout_keeps_the_shared_limit(redis_ur
         assert flips == [] and limiter.backend_up
     finally:
         await limiter.close()
+
+
+async def test_connections_cut_while_nobody_looked_fail_over_to_fresh_ones_not_to_local(
+    proxy: TcpProxy, redis_prefix: str  # noqa: F811
+) -> None:
+    """Issue 15 point 1: every pooled connection breaks (a Redis restart between two bursts); the
+    next burst takes a fresh connection for each broken one and stays on the shared limit."""
+    clock = FakeClock()
+    limiter, flips = failover(proxy.url, "open", clock, redis_prefix)
+    rules = (Rule("rpm", 30, 60.0),)
+    try:
+        first = await asyncio.gather(*(limiter.hit("k", rules) for _ in range(20)))  # opens many connections
+        assert all(d.allowed for d in first)
+        await proxy.stop()
+        await proxy.start()  # the same port, every old connection closed under the pool's feet
+        second = await asyncio.gather(*(limiter.hit("k", rules) for _ in range(20)))
+        assert [d.allowed for d in second].count(True) == 10  # 30 shared, not a fresh local 30
+        assert limiter.backend_up and flips == []
+    finally:
+        await limiter.close()

@@ -26,11 +26,11 @@ class History:
         self.rows = rows
         self.calls: list[tuple[str, float | None]] = []
 
-    async def tokens_since(self, key_id: str, since: float, until: float | None = None) -> int:
+    async def tokens_since(self, key_id: str, since: float, until: float | None = None, by_user: bool = False) -> int:
         self.calls.append(("tokens", until))
         return sum(t for at, t in self.rows if at >= since and (until is None or at < until))
 
-    async def requests_since(self, key_id: str, since: float, until: float | None = None) -> int:
+    async def requests_since(self, key_id: str, since: float, until: float | None = None, by_user: bool = False) -> int:
         self.calls.append(("requests", until))
         return sum(1 for at, _ in self.rows if at >= since and (until is None or at < until))
 

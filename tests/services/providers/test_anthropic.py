@@ -591,7 +591,7 @@ def test_classify_body_that_is_not_json() -> None:
     ],
 )
 def test_retry_after_reaches_the_failure(headers: dict[str, str], expected: float | None) -> None:
-    # The parsing itself is services/routing/retry_after.py's (tested there); this is the wiring.
+    # The parsing itself is services/providers/retry_after.py's (tested there); this is the wiring.
     for given in (headers, CIMultiDict(headers)):
         failure = classify_error(429, given, _err("rate_limit_error", "slow"), now=1_700_000_000.0)
         assert failure.retry_after_s == expected

@@ -7,7 +7,8 @@ import asyncio
 from services.store import migrations
 from services.store.models import ALL_MODELS
 
-TABLES = {"schema_version", "tiers", "users", "api_keys", "provider_keys", "usage", "settings"}
+TABLES = {"schema_version", "tiers", "users", "api_keys", "provider_keys", "usage", "settings", "sessions", "audit",
+          "alerts"}
 
 
 async def test_migrate_twice_is_a_no_op(store, clock):
@@ -54,10 +55,11 @@ async def test_two_replicas_starting_together_both_succeed(make_store):
 
 
 async def test_a_new_migration_runs_once(store, clock):
-    def m002(db):
+    def m_extra(db):
         db.execute_sql("CREATE TABLE extra (id INTEGER PRIMARY KEY)")  # no IF NOT EXISTS
 
-    plan = migrations.MIGRATIONS + ((2, "extra", m002),)
-    assert await store.run(migrations.migrate, clock.now(), plan) == 2
-    assert await store.run(migrations.migrate, clock.now(), plan) == 2
+    n = migrations.LATEST + 1  # whatever the latest shipped migration is
+    plan = migrations.MIGRATIONS + ((n, "extra", m_extra),)
+    assert await store.run(migrations.migrate, clock.now(), plan) == n
+    assert await store.run(migrations.migrate, clock.now(), plan) == n
     assert "extra" in await store.run(lambda db: db.get_tables())

@@ -37,11 +37,38 @@ class ModelCatalog:
         self._by_id = {info.id: (info, provs) for info, provs in self.entries}
         self._kind = {p.name: p.kind for p in index.providers.values()}
 
+    def vendor(self, info: ModelInfo, providers: list[str]) -> str:
+        """Seed 004's `provider`: who makes the model. "openai/gpt-4o" -> openai; else the catalogue's
+        owner; else the owner its provider's kind implies (an Ollama model -> meta)."""
+        prefix, sep, _ = info.id.partition("/")
+        if sep and prefix:
+            return prefix.lower()
+        if info.owned_by:
+            return info.owned_by
+        for p in providers:
+            owner = KIND_OWNERS.get(self._kind.get(p, ""))
+            if owner:
+                return owner
+        return ""
+
+    def vendors(self) -> list[str]:
+        """Every vendor with a routable model, most models first (then by name)."""
+        counts: dict[str, int] = {}
+        for info, provs in self.entries:
+            v = self.vendor(info, provs)
+            if v:
+                counts[v] = counts.get(v, 0) + 1
+        return sorted(counts, key=lambda v: (-counts[v], v))
+
     def get(self, model_id: str) -> tuple[ModelInfo, list[str]] | None:
         return self._by_id.get(model_id)
 
-    def search(self, provider: str = "", text: str = "", order_by: str = "") -> list[tuple[ModelInfo, list[str]]]:
+    def search(self, provider: str = "", text: str = "", order_by: str = "",
+               vendor: str = "") -> list[tuple[ModelInfo, list[str]]]:
         out = self.entries
+        if vendor:
+            v = vendor.lower()
+            out = [(i, ps) for i, ps in out if self.vendor(i, ps) == v]
         if provider:
             p = provider.lower()
             out = [(i, ps) for i, ps in out

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from services.routing.retry_after import MAX_RETRY_AFTER_S, parse_retry_after
+from services.providers.retry_after import MAX_RETRY_AFTER_S, parse_retry_after
 
 NOW = 1_700_000_000.0  # a whole second, so HTTP-dates (second resolution) round-trip exactly
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import orjson
 
-from services.providers.passthrough import NativeRequest, _describe
+from services.routing.passthrough import NativeRequest, _describe
 
 
 def native(body: bytes, path: str = "chat/completions") -> NativeRequest:

@@ -6,18 +6,19 @@ and waits for the upstream's status and headers; a second key of the same provid
 on a connect error, 429, 5xx or a refused key before anything was relayed. There is no
 cross-provider failover: the wire format belongs to one provider. The returned `Exchange`
 streams the body as it arrives (bounded: MAX_RELAY_BYTES, the SSE parser's event limit) while
-`UsageMeter` looks for the provider's usage without parsing every event: it keeps the raw
-last event that mentions usage (per SSE event name) and parses only those at the end; a JSON
-body is kept whole up to KEEP_BYTES, beyond that only its tail. services/pipeline.py admits,
-sequences and writes the one ledger row.
+metering/usage_scan.py's `UsageMeter` looks for the provider's usage in it. Each key goes
+through the router's gate (cool-down, breaker, the key's own limits) and every try is recorded
+and judged as the router judges its own; each adapter declares its native URLs and auth headers.
+services/pipeline.py admits, sequences and writes the one ledger row.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import unicodedata
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 from urllib.parse import unquote
 
 import aiohttp
@@ -27,19 +28,23 @@ import yarl
 from services.clock import Clock
 from services.config.schema import Config, ProviderConfig
 from services.core import errors as E
-from services.core.json_bound import too_complex
-from services.core.types import Target, Usage
+from services.core.scrub import Scrubber
+from tollgate.json_bound import too_complex
+from services.core.types import Target
 from services.metering.tokens import estimate_text
-from services.providers.kinds import resolve
-from services.providers.sse import SSEParser
-from services.routing.retry_after import parse_retry_after
-from services.routing.router import AUTH_DISABLE_S, AttemptRecord, RouteLog, Router
+from services.metering.usage_scan import UsageMeter
+from services.providers.base import Adapter
+from services.config.kinds import resolve
+from services.providers.transport import classify_status
+from services.providers.upstreams import ADAPTER_TYPES, Upstreams
+from services.routing.key_gate import KeyGate
+from services.routing.route_log import RouteLog
+
+# Router.record: one try (t0 set) or skip into the route log and the metrics.
+Recorder = Callable[[RouteLog, Target, str, int, "float | None"], None]
 
 MAX_RELAY_BYTES = 50 * 1024 * 1024  # RELIABILITY E10: a larger upstream body ends the relay
-KEEP_BYTES = 1024 * 1024  # a JSON body up to this is scanned whole for usage
-TAIL_BYTES = 256 * 1024  # beyond it, only the tail (where every provider puts usage)
 MAX_TRIES = 2  # the first key and one more of the same provider, before any byte was relayed
-ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 256  # the reservation when the body names none (as pipeline.py does)
 
 # What of the caller's request may reach the provider; credentials, cookies and hop-by-hop
@@ -58,13 +63,12 @@ CREDENTIAL_PARAMS = frozenset({"key", "api_key", "access_token"})
 _METHOD = re.compile(r"[A-Z]{3,7}")
 _PROVIDER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _BAD_PATH = re.compile(r"[\x00-\x20\x7f\\#?]")
+_BAD_DECODED = re.compile(r"[\x00-\x1f\x7f\\\\]")  # in a decoded form; a space may be a name's
+MAX_DECODES = 4  # decoding rounds looked at; a path still changing after them is refused
 _BAD_QUERY = re.compile(r"[\x00-\x20\x7f#]")
 _GEMINI_MODEL = re.compile(r"models/([^/:]+)")
 _MAX_TOKEN_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 _PROMPT_KEYS = frozenset({"text", "content", "system", "input", "instructions", "prompt"})
-# String values that carry text in answers (stream deltas included). Possessive: no backtracking,
-# so a string cut at a read boundary costs one pass, never an exponential search.
-_TEXT = re.compile(rb'"(?:text|content|partial_json|arguments|thinking|delta)"\s*:\s*"((?:[^"\\]++|\\.)*+)"')
 _WALK_LIMIT = 200_000  # JSON nodes looked at for a prompt estimate
 
 
@@ -81,6 +85,7 @@ class NativeRequest:
     model: str = ""  # for the ledger and prices: from the body, or Gemini's path
     prompt_estimate: int = 0
     max_tokens: int = DEFAULT_MAX_TOKENS
+    caller_secrets: tuple[str, ...] = ()  # the caller's own credentials: cut from error bodies too
 
     @property
     def surface(self) -> str:
@@ -99,9 +104,9 @@ def native_request(provider: str, method: str, path: str, query: str, headers: l
         raise E.InvalidArgument(f"method {method[:16]!r} cannot be relayed", reason="INVALID_METHOD",
                                 metadata={"field": "method"})
     path = path.lstrip("/")
-    # No escaping the provider's API root: dot segments (also percent-encoded), control characters.
-    if _BAD_PATH.search(path) or any(unquote(s) in (".", "..") for s in path.split("/")):
-        raise E.InvalidArgument("path must be a plain path below the provider's API root", reason="INVALID_PATH",
+    if not plain_path(path):
+        raise E.InvalidArgument("path must be a plain path below the provider's API root: no dot segments, "
+                                "backslashes or control characters, encoded or not", reason="INVALID_PATH",
                                 metadata={"field": "path"})
     clean: list[tuple[str, str]] = []
     for name, value in headers:
@@ -118,6 +123,36 @@ def native_request(provider: str, method: str, path: str, query: str, headers: l
     req = NativeRequest(provider, method, path, strip_credentials(query), clean, body)
     _describe(req)
     return req
+
+
+def plain_path(path: str) -> bool:
+    """Whether `path` stays below the API root however often an upstream or a proxy decodes it.
+
+    Every decoded form is looked at, not just the path split on a literal `/`: `..%2f..%2fapi`,
+    `%2e%2e%2f`, double-encoded `%252e%252e`, `%5c`, any case. A form is refused when it holds a
+    backslash or control character, or a dot segment (`.`, `..`, also `..;x` and NFKC look-alikes
+    such as U+FF0E). A path still changing after MAX_DECODES rounds is refused too.
+    """
+    if _BAD_PATH.search(path):
+        return False
+    form = path
+    for _ in range(MAX_DECODES):
+        if not _plain_form(form):
+            return False
+        decoded = unquote(form, errors="replace")
+        if decoded == form:
+            return True
+        form = decoded
+    return False
+
+
+def _plain_form(form: str) -> bool:
+    if _BAD_DECODED.search(form):
+        return False
+    for f in (form, unicodedata.normalize("NFKC", form)) if not form.isascii() else (form,):
+        if "\\" in f or any(seg.split(";", 1)[0].strip() in (".", "..") for seg in f.split("/")):
+            return False
+    return True
 
 
 def strip_credentials(query: str) -> str:
@@ -169,159 +204,6 @@ def _describe(req: NativeRequest) -> None:
     req.prompt_estimate = n
 
 
-# --- usage ------------------------------------------------------------------------------------
-
-
-class UsageMeter:
-    """Finds the provider's usage in a relayed body, fed piece by piece as it is relayed."""
-
-    __slots__ = ("_parser", "_last", "_buf", "_size", "_scanned", "chars", "pieces")
-
-    def __init__(self, sse: bool) -> None:
-        self._parser = SSEParser() if sse else None
-        self._last: dict[str, bytes] = {}  # SSE: the last data mentioning usage, per event name
-        self._buf = bytearray()  # JSON: the body (or its tail past KEEP_BYTES)
-        self._size = 0  # JSON: bytes seen in all
-        self._scanned = False
-        self.chars = 0  # text relayed, for an estimate when no usage comes
-        self.pieces = 0
-
-    def feed(self, data: bytes) -> None:
-        """Raises ValueError when one SSE event is over the parser's limit (RELIABILITY E10)."""
-        if self._parser is None:
-            self._size += len(data)
-            self._buf += data
-            if len(self._buf) > KEEP_BYTES:
-                del self._buf[:-TAIL_BYTES]
-            return
-        for ev in self._parser.feed(data):
-            self._event(ev.event, ev.data)
-
-    def close(self) -> None:
-        if self._parser is not None:
-            for ev in self._parser.close():
-                self._event(ev.event, ev.data)
-
-    def _event(self, name: str, data: bytes) -> None:
-        if b'"usage' in data:
-            self._last[name] = data
-        self._count(data)
-
-    def _count(self, data: bytes | bytearray) -> None:
-        for t in _TEXT.finditer(data):
-            n = len(t.group(1))
-            if n:
-                self.chars += n
-                self.pieces += 1
-
-    def reported(self) -> tuple[int, int] | None:
-        """(prompt, completion) as the provider reported them, or None."""
-        merged: dict = {}
-        if self._parser is None:
-            if not self._scanned:
-                # Counted once, on what is kept; a long body's count is scaled up from its tail.
-                self._scanned = True
-                self._count(self._buf)
-                if self._size > len(self._buf) and self._buf:
-                    self.chars = round(self.chars * self._size / len(self._buf))
-            u = _last_object(self._buf)
-            if u is None:
-                return None
-            merged = u
-        else:
-            # Anthropic: message_start has input_tokens, message_delta the cumulative output_tokens.
-            for data in self._last.values():
-                try:
-                    u = _usage_of(orjson.loads(data))
-                except orjson.JSONDecodeError:
-                    continue
-                if u:
-                    merged.update(u)
-            if not merged:
-                return None
-        return _counts(merged)
-
-    def usage(self, prompt_estimate: int, complete: bool, ok: bool) -> Usage:
-        got = self.reported()
-        if not ok:  # an error answer: what it reports, else nothing was generated
-            return Usage(*(got or (0, 0)), estimated=not complete)
-        if got is not None and complete:
-            return Usage(got[0], got[1])
-        streamed = max(self.pieces, round(self.chars / 4)) if self.chars else 0
-        prompt = got[0] if got and got[0] else prompt_estimate
-        return Usage(prompt, max(streamed, got[1] if got else 0), estimated=True)
-
-
-def _usage_of(obj: object) -> dict | None:
-    if not isinstance(obj, dict):
-        return None
-    for holder in (obj, obj.get("message"), obj.get("response")):
-        if isinstance(holder, dict):
-            u = holder.get("usage") or holder.get("usageMetadata")
-            if isinstance(u, dict):
-                return u
-    return None
-
-
-def _int(v: object) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
-
-
-def _counts(u: dict) -> tuple[int, int]:
-    if "promptTokenCount" in u or "candidatesTokenCount" in u:  # Gemini: thoughts are billed as output
-        return _int(u.get("promptTokenCount")), _int(u.get("candidatesTokenCount")) + _int(u.get("thoughtsTokenCount"))
-    if "input_tokens" in u or "output_tokens" in u:  # Anthropic, OpenAI Responses
-        cache = _int(u.get("cache_creation_input_tokens")) + _int(u.get("cache_read_input_tokens"))
-        return _int(u.get("input_tokens")) + cache, _int(u.get("output_tokens"))
-    return _int(u.get("prompt_tokens")), _int(u.get("completion_tokens"))
-
-
-def _last_object(buf: bytes | bytearray) -> dict | None:
-    """The last `"usage": {...}` / `"usageMetadata": {...}` object in a JSON text, parsed."""
-    for key in (b'"usageMetadata"', b'"usage"'):
-        i = buf.rfind(key)
-        while i >= 0:
-            j = i + len(key)
-            while j < len(buf) and buf[j] in b" \t\r\n":
-                j += 1
-            if j < len(buf) and buf[j:j + 1] == b":":
-                j += 1
-                while j < len(buf) and buf[j] in b" \t\r\n":
-                    j += 1
-                end = _object_end(buf, j) if buf[j:j + 1] == b"{" else -1
-                if end > 0:
-                    try:
-                        obj = orjson.loads(buf[j:end])
-                    except orjson.JSONDecodeError:
-                        obj = None
-                    if isinstance(obj, dict):
-                        return obj
-            i = buf.rfind(key, 0, i)
-    return None
-
-
-def _object_end(buf: bytes | bytearray, start: int) -> int:
-    depth, in_str, esc = 0, False, False
-    for k in range(start, min(len(buf), start + 65536)):
-        c = buf[k]
-        if in_str:
-            if esc:
-                esc = False
-            elif c == 0x5C:
-                esc = True
-            elif c == 0x22:
-                in_str = False
-        elif c == 0x22:
-            in_str = True
-        elif c == 0x7B:
-            depth += 1
-        elif c == 0x7D:
-            depth -= 1
-            if depth == 0:
-                return k + 1
-    return -1
-
-
 # --- the relay ----------------------------------------------------------------------------------
 
 
@@ -342,6 +224,8 @@ class Exchange:
     idle_s: float
     complete: bool = False
     relayed: int = 0
+    scrubber: Scrubber | None = None  # for an error answer's body (issue 15 point 3)
+    extra: tuple[str, ...] = ()  # the caller's credentials, scrubbed as well
 
     @property
     def ok(self) -> bool:
@@ -349,6 +233,11 @@ class Exchange:
 
     async def body(self) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
+        # An error answer may quote the key it was sent: its body is scrubbed of every secret the
+        # gateway knows, holding back the last (longest secret - 1) bytes of each read so that a
+        # secret cut across two reads is still found. A 2xx answer is relayed untouched.
+        scrub = self.scrubber if not self.ok and self.scrubber is not None and (len(self.scrubber) or self.extra) else None
+        held = b""
         while True:
             try:
                 async with asyncio.timeout_at(min(self.deadline, loop.time() + self.idle_s)):
@@ -369,7 +258,15 @@ class Exchange:
                 self.meter.feed(data)
             except ValueError:
                 raise _broken("the upstream sent an SSE event over the size limit") from None
+            if scrub is not None:
+                data = scrub.scrub_bytes(held + data, self.extra)
+                cut = max(0, len(data) - (max([scrub.longest] + [len(s) for s in self.extra]) - 1))
+                held, data = data[cut:], data[:cut]
+                if not data:
+                    continue
             yield data
+        if held:
+            yield scrub.scrub_bytes(held, self.extra)  # type: ignore[union-attr]
         self.meter.close()
         self.complete = True
 
@@ -381,9 +278,15 @@ class Exchange:
 
 
 class Passthrough:
-    def __init__(self, cfg: Config, router: Router, clock: Clock) -> None:
+    """The relay: tries a provider's keys through the router's gate, records each try as the router does."""
+
+    def __init__(self, cfg: Config, gate: KeyGate, upstreams: Upstreams, record: Recorder, clock: Clock,
+                 scrubber: Scrubber | None = None) -> None:
         self.cfg = cfg
-        self.router = router
+        self.scrubber = scrubber  # error bodies are scrubbed of every known secret (issue 15 point 3)
+        self.gate = gate
+        self.upstreams = upstreams
+        self.record = record  # Router.record: the route log and the metrics
         self.clock = clock
 
     def providers(self, name: str) -> list[ProviderConfig]:
@@ -399,7 +302,7 @@ class Passthrough:
 
     async def open(self, req: NativeRequest, deadline: float, log: RouteLog) -> Exchange:
         """Sends the request and waits for the answer's head; raises a TollgateError when none came."""
-        router = self.router
+        gate = self.gate
         loop = asyncio.get_running_loop()
         loop_deadline = loop.time() + max(0.0, deadline - self.clock.monotonic())
         tried = 0
@@ -408,20 +311,20 @@ class Passthrough:
             for i, k in enumerate(p.keys):
                 if tried >= MAX_TRIES:
                     break
-                if not router.cooldowns.ready(k.id):
+                if not gate.cooldowns.ready(k.id):
                     self._note(log, _target(p, k.id, req), "cooldown", 0, None)
                     continue
-                if not router.breaker.allow(k.id):
+                if not gate.breaker.allow(k.id):
                     self._note(log, _target(p, k.id, req), "breaker_open", 0, None)
                     continue
-                rules = router.key_rules(k.id)
+                rules = gate.key_rules(k.id)
                 try:
-                    within = not rules or (await router.limiter.hit("pk:" + k.id, rules)).allowed
+                    within = not rules or (await gate.limiter.hit("pk:" + k.id, rules)).allowed
                 except BaseException:
-                    router.breaker.release_probe(k.id)  # a half-open probe must not leak (A1)
+                    gate.breaker.release_probe(k.id)  # a half-open probe must not leak (A1)
                     raise
                 if not within:
-                    router.breaker.release_probe(k.id)
+                    gate.breaker.release_probe(k.id)
                     self._note(log, _target(p, k.id, req), "key_rate_limited", 0, None)
                     continue
                 tried += 1
@@ -439,28 +342,19 @@ class Passthrough:
     async def _try(self, p: ProviderConfig, key_id: str, req: NativeRequest, loop_deadline: float, log: RouteLog,
                    more: bool) -> tuple[Exchange | None, E.TollgateError | None]:
         """One attempt: (the exchange to relay, None) or (None, the error if no other key helps)."""
-        router = self.router
+        gate = self.gate
         target = _target(p, key_id, req)
-        secret = router._secrets.get(key_id, "")
+        secret = gate.secret(key_id)
         if any(c in secret for c in "\r\n\0"):
-            router.breaker.release_probe(key_id)
+            gate.breaker.release_probe(key_id)
             return None, E.UpstreamRejected("the provider key is malformed", reason="PROVIDER_AUTH_FAILED")
-        kind = resolve(p.kind)
-        wire = kind.wire if kind else "openai"
+        adapter = self.upstreams.adapter(p.kind)
         headers = dict(req.headers)
-        if wire == "anthropic":
-            headers.setdefault("anthropic-version", ANTHROPIC_VERSION)
-            if secret:
-                headers["x-api-key"] = secret
-        elif wire == "gemini":
-            if secret:
-                headers["x-goog-api-key"] = secret
-        elif secret:
-            headers["authorization"] = "Bearer " + secret
-        url = yarl.URL(upstream_url(wire, p.base_url, req.path, req.query), encoded=True)
+        adapter.native_headers(headers, secret)
+        url = yarl.URL(_native_url(adapter, p.base_url, req.path, req.query), encoded=True)
         t0 = self.clock.monotonic()
         loop = asyncio.get_running_loop()
-        session = router.upstreams.session(p.base_url)
+        session = self.upstreams.session(p.base_url)
         try:
             async with asyncio.timeout_at(min(loop_deadline, loop.time() + p.timeout_s)):
                 resp = await session.request(
@@ -481,7 +375,7 @@ class Passthrough:
             return None, E.Unavailable(f"could not reach the upstream ({type(exc).__name__})",
                                        reason="UPSTREAM_UNAVAILABLE", retry_after_s=1.0)
         except BaseException:
-            router.breaker.release_probe(key_id)
+            gate.breaker.release_probe(key_id)
             raise
         status = resp.status
         if status in (401, 403) or (more and (status >= 500 or status in (408, 429))):
@@ -503,54 +397,37 @@ class Passthrough:
             self._refused(log, target, status, resp.headers, t0)  # relayed as it is, and counted
         elif status >= 400:
             self._note(log, target, "bad_request", status, t0)
-            router.breaker.release_probe(key_id)
+            gate.breaker.release_probe(key_id)
         else:
-            router.breaker.record_success(key_id)
+            gate.breaker.record_success(key_id)
             self._note(log, target, "ok", status, t0)
         sse = resp.headers.get("content-type", "").lower().startswith("text/event-stream")
         relay = [(k.lower(), v) for k, v in resp.headers.items() if k.lower() in RELAY_HEADERS]
         idle = self.cfg.idle_timeout_s or p.timeout_s
-        return Exchange(target, status, relay, resp, UsageMeter(sse), loop_deadline, idle), None
+        return Exchange(target, status, relay, resp, UsageMeter(sse), loop_deadline, idle,
+                        scrubber=self.scrubber, extra=req.caller_secrets), None
 
     def broke(self, ex: Exchange) -> None:
         """The body broke after the head (not the caller leaving): counts for the key's circuit."""
-        self.router.breaker.record_failure(ex.target.key_id)
+        self.gate.breaker.record_failure(ex.target.key_id)
 
     def _note(self, log: RouteLog, target: Target, outcome: str, status: int, t0: float | None) -> None:
         """One try (t0 set) or skip in the route log, and in the metrics, as the router records its own."""
-        ms = (self.clock.monotonic() - t0) * 1000.0 if t0 is not None else 0.0
-        rec = AttemptRecord(target.provider, target.key_id, target.model, outcome, status, ms)
-        log.attempts.append(rec)
-        if t0 is not None:
-            log.target = target
-        on_attempt = getattr(self.router, "_on_attempt", None)
-        if on_attempt is not None:
-            on_attempt(rec)
+        self.record(log, target, outcome, status, t0)
 
     def _fail(self, log: RouteLog, target: Target, outcome: str, status: int, t0: float) -> None:
         self._note(log, target, outcome, status, t0)
-        self.router.breaker.record_failure(target.key_id)
+        self.gate.breaker.record_failure(target.key_id)
 
     def _refused(self, log: RouteLog, target: Target, status: int, headers, t0: float) -> None:
-        router = self.router
-        if status == 429:
-            self._note(log, target, "rate_limited", status, t0)
-            router.breaker.release_probe(target.key_id)
-            wait = parse_retry_after(headers, self.clock.now())
-            self._cool_down(target.key_id, "rate_limited", wait if wait is not None else 1.0)
-        elif status in (401, 403):
-            self._note(log, target, "auth", status, t0)
-            router.breaker.release_probe(target.key_id)
-            self._cool_down(target.key_id, "auth", AUTH_DISABLE_S)
+        """A 408, 429, 401/403 or 5xx head: judged by the status's shared meaning, as the router judges."""
+        f = classify_status(status, headers, "", self.clock.now())
+        if f.kind in ("rate_limited", "auth"):
+            self._note(log, target, f.kind, status, t0)
+            self.gate.breaker.release_probe(target.key_id)
+            self.gate.cool_down(target.key_id, f)
         else:
-            self._fail(log, target, "timeout" if status == 408 else "server", status, t0)
-
-    def _cool_down(self, key_id: str, why: str, seconds: float) -> None:
-        self.router.cooldowns.set(key_id, seconds)
-        # The router explains a skipped key by why it cools down (502 for a refused key, 429 else).
-        kinds = getattr(self.router, "_cooldown_kind", None)
-        if isinstance(kinds, dict):
-            kinds[key_id] = why
+            self._fail(log, target, f.kind, status, t0)
 
 
 def _target(p: ProviderConfig, key_id: str, req: NativeRequest) -> Target:
@@ -558,19 +435,12 @@ def _target(p: ProviderConfig, key_id: str, req: NativeRequest) -> Target:
 
 
 def upstream_url(wire: str, base_url: str, path: str, query: str) -> str:
-    """The provider URL for a path below its API root.
+    """The provider URL for a path below its API root, as the wire's adapter declares it."""
+    return _native_url(ADAPTER_TYPES[wire], base_url, path, query)
 
-    OpenAI-style base URLs carry their version (`…/v1`): a caller's own leading `v1/` is dropped.
-    Anthropic and Gemini bases are bare origins: a path without a version gets theirs (`v1/`,
-    `v1beta/`), so seed 003's `/v1/anthropic/messages` and an SDK's `/v1/anthropic/v1/messages`
-    reach the same place.
-    """
-    base = base_url.rstrip("/")
-    if wire == "anthropic" and not path.startswith("v1/"):
-        path = "v1/" + path
-    elif wire == "gemini" and not re.match(r"v1(?:alpha|beta)?/", path):
-        path = "v1beta/" + path
-    elif wire in ("openai", "ollama") and path.startswith("v1/") and re.search(r"/v1$", base):
-        path = path[3:]
-    url = base + "/" + path
-    return url + ("?" + query if query else "")
+
+def _native_url(adapter: Adapter | type[Adapter], base_url: str, path: str, query: str) -> str:
+    if not plain_path(path):  # native_request refused these already; the URL is never built from one
+        raise E.InvalidArgument("path must be a plain path below the provider's API root", reason="INVALID_PATH",
+                                metadata={"field": "path"})
+    return adapter.native_url(base_url, path, query)

@@ -1,0 +1,1 @@
+"""OpenAI's Responses API in the core: parsing, translation to the chat pipeline, events, storage."""

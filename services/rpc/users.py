@@ -1,0 +1,102 @@
+"""UserService: the operator's back office over users (admin only; issue 16). Translation only:
+the rules are in services/accounts/users.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.core.errors import FieldViolation, NotFound
+from services.rpc import paging
+from services.rpc.interceptors import Ctx, Guard
+from services.rpc.keys import provider_key_pb, session_pb, token_pb, user_pb
+from services.store.records import KIND_TOKEN, STATE_DELETED, STATES
+from services.accounts.users import ROLES, invalid
+from tollgate.v1 import user_service_pb2 as upb
+from tollgate.v1 import user_service_pb2_grpc as upb_grpc
+
+QUERY_MAX = 254
+
+
+def make_user_servicer(app: Any) -> upb_grpc.UserServiceServicer:
+    guard = Guard(app)
+    accounts = app.accounts
+
+    async def existing(user_id: str):
+        user = await app.store.get_user(user_id) if user_id and len(user_id) <= 64 else None
+        if user is None or user.state == STATE_DELETED:
+            raise NotFound("User not found", reason="USER_NOT_FOUND")
+        return user
+
+    class UserServicer(upb_grpc.UserServiceServicer):
+        @guard.unary(admin_only=True)
+        async def ListUsers(self, request: upb.ListUsersRequest, ctx: Ctx) -> upb.ListUsersResponse:
+            problems = []
+            if len(request.query) > QUERY_MAX:
+                problems.append(FieldViolation("query", f"at most {QUERY_MAX} characters"))
+            if request.role and request.role not in ROLES:
+                problems.append(FieldViolation("role", "must be admin or user"))
+            if request.state and request.state not in STATES:
+                problems.append(FieldViolation("state", "must be active, suspended or deleted"))
+            if request.plan and request.plan not in app.quotas.tiers:
+                problems.append(FieldViolation("plan", "unknown plan"))
+            if problems:
+                raise invalid(problems)
+            offset, limit = paging.window(request.page_size, request.page_token, request.skip, default=50, maximum=500)
+            users, total = await app.store.list_users_page(request.query.strip(), request.plan, request.role,
+                                                           request.state, limit, offset)
+            await app.ledger.flush()
+            out = []
+            for u in users:
+                spend = await accounts.spend_month(u.id)
+                out.append(upb.UserSummary(user=user_pb(u), tokens=await app.store.count_active_keys(u.id),
+                                           spend_month_usd=round(float(spend.get("cost_usd", 0.0)), 6)))
+            return upb.ListUsersResponse(users=out, total_size=total,
+                                         next_page_token=paging.next_token(offset, limit, total))
+
+        @guard.unary(admin_only=True)
+        async def GetUser(self, request: upb.GetUserRequest, ctx: Ctx) -> upb.GetUserResponse:
+            user = await existing(request.id)
+            tokens = await app.store.list_api_keys(user_id=user.id, kind=KIND_TOKEN)
+            keys = await app.store.list_provider_keys(user.id)
+            await app.ledger.flush()
+            t = await accounts.spend_month(user.id)
+            usage = upb.UserUsage(requests=int(t.get("requests", 0)), prompt_tokens=int(t.get("prompt_tokens", 0)),
+                                  completion_tokens=int(t.get("completion_tokens", 0)),
+                                  cost_usd=round(float(t.get("cost_usd", 0.0)), 6))
+            return upb.GetUserResponse(user=user_pb(user), tokens=[token_pb(x) for x in tokens],
+                                       provider_keys=[provider_key_pb(k) for k in keys if k.user_id == user.id],
+                                       usage=usage, sessions=await app.store.count_sessions(user.id))
+
+        @guard.unary(admin_only=True)
+        async def CreateUser(self, request: upb.CreateUserRequest, ctx: Ctx) -> upb.CreateUserResponse:
+            created = await accounts.create(request.email, request.plan, request.role, request.password)
+            return upb.CreateUserResponse(user=user_pb(created.user), invite_token=created.invite_token)
+
+        @guard.unary(admin_only=True)
+        async def UpdateUser(self, request: upb.UpdateUserRequest, ctx: Ctx) -> upb.UpdateUserResponse:
+            await existing(request.id)
+            _, after = await accounts.update(
+                request.id, plan=request.plan, role=request.role, state=request.state,
+                budget_usd_day=request.budget_usd_day if request.HasField("budget_usd_day") else None,
+                budget_usd_month=request.budget_usd_month if request.HasField("budget_usd_month") else None)
+            return upb.UpdateUserResponse(user=user_pb(after))
+
+        @guard.unary(admin_only=True)
+        async def DeleteUser(self, request: upb.DeleteUserRequest, ctx: Ctx) -> upb.DeleteUserResponse:
+            await existing(request.id)
+            await accounts.delete(request.id)
+            return upb.DeleteUserResponse()
+
+        @guard.unary(admin_only=True)
+        async def ListUserSessions(self, request: upb.ListUserSessionsRequest, ctx: Ctx) -> upb.ListUserSessionsResponse:
+            user = await existing(request.id)
+            rows = await app.signin.list(user.id)
+            return upb.ListUserSessionsResponse(sessions=[session_pb(r, ctx.principal.session_id) for r in rows])
+
+        @guard.unary(admin_only=True)
+        async def RevokeUserSessions(self, request: upb.RevokeUserSessionsRequest,
+                                     ctx: Ctx) -> upb.RevokeUserSessionsResponse:
+            user = await existing(request.id)
+            return upb.RevokeUserSessionsResponse(revoked=await app.signin.end_all(user.id))
+
+    return UserServicer()
