@@ -15,8 +15,8 @@ from __future__ import annotations
 import sys
 import time
 
-MODULES = {"sse": "services.providers.sse", "json_bound": "services.core.json_bound",
-           "retry_after": "services.routing.retry_after", "openai_codec": "gateway_http.openai.codec",
+MODULES = {"sse": "services.providers.sse", "json_bound": "tollgate.json_bound",
+           "retry_after": "services.providers.retry_after", "openai_codec": "gateway_http.openai.codec",
            "anthropic_codec": "gateway_http.anthropic.codec"}
 TARGETS = tuple(MODULES)
 
@@ -32,12 +32,12 @@ def _check(target: str, data: bytes) -> None:
                 assert isinstance(ev.data, bytes)
         p.close()
     elif target == "json_bound":
-        from services.core.json_bound import too_complex
+        from tollgate.json_bound import too_complex
 
         r = too_complex(data)
         assert r is None or isinstance(r, str)
     elif target == "retry_after":
-        from services.routing.retry_after import parse_retry_after
+        from services.providers.retry_after import parse_retry_after
 
         text = data.decode("utf-8", "replace")
         name = ("retry-after", "Retry-After-Ms", "x")[data[0] % 3] if data else "retry-after"

@@ -37,10 +37,10 @@ def main() -> None:
 
     serve = entry.serve
 
-    async def serve_with_probe(cfg):
+    async def serve_with_probe(*args, **kwargs):
         task = asyncio.create_task(_report(os.environ["SOAK_PROBE"]))
         try:
-            return await serve(cfg)
+            return await serve(*args, **kwargs)
         finally:
             task.cancel()
 
