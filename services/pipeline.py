@@ -17,7 +17,7 @@ import logging
 import os
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable
+from typing import Any, AsyncIterator, Awaitable
 
 from services.auth.principal import Principal
 from services.catalog.pricing import Catalog
@@ -32,6 +32,7 @@ from services.routing.passthrough import Exchange, NativeRequest, Passthrough
 from services.routing.route_log import RouteLog
 from services.routing.router import Router
 from services.store.records import UsageRecord
+from services.core import spans
 
 log = logging.getLogger("tollgate.pipeline")
 
@@ -60,6 +61,7 @@ class Outcome:
     cost_usd: float = 0.0
     finish_reason: str = ""
     created: float = 0.0
+    span: Any = None  # the request's span, only when tracing is on (services/spans.py)
 
 
 @dataclass(slots=True)
@@ -90,6 +92,7 @@ class Pipeline:
         self.clock = clock
         self.request_timeout_s = request_timeout_s
         self.shutting_down = False
+        self.tracing = None  # tollgate.tracing.Tracing when traces are on (App sets it); None: no span is made
         if ledger.has_history:
             quotas.use_history(ledger, clock.now)  # RELIABILITY C5: lost counters come back from the ledger
         self._active: set[asyncio.Task] = set()
@@ -146,7 +149,22 @@ class Pipeline:
         if self.ledger.full:
             # RELIABILITY D6: the store is behind; refuse new work rather than drop rows.
             raise E.Unavailable("usage ledger backlog is full; retry shortly", reason="LEDGER_BACKLOG", retry_after_s=1.0)
+        if out.span is not None:
+            return self._admit_traced(self.quotas.admit(p, estimate, out.created), p, out)
         return self.quotas.admit(p, estimate, out.created)
+
+    async def _admit_traced(self, admit: Awaitable[Admission], p: Principal, out: Outcome) -> Admission:
+        span = spans.child(self.tracing, out.span, "tollgate.quota.admit", **{"tollgate.tier": p.tier})
+        try:
+            adm = await admit
+            if adm.decision is not None:
+                span.set_attribute("tollgate.quota.remaining", adm.decision.remaining)
+            return adm
+        except E.TollgateError as e:
+            span.set_status(spans.Status(spans.StatusCode.ERROR, e.reason))
+            raise
+        finally:
+            span.end()
 
     def _open(self, p: Principal, model: str, surface: str, out: Outcome) -> None:
         """The request's write-ahead placeholder (RELIABILITY B7); its final row replaces it."""
@@ -157,6 +175,8 @@ class Pipeline:
 
     async def chat(self, p: Principal, req: ChatRequest, request_id: str, time_remaining: float | None) -> tuple[ChatResult, Outcome]:
         out = Outcome(request_id, RouteLog(), created=self.clock.now())
+        if self.tracing is not None:
+            out.span = spans.request_span(self.tracing, "chat", req.model, req.surface, request_id, req.messages)
         task = self._enter()
         t0 = self.clock.monotonic()
         deadline = self.deadline(time_remaining, t0)
@@ -174,6 +194,8 @@ class Pipeline:
             out.route.upstream_model = result.model
             status = "ok"
             out.finish_reason = result.finish_reason
+            if out.span is not None and self.tracing.capture_content:
+                spans.output(out.span, result.text)
             return result, out
         except E.TollgateError as e:
             status, error = _status_of(e), e.reason
@@ -194,6 +216,8 @@ class Pipeline:
     async def stream(self, p: Principal, req: ChatRequest, request_id: str,
                      time_remaining: float | None) -> AsyncIterator[StreamStarted | list[Chunk] | StreamFinished]:
         out = Outcome(request_id, RouteLog(), created=self.clock.now())
+        if self.tracing is not None:
+            out.span = spans.request_span(self.tracing, "stream", req.model, req.surface, request_id, req.messages)
         task = self._enter()
         t0 = self.clock.monotonic()
         deadline = self.deadline(time_remaining, t0)
@@ -239,11 +263,15 @@ class Pipeline:
         finally:
             usage = out.usage or self._usage(reported, prompt_est, texts, args)
             out.usage = usage
+            if out.span is not None and self.tracing.capture_content:
+                spans.output(out.span, "".join(texts))
             self._leave(task)
             out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0)
 
     async def embed(self, p: Principal, req: EmbedRequest, request_id: str, time_remaining: float | None) -> tuple[EmbedResult, Outcome]:
         out = Outcome(request_id, RouteLog(), created=self.clock.now())
+        if self.tracing is not None:
+            out.span = spans.request_span(self.tracing, "embed", req.model, req.surface, request_id)
         task = self._enter()
         t0 = self.clock.monotonic()
         est = sum(estimate_text(t) for t in req.inputs)
@@ -278,6 +306,8 @@ class Pipeline:
         ledger row in `finally`, with the provider's own usage when the body reported it.
         """
         out = Outcome(request_id, RouteLog(strategy="passthrough"), created=self.clock.now())
+        if self.tracing is not None:
+            out.span = spans.request_span(self.tracing, "forward", req.model, req.surface, request_id)
         task = self._enter()
         t0 = self.clock.monotonic()
         deadline = self.deadline(time_remaining)
@@ -362,6 +392,8 @@ class Pipeline:
             out.created,
             error,
         )
+        if out.span is not None:
+            self._trace_finish(out, row, status, error, cost)
         if after_answer and self.quotas.local:
             asyncio.get_running_loop().call_soon(self._close, row, adm, usage.total_tokens if billable else 0)
             return cost
@@ -381,6 +413,19 @@ class Pipeline:
                 self._settling.add(task)
                 task.add_done_callback(self._settling.discard)
         return cost
+
+    def _trace_finish(self, out: Outcome, row: UsageRecord, status: str, error: str, cost: float) -> None:
+        """The ledger's span (the row is recorded right after, or queued behind the answer) and the
+        request span's end. Must not raise: it runs in _finish."""
+        try:
+            span = spans.child(self.tracing, out.span, "tollgate.ledger.record", **{
+                "tollgate.request_id": row.request_id, "tollgate.status": status,
+                "tollgate.ledger.estimated": row.estimated})
+            span.end()
+            out.cost_usd = cost
+            spans.end_request(self.tracing, out.span, out, status, error)
+        except Exception:  # a tracing bug must not cost a ledger row
+            log.exception("ending a request's spans failed")
 
     async def _settle(self, adm: Admission, used_tokens: int) -> None:
         try:

@@ -282,6 +282,7 @@ def _seed_values(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
         ("ENABLE_AUTH", "enable_auth"), ("KEY_SELECTION_STRATEGY", "strategy"), ("ROUTING_STRATEGY", "strategy"),
         ("JWT_SECRET", "secret_key"), ("RATE_LIMIT_MAX_REQUESTS", "open_max_requests"),
         ("WS_MAX_CONNECTIONS", "ws_max_connections"), ("MAX_CONCURRENT_REQUESTS", "max_concurrent_requests"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint"),
     ):
         if env.get(seed_var):
             v[field_name] = (env[seed_var], seed_var)

@@ -135,6 +135,11 @@ class Guard:
             raise E.Unavailable("the gateway is shutting down; retry on another replica", reason="SHUTTING_DOWN",
                                 retry_after_s=1.0)
         md = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        tracing = self.app.tracing
+        if tracing is not None:
+            # W3C trace context from the caller (the bridge's span, or a gRPC client's); set on every
+            # call, so a call on a reused task never inherits the previous one's parent.
+            tracing.incoming.set(tracing.extract(md.get("traceparent"), md.get("tracestate")))
         if public:
             principal = Principal("anonymous", "anonymous", "unlimited")
             key, admin = self.app.auth.credentials(md)
