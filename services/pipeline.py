@@ -89,6 +89,7 @@ class Pipeline:
         self.catalog = catalog
         self.clock = clock
         self.request_timeout_s = request_timeout_s
+        self.budgets = None  # services.accounts.budgets.Budgets, set by App (issue 16)
         self.shutting_down = False
         ledger.now = clock.now
         ledger.max_request_s = request_timeout_s
@@ -161,6 +162,8 @@ class Pipeline:
         try:
             adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
             out.decision = adm.decision
+            if self.budgets is not None and self.budgets.lines(p):
+                adm.budget = await self.budgets.admit(p, req.model, prompt_est, req.sampling.max_tokens or 256)
             result = await self.router.chat(req, deadline, out.route, user_id=p.user_id)
             usage = result.usage
             if usage.estimated or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
@@ -203,6 +206,8 @@ class Pipeline:
         try:
             adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
             out.decision = adm.decision
+            if self.budgets is not None and self.budgets.lines(p):
+                adm.budget = await self.budgets.admit(p, req.model, prompt_est, req.sampling.max_tokens or 256)
             started = False
             async for batch in self.router.stream(req, deadline, out.route, user_id=p.user_id):
                 if not started:
@@ -248,6 +253,8 @@ class Pipeline:
         try:
             adm = await self._admit(p, est, out)
             out.decision = adm.decision
+            if self.budgets is not None and self.budgets.lines(p):
+                adm.budget = await self.budgets.admit(p, req.model, est, 0)
             result = await self.router.embed(req, deadline, out.route, user_id=p.user_id)
             usage = result.usage if not result.usage.estimated and result.usage.prompt_tokens else usage
             status = "ok"
@@ -282,6 +289,8 @@ class Pipeline:
         try:
             adm = await self._admit(p, req.prompt_estimate + req.max_tokens, out)
             out.decision = adm.decision
+            if self.budgets is not None and self.budgets.lines(p):
+                adm.budget = await self.budgets.admit(p, req.model, req.prompt_estimate, req.max_tokens)
             ex = await relay.open(req, deadline, out.route)
             yield ForwardStarted(out, ex)
             async with aclosing(ex.body()) as body:
@@ -357,7 +366,7 @@ class Pipeline:
             error,
         )
         if after_answer and self.quotas.local:
-            asyncio.get_running_loop().call_soon(self._close, row, adm, usage.total_tokens if billable else 0)
+            asyncio.get_running_loop().call_soon(self._close, row, adm, usage.total_tokens if billable else 0, cost)
             return cost
         self.ledger.record(row)
         if adm is not None:
@@ -372,9 +381,16 @@ class Pipeline:
                 pass
             except Exception:
                 pass  # the limiter's lease returns an unsettled reservation (RELIABILITY B7)
+            if adm.budget is not None and self.budgets is not None:
+                try:  # issue 16: the $ hold becomes the real (catalogue) cost, also when cancelled
+                    await asyncio.shield(self.budgets.finish(adm.budget, cost))
+                except asyncio.CancelledError:
+                    pass
+                except Exception:
+                    pass  # the lease returns it (RELIABILITY B7)
         return cost
 
-    def _close(self, row: UsageRecord, adm: Admission | None, used_tokens: int) -> None:
+    def _close(self, row: UsageRecord, adm: Admission | None, used_tokens: int, cost: float = 0.0) -> None:
         """_finish's second half for an answered request on the in-process limiter (no awaits)."""
         self.ledger.record(row)
         if adm is not None and adm.reservation is not None:
@@ -382,6 +398,11 @@ class Pipeline:
                 self.quotas.finish_now(adm, used_tokens)
             except Exception:
                 log.exception("settling a reservation failed; its lease returns it (RELIABILITY B7)")
+        if adm is not None and adm.budget is not None and self.budgets is not None:
+            try:
+                self.budgets.finish_now(adm.budget, cost)
+            except Exception:
+                log.exception("settling a budget reservation failed; its lease returns it (RELIABILITY B7)")
 
 
 def _with_limits(e: E.TollgateError, decision: Decision | None) -> None:
@@ -393,6 +414,8 @@ def _with_limits(e: E.TollgateError, decision: Decision | None) -> None:
 def _status_of(e: E.TollgateError) -> str:
     if isinstance(e, E.ResourceExhausted) and e.reason == "RATE_LIMIT_EXCEEDED":
         return "rate_limited"
+    if e.reason in ("BUDGET_EXCEEDED", "UNPRICED_MODEL_UNDER_BUDGET"):
+        return "budget_exceeded"  # issue 16: refused before any provider was called
     if e.reason in ("LIMITER_UNAVAILABLE", "LEDGER_BACKLOG"):
         return "unavailable"  # our own dependency refused it (C4 closed, D6), no upstream was tried
     if isinstance(e, E.DeadlineExceeded):
