@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway_http.app import make_app
 from gateway_http.settings import BridgeSettings
 from gateway_http.state import BRIDGE
-from services.heap import settle_heap
+from tollgate.heap import settle_heap
 from tollgate.client import TollgateClient
 
 

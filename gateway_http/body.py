@@ -7,7 +7,7 @@ from aiohttp import web
 
 from gateway_http.errors import BridgeError
 from gateway_http.state import BRIDGE
-from services.core.json_bound import too_complex
+from tollgate.json_bound import too_complex
 
 
 async def read_body(request: web.Request, *, json: bool = True) -> bytes:
@@ -21,7 +21,7 @@ async def read_body(request: web.Request, *, json: bool = True) -> bytes:
     except web.HTTPRequestEntityTooLarge:
         raise BridgeError(413, f"Request body too large: more than {limit} bytes.", code="request_too_large") from None
     if json:
-        why = too_complex(raw)  # RELIABILITY E2: services/core/json_bound.py
+        why = too_complex(raw)  # RELIABILITY E2: clients/tollgate/json_bound.py
         if why is not None:
             raise BridgeError(400, why + " Send large data as fewer, larger strings, or split the request.",
                               code="invalid_request_error")

@@ -19,6 +19,7 @@ RESPONSE_HEADERS = {k: istr(v) for k, v in {
     "x-request-id": "X-Request-Id", "x-ratelimit-limit": "X-RateLimit-Limit", "x-ratelimit-remaining": "X-RateLimit-Remaining",
     "x-ratelimit-used": "X-RateLimit-Used", "x-ratelimit-reset": "X-RateLimit-Reset", "x-llm-provider": "X-LLM-Provider",
     "x-llm-model": "X-LLM-Model", "x-llm-key-id": "X-LLM-Key-ID", "x-tollgate-route": "X-Tollgate-Route",
+    "x-tollgate-ignored": "X-Tollgate-Ignored",
 }.items()}
 LATENCY = istr("X-LLM-Latency-Ms")
 # Issue 16: the console's session cookie stands in for a bearer header that is not there; a write

@@ -25,7 +25,7 @@ from services.auth.sealing import SealError
 from services.auth.secrets import SecretMismatch
 from services.config.load import check_workers, load_config, with_demo
 from services.config.schema import Config, ConfigError
-from services.heap import settle_heap
+from tollgate.heap import settle_heap
 from services.logs import setup_logging
 from services.supervisor import Supervisor, die_with_parent, tell_ready
 
@@ -46,6 +46,7 @@ def banner(http_addr: str, grpc_addr: str, admin: dict, cfg: Config, extra: str 
         "  providers: " + ", ".join(f"{p.name} ({p.kind}{', demo model, not a real LLM' if p.kind == 'demo' else ''})"
                                     for p in cfg.providers),
     ]
+    lines.append(f"  console: open http://{http_addr}/ in a browser (the first account you create is the admin)")
     if extra:
         lines.append(extra)
     if admin.get("source") == "generated":

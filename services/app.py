@@ -22,14 +22,17 @@ from services.accounts.users import Accounts
 from services.auth.authenticator import Authenticator
 from services.auth.sealing import Sealer, key_id as seal_key_id
 from services.auth.secrets import derive, load_or_create_secret
+from services.core.scrub import Scrubber
 from services.auth.sessions import Sessions
 from services.catalog.pricing import Catalog
-from services.catalog.views import ModelCatalog
+from services.routing.routable import ModelCatalog
 from services.clock import Clock, SystemClock
 from services.config.load import load_config, with_demo
 from services.config.schema import Config
 from services.limits import make_limiter
 from services.limits.quotas import Quotas
+from services.loading.loader import ModelLoader
+from services.loading.registry import LoadedModels
 from services.metering.ledger import Ledger, owner_tag
 from services.metrics import Metrics
 from services.pipeline import Pipeline
@@ -63,9 +66,10 @@ class App:
         self.pepper = derive(secret, "api-key-pepper")
         seal = derive(secret, "provider-key-seal")
         self.sealer = Sealer({seal_key_id(seal): seal}, seal_key_id(seal))
+        self.scrubber = known_secrets(config)  # the store adds its provider keys as it opens them
         self.store = Store(config.database_url or None, config.data_dir, self.pepper, self.sealer, clock,
                            secret_source="TOLLGATE_SECRET_KEY" if config.secret_key
-                           else os.path.join(config.data_dir, "secret.key"))
+                           else os.path.join(config.data_dir, "secret.key"), scrubber=self.scrubber)
         self.limiter = make_limiter(config.redis_url or None, clock, config.limiter_fail_mode)
         self.quotas = Quotas(self.limiter, {t.name: t for t in config.tiers}, config.quota_timezone)
         self.catalog = Catalog.builtin()
@@ -74,15 +78,22 @@ class App:
         self.upstreams = Upstreams()
         self.metrics: Metrics | None = None
         self.user_keys = UserKeys(self.store, clock, catalog=self.catalog, quota_tz=config.quota_timezone)
-        self.router = Router(config, self.index, self.upstreams, self.limiter, clock, rng, user_keys=self.user_keys)
+        self.router = Router(config, self.index, self.upstreams, self.limiter, clock, rng, user_keys=self.user_keys,
+                             scrubber=self.scrubber)
         # Each worker of a supervisor has its own owner tag: a restarted worker turns only its own
         # earlier life's placeholders into `interrupted`, not those of its live siblings (B7).
         owner = owner_tag(config.data_dir + (f"#worker{config.worker_id}" if config.worker_id else ""))
         self.ledger = Ledger(self.store.insert_usage, flush_s=config.ledger_flush_s, owner=owner)
         # The native pass-through relay: beside the router, on the router's key gate (seed 003).
-        self.passthrough = Passthrough(config, self.router.gate, self.upstreams, self.router.record, clock)
+        self.passthrough = Passthrough(config, self.router.gate, self.upstreams, self.router.record, clock,
+                                       scrubber=self.scrubber)
         self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s)
         self.sessions = Sessions(derive(secret, "session"), clock)
+        # Issue 19: models loaded at run time, routed by name before the configured providers.
+        self.loaded = LoadedModels(self.store, {p.name: p for p in config.providers}, clock,
+                                   set_secret=self.router.set_secret)
+        self.router.loaded = self.loaded
+        self.loader = ModelLoader(self, self.loaded)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)
         self.budgets = Budgets(self.limiter, self.catalog, self.quotas.tiers, config.unpriced_models, config.quota_timezone)
         self.pipeline.budgets = self.budgets
@@ -109,6 +120,8 @@ class App:
             await self.store.upsert_tier(TierRecord(t.name, t.rpm, t.rpd, t.tpd, t.tpm_month, t.description))
         self.admin_key = await self._admin_key()
         self.ledger.start()
+        await self.loaded.refresh()
+        self.loaded.start()
         self._reaper = asyncio.get_running_loop().create_task(self._reap_reservations(), name="limiter-reaper")
 
     async def _reap_reservations(self) -> None:
@@ -131,6 +144,7 @@ class App:
             self.auth._admin_hash = stored
             return AdminKeyInfo("stored")
         key = "tga_" + pysecrets.token_urlsafe(32)
+        self.scrubber.set("admin", key)
         digest = self._digest(key)
         await self.store.set_setting(ADMIN_HASH_SETTING, digest)
         self.auth._admin_hash = digest
@@ -157,11 +171,25 @@ class App:
             self._reaper.cancel()
             await asyncio.gather(self._reaper, return_exceptions=True)
         await self.ledger.close()
+        await self.loaded.close()
         await self.upstreams.close()
         try:
             await self.limiter.close()
         finally:
             await self.store.close()
+
+
+def known_secrets(config: Config) -> Scrubber:
+    """A Scrubber holding every secret the config names (issue 15 point 3)."""
+    s = Scrubber()
+    s.set("admin", config.admin_key)
+    s.set("server-secret", config.secret_key)
+    for k in config.static_keys:
+        s.set("static:" + k.id, k.secret)
+    for p in config.providers:
+        for pk in p.keys:
+            s.set("provider:" + pk.id, pk.secret)
+    return s
 
 
 def build_app(config: Config, clock: Clock | None = None, rng: random.Random | None = None) -> App:

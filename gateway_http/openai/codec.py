@@ -168,6 +168,12 @@ OPTIONAL_FIELDS = frozenset({
     "stop", "response_format", "tools", "tool_choice", "parallel_tool_calls", "user", "provider", "strategy"})
 
 
+# Every top-level field the codec interprets. Anything else (n, logprobs, reasoning_effort, ...) and
+# max_completion_tokens (which OpenAI's reasoning models take instead of max_tokens) make the
+# bridge send the body as well: an OpenAI-shaped route gets it as sent (services/fidelity.py).
+KNOWN_FIELDS = (OPTIONAL_FIELDS - {"max_completion_tokens"}) | {"model", "messages", "stream", "stream_options"}
+
+
 def chat_input(body: dict[str, Any], surface: str = "openai", into: pb.ChatInput | None = None) -> pb.ChatInput:
     """The ChatInput for an OpenAI body. `into` (a new request's empty `input`) is filled in place:
     building a ChatInput and passing it to a request constructor would copy it."""

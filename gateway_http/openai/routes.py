@@ -28,13 +28,19 @@ SHUTDOWN_INFO = RpcErrorInfo(grpc.StatusCode.UNAVAILABLE, "The gateway is shutti
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     t0 = time.monotonic()
+    relayed = False
     try:
-        body = codec.load_json(await read_body(request))
+        raw = await read_body(request)
+        body = codec.load_json(raw)
         stream = body.get("stream", False)
         # The request comes first and the input is parsed into it: passing a parsed input to the
         # request's constructor would copy it. A wrong `stream` is still reported after the input.
         req = ipb.StreamChatRequest() if stream is True else ipb.ChatRequest()
         inp = codec.chat_input(body, "openai", req.input)
+        if not body.keys() <= codec.KNOWN_FIELDS:  # fields only the provider understands (services/fidelity.py)
+            relayed = True
+            inp.raw_body = raw
+            inp.extra_fields.extend([k for k in body if k not in codec.KNOWN_FIELDS])
         if not isinstance(stream, bool) and stream is not None:
             raise codec.invalid("Invalid type for 'stream': expected a boolean.", "stream", 422)
         include_usage = codec.stream_options(body)
@@ -48,7 +54,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             resp = await call
         except AioRpcError as e:
             return openai_error(error_info(e))
-        answer = codec.completion_json(resp, inp.model)
+        answer = resp.raw or codec.completion_json(resp, inp.model)  # raw: the provider's own answer, relayed
         # All headers in one dict, Content-Type first as content_type= would put it: the response's
         # multidict is built once instead of item by item.
         headers = await calls.response_headers(call, {hdrs.CONTENT_TYPE: "application/json"})
@@ -67,6 +73,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             kind = msg.WhichOneof("event")
             if kind == "delta":
                 await response.write(writer.deltas(msg.delta))  # type: ignore[union-attr]
+            elif kind == "raw":  # the provider's own stream, relayed as it comes ([DONE] included)
+                await response.write(msg.raw)  # type: ignore[union-attr]
             elif kind == "start":
                 st = msg.start
                 writer = codec.ChunkWriter(st.id, st.created, st.route.model or inp.model)
@@ -75,7 +83,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 tail += writer.usage(msg.usage)  # type: ignore[union-attr]
         if response is None:
             raise BridgeError(502, "upstream returned an empty stream")
-        await response.write_eof(tail + codec.DONE)
+        await response.write_eof(tail if relayed else tail + codec.DONE)
     except AioRpcError as e:
         info = error_info(e)
         if response is None:

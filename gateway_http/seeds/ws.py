@@ -34,7 +34,7 @@ from gateway_http.openai import codec
 from gateway_http.seeds import api
 from gateway_http.seeds.inference import bridge_error_object, error_object, error_type, rpc_error
 from gateway_http.state import BRIDGE
-from services.core.json_bound import KEY_SCAN_FLOOR_BYTES, too_complex
+from tollgate.json_bound import KEY_SCAN_FLOOR_BYTES, too_complex
 from tollgate.client import RpcErrorInfo, error_info
 from tollgate.v1 import chat_pb2 as pb
 from tollgate.v1 import inference_service_pb2 as ipb

@@ -17,8 +17,7 @@ from typing import Any, Callable, Mapping
 
 from services.config.defaults import DEFAULT_TIERS, DEMO_PROVIDER
 from services.config.schema import Config, ConfigError, ProviderConfig, ProviderKeyConfig, StaticKey, TierConfig
-from services.providers.kinds import KINDS, resolve
-from services.routing.strategies import NAMES as STRATEGY_NAMES
+from services.config.kinds import KINDS, STRATEGY_NAMES, resolve
 
 # TOML sections group fields for people; the fields themselves are flat and unique.
 SECTIONS = ("server", "auth", "store", "limits", "routing", "logging", "open_mode")

@@ -94,6 +94,11 @@ class ChatRequest:
     include_usage: bool = False
     user: str = ""
     surface: str = "grpc"  # which front door: grpc, openai, anthropic, api_chat, ...
+    # Set only when the caller sent fields the gateway does not interpret (services/fidelity.py):
+    raw_body: bytes = b""  # the body as sent, for a route of the surface's own wire format
+    extra_fields: tuple[str, ...] = ()  # those fields' names
+    raw_headers: dict[str, str] | None = None  # anthropic-version / anthropic-beta / openai-beta as sent
+    ignored: tuple[str, ...] = ()  # what a route of another format could not honour, told in X-Tollgate-Ignored
 
 
 @dataclass(slots=True)
@@ -177,3 +182,4 @@ class Target:
     base_url: str
     timeout_s: float = 60.0
     owner: str = ""  # user id for a user's own provider key; "" for the gateway's
+    guarded: bool = False  # a caller-supplied base URL (a loaded model's): SSRF-guarded connector (F8)

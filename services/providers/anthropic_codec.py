@@ -71,6 +71,10 @@ def _protocol(message: str, provider_code: str = "") -> UpstreamFailure:
 # --- request -----------------------------------------------------------------------------------
 
 
+# reasoning_effort -> thinking.budget_tokens ("none": no thinking).
+THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768}
+
+
 def build_messages_body(req: ChatRequest, model: str, *, stream: bool) -> dict[str, Any]:
     """The /v1/messages body for `req`, sent to the upstream as `model`.
 
@@ -126,6 +130,15 @@ def build_messages_body(req: ChatRequest, model: str, *, stream: bool) -> dict[s
     if s.top_p is not None and not (s.temperature is not None and s.top_p >= 1.0):
         # Newer Claude models refuse temperature and top_p together; top_p 1 is a no-op, so drop it.
         body["top_p"] = s.top_p
+    budget = THINKING_BUDGETS.get(s.reasoning_effort, 0) if s.reasoning_effort else 0
+    if budget:
+        # OpenAI's reasoning effort as extended thinking: the budget must stay under max_tokens (and
+        # at least 1024); thinking takes no temperature or top_p other than the defaults.
+        budget = min(budget, body["max_tokens"] - 1)
+        if budget >= 1024:
+            body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+            body.pop("temperature", None)
+            body.pop("top_p", None)
     stops = [x for x in s.stop if x.strip()]  # Anthropic rejects blank stop sequences
     if stops:
         body["stop_sequences"] = stops

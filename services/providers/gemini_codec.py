@@ -116,6 +116,9 @@ def generation_config(s: Sampling) -> dict[str, Any]:
         gen["presencePenalty"] = s.presence_penalty
     if s.frequency_penalty is not None:
         gen["frequencyPenalty"] = s.frequency_penalty
+    if s.reasoning_effort:
+        # OpenAI's reasoning effort as a thinking budget (0 turns thinking off where the model allows).
+        gen["thinkingConfig"] = {"thinkingBudget": GEMINI_BUDGETS.get(s.reasoning_effort, -1)}
     if s.response_format in ("json_object", "json_schema"):
         gen["responseMimeType"] = "application/json"
         schema = unwrap_json_schema(s.json_schema) if s.response_format == "json_schema" else None
@@ -123,6 +126,9 @@ def generation_config(s: Sampling) -> dict[str, Any]:
             # responseJsonSchema takes real JSON Schema; responseSchema only Google's OpenAPI subset.
             gen["responseJsonSchema"] = schema
     return gen
+
+
+GEMINI_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
 
 
 def unwrap_json_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:

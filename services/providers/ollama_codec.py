@@ -79,6 +79,10 @@ def build_request(req: ChatRequest, model: str, *, stream: bool) -> dict[str, An
     fmt = format_from(req.sampling)
     if fmt is not None:
         body["format"] = fmt
+    effort = req.sampling.reasoning_effort
+    if effort:
+        # Ollama's `think`: gpt-oss takes a level, the other thinking models a boolean.
+        body["think"] = False if effort == "none" else (effort if effort in ("low", "medium", "high") and "gpt-oss" in model else True)
     return body
 
 

@@ -320,6 +320,8 @@ def build_body(req: ChatRequest, model: str, stream: bool) -> dict[str, Any]:
             body["parallel_tool_calls"] = s.parallel_tool_calls
     if req.user:
         body["user"] = req.user
+    if s.reasoning_effort:
+        body["reasoning_effort"] = s.reasoning_effort
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}

@@ -15,7 +15,7 @@ from services.providers.anthropic import AnthropicAdapter
 from services.providers.base import Adapter
 from services.providers.demo import DemoAdapter
 from services.providers.gemini import GeminiAdapter
-from services.providers.kinds import resolve
+from services.config.kinds import resolve
 from services.providers.ollama import OllamaAdapter
 from services.providers.openai_compatible import OpenAIAdapter
 

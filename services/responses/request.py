@@ -211,7 +211,11 @@ def _sampling(body: dict) -> Sampling:
             schema = fmt.get("schema")
             if not isinstance(schema, dict):
                 raise bad("'text.format.schema' must be a JSON Schema object.", "text.format.schema")
-            s.response_format, s.json_schema = "json_schema", schema
+            # OpenAI's chat wrapper {name, schema, strict}: what every adapter takes (and unwraps where needed).
+            wrapper = {"name": fmt.get("name") or "response", "schema": schema}
+            if isinstance(fmt.get("strict"), bool):
+                wrapper["strict"] = fmt["strict"]
+            s.response_format, s.json_schema = "json_schema", wrapper
         elif kind == "json_object":
             s.response_format = "json_object"
         elif kind not in (None, "text"):

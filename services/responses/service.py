@@ -19,8 +19,9 @@ import orjson
 
 from services.auth.principal import Principal
 from services.core import errors as E
-from services.core.json_bound import too_complex
+from tollgate.json_bound import too_complex
 from services.core.types import Target
+from services.fidelity import upstream_error
 from services.pipeline import ForwardStarted, Outcome, StreamFinished, StreamStarted
 from services.routing.passthrough import NativeRequest, native_request
 from services.providers.sse import SSEParser
@@ -257,27 +258,6 @@ class Responses:
             await self.store.save_response(row, self.max_per_owner)
         except Exception as e:  # the answer is metered and good; only its continuation by id is lost
             log.warning("storing response %s failed: %s", resp["id"], type(e).__name__)
-
-
-def upstream_error(status: int, body: bytes) -> E.TollgateError:
-    """OpenAI's own error answer, kept as what it means for the caller (docs/providers.md's table)."""
-    message, param = f"OpenAI answered {status}", ""
-    try:
-        err = orjson.loads(body).get("error") or {}
-        message = str(err.get("message") or message)[:2000]
-        param = str(err.get("param") or "")
-    except (orjson.JSONDecodeError, AttributeError):
-        pass
-    fv = [E.FieldViolation(param, message)] if param else None
-    if status in (401, 403):
-        return E.UpstreamRejected("the provider rejected the gateway's key")
-    if status == 429:
-        return E.ResourceExhausted(message, reason="UPSTREAM_RATE_LIMITED", retry_after_s=1.0)
-    if status == 404 and "previous" not in message.lower():
-        return E.NotFound(message, reason="RESPONSE_NOT_FOUND", field_violations=fv)
-    if 400 <= status < 500:
-        return E.UpstreamBadRequest(message, field_violations=fv)
-    return E.Unavailable(message, reason="UPSTREAM_UNAVAILABLE", retry_after_s=1.0)
 
 
 def response_id(request_id: str) -> str:

@@ -28,12 +28,13 @@ import yarl
 from services.clock import Clock
 from services.config.schema import Config, ProviderConfig
 from services.core import errors as E
-from services.core.json_bound import too_complex
+from services.core.scrub import Scrubber
+from tollgate.json_bound import too_complex
 from services.core.types import Target
 from services.metering.tokens import estimate_text
 from services.metering.usage_scan import UsageMeter
 from services.providers.base import Adapter
-from services.providers.kinds import resolve
+from services.config.kinds import resolve
 from services.providers.transport import classify_status
 from services.providers.upstreams import ADAPTER_TYPES, Upstreams
 from services.routing.key_gate import KeyGate
@@ -84,6 +85,7 @@ class NativeRequest:
     model: str = ""  # for the ledger and prices: from the body, or Gemini's path
     prompt_estimate: int = 0
     max_tokens: int = DEFAULT_MAX_TOKENS
+    caller_secrets: tuple[str, ...] = ()  # the caller's own credentials: cut from error bodies too
 
     @property
     def surface(self) -> str:
@@ -222,6 +224,8 @@ class Exchange:
     idle_s: float
     complete: bool = False
     relayed: int = 0
+    scrubber: Scrubber | None = None  # for an error answer's body (issue 15 point 3)
+    extra: tuple[str, ...] = ()  # the caller's credentials, scrubbed as well
 
     @property
     def ok(self) -> bool:
@@ -229,6 +233,11 @@ class Exchange:
 
     async def body(self) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
+        # An error answer may quote the key it was sent: its body is scrubbed of every secret the
+        # gateway knows, holding back the last (longest secret - 1) bytes of each read so that a
+        # secret cut across two reads is still found. A 2xx answer is relayed untouched.
+        scrub = self.scrubber if not self.ok and self.scrubber is not None and (len(self.scrubber) or self.extra) else None
+        held = b""
         while True:
             try:
                 async with asyncio.timeout_at(min(self.deadline, loop.time() + self.idle_s)):
@@ -249,7 +258,15 @@ class Exchange:
                 self.meter.feed(data)
             except ValueError:
                 raise _broken("the upstream sent an SSE event over the size limit") from None
+            if scrub is not None:
+                data = scrub.scrub_bytes(held + data, self.extra)
+                cut = max(0, len(data) - (max([scrub.longest] + [len(s) for s in self.extra]) - 1))
+                held, data = data[cut:], data[:cut]
+                if not data:
+                    continue
             yield data
+        if held:
+            yield scrub.scrub_bytes(held, self.extra)  # type: ignore[union-attr]
         self.meter.close()
         self.complete = True
 
@@ -263,8 +280,10 @@ class Exchange:
 class Passthrough:
     """The relay: tries a provider's keys through the router's gate, records each try as the router does."""
 
-    def __init__(self, cfg: Config, gate: KeyGate, upstreams: Upstreams, record: Recorder, clock: Clock) -> None:
+    def __init__(self, cfg: Config, gate: KeyGate, upstreams: Upstreams, record: Recorder, clock: Clock,
+                 scrubber: Scrubber | None = None) -> None:
         self.cfg = cfg
+        self.scrubber = scrubber  # error bodies are scrubbed of every known secret (issue 15 point 3)
         self.gate = gate
         self.upstreams = upstreams
         self.record = record  # Router.record: the route log and the metrics
@@ -385,7 +404,8 @@ class Passthrough:
         sse = resp.headers.get("content-type", "").lower().startswith("text/event-stream")
         relay = [(k.lower(), v) for k, v in resp.headers.items() if k.lower() in RELAY_HEADERS]
         idle = self.cfg.idle_timeout_s or p.timeout_s
-        return Exchange(target, status, relay, resp, UsageMeter(sse), loop_deadline, idle), None
+        return Exchange(target, status, relay, resp, UsageMeter(sse), loop_deadline, idle,
+                        scrubber=self.scrubber, extra=req.caller_secrets), None
 
     def broke(self, ex: Exchange) -> None:
         """The body broke after the head (not the caller leaving): counts for the key's circuit."""

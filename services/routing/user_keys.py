@@ -25,7 +25,7 @@ from typing import Any
 from services.clock import Clock
 from services.core.types import Target
 from services.limits.base import Rule
-from services.providers.kinds import resolve
+from services.config.kinds import resolve
 from services.routing.strategies.base import CandidateView
 from services.store.records import ProviderKeyNotFound, ProviderKeyRecord
 

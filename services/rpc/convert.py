@@ -72,7 +72,13 @@ def chat_request(inp: pb.ChatInput, max_messages: int, include_usage: bool = Fal
         hints = RouteHints(r.provider, r.strategy, r.key_id)
     else:
         hints = RouteHints()
-    return ChatRequest(model, msgs, sampling, tools, hints, include_usage, inp.user, inp.surface or "grpc")
+    req = ChatRequest(model, msgs, sampling, tools, hints, include_usage, inp.user, inp.surface or "grpc")
+    raw = inp.raw_body
+    if raw:  # fields only the provider understands (services/fidelity.py); empty on the usual request
+        req.raw_body = raw
+        req.extra_fields = tuple(inp.extra_fields)
+        req.raw_headers = dict(inp.raw_headers)
+    return req
 
 
 def _sampling(s: pb.Sampling) -> Sampling:
@@ -90,6 +96,7 @@ def _sampling(s: pb.Sampling) -> Sampling:
         json_schema=MessageToDict(s.json_schema) if s.HasField("json_schema") else None,
         tool_choice=s.tool_choice,
         parallel_tool_calls=s.parallel_tool_calls if s.HasField("parallel_tool_calls") else None,
+        reasoning_effort=s.reasoning_effort,
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 from services.pipeline import ForwardStarted, Outcome
 from services.routing.passthrough import native_request
 from services.rpc import convert
-from services.rpc.interceptors import Ctx, Guard, rate_limit_metadata
+from services.rpc.interceptors import Ctx, Guard, credentials, rate_limit_metadata
 from tollgate.v1 import inference_service_pb2 as ipb
 
 
@@ -33,6 +33,7 @@ def make_forward(app: Any, guard: Guard):
     async def Forward(self, request: ipb.ForwardRequest, ctx: Ctx) -> AsyncIterator[ipb.ForwardResponse]:
         req = native_request(request.provider, request.method, request.path, request.query,
                              [(h.name, h.value) for h in request.headers], request.body)
+        req.caller_secrets = credentials(ctx.context)
         events = app.pipeline.forward(ctx.principal, req, relay, ctx.request_id, ctx.context.time_remaining())
         async with aclosing(events):
             async for ev in events:

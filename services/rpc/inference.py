@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
+from services.fidelity import Fidelity
 from services.pipeline import StreamFinished, StreamStarted
 from services.rpc import convert
 from services.rpc.forward import make_forward
@@ -27,6 +28,11 @@ def route_metadata(request_id: str, outcome) -> tuple[tuple[str, str], ...]:
     return md
 
 
+def ignored_metadata(req) -> tuple[tuple[str, str], ...]:
+    """What the route could not honour and left out (services/fidelity.py): said, never silent."""
+    return (("x-tollgate-ignored", ", ".join(req.ignored)),)
+
+
 def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
     guard = Guard(app)
     max_messages = app.config.max_messages
@@ -38,17 +44,36 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
             req.sampling.max_tokens = info.max_completion_tokens
         return req
 
+    fidelity = Fidelity(app)
+
     class InferenceServicer(ipb_grpc.InferenceServiceServicer):
         @guard.unary()
         async def Chat(self, request: ipb.ChatRequest, ctx: Ctx) -> ipb.ChatResponse:
             req = clamp(convert.chat_request(request.input, max_messages))
+            if req.raw_body and (target := fidelity.plan(req)) is not None:
+                raw, out = await fidelity.chat(ctx.principal, req, target, ctx.request_id, ctx.context.time_remaining())
+                await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, out))
+                return ipb.ChatResponse(id=ctx.request_id, raw=raw)
             result, out = await app.pipeline.chat(ctx.principal, req, ctx.request_id, ctx.context.time_remaining())
-            await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, out))
+            md = route_metadata(ctx.request_id, out)
+            await ctx.context.send_initial_metadata(md + ignored_metadata(req) if req.ignored else md)
             return convert.chat_response(result, ctx.request_id, out.route, out.usage, out.cost_usd, out.created, out.decision)
 
         @guard.stream()
         async def StreamChat(self, request: ipb.StreamChatRequest, ctx: Ctx) -> AsyncIterator[ipb.StreamChatResponse]:
             req = clamp(convert.chat_request(request.input, max_messages, request.include_usage))
+            if req.raw_body and (target := fidelity.plan(req)) is not None:
+                async for piece in fidelity.stream(ctx.principal, req, target, ctx.request_id, ctx.context.time_remaining()):
+                    if type(piece) is bytes:
+                        yield ipb.StreamChatResponse(raw=piece)
+                    else:
+                        await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, piece))
+                        msg = ipb.StreamChatResponse()
+                        msg.start.id = ctx.request_id
+                        convert.fill_route(msg.start.route, piece.route)
+                        msg.start.created = int(piece.created)
+                        yield msg
+                return
             async for ev in app.pipeline.stream(ctx.principal, req, ctx.request_id, ctx.context.time_remaining()):
                 if type(ev) is list:
                     msg = convert.delta_batch(ev)
@@ -56,7 +81,8 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
                         yield msg
                 elif isinstance(ev, StreamStarted):
                     out = ev.outcome
-                    await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, out))
+                    md = route_metadata(ctx.request_id, out)
+                    await ctx.context.send_initial_metadata(md + ignored_metadata(req) if req.ignored else md)
                     msg = ipb.StreamChatResponse()  # filled in place: no copy per nesting level
                     st = msg.start
                     st.id = ctx.request_id

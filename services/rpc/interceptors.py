@@ -21,12 +21,14 @@ from google.rpc import error_details_pb2, status_pb2
 
 from services.auth.principal import Principal
 from services.core import errors as E
+from services.core.scrub import Scrubber
 from services.limits.base import Decision
 from services.pipeline import new_request_id
 
 log = logging.getLogger("tollgate.rpc")
 
 DETAILS_KEY = "grpc-status-details-bin"
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "x-admin-key", "x-goog-api-key"})
 
 
 class Ctx:
@@ -87,9 +89,35 @@ def status_for(e: E.TollgateError, request_id: str) -> tuple[grpc.StatusCode, st
     return e.code, message, tuple(md)
 
 
-async def _abort(context: Any, e: E.TollgateError, request_id: str) -> None:
+async def _abort(context: Any, e: E.TollgateError, request_id: str, scrubber: Scrubber | None = None) -> None:
+    if scrubber is not None:
+        e = scrubbed(e, scrubber, credentials(context))
     code, message, md = status_for(e, request_id)
     await context.abort(code, message, trailing_metadata=md)
+
+
+def scrubbed(e: E.TollgateError, scrubber: Scrubber, extra: tuple[str, ...] = ()) -> E.TollgateError:
+    """`e` with every secret the gateway knows (and the caller's own credentials, `extra`) cut out
+    of its message, metadata and violations: the last stop before any surface renders it (F3)."""
+    e.message = scrubber.scrub(e.message, extra)
+    if e.metadata:
+        e.metadata = {k: scrubber.scrub(str(v), extra) for k, v in e.metadata.items()}
+    if e.field_violations:
+        e.field_violations = [E.FieldViolation(v.field, scrubber.scrub(v.description, extra)) for v in e.field_violations]
+    return e
+
+
+def credentials(context: Any) -> tuple[str, ...]:
+    try:
+        md = context.invocation_metadata() or ()
+    except Exception:  # a context that cannot say: the known secrets are still cut
+        return ()
+    out = []
+    for k, v in md:
+        if k in CREDENTIAL_HEADERS and isinstance(v, str) and v:
+            scheme, _, rest = v.partition(" ")
+            out.append(rest.strip() if scheme.lower() == "bearer" and rest else v)
+    return tuple(out)
 
 
 def _internal(exc: BaseException) -> E.TollgateError:
@@ -133,14 +161,14 @@ class Guard:
                         await self._send_limits(ctx)
                     return await fn(servicer, request, ctx)
                 except E.TollgateError as e:
-                    await _abort(context, e, request_id)
+                    await _abort(context, e, request_id, getattr(self.app, "scrubber", None))
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
                 except Exception as exc:
                     if _is_abort(exc):
                         raise
                     log.exception("unhandled error in %s (request %s)", fn.__name__, request_id)
-                    await _abort(context, _internal(exc), request_id)
+                    await _abort(context, _internal(exc), request_id, getattr(self.app, "scrubber", None))
             return handler
         return wrap
 
@@ -154,14 +182,14 @@ class Guard:
                     async for msg in fn(servicer, request, ctx):
                         yield msg
                 except E.TollgateError as e:
-                    await _abort(context, e, request_id)
+                    await _abort(context, e, request_id, getattr(self.app, "scrubber", None))
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
                 except Exception as exc:
                     if _is_abort(exc):
                         raise
                     log.exception("unhandled error in %s (request %s)", fn.__name__, request_id)
-                    await _abort(context, _internal(exc), request_id)
+                    await _abort(context, _internal(exc), request_id, getattr(self.app, "scrubber", None))
             return handler
         return wrap
 

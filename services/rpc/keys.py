@@ -29,7 +29,7 @@ from services.core.errors import (
     Unauthenticated,
 )
 from services.limits.base import Rule
-from services.providers.kinds import KINDS, resolve
+from services.config.kinds import KINDS, resolve
 from services.rpc.admin import list_usage
 from services.rpc.interceptors import Ctx, Guard
 from services.store.records import KIND_TOKEN, ApiKeyRecord, ProviderKeyRecord, UsageFilter, UserRecord

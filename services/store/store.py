@@ -19,6 +19,7 @@ from services.auth.sealing import Sealer, SealError, mask, sealed_key_id
 from services.auth.secrets import SECRET_FILE, SecretMismatch, secret_fingerprint
 from services.clock import Clock
 from services.core.errors import InvalidArgument
+from services.core.scrub import Scrubber
 from services.store import migrations
 from services.store.db import (
     DEFAULT_BUSY_TIMEOUT_MS,
@@ -28,6 +29,7 @@ from services.store.db import (
     is_sqlite,
     open_database,
 )
+from services.store.records import LoadedModelRecord
 from services.store.records import (
     KIND_API,
     KIND_TOKEN,
@@ -43,6 +45,7 @@ from services.store.records import (
     UserRecord,
 )
 from services.store.repos import api_keys as keys_repo
+from services.store.repos import loaded_models as lm_repo
 from services.store.repos import provider_keys as pk_repo
 from services.store.repos import responses as responses_repo
 from services.store.repos import sessions as sessions_repo
@@ -51,6 +54,8 @@ from services.store.repos import tiers as tiers_repo
 from services.store.repos import usage as usage_repo
 from services.store.repos import users as users_repo
 from services.store.repos.ids import API_KEY_PREFIX, PROVIDER_KEY_PREFIX, USER_PREFIX, new_id
+
+LOADED_MODEL_PREFIX = "lm_"
 
 __all__ = ["EmailTaken", "RegistrationClosed", "Store"]
 
@@ -76,6 +81,7 @@ class Store:
         pg_pool_size: int = DEFAULT_PG_POOL_SIZE,
         retry_budget_s: float = DEFAULT_RETRY_BUDGET_S,
         secret_source: str = "",
+        scrubber: Scrubber | None = None,
     ) -> None:
         if not pepper:
             raise ValueError("Store needs a non-empty pepper for API-key hashes")
@@ -90,6 +96,9 @@ class Store:
         self._worker: DbWorker | None = None
         self._dummy_hash: str | None = None
         self._secret_source = secret_source  # what to name when the secret is not the database's
+        # Every provider key in clear that passes through here (opened, added) is made known to the
+        # scrubber, and forgotten when deleted (issue 15 point 3).
+        self._scrubber = scrubber if scrubber is not None else Scrubber()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -372,6 +381,7 @@ class Store:
             rpm=int(rpm), created_at=self._clock.now(),
         )
         sealed = self._sealer.seal(key_id, secret)
+        self._scrubber.set("pk:" + key_id, secret)
         return await self._write(pk_repo.insert_provider_key, record, sealed)
 
     async def list_provider_keys(self, user_id: str | None = None) -> list[ProviderKeyRecord]:
@@ -387,7 +397,10 @@ class Store:
         return await self._read(pk_repo.get_provider_key, key_id, user_id)
 
     async def delete_provider_key(self, key_id: str, user_id: str | None) -> bool:
-        return await self._write(pk_repo.delete_provider_key, key_id, user_id, idempotent=True)
+        deleted = await self._write(pk_repo.delete_provider_key, key_id, user_id, idempotent=True)
+        if deleted:
+            self._scrubber.drop("pk:" + key_id)
+        return deleted
 
     async def set_provider_key_disabled(self, key_id: str, disabled: bool) -> bool:
         """Disable a key the provider refused (its 401/403), or re-enable it."""
@@ -399,7 +412,31 @@ class Store:
         sealed = await self._read(pk_repo.get_sealed, key_id)
         if sealed is None:
             raise ProviderKeyNotFound("provider key not found", metadata={"provider_key_id": key_id})
-        return self._sealer.open(key_id, sealed)
+        plain = self._sealer.open(key_id, sealed)
+        self._scrubber.set("pk:" + key_id, plain)  # added on another replica: known before its first use
+        return plain
+
+    # --- loaded models (issue 19) ------------------------------------------------------------
+
+    async def add_loaded_model(self, record: LoadedModelRecord, secret: str = "") -> LoadedModelRecord:
+        """Persist a loaded model; its key (if any) sealed with the row id as AAD, like provider keys.
+        AlreadyExists when the name is taken."""
+        record.id = record.id or new_id(LOADED_MODEL_PREFIX)
+        record.created_at = record.created_at or self._clock.now()
+        record.has_key = bool(secret)
+        sealed = self._sealer.seal(record.id, secret) if secret else ""
+        return await self._write(lm_repo.insert, record, sealed)
+
+    async def list_loaded_models(self) -> list[LoadedModelRecord]:
+        return await self._read(lm_repo.list_all)
+
+    async def remove_loaded_model(self, name: str) -> LoadedModelRecord | None:
+        return await self._write(lm_repo.delete_by_name, name)
+
+    async def open_loaded_model_key(self, model_id: str) -> str:
+        """A loaded model's upstream key in clear, for the router only ("" when it has none)."""
+        sealed = await self._read(lm_repo.get_sealed, model_id)
+        return self._sealer.open(model_id, sealed) if sealed else ""
 
     # --- usage ledger ------------------------------------------------------------------------
 
@@ -489,7 +526,7 @@ class Store:
                     f"{self._data_dir}/secret.key) or delete and re-add that provider key",
                     metadata={"provider_key_id": key_id, "key_id": kid},
                 )
-            self._sealer.open(key_id, sealed)
+            self._scrubber.set("pk:" + key_id, self._sealer.open(key_id, sealed))
 
 
 def _select_one(db: Any) -> int:

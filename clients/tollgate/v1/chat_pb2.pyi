@@ -309,6 +309,7 @@ class Sampling(_message.Message):
     JSON_SCHEMA_FIELD_NUMBER: _builtins.int
     TOOL_CHOICE_FIELD_NUMBER: _builtins.int
     PARALLEL_TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    REASONING_EFFORT_FIELD_NUMBER: _builtins.int
     temperature: _builtins.float
     """Randomness, 0..2 (clamped to each provider's range)."""
     top_p: _builtins.float
@@ -327,6 +328,10 @@ class Sampling(_message.Message):
     """"auto", "none", "required" or a function name."""
     parallel_tool_calls: _builtins.bool
     """Whether the model may call several tools at once."""
+    reasoning_effort: _builtins.str
+    """How hard a reasoning model thinks, in OpenAI's words ("minimal", "low", "medium", "high", ...);
+    each adapter maps it to its provider's control (Anthropic thinking budget, Gemini thinkingConfig).
+    """
     @_builtins.property
     def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Stop sequences."""
@@ -349,10 +354,11 @@ class Sampling(_message.Message):
         json_schema: _struct_pb2.Struct | None = ...,
         tool_choice: _builtins.str = ...,
         parallel_tool_calls: _builtins.bool | None = ...,
+        reasoning_effort: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_max_tokens", b"_max_tokens", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "frequency_penalty", b"frequency_penalty", "json_schema", b"json_schema", "max_tokens", b"max_tokens", "parallel_tool_calls", b"parallel_tool_calls", "presence_penalty", b"presence_penalty", "seed", b"seed", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_max_tokens", b"_max_tokens", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "frequency_penalty", b"frequency_penalty", "json_schema", b"json_schema", "max_tokens", b"max_tokens", "parallel_tool_calls", b"parallel_tool_calls", "presence_penalty", b"presence_penalty", "response_format", b"response_format", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_max_tokens", b"_max_tokens", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "frequency_penalty", b"frequency_penalty", "json_schema", b"json_schema", "max_tokens", b"max_tokens", "parallel_tool_calls", b"parallel_tool_calls", "presence_penalty", b"presence_penalty", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__frequency_penalty: _TypeAlias = _typing.Literal["frequency_penalty"]  # noqa: Y015
     _WhichOneofArgType__frequency_penalty: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty"]  # noqa: Y015
@@ -591,6 +597,26 @@ class ChatInput(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class RawHeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     MODEL_FIELD_NUMBER: _builtins.int
     MESSAGES_FIELD_NUMBER: _builtins.int
     SAMPLING_FIELD_NUMBER: _builtins.int
@@ -598,12 +624,20 @@ class ChatInput(_message.Message):
     ROUTE_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
     SURFACE_FIELD_NUMBER: _builtins.int
+    RAW_BODY_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELDS_FIELD_NUMBER: _builtins.int
+    RAW_HEADERS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model name or alias; empty uses the caller's default model."""
     user: _builtins.str
     """A caller-chosen end-user id, recorded in the ledger."""
     surface: _builtins.str
     """Which front door the request came through (openai, anthropic, api_chat, ...); set by the bridge."""
+    raw_body: _builtins.bytes
+    """The caller's body as sent, set by the bridge only when it holds fields the gateway does not
+    interpret (extra_fields). A route of the surface's own wire format (OpenAI-shaped for "openai",
+    Anthropic for "anthropic") is then sent this body unchanged and its answer comes back unchanged.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
         """The conversation."""
@@ -620,6 +654,18 @@ class ChatInput(_message.Message):
     def route(self) -> Global___RouteHints:
         """Routing wishes."""
 
+    @_builtins.property
+    def extra_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The top-level fields of raw_body the gateway does not interpret. For a route of another wire
+        format each is mapped, ignored and named in the X-Tollgate-Ignored header, or refused by name.
+        """
+
+    @_builtins.property
+    def raw_headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The caller's headers that belong with raw_body (anthropic-version, anthropic-beta, openai-beta),
+        by lower-case name.
+        """
+
     def __init__(
         self,
         *,
@@ -630,10 +676,13 @@ class ChatInput(_message.Message):
         route: Global___RouteHints | None = ...,
         user: _builtins.str = ...,
         surface: _builtins.str = ...,
+        raw_body: _builtins.bytes = ...,
+        extra_fields: _abc.Iterable[_builtins.str] | None = ...,
+        raw_headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["route", b"route", "sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "model", b"model", "route", b"route", "sampling", b"sampling", "surface", b"surface", "tools", b"tools", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra_fields", b"extra_fields", "messages", b"messages", "model", b"model", "raw_body", b"raw_body", "raw_headers", b"raw_headers", "route", b"route", "sampling", b"sampling", "surface", b"surface", "tools", b"tools", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

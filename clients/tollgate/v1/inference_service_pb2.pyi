@@ -58,6 +58,7 @@ class ChatResponse(_message.Message):
     REASONING_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    RAW_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The gateway's request id (also the ledger row's id)."""
     text: _builtins.str
@@ -68,6 +69,8 @@ class ChatResponse(_message.Message):
     """Reasoning text, where exposed."""
     created: _builtins.int
     """Seconds since the epoch when the answer was created."""
+    raw: _builtins.bytes
+    """The provider's own answer body, when the request was relayed as sent (ChatInput.raw_body)."""
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_chat_pb2.ToolCall]:
         """Tool calls the model asked for."""
@@ -96,10 +99,11 @@ class ChatResponse(_message.Message):
         reasoning: _builtins.str = ...,
         created: _builtins.int = ...,
         rate_limit: _chat_pb2.RateLimitState | None = ...,
+        raw: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rate_limit", b"rate_limit", "route", b"route", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "finish_reason", b"finish_reason", "id", b"id", "rate_limit", b"rate_limit", "reasoning", b"reasoning", "route", b"route", "text", b"text", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "finish_reason", b"finish_reason", "id", b"id", "rate_limit", b"rate_limit", "raw", b"raw", "reasoning", b"reasoning", "route", b"route", "text", b"text", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -239,6 +243,9 @@ class StreamChatResponse(_message.Message):
     DELTA_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
+    RAW_FIELD_NUMBER: _builtins.int
+    raw: _builtins.bytes
+    """Bytes of the provider's own stream, when the request was relayed as sent (ChatInput.raw_body)."""
     @_builtins.property
     def start(self) -> Global___StreamStart:
         """The first message: request id and route."""
@@ -262,12 +269,13 @@ class StreamChatResponse(_message.Message):
         delta: Global___DeltaBatch | None = ...,
         usage: _chat_pb2.Usage | None = ...,
         end: Global___StreamEnd | None = ...,
+        raw: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "end", b"end", "event", b"event", "start", b"start", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "end", b"end", "event", b"event", "raw", b"raw", "start", b"start", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "end", b"end", "event", b"event", "start", b"start", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "end", b"end", "event", b"event", "raw", b"raw", "start", b"start", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["start", "delta", "usage", "end"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["start", "delta", "usage", "end", "raw"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from services.config.kinds import STRATEGY_NAMES
 from services.routing.strategies.balanced import BalancedStrategy
 from services.routing.strategies.base import CandidateView, Strategy
 from services.routing.strategies.cost import CostStrategy
@@ -31,6 +32,7 @@ _FACTORIES: dict[str, Callable[[], Strategy]] = {
 }
 
 NAMES: tuple[str, ...] = tuple(_FACTORIES)
+assert NAMES == STRATEGY_NAMES, "config/kinds.py names the strategies a config may choose: keep both lists alike"
 DEFAULT = "balanced"  # seed 000's ROUTING_STRATEGY default
 
 

@@ -191,6 +191,20 @@ def make_app(state: Hostile) -> web.Application:
                           "data": [{"object": "embedding", "index": i, "embedding": [0.5, 0.25]} for i in range(len(inputs))]})
         if path.endswith("/models"):
             return _json({"object": "list", "data": [{"id": "any", "object": "model", "created": 0, "owned_by": "hostile"}]})
+        if path.endswith("/responses"):  # OpenAI's Responses API: a small valid response, or its two-event stream
+            resp = {"id": f"resp_hostile{next(_ids)}", "object": "response", "created_at": 1_700_000_000, "status": "completed",
+                    "model": str(body.get("model")), "output": [{"type": "message", "id": "msg_h", "status": "completed",
+                    "role": "assistant", "content": [{"type": "output_text", "text": "ok", "annotations": []}]}],
+                    "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2}}
+            if body.get("stream") is not True:
+                return _json(resp)
+            sr = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await sr.prepare(request)
+            for n, (kind, r) in enumerate((("response.created", {**resp, "status": "in_progress", "output": []}),
+                                           ("response.completed", resp))):
+                await sr.write(f"event: {kind}\ndata: ".encode() + orjson.dumps({"type": kind, "sequence_number": n,
+                                                                                   "response": r}) + b"\n\n")
+            return sr
         if path.endswith("/messages"):
             return _json({"id": "msg_hostile", "type": "message", "role": "assistant", "model": str(body.get("model")),
                           "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn", "stop_sequence": None,

@@ -1,4 +1,4 @@
-"""services/core/json_bound.py: the E2 counts the bridge, the pass-through and /ws share."""
+"""clients/tollgate/json_bound.py: the E2 counts the bridge, the pass-through and /ws share."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.core.json_bound import (
+from tollgate.json_bound import (
     KEY_SCAN_FLOOR_BYTES, MAX_JSON_CONTAINERS, MAX_JSON_KEYS, SCAN_FLOOR_BYTES, costly_values, json_keys, too_complex,
 )
 

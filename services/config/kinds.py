@@ -1,6 +1,8 @@
-"""Provider kinds as data: wire format, default base URL, key variable, what each cannot do.
+"""Provider kinds and routing strategy names as data: what a config may name.
 
-Adding one more OpenAI-compatible provider is one row here, not a module (STYLE.md).
+A kind: its wire format, default base URL, key variable, what it cannot do. Adding one more
+OpenAI-compatible provider is one row here, not a module (STYLE.md). The strategies themselves
+are routing/strategies/'s; config/ only knows their names, so it imports nothing above it.
 """
 
 from __future__ import annotations
@@ -45,3 +47,9 @@ ALIASES = {"custom": "openai_compatible", "openai-compatible": "openai_compatibl
 def resolve(name: str) -> Kind | None:
     key = name.strip().lower()
     return KINDS.get(ALIASES.get(key, key))
+
+
+# Routing strategies by their seed spelling; routing/strategies/ makes one of each.
+STRATEGY_NAMES: tuple[str, ...] = (
+    "priority", "exhaust-first", "round-robin", "weighted", "least-latency", "cost", "balanced",
+)

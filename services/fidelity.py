@@ -1,0 +1,176 @@
+"""Chat fields the gateway does not interpret: sent as they are, mapped, ignored aloud, or refused.
+
+The bridges set ChatRequest.raw_body only when a body holds such fields (OpenAI's n, logprobs,
+reasoning_effort, max_completion_tokens, service_tier, ...; Anthropic's cache_control, thinking,
+top_k, server tools, ...), so the usual request never comes here. `plan()` looks at the first
+candidate of the route:
+- its wire format is the surface's own (an OpenAI-shaped provider for the OpenAI surface, Anthropic
+  for the Anthropic one): the body is relayed as sent through the pass-through relay (the
+  gateway's key, failover between that provider's keys, the answer back unchanged, one ledger row
+  under the surface's name with the provider's usage);
+- otherwise each field is mapped (reasoning_effort and thinking to the provider's reasoning
+  control, max_completion_tokens to max tokens), refused with a 400 naming it when it changes what
+  comes back (n > 1, logprobs, audio, ...), or ignored and named in the X-Tollgate-Ignored header
+  (advisory fields: metadata, store, service_tier, prompt_cache_key, ...). Never a silent 200.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+import orjson
+
+from services.auth.principal import Principal
+from services.core import errors as E
+from services.core.types import ChatRequest, Target
+from services.pipeline import ForwardStarted, Outcome
+from services.config.kinds import resolve
+from services.routing.passthrough import NativeRequest, native_request
+
+SURFACE_WIRE = {"openai": "openai", "anthropic": "anthropic"}
+UPSTREAM_PATH = {"openai": "chat/completions", "anthropic": "v1/messages"}
+# Wires whose adapter maps Sampling.reasoning_effort to a reasoning control of their provider.
+REASONING_WIRES = frozenset({"openai", "anthropic", "gemini", "ollama"})
+# Fields that change what comes back: honoured only as sent to OpenAI, else a 400 naming them
+# (unless the value asks for nothing: n=1, logprobs=false, modalities=["text"]).
+OPENAI_REFUSED = {"n": (None, 1), "logprobs": (None, False), "top_logprobs": (None,), "audio": (None,),
+                  "modalities": (None, ["text"]), "logit_bias": (None, {}), "functions": (None,),
+                  "function_call": (None,), "web_search_options": (None,)}
+BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768}
+EFFORTS = {v: k for k, v in sorted(BUDGETS.items(), key=lambda kv: -kv[1])}
+
+
+@dataclass(slots=True)
+class RelayedRequest(NativeRequest):
+    """A chat request relayed as sent: metered under the surface it came through."""
+
+    through: str = ""
+
+    @property
+    def surface(self) -> str:
+        return self.through
+
+
+class Fidelity:
+    def __init__(self, app: Any) -> None:
+        self.index = app.index
+        self.pipeline = app.pipeline
+        self.relay = app.passthrough
+
+    def plan(self, req: ChatRequest) -> Target | None:
+        """The target to relay the body to unchanged, or None after mapping the fields for translation."""
+        try:
+            views = self.index.resolve(req.model, req.route.provider)
+        except E.TollgateError:
+            return None  # the router raises the same error in its own words
+        target = views[0].target if views else None
+        kind = resolve(target.kind) if target is not None else None
+        wire = kind.wire if kind is not None else ""
+        if wire and wire == SURFACE_WIRE.get(req.surface):
+            return target
+        try:
+            body = orjson.loads(req.raw_body)
+        except orjson.JSONDecodeError:
+            return None
+        ignored: list[str] = []
+        for name in req.extra_fields:
+            value = body.get(name)
+            if name == "max_completion_tokens":
+                continue  # already the request's max tokens
+            if name == "reasoning_effort" and isinstance(value, str):
+                req.sampling.reasoning_effort = value
+                if wire not in REASONING_WIRES:
+                    ignored.append(name)
+            elif name == "thinking" and isinstance(value, dict):
+                budget = value.get("budget_tokens")
+                if value.get("type") == "enabled" and isinstance(budget, int):
+                    req.sampling.reasoning_effort = EFFORTS.get(min(BUDGETS.values(), key=lambda b: abs(b - budget)), "medium")
+                if wire not in REASONING_WIRES:
+                    ignored.append(name)
+            elif name in OPENAI_REFUSED and req.surface == "openai":
+                if value not in OPENAI_REFUSED[name]:
+                    raise E.InvalidArgument(
+                        f"'{name}' cannot be honoured by {target.kind if target else 'this'} routes; "
+                        f"it is sent as is only to OpenAI-shaped providers", reason="UNSUPPORTED_PARAMETER",
+                        field_violations=[E.FieldViolation(name, "not supported by this route")])
+            else:
+                ignored.append(name)
+        req.ignored = tuple(ignored)
+        return None
+
+    def _native(self, req: ChatRequest, target: Target, stream: bool) -> RelayedRequest:
+        wire = SURFACE_WIRE[req.surface]
+        raw = req.raw_body
+        changes: dict[str, Any] = {}
+        if target.model != req.model:
+            changes["model"] = target.model  # "openai/gpt-4.1" names the provider; the provider wants "gpt-4.1"
+        if stream and wire == "openai":
+            body = orjson.loads(raw)
+            opts = body.get("stream_options")
+            if not (isinstance(opts, dict) and opts.get("include_usage")):
+                # Metered from the provider's own usage: asked for (the caller sees one more chunk, choices []).
+                changes["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+        if changes:
+            raw = orjson.dumps({**orjson.loads(raw), **changes})
+        headers = [("content-type", "application/json")] + list((req.raw_headers or {}).items())
+        nreq = native_request(target.provider, "POST", UPSTREAM_PATH[wire], "", headers, raw)
+        return RelayedRequest(**{f.name: getattr(nreq, f.name) for f in dataclasses.fields(NativeRequest)},
+                              through=req.surface)
+
+    async def chat(self, p: Principal, req: ChatRequest, target: Target, request_id: str,
+                   time_remaining: float | None) -> tuple[bytes, Outcome]:
+        pieces: list[bytes] = []
+        started: ForwardStarted | None = None
+        events = self.pipeline.forward(p, self._native(req, target, False), self.relay, request_id, time_remaining)
+        async with aclosing(events):
+            async for ev in events:
+                if type(ev) is bytes:
+                    pieces.append(ev)
+                elif isinstance(ev, ForwardStarted):
+                    started = ev
+        assert started is not None
+        raw = b"".join(pieces)
+        if not started.exchange.ok:
+            raise upstream_error(started.exchange.status, raw)
+        return raw, started.outcome
+
+    async def stream(self, p: Principal, req: ChatRequest, target: Target, request_id: str,
+                     time_remaining: float | None) -> AsyncIterator[Outcome | bytes]:
+        """The outcome once the provider accepted the request, then its stream's bytes as they come."""
+        events = self.pipeline.forward(p, self._native(req, target, True), self.relay, request_id, time_remaining)
+        async with aclosing(events):
+            async for ev in events:
+                if type(ev) is bytes:
+                    yield ev
+                elif isinstance(ev, ForwardStarted):
+                    if not ev.exchange.ok:
+                        body = b""
+                        async for piece in events:
+                            if type(piece) is bytes:
+                                body += piece
+                        raise upstream_error(ev.exchange.status, body)
+                    yield ev.outcome
+
+
+def upstream_error(status: int, body: bytes) -> E.TollgateError:
+    """A provider's own error answer (OpenAI's or Anthropic's JSON), kept as what it means for the caller."""
+    message, param = f"the provider answered {status}", ""
+    try:
+        err = orjson.loads(body).get("error") or {}
+        message = str(err.get("message") or message)[:2000]
+        param = str(err.get("param") or "")
+    except (orjson.JSONDecodeError, AttributeError):
+        pass
+    fv = [E.FieldViolation(param, message)] if param else None
+    if status in (401, 403):
+        return E.UpstreamRejected("the provider rejected the gateway's key")
+    if status == 429:
+        return E.ResourceExhausted(message, reason="UPSTREAM_RATE_LIMITED", retry_after_s=1.0)
+    if status == 404 and "previous" not in message.lower():
+        return E.NotFound(message, reason="NOT_FOUND", field_violations=fv)
+    if 400 <= status < 500:
+        return E.UpstreamBadRequest(message, field_violations=fv)
+    return E.Unavailable(message, reason="UPSTREAM_UNAVAILABLE", retry_after_s=1.0)
