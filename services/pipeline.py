@@ -91,8 +91,6 @@ class Pipeline:
         self.request_timeout_s = request_timeout_s
         self.budgets = None  # services.accounts.budgets.Budgets, set by App (issue 16)
         self.shutting_down = False
-        ledger.now = clock.now
-        ledger.max_request_s = request_timeout_s
         if ledger.has_history:
             quotas.use_history(ledger, clock.now)  # RELIABILITY C5: lost counters come back from the ledger
         self._active: set[asyncio.Task] = set()
