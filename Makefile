@@ -57,6 +57,7 @@ services-down:
 	@bash scripts/services-down
 
 test: $(STAMP) node_modules/.bin/buf
+	@command -v valgrind >/dev/null || bash scripts/valgrind-up  # the instruction gate (bench/gate.py)
 	@bash scripts/browser-up >/dev/null
 	@eval "$$(bash scripts/services-up)" && export DATABASE_URL REDIS_URL && \
 	  $(BIN)/python -m pytest -q -p no:randomly $(PYTEST_ARGS)
