@@ -30,6 +30,7 @@ from services.config.load import load_config, with_demo
 from services.config.schema import Config
 from services.limits import make_limiter
 from services.limits.quotas import Quotas
+from services.limits.open_gate import OpenGate
 from services.loading.loader import ModelLoader
 from services.loading.registry import LoadedModels
 from services.metering.ledger import Ledger, owner_tag
@@ -93,6 +94,7 @@ class App:
                                    set_secret=self.router.set_secret)
         self.router.loaded = self.loaded
         self.loader = ModelLoader(self, self.loaded)
+        self.open_gate = OpenGate(config, self.limiter)  # seed 004's open mode (off by default)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
         self.accounts = Accounts(self.store, self.signin, self.auth, clock, self.pepper, lambda: self.quotas.tiers)
