@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTO_FILES := $(wildcard protos/tollgate/v1/*.proto)
 
-.PHONY: run grpc-tools test venv protos protos-check buf-lint buf-breaking services-up services-down bench soak clean help
+.PHONY: run grpc-tools test screenshots venv protos protos-check buf-lint buf-breaking services-up services-down bench soak clean help
 
 help:
 	@echo "make run    - set up and start the gateway (gRPC 127.0.0.1:50051, HTTP 127.0.0.1:8080)"
 	@echo "make test   - set up, start PostgreSQL and Redis on loopback, run the whole suite"
 	@echo "make protos - regenerate clients/tollgate/v1 from protos/"
+	@echo "make screenshots - the console's browser tests, writing docs/screenshots/*.png"
 	@echo "make bench  - the side-by-side benchmark (bench/README.md)"
 
 $(BIN)/python:
@@ -59,6 +60,11 @@ test: $(STAMP) node_modules/.bin/buf
 	@bash scripts/browser-up >/dev/null
 	@eval "$$(bash scripts/services-up)" && export DATABASE_URL REDIS_URL && \
 	  $(BIN)/python -m pytest -q -p no:randomly $(PYTEST_ARGS)
+
+# The console's pictures in docs/screenshots/ (1440x900), taken by its browser tests.
+screenshots: $(STAMP)
+	@bash scripts/browser-up >/dev/null
+	TOLLGATE_SCREENSHOTS=1 $(BIN)/python -m pytest -q -p no:randomly tests/gateway_http/console/test_browser.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -24,7 +24,7 @@ from services.auth.secrets import derive, load_or_create_secret
 from services.core.scrub import Scrubber
 from services.auth.sessions import Sessions
 from services.catalog.pricing import Catalog
-from services.catalog.views import ModelCatalog
+from services.routing.routable import ModelCatalog
 from services.clock import Clock, SystemClock
 from services.config.load import load_config, with_demo
 from services.config.schema import Config

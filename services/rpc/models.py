@@ -1,4 +1,4 @@
-"""ModelService: the routable catalogue, thin over catalog/views.py."""
+"""ModelService: the routable catalogue, thin over routing/routable.py."""
 
 from __future__ import annotations
 
