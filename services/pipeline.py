@@ -90,11 +90,10 @@ class Pipeline:
         self.clock = clock
         self.request_timeout_s = request_timeout_s
         self.shutting_down = False
-        ledger.now = clock.now
-        ledger.max_request_s = request_timeout_s
         if ledger.has_history:
             quotas.use_history(ledger, clock.now)  # RELIABILITY C5: lost counters come back from the ledger
         self._active: set[asyncio.Task] = set()
+        self._settling: set[asyncio.Task] = set()  # shared-limiter settles still under way (_finish)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -119,6 +118,7 @@ class Pipeline:
         """Waits for in-flight requests up to `grace_s`, then cancels the rest (rows say `shutdown`)."""
         try:
             await asyncio.wait_for(self._idle.wait(), grace_s)
+            await self.settled()
             return 0
         except asyncio.TimeoutError:
             pass
@@ -128,7 +128,13 @@ class Pipeline:
             t.cancel()
         if left:
             await asyncio.wait(left, timeout=2.0)
+        await self.settled()
         return len(left)
+
+    async def settled(self, timeout_s: float = 5.0) -> None:
+        """Waits (bounded) for the shared limiter's settles of requests already answered."""
+        if self._settling:
+            await asyncio.wait(set(self._settling), timeout=timeout_s)
 
     def deadline(self, time_remaining: float | None, now: float | None = None) -> float:
         """`now`: the caller's own clock.monotonic() reading, when it just took one."""
@@ -360,19 +366,27 @@ class Pipeline:
             asyncio.get_running_loop().call_soon(self._close, row, adm, usage.total_tokens if billable else 0)
             return cost
         self.ledger.record(row)
-        if adm is not None:
-            try:
-                settle = self.quotas.finish(adm, usage.total_tokens if billable else 0)
-                if self.quotas.local:
-                    await settle  # the in-process limiter never suspends: nothing can cut it short
-                else:
-                    # Shielded: a cancelled request must still settle its reservation (no double charge, no leak).
-                    await asyncio.shield(settle)
-            except asyncio.CancelledError:
-                pass
-            except Exception:
-                pass  # the limiter's lease returns an unsettled reservation (RELIABILITY B7)
+        if adm is not None and adm.reservation is not None:
+            used_tokens = usage.total_tokens if billable else 0
+            if self.quotas.local:
+                try:
+                    await self.quotas.finish(adm, used_tokens)  # never suspends: nothing can cut it short
+                except Exception:
+                    pass  # the limiter's lease returns an unsettled reservation (RELIABILITY B7)
+            else:
+                # A shared limiter's settle is a round trip: its own task, so the answer does not
+                # wait for it and a cancelled request cannot cut it short (no double charge, no
+                # leak); drain() waits for these before the limiter closes.
+                task = asyncio.get_running_loop().create_task(self._settle(adm, used_tokens), name="quota-settle")
+                self._settling.add(task)
+                task.add_done_callback(self._settling.discard)
         return cost
+
+    async def _settle(self, adm: Admission, used_tokens: int) -> None:
+        try:
+            await self.quotas.finish(adm, used_tokens)
+        except Exception:
+            log.warning("settling a reservation failed; its lease returns it (RELIABILITY B7)")
 
     def _close(self, row: UsageRecord, adm: Admission | None, used_tokens: int) -> None:
         """_finish's second half for an answered request on the in-process limiter (no awaits)."""

@@ -143,6 +143,10 @@ class Authenticator:
             key = value.strip() if scheme.lower() == "bearer" else ""
         return key or md.get("x-api-key", ""), admin
 
+    def use_admin_hash(self, digest: str) -> None:
+        """The admin key's digest, known once App.start() has read (or made) it."""
+        self._admin_hash = digest
+
     def is_admin_key(self, secret: str) -> bool:
         return bool(secret) and bool(self._admin_hash) and hmac.compare_digest(self._digest(secret), self._admin_hash)
 

@@ -69,18 +69,22 @@ class Router:
         on_attempt: Callable[[AttemptRecord], None] | None = None,
         user_keys: UserKeys | None = None,
         scrubber: Scrubber | None = None,
+        gate: KeyGate | None = None,
+        loaded: Any = None,
     ) -> None:
+        """`gate`: the key gate the pass-through and loaded models share (App builds it first);
+        `loaded`: services/loading/registry.LoadedModels (issue 19), routed by name first."""
         self.cfg = cfg
         # Issue 15 point 3: upstream text enters here (each failure's message); secrets leave it.
         self.scrubber = scrubber if scrubber is not None else Scrubber()
         self.user_keys = user_keys  # issue 7: users' own provider keys, tried before the gateway's
-        self.loaded: Any = None  # issue 19: services/loading/registry.LoadedModels, set by App
+        self.loaded = loaded
         self.index = index
         self.upstreams = upstreams
         self.limiter = limiter
         self.clock = clock
         self.rng = rng
-        self.gate = KeyGate(cfg, limiter, clock, user_keys)
+        self.gate = gate if gate is not None else KeyGate(cfg, limiter, clock, user_keys)
         self.budget = RetryBudget()
         self.latency = LatencyTracker()
         self.stats = RouterStats()
