@@ -40,7 +40,7 @@ PAGES = [
     ("/account", "account", ["/api/auth/sessions"]),
     ("/admin/users", "admin-users", ["/api/admin/users", "/api/admin/plans"]),
     ("/admin/plans", "admin-plans", ["/api/admin/plans"]),
-    ("/admin/settings", "admin-registration", ["/api/admin/registration", "/api/auth/registration"]),
+    ("/admin/settings", "admin-settings", ["/api/auth/registration"]),
     ("/admin/provider-keys", "admin-provider-keys", ["/api/admin/provider-keys"]),
     ("/admin/health", "admin-router-health", []),
     ("/admin/usage", "admin-usage-explorer", []),
@@ -179,7 +179,7 @@ def test_token_created_in_the_console_works_with_the_openai_sdk(gw, browser, fir
     tab.go("/tokens")
     tab.page.get_by_label("Token name").fill("sdk-app")
     with tab.page.expect_request(lambda r: r.url.endswith("/api/tokens") and r.method == "POST") as req_info:
-        tab.page.get_by_role("button", name="Create token").click()
+        tab.page.get_by_role("button", name="Generate token").click()
     csrf = next(c["value"] for c in tab.ctx.cookies() if c["name"] == "tg_csrf")
     assert req_info.value.headers.get("x-csrf-token") == csrf and "authorization" not in req_info.value.headers
     secret = tab.page.locator("#new-token").inner_text()
@@ -200,7 +200,7 @@ def test_token_created_in_the_console_works_with_the_openai_sdk(gw, browser, fir
     assert secret not in tab.page.content()
     # Revoke in the console: the SDK is refused from then on (within the auth cache's second).
     tab.page.get_by_label("Token name").fill("to-revoke")
-    tab.page.get_by_role("button", name="Create token").click()
+    tab.page.get_by_role("button", name="Generate token").click()
     doomed = tab.page.locator("#new-token").inner_text()
     tab.page.get_by_role("button", name="Revoke token to-revoke").click()
     tab.page.wait_for_selector("table tr >> text=to-revoke", state="detached")
