@@ -17,6 +17,7 @@ import secrets as pysecrets
 from dataclasses import dataclass
 
 from services.accounts.signin import SignIn
+from services.accounts.budgets import Budgets
 from services.accounts.users import Accounts
 from services.auth.authenticator import Authenticator
 from services.auth.sealing import Sealer, key_id as seal_key_id
@@ -101,6 +102,8 @@ class App:
         self.loader = ModelLoader(self, self.loaded)
         self.open_gate = OpenGate(config, self.limiter)  # seed 004's open mode (off by default)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)
+        self.budgets = Budgets(self.limiter, self.catalog, self.quotas.tiers, config.unpriced_models, config.quota_timezone)
+        self.pipeline.budgets = self.budgets
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
         self.accounts = Accounts(self.store, self.signin, self.auth, clock, self.pepper, lambda: self.quotas.tiers)
         self.admin_key = AdminKeyInfo("env")
