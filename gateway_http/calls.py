@@ -30,6 +30,9 @@ CSRF_HEADER = istr("X-CSRF-Token")
 UNSAFE_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 
 
+FORWARDED = "x-forwarded-for"
+
+
 def metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
     h = request.headers
     md = tuple([(key, v) for name, key in CREDENTIAL_HEADERS if (v := h.get(name)) is not None])
@@ -43,6 +46,11 @@ def metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
         alt = request.app[BRIDGE].auth_header
         if alt and alt in h:
             md += (("x-api-key", h[alt].removeprefix("Bearer ").strip()),)
+    if not md:
+        # No credentials: seed 004's open mode may admit the call by client IP. The core decides
+        # which forwarded address to believe (services/limits/open_gate.py); this hop adds its own.
+        fwd = h.get("X-Forwarded-For")
+        md = ((FORWARDED, f"{fwd}, {request.remote or ''}" if fwd else request.remote or ""),)
     return md
 
 

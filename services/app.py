@@ -17,6 +17,7 @@ import secrets as pysecrets
 from dataclasses import dataclass
 
 from services.accounts.signin import SignIn
+from services.accounts.budgets import Budgets
 from services.accounts.users import Accounts
 from services.auth.authenticator import Authenticator
 from services.auth.sealing import Sealer, key_id as seal_key_id
@@ -30,6 +31,7 @@ from services.config.load import load_config, with_demo
 from services.config.schema import Config
 from services.limits import make_limiter
 from services.limits.quotas import Quotas
+from services.limits.open_gate import OpenGate
 from services.loading.loader import ModelLoader
 from services.loading.registry import LoadedModels
 from services.metering.ledger import Ledger, owner_tag
@@ -98,7 +100,10 @@ class App:
         self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s)
         self.sessions = Sessions(derive(secret, "session"), clock)
         self.loader = ModelLoader(self, self.loaded)
+        self.open_gate = OpenGate(config, self.limiter)  # seed 004's open mode (off by default)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)
+        self.budgets = Budgets(self.limiter, self.catalog, self.quotas.tiers, config.unpriced_models, config.quota_timezone)
+        self.pipeline.budgets = self.budgets
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
         self.accounts = Accounts(self.store, self.signin, self.auth, clock, self.pepper, lambda: self.quotas.tiers)
         self.admin_key = AdminKeyInfo("env")

@@ -5,13 +5,20 @@ from __future__ import annotations
 from typing import Any, AsyncIterator
 
 from services.fidelity import Fidelity
+from services.metering.tokens import estimate_prompt
 from services.pipeline import StreamFinished, StreamStarted
+from services.limits.open_gate import OPEN_SURFACES
 from services.rpc import convert
 from services.rpc.forward import make_forward
 from services.rpc.interceptors import Ctx, Guard, rate_limit_metadata
 from tollgate.v1 import inference_service_pb2 as ipb
 from tollgate.v1 import inference_service_pb2_grpc as ipb_grpc
 
+
+
+def open_inference(request) -> str:
+    """Seed 004's open mode opens its own surfaces (/api/v1/inference, /ws), not the keyed ones."""
+    return "inference" if request.input.surface in OPEN_SURFACES else ""
 
 def route_metadata(request_id: str, outcome) -> tuple[tuple[str, str], ...]:
     route = outcome.route
@@ -47,7 +54,7 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
     fidelity = Fidelity(app)
 
     class InferenceServicer(ipb_grpc.InferenceServiceServicer):
-        @guard.unary()
+        @guard.unary(open_kind=open_inference)
         async def Chat(self, request: ipb.ChatRequest, ctx: Ctx) -> ipb.ChatResponse:
             req = clamp(convert.chat_request(request.input, max_messages))
             if req.raw_body and (target := fidelity.plan(req)) is not None:
@@ -59,7 +66,7 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
             await ctx.context.send_initial_metadata(md + ignored_metadata(req) if req.ignored else md)
             return convert.chat_response(result, ctx.request_id, out.route, out.usage, out.cost_usd, out.created, out.decision)
 
-        @guard.stream()
+        @guard.stream(open_kind=open_inference)
         async def StreamChat(self, request: ipb.StreamChatRequest, ctx: Ctx) -> AsyncIterator[ipb.StreamChatResponse]:
             req = clamp(convert.chat_request(request.input, max_messages, request.include_usage))
             if req.raw_body and (target := fidelity.plan(req)) is not None:
@@ -72,6 +79,7 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
                         msg.start.id = ctx.request_id
                         convert.fill_route(msg.start.route, piece.route)
                         msg.start.created = int(piece.created)
+                        msg.start.raw = True
                         yield msg
                 return
             async for ev in app.pipeline.stream(ctx.principal, req, ctx.request_id, ctx.context.time_remaining()):
@@ -113,5 +121,16 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
                 embeddings=[ipb.Embedding(index=i, values=v) for i, v in enumerate(result.vectors)])
 
         Forward = make_forward(app, guard)
+
+        @guard.unary()
+        async def CountTokens(self, request: ipb.CountTokensRequest, ctx: Ctx) -> ipb.CountTokensResponse:
+            req = convert.chat_request(request.input, max_messages)
+            n, target = await fidelity.count_tokens(req, ctx.context.time_remaining())
+            if target is None:
+                return ipb.CountTokensResponse(input_tokens=estimate_prompt(req), estimated=True)
+            msg = ipb.CountTokensResponse(input_tokens=n)
+            r = msg.route
+            r.provider, r.kind, r.model, r.key_id = target.provider, target.kind, target.model, target.key_id
+            return msg
 
     return InferenceServicer()
