@@ -31,6 +31,16 @@ UNSAFE_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 
 
 def metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
+    """The caller's credentials as metadata, and its address: the core counts failed
+    authentications per client address (issue 15 point 5)."""
+    return credentials(request) + client_ip(request)
+
+
+def client_ip(request: web.Request) -> tuple[tuple[str, str], ...]:
+    return (("x-tollgate-client-ip", request.remote or ""),)
+
+
+def credentials(request: web.Request) -> tuple[tuple[str, str], ...]:
     h = request.headers
     md = tuple([(key, v) for name, key in CREDENTIAL_HEADERS if (v := h.get(name)) is not None])
     if not md and (cookie := request.cookies.get(SESSION_COOKIE)):

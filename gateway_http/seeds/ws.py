@@ -117,7 +117,7 @@ class Socket:
         except BridgeError as e:
             await self.error(rid, bridge_error_object(e))
             return False
-        md = _key_metadata(key)
+        md = _key_metadata(key) + calls.client_ip(self.request)
         info = await self.check(md)
         if info is not None:
             await self.error(rid, error_object(api_key_required(info)))
@@ -235,13 +235,14 @@ def api_key_required(info: RpcErrorInfo) -> RpcErrorInfo:
 
 async def websocket(request: web.Request) -> web.StreamResponse:
     limits = request.app[WS_LIMITS]
-    md = calls.metadata(request)
+    creds = calls.credentials(request)
+    md = creds + calls.client_ip(request)
     ws = web.WebSocketResponse(max_msg_size=limits.max_frame_bytes, heartbeat=None)
     sock = Socket(request, ws, limits, md, authenticated=False)
     # The upgrade's own credentials (or auth switched off) authenticate at once; a key the
     # server refuses is refused before the upgrade, in seed 004's error shape.
     info = await sock.check(md)
-    if info is not None and (md or http_status(info) != 401):
+    if info is not None and (creds or http_status(info) != 401):
         return rpc_error(api_key_required(info))
     sock.authenticated = info is None
     await ws.prepare(request)

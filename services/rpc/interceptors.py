@@ -20,6 +20,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from services.auth.principal import Principal
+from services.auth.throttle import client_address
 from services.core import errors as E
 from services.core.scrub import Scrubber
 from services.limits.base import Decision
@@ -135,16 +136,29 @@ class Guard:
             raise E.Unavailable("the gateway is shutting down; retry on another replica", reason="SHUTTING_DOWN",
                                 retry_after_s=1.0)
         md = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        # Issue 15 point 5: an address over its failed authentications is refused before any key check.
+        throttle = getattr(self.app, "auth_throttle", None)
+        if throttle is not None:
+            address, surface = client_address(context.peer(), md)
+            throttle.check(address, surface)
         if public:
             principal = Principal("anonymous", "anonymous", "unlimited")
             key, admin = self.app.auth.credentials(md)
             if key or admin:
                 try:
                     principal = await self.app.auth.resolve(md)
-                except E.TollgateError:
-                    pass  # public routes still answer with a bad key (e.g. /v1/models on seed 002 is authed; Register is not)
+                except E.TollgateError as e:
+                    # public routes still answer with a bad key (e.g. /v1/models on seed 002 is authed; Register is not)
+                    if throttle is not None and isinstance(e, E.Unauthenticated):
+                        await throttle.failed(address, surface)
         else:
-            principal = await self.app.auth.resolve(md, admin_only=admin_only)
+            try:
+                principal = await self.app.auth.resolve(md, admin_only=admin_only)
+            except E.Unauthenticated:
+                # Only a credential that was presented and refused counts, not a missing one.
+                if throttle is not None and any(self.app.auth.credentials(md)):
+                    await throttle.failed(address, surface)  # raises the 429 once over the limit
+                raise
         return Ctx(principal, request_id, context)
 
     def unary(self, admin_only: bool = False, public: bool = False, peek_limits: bool = True):
