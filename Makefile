@@ -6,13 +6,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTO_FILES := $(wildcard protos/tollgate/v1/*.proto)
 
-.PHONY: run grpc-tools test venv protos protos-check buf-lint buf-breaking services-up services-down bench soak clean help
+.PHONY: run grpc-tools test screenshots venv protos protos-check buf-lint buf-breaking services-up services-down bench soak clean help
 
 help:
 	@echo "make run    - set up and start the gateway (gRPC 127.0.0.1:50051, HTTP 127.0.0.1:8080)"
 	@echo "make test   - set up, start PostgreSQL and Redis on loopback, run the whole suite"
 	@echo "make protos - regenerate clients/tollgate/v1 from protos/"
+	@echo "make screenshots - the console's browser tests, writing docs/screenshots/*.png"
 	@echo "make bench  - the side-by-side benchmark (bench/README.md)"
+	@echo "make soak   - RELIABILITY's soak scenarios, SOAK_MINUTES (default 30, at most 30) (docs/operations.md)"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -56,12 +58,22 @@ services-down:
 	@bash scripts/services-down
 
 test: $(STAMP) node_modules/.bin/buf
+	@command -v valgrind >/dev/null || bash scripts/valgrind-up  # the instruction gate (bench/gate.py)
 	@bash scripts/browser-up >/dev/null
 	@eval "$$(bash scripts/services-up)" && export DATABASE_URL REDIS_URL && \
 	  $(BIN)/python -m pytest -q -p no:randomly $(PYTEST_ARGS)
 
+# The console's pictures in docs/screenshots/ (1440x900), taken by its browser tests.
+screenshots: $(STAMP)
+	@bash scripts/browser-up >/dev/null
+	TOLLGATE_SCREENSHOTS=1 $(BIN)/python -m pytest -q -p no:randomly tests/gateway_http/console/test_browser.py
+
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+soak: $(STAMP)
+	@eval "$$(bash scripts/services-up)" && export DATABASE_URL REDIS_URL && \
+	  SOAK_MINUTES=$${SOAK_MINUTES:-30} $(BIN)/python -m tests.soak
 
 clean:
 	rm -rf $(VENV) node_modules build *.egg-info

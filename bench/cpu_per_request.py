@@ -31,9 +31,8 @@ import time
 import aiohttp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run.py beside this script
-from run import HERE, ROOT, Child, create_key, start_services  # noqa: E402
+from run import HERE, SHARED, Child, create_key, start_services  # noqa: E402
 
-SHARED = os.path.join(os.path.dirname(ROOT), "shared", "bench")
 FAKE_UPSTREAM = os.path.join(SHARED, "fake_upstream.py")
 FLOOR = os.path.join(SHARED, "direct_proxy.py")  # the bare aiohttp proxy: what any Python gateway pays
 TICK = os.sysconf("SC_CLK_TCK")

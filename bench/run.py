@@ -34,7 +34,10 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.join(ROOT, "bench")
-DEFAULT_COMPARE = os.path.join(os.path.dirname(ROOT), "shared", "bench", "compare.py")
+# ../shared/bench beside the checkout (a worktree may sit one level deeper: look upwards).
+SHARED = next((os.path.join(d, "shared", "bench") for d in (os.path.dirname(ROOT), os.path.dirname(os.path.dirname(ROOT)))
+               if os.path.isdir(os.path.join(d, "shared", "bench"))), os.path.join(os.path.dirname(ROOT), "shared", "bench"))
+DEFAULT_COMPARE = os.path.join(SHARED, "compare.py")
 # Variables that would change what the bench measures (seed variables add providers, keys,
 # a database or Redis); the children get the caller's environment without them.
 SCRUB = ("ROUTER_SERVICES", "DATABASE_URL", "REDIS_URL", "HOST", "PORT", "ENABLE_AUTH", "ADMIN_API_KEY",
@@ -119,15 +122,71 @@ def create_key(base: str, admin_key: str, name: str) -> str:
     return key
 
 
-def start_services(name: str, config: str, tmp: str, admin_key: str, tree: str = "") -> tuple[Child, str, str]:
-    """`python -m services` from this checkout, or from another source tree (--variant)."""
+def start_services(name: str, config: str, tmp: str, admin_key: str, tree: str = "", args: tuple[str, ...] = (),
+                   **extra: str) -> tuple[Child, str, str]:
+    """`python -m services` from this checkout, or from another source tree (--variant); `extra`
+    adds environment (REDIS_URL, DATABASE_URL for the production shape), `args` command-line
+    arguments (--workers N)."""
     data_dir = os.path.join(tmp, name + "-data")
-    env = child_env(config, data_dir, admin_key)
+    env = child_env(config, data_dir, admin_key, **extra)
     if tree:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.join(tree, "clients"), env.get("PYTHONPATH", "")) if p)
-    child = Child(name, [sys.executable, "-m", "services"], env, tmp, cwd=tree)
-    m = child.wait_for(SERVICES_UP, 60)
+    child = Child(name, [sys.executable, "-m", "services", *args], env, tmp, cwd=tree)
+    m = child.wait_for(SERVICES_UP, 120)
     return child, f"http://{m.group(1)}:{m.group(2)}", f"{m.group(3)}:{m.group(4)}"
+
+
+def services_up() -> dict[str, str]:
+    """REDIS_URL and DATABASE_URL as `make test` gets them: scripts/services-up starts Redis and
+    PostgreSQL on 127.0.0.1 unless they run already (then it only prints their URLs)."""
+    out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "services-up")], capture_output=True, text=True,
+                         check=True).stdout
+    return dict(line.split("=", 1) for line in out.split() if "=" in line)
+
+
+class FreshDatabase:
+    """A new PostgreSQL database on the server of `url` for one target (dropped at close), so the
+    ledger rows counted afterwards are that target's alone."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg2
+        from urllib.parse import urlsplit, urlunsplit
+
+        self.name = "tgbench_" + secrets.token_hex(6)
+        self.admin = psycopg2.connect(url)
+        self.admin.autocommit = True
+        with self.admin.cursor() as c:
+            c.execute(f"CREATE DATABASE {self.name}")
+        p = urlsplit(url)
+        self.url = urlunsplit((p.scheme, p.netloc, "/" + self.name, "", ""))
+
+    def commits(self) -> int:
+        with self.admin.cursor() as c:
+            c.execute("SELECT pg_stat_clear_snapshot()")
+            c.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (self.name,))
+            return int(c.fetchone()[0])
+
+    def rows(self, where: str = "") -> int:
+        import psycopg2
+
+        conn = psycopg2.connect(self.url)
+        try:
+            with conn.cursor() as c:
+                c.execute("SELECT count(*) FROM usage" + (f" WHERE {where}" if where else ""))
+                return int(c.fetchone()[0])
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        with self.admin.cursor() as c:
+            c.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+        self.admin.close()
+
+
+def metered_total(base: str, admin_key: str) -> int:
+    status, raw = http("GET", base + "/metrics", headers={"X-Admin-Key": admin_key})
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in raw.decode().splitlines()
+                   if line.startswith("tollgate_requests_total{"))) if status == 200 else -1
 
 
 def metered(base: str, admin_key: str) -> str:
@@ -156,6 +215,10 @@ def main() -> None:
     ap.add_argument("--hold", type=float, default=0.0, help="seconds to keep the gateways up before compare (profiling)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
                     help="also bench the default deployment run from another source tree (a patched copy), side by side")
+    ap.add_argument("--production", action="store_true",
+                    help="also the production shape: Redis limiter + PostgreSQL ledger (scripts/services-up), 1 worker")
+    ap.add_argument("--workers", type=int, action="append", default=[], metavar="N",
+                    help="also the production shape with N worker processes (repeatable)")
     ap.add_argument("rest", nargs=argparse.REMAINDER, help="-- then arguments for compare.py")
     args = ap.parse_args()
     extra = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
@@ -176,6 +239,8 @@ def main() -> None:
     targets: list[str] = []  # NAME=URL positionals (compare.py wants them together)
     options: list[str] = []  # their --key / --pid
     peek: list[str] = []
+    dbs: list[tuple[str, FreshDatabase]] = []
+    prod_bases: dict[str, str] = {}
 
     def on_term(signum, frame):
         raise SystemExit(f"signal {signum}")
@@ -201,6 +266,20 @@ def main() -> None:
             options += ["--key", f"{name}={key}", "--pid", f"{name}={svc.pid}"]
             peek.append(base)
             log(f"{name} (single process, from {tree}) on {base}, pid {svc.pid}")
+        prod = ([("tollgate-prod", 1)] if args.production else []) + [(f"tollgate-prod-{n}w", n) for n in args.workers]
+        urls = services_up() if prod else {}
+        for name, n in prod:
+            db = FreshDatabase(urls["DATABASE_URL"])
+            dbs.append((name, db))
+            svc, base, _ = start_services(name, config, tmp, admin_key, args=("--workers", str(n)),
+                                          REDIS_URL=urls["REDIS_URL"], DATABASE_URL=db.url)
+            children.append(svc)
+            key = create_key(base, admin_key, f"bench-{name}")
+            targets.append(f"{name}={base}/v1")
+            options += ["--key", f"{name}={key}", "--pid", f"{name}={svc.pid}"]
+            peek.append(base)
+            prod_bases[name] = base
+            log(f"{name} (Redis {urls['REDIS_URL']}, PostgreSQL database {db.name}, {n} worker(s)) on {base}, pid {svc.pid}")
         if not args.no_bridge:
             core, core_base, grpc_target = start_services("tollgate-core", config, tmp, admin_key)
             children.append(core)
@@ -226,12 +305,23 @@ def main() -> None:
         rc = subprocess.run(argv).returncode
         for base in peek:
             log(f"metered by {base}: {metered(base, admin_key)}")
+        served = {name: metered_total(base, admin_key) for name, base in prod_bases.items()}
+        for c in reversed(children):  # stopped first: each flushes its ledger on the way out
+            c.stop()
+        for name, db in dbs:
+            rows, final = db.rows(), db.rows("status NOT IN ('in_flight', 'interrupted')")
+            # With N workers /metrics is one worker's (whichever took the connection): not all requests.
+            what = (f"requests metered: {served[name]} -> {'EQUAL' if served[name] == rows else 'DIFFERENT'}"
+                    if not name.endswith("w") else "one worker's /metrics does not count all requests")
+            log(f"{name}: {rows} ledger rows in PostgreSQL ({final} final), {db.commits()} transactions committed; {what}")
         if rc != 0:
             sys.exit(f"compare.py failed (rc {rc}); gateway logs in {tmp}")
         log(f"raw rows in {out}; gateway logs in {tmp}")
     finally:
         for c in reversed(children):
             c.stop()
+        for _, db in dbs:
+            db.close()
 
 
 if __name__ == "__main__":

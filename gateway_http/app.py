@@ -17,7 +17,7 @@ from gateway_http.openai import responses as openai_responses
 from gateway_http.openai import routes as openai_routes
 from gateway_http.seeds import admin, health
 from gateway_http.seeds import api, inference, router_status, ws
-from gateway_http.seeds import users
+from gateway_http.seeds import model_load, users
 from gateway_http.seeds import accounts
 from gateway_http.settings import BridgeSettings
 from gateway_http.stall import StallGuard
@@ -52,6 +52,7 @@ def make_app(
     inference.add_routes(app)
     router_status.add_routes(app)
     ws.add_routes(app)
+    model_load.add_routes(app)
     openapi.add_routes(app)
     console.add_routes(app)
     app.router.add_get("/api/health", health.health)

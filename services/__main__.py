@@ -46,6 +46,7 @@ def banner(http_addr: str, grpc_addr: str, admin: dict, cfg: Config, extra: str 
         "  providers: " + ", ".join(f"{p.name} ({p.kind}{', demo model, not a real LLM' if p.kind == 'demo' else ''})"
                                     for p in cfg.providers),
     ]
+    lines.append(f"  console: open http://{http_addr}/ in a browser (the first account you create is the admin)")
     if extra:
         lines.append(extra)
     if admin.get("source") == "generated":

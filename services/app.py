@@ -17,6 +17,7 @@ import secrets as pysecrets
 from dataclasses import dataclass
 
 from services.accounts.signin import SignIn
+from services.accounts.budgets import Budgets
 from services.accounts.users import Accounts
 from services.auth.authenticator import Authenticator
 from services.auth.sealing import Sealer, key_id as seal_key_id
@@ -24,18 +25,22 @@ from services.auth.secrets import derive, load_or_create_secret, secret_fingerpr
 from services.auth.sessions import Sessions
 from services.auth.throttle import AuthThrottle
 from services.catalog.pricing import Catalog
-from services.catalog.views import ModelCatalog
+from services.routing.routable import ModelCatalog
 from services.clock import Clock, SystemClock
 from services.config.load import load_config, with_demo
 from services.config.schema import Config
 from services.core.scrub import Scrubber
 from services.limits import make_limiter
 from services.limits.quotas import Quotas
+from services.limits.open_gate import OpenGate
+from services.loading.loader import ModelLoader
+from services.loading.registry import LoadedModels
 from services.metering.ledger import Ledger, owner_tag
 from services.metrics import Metrics
 from services.pipeline import Pipeline
 from services.providers.upstreams import Upstreams
 from services.routing.candidates import CandidateIndex
+from services.routing.key_gate import KeyGate
 from services.routing.passthrough import Passthrough
 from services.routing.router import Router
 from services.routing.user_keys import UserKeys
@@ -74,30 +79,41 @@ class App:
         self.index = CandidateIndex(config, self.catalog)
         self.models = ModelCatalog(self.catalog, self.index)
         self.upstreams = Upstreams()
-        self.metrics: Metrics | None = None
+        # Metrics reads the app's parts only when scraped; built first, it is handed to what feeds it.
+        self.metrics = Metrics(self)
         self.user_keys = UserKeys(self.store, clock, catalog=self.catalog, quota_tz=config.quota_timezone)
-        self.router = Router(config, self.index, self.upstreams, self.limiter, clock, rng, user_keys=self.user_keys,
-                             scrubber=self.scrubber)
+        # One key gate for the router, the pass-through and loaded models' keys.
+        self.gate = KeyGate(config, self.limiter, clock, self.user_keys)
+        # Issue 19: models loaded at run time, routed by name before the configured providers.
+        self.loaded = LoadedModels(self.store, {p.name: p for p in config.providers}, clock,
+                                   set_secret=self.gate.set_secret)
+        self.router = Router(config, self.index, self.upstreams, self.limiter, clock, rng,
+                             on_attempt=self.metrics.on_attempt, user_keys=self.user_keys, scrubber=self.scrubber,
+                             gate=self.gate, loaded=self.loaded)
         # Each worker of a supervisor has its own owner tag: a restarted worker turns only its own
         # earlier life's placeholders into `interrupted`, not those of its live siblings (B7).
         owner = owner_tag(config.data_dir + (f"#worker{config.worker_id}" if config.worker_id else ""))
-        self.ledger = Ledger(self.store.insert_usage, flush_s=config.ledger_flush_s, owner=owner)
+        self.ledger = Ledger(self.store.insert_usage, flush_s=config.ledger_flush_s, store=self.store, owner=owner,
+                             now=clock.now, max_request_s=config.request_timeout_s)
         # The native pass-through relay: beside the router, on the router's key gate (seed 003).
         self.passthrough = Passthrough(config, self.router.gate, self.upstreams, self.router.record, clock,
                                        scrubber=self.scrubber)
         self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s)
         self.sessions = Sessions(derive(secret, "session"), clock)
+        self.loader = ModelLoader(self, self.loaded)
+        self.open_gate = OpenGate(config, self.limiter)  # seed 004's open mode (off by default)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)
+        self.budgets = Budgets(self.limiter, self.catalog, self.quotas.tiers, config.unpriced_models, config.quota_timezone)
+        self.pipeline.budgets = self.budgets
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
         self.accounts = Accounts(self.store, self.signin, self.auth, clock, self.pepper, lambda: self.quotas.tiers)
         self.admin_key = AdminKeyInfo("env")
-        self.metrics = Metrics(self)
-        # Counted per deployment: replicas share the server secret, so its fingerprint names them.
+        # Issue 15 point 5: failed authentications per client address (the open gate's idea of it),
+        # counted per deployment: replicas share the server secret, so its fingerprint names them.
         self.auth_throttle = AuthThrottle(self.limiter, clock, secret_fingerprint(self.pepper)[3:19],
-                                          limit=config.auth_failures_per_minute,
+                                          self.open_gate.client_ip, limit=config.auth_failures_per_minute,
                                           on_failure=self.metrics.on_auth_failure)
         self.ledger.on_row(self.metrics.on_row)
-        self.router._on_attempt = self.metrics.on_attempt
         self.started_at = clock.monotonic()
         self.draining = False
         self._reaper: asyncio.Task | None = None
@@ -115,6 +131,8 @@ class App:
             await self.store.upsert_tier(TierRecord(t.name, t.rpm, t.rpd, t.tpd, t.tpm_month, t.description))
         self.admin_key = await self._admin_key()
         self.ledger.start()
+        await self.loaded.refresh()
+        self.loaded.start()
         self._reaper = asyncio.get_running_loop().create_task(self._reap_reservations(), name="limiter-reaper")
 
     async def _reap_reservations(self) -> None:
@@ -130,17 +148,17 @@ class App:
 
     async def _admin_key(self) -> AdminKeyInfo:
         if self.config.admin_key:
-            self.auth._admin_hash = self._digest(self.config.admin_key)
+            self.auth.use_admin_hash(self._digest(self.config.admin_key))
             return AdminKeyInfo("env")
         stored = await self.store.get_setting(ADMIN_HASH_SETTING)
         if stored:
-            self.auth._admin_hash = stored
+            self.auth.use_admin_hash(stored)
             return AdminKeyInfo("stored")
         key = "tga_" + pysecrets.token_urlsafe(32)
         self.scrubber.set("admin", key)
         digest = self._digest(key)
         await self.store.set_setting(ADMIN_HASH_SETTING, digest)
-        self.auth._admin_hash = digest
+        self.auth.use_admin_hash(digest)
         return AdminKeyInfo("generated", key)
 
     def reload_static_keys(self) -> int:
@@ -164,6 +182,7 @@ class App:
             self._reaper.cancel()
             await asyncio.gather(self._reaper, return_exceptions=True)
         await self.ledger.close()
+        await self.loaded.close()
         await self.upstreams.close()
         try:
             await self.limiter.close()

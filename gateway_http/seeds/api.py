@@ -1,4 +1,4 @@
-"""Seeds 000 and 001 under /api: POST /api/chat, POST /api/quick, GET /api/models, POST /api/models/load.
+"""Seeds 000 and 001 under /api: POST /api/chat, POST /api/quick, GET /api/models (loading: model_load.py).
 
 /api/chat is one handler for both seeds' bodies: seed 000 sends {messages, maxTokens, temperature}
 (no model: the gateway's default model answers), seed 001 adds {model, provider: "auto"|name}.
@@ -165,7 +165,7 @@ def model_json(m: mpb.Model) -> dict[str, Any]:
         "contextLength": m.context_length, "maxCompletionTokens": m.max_completion_tokens,
         "pricing": {"promptPerMTok": m.pricing.prompt_per_mtok, "completionPerMTok": m.pricing.completion_per_mtok,
                     "currency": "USD"},
-        "demo": m.demo,
+        "demo": m.demo, "loaded": m.loaded,
     }
 
 
@@ -189,28 +189,7 @@ async def list_models(request: web.Request) -> web.Response:
     return out
 
 
-async def load_model(request: web.Request) -> web.Response:
-    try:
-        body = codec.load_json(await read_body(request))
-        fields = {k: body.get(k) or "" for k in ("source", "format", "name")}
-        for k, v in fields.items():
-            if not isinstance(v, str):
-                raise codec.invalid(f"Invalid type for '{k}': expected a string.", k)
-    except BridgeError as e:
-        return api_bad_request(e)
-    call = calls.client(request).models.LoadModel(mpb.LoadModelRequest(**fields), metadata=calls.metadata(request),
-                                                  timeout=calls.timeout(request))
-    try:
-        resp = await call
-    except AioRpcError as e:
-        return api_error(error_info(e))
-    out = _json({"model": model_json(resp.model), "loaded": True}, 201)
-    await calls.copy_headers(call, out)
-    return out
-
-
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/chat", chat)
     app.router.add_post("/api/quick", quick)
     app.router.add_get("/api/models", list_models)
-    app.router.add_post("/api/models/load", load_model)

@@ -143,6 +143,10 @@ class Authenticator:
             key = value.strip() if scheme.lower() == "bearer" else ""
         return key or md.get("x-api-key", ""), admin
 
+    def use_admin_hash(self, digest: str) -> None:
+        """The admin key's digest, known once App.start() has read (or made) it."""
+        self._admin_hash = digest
+
     def is_admin_key(self, secret: str) -> bool:
         return bool(secret) and bool(self._admin_hash) and hmac.compare_digest(self._digest(secret), self._admin_hash)
 
@@ -217,8 +221,10 @@ class Authenticator:
         if hit is not None and hit[0] is rec:
             return hit[1]
         own = (rec.rpm, rec.rpd, rec.tpd, rec.tpm_month)
+        budgets = (*rec.owner_budgets, rec.budget_usd_day or 0.0, rec.budget_usd_month or 0.0)
         p = Principal(rec.id, "token" if rec.kind == "token" else "api_key", rec.tier or self.cfg.default_tier,
-                      user_id=rec.user_id or "", name=rec.name, own=own if any(own) else ())
+                      user_id=rec.user_id or "", name=rec.name, own=own if any(own) else (),
+                      budgets=budgets if any(budgets) else ())
         if len(self._principals) >= MAX_CACHE:
             self._principals.clear()
         self._principals[digest] = (rec, p)
@@ -242,8 +248,9 @@ class Authenticator:
         # The lesser of the token's role and the account's: a demoted admin loses admin within a second.
         role = "admin" if s.role == "admin" and user.role == "admin" else "user"
         self.stats.successes += 1
+        budgets = (user.budget_usd_day or 0.0, user.budget_usd_month or 0.0, 0.0, 0.0)
         return Principal(user.id, "session", user.tier or self.cfg.default_tier, user_id=user.id, role=role,
-                         name=user.id, session_id=s.session_id)
+                         name=user.id, session_id=s.session_id, budgets=budgets if any(budgets) else ())
 
     async def _session_row(self, session_id: str) -> SessionRecord | None:
         now = self.clock.monotonic()

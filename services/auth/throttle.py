@@ -9,13 +9,15 @@ process then refuses that address, valid keys included (a correct guess must not
 the window frees up. That check is a dict lookup: a good request pays no limiter call, and
 clients from other addresses are never touched. Another replica learns of the block at the
 address's next failure there (its hit finds the shared window full).
+
+The client address is the one seed 004's open mode counts by (OpenGate.client_ip): the gRPC
+peer, or behind a trusted proxy (the in-process bridge always is one) the forwarded hop it saw.
+The surface in the metrics is http for calls from the in-process bridge, grpc for the port.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Mapping
-from urllib.parse import unquote
 
 from services.clock import Clock
 from services.core.errors import ResourceExhausted, TollgateError
@@ -24,18 +26,23 @@ from services.limits.base import Limiter, Rule
 FAILURES_PER_WINDOW = 100
 WINDOW_S = 60.0
 MAX_BLOCKED = 100_000  # addresses remembered as blocked; beyond that the expired ones go first
-CLIENT_IP_METADATA = "x-tollgate-client-ip"  # what the bridge says its caller's address is
 
 
 class AuthThrottle:
-    def __init__(self, limiter: Limiter, clock: Clock, namespace: str, *, limit: int = FAILURES_PER_WINDOW,
-                 window_s: float = WINDOW_S, on_failure: Callable[[str, bool], None] | None = None) -> None:
+    def __init__(self, limiter: Limiter, clock: Clock, namespace: str, client_ip: Callable[[str, Mapping[str, str]], str],
+                 *, limit: int = FAILURES_PER_WINDOW, window_s: float = WINDOW_S,
+                 on_failure: Callable[[str, bool], None] | None = None) -> None:
         self._limiter = limiter
+        self._client_ip = client_ip  # OpenGate.client_ip: the gRPC peer, or a trusted proxy's forwarded hop
         self._clock = clock
         self._prefix = f"authfail:{namespace}:"
         self._rules = (Rule("auth_failures", limit, window_s),) if limit > 0 else ()  # 0: counted, never refused
         self._blocked: dict[str, float] = {}  # address -> monotonic time the block ends
         self._on_failure = on_failure  # (surface, throttled): the metrics
+
+    def address(self, peer: str, md: Mapping[str, str]) -> tuple[str, str]:
+        """(the client's address, the surface: http for the in-process bridge, grpc otherwise)."""
+        return self._client_ip(peer, md), "http" if peer == "inprocess" else "grpc"
 
     def check(self, address: str, surface: str) -> None:
         """Raises ResourceExhausted while `address` is blocked here; no I/O."""
@@ -74,34 +81,3 @@ class AuthThrottle:
 def _refusal(wait: float) -> ResourceExhausted:
     return ResourceExhausted("too many failed authentications from this address; retry later",
                              reason="AUTH_FAILURES_THROTTLED", retry_after_s=max(1.0, wait))
-
-
-def client_address(peer: str, md: Mapping[str, str]) -> tuple[str, str]:
-    """(the caller's address, the surface) for a call.
-
-    In process, the caller is the bridge, which passes its HTTP client's address in metadata.
-    Over gRPC the peer's own address counts; a peer on loopback may pass one (a bridge running
-    on the same host as its own process), anyone else cannot choose what is counted.
-    """
-    if peer == "inprocess":
-        return md.get(CLIENT_IP_METADATA, "")[:64] or "inprocess", "http"
-    host = _peer_host(unquote(peer))
-    if host and md.get(CLIENT_IP_METADATA) and _loopback(host):
-        return md[CLIENT_IP_METADATA][:64], "grpc"
-    return host or peer or "unknown", "grpc"
-
-
-def _peer_host(peer: str) -> str:
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv4":
-        return rest.rpartition(":")[0]
-    if kind == "ipv6":
-        return rest.rpartition(":")[0].strip("[]")
-    return ""
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -182,3 +182,4 @@ class Target:
     base_url: str
     timeout_s: float = 60.0
     owner: str = ""  # user id for a user's own provider key; "" for the gateway's
+    guarded: bool = False  # a caller-supplied base URL (a loaded model's): SSRF-guarded connector (F8)

@@ -105,6 +105,14 @@ class FailoverLimiter:
             lambda: self._local.reserve(subject, rules, amount),
         )
 
+    async def admit(self, subject: str, rules: tuple[Rule, ...], token_rules: tuple[Rule, ...],
+                    amount: int) -> tuple[Decision | None, Decision | None, Reservation | None]:
+        """hit() then reserve() in one backend call (RedisLimiter.admit: one round trip)."""
+        return await self._run(
+            lambda: self._primary.admit(subject, rules, token_rules, amount),
+            lambda: self._local.admit(subject, rules, token_rules, amount),
+        )
+
     async def settle(self, reservation: Reservation, actual: int) -> None:
         if self._local.owns(reservation):
             await self._local.settle(reservation, actual)

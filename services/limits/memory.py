@@ -160,6 +160,11 @@ class MemoryLimiter:
         tdec, held = self._check(subject, token_rules, max(0, int(amount)), mono, now, count=True, hold=True)
         return decision, tdec, held.reservation if held else None
 
+    async def admit(self, subject: str, rules: tuple[Rule, ...], token_rules: tuple[Rule, ...],
+                    amount: int) -> tuple[Decision | None, Decision | None, Reservation | None]:
+        """admit_now() as a coroutine, for callers that hold any Limiter (degraded.py's fallback)."""
+        return self.admit_now(subject, rules, token_rules, amount)
+
     def finish_now(self, reservation: Reservation, actual: int) -> None:
         """settle() (actual > 0) or release() (0) without a coroutine: quotas.py, after an answer."""
         self._finish(reservation, max(0, int(actual)))

@@ -64,6 +64,7 @@ class History(Protocol):
 class Admission:
     decision: Decision | None  # for the X-RateLimit-* headers; None when the tier is unlimited
     reservation: Reservation | None
+    budget: Reservation | None = None  # issue 16: the $ hold, settled with the real cost
 
 
 def limit_metadata(d: Decision | None) -> dict[str, str]:
@@ -166,6 +167,24 @@ class Quotas:
                     raise _exhausted(p, tdec)  # the request slot stays counted (seed 000)
                 if self._history is not None:
                     until = self._remember(p.subject, sent, started_at, now=sent)  # nothing awaited since
+                    if tdec.used == amount or p.subject in self._rebuilding:
+                        reservation = await self._recount(p, tok, amount, reservation, until)
+            return Admission(decision, reservation)
+        tok = self._token_rules.get(p.tier, ())
+        fused = getattr(self.limiter, "admit", None)
+        if fused is not None and (rules or tok) and p.subject not in self._rebuilding:
+            # A shared limiter: the request rules' hit and the token reservation in one call, so one
+            # round trip (RedisLimiter.admit), with the same outcome as the two calls below.
+            amount = max(1, token_estimate)
+            sent = time.monotonic()
+            decision, tdec, reservation = await self._call(lambda: fused(p.subject, rules, tok, amount))
+            if decision is not None and not decision.allowed:
+                raise _exhausted(p, decision)
+            if tdec is not None:
+                if reservation is None:
+                    raise _exhausted(p, tdec)  # the request slot stays counted (seed 000)
+                if self._history is not None:
+                    until = self._remember(p.subject, sent, started_at)
                     if tdec.used == amount or p.subject in self._rebuilding:
                         reservation = await self._recount(p, tok, amount, reservation, until)
             return Admission(decision, reservation)

@@ -28,13 +28,13 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from services.clock import Clock, SystemClock
 from services.limits.base import Decision, Reservation, Rule, RuleState, decide
 from services.limits.periods import period_id, period_reset_at
 
-SCRIPTS = ("hit", "reserve", "settle", "reap")
+SCRIPTS = ("hit", "reserve", "settle", "reap", "admit")
 REAP_BATCH = 50  # expired reservations reaped per reserve call: bounded work per decision
 COUNTER_GRACE_S = 86_400  # counters outlive their period by a day (late settles, status pages)
 RECORD_GRACE_S = 86_400  # reservation records outlive their lease so a reaper can still undo them
@@ -91,6 +91,9 @@ class RedisLimiter:
         self._health_timeout_s = health_timeout_s
         self._scripts = {name: client.register_script(_source(name)) for name in SCRIPTS}
         self._leases = f"{prefix}leases"
+        self._settles: list[tuple[Reservation, int, asyncio.Future]] = []
+        self._settle_wake = asyncio.Event()
+        self._settler: asyncio.Task | None = None
 
     # -- the Limiter protocol -------------------------------------------------------------------
 
@@ -119,6 +122,40 @@ class RedisLimiter:
             return decision, None
         return decision, Reservation(subject, rules, amount, pids, id=rid)
 
+    async def admit(self, subject: str, rules: tuple[Rule, ...], token_rules: tuple[Rule, ...],
+                    amount: int) -> tuple[Decision | None, Decision | None, Reservation | None]:
+        """`hit(rules)` and then, if it admitted, `reserve(token_rules, amount)`, in one script
+        (one round trip): (request decision or None without rules, token decision or None when
+        refused or without token rules, reservation or None), as MemoryLimiter.admit_now."""
+        amount = max(0, int(amount))
+        now = self._clock.now()
+        req = [(r, period_id(r.period, now, r.tz) if r.period else "") for r in rules if r.limit > 0]
+        tpids = tuple(period_id(r.period, now, r.tz) if r.period else "" for r in token_rules)
+        tok = [(r, p) for r, p in zip(token_rules, tpids) if r.limit > 0]
+        if not req and not tok:
+            decision = decide(True, [], now) if rules else None
+            if not token_rules:
+                return decision, None, None
+            return decision, decide(True, [], now), Reservation(subject, token_rules, amount, tpids)
+        rid = uuid.uuid4().hex
+        rkeys, rargs = self._rule_args(subject, req, now)
+        tkeys, targs = self._rule_args(subject, tok, now)
+        reply = await self._scripts["admit"](
+            keys=[self._leases, self._record(rid), *rkeys, *tkeys],
+            args=[rid, rid, amount, self._lease_us, self._record_ttl_ms, REAP_BATCH, len(req), len(tok), *rargs, *targs],
+        )
+        decision = (self._decision(reply[0], req, now) if req else decide(True, [], now)) if rules else None
+        if decision is not None and not decision.allowed:
+            return decision, None, None
+        if not token_rules:
+            return decision, None, None
+        if not tok:
+            return decision, decide(True, [], now), Reservation(subject, token_rules, amount, tpids)
+        tdec = self._decision(reply[1], tok, now)
+        if not tdec.allowed:
+            return decision, tdec, None
+        return decision, tdec, Reservation(subject, token_rules, amount, tpids, id=rid)
+
     async def settle(self, reservation: Reservation, actual: int) -> None:
         await self._finish(reservation, max(0, int(actual)))
 
@@ -143,6 +180,10 @@ class RedisLimiter:
 
     async def close(self) -> None:
         """Closes the client only when this limiter owns it; a handed-in client is its owner's to close."""
+        if self._settler is not None:
+            self._settler.cancel()
+            await asyncio.gather(self._settler, return_exceptions=True)
+            self._settler = None
         if self._owns_client:
             await self._client.aclose()
 
@@ -168,8 +209,66 @@ class RedisLimiter:
         if reservation.settled or not reservation.id:
             reservation.settled = True
             return
-        await self._scripts["settle"](keys=[self._leases, self._record(reservation.id)], args=[actual])
+        # Settles that come together share one round trip: queued here, sent as one pipeline by
+        # the settler task (at c=64 a handful per trip instead of one each).
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._settles.append((reservation, actual, fut))
+        self._settle_wake.set()
+        if self._settler is None or self._settler.done():
+            self._settler = loop.create_task(self._settle_loop(), name="limiter-settler")
+        await fut
         reservation.settled = True
+
+    async def _settle_loop(self) -> None:
+        """Sends the queued settles, all that waited since the last trip in one pipeline; owned by
+        this limiter (close() cancels it). A failed trip fails its callers (degraded.py decides)."""
+        while True:
+            await self._settle_wake.wait()
+            self._settle_wake.clear()
+            batch, self._settles = self._settles, []
+            batch = [b for b in batch if not b[2].done()]  # a caller that timed out has gone
+            if not batch:
+                continue
+            try:
+                await self._settle_batch(batch)
+            except asyncio.CancelledError:
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.cancel()
+                raise
+            except Exception as exc:
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+
+    async def _settle_batch(self, batch: list[tuple[Reservation, int, asyncio.Future]]) -> None:
+        script = self._scripts["settle"]
+        if len(batch) == 1:
+            replies: list[object] = [None]
+            res, actual, _ = batch[0]
+            try:
+                await script(keys=[self._leases, self._record(res.id)], args=[actual])
+            except Exception as exc:
+                replies = [exc]
+        else:
+            pipe = self._client.pipeline(transaction=False)
+            for res, actual, _ in batch:
+                pipe.evalsha(script.sha, 2, self._leases, self._record(res.id), actual)
+            replies = await pipe.execute(raise_on_error=False)
+        for (res, actual, fut), reply in zip(batch, replies):
+            if isinstance(reply, NoScriptError):  # Redis restarted or flushed its scripts: load and go
+                try:
+                    await script(keys=[self._leases, self._record(res.id)], args=[actual])
+                    reply = None
+                except Exception as exc:
+                    reply = exc
+            if fut.done():
+                continue
+            if isinstance(reply, BaseException):
+                fut.set_exception(reply)
+            else:
+                fut.set_result(None)
 
     def _record(self, rid: str) -> str:
         return f"{self._prefix}rsv:{rid}"

@@ -53,21 +53,22 @@ class Ledger:
         store: Any = None,
         owner: str = "",
         open_after_s: float = 1.0,
+        now: Callable[[], float] = time.time,
+        max_request_s: float = 600.0,
     ) -> None:
+        """`store` (App passes the one behind `insert`) gives upserts for placeholders, the B7
+        recovery and the history reads; with a bare insert function and no store, none of those.
+        `now`: the injected clock's wall time; `max_request_s`: the request timeout, past which a
+        placeholder is dead."""
         self._insert = insert
-        # The store behind `insert` (App passes store.insert_usage) gives upserts for placeholders,
-        # the B7 recovery and the history reads; a bare insert function gets none of those.
-        if store is None:
-            bound = getattr(insert, "__self__", None)
-            store = bound if hasattr(bound, "upsert_usage") else None
         self._store = store
         self.owner = owner or (owner_tag(getattr(store, "_data_dir", "")) if store is not None else "")
         self._flush_s = flush_s
         self._batch_size = batch_size
         self.max_buffer = max_buffer
         self.open_after_s = open_after_s
-        self.max_request_s = 600.0  # the pipeline sets its request timeout: older placeholders are dead
-        self.now: Callable[[], float] = time.time  # the pipeline hands its clock's now()
+        self.max_request_s = max_request_s
+        self.now = now
         # request_id -> final row, in arrival order; a replayed id keeps its place.
         self._buf: dict[str, UsageRecord] = {}
         # request_id -> (placeholder, monotonic time opened); `_marked` holds the ones written.

@@ -43,6 +43,13 @@ class CandidateIndex:
     def providers(self) -> dict[str, ProviderConfig]:
         return self._providers
 
+    def catalog_get(self, model: str):
+        return self._catalog.get(model)
+
+    def lists(self, model: str) -> bool:
+        """Whether an allow-list names `model` (or its provider/ prefix names a provider)."""
+        return model in self._exact or model.partition("/")[0] in self._providers
+
     def known_models(self) -> list[tuple[str, ProviderConfig]]:
         """Every explicitly allowed model with a provider that serves it (for the catalogue)."""
         return [(m, p) for m, ps in self._exact.items() for p in ps]

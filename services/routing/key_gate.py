@@ -56,6 +56,13 @@ class KeyGate:
 
     # ------------------------------------------------------------------ secrets and rules
 
+    def set_secret(self, key_id: str, secret: str | None) -> None:
+        """A key that appears at run time (a loaded model's, issue 19); None forgets it."""
+        if secret is None:
+            self._secrets.pop(key_id, None)
+        else:
+            self._secrets[key_id] = secret
+
     def secret(self, key_id: str) -> str:
         """A configured key's secret (never logged, never put in an error); "" for a keyless provider."""
         return self._secrets.get(key_id, "")

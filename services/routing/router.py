@@ -24,7 +24,7 @@ import asyncio
 import random
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from services.clock import Clock
 from services.config.schema import Config
@@ -69,17 +69,22 @@ class Router:
         on_attempt: Callable[[AttemptRecord], None] | None = None,
         user_keys: UserKeys | None = None,
         scrubber: Scrubber | None = None,
+        gate: KeyGate | None = None,
+        loaded: Any = None,
     ) -> None:
+        """`gate`: the key gate the pass-through and loaded models share (App builds it first);
+        `loaded`: services/loading/registry.LoadedModels (issue 19), routed by name first."""
         self.cfg = cfg
         # Issue 15 point 3: upstream text enters here (each failure's message); secrets leave it.
         self.scrubber = scrubber if scrubber is not None else Scrubber()
         self.user_keys = user_keys  # issue 7: users' own provider keys, tried before the gateway's
+        self.loaded = loaded
         self.index = index
         self.upstreams = upstreams
         self.limiter = limiter
         self.clock = clock
         self.rng = rng
-        self.gate = KeyGate(cfg, limiter, clock, user_keys)
+        self.gate = gate if gate is not None else KeyGate(cfg, limiter, clock, user_keys)
         self.budget = RetryBudget()
         self.latency = LatencyTracker()
         self.stats = RouterStats()
@@ -126,6 +131,10 @@ class Router:
         """A configured key's secret (never logged, never put in an error); "" for a keyless provider."""
         return self.gate.secret(key_id)
 
+    def set_secret(self, key_id: str, secret: str | None) -> None:
+        """A key that appears at run time (a loaded model's, issue 19); None forgets it."""
+        self.gate.set_secret(key_id, secret)
+
     def key_rules(self, key_id: str) -> tuple[Rule, ...]:
         return self.gate.key_rules(key_id)
 
@@ -143,8 +152,10 @@ class Router:
             strategy = self.strategy(strategy_name)
         except ValueError as e:
             raise E.InvalidArgument(str(e), reason="UNKNOWN_STRATEGY", metadata={"strategy": strategy_name}) from None
+        loaded = self.loaded.views(model, provider_hint) if self.loaded is not None and model else None
         try:
-            views = self.index.resolve(model, provider_hint)
+            # A loaded model's name routes to it first: a wildcard provider would take any name.
+            views = loaded if loaded else self.index.resolve(model, provider_hint)
         except (E.NotFound, E.InvalidArgument):
             if not own:
                 raise
@@ -156,6 +167,12 @@ class Router:
         if own:
             ordered = (strategy.order(list(own), self.rng) if len(own) > 1 else list(own)) + ordered
         return strategy.name, ordered
+
+    def _unknown(self, model: str) -> bool:
+        """A model name neither loaded here nor known to the catalogue or an allow-list: the only
+        requests that may cost a (shared, rate-limited) re-read of the loaded models."""
+        return (bool(model) and self.loaded.stale_for(model) and self.index.catalog_get(model) is None
+                and not self.index.lists(model))
 
     async def _own(self, user_id: str, model: str, provider_hint: str) -> list[CandidateView]:
         """The caller's own candidates; only ever that user's keys (RELIABILITY F5)."""
@@ -189,6 +206,8 @@ class Router:
         self.stats.requests += 1
         # The caller's own keys: looked up (a coroutine, a cache) only for a caller who can have some.
         own = await self._own(user_id, model, provider_hint) if user_id and self.user_keys is not None else ()
+        if self.loaded is not None and self._unknown(model):
+            await self.loaded.refresh()  # loaded on another replica a moment ago? (issue 19)
         log.strategy, ordered = self.plan(model, provider_hint, strategy_name, own)
         tr = Tries()
         self.budget.begin()
@@ -222,6 +241,8 @@ class Router:
         self.stats.requests += 1
         # The caller's own keys: looked up (a coroutine, a cache) only for a caller who can have some.
         own = await self._own(user_id, req.model, req.route.provider) if user_id and self.user_keys is not None else ()
+        if self.loaded is not None and self._unknown(req.model):
+            await self.loaded.refresh()  # loaded on another replica a moment ago? (issue 19)
         log.strategy, ordered = self.plan(req.model, req.route.provider, req.route.strategy, own)
         tr = Tries()
         self.budget.begin()
@@ -357,7 +378,7 @@ class Router:
 
     def _call(self, t: Target, secret: str, left: float, stream: bool) -> Call:
         # A user's key goes out only through the SSRF-guarded connector (RELIABILITY F8).
-        session = self.upstreams.session(t.base_url, guarded=bool(t.owner))
+        session = self.upstreams.session(t.base_url, guarded=bool(t.owner) or t.guarded)
         if stream:
             # The stream may run until the deadline; its first token must come within the per-try
             # (or first-token) timeout, and silence between reads is bounded by idle_timeout_s.

@@ -6,12 +6,18 @@ from typing import Any, AsyncIterator
 
 from services.fidelity import Fidelity
 from services.pipeline import StreamFinished, StreamStarted
+from services.limits.open_gate import OPEN_SURFACES
 from services.rpc import convert
 from services.rpc.forward import make_forward
 from services.rpc.interceptors import Ctx, Guard, rate_limit_metadata
 from tollgate.v1 import inference_service_pb2 as ipb
 from tollgate.v1 import inference_service_pb2_grpc as ipb_grpc
 
+
+
+def open_inference(request) -> str:
+    """Seed 004's open mode opens its own surfaces (/api/v1/inference, /ws), not the keyed ones."""
+    return "inference" if request.input.surface in OPEN_SURFACES else ""
 
 def route_metadata(request_id: str, outcome) -> tuple[tuple[str, str], ...]:
     route = outcome.route
@@ -47,7 +53,7 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
     fidelity = Fidelity(app)
 
     class InferenceServicer(ipb_grpc.InferenceServiceServicer):
-        @guard.unary()
+        @guard.unary(open_kind=open_inference)
         async def Chat(self, request: ipb.ChatRequest, ctx: Ctx) -> ipb.ChatResponse:
             req = clamp(convert.chat_request(request.input, max_messages))
             if req.raw_body and (target := fidelity.plan(req)) is not None:
@@ -59,7 +65,7 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
             await ctx.context.send_initial_metadata(md + ignored_metadata(req) if req.ignored else md)
             return convert.chat_response(result, ctx.request_id, out.route, out.usage, out.cost_usd, out.created, out.decision)
 
-        @guard.stream()
+        @guard.stream(open_kind=open_inference)
         async def StreamChat(self, request: ipb.StreamChatRequest, ctx: Ctx) -> AsyncIterator[ipb.StreamChatResponse]:
             req = clamp(convert.chat_request(request.input, max_messages, request.include_usage))
             if req.raw_body and (target := fidelity.plan(req)) is not None:

@@ -20,7 +20,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from services.auth.principal import Principal
-from services.auth.throttle import client_address
+from services.limits.open_gate import OPEN_EVENT
 from services.core import errors as E
 from services.core.scrub import Scrubber
 from services.limits.base import Decision
@@ -35,12 +35,13 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "x-admin-key", "x-
 class Ctx:
     """What a guarded method gets besides the request: who calls and this call's id."""
 
-    __slots__ = ("principal", "request_id", "context")
+    __slots__ = ("principal", "request_id", "context", "open_decision")
 
     def __init__(self, principal: Principal, request_id: str, context: Any) -> None:
         self.principal = principal
         self.request_id = request_id
         self.context = context
+        self.open_decision = None  # the per-IP count, for a keyless call in open mode (open_gate.py)
 
 
 def rate_limit_metadata(d: Decision | None) -> tuple[tuple[str, str], ...]:
@@ -131,7 +132,8 @@ class Guard:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def _enter(self, context: Any, request_id: str, admin_only: bool, public: bool) -> Ctx:
+    async def _enter(self, context: Any, request_id: str, admin_only: bool, public: bool,
+                     open_kind: Any = "", request: Any = None) -> Ctx:
         if self.app.draining:
             raise E.Unavailable("the gateway is shutting down; retry on another replica", reason="SHUTTING_DOWN",
                                 retry_after_s=1.0)
@@ -139,8 +141,20 @@ class Guard:
         # Issue 15 point 5: an address over its failed authentications is refused before any key check.
         throttle = getattr(self.app, "auth_throttle", None)
         if throttle is not None:
-            address, surface = client_address(context.peer(), md)
+            address, surface = throttle.address(context.peer(), md)
             throttle.check(address, surface)
+        gate = getattr(self.app, "open_gate", None)
+        if open_kind and gate is not None and gate.enabled:
+            key, admin = self.app.auth.credentials(md)
+            kind = open_kind(request) if callable(open_kind) else open_kind
+            if kind and not key and not admin:
+                # Seed 004's open mode: no key, per-IP limits instead (services/limits/open_gate.py).
+                if md.get(OPEN_EVENT) == "ws_connect":
+                    kind = "ws_connect"
+                principal, decision = await gate.admit(kind, context.peer(), md)
+                ctx = Ctx(principal, request_id, context)
+                ctx.open_decision = decision
+                return ctx
         if public:
             principal = Principal("anonymous", "anonymous", "unlimited")
             key, admin = self.app.auth.credentials(md)
@@ -161,7 +175,7 @@ class Guard:
                 raise
         return Ctx(principal, request_id, context)
 
-    def unary(self, admin_only: bool = False, public: bool = False, peek_limits: bool = True):
+    def unary(self, admin_only: bool = False, public: bool = False, peek_limits: bool = True, open_kind: Any = ""):
         def wrap(fn: Callable[..., Awaitable[Any]]):
             # Chat and Embed send their own limits with the answer's metadata; decided once here.
             peek = peek_limits and fn.__name__ not in ("Chat", "Embed", "CreateResponse")
@@ -169,8 +183,9 @@ class Guard:
             @functools.wraps(fn)
             async def handler(servicer: Any, request: Any, context: Any) -> Any:
                 request_id = new_request_id()
+                ctx = None
                 try:
-                    ctx = await self._enter(context, request_id, admin_only, public)
+                    ctx = await self._enter(context, request_id, admin_only, public, open_kind, request)
                     if peek and ctx.principal.kind not in ("admin", "anonymous"):
                         await self._send_limits(ctx)
                     return await fn(servicer, request, ctx)
@@ -183,16 +198,20 @@ class Guard:
                         raise
                     log.exception("unhandled error in %s (request %s)", fn.__name__, request_id)
                     await _abort(context, _internal(exc), request_id, getattr(self.app, "scrubber", None))
+                finally:
+                    if ctx is not None and ctx.open_decision is not None:
+                        self.app.open_gate.leave()  # MAX_CONCURRENT_REQUESTS counts calls in flight
             return handler
         return wrap
 
-    def stream(self, admin_only: bool = False):
+    def stream(self, admin_only: bool = False, open_kind: Any = ""):
         def wrap(fn: Callable[..., AsyncIterator[Any]]):
             @functools.wraps(fn)
             async def handler(servicer: Any, request: Any, context: Any) -> AsyncIterator[Any]:
                 request_id = new_request_id()
+                ctx = None
                 try:
-                    ctx = await self._enter(context, request_id, admin_only, False)
+                    ctx = await self._enter(context, request_id, admin_only, False, open_kind, request)
                     async for msg in fn(servicer, request, ctx):
                         yield msg
                 except E.TollgateError as e:
@@ -204,6 +223,9 @@ class Guard:
                         raise
                     log.exception("unhandled error in %s (request %s)", fn.__name__, request_id)
                     await _abort(context, _internal(exc), request_id, getattr(self.app, "scrubber", None))
+                finally:
+                    if ctx is not None and ctx.open_decision is not None:
+                        self.app.open_gate.leave()  # MAX_CONCURRENT_REQUESTS counts calls in flight
             return handler
         return wrap
 

@@ -1,4 +1,4 @@
-"""ModelService: the routable catalogue, thin over catalog/views.py."""
+"""ModelService: the routable catalogue, thin over routing/routable.py."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from services.catalog.pricing import ModelInfo
-from services.core.errors import NotFound, Unimplemented
 from services.config.kinds import resolve
+from services.core.errors import NotFound
+from services.loading.loader import LoadRequest, Progress
+from services.loading.registry import LoadedModel
 from services.rpc import paging
 from services.rpc.interceptors import Ctx, Guard
 from tollgate.v1 import model_service_pb2 as mpb
@@ -23,6 +25,30 @@ def model_pb(info: ModelInfo, providers: list[str], vendor: str = "") -> mpb.Mod
         supported_parameters=list(info.supported_parameters), is_moderated=info.is_moderated, kind=info.kind,
         demo=info.owned_by == "tollgate" and info.id in ("demo", "tollgate-demo"), created=1_700_000_000,
     )
+
+
+def loaded_pb(m: LoadedModel) -> mpb.Model:
+    pb = model_pb(m.info, list(m.providers), m.info.owned_by)
+    pb.loaded = True
+    pb.created = int(m.record.created_at)
+    return pb
+
+
+def _matches(m: LoadedModel, r: mpb.ListModelsRequest) -> bool:
+    if r.vendor and m.info.owned_by != r.vendor.lower():
+        return False
+    if r.provider and r.provider.lower() not in m.providers and not any(t.kind == r.provider for t, _, _ in m.targets):
+        return False
+    t = r.search.lower()
+    return not t or t in m.info.id.lower() or t in m.info.description.lower()
+
+
+def load_request(r: mpb.LoadModelRequest | mpb.StreamLoadModelRequest) -> LoadRequest:
+    return LoadRequest(source=r.source, format=r.format, name=r.name, model=r.model, api_key=r.api_key)
+
+
+def progress_pb(p: Progress) -> mpb.LoadProgress:
+    return mpb.LoadProgress(status=p.status, digest=p.digest, total=p.total, completed=p.completed)
 
 
 def public_url(url: str) -> str:
@@ -42,23 +68,30 @@ def make_model_servicer(app: Any) -> mpb_grpc.ModelServiceServicer:
     guard = Guard(app)
 
     class ModelServicer(mpb_grpc.ModelServiceServicer):
-        @guard.unary()
+        @guard.unary(open_kind="catalog")
         async def ListModels(self, request: mpb.ListModelsRequest, ctx: Ctx) -> mpb.ListModelsResponse:
             offset, limit = paging.window(request.page_size, request.page_token, request.skip)
-            found = app.models.search(request.provider, request.search, request.order_by, request.vendor)
+            found = [model_pb(i, ps, app.models.vendor(i, ps))
+                     for i, ps in app.models.search(request.provider, request.search, request.order_by, request.vendor)]
+            loaded = [loaded_pb(m) for m in app.loaded.all() if _matches(m, request)]
+            if loaded:  # every listing shows loaded models under their names (issue 19)
+                found = sorted(found + loaded, key=(lambda m: (-m.context_length, m.id)) if request.order_by == "context_length"
+                               else (lambda m: m.id))
             page = found[offset: offset + limit]
-            return mpb.ListModelsResponse(models=[model_pb(i, ps, app.models.vendor(i, ps)) for i, ps in page],
-                                          total_size=len(found),
+            return mpb.ListModelsResponse(models=page, total_size=len(found),
                                           next_page_token=paging.next_token(offset, limit, len(found)))
 
-        @guard.unary()
+        @guard.unary(open_kind="catalog")
         async def GetModel(self, request: mpb.GetModelRequest, ctx: Ctx) -> mpb.GetModelResponse:
+            loaded = app.loaded.get(request.id)
+            if loaded is not None:
+                return mpb.GetModelResponse(model=loaded_pb(loaded))
             entry = app.models.get(request.id)
             if entry is None:
                 raise NotFound(f"The model '{request.id}' does not exist", reason="MODEL_NOT_FOUND", metadata={"model": request.id})
             return mpb.GetModelResponse(model=model_pb(*entry, app.models.vendor(*entry)))
 
-        @guard.unary()
+        @guard.unary(open_kind="catalog")
         async def ListVendors(self, request: mpb.ListVendorsRequest, ctx: Ctx) -> mpb.ListVendorsResponse:
             return mpb.ListVendorsResponse(vendors=app.models.vendors())
 
@@ -72,8 +105,26 @@ def make_model_servicer(app: Any) -> mpb_grpc.ModelServiceServicer:
                                             unsupported=list(k.unsupported) if k else []))
             return mpb.ListProvidersResponse(providers=out, strategy=app.router.default_strategy)
 
-        @guard.unary()
+        @guard.unary(peek_limits=False)
         async def LoadModel(self, request: mpb.LoadModelRequest, ctx: Ctx) -> mpb.LoadModelResponse:
-            raise Unimplemented("LoadModel is designed but not built yet (seed 000 /api/models/load)")
+            progress: list[mpb.LoadProgress] = []
+            async for step in app.loader.load(load_request(request), ctx.principal):
+                if isinstance(step, Progress):
+                    progress.append(progress_pb(step))
+                else:
+                    return mpb.LoadModelResponse(model=loaded_pb(step), progress=progress)
+            raise RuntimeError("the loader ended without a model")
+
+        @guard.stream()
+        async def StreamLoadModel(self, request: mpb.StreamLoadModelRequest, ctx: Ctx):
+            async for step in app.loader.load(load_request(request), ctx.principal):
+                if isinstance(step, Progress):
+                    yield mpb.StreamLoadModelResponse(progress=progress_pb(step))
+                else:
+                    yield mpb.StreamLoadModelResponse(model=loaded_pb(step))
+
+        @guard.unary(peek_limits=False)
+        async def UnloadModel(self, request: mpb.UnloadModelRequest, ctx: Ctx) -> mpb.UnloadModelResponse:
+            return mpb.UnloadModelResponse(model=loaded_pb(await app.loader.unload(request.name, ctx.principal)))
 
     return ModelServicer()

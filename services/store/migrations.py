@@ -178,12 +178,41 @@ def m004_stored_responses(db: pw.Database) -> None:
         db.execute_sql(statement)
 
 
+# Issue 19 (seed 000's /api/models/load): models loaded at run time, routable on every replica.
+# `provider` names the configured provider that serves it (an Ollama), or is '' when the row
+# carries its own OpenAI-compatible base URL and key (sealed, the row id as AAD, like provider_keys).
+_M005 = (
+    """CREATE TABLE IF NOT EXISTS loaded_models (
+        id TEXT NOT NULL PRIMARY KEY,
+        name TEXT NOT NULL,
+        format TEXT NOT NULL,
+        source TEXT NOT NULL DEFAULT '',
+        provider TEXT NOT NULL DEFAULT '',
+        kind TEXT NOT NULL,
+        base_url TEXT NOT NULL DEFAULT '',
+        upstream_model TEXT NOT NULL,
+        sealed TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT '',
+        context_length BIGINT NOT NULL DEFAULT 0,
+        created_by TEXT NOT NULL DEFAULT '',
+        created_at DOUBLE PRECISION NOT NULL)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS loaded_models_name ON loaded_models (name)",
+)
+
+
+def m005_loaded_models(db: pw.Database) -> None:
+    """Issue 19: models loaded through ModelService.LoadModel."""
+    for statement in _M005:
+        db.execute_sql(statement)
+
+
 Migration = tuple[int, str, Callable[[pw.Database], None]]
 
 MIGRATIONS: tuple[Migration, ...] = (
     (1, "initial", m001_initial),
     (3, "accounts", m003_accounts),
     (4, "stored_responses", m004_stored_responses),
+    (5, "loaded_models", m005_loaded_models),
 )
 
 LATEST = MIGRATIONS[-1][0]

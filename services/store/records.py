@@ -88,6 +88,7 @@ class ApiKeyRecord:
     tpm_month: int = 0
     budget_usd_day: float | None = None
     budget_usd_month: float | None = None
+    owner_budgets: tuple[float, float] = field(default=(0.0, 0.0), compare=False)  # the owner's (day, month) $
     owner_state: str = field(default="", compare=False)  # the owning user's state when looked up for authentication, "" = no user
 
     def active(self, now: float) -> bool:
@@ -175,3 +176,23 @@ class UnknownUser(NotFound):
 
 class ProviderKeyNotFound(NotFound):
     reason = "PROVIDER_KEY_NOT_FOUND"
+
+
+@dataclass(slots=True)
+class LoadedModelRecord:
+    """A model loaded at run time (issue 19, seed 000's /api/models/load). No sealed key here:
+    Store.open_loaded_model_key opens it, for the router only."""
+
+    id: str
+    name: str  # what callers route by, e.g. "My Custom Model"
+    format: str  # gguf | ollama | openai
+    source: str  # as given (a path, a library name, or a base URL without credentials)
+    provider: str  # the configured provider serving it (an Ollama); "" = its own base URL below
+    kind: str  # provider kind: ollama, openai_compatible
+    base_url: str
+    upstream_model: str  # the name sent upstream
+    description: str = ""
+    context_length: int = 0
+    created_by: str = ""  # principal key id of who loaded it
+    created_at: float = 0.0
+    has_key: bool = False

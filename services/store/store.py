@@ -29,6 +29,7 @@ from services.store.db import (
     is_sqlite,
     open_database,
 )
+from services.store.records import LoadedModelRecord
 from services.store.records import (
     KIND_API,
     KIND_TOKEN,
@@ -44,6 +45,7 @@ from services.store.records import (
     UserRecord,
 )
 from services.store.repos import api_keys as keys_repo
+from services.store.repos import loaded_models as lm_repo
 from services.store.repos import provider_keys as pk_repo
 from services.store.repos import responses as responses_repo
 from services.store.repos import sessions as sessions_repo
@@ -52,6 +54,8 @@ from services.store.repos import tiers as tiers_repo
 from services.store.repos import usage as usage_repo
 from services.store.repos import users as users_repo
 from services.store.repos.ids import API_KEY_PREFIX, PROVIDER_KEY_PREFIX, USER_PREFIX, new_id
+
+LOADED_MODEL_PREFIX = "lm_"
 
 __all__ = ["EmailTaken", "RegistrationClosed", "Store"]
 
@@ -411,6 +415,28 @@ class Store:
         plain = self._sealer.open(key_id, sealed)
         self._scrubber.set("pk:" + key_id, plain)  # added on another replica: known before its first use
         return plain
+
+    # --- loaded models (issue 19) ------------------------------------------------------------
+
+    async def add_loaded_model(self, record: LoadedModelRecord, secret: str = "") -> LoadedModelRecord:
+        """Persist a loaded model; its key (if any) sealed with the row id as AAD, like provider keys.
+        AlreadyExists when the name is taken."""
+        record.id = record.id or new_id(LOADED_MODEL_PREFIX)
+        record.created_at = record.created_at or self._clock.now()
+        record.has_key = bool(secret)
+        sealed = self._sealer.seal(record.id, secret) if secret else ""
+        return await self._write(lm_repo.insert, record, sealed)
+
+    async def list_loaded_models(self) -> list[LoadedModelRecord]:
+        return await self._read(lm_repo.list_all)
+
+    async def remove_loaded_model(self, name: str) -> LoadedModelRecord | None:
+        return await self._write(lm_repo.delete_by_name, name)
+
+    async def open_loaded_model_key(self, model_id: str) -> str:
+        """A loaded model's upstream key in clear, for the router only ("" when it has none)."""
+        sealed = await self._read(lm_repo.get_sealed, model_id)
+        return self._sealer.open(model_id, sealed) if sealed else ""
 
     # --- usage ledger ------------------------------------------------------------------------
 

@@ -219,26 +219,34 @@ async def test_models_list_with_provider_context_and_pricing(tmp_path, fake_open
         assert "X-RateLimit-Limit" in r.headers
 
 
-async def test_models_load_renders_501_cleanly(gw):
+async def test_models_load_bad_source_is_a_clear_400(gw):
     key = await gw.new_key()
     r = await gw.http.post("/api/models/load", headers=bearer(key),
                            json={"source": "path/to/model", "format": "gguf", "name": "My Custom Model"})
-    assert r.status_code == 501
+    assert r.status_code == 400  # no such file in the model directory (and no Ollama here)
     body = r.json()
-    assert (body["error"], body["code"]) == ("Not implemented", "NOT_IMPLEMENTED")
-    assert "LoadModel" in body["message"]
+    assert (body["error"], body["code"]) == ("Validation error", "VALIDATION_ERROR")
+    assert body["details"] == [{"field": "source", "message": "no such file 'path/to/model' in the model directory"}]
     assert "x-should-retry" not in r.headers
     r = await gw.http.post("/api/models/load", headers=bearer(key), json={"source": 5, "format": "gguf"})
     assert r.status_code == 400 and r.json()["details"][0]["field"] == "source"
 
 
-@pytest.mark.xfail(strict=True, reason="NEEDS: ModelService.LoadModel implemented (services/rpc/models.py answers UNIMPLEMENTED)")
-async def test_models_load_registers_the_model(gw):
-    key = await gw.new_key()
-    r = await gw.http.post("/api/models/load", headers=bearer(key),
-                           json={"source": "path/to/model", "format": "gguf", "name": "My Custom Model"})
-    assert r.status_code == 201
-    assert r.json()["model"]["name"] == "My Custom Model"
+async def test_models_load_registers_the_model(tmp_path):
+    """Seed 000's curl as written (formerly a strict xfail): the file at path/to/model in the
+    model directory, the fake Ollama to create it in."""
+    from tests.support.fakes.ollama import run_fake_ollama
+
+    async with run_fake_ollama() as ollama:
+        cfg = config(tmp_path, providers=(provider("local", ollama.base_url, kind="ollama", keys=("",)),))
+        (tmp_path / "data" / "models" / "path" / "to").mkdir(parents=True)
+        (tmp_path / "data" / "models" / "path" / "to" / "model").write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(64))
+        async with run_gateway(cfg) as g:
+            key = await g.new_key()
+            r = await g.http.post("/api/models/load", headers=bearer(key),
+                                  json={"source": "path/to/model", "format": "gguf", "name": "My Custom Model"})
+            assert r.status_code == 201, r.text
+            assert r.json()["model"]["name"] == "My Custom Model"
 
 
 async def test_same_answer_and_headers_over_a_real_grpc_channel(gw):

@@ -12,6 +12,7 @@ import asyncio
 import re
 import os
 import subprocess
+import tempfile
 import threading
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -127,9 +128,15 @@ class PageWatch:
 
 
 def screenshot(page, name: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
+    """A 1440x900 picture of the page. `make screenshots` (TOLLGATE_SCREENSHOTS=1) writes them into
+    docs/screenshots/ to be committed; other runs write them to a temporary folder, so eight people
+    running the suite do not each rewrite (and conflict on) the committed PNGs."""
+    folder = SCREENSHOTS if os.environ.get("TOLLGATE_SCREENSHOTS") == "1" else Path(tempfile.gettempdir()) / "tollgate-screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
     page.screenshot(path=str(path), full_page=False)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, f"screenshot {name} is empty"
     return path
 
 

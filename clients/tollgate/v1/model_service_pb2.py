@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftollgate/v1/model_service.proto\x12\x0btollgate.v1\"?\n\x07Pricing\x12\x17\n\x0fprompt_per_mtok\x18\x01 \x01(\x01\x12\x1b\n\x13\x63ompletion_per_mtok\x18\x02 \x01(\x01\"\xaa\x02\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\tproviders\x18\x04 \x03(\t\x12\x10\n\x08owned_by\x18\x05 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\x05\x12\x1d\n\x15max_completion_tokens\x18\x07 \x01(\x05\x12%\n\x07pricing\x18\x08 \x01(\x0b\x32\x14.tollgate.v1.Pricing\x12\x1c\n\x14supported_parameters\x18\t \x03(\t\x12\x14\n\x0cis_moderated\x18\n \x01(\x08\x12\x0f\n\x07\x63reated\x18\x0b \x01(\x03\x12\x0c\n\x04kind\x18\x0c \x01(\t\x12\x0c\n\x04\x64\x65mo\x18\r \x01(\x08\x12\x0e\n\x06vendor\x18\x0e \x01(\t\"\x8c\x01\n\x11ListModelsRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06search\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0c\n\x04skip\x18\x05 \x01(\x05\x12\x10\n\x08order_by\x18\x06 \x01(\t\x12\x0e\n\x06vendor\x18\x07 \x01(\t\"e\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.tollgate.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\x1d\n\x0fGetModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\"5\n\x10GetModelResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.tollgate.v1.Model\"\x86\x01\n\x0cProviderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12\x0e\n\x06models\x18\x04 \x03(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x11\n\tkey_count\x18\x06 \x01(\x05\x12\x13\n\x0bunsupported\x18\x07 \x03(\t\"\x16\n\x14ListProvidersRequest\"W\n\x15ListProvidersResponse\x12,\n\tproviders\x18\x01 \x03(\x0b\x32\x19.tollgate.v1.ProviderInfo\x12\x10\n\x08strategy\x18\x02 \x01(\t\"\x14\n\x12ListVendorsRequest\"&\n\x13ListVendorsResponse\x12\x0f\n\x07vendors\x18\x01 \x03(\t\"@\n\x10LoadModelRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"6\n\x11LoadModelResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.tollgate.v1.Model2\x9c\x03\n\x0cModelService\x12M\n\nListModels\x12\x1e.tollgate.v1.ListModelsRequest\x1a\x1f.tollgate.v1.ListModelsResponse\x12G\n\x08GetModel\x12\x1c.tollgate.v1.GetModelRequest\x1a\x1d.tollgate.v1.GetModelResponse\x12V\n\rListProviders\x12!.tollgate.v1.ListProvidersRequest\x1a\".tollgate.v1.ListProvidersResponse\x12P\n\x0bListVendors\x12\x1f.tollgate.v1.ListVendorsRequest\x1a .tollgate.v1.ListVendorsResponse\x12J\n\tLoadModel\x12\x1d.tollgate.v1.LoadModelRequest\x1a\x1e.tollgate.v1.LoadModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftollgate/v1/model_service.proto\x12\x0btollgate.v1\"?\n\x07Pricing\x12\x17\n\x0fprompt_per_mtok\x18\x01 \x01(\x01\x12\x1b\n\x13\x63ompletion_per_mtok\x18\x02 \x01(\x01\"\xba\x02\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\tproviders\x18\x04 \x03(\t\x12\x10\n\x08owned_by\x18\x05 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\x05\x12\x1d\n\x15max_completion_tokens\x18\x07 \x01(\x05\x12%\n\x07pricing\x18\x08 \x01(\x0b\x32\x14.tollgate.v1.Pricing\x12\x1c\n\x14supported_parameters\x18\t \x03(\t\x12\x14\n\x0cis_moderated\x18\n \x01(\x08\x12\x0f\n\x07\x63reated\x18\x0b \x01(\x03\x12\x0c\n\x04kind\x18\x0c \x01(\t\x12\x0c\n\x04\x64\x65mo\x18\r \x01(\x08\x12\x0e\n\x06vendor\x18\x0e \x01(\t\x12\x0e\n\x06loaded\x18\x0f \x01(\x08\"\x8c\x01\n\x11ListModelsRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06search\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0c\n\x04skip\x18\x05 \x01(\x05\x12\x10\n\x08order_by\x18\x06 \x01(\t\x12\x0e\n\x06vendor\x18\x07 \x01(\t\"e\n\x12ListModelsResponse\x12\"\n\x06models\x18\x01 \x03(\x0b\x32\x12.tollgate.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\x1d\n\x0fGetModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\"5\n\x10GetModelResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.tollgate.v1.Model\"\x86\x01\n\x0cProviderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12\x0e\n\x06models\x18\x04 \x03(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x11\n\tkey_count\x18\x06 \x01(\x05\x12\x13\n\x0bunsupported\x18\x07 \x03(\t\"\x16\n\x14ListProvidersRequest\"W\n\x15ListProvidersResponse\x12,\n\tproviders\x18\x01 \x03(\x0b\x32\x19.tollgate.v1.ProviderInfo\x12\x10\n\x08strategy\x18\x02 \x01(\t\"\x14\n\x12ListVendorsRequest\"&\n\x13ListVendorsResponse\x12\x0f\n\x07vendors\x18\x01 \x03(\t\"`\n\x10LoadModelRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x05 \x01(\t\"c\n\x11LoadModelResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.tollgate.v1.Model\x12+\n\x08progress\x18\x02 \x03(\x0b\x32\x19.tollgate.v1.LoadProgress\"P\n\x0cLoadProgress\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x11\n\tcompleted\x18\x04 \x01(\x03\"f\n\x16StreamLoadModelRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x05 \x01(\t\"v\n\x17StreamLoadModelResponse\x12-\n\x08progress\x18\x01 \x01(\x0b\x32\x19.tollgate.v1.LoadProgressH\x00\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x12.tollgate.v1.ModelH\x00\x42\x07\n\x05\x65vent\"\"\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x13UnloadModelResponse\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.tollgate.v1.Model2\xce\x04\n\x0cModelService\x12M\n\nListModels\x12\x1e.tollgate.v1.ListModelsRequest\x1a\x1f.tollgate.v1.ListModelsResponse\x12G\n\x08GetModel\x12\x1c.tollgate.v1.GetModelRequest\x1a\x1d.tollgate.v1.GetModelResponse\x12V\n\rListProviders\x12!.tollgate.v1.ListProvidersRequest\x1a\".tollgate.v1.ListProvidersResponse\x12P\n\x0bListVendors\x12\x1f.tollgate.v1.ListVendorsRequest\x1a .tollgate.v1.ListVendorsResponse\x12J\n\tLoadModel\x12\x1d.tollgate.v1.LoadModelRequest\x1a\x1e.tollgate.v1.LoadModelResponse\x12^\n\x0fStreamLoadModel\x12#.tollgate.v1.StreamLoadModelRequest\x1a$.tollgate.v1.StreamLoadModelResponse0\x01\x12P\n\x0bUnloadModel\x12\x1f.tollgate.v1.UnloadModelRequest\x1a .tollgate.v1.UnloadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,29 +34,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRICING']._serialized_start=48
   _globals['_PRICING']._serialized_end=111
   _globals['_MODEL']._serialized_start=114
-  _globals['_MODEL']._serialized_end=412
-  _globals['_LISTMODELSREQUEST']._serialized_start=415
-  _globals['_LISTMODELSREQUEST']._serialized_end=555
-  _globals['_LISTMODELSRESPONSE']._serialized_start=557
-  _globals['_LISTMODELSRESPONSE']._serialized_end=658
-  _globals['_GETMODELREQUEST']._serialized_start=660
-  _globals['_GETMODELREQUEST']._serialized_end=689
-  _globals['_GETMODELRESPONSE']._serialized_start=691
-  _globals['_GETMODELRESPONSE']._serialized_end=744
-  _globals['_PROVIDERINFO']._serialized_start=747
-  _globals['_PROVIDERINFO']._serialized_end=881
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=883
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=905
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=907
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=994
-  _globals['_LISTVENDORSREQUEST']._serialized_start=996
-  _globals['_LISTVENDORSREQUEST']._serialized_end=1016
-  _globals['_LISTVENDORSRESPONSE']._serialized_start=1018
-  _globals['_LISTVENDORSRESPONSE']._serialized_end=1056
-  _globals['_LOADMODELREQUEST']._serialized_start=1058
-  _globals['_LOADMODELREQUEST']._serialized_end=1122
-  _globals['_LOADMODELRESPONSE']._serialized_start=1124
-  _globals['_LOADMODELRESPONSE']._serialized_end=1178
-  _globals['_MODELSERVICE']._serialized_start=1181
-  _globals['_MODELSERVICE']._serialized_end=1593
+  _globals['_MODEL']._serialized_end=428
+  _globals['_LISTMODELSREQUEST']._serialized_start=431
+  _globals['_LISTMODELSREQUEST']._serialized_end=571
+  _globals['_LISTMODELSRESPONSE']._serialized_start=573
+  _globals['_LISTMODELSRESPONSE']._serialized_end=674
+  _globals['_GETMODELREQUEST']._serialized_start=676
+  _globals['_GETMODELREQUEST']._serialized_end=705
+  _globals['_GETMODELRESPONSE']._serialized_start=707
+  _globals['_GETMODELRESPONSE']._serialized_end=760
+  _globals['_PROVIDERINFO']._serialized_start=763
+  _globals['_PROVIDERINFO']._serialized_end=897
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=899
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=921
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=923
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1010
+  _globals['_LISTVENDORSREQUEST']._serialized_start=1012
+  _globals['_LISTVENDORSREQUEST']._serialized_end=1032
+  _globals['_LISTVENDORSRESPONSE']._serialized_start=1034
+  _globals['_LISTVENDORSRESPONSE']._serialized_end=1072
+  _globals['_LOADMODELREQUEST']._serialized_start=1074
+  _globals['_LOADMODELREQUEST']._serialized_end=1170
+  _globals['_LOADMODELRESPONSE']._serialized_start=1172
+  _globals['_LOADMODELRESPONSE']._serialized_end=1271
+  _globals['_LOADPROGRESS']._serialized_start=1273
+  _globals['_LOADPROGRESS']._serialized_end=1353
+  _globals['_STREAMLOADMODELREQUEST']._serialized_start=1355
+  _globals['_STREAMLOADMODELREQUEST']._serialized_end=1457
+  _globals['_STREAMLOADMODELRESPONSE']._serialized_start=1459
+  _globals['_STREAMLOADMODELRESPONSE']._serialized_end=1577
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1579
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1613
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1615
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1671
+  _globals['_MODELSERVICE']._serialized_start=1674
+  _globals['_MODELSERVICE']._serialized_end=2264
 # @@protoc_insertion_point(module_scope)

@@ -64,6 +64,7 @@ class Model(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     DEMO_FIELD_NUMBER: _builtins.int
     VENDOR_FIELD_NUMBER: _builtins.int
+    LOADED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The id callers use, e.g. "gpt-4o-mini" or "openai/gpt-4o"."""
     name: _builtins.str
@@ -86,6 +87,8 @@ class Model(_message.Message):
     """True for the built-in demo model (not a real model)."""
     vendor: _builtins.str
     """Who makes it: the part before "/" in "openai/gpt-4o", else the catalogue's owner ("openai")."""
+    loaded: _builtins.bool
+    """True for a model added at run time by LoadModel."""
     @_builtins.property
     def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The provider names that can serve it."""
@@ -115,10 +118,11 @@ class Model(_message.Message):
         kind: _builtins.str = ...,
         demo: _builtins.bool = ...,
         vendor: _builtins.str = ...,
+        loaded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["pricing", b"pricing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_length", b"context_length", "created", b"created", "demo", b"demo", "description", b"description", "id", b"id", "is_moderated", b"is_moderated", "kind", b"kind", "max_completion_tokens", b"max_completion_tokens", "name", b"name", "owned_by", b"owned_by", "pricing", b"pricing", "providers", b"providers", "supported_parameters", b"supported_parameters", "vendor", b"vendor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_length", b"context_length", "created", b"created", "demo", b"demo", "description", b"description", "id", b"id", "is_moderated", b"is_moderated", "kind", b"kind", "loaded", b"loaded", "max_completion_tokens", b"max_completion_tokens", "name", b"name", "owned_by", b"owned_by", "pricing", b"pricing", "providers", b"providers", "supported_parameters", b"supported_parameters", "vendor", b"vendor"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -386,29 +390,39 @@ Global___ListVendorsResponse: _TypeAlias = ListVendorsResponse  # noqa: Y015
 
 @_typing.final
 class LoadModelRequest(_message.Message):
-    """LoadModelRequest registers a local model."""
+    """LoadModelRequest names a model to load and where it comes from."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SOURCE_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    API_KEY_FIELD_NUMBER: _builtins.int
     source: _builtins.str
-    """Where the model is (a path or a local provider's model name)."""
+    """Where the model is: for "gguf" a file path inside the gateway's model directory, for
+    "ollama" a library name ("llama3.2"), for "openai" the server's base URL ("https://host/v1").
+    """
     format: _builtins.str
-    """Its format, e.g. "gguf"."""
+    """"gguf", "ollama" or "openai"."""
     name: _builtins.str
-    """The name callers will use."""
+    """The name callers will use, e.g. "My Custom Model"."""
+    model: _builtins.str
+    """For "openai": the server's model id (default: name)."""
+    api_key: _builtins.str
+    """For "openai": the server's key, if it needs one (stored sealed, never shown again)."""
     def __init__(
         self,
         *,
         source: _builtins.str = ...,
         format: _builtins.str = ...,
         name: _builtins.str = ...,
+        model: _builtins.str = ...,
+        api_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "name", b"name", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "format", b"format", "model", b"model", "name", b"name", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -421,9 +435,165 @@ class LoadModelResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def model(self) -> Global___Model:
         """The model."""
+
+    @_builtins.property
+    def progress(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoadProgress]:
+        """The progress reported on the way, in order."""
+
+    def __init__(
+        self,
+        *,
+        model: Global___Model | None = ...,
+        progress: _abc.Iterable[Global___LoadProgress] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "progress", b"progress"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadModelResponse: _TypeAlias = LoadModelResponse  # noqa: Y015
+
+@_typing.final
+class LoadProgress(_message.Message):
+    """LoadProgress is one step of a load, as the source reported it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """What is happening, e.g. "pulling manifest", "uploading", "success"."""
+    digest: _builtins.str
+    """The layer or blob being moved, when there is one."""
+    total: _builtins.int
+    """Its size in bytes (0 when unknown)."""
+    completed: _builtins.int
+    """Bytes done so far."""
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+        digest: _builtins.str = ...,
+        total: _builtins.int = ...,
+        completed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "digest", b"digest", "status", b"status", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadProgress: _TypeAlias = LoadProgress  # noqa: Y015
+
+@_typing.final
+class StreamLoadModelRequest(_message.Message):
+    """StreamLoadModelRequest is a LoadModelRequest whose answer streams."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    API_KEY_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """Where the model is (see LoadModelRequest.source)."""
+    format: _builtins.str
+    """"gguf", "ollama" or "openai"."""
+    name: _builtins.str
+    """The name callers will use."""
+    model: _builtins.str
+    """For "openai": the server's model id (default: name)."""
+    api_key: _builtins.str
+    """For "openai": the server's key, if it needs one."""
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        format: _builtins.str = ...,
+        name: _builtins.str = ...,
+        model: _builtins.str = ...,
+        api_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "format", b"format", "model", b"model", "name", b"name", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamLoadModelRequest: _TypeAlias = StreamLoadModelRequest  # noqa: Y015
+
+@_typing.final
+class StreamLoadModelResponse(_message.Message):
+    """StreamLoadModelResponse is one progress step, or the loaded model (the last message)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def progress(self) -> Global___LoadProgress:
+        """A step along the way."""
+
+    @_builtins.property
+    def model(self) -> Global___Model:
+        """The model, routable from now on."""
+
+    def __init__(
+        self,
+        *,
+        progress: Global___LoadProgress | None = ...,
+        model: Global___Model | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "model", b"model", "progress", b"progress"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "model", b"model", "progress", b"progress"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["progress", "model"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___StreamLoadModelResponse: _TypeAlias = StreamLoadModelResponse  # noqa: Y015
+
+@_typing.final
+class UnloadModelRequest(_message.Message):
+    """UnloadModelRequest names a loaded model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The name it was loaded under."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnloadModelRequest: _TypeAlias = UnloadModelRequest  # noqa: Y015
+
+@_typing.final
+class UnloadModelResponse(_message.Message):
+    """UnloadModelResponse is the model that was removed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def model(self) -> Global___Model:
+        """The model as it was."""
 
     def __init__(
         self,
@@ -436,4 +606,4 @@ class LoadModelResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___LoadModelResponse: _TypeAlias = LoadModelResponse  # noqa: Y015
+Global___UnloadModelResponse: _TypeAlias = UnloadModelResponse  # noqa: Y015

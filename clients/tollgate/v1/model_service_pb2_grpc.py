@@ -60,6 +60,16 @@ class ModelServiceStub:
                 request_serializer=tollgate_dot_v1_dot_model__service__pb2.LoadModelRequest.SerializeToString,
                 response_deserializer=tollgate_dot_v1_dot_model__service__pb2.LoadModelResponse.FromString,
                 _registered_method=True)
+        self.StreamLoadModel = channel.unary_stream(
+                '/tollgate.v1.ModelService/StreamLoadModel',
+                request_serializer=tollgate_dot_v1_dot_model__service__pb2.StreamLoadModelRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_model__service__pb2.StreamLoadModelResponse.FromString,
+                _registered_method=True)
+        self.UnloadModel = channel.unary_unary(
+                '/tollgate.v1.ModelService/UnloadModel',
+                request_serializer=tollgate_dot_v1_dot_model__service__pb2.UnloadModelRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_model__service__pb2.UnloadModelResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -97,7 +107,23 @@ class ModelServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def LoadModel(self, request, context):
-        """LoadModel registers a local model (seed 000's /api/models/load) with a local provider.
+        """LoadModel registers a model (seed 000's /api/models/load): a GGUF file or an Ollama library
+        model through the configured Ollama, or a model of an OpenAI-compatible server. It answers
+        once the model is routable; StreamLoadModel is the same with progress along the way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamLoadModel(self, request, context):
+        """StreamLoadModel loads a model like LoadModel, streaming progress, then the model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadModel(self, request, context):
+        """UnloadModel removes a loaded model from routing; requests already under way finish.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +156,16 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.LoadModel,
                     request_deserializer=tollgate_dot_v1_dot_model__service__pb2.LoadModelRequest.FromString,
                     response_serializer=tollgate_dot_v1_dot_model__service__pb2.LoadModelResponse.SerializeToString,
+            ),
+            'StreamLoadModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamLoadModel,
+                    request_deserializer=tollgate_dot_v1_dot_model__service__pb2.StreamLoadModelRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_model__service__pb2.StreamLoadModelResponse.SerializeToString,
+            ),
+            'UnloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadModel,
+                    request_deserializer=tollgate_dot_v1_dot_model__service__pb2.UnloadModelRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_model__service__pb2.UnloadModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +304,60 @@ class ModelService:
             '/tollgate.v1.ModelService/LoadModel',
             tollgate_dot_v1_dot_model__service__pb2.LoadModelRequest.SerializeToString,
             tollgate_dot_v1_dot_model__service__pb2.LoadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamLoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tollgate.v1.ModelService/StreamLoadModel',
+            tollgate_dot_v1_dot_model__service__pb2.StreamLoadModelRequest.SerializeToString,
+            tollgate_dot_v1_dot_model__service__pb2.StreamLoadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.ModelService/UnloadModel',
+            tollgate_dot_v1_dot_model__service__pb2.UnloadModelRequest.SerializeToString,
+            tollgate_dot_v1_dot_model__service__pb2.UnloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

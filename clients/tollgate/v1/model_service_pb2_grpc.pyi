@@ -46,7 +46,14 @@ class ModelServiceStub:
     seed 004's /api/v1/models/providers; the configured provider instances are ListProviders.
     """
     LoadModel: _grpc.UnaryUnaryMultiCallable[_model_service_pb2.LoadModelRequest, _model_service_pb2.LoadModelResponse]
-    """LoadModel registers a local model (seed 000's /api/models/load) with a local provider."""
+    """LoadModel registers a model (seed 000's /api/models/load): a GGUF file or an Ollama library
+    model through the configured Ollama, or a model of an OpenAI-compatible server. It answers
+    once the model is routable; StreamLoadModel is the same with progress along the way.
+    """
+    StreamLoadModel: _grpc.UnaryStreamMultiCallable[_model_service_pb2.StreamLoadModelRequest, _model_service_pb2.StreamLoadModelResponse]
+    """StreamLoadModel loads a model like LoadModel, streaming progress, then the model."""
+    UnloadModel: _grpc.UnaryUnaryMultiCallable[_model_service_pb2.UnloadModelRequest, _model_service_pb2.UnloadModelResponse]
+    """UnloadModel removes a loaded model from routing; requests already under way finish."""
 
 @_typing.type_check_only
 class ModelServiceAsyncStub(ModelServiceStub):
@@ -66,7 +73,14 @@ class ModelServiceAsyncStub(ModelServiceStub):
     seed 004's /api/v1/models/providers; the configured provider instances are ListProviders.
     """
     LoadModel: _aio.UnaryUnaryMultiCallable[_model_service_pb2.LoadModelRequest, _model_service_pb2.LoadModelResponse]  # type: ignore[assignment]
-    """LoadModel registers a local model (seed 000's /api/models/load) with a local provider."""
+    """LoadModel registers a model (seed 000's /api/models/load): a GGUF file or an Ollama library
+    model through the configured Ollama, or a model of an OpenAI-compatible server. It answers
+    once the model is routable; StreamLoadModel is the same with progress along the way.
+    """
+    StreamLoadModel: _aio.UnaryStreamMultiCallable[_model_service_pb2.StreamLoadModelRequest, _model_service_pb2.StreamLoadModelResponse]  # type: ignore[assignment]
+    """StreamLoadModel loads a model like LoadModel, streaming progress, then the model."""
+    UnloadModel: _aio.UnaryUnaryMultiCallable[_model_service_pb2.UnloadModelRequest, _model_service_pb2.UnloadModelResponse]  # type: ignore[assignment]
+    """UnloadModel removes a loaded model from routing; requests already under way finish."""
 
 class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
     """ModelService is the model catalogue: what can be routed, its limits, parameters and prices."""
@@ -113,6 +127,25 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _model_service_pb2.LoadModelRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_model_service_pb2.LoadModelResponse, _abc.Awaitable[_model_service_pb2.LoadModelResponse]]:
-        """LoadModel registers a local model (seed 000's /api/models/load) with a local provider."""
+        """LoadModel registers a model (seed 000's /api/models/load): a GGUF file or an Ollama library
+        model through the configured Ollama, or a model of an OpenAI-compatible server. It answers
+        once the model is routable; StreamLoadModel is the same with progress along the way.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamLoadModel(
+        self,
+        request: _model_service_pb2.StreamLoadModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_model_service_pb2.StreamLoadModelResponse], _abc.AsyncIterator[_model_service_pb2.StreamLoadModelResponse]]:
+        """StreamLoadModel loads a model like LoadModel, streaming progress, then the model."""
+
+    @_abc_1.abstractmethod
+    def UnloadModel(
+        self,
+        request: _model_service_pb2.UnloadModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_service_pb2.UnloadModelResponse, _abc.Awaitable[_model_service_pb2.UnloadModelResponse]]:
+        """UnloadModel removes a loaded model from routing; requests already under way finish."""
 
 def add_ModelServiceServicer_to_server(servicer: ModelServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -40,7 +40,7 @@ PAGES = [
     ("/account", "account", ["/api/auth/sessions"]),
     ("/admin/users", "admin-users", ["/api/admin/users", "/api/admin/plans"]),
     ("/admin/plans", "admin-plans", ["/api/admin/plans"]),
-    ("/admin/settings", "admin-registration", ["/api/admin/registration", "/api/auth/registration"]),
+    ("/admin/settings", "admin-settings", ["/api/auth/registration"]),
     ("/admin/provider-keys", "admin-provider-keys", ["/api/admin/provider-keys"]),
     ("/admin/health", "admin-router-health", []),
     ("/admin/usage", "admin-usage-explorer", []),
@@ -179,7 +179,7 @@ def test_token_created_in_the_console_works_with_the_openai_sdk(gw, browser, fir
     tab.go("/tokens")
     tab.page.get_by_label("Token name").fill("sdk-app")
     with tab.page.expect_request(lambda r: r.url.endswith("/api/tokens") and r.method == "POST") as req_info:
-        tab.page.get_by_role("button", name="Create token").click()
+        tab.page.get_by_role("button", name="Generate token").click()
     csrf = next(c["value"] for c in tab.ctx.cookies() if c["name"] == "tg_csrf")
     assert req_info.value.headers.get("x-csrf-token") == csrf and "authorization" not in req_info.value.headers
     secret = tab.page.locator("#new-token").inner_text()
@@ -200,7 +200,7 @@ def test_token_created_in_the_console_works_with_the_openai_sdk(gw, browser, fir
     assert secret not in tab.page.content()
     # Revoke in the console: the SDK is refused from then on (within the auth cache's second).
     tab.page.get_by_label("Token name").fill("to-revoke")
-    tab.page.get_by_role("button", name="Create token").click()
+    tab.page.get_by_role("button", name="Generate token").click()
     doomed = tab.page.locator("#new-token").inner_text()
     tab.page.get_by_role("button", name="Revoke token to-revoke").click()
     tab.page.wait_for_selector("table tr >> text=to-revoke", state="detached")
@@ -289,8 +289,6 @@ def test_a_user_cannot_reach_the_admin_pages_or_routes(gw, browser, first_admin)
 
 
 def test_suspending_a_user_in_the_console_gets_their_token_a_403(gw, browser, first_admin) -> None:
-    if not has_route(gw.url, "GET", "/api/admin/users", headers={"X-Admin-Key": ADMIN_KEY}):
-        pytest.xfail("waits for issue 16's /api/admin/users (PATCH state=suspended)")
     with admin_http(gw) as http:
         assert http.put("/api/admin/registration", json={"open": True}).status_code == 200
         r = http.post("/api/auth/register", json={"email": VICTIM_EMAIL, "password": PASSWORD})
@@ -317,8 +315,42 @@ def test_suspending_a_user_in_the_console_gets_their_token_a_403(gw, browser, fi
             break
         assert time.monotonic() < deadline, "a suspended user's token still works after 5 s"
         time.sleep(0.2)
+    # Details: the user's tokens (names and prefixes, never secrets) and month's usage.
+    tab.page.get_by_role("button", name=f"Details of {VICTIM_EMAIL}").click()
+    tab.page.wait_for_selector(f"text={VICTIM_EMAIL}: details")
+    assert tab.page.locator("table tr", has_text="victim-app").count() == 1 and token not in tab.page.content()
     assert tab.watch.take() == []
     tab.close()
+
+
+def test_a_user_added_in_the_console_accepts_the_invite_and_signs_in(gw, browser, first_admin) -> None:
+    admin = Tab(browser, gw.url)
+    admin.sign_in(ADMIN_EMAIL)
+    admin.go("/admin/users")
+    admin.page.get_by_role("textbox", name="Email").fill("invited@example.com")
+    plan = admin.page.get_by_label("Plan", exact=True)
+    if plan.evaluate("el => el.tagName") == "INPUT":
+        plan.fill("basic")
+    admin.page.get_by_role("button", name="Add user").click()
+    admin.page.wait_for_selector("text=One-time invite token")
+    invite = admin.page.locator(".reveal code.secret").inner_text()
+    assert invite and admin.page.locator("table tr", has_text="invited@example.com").count() == 1
+    assert admin.watch.take() == []
+    admin.close()
+
+    user = Tab(browser, gw.url)
+    user.open("/")
+    user.page.get_by_role("tab", name="Invite").click()
+    user.page.get_by_role("textbox", name="Invite token").fill(invite)
+    user.page.locator("#panel-invite input[name=password]").fill(PASSWORD)
+    user.page.get_by_role("button", name="Set password and sign in").click()
+    user.page.wait_for_selector("#nav:not([hidden])")
+    assert user.page.inner_text("#who") == "invited@example.com"
+    assert user.watch.take() == []
+    user.close()
+    # Used once: the same token no longer signs anyone in.
+    r = httpx.post(gw.url + "/api/auth/invite/accept", json={"invite_token": invite, "password": PASSWORD})
+    assert r.status_code in (400, 401, 404), r.text
 
 
 def test_csv_export_equals_the_ledger(gw, browser, first_admin) -> None:

@@ -50,7 +50,7 @@ async def test_interrupt_in_flight_marks_own_and_stale(make_store):
 
 async def test_placeholders_are_written_only_for_long_requests_and_replaced(make_store):
     store = await make_store()
-    ledger = Ledger(store.insert_usage, flush_s=3600, open_after_s=0.2)
+    ledger = Ledger(store.insert_usage, flush_s=3600, store=store, open_after_s=0.2)
     assert ledger.tracks_open and ledger.owner == owner_tag(str(store._data_dir))
     ledger.open(row("short", tokens=0))
     ledger.record(row("short"))  # ended before any flush: its placeholder never costs a write
@@ -73,13 +73,13 @@ async def test_placeholders_are_written_only_for_long_requests_and_replaced(make
 
 async def test_a_restarted_ledger_marks_its_earlier_lifes_placeholders_interrupted(make_store):
     store = await make_store()
-    first = Ledger(store.insert_usage, flush_s=0.01, open_after_s=0.0)
+    first = Ledger(store.insert_usage, flush_s=0.01, store=store, open_after_s=0.0)
     first.now = lambda: 1_000.0
     first.open(row("dead", tokens=0, at=990.0))
     await first.flush()  # written, then the process "dies": no final row, no close()
     assert [r.status for r in await store.list_usage(UsageFilter())] == ["in_flight"]
 
-    second = Ledger(store.insert_usage, flush_s=0.01)
+    second = Ledger(store.insert_usage, flush_s=0.01, store=store)
     second.now = lambda: 2_000.0
     second.start()
     try:

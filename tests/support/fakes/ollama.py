@@ -1,7 +1,13 @@
 """A wire-faithful fake of Ollama's native API on 127.0.0.1, its fault picked by the model name.
 
 Serves POST /api/chat (NDJSON stream by default, one object with "stream": false), POST
-/api/embed, GET /api/tags and GET /api/version with the shapes of ollama docs/api.md: stream
+/api/embed, GET /api/tags and GET /api/version with the shapes of ollama docs/api.md, and the
+model-management API a loader uses: POST /api/pull and POST /api/create (NDJSON status lines,
+{"status": ...} with digest/total/completed while pulling, ending {"status": "success"}; a
+failure mid-stream is an {"error": ...} line after the 200; "stream": false answers one
+object), HEAD/POST /api/blobs/sha256:<hex> (200/404; 201, or 400 on a digest mismatch),
+POST /api/show (details, model_info, capabilities; 404 {"error": "model 'x' not found"}) and
+DELETE /api/delete. Pullable names are `library`; pulled and created models join `models`: stream
 lines {model, created_at, message, done:false} ending with {done:true, done_reason,
 prompt_eval_count, eval_count, ...}; errors {"error": "..."}; a failure after the 200 as an
 {"error": ...} line. Ollama checks no key; `required_key` makes it act like an authenticating
@@ -24,6 +30,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
@@ -62,6 +69,10 @@ class FakeOllama:
     token_delay_s: float = 0.0
     models: list[str] = field(default_factory=lambda: ["llama3.2:latest", "llava:latest", "all-minilm:latest"])
     force: str | None = None  # when set, every model call behaves as if its model were this name
+    library: set[str] = field(default_factory=lambda: {"llama3.2", "qwen2.5:0.5b", "tinyllama"})  # what /api/pull finds
+    blobs: dict[str, bytes] = field(default_factory=dict)  # "sha256:<hex>" -> content, from POST /api/blobs
+    created: dict[str, dict[str, str]] = field(default_factory=dict)  # model -> its create request's files
+    pull_delay_s: float = 0.0  # between pull progress lines
     base_url: str = ""
     requests: list[RecordedRequest] = field(default_factory=list)
     attempts: Counter[str] = field(default_factory=Counter)
@@ -99,6 +110,12 @@ class FakeOllama:
         app.router.add_post("/api/embed", self._embed)
         app.router.add_get("/api/tags", self._tags)
         app.router.add_get("/api/version", self._version)
+        app.router.add_post("/api/pull", self._pull)
+        app.router.add_post("/api/create", self._create)
+        app.router.add_route("HEAD", "/api/blobs/{digest}", self._blob_exists)
+        app.router.add_post("/api/blobs/{digest}", self._blob_push)
+        app.router.add_post("/api/show", self._show)
+        app.router.add_delete("/api/delete", self._delete)
         return app
 
     def _middleware(self) -> Any:
@@ -135,6 +152,114 @@ class FakeOllama:
 
     async def _tags(self, request: web.Request) -> web.Response:
         return json_response({"models": [tag(m) for m in self.models]})
+
+    # -- model management (docs/api.md: pull, create, blobs, show, delete) --
+
+    def _has(self, name: str) -> str | None:
+        full = name if ":" in name else name + ":latest"
+        return full if full in self.models else None
+
+    async def _pull(self, request: web.Request) -> web.StreamResponse:
+        body = self.requests[-1].body
+        if not isinstance(body, dict) or not isinstance(body.get("model") or body.get("name"), str):
+            return error_response(400, "model is required")
+        name = body.get("model") or body.get("name")
+        stream = body.get("stream", True) is not False
+        known = name in self.library or name.split(":")[0] in self.library
+        if not stream:
+            if not known:
+                return error_response(500, "pull model manifest: file does not exist")
+            self._add(name)
+            return json_response({"status": "success"})
+        digest = "sha256:" + hashlib.sha256(name.encode()).hexdigest()
+        lines: list[dict[str, Any]] = [{"status": "pulling manifest"}]
+        if known:
+            lines += [{"status": f"pulling {digest[7:19]}", "digest": digest, "total": 2019393189, "completed": c}
+                      for c in (0, 1009696594, 2019393189)]
+            lines += [{"status": "verifying sha256 digest"}, {"status": "writing manifest"}, {"status": "success"}]
+        else:
+            lines.append({"error": "pull model manifest: file does not exist"})
+        resp = await self._ndjson(request, lines, self.pull_delay_s)
+        if known:
+            self._add(name)
+        return resp
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        body = self.requests[-1].body
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str) or not body["model"]:
+            return error_response(400, "model is required")
+        files = body.get("files") or {}
+        if not body.get("from") and not files:
+            return error_response(400, "neither 'from' or 'files' was specified")
+        for digest in files.values():
+            if digest not in self.blobs:
+                return error_response(400, f"blob {digest} not found")
+        gguf = [d for d in files.values() if self.blobs[d][:4] == b"GGUF"]
+        if files and not gguf:
+            return error_response(400, "invalid file magic")
+        lines: list[dict[str, Any]] = [{"status": "parsing GGUF"}]
+        lines += [{"status": f"using existing layer {d}"} for d in files.values()]
+        lines += [{"status": "writing manifest"}, {"status": "success"}]
+        if body.get("stream", True) is False:
+            resp: web.StreamResponse = json_response({"status": "success"})
+        else:
+            resp = await self._ndjson(request, lines, 0.0)
+        self.created[body["model"]] = dict(files)
+        self._add(body["model"])
+        return resp
+
+    async def _blob_exists(self, request: web.Request) -> web.Response:
+        return web.Response(status=200 if request.match_info["digest"] in self.blobs else 404)
+
+    async def _blob_push(self, request: web.Request) -> web.Response:
+        digest = request.match_info["digest"]
+        data = self.requests[-1].raw
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            return error_response(400, "digest mismatch")
+        self.blobs[digest] = data
+        return web.Response(status=201)
+
+    async def _show(self, request: web.Request) -> web.Response:
+        body = self.requests[-1].body
+        name = body.get("model") or body.get("name") if isinstance(body, dict) else None
+        full = self._has(name) if isinstance(name, str) else None
+        if full is None:
+            return error_response(404, f"model '{name}' not found")
+        return json_response({
+            "modelfile": f"# Modelfile generated by \"ollama show\"\nFROM {full}\n",
+            "parameters": "", "template": "{{ .Prompt }}",
+            "details": {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
+                        "parameter_size": "3.2B", "quantization_level": "Q4_K_M"},
+            "model_info": {"general.architecture": "llama", "general.parameter_count": 3212749888,
+                           "llama.context_length": 131072},
+            "capabilities": ["completion", "tools"],
+            "modified_at": CREATED_AT,
+        })
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        body = self.requests[-1].body
+        name = body.get("model") or body.get("name") if isinstance(body, dict) else None
+        full = self._has(name) if isinstance(name, str) else None
+        if full is None:
+            return error_response(404, f"model '{name}' not found")
+        self.models.remove(full)
+        return web.Response(status=200)
+
+    def _add(self, name: str) -> None:
+        full = name if ":" in name else name + ":latest"
+        if full not in self.models:
+            self.models.append(full)
+
+    async def _ndjson(self, request: web.Request, lines: list[dict[str, Any]], delay_s: float) -> web.StreamResponse:
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        for line in lines:
+            if delay_s:
+                await asyncio.sleep(delay_s)
+            await resp.write(orjson.dumps(line) + b"\n")
+        await resp.write_eof()
+        return resp
 
     def _model_checks(self, body: Any) -> tuple[str, Fault] | web.Response:
         if not isinstance(body, dict):

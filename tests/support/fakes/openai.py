@@ -49,10 +49,13 @@ class FakeOpenAI:
     streams_started: int = 0
     tokens_sent: int = 0  # completion tokens written to clients, for ledger checks
     accepted_keys: set[str] | None = None
+    listed_models: list[str] = field(default_factory=lambda: ["gpt-4o-mini"])  # what GET /v1/models lists
     prompt_tokens: int = 7
     # > 0: SO_SNDBUF of each streaming response's socket, so that a test sees backpressure reach
     # this fake before megabytes pile up in kernel buffers (RELIABILITY E7)
     stream_sndbuf: int = 0
+    # When set, plain (non-stream) answers wait for it: a test decides when admitted requests finish.
+    hold: asyncio.Event | None = None
 
     def count(self, model: str) -> int:
         self.counters[model] = self.counters.get(model, 0) + 1
@@ -108,6 +111,8 @@ def make_app(state: FakeOpenAI) -> web.Application:
         cid = f"chatcmpl-fake{next(_ids)}"
         if not body.get("stream"):
             await _slow_first(model)
+            if state.hold is not None:
+                await state.hold.wait()
             state.tokens_sent += len(pieces)
             return web.Response(content_type="application/json", body=orjson.dumps({
                 "id": cid, "object": "chat.completion", "created": 1_700_000_000, "model": model,
@@ -117,8 +122,12 @@ def make_app(state: FakeOpenAI) -> web.Application:
         return await _stream(request, state, body, model, cid, pieces)
 
     async def models(request: web.Request) -> web.Response:
+        state.requests.append(Recorded(request.path, dict(request.headers), {}))
+        if state.accepted_keys is not None:
+            if request.headers.get("Authorization", "").removeprefix("Bearer ") not in state.accepted_keys:
+                return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
         return web.Response(content_type="application/json", body=orjson.dumps({"object": "list", "data": [
-            {"id": "gpt-4o-mini", "object": "model", "created": 1_700_000_000, "owned_by": "openai"}]}))
+            {"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "openai"} for m in state.listed_models]}))
 
     async def embeddings(request: web.Request) -> web.Response:
         body = await request.json()

@@ -22,14 +22,15 @@ export default async function render(view, ctx) {
   const email = input({ type: "email", name: "email", required: true });
   const newPlan = plans.length ? select(plans, { name: "plan" }) : input({ name: "plan", placeholder: "plan name" });
   const newRole = select(["user", "admin"], { name: "role" });
-  const pw = input({ type: "password", name: "password", autocomplete: "new-password", placeholder: "leave empty to get an invite link" });
+  const pw = input({ type: "password", name: "password", autocomplete: "new-password", placeholder: "empty: invite link" });
   const addBtn = h("button", { type: "submit" }, "Add user");
   const addStatus = statusLine();
   const addReveal = h("div");
   const add = h("form", { class: "grid-form", novalidate: true }, field("Email", email), field("Plan", newPlan), field("Role", newRole),
     field("Password (optional)", pw), addBtn);
 
-  view.append(section("Find users", search, status, listSlot), section("Add a user", add, addStatus, addReveal));
+  const detailSlot = h("div");
+  view.append(section("Find users", search, status, listSlot), detailSlot, section("Add a user", add, addStatus, addReveal));
 
   search.addEventListener("submit", (e) => { e.preventDefault(); load(); });
   add.addEventListener("submit", (e) => {
@@ -43,7 +44,8 @@ export default async function render(view, ctx) {
       addStatus.ok(`User ${r.user ? r.user.email : body.email} added.`);
       if (r.invite_token) {
         addReveal.replaceChildren(h("div", { class: "reveal" },
-          h("p", null, h("strong", null, "One-time invite token (shown once): the user sets a password with it.")),
+          h("p", null, h("strong", null, "One-time invite token (shown once). The user opens this console, picks the "),
+            h("strong", null, "Invite"), " tab and sets a password with it."),
           h("div", { class: "secret-row" }, h("code", { class: "secret" }, r.invite_token), copyButton(r.invite_token))));
       }
       await load();
@@ -115,7 +117,54 @@ export default async function render(view, ctx) {
         await load();
       });
     }, { class: "danger", "aria-label": `Delete ${u.email}`, disabled: self || u.state === "deleted" });
-    return h("div", { class: "row" }, suspend, remove);
+    const more = button("Details", () => details(u), { class: "ghost", "aria-label": `Details of ${u.email}` });
+    return h("div", { class: "row" }, more, suspend, remove);
+  }
+
+  // One user's tokens, provider keys, month's usage, sessions and $ budgets.
+  async function details(u) {
+    detailSlot.replaceChildren(h("p", { class: "hint" }, "Loading…"));
+    let d;
+    try {
+      d = await get(`/api/admin/users/${encodeURIComponent(u.id)}`);
+    } catch (e) {
+      detailSlot.replaceChildren(failure(e, `${u.email}'s details`));
+      return;
+    }
+    const day = input({ type: "number", name: "budget_usd_day", min: 0, step: "0.01", value: d.budget_usd_day ?? "" });
+    const month = input({ type: "number", name: "budget_usd_month", min: 0, step: "0.01", value: d.budget_usd_month ?? "" });
+    const saveBudgets = h("button", { type: "submit" }, "Save budgets");
+    const bStatus = statusLine();
+    const budgets = h("form", { class: "grid-form", novalidate: true }, field("Budget USD / day", day, "Empty: the plan's."),
+      field("Budget USD / month", month, "Empty: the plan's."), saveBudgets);
+    budgets.addEventListener("submit", (e) => {
+      e.preventDefault();
+      act(saveBudgets, bStatus, async () => {
+        await patch(`/api/admin/users/${encodeURIComponent(u.id)}`, {
+          budget_usd_day: day.value === "" ? null : Number(day.value), budget_usd_month: month.value === "" ? null : Number(month.value) });
+        bStatus.ok("Budgets saved.");
+      });
+    });
+    const endSessions = button(`Sign out everywhere (${d.sessions ?? 0} sessions)`, (ev) => act(ev.currentTarget, bStatus, async () => {
+      await del(`/api/admin/users/${encodeURIComponent(u.id)}/sessions`);
+      bStatus.ok(`${u.email} is signed out of every browser.`);
+    }), { class: "secondary", disabled: !d.sessions });
+    const usage = d.usage || {};
+    detailSlot.replaceChildren(section(`${d.email}: details`,
+      h("dl", { class: "stats" },
+        h("div", null, h("dt", null, "Requests this month"), h("dd", null, String(usage.requests ?? 0))),
+        h("div", null, h("dt", null, "Tokens this month"), h("dd", null, String((usage.prompt_tokens ?? 0) + (usage.completion_tokens ?? 0)))),
+        h("div", null, h("dt", null, "Spend this month"), h("dd", null, usd(usage.cost_usd ?? 0)))),
+      h("h3", null, "API tokens"),
+      table(d.tokens || [], [["Name", (t) => t.name], ["Prefix", (t) => h("code", null, t.prefix + "…")],
+        ["Created", (t) => when(t.createdAt ?? t.created_at)], ["Last used", (t) => when(t.lastUsedAt ?? t.last_used_at) || "never"]],
+      "No API tokens.", "Tokens"),
+      h("h3", null, "Provider keys"),
+      table(d.provider_keys || [], [["Name", (k) => k.name], ["Provider", (k) => k.provider], ["Key", (k) => h("code", null, k.maskedKey || k.mask)]],
+        "No provider keys of their own.", "Provider keys"),
+      h("h3", null, "Budgets and sessions"), budgets, h("div", { class: "row" }, endSessions,
+        button("Close", () => detailSlot.replaceChildren(), { class: "ghost" })), bStatus));
+    detailSlot.scrollIntoView({ block: "start" });
   }
 
   await load();

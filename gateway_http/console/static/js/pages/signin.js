@@ -20,6 +20,7 @@ export default async function render(view, ctx) {
 
   const forms = [["login", "Sign in", loginForm(ctx)]];
   if (registration !== false) forms.push(["register", "Create account", registerForm(ctx, registration)]);
+  forms.push(["invite", "Invite", inviteForm(ctx)]);
   forms.push(["admin", "Admin key", adminForm(ctx)]);
   if (registration === false) {
     view.append(h("p", { class: "hint" }, "Registration is closed on this gateway: ask an administrator for an account."));
@@ -84,6 +85,31 @@ function registerForm(ctx, registration) {
   return credentialsForm(ctx, "Create account", "/api/auth/register",
     "The first account created on a new gateway becomes its administrator." +
     (registration === null ? "" : " Registration is open."));
+}
+
+function inviteForm(ctx) {
+  const token = input({ type: "password", name: "invite_token", autocomplete: "off", required: true });
+  const password = input({ type: "password", name: "password", autocomplete: "new-password", minlength: 8, required: true });
+  const status = statusLine();
+  const submit = h("button", { type: "submit" }, "Set password and sign in");
+  const form = h("form", { novalidate: true },
+    h("p", { class: "hint" }, "An administrator added you and gave you a one-time invite token."),
+    field("Invite token", token), field("New password", password, "At least 8 characters."), submit, status);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (!token.value || !password.value) { status.fail("Enter the invite token and a password."); return; }
+    submit.disabled = true;
+    status.clear();
+    try {
+      const resp = await post("/api/auth/invite/accept", { invite_token: token.value, password: password.value }, { quiet401: true });
+      ctx.signedIn(userOf(resp));
+    } catch (err) {
+      status.fail(err.status === 401 || err.status === 404 ? "That invite token is not valid, or was used already." : err.message);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return form;
 }
 
 function adminForm(ctx) {

@@ -4,18 +4,18 @@ import { get, post, del } from "../api.js";
 import { h, field, input, button, table, section, statusLine, act, when, copyButton, failure, toast } from "../dom.js";
 
 export default async function render(view) {
-  view.append(h("h1", null, "API tokens"),
+  view.append(h("h1", null, "API Tokens"),
     h("p", { class: "lead" }, "Apps send a token as ", h("code", null, "Authorization: Bearer <token>"),
-      ". Each token shares your plan's limits."));
+      " (or X-API-Key). Each token shares your plan's limits."));
   const name = input({ name: "name", required: true, maxlength: 100, placeholder: "e.g. my-app" });
   const days = input({ type: "number", name: "expires", min: 0, max: 3650, inputmode: "numeric", placeholder: "never" });
   const status = statusLine();
   const reveal = h("div", { class: "reveal-slot" });
-  const submit = h("button", { type: "submit" }, "Create token");
+  const submit = h("button", { type: "submit" }, "Generate token");
   const form = h("form", { class: "inline-form", novalidate: true },
     field("Token name", name), field("Expires in days (optional)", days), submit);
   const listSlot = h("div");
-  view.append(section("Create a token", form, status, reveal), section("Your tokens", listSlot));
+  view.append(section("Generate a token for your applications", form, status, reveal), section("Your tokens", listSlot));
 
   form.addEventListener("submit", (e) => {
     e.preventDefault();
@@ -46,7 +46,7 @@ export default async function render(view) {
         ["Last used", (t) => when(t.lastUsedAt ?? t.last_used_at) || "never"],
         ["Expires", (t) => when(t.expiresAt ?? t.expires_at) || "never"],
         ["", (t) => button("Revoke", (ev) => revoke(ev.currentTarget, t), { class: "danger", "aria-label": `Revoke token ${t.name}` })],
-      ], "You have no API tokens yet. Create one above to call the gateway from an app.", "Your API tokens"));
+      ], "You have no API tokens yet. Generate one above to call the gateway from an app.", "Your API tokens"));
     } catch (e) {
       listSlot.replaceChildren(failure(e, "Your tokens"));
     }

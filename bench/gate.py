@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""The instruction gate: instructions per chat and per stream request, against a committed budget.
+
+Wall-clock numbers on a shared machine move ±20 %; the instructions a request costs the gateway
+process do not depend on the machine's load (±1 % between runs of one tree). This starts the
+tests' fake OpenAI upstream (in this process), then `python -m services` under
+`valgrind --tool=callgrind --instr-atstart=no` (uninstrumented start-up and warm-up are several
+times faster), creates an API key, warms up, switches instrumentation on, and counts N chat
+requests and M 50-token stream requests at c=1, in 3 rounds each (zeroed before, dumped after
+with `callgrind_control`), keeping the least. Every feature on the request path is on (auth, tier quotas with every
+rule, routing, SQLite ledger, metrics), as in bench/tollgate.toml.
+
+  python bench/gate.py              # measure and compare with bench/instruction_budget.json
+  python bench/gate.py --update     # measure and write the budget (commit it, numbers in the message)
+
+`make test` runs the comparison (tests/bench/test_instruction_gate.py): more than 10 % over the
+budget fails. Needs valgrind (`make test` installs it with apt-get when missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import aiohttp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUDGET = os.path.join(ROOT, "bench", "instruction_budget.json")
+TOLERANCE = 0.10
+ADMIN_KEY = "tga_gate_admin_key_0123456789abcdef"
+UP = re.compile(r"HTTP bridge http://([\d.]+):(\d+)")
+CHAT_MODEL, STREAM_MODEL = "bench-model", "tokens-50"
+
+CONFIG = """demo = "off"
+
+[[providers]]
+name = "gate-upstream"
+kind = "openai_compatible"
+base_url = "{base_url}"
+api_key = "sk-upstream-gate"
+models = ["{chat}", "{stream}"]
+
+[[tiers]]
+name = "enterprise"
+rpm = 100000000
+rpd = 1000000000
+tpd = 1000000000000
+"""
+
+
+def valgrind_missing() -> str:
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        return "valgrind is not installed (apt-get install -y valgrind; `make test` does it)"
+    return ""
+
+
+async def _load(session: aiohttp.ClientSession, base: str, key: str, model: str, stream: bool, n: int) -> None:
+    body = {"model": model, "messages": [{"role": "user", "content": "Say hello in five words."}]}
+    if stream:
+        body["stream"] = True
+    headers = {"Authorization": f"Bearer {key}"}
+    for _ in range(n):
+        async with session.post(base + "/v1/chat/completions", json=body, headers=headers) as r:
+            raw = await r.read()
+            if r.status != 200 or (stream and b"[DONE]" not in raw):
+                raise RuntimeError(f"{model}: {r.status} {raw[:300]!r}")
+
+
+def _control(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args], check=True, capture_output=True, timeout=60)
+
+
+def _dump(tmp: str, pid: int, seen: set[str]) -> int:
+    """Dumps the counters and returns the new dump's total instructions."""
+    _control("-d", str(pid))
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        new = [f for f in glob.glob(f"{tmp}/cg.{pid}*") if f not in seen]
+        for f in new:
+            with open(f) as fh:
+                for line in fh:
+                    if line.startswith(("totals:", "summary:")):
+                        seen.add(f)
+                        return int(line.split()[1])
+        time.sleep(0.1)
+    raise RuntimeError("callgrind wrote no dump")
+
+
+async def measure(upstream_base: str, chat_n: int = 60, stream_n: int = 25, rounds: int = 3,
+                  tree: str = ROOT) -> dict[str, float]:
+    """Instructions per request of the gateway process, {"chat": .., "stream": ..}."""
+    tmp = tempfile.mkdtemp(prefix="tollgate-gate-")
+    cfg = os.path.join(tmp, "tollgate.toml")
+    with open(cfg, "w") as f:
+        f.write(CONFIG.format(base_url=upstream_base, chat=CHAT_MODEL, stream=STREAM_MODEL))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOLLGATE_", "AUTH_KEY")) and not k.endswith("_API_KEY")
+           and k not in ("ROUTER_SERVICES", "DATABASE_URL", "REDIS_URL", "HOST", "PORT", "ENABLE_AUTH", "OLLAMA_BASE_URL")}
+    env.update(TOLLGATE_CONFIG=cfg, TOLLGATE_DATA_DIR=os.path.join(tmp, "data"), TOLLGATE_ADMIN_KEY=ADMIN_KEY,
+               TOLLGATE_HTTP_ADDR="127.0.0.1:0", TOLLGATE_GRPC_ADDR="127.0.0.1:0", TOLLGATE_LOG_LEVEL="WARNING",
+               PYTHONUNBUFFERED="1", PYTHONHASHSEED="0")
+    log = open(os.path.join(tmp, "gateway.log"), "wb")
+    argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-instr=no",
+            f"--callgrind-out-file={tmp}/cg.%p", sys.executable, "-m", "services"]
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tree, start_new_session=True)
+    try:
+        end = time.monotonic() + 180
+        while True:
+            text = open(log.name, errors="replace").read()
+            m = UP.search(text)
+            if m:
+                break
+            if proc.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"the gateway did not start under valgrind:\n{text[-3000:]}")
+            await asyncio.sleep(0.2)
+        base = f"http://{m.group(1)}:{m.group(2)}"
+        async with aiohttp.ClientSession() as s:
+            async with s.post(base + "/api/admin/keys", headers={"X-Admin-Key": ADMIN_KEY},
+                              json={"name": "gate", "email": "gate@bench.invalid", "tier": "enterprise"}) as r:
+                if r.status != 201:
+                    raise RuntimeError(f"creating the key: {r.status} {await r.text()}")
+                key = (await r.json())["key"]
+            await _load(s, base, key, CHAT_MODEL, False, 150)  # imports, pools, caches (uninstrumented)
+            await _load(s, base, key, STREAM_MODEL, True, 60)
+            _control("-i", "on", str(proc.pid))
+            await _load(s, base, key, CHAT_MODEL, False, 10)
+            await _load(s, base, key, STREAM_MODEL, True, 5)
+            seen: set[str] = set()
+            out = {}
+            for kind, model, stream, n in (("chat", CHAT_MODEL, False, chat_n), ("stream", STREAM_MODEL, True, stream_n)):
+                counts = []
+                for _ in range(rounds):  # the least of a few rounds: a stray flush or collection is not the request's
+                    _control("-z", str(proc.pid))
+                    await _load(s, base, key, model, stream, n)
+                    counts.append(_dump(tmp, proc.pid, seen) / n)
+                out[kind] = min(counts)
+        return out
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def verdict(measured: dict[str, float], budget: dict) -> list[str]:
+    """The kinds over budget by more than the tolerance, as sentences (empty: the gate passes)."""
+    over = []
+    for kind, value in measured.items():
+        allowed = budget[kind] * (1 + budget.get("tolerance", TOLERANCE))
+        if value > allowed:
+            over.append(f"{kind}: {value:,.0f} instructions per request, budget {budget[kind]:,.0f} "
+                        f"(+{value / budget[kind] - 1:.1%}, more than {budget.get('tolerance', TOLERANCE):.0%})")
+    return over
+
+
+async def _main(args: argparse.Namespace) -> int:
+    sys.path.insert(0, ROOT)
+    from tests.support.fakes.openai import run_fake_openai
+
+    async with run_fake_openai() as fake:
+        measured = await measure(fake.base_url, args.chat, args.stream, args.rounds)
+    for kind, value in measured.items():
+        print(f"{kind}: {value:,.0f} instructions per request")
+    if args.update:
+        with open(BUDGET, "w") as f:
+            json.dump({"chat": round(measured["chat"]), "stream": round(measured["stream"]), "tolerance": TOLERANCE,
+                       "measured_with": f"python bench/gate.py --update (least of {args.rounds} rounds of {args.chat} chat / {args.stream} stream requests, c=1)"},
+                      f, indent=2)
+            f.write("\n")
+        print(f"budget written to {BUDGET}: commit it with these numbers in the message")
+        return 0
+    with open(BUDGET) as f:
+        over = verdict(measured, json.load(f))
+    for line in over:
+        print("OVER BUDGET: " + line)
+    return 1 if over else 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--update", action="store_true", help="write the measurement as the new budget")
+    ap.add_argument("--chat", type=int, default=60, help="chat requests per round")
+    ap.add_argument("--stream", type=int, default=25, help="stream requests per round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per kind; the least count is kept")
+    args = ap.parse_args()
+    if valgrind_missing():
+        sys.exit(valgrind_missing())
+    sys.exit(asyncio.run(_main(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Redis commands and PostgreSQL transactions per request, in the production shape: counted, not timed.
+
+Starts a private redis-server on a free 127.0.0.1 port (so no other client's commands are
+counted), a fresh PostgreSQL database on the server of DATABASE_URL (default: what
+scripts/services-up starts; dropped afterwards), the fake upstream of ../shared/bench and
+Tollgate with bench/tollgate.toml pointed at both. After a warm-up it resets Redis's command
+statistics (CONFIG RESETSTAT) and notes the database's committed transactions
+(pg_stat_database.xact_commit), sends N requests at concurrency C, waits for the ledger's flush
+and reads both again. Redis commands are counted with MONITOR (only what clients send, not what a
+script calls inside Redis); without pipelining every command is one round trip.
+
+  python bench/round_trips.py                        # chat and stream, c=1 and c=32
+  python bench/round_trips.py --variant base=/tmp/tg-base
+
+Needs redis-server and a reachable PostgreSQL (`eval "$(bash scripts/services-up)"`).
+Only 127.0.0.1 is targeted; only the processes started here are stopped, by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run.py beside this script
+from cpu_per_request import FAKE_UPSTREAM, load  # noqa: E402
+from run import HERE, Child, FreshDatabase, create_key, services_up, start_services  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateRedis:
+    def __init__(self, tmp: str) -> None:
+        if not shutil.which("redis-server"):
+            sys.exit("redis-server is not installed (bash scripts/services-up installs it)")
+        self.port = free_port()
+        self.child = Child("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                                     "--appendonly", "no"], dict(os.environ), tmp)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        import redis
+
+        self.client = redis.Redis(port=self.port)
+        for _ in range(100):
+            try:
+                self.client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+
+    def count(self) -> None:
+        """From now on count the commands clients send (MONITOR; a script's own calls, shown as
+        `[0 lua]`, are not round trips)."""
+        self.counts: dict[str, int] = {}
+        self.mon = socket.create_connection(("127.0.0.1", self.port))
+        self.mon.sendall(b"MONITOR\r\n")
+        self.buf = b""
+        while not self.buf.startswith(b"+OK\r\n"):
+            self.buf += self.mon.recv(65536)
+        self.buf = self.buf[5:]
+        self.mon.setblocking(False)
+        self.reads0 = int(self.client.info("stats")["total_reads_processed"])
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                data = self.mon.recv(1 << 20)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            self.buf += data
+            *lines, self.buf = self.buf.split(b"\r\n")
+            for line in lines:
+                if b" lua] " in line or b"] " not in line:
+                    continue
+                cmd = line.split(b"] ", 1)[1].split(b" ", 1)[0].strip(b'"').decode().lower()
+                self.counts[cmd] = self.counts.get(cmd, 0) + 1
+
+    def commands(self) -> dict[str, int]:
+        """The counts since count(), and under "(reads)" how many requests Redis read off its
+        sockets (a pipeline's commands arrive in one read: the round trips); stops counting."""
+        self.counts["(reads)"] = int(self.client.info("stats")["total_reads_processed"]) - self.reads0 - 1
+        time.sleep(0.5)
+        for _ in range(50):
+            self._drain()
+            time.sleep(0.02)
+        self.mon.close()
+        return self.counts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--concurrency", type=int, action="append", help="default: 1 and 32")
+    ap.add_argument("--kind", action="append", choices=["chat", "stream"], help="default: both")
+    ap.add_argument("--upstream-port", type=int, default=9001)
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=DIR")
+    args = ap.parse_args()
+    kinds, concurrencies = args.kind or ["chat", "stream"], args.concurrency or [1, 32]
+    tmp = tempfile.mkdtemp(prefix="tollgate-rt-")
+    admin_key = "tga_bench_" + secrets.token_urlsafe(24)
+    config = os.path.join(HERE, "tollgate.toml")
+    children: list[Child] = []
+    dbs: list[FreshDatabase] = []
+    rows = []
+    try:
+        children.append(Child("upstream", [sys.executable, FAKE_UPSTREAM, "--port", str(args.upstream_port)],
+                              dict(os.environ), tmp))
+        pg = os.environ.get("DATABASE_URL") or services_up()["DATABASE_URL"]
+        for name, tree in [("tollgate", "")] + [tuple(v.split("=", 1)) for v in args.variant]:
+            redis = PrivateRedis(tmp)
+            children.append(redis.child)
+            db = FreshDatabase(pg)
+            dbs.append(db)
+            svc, base, _ = start_services(name, config, tmp, admin_key, tree=os.path.abspath(tree) if tree else "",
+                                          REDIS_URL=redis.url, DATABASE_URL=db.url)
+            children.append(svc)
+            key = create_key(base, admin_key, f"rt-{name}")
+            for kind in kinds:
+                for c in concurrencies:
+                    asyncio.run(load(base, key, kind, 100, c))  # warm-up: pools, caches, scripts loaded
+                    time.sleep(1.5)  # its ledger rows flushed
+                    redis.count()
+                    commits0, rows0 = db.commits(), db.rows()
+                    errors = asyncio.run(load(base, key, kind, args.requests, c))
+                    time.sleep(2.5)  # the ledger's flush (0.5 s) and PostgreSQL's statistics (≤ 1 s)
+                    cmds = redis.commands()
+                    commits, nrows = db.commits() - commits0, db.rows() - rows0
+                    trips = cmds.pop("(reads)") / args.requests
+                    per = {k: v / args.requests for k, v in sorted(cmds.items()) if k != "info"}
+                    rows.append((name, kind, c, trips, per, commits / args.requests, nrows, errors))
+            svc.stop()
+        print("| target | scenario | Redis round trips / request | commands / request | PostgreSQL commits / request | ledger rows | errors |")
+        print("|---|---|---:|---|---:|---:|---:|")
+        for name, kind, c, total, per, commits, nrows, errors in rows:
+            which = ", ".join(f"{k} {v:.2f}" for k, v in per.items())
+            print(f"| {name} | {kind} c={c} | {total:.2f} | {which} | {commits:.3f} | {nrows} of {args.requests} | {errors} |")
+    finally:
+        for ch in reversed(children):
+            ch.stop()
+        for db in dbs:
+            db.close()
+
+
+if __name__ == "__main__":
+    main()
