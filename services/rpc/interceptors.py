@@ -188,6 +188,9 @@ class Guard:
                     ctx = await self._enter(context, request_id, admin_only, public, open_kind, request)
                     if peek and ctx.principal.kind not in ("admin", "anonymous"):
                         await self._send_limits(ctx)
+                    elif peek and ctx.open_decision is not None:  # open mode: the per-IP count (seed 004)
+                        await context.send_initial_metadata(rate_limit_metadata(ctx.open_decision)
+                                                            + (("x-request-id", request_id),))
                     return await fn(servicer, request, ctx)
                 except E.TollgateError as e:
                     await _abort(context, e, request_id, getattr(self.app, "scrubber", None))
