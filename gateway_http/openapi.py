@@ -366,7 +366,8 @@ def document(version: str) -> dict[str, Any]:
                        responses({200: ref("Response")}, "OpenAIError", CHAT_ERRORS, sse=ref("ResponsesEvent")),
                        ref("ResponsesRequest"), key_header, examples=RESPONSES_EXAMPLES),
             "get": op("responsesWebSocket", "Codex's WebSocket transport: refused at once (426), use POST", USER,
-                      {"426": {"description": "No WebSocket transport here", "content": {
+                      {"426": {"description": "No WebSocket transport here", "headers": {"X-Request-Id": {
+                          "required": True, "schema": {"type": "string", "pattern": "^req_[0-9a-f]+$"}}}, "content": {
                           "application/json": {"schema": ref("OpenAIError")}}}})},
         "/v1/responses/{id}": {
             "get": op("getResponse", "One of the caller's stored responses", USER,

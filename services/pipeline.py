@@ -350,7 +350,8 @@ class Pipeline:
         route = out.route
         target = route.target
         billable = status != "rate_limited" and target is not None
-        cost = self.catalog.cost(target.model if target else model, usage.prompt_tokens, usage.completion_tokens) if billable else 0.0
+        cost = self.catalog.cost(target.model if target else model, usage.prompt_tokens, usage.completion_tokens,
+                                 usage.cached_tokens, usage.cache_write_tokens) if billable else 0.0
         if not billable:
             usage = Usage(0, 0, estimated=usage.estimated)
         row = UsageRecord(  # positional, in _ROW_FIELDS order

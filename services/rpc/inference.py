@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, AsyncIterator
 
 from services.fidelity import Fidelity
+from services.metering.tokens import estimate_prompt
 from services.pipeline import StreamFinished, StreamStarted
 from services.limits.open_gate import OPEN_SURFACES
 from services.rpc import convert
@@ -78,6 +79,7 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
                         msg.start.id = ctx.request_id
                         convert.fill_route(msg.start.route, piece.route)
                         msg.start.created = int(piece.created)
+                        msg.start.raw = True
                         yield msg
                 return
             async for ev in app.pipeline.stream(ctx.principal, req, ctx.request_id, ctx.context.time_remaining()):
@@ -119,5 +121,16 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
                 embeddings=[ipb.Embedding(index=i, values=v) for i, v in enumerate(result.vectors)])
 
         Forward = make_forward(app, guard)
+
+        @guard.unary()
+        async def CountTokens(self, request: ipb.CountTokensRequest, ctx: Ctx) -> ipb.CountTokensResponse:
+            req = convert.chat_request(request.input, max_messages)
+            n, target = await fidelity.count_tokens(req, ctx.context.time_remaining())
+            if target is None:
+                return ipb.CountTokensResponse(input_tokens=estimate_prompt(req), estimated=True)
+            msg = ipb.CountTokensResponse(input_tokens=n)
+            r = msg.route
+            r.provider, r.kind, r.model, r.key_id = target.provider, target.kind, target.model, target.key_id
+            return msg
 
     return InferenceServicer()

@@ -283,3 +283,13 @@ async def test_environment_comes_from_node_env(tmp_path):
                               data_dir=str(tmp_path))
     async with run_gateway(cfg) as g:
         assert (await g.http.get("/health")).json()["environment"] == "test"
+
+
+# --- Multi-modal: image input in messages reaches a provider that takes it, as sent
+async def test_image_input_passes_through(gw, fake_openai):
+    content = [{"type": "text", "text": "What is in this picture?"},
+               {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}}]
+    r = await gw.http.post("/api/v1/inference", json={"model": "openai/gpt-4o", "messages": [{"role": "user", "content": content}]})
+    assert r.status_code == 200, r.text
+    sent = fake_openai.requests[-1].body["messages"][0]["content"]
+    assert sent == content
