@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from services.accounts.signin import SignIn
 from services.accounts.budgets import Budgets
+from services.accounts.statements import Statements
 from services.accounts.users import Accounts
 from services.auth.authenticator import Authenticator
 from services.auth.sealing import Sealer, key_id as seal_key_id
@@ -106,6 +107,7 @@ class App:
         self.open_gate = OpenGate(config, self.limiter)  # seed 004's open mode (off by default)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
+        self.statements = Statements(self.store, self.ledger, lambda: self.quotas.tiers, clock)
         self.accounts = Accounts(self.store, self.signin, self.auth, clock, self.pepper, lambda: self.quotas.tiers)
         self.admin_key = AdminKeyInfo("env")
         # Issue 15 point 5: failed authentications per client address (the open gate's idea of it),
