@@ -122,7 +122,7 @@ class Socket:
         except BridgeError as e:
             await self.error(rid, bridge_error_object(e))
             return False
-        md = _key_metadata(key)
+        md = _key_metadata(key) + calls.forwarded(self.request)
         info = await self.check(md)
         if info is not None:
             await self.error(rid, error_object(api_key_required(info)))

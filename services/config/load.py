@@ -396,6 +396,8 @@ def _validate(cfg: Config, origin: dict[str, tuple[str, str]]) -> Config:
         raise bad("strategy", f"unknown strategy {cfg.strategy!r} (one of {', '.join(STRATEGY_NAMES)})")
     if cfg.limiter_fail_mode not in ("open", "closed"):
         raise bad("limiter_fail_mode", "must be 'open' or 'closed'")
+    if cfg.auth_failures_per_minute < 0:
+        raise bad("auth_failures_per_minute", "must be >= 0 (0 = no limit)")
     if cfg.demo not in ("auto", "on", "off"):
         raise bad("demo", "must be auto, on or off")
     if cfg.database_url and not cfg.database_url.startswith(("sqlite", "postgres")):

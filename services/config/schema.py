@@ -80,6 +80,7 @@ class Config:
     default_tier: str = "basic"
     strategy: str = "balanced"
     limiter_fail_mode: str = "open"  # open: per-gateway limits when Redis is down; closed: 503
+    auth_failures_per_minute: int = 100  # per client address, then 429 (SPEC, F6); 0 = no limit
     quota_timezone: str = "UTC"
     max_body_bytes: int = 16 * 1024 * 1024
     max_messages: int = 2048

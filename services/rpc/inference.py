@@ -35,6 +35,13 @@ def route_metadata(request_id: str, outcome) -> tuple[tuple[str, str], ...]:
     return md
 
 
+def _route_md(ctx: Ctx, outcome) -> tuple[tuple[str, str], ...]:
+    md = route_metadata(ctx.request_id, outcome)
+    if ctx.open_decision is not None and outcome.decision is None:
+        md = rate_limit_metadata(ctx.open_decision) + md  # open mode: the caller's per-IP count (seed 004)
+    return md
+
+
 def ignored_metadata(req) -> tuple[tuple[str, str], ...]:
     """What the route could not honour and left out (services/fidelity.py): said, never silent."""
     return (("x-tollgate-ignored", ", ".join(req.ignored)),)
@@ -59,10 +66,10 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
             req = clamp(convert.chat_request(request.input, max_messages))
             if req.raw_body and (target := fidelity.plan(req)) is not None:
                 raw, out = await fidelity.chat(ctx.principal, req, target, ctx.request_id, ctx.context.time_remaining())
-                await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, out))
+                await ctx.context.send_initial_metadata(_route_md(ctx, out))
                 return ipb.ChatResponse(id=ctx.request_id, raw=raw)
             result, out = await app.pipeline.chat(ctx.principal, req, ctx.request_id, ctx.context.time_remaining())
-            md = route_metadata(ctx.request_id, out)
+            md = _route_md(ctx, out)
             await ctx.context.send_initial_metadata(md + ignored_metadata(req) if req.ignored else md)
             return convert.chat_response(result, ctx.request_id, out.route, out.usage, out.cost_usd, out.created, out.decision)
 
@@ -74,7 +81,7 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
                     if type(piece) is bytes:
                         yield ipb.StreamChatResponse(raw=piece)
                     else:
-                        await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, piece))
+                        await ctx.context.send_initial_metadata(_route_md(ctx, piece))
                         msg = ipb.StreamChatResponse()
                         msg.start.id = ctx.request_id
                         convert.fill_route(msg.start.route, piece.route)
@@ -89,7 +96,7 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
                         yield msg
                 elif isinstance(ev, StreamStarted):
                     out = ev.outcome
-                    md = route_metadata(ctx.request_id, out)
+                    md = _route_md(ctx, out)
                     await ctx.context.send_initial_metadata(md + ignored_metadata(req) if req.ignored else md)
                     msg = ipb.StreamChatResponse()  # filled in place: no copy per nesting level
                     st = msg.start
@@ -115,7 +122,7 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
         async def Embed(self, request: ipb.EmbedRequest, ctx: Ctx) -> ipb.EmbedResponse:
             req = convert.embed_request(request)
             result, out = await app.pipeline.embed(ctx.principal, req, ctx.request_id, ctx.context.time_remaining())
-            await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, out))
+            await ctx.context.send_initial_metadata(_route_md(ctx, out))
             return ipb.EmbedResponse(
                 id=ctx.request_id, usage=convert.usage(out.usage, out.cost_usd), route=convert.route(out.route),
                 embeddings=[ipb.Embedding(index=i, values=v) for i, v in enumerate(result.vectors)])

@@ -138,6 +138,11 @@ class Guard:
             raise E.Unavailable("the gateway is shutting down; retry on another replica", reason="SHUTTING_DOWN",
                                 retry_after_s=1.0)
         md = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        # Issue 15 point 5: an address over its failed authentications is refused before any key check.
+        # The address is worked out only when some address is blocked, or a credential was refused.
+        throttle = getattr(self.app, "auth_throttle", None)
+        if throttle is not None and throttle.blocking:
+            throttle.check(*throttle.address(context.peer(), md))
         gate = getattr(self.app, "open_gate", None)
         if open_kind and gate is not None and gate.enabled:
             key, admin = self.app.auth.credentials(md)
@@ -156,10 +161,18 @@ class Guard:
             if key or admin:
                 try:
                     principal = await self.app.auth.resolve(md)
-                except E.TollgateError:
-                    pass  # public routes still answer with a bad key (e.g. /v1/models on seed 002 is authed; Register is not)
+                except E.TollgateError as e:
+                    # public routes still answer with a bad key (e.g. /v1/models on seed 002 is authed; Register is not)
+                    if throttle is not None and isinstance(e, E.Unauthenticated):
+                        await throttle.failed(*throttle.address(context.peer(), md))
         else:
-            principal = await self.app.auth.resolve(md, admin_only=admin_only)
+            try:
+                principal = await self.app.auth.resolve(md, admin_only=admin_only)
+            except E.Unauthenticated:
+                # Only a credential that was presented and refused counts, not a missing one.
+                if throttle is not None and any(self.app.auth.credentials(md)):
+                    await throttle.failed(*throttle.address(context.peer(), md))  # the 429 once over the limit
+                raise
         return Ctx(principal, request_id, context)
 
     def unary(self, admin_only: bool = False, public: bool = False, peek_limits: bool = True, open_kind: Any = ""):
@@ -175,6 +188,9 @@ class Guard:
                     ctx = await self._enter(context, request_id, admin_only, public, open_kind, request)
                     if peek and ctx.principal.kind not in ("admin", "anonymous"):
                         await self._send_limits(ctx)
+                    elif peek and ctx.open_decision is not None:  # open mode: the per-IP count (seed 004)
+                        await context.send_initial_metadata(rate_limit_metadata(ctx.open_decision)
+                                                            + (("x-request-id", request_id),))
                     return await fn(servicer, request, ctx)
                 except E.TollgateError as e:
                     await _abort(context, e, request_id, getattr(self.app, "scrubber", None))

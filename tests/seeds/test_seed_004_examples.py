@@ -293,3 +293,14 @@ async def test_image_input_passes_through(gw, fake_openai):
     assert r.status_code == 200, r.text
     sent = fake_openai.requests[-1].body["messages"][0]["content"]
     assert sent == content
+
+
+async def test_rate_limit_headers_in_open_mode(gw):
+    """Seed 004: X-RateLimit-Limit / -Remaining / -Reset on responses (the per-IP count)."""
+    r = await gw.http.get("/api/v1/models")
+    assert (r.headers["X-RateLimit-Limit"], r.headers["X-RateLimit-Remaining"]) == ("100", "99")
+    assert int(r.headers["X-RateLimit-Reset"]) > 0
+    r = await gw.http.post("/api/v1/inference", json={"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 200 and r.headers["X-RateLimit-Limit"] == "50" and r.headers["X-RateLimit-Remaining"] == "49"
+    r = await gw.http.post("/api/v1/inference/stream", json={"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 200 and r.headers["X-RateLimit-Remaining"] == "48"
