@@ -19,10 +19,12 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable
 
+from services.accounts.budgets import Budgets
 from services.auth.principal import Principal
 from services.catalog.pricing import Catalog
 from services.clock import Clock
 from services.core import errors as E
+from services.core import spans
 from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Usage
 from services.limits.base import Decision
 from services.limits.quotas import Admission, Quotas, limit_metadata
@@ -32,7 +34,6 @@ from services.routing.passthrough import Exchange, NativeRequest, Passthrough
 from services.routing.route_log import RouteLog
 from services.routing.router import Router
 from services.store.records import UsageRecord
-from services.core import spans
 
 log = logging.getLogger("tollgate.pipeline")
 
@@ -61,7 +62,14 @@ class Outcome:
     cost_usd: float = 0.0
     finish_reason: str = ""
     created: float = 0.0
-    span: Any = None  # the request's span, only when tracing is on (services/spans.py)
+    # The pipeline's bookkeeping for the request (on this one object, not a second per request).
+    status: str = "error"  # the ledger row's status, until the request says otherwise
+    error: str = ""
+    admission: Admission | None = None
+    started: float = 0.0  # clock.monotonic() at the start, for the row's latency
+    deadline: float = 0.0  # on clock.monotonic()
+    task: asyncio.Task | None = None
+    span: Any = None  # the request's span, only when tracing is on (services/core/spans.py)
 
 
 @dataclass(slots=True)
@@ -84,15 +92,16 @@ class ForwardStarted:
 
 class Pipeline:
     def __init__(self, quotas: Quotas, router: Router, ledger: Ledger, catalog: Catalog, clock: Clock,
-                 request_timeout_s: float) -> None:
+                 request_timeout_s: float, budgets: Budgets | None = None) -> None:
         self.quotas = quotas
         self.router = router
         self.ledger = ledger
         self.catalog = catalog
         self.clock = clock
         self.request_timeout_s = request_timeout_s
+        self.budgets = budgets  # issue 16: spending limits in dollars, for callers who have some
         self.shutting_down = False
-        self.tracing = None  # tollgate.tracing.Tracing when traces are on (App sets it); None: no span is made
+        self.tracing: Any = None  # tollgate.tracing.Tracing when traces are on (App sets it); None: no span is made
         if ledger.has_history:
             quotas.use_history(ledger, clock.now)  # RELIABILITY C5: lost counters come back from the ledger
         self._active: set[asyncio.Task] = set()
@@ -173,68 +182,75 @@ class Pipeline:
         self.ledger.open(UsageRecord(out.request_id, p.key_id, p.user_id, surface, "", "", model, "", 0, 0, False,
                                      0.0, 0.0, 0, out.created, ""))
 
-    async def chat(self, p: Principal, req: ChatRequest, request_id: str, time_remaining: float | None) -> tuple[ChatResult, Outcome]:
-        out = Outcome(request_id, RouteLog(), created=self.clock.now())
+    # Every entry point is the same skeleton: _begin() (outcome, deadline, write-ahead row),
+    # admit, its own call, _failed() / _cancelled() on the way out, and _finish() in `finally`
+    # (one ledger row, the quota settled or refunded). Only the call and its usage differ.
+
+    def _begin(self, p: Principal, request_id: str, model: str, surface: str, time_remaining: float | None,
+               route: RouteLog, op: str = "chat", messages: Any = None) -> Outcome:
+        out = Outcome(request_id, route, created=self.clock.now())
         if self.tracing is not None:
-            out.span = spans.request_span(self.tracing, "chat", req.model, req.surface, request_id, req.messages)
-        task = self._enter()
-        t0 = self.clock.monotonic()
-        deadline = self.deadline(time_remaining, t0)
+            out.span = spans.request_span(self.tracing, op, model, surface, request_id, messages)
+        out.task = self._enter()
+        out.started = t0 = self.clock.monotonic()
+        out.deadline = self.deadline(time_remaining, t0)
+        self._open(p, model, surface, out)
+        return out
+
+    def _failed(self, out: Outcome, e: E.TollgateError) -> None:
+        out.status, out.error = _status_of(e), e.reason
+        _with_limits(e, out.decision)
+
+    def _cancelled(self, out: Outcome, surface: str) -> None:
+        out.status = self._cancel_status(surface, out.deadline)
+
+    async def chat(self, p: Principal, req: ChatRequest, request_id: str, time_remaining: float | None) -> tuple[ChatResult, Outcome]:
+        out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog(), "chat", req.messages)
         prompt_est = estimate_prompt(req)
-        adm: Admission | None = None
-        status, usage, error = "error", None, ""
-        self._open(p, req.model, req.surface, out)
+        usage = None
         try:
-            adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
+            adm = out.admission = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
             out.decision = adm.decision
-            result = await self.router.chat(req, deadline, out.route, user_id=p.user_id)
+            if self.budgets is not None and self.budgets.lines(p):
+                adm.budget = await self.budgets.admit(p, req.model, prompt_est, req.sampling.max_tokens or 256)
+            result = await self.router.chat(req, out.deadline, out.route, user_id=p.user_id)
             usage = result.usage
             if usage.estimated or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
                 usage = Usage(prompt_est, estimate_text(result.text) + sum(estimate_text(t.arguments) for t in result.tool_calls), estimated=True)
             out.route.upstream_model = result.model
-            status = "ok"
+            out.status = "ok"
             out.finish_reason = result.finish_reason
             if out.span is not None and self.tracing.capture_content:
                 spans.output(out.span, result.text)
             return result, out
         except E.TollgateError as e:
-            status, error = _status_of(e), e.reason
-            _with_limits(e, out.decision)
+            self._failed(out, e)
             raise
         except asyncio.CancelledError:
-            status = self._cancel_status(req.surface, deadline)
+            self._cancelled(out, req.surface)
             raise
         finally:
-            if usage is None:  # no answer: built here, not up front on every request
-                usage = Usage(estimated=True)
-            out.usage = usage
-            self._leave(task)
-            # An answer's row and settlement wait until it has been handed back (see _finish).
-            out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0,
-                                              after_answer=status == "ok")
+            # No answer: its usage built here, not up front on every request. An answer's row and
+            # settlement wait until it has been handed back (see _finish).
+            await self._finish(p, req.model, req.surface, out, usage or Usage(estimated=True),
+                               after_answer=out.status == "ok")
 
     async def stream(self, p: Principal, req: ChatRequest, request_id: str,
                      time_remaining: float | None) -> AsyncIterator[StreamStarted | list[Chunk] | StreamFinished]:
-        out = Outcome(request_id, RouteLog(), created=self.clock.now())
-        if self.tracing is not None:
-            out.span = spans.request_span(self.tracing, "stream", req.model, req.surface, request_id, req.messages)
-        task = self._enter()
-        t0 = self.clock.monotonic()
-        deadline = self.deadline(time_remaining, t0)
+        out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog(), "stream", req.messages)
         prompt_est = estimate_prompt(req)
-        adm: Admission | None = None
-        status, error = "error", ""
         reported: Usage | None = None
         # What was streamed, kept by reference; estimated only if the provider sends no usage.
         texts: list[str] = []
         args: list[str] = []
         finish = ""
-        self._open(p, req.model, req.surface, out)
         try:
-            adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
+            adm = out.admission = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
             out.decision = adm.decision
+            if self.budgets is not None and self.budgets.lines(p):
+                adm.budget = await self.budgets.admit(p, req.model, prompt_est, req.sampling.max_tokens or 256)
             started = False
-            async for batch in self.router.stream(req, deadline, out.route, user_id=p.user_id):
+            async for batch in self.router.stream(req, out.deadline, out.route, user_id=p.user_id):
                 if not started:
                     started = True
                     yield StreamStarted(out)
@@ -249,54 +265,42 @@ class Pipeline:
                     if c.finish_reason:
                         finish = c.finish_reason
                 yield batch
-            status = "ok"
+            out.status = "ok"
             out.finish_reason = finish or "stop"
             out.usage = self._usage(reported, prompt_est, texts, args)
             yield StreamFinished(out)
         except E.TollgateError as e:
-            status, error = _status_of(e), e.reason
-            _with_limits(e, out.decision)
+            self._failed(out, e)
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            status = self._cancel_status(req.surface, deadline)
+            self._cancelled(out, req.surface)
             raise
         finally:
-            usage = out.usage or self._usage(reported, prompt_est, texts, args)
-            out.usage = usage
             if out.span is not None and self.tracing.capture_content:
                 spans.output(out.span, "".join(texts))
-            self._leave(task)
-            out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0)
+            await self._finish(p, req.model, req.surface, out, out.usage or self._usage(reported, prompt_est, texts, args))
 
     async def embed(self, p: Principal, req: EmbedRequest, request_id: str, time_remaining: float | None) -> tuple[EmbedResult, Outcome]:
-        out = Outcome(request_id, RouteLog(), created=self.clock.now())
-        if self.tracing is not None:
-            out.span = spans.request_span(self.tracing, "embed", req.model, req.surface, request_id)
-        task = self._enter()
-        t0 = self.clock.monotonic()
+        out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog(), "embed")
         est = sum(estimate_text(t) for t in req.inputs)
-        deadline = self.deadline(time_remaining)
-        adm: Admission | None = None
-        status, usage, error = "error", Usage(est, 0, estimated=True), ""
-        self._open(p, req.model, req.surface, out)
+        usage = Usage(est, 0, estimated=True)
         try:
-            adm = await self._admit(p, est, out)
+            adm = out.admission = await self._admit(p, est, out)
             out.decision = adm.decision
-            result = await self.router.embed(req, deadline, out.route, user_id=p.user_id)
+            if self.budgets is not None and self.budgets.lines(p):
+                adm.budget = await self.budgets.admit(p, req.model, est, 0)
+            result = await self.router.embed(req, out.deadline, out.route, user_id=p.user_id)
             usage = result.usage if not result.usage.estimated and result.usage.prompt_tokens else usage
-            status = "ok"
+            out.status = "ok"
             return result, out
         except E.TollgateError as e:
-            status, error = _status_of(e), e.reason
-            _with_limits(e, out.decision)
+            self._failed(out, e)
             raise
         except asyncio.CancelledError:
-            status = self._cancel_status(req.surface, deadline)
+            self._cancelled(out, req.surface)
             raise
         finally:
-            out.usage = usage
-            self._leave(task)
-            out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0)
+            await self._finish(p, req.model, req.surface, out, usage)
 
     async def forward(self, p: Principal, req: NativeRequest, relay: Passthrough, request_id: str,
                       time_remaining: float | None) -> AsyncIterator[ForwardStarted | bytes]:
@@ -305,42 +309,34 @@ class Pipeline:
         Yields ForwardStarted once the upstream's head is in, then the body as it arrives. One
         ledger row in `finally`, with the provider's own usage when the body reported it.
         """
-        out = Outcome(request_id, RouteLog(strategy="passthrough"), created=self.clock.now())
-        if self.tracing is not None:
-            out.span = spans.request_span(self.tracing, "forward", req.model, req.surface, request_id)
-        task = self._enter()
-        t0 = self.clock.monotonic()
-        deadline = self.deadline(time_remaining)
-        adm: Admission | None = None
+        out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog(strategy="passthrough"),
+                          "forward")
         ex: Exchange | None = None
-        status, error = "error", ""
-        self._open(p, req.model, req.surface, out)
         try:
-            adm = await self._admit(p, req.prompt_estimate + req.max_tokens, out)
+            adm = out.admission = await self._admit(p, req.prompt_estimate + req.max_tokens, out)
             out.decision = adm.decision
-            ex = await relay.open(req, deadline, out.route)
+            if self.budgets is not None and self.budgets.lines(p):
+                adm.budget = await self.budgets.admit(p, req.model, req.prompt_estimate, req.max_tokens)
+            ex = await relay.open(req, out.deadline, out.route)
             yield ForwardStarted(out, ex)
             async with aclosing(ex.body()) as body:
                 async for piece in body:
                     yield piece
-            status, error = ("ok", "") if ex.ok else ("upstream_error", str(ex.status))
+            out.status, out.error = ("ok", "") if ex.ok else ("upstream_error", str(ex.status))
         except E.TollgateError as e:
-            status, error = _status_of(e), e.reason
-            _with_limits(e, out.decision)
+            self._failed(out, e)
             if ex is not None and e.reason == "UPSTREAM_STREAM_BROKEN":
                 relay.broke(ex)
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            status = self._cancel_status(req.surface, deadline)
+            self._cancelled(out, req.surface)
             raise
         finally:
             usage = Usage(0, 0, estimated=True)
             if ex is not None:
                 ex.close()
                 usage = ex.meter.usage(req.prompt_estimate, ex.complete, ex.ok)
-            out.usage = usage
-            self._leave(task)
-            out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0)
+            await self._finish(p, req.model, req.surface, out, usage)
 
     def _usage(self, reported: Usage | None, prompt_est: int, texts: list[str], args: list[str]) -> Usage:
         if reported is not None and not reported.estimated and (reported.prompt_tokens or reported.completion_tokens):
@@ -357,9 +353,10 @@ class Pipeline:
             return "deadline_exceeded"  # the caller's deadline cancelled it, not the caller
         return "cancelled" if surface == "grpc" else "client_cancelled"
 
-    async def _finish(self, p: Principal, model: str, surface: str, out: Outcome, adm: Admission | None,
-                      usage: Usage, status: str, error: str, t0: float, after_answer: bool = False) -> float:
-        """One ledger row and the quota settlement; must not raise (it runs in `finally`).
+    async def _finish(self, p: Principal, model: str, surface: str, out: Outcome, usage: Usage,
+                      after_answer: bool = False) -> None:
+        """The skeleton's last step: one ledger row and the quota settlement, the request's usage
+        and cost on its outcome; must not raise (it runs in `finally`).
 
         `after_answer` (a unary answer, with the in-process limiter): the row is recorded and the
         reservation settled by a callback queued on the loop, which runs once the caller's code
@@ -368,10 +365,14 @@ class Pipeline:
         and the row buffered, and the answer does not wait for the bookkeeping. Work the loop
         already holds (another request's next step) may still see the estimate held, as it would
         have a moment earlier."""
+        out.usage = usage
+        self._leave(out.task)
+        adm, status = out.admission, out.status
         route = out.route
         target = route.target
         billable = status != "rate_limited" and target is not None
-        cost = self.catalog.cost(target.model if target else model, usage.prompt_tokens, usage.completion_tokens) if billable else 0.0
+        cost = self.catalog.cost(target.model if target else model, usage.prompt_tokens, usage.completion_tokens,
+                                 usage.cached_tokens, usage.cache_write_tokens) if billable else 0.0
         if not billable:
             usage = Usage(0, 0, estimated=usage.estimated)
         row = UsageRecord(  # positional, in _ROW_FIELDS order
@@ -387,53 +388,60 @@ class Pipeline:
             usage.completion_tokens,
             usage.estimated,
             cost,
-            (self.clock.monotonic() - t0) * 1000.0,  # latency_ms
+            (self.clock.monotonic() - out.started) * 1000.0,  # latency_ms
             route.tries,  # attempts
             out.created,
-            error,
+            out.error,
         )
         if out.span is not None:
-            self._trace_finish(out, row, status, error, cost)
+            out.cost_usd = cost
+            self._trace_finish(out, row)
         if after_answer and self.quotas.local:
-            asyncio.get_running_loop().call_soon(self._close, row, adm, usage.total_tokens if billable else 0)
-            return cost
+            asyncio.get_running_loop().call_soon(self._close, row, adm, usage.total_tokens if billable else 0, cost)
+            out.cost_usd = cost
+            return
         self.ledger.record(row)
-        if adm is not None and adm.reservation is not None:
+        if adm is not None and (adm.reservation is not None or adm.budget is not None):
             used_tokens = usage.total_tokens if billable else 0
             if self.quotas.local:
                 try:
                     await self.quotas.finish(adm, used_tokens)  # never suspends: nothing can cut it short
+                    if adm.budget is not None and self.budgets is not None:
+                        self.budgets.finish_now(adm.budget, cost)  # issue 16: the $ hold becomes the real cost
                 except Exception:
                     pass  # the limiter's lease returns an unsettled reservation (RELIABILITY B7)
             else:
                 # A shared limiter's settle is a round trip: its own task, so the answer does not
                 # wait for it and a cancelled request cannot cut it short (no double charge, no
                 # leak); drain() waits for these before the limiter closes.
-                task = asyncio.get_running_loop().create_task(self._settle(adm, used_tokens), name="quota-settle")
+                task = asyncio.get_running_loop().create_task(self._settle(adm, used_tokens, cost), name="quota-settle")
                 self._settling.add(task)
                 task.add_done_callback(self._settling.discard)
-        return cost
+        out.cost_usd = cost
 
-    def _trace_finish(self, out: Outcome, row: UsageRecord, status: str, error: str, cost: float) -> None:
+    def _trace_finish(self, out: Outcome, row: UsageRecord) -> None:
         """The ledger's span (the row is recorded right after, or queued behind the answer) and the
         request span's end. Must not raise: it runs in _finish."""
         try:
-            span = spans.child(self.tracing, out.span, "tollgate.ledger.record", **{
-                "tollgate.request_id": row.request_id, "tollgate.status": status,
-                "tollgate.ledger.estimated": row.estimated})
-            span.end()
-            out.cost_usd = cost
-            spans.end_request(self.tracing, out.span, out, status, error)
+            spans.child(self.tracing, out.span, "tollgate.ledger.record", **{
+                "tollgate.request_id": row.request_id, "tollgate.status": row.status,
+                "tollgate.ledger.estimated": row.estimated}).end()
+            spans.end_request(self.tracing, out.span, out, out.status, out.error)
         except Exception:  # a tracing bug must not cost a ledger row
             log.exception("ending a request's spans failed")
 
-    async def _settle(self, adm: Admission, used_tokens: int) -> None:
+    async def _settle(self, adm: Admission, used_tokens: int, cost: float = 0.0) -> None:
         try:
             await self.quotas.finish(adm, used_tokens)
         except Exception:
             log.warning("settling a reservation failed; its lease returns it (RELIABILITY B7)")
+        if adm.budget is not None and self.budgets is not None:
+            try:  # issue 16: the $ hold becomes the real (catalogue) cost
+                await self.budgets.finish(adm.budget, cost)
+            except Exception:
+                log.warning("settling a budget reservation failed; its lease returns it (RELIABILITY B7)")
 
-    def _close(self, row: UsageRecord, adm: Admission | None, used_tokens: int) -> None:
+    def _close(self, row: UsageRecord, adm: Admission | None, used_tokens: int, cost: float = 0.0) -> None:
         """_finish's second half for an answered request on the in-process limiter (no awaits)."""
         self.ledger.record(row)
         if adm is not None and adm.reservation is not None:
@@ -441,6 +449,11 @@ class Pipeline:
                 self.quotas.finish_now(adm, used_tokens)
             except Exception:
                 log.exception("settling a reservation failed; its lease returns it (RELIABILITY B7)")
+        if adm is not None and adm.budget is not None and self.budgets is not None:
+            try:
+                self.budgets.finish_now(adm.budget, cost)
+            except Exception:
+                log.exception("settling a budget reservation failed; its lease returns it (RELIABILITY B7)")
 
 
 def _with_limits(e: E.TollgateError, decision: Decision | None) -> None:
@@ -452,6 +465,8 @@ def _with_limits(e: E.TollgateError, decision: Decision | None) -> None:
 def _status_of(e: E.TollgateError) -> str:
     if isinstance(e, E.ResourceExhausted) and e.reason == "RATE_LIMIT_EXCEEDED":
         return "rate_limited"
+    if e.reason in ("BUDGET_EXCEEDED", "UNPRICED_MODEL_UNDER_BUDGET"):
+        return "budget_exceeded"  # issue 16: refused before any provider was called
     if e.reason in ("LIMITER_UNAVAILABLE", "LEDGER_BACKLOG"):
         return "unavailable"  # our own dependency refused it (C4 closed, D6), no upstream was tried
     if isinstance(e, E.DeadlineExceeded):

@@ -107,8 +107,10 @@ class Tab:
     def go(self, path: str) -> None:
         """Navigates inside the console (no reload) and waits for the page's data."""
         self.page.evaluate("p => { location.hash = '#' + p; }", path)
-        self.page.wait_for_function("p => (location.hash === '#' + p) && document.querySelector('main .page h1')", arg=path)
-        self.page.wait_for_load_state("networkidle")
+        # The page marks itself drawn (data-ready) and api.js counts calls in flight (data-busy);
+        # networkidle alone says nothing after a hash change.
+        self.page.wait_for_function("p => document.querySelector(`main .page[data-ready='${p}']`)"
+                                    " && document.body.dataset.busy === '0'", arg=path)
 
     def sign_in(self, email: str, password: str = PASSWORD) -> None:
         self.open("/")
@@ -186,6 +188,7 @@ def test_token_created_in_the_console_works_with_the_openai_sdk(gw, browser, fir
     assert secret and tab.page.get_by_role("button", name="Copy").is_visible()
     assert tab.page.get_by_text("it will not be shown again").is_visible()
     row = tab.page.locator("table tr", has_text="sdk-app")
+    row.wait_for()  # the list reloads after the reveal
     assert row.count() == 1 and secret not in row.inner_text()
 
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=secret, max_retries=0)
@@ -200,8 +203,11 @@ def test_token_created_in_the_console_works_with_the_openai_sdk(gw, browser, fir
     assert secret not in tab.page.content()
     # Revoke in the console: the SDK is refused from then on (within the auth cache's second).
     tab.page.get_by_label("Token name").fill("to-revoke")
+    tab.page.get_by_text("Limits for this token (optional)").click()
+    tab.page.get_by_label("Requests / minute").fill("7")
     tab.page.get_by_role("button", name="Generate token").click()
     doomed = tab.page.locator("#new-token").inner_text()
+    assert "requests / minute: 7" in tab.page.locator("table tr", has_text="to-revoke").inner_text()
     tab.page.get_by_role("button", name="Revoke token to-revoke").click()
     tab.page.wait_for_selector("table tr >> text=to-revoke", state="detached")
     doomed_client = openai.OpenAI(base_url=gw.url + "/v1", api_key=doomed, max_retries=0)
@@ -334,6 +340,7 @@ def test_a_user_added_in_the_console_accepts_the_invite_and_signs_in(gw, browser
     admin.page.get_by_role("button", name="Add user").click()
     admin.page.wait_for_selector("text=One-time invite token")
     invite = admin.page.locator(".reveal code.secret").inner_text()
+    admin.page.locator("table tr", has_text="invited@example.com").wait_for()  # the list reloads after the reveal
     assert invite and admin.page.locator("table tr", has_text="invited@example.com").count() == 1
     assert admin.watch.take() == []
     admin.close()
@@ -375,7 +382,7 @@ def test_csv_export_equals_the_ledger(gw, browser, first_admin) -> None:
         assert row["model"] == rec.model and row["status"] == rec.status and row["provider"] == rec.provider
         assert int(row["prompt_tokens"]) == rec.prompt_tokens and int(row["completion_tokens"]) == rec.completion_tokens
         assert abs(float(row["cost_usd"]) - rec.cost_usd) < 1e-9 and row["key_id"] == rec.key_id
-    assert tab.page.get_by_text("CSV downloaded.").is_visible()
+    tab.page.get_by_text("CSV downloaded.").wait_for()
     assert tab.watch.take() == []
     tab.close()
 
@@ -435,6 +442,14 @@ def test_every_page_renders_without_errors_and_is_screenshotted(gw, browser, fir
         tab.page.wait_for_timeout(150)  # let bars and charts lay out before the picture
         if name:
             screenshot(tab.page, name)
+        # Usable: every input has a label, every button and link a name.
+        unnamed = tab.page.evaluate("""() => [
+            ...[...document.querySelectorAll('main input, main select, main textarea')]
+                .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')).map(el => el.name || el.outerHTML),
+            ...[...document.querySelectorAll('main button, main a, nav a')]
+                .filter(el => !(el.getAttribute('aria-label') || el.textContent.trim())).map(el => el.outerHTML)]""")
+        if unnamed:
+            seen[path + " unnamed"] = unnamed
         problems = tab.watch.take()
         if problems:
             seen[path] = problems
@@ -442,14 +457,20 @@ def test_every_page_renders_without_errors_and_is_screenshotted(gw, browser, fir
             # A page whose routes have not landed says so in words, instead of failing silently.
             assert tab.page.get_by_text("not available on this gateway yet").count() >= 1, path
     assert seen == {}
+    # Router health refreshes itself without a reload.
+    tab.go("/admin/health")
+    first = tab.page.locator("text=/^Updated /").inner_text()
+    tab.page.wait_for_function("t => { const el = [...document.querySelectorAll('main p')].find(p => p.textContent.startsWith('Updated '));"
+                               " return el && el.textContent !== t; }", arg=first, timeout=10_000)
     # Readable at 360 px: no page scrolls sideways.
     narrow = Tab(browser, gw.url, NARROW)
     narrow.sign_in(ADMIN_EMAIL)
     for path, name, _ in PAGES:
         narrow.go(path)
-        width = narrow.page.evaluate("document.documentElement.scrollWidth")
+        width = narrow.page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= NARROW["width"], (path, width)
-    screenshot(narrow.page, "narrow-360-keys-stats")
+        if path in ("/", "/admin/users"):
+            screenshot(narrow.page, "narrow-360-" + (name or "page"))
     narrow.close()
     tab.close()
 
