@@ -405,6 +405,10 @@ def _validate(cfg: Config, origin: dict[str, tuple[str, str]]) -> Config:
         raise bad("database_url", "must be sqlite:///path or postgresql://...")
     if cfg.redis_url and not cfg.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise bad("redis_url", "must be redis://host:port/db")
+    if not 0.0 <= cfg.trace_sample_ratio <= 1.0:
+        raise bad("trace_sample_ratio", f"must be between 0 and 1, got {cfg.trace_sample_ratio!r}")
+    if cfg.otlp_endpoint and not cfg.otlp_endpoint.startswith(("http://", "https://")):
+        raise bad("otlp_endpoint", f"must be an http(s):// URL (OTLP/HTTP), got {cfg.otlp_endpoint!r}")
     check_workers(cfg, *origin.get("workers", (cfg.source, "workers")))
     tiers = {t.name for t in cfg.tiers}
     if cfg.auth_key_tier and cfg.auth_key_tier not in tiers:

@@ -197,3 +197,22 @@ async def test_a_gateway_process_exports_its_spans_over_otlp_http(tmp_path):
             assert bridge[0].parent_span_id == CALLER_SPAN and pipeline.parent_span_id == bridge[0].span_id
             assert "xyzzy" not in repr([s.attributes for s in otlp.spans])
         assert fake.requests[-1].headers["traceparent"].startswith(f"00-{TRACE_ID}-")
+
+
+@pytest.mark.parametrize("var,value,field", [("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317", "otlp_endpoint"),
+                                             ("TOLLGATE_TRACE_SAMPLE_RATIO", "1.5", "trace_sample_ratio")])
+def test_a_bad_trace_setting_is_one_config_error_naming_it(var, value, field):
+    from services.config.load import load_config
+    from services.config.schema import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_config(None, env={var: value})
+    assert field in str(e.value) or var in str(e.value)
+
+
+def test_the_endpoint_and_content_switch_come_from_the_environment():
+    from services.config.load import load_config
+
+    cfg = load_config(None, env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "TOLLGATE_TRACE_CONTENT": "true"})
+    assert cfg.otlp_endpoint == "http://127.0.0.1:4318" and cfg.trace_content is True
+    assert load_config(None, env={}).trace_content is False
