@@ -14,6 +14,7 @@ help:
 	@echo "make protos - regenerate clients/tollgate/v1 from protos/"
 	@echo "make screenshots - the console's browser tests, writing docs/screenshots/*.png"
 	@echo "make bench  - the side-by-side benchmark (bench/README.md)"
+	@echo "make soak   - RELIABILITY's soak scenarios, SOAK_MINUTES (default 30, at most 30) (docs/operations.md)"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -69,6 +70,10 @@ screenshots: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+soak: $(STAMP)
+	@eval "$$(bash scripts/services-up)" && export DATABASE_URL REDIS_URL && \
+	  SOAK_MINUTES=$${SOAK_MINUTES:-30} $(BIN)/python -m tests.soak
 
 clean:
 	rm -rf $(VENV) node_modules build *.egg-info

@@ -16,7 +16,7 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway_http.app import make_app
-from gateway_http.settings import BridgeSettings
+from gateway_http.settings import KEEPALIVE_TIMEOUT_S, BridgeSettings
 from gateway_http.state import BRIDGE
 from tollgate.heap import settle_heap
 from tollgate.client import TollgateClient
@@ -38,7 +38,7 @@ def remote_ready(client: TollgateClient):
 async def serve(settings: BridgeSettings) -> int:
     client = TollgateClient.connect(settings.grpc_target)
     app = make_app(settings, client, ready=remote_ready(client))
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
     await runner.setup()
     host, _, port = settings.http_addr.rpartition(":")
     site = web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True)

@@ -52,6 +52,7 @@ OPENAI_CODES = {
     "MODEL_NOT_FOUND": "model_not_found", "INVALID_API_KEY": "invalid_api_key", "API_KEY_REQUIRED": "missing_api_key",
     "RATE_LIMIT_EXCEEDED": "rate_limit_exceeded", "CONTEXT_LENGTH_EXCEEDED": "context_length_exceeded",
     "CONTENT_FILTERED": "content_filter", "UPSTREAM_RATE_LIMITED": "rate_limit_exceeded",
+    "BUDGET_EXCEEDED": "insufficient_quota",  # issue 16: OpenAI's own code for a spending cap
 }
 
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+# RELIABILITY E11: a connection that has not finished a request's headers (slowloris), or sits idle
+# between requests, is closed after this long. aiohttp's own default is an hour; its keep-alive
+# timer runs from the moment a connection opens and only a completed request resets it.
+KEEPALIVE_TIMEOUT_S = 15.0
 
 @dataclass(frozen=True, slots=True)
 class BridgeSettings:

@@ -27,8 +27,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("services.core", "services.clock", "services.logs", "services.config"),  # types, errors, time, the typed config
     ("services.store",),  # stores rows; no rule about accounts
     ("services.auth", "services.catalog"),  # account material and rules; model prices
-    ("services.limits", "services.providers", "services.accounts"),  # quotas; wire translation; sign-in
-    ("services.metering",),  # the ledger, token estimates, usage in relayed bodies
+    ("services.limits", "services.providers"),  # quotas; wire translation
+    ("services.accounts", "services.metering"),  # accounts, sign-in, budgets; the ledger, usage in relayed bodies
     ("services.routing",),  # the one owner of trying an upstream key
     ("services.pipeline", "services.metrics", "services.loading"),  # quota -> route -> call -> meter; counters; model loads
     ("services.fidelity",),  # pass-through fidelity for the routed surfaces

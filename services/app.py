@@ -17,19 +17,23 @@ import secrets as pysecrets
 from dataclasses import dataclass
 
 from services.accounts.signin import SignIn
+from services.accounts.budgets import Budgets
+from services.accounts.statements import Statements
 from services.accounts.users import Accounts
 from services.auth.authenticator import Authenticator
 from services.auth.sealing import Sealer, key_id as seal_key_id
-from services.auth.secrets import derive, load_or_create_secret
-from services.core.scrub import Scrubber
+from services.auth.secrets import derive, load_or_create_secret, secret_fingerprint
 from services.auth.sessions import Sessions
+from services.auth.throttle import AuthThrottle
 from services.catalog.pricing import Catalog
 from services.routing.routable import ModelCatalog
 from services.clock import Clock, SystemClock
 from services.config.load import load_config, with_demo
 from services.config.schema import Config
+from services.core.scrub import Scrubber
 from services.limits import make_limiter
 from services.limits.quotas import Quotas
+from services.limits.open_gate import OpenGate
 from services.loading.loader import ModelLoader
 from services.loading.registry import LoadedModels
 from services.metering.ledger import Ledger, owner_tag
@@ -98,10 +102,19 @@ class App:
         self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s)
         self.sessions = Sessions(derive(secret, "session"), clock)
         self.loader = ModelLoader(self, self.loaded)
+        self.open_gate = OpenGate(config, self.limiter)  # seed 004's open mode (off by default)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)
+        self.budgets = Budgets(self.limiter, self.catalog, self.quotas.tiers, config.unpriced_models, config.quota_timezone)
+        self.pipeline.budgets = self.budgets
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
+        self.statements = Statements(self.store, self.ledger, lambda: self.quotas.tiers, clock)
         self.accounts = Accounts(self.store, self.signin, self.auth, clock, self.pepper, lambda: self.quotas.tiers)
         self.admin_key = AdminKeyInfo("env")
+        # Issue 15 point 5: failed authentications per client address (the open gate's idea of it),
+        # counted per deployment: replicas share the server secret, so its fingerprint names them.
+        self.auth_throttle = AuthThrottle(self.limiter, clock, secret_fingerprint(self.pepper)[3:19],
+                                          self.open_gate.client_ip, limit=config.auth_failures_per_minute,
+                                          on_failure=self.metrics.on_auth_failure)
         self.ledger.on_row(self.metrics.on_row)
         self.started_at = clock.monotonic()
         self.draining = False

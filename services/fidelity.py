@@ -29,6 +29,7 @@ from services.core.types import ChatRequest, Target
 from services.pipeline import ForwardStarted, Outcome
 from services.config.kinds import resolve
 from services.routing.passthrough import NativeRequest, native_request
+from services.routing.route_log import RouteLog
 
 SURFACE_WIRE = {"openai": "openai", "anthropic": "anthropic"}
 UPSTREAM_PATH = {"openai": "chat/completions", "anthropic": "v1/messages"}
@@ -39,6 +40,11 @@ REASONING_WIRES = frozenset({"openai", "anthropic", "gemini", "ollama"})
 OPENAI_REFUSED = {"n": (None, 1), "logprobs": (None, False), "top_logprobs": (None,), "audio": (None,),
                   "modalities": (None, ["text"]), "logit_bias": (None, {}), "functions": (None,),
                   "function_call": (None,), "web_search_options": (None,)}
+# Anthropic's own features that change what the model can do or see: an Anthropic route, or a 400.
+ANTHROPIC_REFUSED = frozenset({"container", "mcp_servers"})
+# Already in the request (the bridge codecs): OpenAI's max_completion_tokens is its max tokens,
+# Anthropic's metadata.user_id the ledger's user.
+MAPPED = {"openai": frozenset({"max_completion_tokens"}), "anthropic": frozenset({"metadata"})}
 BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768}
 EFFORTS = {v: k for k, v in sorted(BUDGETS.items(), key=lambda kv: -kv[1])}
 
@@ -78,8 +84,14 @@ class Fidelity:
         ignored: list[str] = []
         for name in req.extra_fields:
             value = body.get(name)
-            if name == "max_completion_tokens":
-                continue  # already the request's max tokens
+            if name in MAPPED.get(req.surface, ()):
+                continue  # already in the request (bridge codecs)
+            if req.surface == "anthropic" and (name in ANTHROPIC_REFUSED or name.startswith(("tools.", "messages."))):
+                what = f"'{name}' ({_at(body, name)})" if "." in name else f"'{name}'"
+                raise E.InvalidArgument(
+                    f"{what} is Anthropic's own and needs an Anthropic route; this model is served by "
+                    f"{target.kind if target else 'another provider'}", reason="UNSUPPORTED_PARAMETER",
+                    field_violations=[E.FieldViolation(name, "needs an Anthropic route")])
             if name == "reasoning_effort" and isinstance(value, str):
                 req.sampling.reasoning_effort = value
                 if wire not in REASONING_WIRES:
@@ -100,6 +112,37 @@ class Fidelity:
                 ignored.append(name)
         req.ignored = tuple(ignored)
         return None
+
+    def first_target(self, req: ChatRequest) -> Target | None:
+        try:
+            views = self.index.resolve(req.model, req.route.provider)
+        except E.TollgateError:
+            return None
+        return views[0].target if views else None
+
+    async def count_tokens(self, req: ChatRequest, time_remaining: float | None) -> tuple[int, Target | None]:
+        """Anthropic's own count when the route is Anthropic (not metered: counting is free); else (-1, None)."""
+        target = self.first_target(req)
+        kind = resolve(target.kind) if target is not None else None
+        if not req.raw_body or kind is None or kind.wire != "anthropic":
+            return -1, None
+        raw = req.raw_body
+        if target.model != req.model:
+            raw = orjson.dumps({**orjson.loads(raw), "model": target.model})
+        headers = [("content-type", "application/json")] + list((req.raw_headers or {}).items())
+        nreq = native_request(target.provider, "POST", "v1/messages/count_tokens", "", headers, raw)
+        ex = await self.relay.open(nreq, self.pipeline.deadline(time_remaining), RouteLog(strategy="passthrough"))
+        try:
+            body = b"".join([piece async for piece in ex.body()])
+        finally:
+            ex.close()
+        if not ex.ok:
+            raise upstream_error(ex.status, body)
+        try:
+            n = orjson.loads(body)["input_tokens"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise E.Unavailable("Anthropic's count is not JSON", reason="UPSTREAM_PROTOCOL_ERROR") from None
+        return int(n), ex.target
 
     def _native(self, req: ChatRequest, target: Target, stream: bool) -> RelayedRequest:
         wire = SURFACE_WIRE[req.surface]
@@ -153,6 +196,17 @@ class Fidelity:
                                 body += piece
                         raise upstream_error(ev.exchange.status, body)
                     yield ev.outcome
+
+
+def _at(body: Any, path: str) -> str:
+    """The value at a dotted path of the body ("tools.0.type"), as text, for an error message."""
+    node = body
+    for part in path.split("."):
+        try:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        except (KeyError, IndexError, ValueError, TypeError):
+            return "?"
+    return str(node)[:64]
 
 
 def upstream_error(status: int, body: bytes) -> E.TollgateError:

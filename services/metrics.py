@@ -75,6 +75,9 @@ class Metrics:
                                  registry=self.registry)
         self.attempts = Counter("tollgate_upstream_attempts", "Upstream tries and skips by outcome",
                                 ["provider", "key_id", "outcome"], registry=self.registry)
+        self.auth_failures = Counter("tollgate_auth_failures_by_surface", "Failed authentications by surface "
+                                     "(http: the bridge, grpc: the gRPC port), and those answered 429",
+                                     ["surface", "outcome"], registry=self.registry)
         self.registry.register(_StateCollector(app))
         # labels() once per label set; each entry also holds its counts not yet handed over.
         self._children: dict[tuple, _RowSeries] = {}
@@ -133,6 +136,11 @@ class Metrics:
                 self._attempt_children.clear()
             s = self._attempt_children[key] = _AttemptSeries(self.attempts.labels(*key))
         s.n += 1
+
+    def on_auth_failure(self, surface: str, throttled: bool) -> None:
+        """One refused authentication (issue 15 point 5); labels are the surface and the outcome only,
+        never a key, its prefix or the address."""
+        self.auth_failures.labels(surface, "throttled" if throttled else "unauthenticated").inc()
 
     def flush(self) -> None:
         """Hands the counts kept since the last call to their counters."""

@@ -89,6 +89,7 @@ class Pipeline:
         self.catalog = catalog
         self.clock = clock
         self.request_timeout_s = request_timeout_s
+        self.budgets = None  # services.accounts.budgets.Budgets, set by App (issue 16)
         self.shutting_down = False
         if ledger.has_history:
             quotas.use_history(ledger, clock.now)  # RELIABILITY C5: lost counters come back from the ledger
@@ -167,6 +168,8 @@ class Pipeline:
         try:
             adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
             out.decision = adm.decision
+            if self.budgets is not None and self.budgets.lines(p):
+                adm.budget = await self.budgets.admit(p, req.model, prompt_est, req.sampling.max_tokens or 256)
             result = await self.router.chat(req, deadline, out.route, user_id=p.user_id)
             usage = result.usage
             if usage.estimated or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
@@ -209,6 +212,8 @@ class Pipeline:
         try:
             adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
             out.decision = adm.decision
+            if self.budgets is not None and self.budgets.lines(p):
+                adm.budget = await self.budgets.admit(p, req.model, prompt_est, req.sampling.max_tokens or 256)
             started = False
             async for batch in self.router.stream(req, deadline, out.route, user_id=p.user_id):
                 if not started:
@@ -254,6 +259,8 @@ class Pipeline:
         try:
             adm = await self._admit(p, est, out)
             out.decision = adm.decision
+            if self.budgets is not None and self.budgets.lines(p):
+                adm.budget = await self.budgets.admit(p, req.model, est, 0)
             result = await self.router.embed(req, deadline, out.route, user_id=p.user_id)
             usage = result.usage if not result.usage.estimated and result.usage.prompt_tokens else usage
             status = "ok"
@@ -288,6 +295,8 @@ class Pipeline:
         try:
             adm = await self._admit(p, req.prompt_estimate + req.max_tokens, out)
             out.decision = adm.decision
+            if self.budgets is not None and self.budgets.lines(p):
+                adm.budget = await self.budgets.admit(p, req.model, req.prompt_estimate, req.max_tokens)
             ex = await relay.open(req, deadline, out.route)
             yield ForwardStarted(out, ex)
             async with aclosing(ex.body()) as body:
@@ -341,7 +350,8 @@ class Pipeline:
         route = out.route
         target = route.target
         billable = status != "rate_limited" and target is not None
-        cost = self.catalog.cost(target.model if target else model, usage.prompt_tokens, usage.completion_tokens) if billable else 0.0
+        cost = self.catalog.cost(target.model if target else model, usage.prompt_tokens, usage.completion_tokens,
+                                 usage.cached_tokens, usage.cache_write_tokens) if billable else 0.0
         if not billable:
             usage = Usage(0, 0, estimated=usage.estimated)
         row = UsageRecord(  # positional, in _ROW_FIELDS order
@@ -363,32 +373,39 @@ class Pipeline:
             error,
         )
         if after_answer and self.quotas.local:
-            asyncio.get_running_loop().call_soon(self._close, row, adm, usage.total_tokens if billable else 0)
+            asyncio.get_running_loop().call_soon(self._close, row, adm, usage.total_tokens if billable else 0, cost)
             return cost
         self.ledger.record(row)
-        if adm is not None and adm.reservation is not None:
+        if adm is not None and (adm.reservation is not None or adm.budget is not None):
             used_tokens = usage.total_tokens if billable else 0
             if self.quotas.local:
                 try:
                     await self.quotas.finish(adm, used_tokens)  # never suspends: nothing can cut it short
+                    if adm.budget is not None and self.budgets is not None:
+                        self.budgets.finish_now(adm.budget, cost)  # issue 16: the $ hold becomes the real cost
                 except Exception:
                     pass  # the limiter's lease returns an unsettled reservation (RELIABILITY B7)
             else:
                 # A shared limiter's settle is a round trip: its own task, so the answer does not
                 # wait for it and a cancelled request cannot cut it short (no double charge, no
                 # leak); drain() waits for these before the limiter closes.
-                task = asyncio.get_running_loop().create_task(self._settle(adm, used_tokens), name="quota-settle")
+                task = asyncio.get_running_loop().create_task(self._settle(adm, used_tokens, cost), name="quota-settle")
                 self._settling.add(task)
                 task.add_done_callback(self._settling.discard)
         return cost
 
-    async def _settle(self, adm: Admission, used_tokens: int) -> None:
+    async def _settle(self, adm: Admission, used_tokens: int, cost: float = 0.0) -> None:
         try:
             await self.quotas.finish(adm, used_tokens)
         except Exception:
             log.warning("settling a reservation failed; its lease returns it (RELIABILITY B7)")
+        if adm.budget is not None and self.budgets is not None:
+            try:  # issue 16: the $ hold becomes the real (catalogue) cost
+                await self.budgets.finish(adm.budget, cost)
+            except Exception:
+                log.warning("settling a budget reservation failed; its lease returns it (RELIABILITY B7)")
 
-    def _close(self, row: UsageRecord, adm: Admission | None, used_tokens: int) -> None:
+    def _close(self, row: UsageRecord, adm: Admission | None, used_tokens: int, cost: float = 0.0) -> None:
         """_finish's second half for an answered request on the in-process limiter (no awaits)."""
         self.ledger.record(row)
         if adm is not None and adm.reservation is not None:
@@ -396,6 +413,11 @@ class Pipeline:
                 self.quotas.finish_now(adm, used_tokens)
             except Exception:
                 log.exception("settling a reservation failed; its lease returns it (RELIABILITY B7)")
+        if adm is not None and adm.budget is not None and self.budgets is not None:
+            try:
+                self.budgets.finish_now(adm.budget, cost)
+            except Exception:
+                log.exception("settling a budget reservation failed; its lease returns it (RELIABILITY B7)")
 
 
 def _with_limits(e: E.TollgateError, decision: Decision | None) -> None:
@@ -407,6 +429,8 @@ def _with_limits(e: E.TollgateError, decision: Decision | None) -> None:
 def _status_of(e: E.TollgateError) -> str:
     if isinstance(e, E.ResourceExhausted) and e.reason == "RATE_LIMIT_EXCEEDED":
         return "rate_limited"
+    if e.reason in ("BUDGET_EXCEEDED", "UNPRICED_MODEL_UNDER_BUDGET"):
+        return "budget_exceeded"  # issue 16: refused before any provider was called
     if e.reason in ("LIMITER_UNAVAILABLE", "LEDGER_BACKLOG"):
         return "unavailable"  # our own dependency refused it (C4 closed, D6), no upstream was tried
     if isinstance(e, E.DeadlineExceeded):

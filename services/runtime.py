@@ -36,7 +36,7 @@ class Runtime:
 
     async def start(self) -> None:
         from gateway_http.app import make_app
-        from gateway_http.settings import BridgeSettings
+        from gateway_http.settings import KEEPALIVE_TIMEOUT_S, BridgeSettings
         from tollgate.client import TollgateClient
 
         await self.app.start()
@@ -51,6 +51,7 @@ class Runtime:
         self.bridge = make_app(settings, TollgateClient(local_channel(self.app)), ready=self.app.ready,
                                metrics=self.app.metrics.render)
         self.runner = web.AppRunner(self.bridge, handler_cancellation=True, access_log=None,
+                                    keepalive_timeout=KEEPALIVE_TIMEOUT_S,
                                     shutdown_timeout=self.cfg.shutdown_grace_s)
         await self.runner.setup()
         host, _, port = self.cfg.http_addr.rpartition(":")

@@ -107,7 +107,7 @@ def _tool_result(block: dict, where: str) -> tuple[pb.Message, list[pb.ContentPa
     return pb.Message(role=pb.ROLE_TOOL, text="\n".join(texts), tool_call_id=tid), images
 
 
-def _messages(m: Any, i: int) -> list[pb.Message]:
+def _messages(m: Any, i: int, extras: list[str] | None = None) -> list[pb.Message]:
     where = f"messages.{i}"
     if not isinstance(m, dict):
         raise invalid(f"{where}: Input should be an object", where)
@@ -146,6 +146,8 @@ def _messages(m: Any, i: int) -> list[pb.Message]:
             calls.append(pb.ToolCall(id=b["id"], name=b["name"], arguments=orjson.dumps(args).decode()))
         elif kind in ("thinking", "redacted_thinking") and role == "assistant":
             continue  # signed by the provider that wrote it; other upstreams cannot take it back
+        elif extras is not None and isinstance(kind, str):
+            extras.append(f"{bw}.type")  # Anthropic's own (server tool results, documents, ...): as sent, or refused
         else:
             raise invalid(f"{bw}.type: block type {kind!r} is not supported in a {role} message here", f"{bw}.type")
     if role == "assistant":
@@ -169,7 +171,7 @@ def _number(body: dict, name: str, lo: float, hi: float) -> float | None:
     return float(v)
 
 
-def _tools(body: dict, inp: pb.ChatInput) -> None:
+def _tools(body: dict, inp: pb.ChatInput, extras: list[str] | None = None) -> None:
     tools = body.get("tools")
     if tools is None:
         return
@@ -178,6 +180,9 @@ def _tools(body: dict, inp: pb.ChatInput) -> None:
     for i, t in enumerate(tools):
         if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not t["name"]:
             raise invalid(f"tools.{i}.name: Field required", f"tools.{i}.name")
+        if t.get("type") not in (None, "custom") and extras is not None:
+            extras.append(f"tools.{i}.type")  # a server tool: sent as is to Anthropic, refused elsewhere
+            continue
         if t.get("type") not in (None, "custom"):
             raise invalid(f"tools.{i}.type: {t['type']!r} is a server tool; only custom tools can be routed to any model",
                           f"tools.{i}.type")
@@ -208,7 +213,16 @@ def _tools(body: dict, inp: pb.ChatInput) -> None:
         inp.sampling.parallel_tool_calls = False
 
 
-def chat_input(body: dict[str, Any], require_max_tokens: bool = True) -> pb.ChatInput:
+# Top-level fields the codec interprets. Any other (thinking, metadata, top_k, service_tier,
+# container, mcp_servers, ...), cache_control anywhere, and an anthropic-beta header make the
+# bridge send the body as well: an Anthropic route gets it as sent (services/fidelity.py).
+KNOWN_FIELDS = frozenset({"model", "messages", "max_tokens", "system", "stop_sequences", "stream", "temperature",
+                          "top_p", "tools", "tool_choice"})
+
+
+def chat_input(body: dict[str, Any], require_max_tokens: bool = True,
+               extras: list[str] | None = None) -> pb.ChatInput:
+    """`extras` (a list): lenient about Anthropic's own block and tool types, named into it instead."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise invalid("model: Field required", "model")
@@ -224,7 +238,7 @@ def chat_input(body: dict[str, Any], require_max_tokens: bool = True) -> pb.Chat
         if text:
             inp.messages.append(pb.Message(role=pb.ROLE_SYSTEM, text=text))
     for i, m in enumerate(messages):
-        inp.messages.extend(_messages(m, i))
+        inp.messages.extend(_messages(m, i, extras))
     s = inp.sampling
     mt = body.get("max_tokens")
     if mt is None:
@@ -243,7 +257,7 @@ def chat_input(body: dict[str, Any], require_max_tokens: bool = True) -> pb.Chat
         if not isinstance(stops, list) or not all(isinstance(x, str) for x in stops):
             raise invalid("stop_sequences: Input should be a valid list of strings", "stop_sequences")
         s.stop.extend(stops)
-    _tools(body, inp)
+    _tools(body, inp, extras)
     meta = body.get("metadata")
     if meta is not None:
         if not isinstance(meta, dict) or not isinstance(meta.get("user_id", ""), (str, type(None))):

@@ -20,16 +20,30 @@ from gateway_http.errors import BridgeError
 from gateway_http.sse import SSE_HEADERS, start_stream
 from tollgate.client import error_info
 from tollgate.v1 import inference_service_pb2 as ipb
-from tollgate.v1 import model_service_pb2 as mpb
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
     t0 = time.monotonic()
     try:
-        body = codec.load_json(await read_body(request))
-        inp = codec.chat_input(body)
+        raw = await read_body(request)
+        body = codec.load_json(raw)
+        beta = request.headers.get("anthropic-beta")
+        # Anthropic's own fields (services/fidelity.py): an Anthropic route gets the body as sent.
+        relay = not body.keys() <= codec.KNOWN_FIELDS or beta is not None or b"cache_control" in raw
+        extras: list[str] = []
+        inp = codec.chat_input(body, extras=extras)
     except BridgeError as e:
         return errors.bridge_error(e)
+    if relay or extras or b'"thinking"' in raw:  # thinking blocks carry Anthropic's signatures back to it
+        inp.raw_body = raw
+        inp.extra_fields.extend([k for k in body if k not in codec.KNOWN_FIELDS] + extras)
+        if b"cache_control" in raw:
+            inp.extra_fields.append("cache_control")
+        for name in ("anthropic-version", "anthropic-beta"):
+            if (v := request.headers.get(name)) is not None:
+                inp.raw_headers[name] = v
+        if beta is not None:
+            inp.extra_fields.append("anthropic-beta")
     thinking = codec.wants_thinking(body)
     client = calls.client(request)
     md = calls.metadata(request)
@@ -39,7 +53,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
             resp = await call
         except AioRpcError as e:
             return errors.rpc_error(error_info(e))
-        out = web.Response(body=codec.message_json(resp, inp.model, thinking), content_type="application/json")
+        out = web.Response(body=resp.raw or codec.message_json(resp, inp.model, thinking), content_type="application/json")
         await calls.copy_headers(call, out)
         out.headers["request-id"] = resp.id
         out.headers["X-LLM-Latency-Ms"] = f"{(time.monotonic() - t0) * 1000:.1f}"
@@ -53,7 +67,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
     try:
         async for msg in call:
             kind = msg.WhichOneof("event")
-            if kind == "delta":
+            if kind == "raw":  # Anthropic's own stream, relayed as it comes (thinking, signatures, cache usage)
+                await response.write(msg.raw)  # type: ignore[union-attr]
+            elif kind == "delta":
                 data = writer.deltas(msg.delta)  # type: ignore[union-attr]
                 if data:
                     await response.write(data)  # type: ignore[union-attr]
@@ -61,7 +77,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
                 st = msg.start
                 writer = codec.StreamWriter(st.id, st.route.model or inp.model, thinking)
                 response = await start_stream(request, call, t0, {**SSE_HEADERS, "request-id": st.id})
-                await response.write(writer.start())
+                if not st.raw:
+                    await response.write(writer.start())
             elif kind == "usage":
                 writer.usage(msg.usage)  # type: ignore[union-attr]
             elif kind == "end":
@@ -83,18 +100,22 @@ async def messages(request: web.Request) -> web.StreamResponse:
 async def count_tokens(request: web.Request) -> web.Response:
     """An estimate (header X-Tollgate-Estimated: true): no RPC counts tokens without a provider call."""
     try:
-        inp = codec.chat_input(codec.load_json(await read_body(request)), require_max_tokens=False)
+        raw = await read_body(request)
+        inp = codec.chat_input(codec.load_json(raw), require_max_tokens=False, extras=[])
     except BridgeError as e:
         return errors.bridge_error(e)
-    # Authenticates the caller the same way as every surface; cheap and reveals nothing new.
-    call = calls.client(request).models.ListProviders(mpb.ListProvidersRequest(), metadata=calls.metadata(request),
-                                                      timeout=calls.timeout(request))
+    inp.raw_body = raw  # an Anthropic route counts it itself, as sent
+    for name in ("anthropic-version", "anthropic-beta"):
+        if (v := request.headers.get(name)) is not None:
+            inp.raw_headers[name] = v
+    call = calls.client(request).inference.CountTokens(ipb.CountTokensRequest(input=inp), metadata=calls.metadata(request),
+                                                       timeout=calls.timeout(request))
     try:
-        await call
+        resp = await call
     except AioRpcError as e:
         return errors.rpc_error(error_info(e))
-    out = web.Response(body=orjson.dumps({"input_tokens": codec.estimate_tokens(inp)}), content_type="application/json",
-                       headers={"X-Tollgate-Estimated": "true"})
+    out = web.Response(body=orjson.dumps({"input_tokens": resp.input_tokens}), content_type="application/json",
+                       headers={"X-Tollgate-Estimated": "true"} if resp.estimated else None)
     await calls.copy_headers(call, out)
     return out
 

@@ -10,6 +10,7 @@ refused at once with 426, the status Codex takes as "no WebSocket here, use HTTP
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import orjson
@@ -116,7 +117,8 @@ async def websocket_refused(request: web.Request) -> web.Response:
 
     426 is what Codex's own test servers answer when they have no WebSocket transport; it then
     uses POST + SSE for the session instead of retrying the upgrade for 5-10 s."""
-    return web.Response(status=426, content_type="application/json", headers={"Connection": "close"},
+    return web.Response(status=426, content_type="application/json",
+                        headers={"Connection": "close", "X-Request-Id": "req_" + os.urandom(10).hex()},
                         body=openai_body(426, "This gateway serves the Responses API over HTTP (POST /v1/responses "
                                               "with stream=true), not over WebSocket.", "websocket_not_supported"))
 

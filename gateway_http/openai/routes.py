@@ -28,7 +28,6 @@ SHUTDOWN_INFO = RpcErrorInfo(grpc.StatusCode.UNAVAILABLE, "The gateway is shutti
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     t0 = time.monotonic()
-    relayed = False
     try:
         raw = await read_body(request)
         body = codec.load_json(raw)
@@ -38,7 +37,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         req = ipb.StreamChatRequest() if stream is True else ipb.ChatRequest()
         inp = codec.chat_input(body, "openai", req.input)
         if not body.keys() <= codec.KNOWN_FIELDS:  # fields only the provider understands (services/fidelity.py)
-            relayed = True
             inp.raw_body = raw
             inp.extra_fields.extend([k for k in body if k not in codec.KNOWN_FIELDS])
         if not isinstance(stream, bool) and stream is not None:
@@ -65,6 +63,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     call = client.inference.StreamChat(req, metadata=md, timeout=calls.timeout(request))
     response: web.StreamResponse | None = None
     writer: codec.ChunkWriter | None = None
+    relayed = False
     # The usage chunk comes right before the end: it leaves with [DONE] and the chunked-encoding
     # terminator in one write (one send instead of three; the same bytes on the wire).
     tail = b""
@@ -77,6 +76,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 await response.write(msg.raw)  # type: ignore[union-attr]
             elif kind == "start":
                 st = msg.start
+                relayed = st.raw
                 writer = codec.ChunkWriter(st.id, st.created, st.route.model or inp.model)
                 response = await start_stream(request, call, t0, SSE_HEADERS)
             elif kind == "usage":

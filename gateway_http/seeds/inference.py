@@ -49,9 +49,9 @@ def error_object(info: RpcErrorInfo) -> dict[str, Any]:
     status = http_status(info)
     err: dict[str, Any] = {"code": status, "message": info.message, "type": error_type(status)}
     details: dict[str, Any] = {}
-    if info.field_violations:
+    if info.field_violations:  # seed 004's own details: {"field", "message"}, nothing else
         details["field"], details["message"] = info.field_violations[0]
-    if info.reason:
+    elif info.reason:
         details["reason"] = info.reason
     if info.metadata.get("reset_time"):
         details["reset_time"] = info.metadata["reset_time"]

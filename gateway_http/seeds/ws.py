@@ -50,9 +50,14 @@ class WsLimits:
     heartbeat_s: float = 30.0
     max_inflight: int = 4
     max_key_chars: int = 512
+    max_connections: int = 1000  # seed 004's WS_MAX_CONNECTIONS: sockets open at once (503 past it)
+    open_sockets: int = 0
 
 
 WS_LIMITS = web.AppKey("ws_limits", WsLimits)
+
+
+OPEN_EVENT = "x-tollgate-open-event"  # services/limits/open_gate.py: what this keyless call is
 
 
 def _key_metadata(key: str) -> tuple[tuple[str, str], ...]:
@@ -117,7 +122,7 @@ class Socket:
         except BridgeError as e:
             await self.error(rid, bridge_error_object(e))
             return False
-        md = _key_metadata(key)
+        md = _key_metadata(key) + calls.forwarded(self.request)
         info = await self.check(md)
         if info is not None:
             await self.error(rid, error_object(api_key_required(info)))
@@ -166,6 +171,11 @@ class Socket:
         data = msg if seed000 else msg.get("data")
         if not isinstance(data, dict):
             await self.invalid(rid, "Invalid 'data': expected an object with model and messages.")
+            return
+        if not seed000 and not data.get("model"):
+            # Seed 004's inference_request names its model (as /api/v1/inference must, in the core).
+            await self.error(rid, {"code": 400, "message": "Validation error", "type": "validation",
+                                   "details": {"field": "model", "message": "Model is required"}})
             return
         raw_key = msg.get("apiKey", data.get("apiKey"))
         if raw_key is not None and not await self.authenticate(raw_key, rid, reply=False):
@@ -235,16 +245,23 @@ def api_key_required(info: RpcErrorInfo) -> RpcErrorInfo:
 
 async def websocket(request: web.Request) -> web.StreamResponse:
     limits = request.app[WS_LIMITS]
+    if limits.max_connections and limits.open_sockets >= limits.max_connections:
+        return web.Response(status=503, content_type="application/json", headers={"Retry-After": "1"},
+                            body=orjson.dumps({"error": {"code": 503, "type": "upstream", "message":
+                                               f"Too many WebSocket connections open ({limits.max_connections}); retry shortly"}}))
     md = calls.metadata(request)
     ws = web.WebSocketResponse(max_msg_size=limits.max_frame_bytes, heartbeat=None)
     sock = Socket(request, ws, limits, md, authenticated=False)
     # The upgrade's own credentials (or auth switched off) authenticate at once; a key the
     # server refuses is refused before the upgrade, in seed 004's error shape.
-    info = await sock.check(md)
-    if info is not None and (md or http_status(info) != 401):
+    keyless = not md or md[0][0] == calls.FORWARDED
+    # Keyless, the check counts as a /ws connect for open mode's per-IP limit (seed 004: 5 a minute).
+    info = await sock.check(md + ((OPEN_EVENT, "ws_connect"),) if keyless else md)
+    if info is not None and (not keyless or http_status(info) != 401):
         return rpc_error(api_key_required(info))
     sock.authenticated = info is None
     await ws.prepare(request)
+    limits.open_sockets += 1
     request.app[BRIDGE].stalls.watch(request)
     loop = asyncio.get_running_loop()
     auth_deadline = loop.time() + limits.auth_timeout_s
@@ -270,11 +287,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        limits.open_sockets -= 1
         if not ws.closed:
             await ws.close()
     return ws
 
 
 def add_routes(app: web.Application) -> None:
-    app[WS_LIMITS] = WsLimits(heartbeat_s=app[BRIDGE].settings.ws_heartbeat_s)
+    settings = app[BRIDGE].settings
+    app[WS_LIMITS] = WsLimits(heartbeat_s=settings.ws_heartbeat_s, max_connections=settings.ws_max_connections)
     app.router.add_get("/ws", websocket)

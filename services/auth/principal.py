@@ -15,6 +15,8 @@ class Principal:
     name: str = ""
     session_id: str = ""  # the session row behind a `tgs_` token (issue 16), else ""
     own: tuple[int, int, int, int] = ()  # a token's own (rpm, rpd, tpd, tpm_month), tighter than its plan
+    # $ budgets beside the plan's (issue 16): (user per day, user per month, token per day, token per month), 0 = none
+    budgets: tuple[float, float, float, float] = ()
 
     @property
     def is_admin(self) -> bool:

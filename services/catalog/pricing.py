@@ -24,6 +24,8 @@ class ModelInfo:
     kind: str = "chat"
     supported_parameters: tuple[str, ...] = field(default=())
     is_moderated: bool = False
+    cache_read_per_mtok: float = 0.0  # prompt tokens read from the cache; 0 = not listed, priced as prompt
+    cache_write_per_mtok: float = 0.0  # prompt tokens written to the cache; 0 = not listed, priced as prompt
 
 
 class Catalog:
@@ -52,6 +54,16 @@ class Catalog:
         info = self.get(model)
         return (info.prompt_per_mtok, info.completion_per_mtok) if info else (0.0, 0.0)
 
-    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
-        p_in, p_out = self.price(model)
-        return (prompt_tokens * p_in + completion_tokens * p_out) / 1_000_000
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int, cache_read: int = 0,
+             cache_write: int = 0) -> float:
+        """USD; cache reads and writes (parts of prompt_tokens) at their own prices where listed."""
+        info = self.get(model)
+        if info is None:
+            return 0.0
+        p_in = info.prompt_per_mtok
+        cost = prompt_tokens * p_in + completion_tokens * info.completion_per_mtok
+        if cache_read and info.cache_read_per_mtok:
+            cost += cache_read * (info.cache_read_per_mtok - p_in)
+        if cache_write and info.cache_write_per_mtok:
+            cost += cache_write * (info.cache_write_per_mtok - p_in)
+        return cost / 1_000_000

@@ -27,7 +27,8 @@ PROVIDER_FIELDS = {
     "priority", "weight", "rpm", "rate_window_s", "daily_quota", "timeout_s", "max_in_flight",
 }
 TIER_FIELDS = {"name", "rpm", "rpd", "tpd", "tpm_month", "description", "load_models",
-               "requests_per_minute", "requests_per_day", "tokens_per_day", "tokens_per_month"}
+               "requests_per_minute", "requests_per_day", "tokens_per_day", "tokens_per_month",
+               "price_usd_month", "budget_usd_day", "budget_usd_month"}
 
 
 def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -196,6 +197,10 @@ def _tier(source: str, where: str, raw: Any) -> TierConfig:
         tpm_month=n("tpm_month", "tokens_per_month"),
         description=str(raw.get("description", "")),
         load_models=_bool(source, f"{where}.load_models", raw.get("load_models", False)),
+        price_usd_month=None if raw.get("price_usd_month") is None else _num(source, f"{where}.price_usd_month",
+                                                                             raw["price_usd_month"], float),
+        budget_usd_day=_num(source, f"{where}.budget_usd_day", raw.get("budget_usd_day", 0), float),
+        budget_usd_month=_num(source, f"{where}.budget_usd_month", raw.get("budget_usd_month", 0), float),
     )
 
 
@@ -391,6 +396,8 @@ def _validate(cfg: Config, origin: dict[str, tuple[str, str]]) -> Config:
         raise bad("strategy", f"unknown strategy {cfg.strategy!r} (one of {', '.join(STRATEGY_NAMES)})")
     if cfg.limiter_fail_mode not in ("open", "closed"):
         raise bad("limiter_fail_mode", "must be 'open' or 'closed'")
+    if cfg.auth_failures_per_minute < 0:
+        raise bad("auth_failures_per_minute", "must be >= 0 (0 = no limit)")
     if cfg.demo not in ("auto", "on", "off"):
         raise bad("demo", "must be auto, on or off")
     if cfg.database_url and not cfg.database_url.startswith(("sqlite", "postgres")):
@@ -401,6 +408,8 @@ def _validate(cfg: Config, origin: dict[str, tuple[str, str]]) -> Config:
     tiers = {t.name for t in cfg.tiers}
     if cfg.auth_key_tier and cfg.auth_key_tier not in tiers:
         raise bad("auth_key_tier", f"unknown tier {cfg.auth_key_tier!r}")
+    if cfg.unpriced_models not in ("free", "refuse"):
+        raise ConfigError(src("unpriced_models"), "unpriced_models", "must be 'free' or 'refuse'")
     if cfg.default_tier not in tiers:
         raise bad("default_tier", f"unknown tier {cfg.default_tier!r}")
     if str(cfg.log_level).upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

@@ -51,6 +51,10 @@ class TierConfig:
     tpm_month: int = 0
     description: str = ""
     load_models: bool = False  # keys of this tier may load models (seed 000 /api/models/load); admins always may
+    # Issue 16: the plan's monthly price (None = custom, shown as such) and $ budgets (0 = none).
+    price_usd_month: float | None = None
+    budget_usd_day: float = 0.0
+    budget_usd_month: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,7 @@ class Config:
     default_tier: str = "basic"
     strategy: str = "balanced"
     limiter_fail_mode: str = "open"  # open: per-gateway limits when Redis is down; closed: 503
+    auth_failures_per_minute: int = 100  # per client address, then 429 (SPEC, F6); 0 = no limit
     quota_timezone: str = "UTC"
     max_body_bytes: int = 16 * 1024 * 1024
     max_messages: int = 2048
@@ -96,6 +101,8 @@ class Config:
     tiers: tuple[TierConfig, ...] = ()
     cors_origins: tuple[str, ...] = ()
     cookie_secure: bool = False  # console cookies carry Secure: set it when served behind TLS
+    unpriced_models: str = "free"  # under a $ budget, a model without a price: "free" (costs 0) or "refuse"
+    budget_alert_pct: float = 80.0  # a budget's soft threshold: one alert per period when crossed
     test_hooks: bool = False
     log_level: str = "INFO"
     bridge_target: str = ""  # bridge alone: the remote gRPC address; "" = in-process

@@ -106,8 +106,9 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated: bool = False
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens read from the provider's cache (part of prompt_tokens)
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0  # prompt tokens written to the cache (Anthropic; part of prompt_tokens)
 
     @property
     def total_tokens(self) -> int:

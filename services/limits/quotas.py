@@ -64,6 +64,7 @@ class History(Protocol):
 class Admission:
     decision: Decision | None  # for the X-RateLimit-* headers; None when the tier is unlimited
     reservation: Reservation | None
+    budget: Reservation | None = None  # issue 16: the $ hold, settled with the real cost
 
 
 def limit_metadata(d: Decision | None) -> dict[str, str]:

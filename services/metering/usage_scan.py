@@ -25,7 +25,7 @@ _TEXT = re.compile(rb'"(?:text|content|partial_json|arguments|thinking|delta)"\s
 class UsageMeter:
     """Finds the provider's usage in a relayed body, fed piece by piece as it is relayed."""
 
-    __slots__ = ("_parser", "_last", "_buf", "_size", "_scanned", "chars", "pieces")
+    __slots__ = ("_parser", "_last", "_buf", "_size", "_scanned", "chars", "pieces", "_merged")
 
     def __init__(self, sse: bool) -> None:
         self._parser = SSEParser() if sse else None
@@ -35,6 +35,7 @@ class UsageMeter:
         self._scanned = False
         self.chars = 0  # text relayed, for an estimate when no usage comes
         self.pieces = 0
+        self._merged: dict = {}  # the usage object reported() found (for its cache counts)
 
     def feed(self, data: bytes) -> None:
         """Raises ValueError when one SSE event is over the parser's limit (RELIABILITY E10)."""
@@ -89,6 +90,7 @@ class UsageMeter:
                     merged.update(u)
             if not merged:
                 return None
+        self._merged = merged
         return _counts(merged)
 
     def usage(self, prompt_estimate: int, complete: bool, ok: bool) -> Usage:
@@ -96,7 +98,8 @@ class UsageMeter:
         if not ok:  # an error answer: what it reports, else nothing was generated
             return Usage(*(got or (0, 0)), estimated=not complete)
         if got is not None and complete:
-            return Usage(got[0], got[1])
+            read, write = _cache(self._merged)
+            return Usage(got[0], got[1], cached_tokens=read, cache_write_tokens=write)
         streamed = max(self.pieces, round(self.chars / 4)) if self.chars else 0
         prompt = got[0] if got and got[0] else prompt_estimate
         return Usage(prompt, max(streamed, got[1] if got else 0), estimated=True)
@@ -124,6 +127,17 @@ def _counts(u: dict) -> tuple[int, int]:
         cache = _int(u.get("cache_creation_input_tokens")) + _int(u.get("cache_read_input_tokens"))
         return _int(u.get("input_tokens")) + cache, _int(u.get("output_tokens"))
     return _int(u.get("prompt_tokens")), _int(u.get("completion_tokens"))
+
+
+def _cache(u: dict) -> tuple[int, int]:
+    """(cache reads, cache writes) among the prompt tokens, in each provider's words."""
+    if "cache_read_input_tokens" in u or "cache_creation_input_tokens" in u:  # Anthropic
+        return _int(u.get("cache_read_input_tokens")), _int(u.get("cache_creation_input_tokens"))
+    for name in ("input_tokens_details", "prompt_tokens_details"):  # OpenAI Responses, Chat Completions
+        d = u.get(name)
+        if isinstance(d, dict):
+            return _int(d.get("cached_tokens")), 0
+    return _int(u.get("cachedContentTokenCount")), 0  # Gemini
 
 
 def _last_object(buf: bytes | bytearray) -> dict | None:

@@ -303,7 +303,8 @@ def usage_from(fields: Mapping[str, int]) -> Usage:
     """
     cache_read = fields.get("cache_read_input_tokens", 0)
     prompt = fields.get("input_tokens", 0) + fields.get("cache_creation_input_tokens", 0) + cache_read
-    return Usage(prompt_tokens=prompt, completion_tokens=fields.get("output_tokens", 0), cached_tokens=cache_read)
+    return Usage(prompt_tokens=prompt, completion_tokens=fields.get("output_tokens", 0), cached_tokens=cache_read,
+                 cache_write_tokens=fields.get("cache_creation_input_tokens", 0))
 
 
 _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from contextlib import AsyncExitStack
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 from urllib.parse import quote
 
 import orjson
@@ -19,7 +19,7 @@ from services.providers import gemini_codec as codec
 from services.providers.base import Call
 from services.providers.sse import SSEParser
 from services.providers.transport import (
-    Deadlines, check_key, native_join, parse_json_object, read_body, read_some, scrub, send,
+    Deadlines, check_key, native_join, read_some, request_json, scrub, send,
 )
 
 _VERSIONED = re.compile(r"v1(?:alpha|beta)?/")
@@ -158,17 +158,9 @@ class GeminiAdapter:
                 break
         return names
 
-    async def _json(self, call: Call, method: str, url: str, body: bytes | None) -> dict[str, Any]:
-        check_key(call.api_key)
-        dl = Deadlines.start(call, stream=False)
-        label = dl.next_read()[1]
-        async with AsyncExitStack() as stack:
-            resp = await send(
-                stack, call, method, url, data=body, headers=self._headers(call),
-                until=dl.end, label=label, classify=self.classify,
-            )
-            raw = await read_body(resp, dl.end, label)
-        return parse_json_object(raw, resp.status)
+    def _json(self, call: Call, method: str, url: str, body: bytes | None) -> Awaitable[dict[str, Any]]:
+        # transport's coroutine, handed back: no coroutine of ours in between.
+        return request_json(call, method, url, body, self._headers(call), self.classify)
 
     @staticmethod
     def _headers(call: Call) -> dict[str, str]:

@@ -8,7 +8,7 @@ front of it is sent as a Bearer token.
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Awaitable, Mapping
 
 import orjson
 
@@ -17,7 +17,7 @@ from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, Em
 from services.providers import ollama_codec as codec
 from services.providers.base import Call
 from services.providers.transport import (
-    Deadlines, bearer_headers, check_key, parse_json_object, read_body, read_some, scrub, send, versioned_native_url,
+    Deadlines, bearer_headers, check_key, read_some, request_json, scrub, send, versioned_native_url,
 )
 
 
@@ -103,17 +103,9 @@ class OllamaAdapter:
         obj = await self._json(call, "GET", f"{self._base(call)}/api/tags", None)
         return [str(m["name"]) for m in obj.get("models") or [] if isinstance(m, dict) and m.get("name")]
 
-    async def _json(self, call: Call, method: str, url: str, body: bytes | None) -> dict[str, Any]:
-        check_key(call.api_key)
-        dl = Deadlines.start(call, stream=False)
-        label = dl.next_read()[1]
-        async with AsyncExitStack() as stack:
-            resp = await send(
-                stack, call, method, url, data=body, headers=self._headers(call),
-                until=dl.end, label=label, classify=self.classify,
-            )
-            raw = await read_body(resp, dl.end, label)
-        return parse_json_object(raw, resp.status)
+    def _json(self, call: Call, method: str, url: str, body: bytes | None) -> Awaitable[dict[str, Any]]:
+        # transport's coroutine, handed back: no coroutine of ours in between.
+        return request_json(call, method, url, body, self._headers(call), self.classify)
 
     @staticmethod
     def _headers(call: Call) -> dict[str, str]:

@@ -268,6 +268,19 @@ async def read_some(resp: aiohttp.ClientResponse, dl: Deadlines) -> bytes:
         raise UpstreamFailure("protocol", resp.status, f"stream broke off: {type(exc).__name__}") from None
 
 
+async def request_json(call: Call, method: str, url: str, body: bytes | None, headers: dict[str, str],
+                       classify: Classifier) -> dict[str, Any]:
+    """One non-streamed attempt whose answer is a JSON object (Gemini's and Ollama's APIs)."""
+    check_key(call.api_key)
+    dl = Deadlines.start(call, stream=False)
+    label = dl.next_read()[1]
+    async with AsyncExitStack() as stack:
+        resp = await send(stack, call, method, url, data=body, headers=headers, until=dl.end, label=label,
+                          classify=classify)
+        raw = await read_body(resp, dl.end, label)
+    return parse_json_object(raw, resp.status)
+
+
 def parse_json_object(raw: bytes, status: int) -> dict[str, Any]:
     try:
         obj = orjson.loads(raw)

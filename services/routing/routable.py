@@ -15,6 +15,9 @@ KIND_OWNERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "google",
                "deepseek": "deepseek", "demo": "tollgate", "ollama": "meta", "cerebras": "meta", "groq": "meta"}
 
 
+VENDOR_ORDER = ("openai", "anthropic", "google", "meta", "mistral")
+
+
 class ModelCatalog:
     def __init__(self, catalog: Catalog, index: CandidateIndex) -> None:
         self.catalog = catalog
@@ -52,13 +55,10 @@ class ModelCatalog:
         return ""
 
     def vendors(self) -> list[str]:
-        """Every vendor with a routable model, most models first (then by name)."""
-        counts: dict[str, int] = {}
-        for info, provs in self.entries:
-            v = self.vendor(info, provs)
-            if v:
-                counts[v] = counts.get(v, 0) + 1
-        return sorted(counts, key=lambda v: (-counts[v], v))
+        """Every vendor with a routable model: seed 004's order (openai, anthropic, google, meta,
+        mistral) first, then the others by name."""
+        found = {v for info, provs in self.entries if (v := self.vendor(info, provs))}
+        return sorted(found, key=lambda v: (VENDOR_ORDER.index(v) if v in VENDOR_ORDER else len(VENDOR_ORDER), v))
 
     def get(self, model_id: str) -> tuple[ModelInfo, list[str]] | None:
         return self._by_id.get(model_id)

@@ -26,6 +26,9 @@ FORMATS = {pb.RESPONSE_FORMAT_UNSPECIFIED: "", pb.RESPONSE_FORMAT_TEXT: "text",
 MODEL_MAX = 256
 
 
+MODEL_REQUIRED = ("api_v1",)  # surfaces whose seed has no default model (004)
+
+
 def check_model(model: str, field: str = "model") -> None:
     """Model names travel in headers and metadata: printable, bounded (RELIABILITY E6, E9)."""
     # For ASCII text isprintable() is exactly "no C0 control, no DEL"; C1 controls are not ASCII.
@@ -39,6 +42,10 @@ def chat_request(inp: pb.ChatInput, max_messages: int, include_usage: bool = Fal
     # container wrapper for a repeated field): read each once, and skip the empty ones.
     model = inp.model
     check_model(model)
+    if not model and inp.surface in MODEL_REQUIRED:
+        # Seed 004: a request without `model` is refused in its words, not given the default model.
+        raise InvalidArgument("Validation error", reason="MODEL_REQUIRED",
+                              field_violations=[FieldViolation("model", "Model is required")])
     messages = inp.messages
     if not messages:
         raise InvalidArgument("messages must not be empty", reason="MESSAGES_REQUIRED",

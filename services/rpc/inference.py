@@ -5,13 +5,20 @@ from __future__ import annotations
 from typing import Any, AsyncIterator
 
 from services.fidelity import Fidelity
+from services.metering.tokens import estimate_prompt
 from services.pipeline import StreamFinished, StreamStarted
+from services.limits.open_gate import OPEN_SURFACES
 from services.rpc import convert
 from services.rpc.forward import make_forward
 from services.rpc.interceptors import Ctx, Guard, rate_limit_metadata
 from tollgate.v1 import inference_service_pb2 as ipb
 from tollgate.v1 import inference_service_pb2_grpc as ipb_grpc
 
+
+
+def open_inference(request) -> str:
+    """Seed 004's open mode opens its own surfaces (/api/v1/inference, /ws), not the keyed ones."""
+    return "inference" if request.input.surface in OPEN_SURFACES else ""
 
 def route_metadata(request_id: str, outcome) -> tuple[tuple[str, str], ...]:
     route = outcome.route
@@ -25,6 +32,13 @@ def route_metadata(request_id: str, outcome) -> tuple[tuple[str, str], ...]:
         md += (("x-llm-provider", t.provider), ("x-llm-model", t.model), ("x-llm-key-id", t.key_id))
     if route.attempts:
         md += (("x-tollgate-route", route.header()),)
+    return md
+
+
+def _route_md(ctx: Ctx, outcome) -> tuple[tuple[str, str], ...]:
+    md = route_metadata(ctx.request_id, outcome)
+    if ctx.open_decision is not None and outcome.decision is None:
+        md = rate_limit_metadata(ctx.open_decision) + md  # open mode: the caller's per-IP count (seed 004)
     return md
 
 
@@ -47,19 +61,19 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
     fidelity = Fidelity(app)
 
     class InferenceServicer(ipb_grpc.InferenceServiceServicer):
-        @guard.unary()
+        @guard.unary(open_kind=open_inference)
         async def Chat(self, request: ipb.ChatRequest, ctx: Ctx) -> ipb.ChatResponse:
             req = clamp(convert.chat_request(request.input, max_messages))
             if req.raw_body and (target := fidelity.plan(req)) is not None:
                 raw, out = await fidelity.chat(ctx.principal, req, target, ctx.request_id, ctx.context.time_remaining())
-                await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, out))
+                await ctx.context.send_initial_metadata(_route_md(ctx, out))
                 return ipb.ChatResponse(id=ctx.request_id, raw=raw)
             result, out = await app.pipeline.chat(ctx.principal, req, ctx.request_id, ctx.context.time_remaining())
-            md = route_metadata(ctx.request_id, out)
+            md = _route_md(ctx, out)
             await ctx.context.send_initial_metadata(md + ignored_metadata(req) if req.ignored else md)
             return convert.chat_response(result, ctx.request_id, out.route, out.usage, out.cost_usd, out.created, out.decision)
 
-        @guard.stream()
+        @guard.stream(open_kind=open_inference)
         async def StreamChat(self, request: ipb.StreamChatRequest, ctx: Ctx) -> AsyncIterator[ipb.StreamChatResponse]:
             req = clamp(convert.chat_request(request.input, max_messages, request.include_usage))
             if req.raw_body and (target := fidelity.plan(req)) is not None:
@@ -67,11 +81,12 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
                     if type(piece) is bytes:
                         yield ipb.StreamChatResponse(raw=piece)
                     else:
-                        await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, piece))
+                        await ctx.context.send_initial_metadata(_route_md(ctx, piece))
                         msg = ipb.StreamChatResponse()
                         msg.start.id = ctx.request_id
                         convert.fill_route(msg.start.route, piece.route)
                         msg.start.created = int(piece.created)
+                        msg.start.raw = True
                         yield msg
                 return
             async for ev in app.pipeline.stream(ctx.principal, req, ctx.request_id, ctx.context.time_remaining()):
@@ -81,7 +96,7 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
                         yield msg
                 elif isinstance(ev, StreamStarted):
                     out = ev.outcome
-                    md = route_metadata(ctx.request_id, out)
+                    md = _route_md(ctx, out)
                     await ctx.context.send_initial_metadata(md + ignored_metadata(req) if req.ignored else md)
                     msg = ipb.StreamChatResponse()  # filled in place: no copy per nesting level
                     st = msg.start
@@ -107,11 +122,22 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
         async def Embed(self, request: ipb.EmbedRequest, ctx: Ctx) -> ipb.EmbedResponse:
             req = convert.embed_request(request)
             result, out = await app.pipeline.embed(ctx.principal, req, ctx.request_id, ctx.context.time_remaining())
-            await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, out))
+            await ctx.context.send_initial_metadata(_route_md(ctx, out))
             return ipb.EmbedResponse(
                 id=ctx.request_id, usage=convert.usage(out.usage, out.cost_usd), route=convert.route(out.route),
                 embeddings=[ipb.Embedding(index=i, values=v) for i, v in enumerate(result.vectors)])
 
         Forward = make_forward(app, guard)
+
+        @guard.unary()
+        async def CountTokens(self, request: ipb.CountTokensRequest, ctx: Ctx) -> ipb.CountTokensResponse:
+            req = convert.chat_request(request.input, max_messages)
+            n, target = await fidelity.count_tokens(req, ctx.context.time_remaining())
+            if target is None:
+                return ipb.CountTokensResponse(input_tokens=estimate_prompt(req), estimated=True)
+            msg = ipb.CountTokensResponse(input_tokens=n)
+            r = msg.route
+            r.provider, r.kind, r.model, r.key_id = target.provider, target.kind, target.model, target.key_id
+            return msg
 
     return InferenceServicer()

@@ -20,6 +20,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from services.auth.principal import Principal
+from services.limits.open_gate import OPEN_EVENT
 from services.core import errors as E
 from services.core.scrub import Scrubber
 from services.limits.base import Decision
@@ -34,12 +35,13 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "x-admin-key", "x-
 class Ctx:
     """What a guarded method gets besides the request: who calls and this call's id."""
 
-    __slots__ = ("principal", "request_id", "context")
+    __slots__ = ("principal", "request_id", "context", "open_decision")
 
     def __init__(self, principal: Principal, request_id: str, context: Any) -> None:
         self.principal = principal
         self.request_id = request_id
         self.context = context
+        self.open_decision = None  # the per-IP count, for a keyless call in open mode (open_gate.py)
 
 
 def rate_limit_metadata(d: Decision | None) -> tuple[tuple[str, str], ...]:
@@ -130,24 +132,50 @@ class Guard:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def _enter(self, context: Any, request_id: str, admin_only: bool, public: bool) -> Ctx:
+    async def _enter(self, context: Any, request_id: str, admin_only: bool, public: bool,
+                     open_kind: Any = "", request: Any = None) -> Ctx:
         if self.app.draining:
             raise E.Unavailable("the gateway is shutting down; retry on another replica", reason="SHUTTING_DOWN",
                                 retry_after_s=1.0)
         md = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        # Issue 15 point 5: an address over its failed authentications is refused before any key check.
+        # The address is worked out only when some address is blocked, or a credential was refused.
+        throttle = getattr(self.app, "auth_throttle", None)
+        if throttle is not None and throttle.blocking:
+            throttle.check(*throttle.address(context.peer(), md))
+        gate = getattr(self.app, "open_gate", None)
+        if open_kind and gate is not None and gate.enabled:
+            key, admin = self.app.auth.credentials(md)
+            kind = open_kind(request) if callable(open_kind) else open_kind
+            if kind and not key and not admin:
+                # Seed 004's open mode: no key, per-IP limits instead (services/limits/open_gate.py).
+                if md.get(OPEN_EVENT) == "ws_connect":
+                    kind = "ws_connect"
+                principal, decision = await gate.admit(kind, context.peer(), md)
+                ctx = Ctx(principal, request_id, context)
+                ctx.open_decision = decision
+                return ctx
         if public:
             principal = Principal("anonymous", "anonymous", "unlimited")
             key, admin = self.app.auth.credentials(md)
             if key or admin:
                 try:
                     principal = await self.app.auth.resolve(md)
-                except E.TollgateError:
-                    pass  # public routes still answer with a bad key (e.g. /v1/models on seed 002 is authed; Register is not)
+                except E.TollgateError as e:
+                    # public routes still answer with a bad key (e.g. /v1/models on seed 002 is authed; Register is not)
+                    if throttle is not None and isinstance(e, E.Unauthenticated):
+                        await throttle.failed(*throttle.address(context.peer(), md))
         else:
-            principal = await self.app.auth.resolve(md, admin_only=admin_only)
+            try:
+                principal = await self.app.auth.resolve(md, admin_only=admin_only)
+            except E.Unauthenticated:
+                # Only a credential that was presented and refused counts, not a missing one.
+                if throttle is not None and any(self.app.auth.credentials(md)):
+                    await throttle.failed(*throttle.address(context.peer(), md))  # the 429 once over the limit
+                raise
         return Ctx(principal, request_id, context)
 
-    def unary(self, admin_only: bool = False, public: bool = False, peek_limits: bool = True):
+    def unary(self, admin_only: bool = False, public: bool = False, peek_limits: bool = True, open_kind: Any = ""):
         def wrap(fn: Callable[..., Awaitable[Any]]):
             # Chat and Embed send their own limits with the answer's metadata; decided once here.
             peek = peek_limits and fn.__name__ not in ("Chat", "Embed", "CreateResponse")
@@ -155,10 +183,14 @@ class Guard:
             @functools.wraps(fn)
             async def handler(servicer: Any, request: Any, context: Any) -> Any:
                 request_id = new_request_id()
+                ctx = None
                 try:
-                    ctx = await self._enter(context, request_id, admin_only, public)
+                    ctx = await self._enter(context, request_id, admin_only, public, open_kind, request)
                     if peek and ctx.principal.kind not in ("admin", "anonymous"):
                         await self._send_limits(ctx)
+                    elif peek and ctx.open_decision is not None:  # open mode: the per-IP count (seed 004)
+                        await context.send_initial_metadata(rate_limit_metadata(ctx.open_decision)
+                                                            + (("x-request-id", request_id),))
                     return await fn(servicer, request, ctx)
                 except E.TollgateError as e:
                     await _abort(context, e, request_id, getattr(self.app, "scrubber", None))
@@ -169,16 +201,20 @@ class Guard:
                         raise
                     log.exception("unhandled error in %s (request %s)", fn.__name__, request_id)
                     await _abort(context, _internal(exc), request_id, getattr(self.app, "scrubber", None))
+                finally:
+                    if ctx is not None and ctx.open_decision is not None:
+                        self.app.open_gate.leave()  # MAX_CONCURRENT_REQUESTS counts calls in flight
             return handler
         return wrap
 
-    def stream(self, admin_only: bool = False):
+    def stream(self, admin_only: bool = False, open_kind: Any = ""):
         def wrap(fn: Callable[..., AsyncIterator[Any]]):
             @functools.wraps(fn)
             async def handler(servicer: Any, request: Any, context: Any) -> AsyncIterator[Any]:
                 request_id = new_request_id()
+                ctx = None
                 try:
-                    ctx = await self._enter(context, request_id, admin_only, False)
+                    ctx = await self._enter(context, request_id, admin_only, False, open_kind, request)
                     async for msg in fn(servicer, request, ctx):
                         yield msg
                 except E.TollgateError as e:
@@ -190,6 +226,9 @@ class Guard:
                         raise
                     log.exception("unhandled error in %s (request %s)", fn.__name__, request_id)
                     await _abort(context, _internal(exc), request_id, getattr(self.app, "scrubber", None))
+                finally:
+                    if ctx is not None and ctx.open_decision is not None:
+                        self.app.open_gate.leave()  # MAX_CONCURRENT_REQUESTS counts calls in flight
             return handler
         return wrap
 

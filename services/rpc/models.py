@@ -68,7 +68,7 @@ def make_model_servicer(app: Any) -> mpb_grpc.ModelServiceServicer:
     guard = Guard(app)
 
     class ModelServicer(mpb_grpc.ModelServiceServicer):
-        @guard.unary()
+        @guard.unary(open_kind="catalog")
         async def ListModels(self, request: mpb.ListModelsRequest, ctx: Ctx) -> mpb.ListModelsResponse:
             offset, limit = paging.window(request.page_size, request.page_token, request.skip)
             found = [model_pb(i, ps, app.models.vendor(i, ps))
@@ -81,7 +81,7 @@ def make_model_servicer(app: Any) -> mpb_grpc.ModelServiceServicer:
             return mpb.ListModelsResponse(models=page, total_size=len(found),
                                           next_page_token=paging.next_token(offset, limit, len(found)))
 
-        @guard.unary()
+        @guard.unary(open_kind="catalog")
         async def GetModel(self, request: mpb.GetModelRequest, ctx: Ctx) -> mpb.GetModelResponse:
             loaded = app.loaded.get(request.id)
             if loaded is not None:
@@ -91,7 +91,7 @@ def make_model_servicer(app: Any) -> mpb_grpc.ModelServiceServicer:
                 raise NotFound(f"The model '{request.id}' does not exist", reason="MODEL_NOT_FOUND", metadata={"model": request.id})
             return mpb.GetModelResponse(model=model_pb(*entry, app.models.vendor(*entry)))
 
-        @guard.unary()
+        @guard.unary(open_kind="catalog")
         async def ListVendors(self, request: mpb.ListVendorsRequest, ctx: Ctx) -> mpb.ListVendorsResponse:
             return mpb.ListVendorsResponse(vendors=app.models.vendors())
 

@@ -88,6 +88,7 @@ class ApiKeyRecord:
     tpm_month: int = 0
     budget_usd_day: float | None = None
     budget_usd_month: float | None = None
+    owner_budgets: tuple[float, float] = field(default=(0.0, 0.0), compare=False)  # the owner's (day, month) $
     owner_state: str = field(default="", compare=False)  # the owning user's state when looked up for authentication, "" = no user
 
     def active(self, now: float) -> bool:

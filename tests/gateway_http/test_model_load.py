@@ -17,6 +17,7 @@ from services.config.defaults import DEFAULT_TIERS
 from tests.support.fakes.ollama import run_fake_ollama
 from tests.support.fakes.openai import run_fake_openai
 from tests.support.gateway import ADMIN_KEY, config, provider, run_gateway
+from tests.support.postgres import postgres_url  # noqa: F401  (fixture)
 from tollgate.v1 import model_service_pb2 as mpb
 from tollgate.v1 import model_service_pb2_grpc as mpb_grpc
 
@@ -220,3 +221,42 @@ async def test_openai_compatible_source_with_a_sealed_key(tmp_path, monkeypatch)
         # Sealed at rest: the row holds no key in clear.
         rows = await g.app.store.run(lambda db: db.execute_sql("SELECT sealed FROM loaded_models").fetchall())
         assert rows and all("sk-remote" not in r[0] and r[0].startswith("v1:") for r in rows)
+
+
+async def test_loaded_on_one_replica_is_routable_on_another_at_once(tmp_path, ollama, postgres_url):
+    """Two gateways on one PostgreSQL: B routes a model A loaded a moment ago, without waiting for
+    its periodic re-read (a name B does not know triggers one); an unload on A reaches B too."""
+    shared = dict(providers=(provider("ollama", ollama.base_url, kind="ollama", keys=("",), models=("llava",)),),
+                  database_url=postgres_url, secret_key="replicas-share-this-secret-0123456789")
+    async with run_gateway(config(tmp_path / "a", **shared)) as a, run_gateway(config(tmp_path / "b", **shared)) as b:
+        b.app.loaded.refresh_s = 3600.0  # no help from B's poller: only the miss path may find it
+        key = await a.new_key()
+        r = await a.http.post("/api/models/load", headers=bearer(key),
+                              json={"source": "llama3.2", "format": "ollama", "name": "Shared Model"})
+        assert r.status_code == 201, r.text
+        r = await chat(b, "Shared Model", key)
+        assert r.status_code == 200, r.text
+        assert ollama.requests[-1].body["model"] == "llama3.2"
+        listed = (await b.http.get("/v1/models", headers=bearer(key))).json()["data"]
+        assert "Shared Model" in [m["id"] for m in listed]
+        assert (await a.http.delete("/api/models/Shared Model", headers=bearer(key))).status_code == 200
+        await b.app.loaded.refresh()  # B's next periodic read (every second by default)
+        assert (await chat(b, "Shared Model", key)).status_code == 404
+
+
+async def test_unload_lets_a_request_under_way_finish(gw, ollama):
+    r = await gw.http.post("/api/models/load", headers=bearer(gw.key),
+                           json={"source": "llama3.2", "format": "ollama", "name": "Going Away"})
+    assert r.status_code == 201
+    ollama.token_delay_s = 0.05
+    async with gw.http.stream("POST", "/v1/chat/completions", headers=bearer(gw.key),
+                              json={"model": "Going Away", "stream": True,
+                                    "messages": [{"role": "user", "content": "one two three four five six"}]}) as s:
+        lines = s.aiter_lines()
+        first = await anext(lines)
+        assert first.startswith("data: ")
+        assert (await gw.http.delete("/api/models/Going Away", headers=bearer(gw.key))).status_code == 200
+        rest = [line async for line in lines]
+    assert rest[-2:] == ["data: [DONE]", ""] or rest[-1] == "data: [DONE]"
+    assert "error" not in "".join(rest)
+    assert (await chat(gw, "Going Away", gw.key)).status_code == 404

@@ -202,7 +202,7 @@ async def test_models_top_search_providers(catalogue):
     assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "q"
 
     r = await catalogue.http.get("/api/v1/models/providers", headers=h)
-    assert r.json() == {"data": ["openai", "tollgate"]}  # vendors, most models first
+    assert r.json() == {"data": ["openai", "tollgate"]}  # vendors: seed 004 order, then by name
     r = await catalogue.http.get("/api/v1/models/providers/openai", headers=h)
     body = r.json()
     assert body["provider"] == "openai" and [m["id"] for m in body["data"]] == ["gpt-4o", "gpt-4o-mini", "openai/gpt-4o"]

@@ -41,11 +41,31 @@ async def test_a_malformed_request_line_gets_no_runtime_banner(gw):
     assert b"aiohttp" not in head.lower() and b"python/" not in head.lower()
 
 
-def test_the_typed_client_sets_a_primary_user_agent():
+async def test_the_typed_client_names_tollgate_in_its_user_agent():
+    """grpc's own agent cannot be removed, but ours comes first (grpc.primary_user_agent)."""
+    import grpc
+
     from tollgate.client import TollgateClient
+    from tollgate.v1 import model_service_pb2 as mpb
 
-    async def main():
-        c = TollgateClient.connect("127.0.0.1:1")
-        await c.close()
+    seen: list[str] = []
 
-    asyncio.run(main())  # builds the channel with the option; grpc refuses unknown option types
+    def handler(request, context):
+        seen.append(dict(context.invocation_metadata()).get("user-agent", ""))
+        return b""
+
+    class Capture(grpc.GenericRpcHandler):
+        def service(self, details):
+            return grpc.unary_unary_rpc_method_handler(lambda req, ctx: handler(req, ctx))
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((Capture(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        client = TollgateClient.connect(f"127.0.0.1:{port}")
+        await client.models.ListModels(mpb.ListModelsRequest(), timeout=5)
+        await client.close()
+    finally:
+        await server.stop(None)
+    assert seen and seen[0].startswith("tollgate-client ")

@@ -20,6 +20,62 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class CountTokensRequest(_message.Message):
+    """CountTokensRequest is the chat request to count (ChatInput.raw_body: the body as sent)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def input(self) -> _chat_pb2.ChatInput:
+        """The conversation, as for Chat."""
+
+    def __init__(
+        self,
+        *,
+        input: _chat_pb2.ChatInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountTokensRequest: _TypeAlias = CountTokensRequest  # noqa: Y015
+
+@_typing.final
+class CountTokensResponse(_message.Message):
+    """CountTokensResponse is the count."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    ESTIMATED_FIELD_NUMBER: _builtins.int
+    ROUTE_FIELD_NUMBER: _builtins.int
+    input_tokens: _builtins.int
+    """Input tokens."""
+    estimated: _builtins.bool
+    """True when the count is the gateway's estimate, not the provider's."""
+    @_builtins.property
+    def route(self) -> _chat_pb2.Route:
+        """Who counted (empty when estimated)."""
+
+    def __init__(
+        self,
+        *,
+        input_tokens: _builtins.int = ...,
+        estimated: _builtins.bool = ...,
+        route: _chat_pb2.Route | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["route", b"route"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated", b"estimated", "input_tokens", b"input_tokens", "route", b"route"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountTokensResponse: _TypeAlias = CountTokensResponse  # noqa: Y015
+
+@_typing.final
 class ChatRequest(_message.Message):
     """ChatRequest asks for a whole answer."""
 
@@ -147,10 +203,13 @@ class StreamStart(_message.Message):
     ROUTE_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    RAW_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The gateway's request id."""
     created: _builtins.int
     """Seconds since the epoch when the stream started."""
+    raw: _builtins.bool
+    """True when the stream that follows is the provider's own, relayed as sent (raw messages only)."""
     @_builtins.property
     def route(self) -> _chat_pb2.Route:
         """Who answers."""
@@ -166,10 +225,11 @@ class StreamStart(_message.Message):
         route: _chat_pb2.Route | None = ...,
         created: _builtins.int = ...,
         rate_limit: _chat_pb2.RateLimitState | None = ...,
+        raw: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rate_limit", b"rate_limit", "route", b"route"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "id", b"id", "rate_limit", b"rate_limit", "route", b"route"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "id", b"id", "rate_limit", b"rate_limit", "raw", b"raw", "route", b"route"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

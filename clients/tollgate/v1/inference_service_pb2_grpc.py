@@ -55,6 +55,11 @@ class InferenceServiceStub:
                 request_serializer=tollgate_dot_v1_dot_inference__service__pb2.ForwardRequest.SerializeToString,
                 response_deserializer=tollgate_dot_v1_dot_inference__service__pb2.ForwardResponse.FromString,
                 _registered_method=True)
+        self.CountTokens = channel.unary_unary(
+                '/tollgate.v1.InferenceService/CountTokens',
+                request_serializer=tollgate_dot_v1_dot_inference__service__pb2.CountTokensRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_inference__service__pb2.CountTokensResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -90,6 +95,14 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CountTokens(self, request, context):
+        """CountTokens counts a chat request's input tokens: the provider's own count where the route has
+        an endpoint for it (Anthropic's count_tokens), else the gateway's estimate. Free, so not metered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +125,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.Forward,
                     request_deserializer=tollgate_dot_v1_dot_inference__service__pb2.ForwardRequest.FromString,
                     response_serializer=tollgate_dot_v1_dot_inference__service__pb2.ForwardResponse.SerializeToString,
+            ),
+            'CountTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountTokens,
+                    request_deserializer=tollgate_dot_v1_dot_inference__service__pb2.CountTokensRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_inference__service__pb2.CountTokensResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +241,33 @@ class InferenceService:
             '/tollgate.v1.InferenceService/Forward',
             tollgate_dot_v1_dot_inference__service__pb2.ForwardRequest.SerializeToString,
             tollgate_dot_v1_dot_inference__service__pb2.ForwardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.InferenceService/CountTokens',
+            tollgate_dot_v1_dot_inference__service__pb2.CountTokensRequest.SerializeToString,
+            tollgate_dot_v1_dot_inference__service__pb2.CountTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,10 @@ class InferenceServiceStub:
     """Forward relays a provider-native request (seed 003's /v1/{openai,anthropic,gemini}/*) with the
     gateway's provider key, streaming the provider's response back unchanged and metering it.
     """
+    CountTokens: _grpc.UnaryUnaryMultiCallable[_inference_service_pb2.CountTokensRequest, _inference_service_pb2.CountTokensResponse]
+    """CountTokens counts a chat request's input tokens: the provider's own count where the route has
+    an endpoint for it (Anthropic's count_tokens), else the gateway's estimate. Free, so not metered.
+    """
 
 @_typing.type_check_only
 class InferenceServiceAsyncStub(InferenceServiceStub):
@@ -58,6 +62,10 @@ class InferenceServiceAsyncStub(InferenceServiceStub):
     Forward: _aio.UnaryStreamMultiCallable[_inference_service_pb2.ForwardRequest, _inference_service_pb2.ForwardResponse]  # type: ignore[assignment]
     """Forward relays a provider-native request (seed 003's /v1/{openai,anthropic,gemini}/*) with the
     gateway's provider key, streaming the provider's response back unchanged and metering it.
+    """
+    CountTokens: _aio.UnaryUnaryMultiCallable[_inference_service_pb2.CountTokensRequest, _inference_service_pb2.CountTokensResponse]  # type: ignore[assignment]
+    """CountTokens counts a chat request's input tokens: the provider's own count where the route has
+    an endpoint for it (Anthropic's count_tokens), else the gateway's estimate. Free, so not metered.
     """
 
 class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -95,6 +103,16 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_inference_service_pb2.ForwardResponse], _abc.AsyncIterator[_inference_service_pb2.ForwardResponse]]:
         """Forward relays a provider-native request (seed 003's /v1/{openai,anthropic,gemini}/*) with the
         gateway's provider key, streaming the provider's response back unchanged and metering it.
+        """
+
+    @_abc_1.abstractmethod
+    def CountTokens(
+        self,
+        request: _inference_service_pb2.CountTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_service_pb2.CountTokensResponse, _abc.Awaitable[_inference_service_pb2.CountTokensResponse]]:
+        """CountTokens counts a chat request's input tokens: the provider's own count where the route has
+        an endpoint for it (Anthropic's count_tokens), else the gateway's estimate. Free, so not metered.
         """
 
 def add_InferenceServiceServicer_to_server(servicer: InferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

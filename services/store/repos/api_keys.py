@@ -45,10 +45,12 @@ def find_by_hash(db: pw.Database, key_hash: str) -> tuple[ApiKeyRecord, str] | N
     if rec.user_id:
         # Issue 16: one plan per user and the user's state, read with the key (once a second per
         # key, through the authenticator's cache): a plan change or a suspension reaches it there.
-        owner = User.select(User.tier, User.state).where(User.id == rec.user_id).first(db)
+        owner = User.select(User.tier, User.state, User.budget_usd_day, User.budget_usd_month).where(
+            User.id == rec.user_id).first(db)
         if owner is not None:
             rec.tier = owner.tier or rec.tier
             rec.owner_state = owner.state or "active"
+            rec.owner_budgets = (owner.budget_usd_day or 0.0, owner.budget_usd_month or 0.0)
     return rec, row.hash
 
 

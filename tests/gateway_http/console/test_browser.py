@@ -40,7 +40,7 @@ PAGES = [
     ("/account", "account", ["/api/auth/sessions"]),
     ("/admin/users", "admin-users", ["/api/admin/users", "/api/admin/plans"]),
     ("/admin/plans", "admin-plans", ["/api/admin/plans"]),
-    ("/admin/settings", "admin-registration", ["/api/admin/registration", "/api/auth/registration"]),
+    ("/admin/settings", "admin-settings", ["/api/auth/registration"]),
     ("/admin/provider-keys", "admin-provider-keys", ["/api/admin/provider-keys"]),
     ("/admin/health", "admin-router-health", []),
     ("/admin/usage", "admin-usage-explorer", []),
@@ -179,13 +179,14 @@ def test_token_created_in_the_console_works_with_the_openai_sdk(gw, browser, fir
     tab.go("/tokens")
     tab.page.get_by_label("Token name").fill("sdk-app")
     with tab.page.expect_request(lambda r: r.url.endswith("/api/tokens") and r.method == "POST") as req_info:
-        tab.page.get_by_role("button", name="Create token").click()
+        tab.page.get_by_role("button", name="Generate token").click()
     csrf = next(c["value"] for c in tab.ctx.cookies() if c["name"] == "tg_csrf")
     assert req_info.value.headers.get("x-csrf-token") == csrf and "authorization" not in req_info.value.headers
     secret = tab.page.locator("#new-token").inner_text()
     assert secret and tab.page.get_by_role("button", name="Copy").is_visible()
     assert tab.page.get_by_text("it will not be shown again").is_visible()
     row = tab.page.locator("table tr", has_text="sdk-app")
+    row.wait_for()  # the list reloads after the reveal
     assert row.count() == 1 and secret not in row.inner_text()
 
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=secret, max_retries=0)
@@ -200,8 +201,11 @@ def test_token_created_in_the_console_works_with_the_openai_sdk(gw, browser, fir
     assert secret not in tab.page.content()
     # Revoke in the console: the SDK is refused from then on (within the auth cache's second).
     tab.page.get_by_label("Token name").fill("to-revoke")
-    tab.page.get_by_role("button", name="Create token").click()
+    tab.page.get_by_text("Limits for this token (optional)").click()
+    tab.page.get_by_label("Requests / minute").fill("7")
+    tab.page.get_by_role("button", name="Generate token").click()
     doomed = tab.page.locator("#new-token").inner_text()
+    assert "requests / minute: 7" in tab.page.locator("table tr", has_text="to-revoke").inner_text()
     tab.page.get_by_role("button", name="Revoke token to-revoke").click()
     tab.page.wait_for_selector("table tr >> text=to-revoke", state="detached")
     doomed_client = openai.OpenAI(base_url=gw.url + "/v1", api_key=doomed, max_retries=0)
@@ -334,6 +338,7 @@ def test_a_user_added_in_the_console_accepts_the_invite_and_signs_in(gw, browser
     admin.page.get_by_role("button", name="Add user").click()
     admin.page.wait_for_selector("text=One-time invite token")
     invite = admin.page.locator(".reveal code.secret").inner_text()
+    admin.page.locator("table tr", has_text="invited@example.com").wait_for()  # the list reloads after the reveal
     assert invite and admin.page.locator("table tr", has_text="invited@example.com").count() == 1
     assert admin.watch.take() == []
     admin.close()
@@ -375,7 +380,7 @@ def test_csv_export_equals_the_ledger(gw, browser, first_admin) -> None:
         assert row["model"] == rec.model and row["status"] == rec.status and row["provider"] == rec.provider
         assert int(row["prompt_tokens"]) == rec.prompt_tokens and int(row["completion_tokens"]) == rec.completion_tokens
         assert abs(float(row["cost_usd"]) - rec.cost_usd) < 1e-9 and row["key_id"] == rec.key_id
-    assert tab.page.get_by_text("CSV downloaded.").is_visible()
+    tab.page.get_by_text("CSV downloaded.").wait_for()
     assert tab.watch.take() == []
     tab.close()
 

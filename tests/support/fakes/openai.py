@@ -54,6 +54,8 @@ class FakeOpenAI:
     # > 0: SO_SNDBUF of each streaming response's socket, so that a test sees backpressure reach
     # this fake before megabytes pile up in kernel buffers (RELIABILITY E7)
     stream_sndbuf: int = 0
+    # When set, plain (non-stream) answers wait for it: a test decides when admitted requests finish.
+    hold: asyncio.Event | None = None
 
     def count(self, model: str) -> int:
         self.counters[model] = self.counters.get(model, 0) + 1
@@ -109,6 +111,8 @@ def make_app(state: FakeOpenAI) -> web.Application:
         cid = f"chatcmpl-fake{next(_ids)}"
         if not body.get("stream"):
             await _slow_first(model)
+            if state.hold is not None:
+                await state.hold.wait()
             state.tokens_sent += len(pieces)
             return web.Response(content_type="application/json", body=orjson.dumps({
                 "id": cid, "object": "chat.completion", "created": 1_700_000_000, "model": model,

@@ -6,8 +6,8 @@ import { h } from "./dom.js";
 
 const USER_PAGES = [
   ["/", "Usage & quota", "usage"],
-  ["/tokens", "API tokens", "tokens"],
-  ["/keys", "Provider keys", "keys"],
+  ["/tokens", "API Tokens", "tokens"],
+  ["/keys", "API Keys", "keys"],
   ["/playground", "Playground", "playground"],
   ["/models", "Models & prices", "models"],
   ["/statements", "Statements", "statements"],
@@ -16,7 +16,7 @@ const USER_PAGES = [
 const ADMIN_PAGES = [
   ["/admin/users", "Users", "admin_users"],
   ["/admin/plans", "Plans & budgets", "admin_plans"],
-  ["/admin/settings", "Registration", "admin_settings"],
+  ["/admin/settings", "Settings", "admin_settings"],
   ["/admin/provider-keys", "Gateway provider keys", "admin_provider_keys"],
   ["/admin/health", "Router health", "admin_health"],
   ["/admin/usage", "Usage explorer", "admin_usage"],

@@ -7,8 +7,8 @@ const KINDS = ["openai", "anthropic", "gemini", "openrouter", "mistral", "groq",
   "cerebras", "deepinfra", "ollama", "openai_compatible"];
 
 export default async function render(view) {
-  view.append(h("h1", null, "Provider keys"),
-    h("p", { class: "lead" }, "Your own keys for upstream providers. Requests made with your tokens may route through them. ",
+  view.append(h("h1", null, "API Keys"),
+    h("p", { class: "lead" }, "Your LLM provider API keys (OpenAI, Anthropic, Gemini, …). Requests made with your tokens may route through them. ",
       "The gateway stores them encrypted and never shows them again."));
   const provider = select(KINDS, { name: "provider" });
   const name = input({ name: "name", maxlength: 100, placeholder: "e.g. personal OpenAI" });
@@ -20,7 +20,7 @@ export default async function render(view) {
   const form = h("form", { class: "grid-form", novalidate: true }, field("Provider", provider), field("Name", name),
     field("API key", secret), field("Base URL (optional)", baseUrl), field("Allowed models (optional)", models), submit);
   const listSlot = h("div");
-  view.append(section("Add a key", form, status), section("Your keys", listSlot));
+  view.append(section("Add a provider API key", form, status), section("Your keys", listSlot));
 
   form.addEventListener("submit", (e) => {
     e.preventDefault();
