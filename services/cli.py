@@ -6,6 +6,12 @@
     tollgate usage [--key-id ak_…] [--model m] [--limit 20]
     tollgate models
     tollgate chat "Hello" [--model demo] [--stream]
+    tollgate users list [--q ann] [--plan startup] [--role user] [--state suspended] [--limit 50] [--offset 0]
+    tollgate users create --email a@b.io --plan startup [--role admin] [--password …]   (no password: an invite)
+    tollgate users set usr_… [--plan growth] [--role admin] [--budget-day 5] [--budget-month 100]
+    tollgate users suspend|reactivate|delete usr_…
+    tollgate plans
+    tollgate statement [--month 2026-11] [--user usr_…] [--csv]
 
 Address from --addr or TOLLGATE_GRPC_ADDR (default 127.0.0.1:50051); the admin key from
 --admin-key or TOLLGATE_ADMIN_KEY; an API key (for chat and models) from --api-key or
@@ -24,7 +30,9 @@ import sys
 import grpc
 
 from tollgate.client import TollgateClient, error_info
+from tollgate.statements import statements_csv
 from tollgate.v1 import chat_pb2
+from tollgate.v1 import user_service_pb2 as upb
 
 
 def _when(ts: float) -> str:
@@ -63,6 +71,26 @@ async def run(args: argparse.Namespace) -> int:
             print(_table([[m.id, ",".join(m.providers), m.context_length or "-",
                            f"{m.pricing.prompt_per_mtok:g}/{m.pricing.completion_per_mtok:g}"] for m in r.models],
                          ["MODEL", "PROVIDERS", "CONTEXT", "USD/MTOK IN/OUT"]))
+        elif args.cmd == "users":
+            await _users(client, args)
+        elif args.cmd == "plans":
+            r = await client.users.ListPlans(upb.ListPlansRequest(), metadata=client._admin_md)
+            print(_table([[p.name, p.rpm or "-", p.rpd or "-", p.tpd or "-", p.tpm_month or "-",
+                           f"{p.price_usd_month:.2f}" if p.HasField("price_usd_month") else "custom",
+                           p.budget_usd_day or "-", p.budget_usd_month or "-", p.users] for p in r.plans],
+                         ["PLAN", "RPM", "RPD", "TPD", "TOKENS/MONTH", "USD/MONTH", "BUDGET/DAY", "BUDGET/MONTH", "USERS"]))
+        elif args.cmd == "statement":
+            r = await client.users.ListStatements(upb.ListStatementsRequest(month=args.month or "", user=args.user or ""),
+                                                  metadata=client._admin_md)
+            if args.csv:
+                print(statements_csv(r.statements), end="")
+            else:
+                for st in r.statements:
+                    print(f"{st.email} ({st.user_id}) {st.month}, plan {st.plan}: "
+                          f"{'custom' if st.custom_price else f'${st.plan_price_usd:.2f}'}")
+                    print(_table([[x.name, x.requests, x.prompt_tokens, x.completion_tokens, f"{x.cost_usd:.6f}"]
+                                  for x in st.lines], ["MODEL", "REQUESTS", "IN", "OUT", "USD"]))
+                    print(f"usage ${st.usage_cost_usd:.6f}  total ${st.total_usd:.2f}\n")
         elif args.cmd == "chat":
             inp = chat_pb2.ChatInput(model=args.model, surface="cli",
                                      messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER, text=args.prompt)])
@@ -82,6 +110,39 @@ async def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         await client.close()
+
+
+async def _users(client: TollgateClient, args: argparse.Namespace) -> None:
+    md, u = client._admin_md, client.users
+    if args.users_cmd == "list":
+        r = await u.ListUsers(upb.ListUsersRequest(query=args.q or "", plan=args.plan or "", role=args.role or "",
+                                                   state=args.state or "", page_size=args.limit, skip=args.offset),
+                              metadata=md)
+        print(_table([[x.user.id, x.user.email, x.user.role, x.user.tier, x.user.state, x.tokens,
+                       f"{x.spend_month_usd:.4f}"] for x in r.users],
+                     ["ID", "EMAIL", "ROLE", "PLAN", "STATE", "TOKENS", "USD THIS MONTH"]))
+        print(f"{len(r.users)} of {r.total_size} users", file=sys.stderr)
+    elif args.users_cmd == "create":
+        r = await u.CreateUser(upb.CreateUserRequest(email=args.email, plan=args.plan, role=args.role or "",
+                                                     password=args.password or ""), metadata=md)
+        print(json.dumps({"id": r.user.id, "email": r.user.email, "plan": r.user.tier, "role": r.user.role,
+                          **({"invite_token": r.invite_token} if r.invite_token else {})}, indent=2))
+    elif args.users_cmd == "set":
+        kw = {}
+        if args.budget_day is not None:
+            kw["budget_usd_day"] = args.budget_day
+        if args.budget_month is not None:
+            kw["budget_usd_month"] = args.budget_month
+        r = await u.UpdateUser(upb.UpdateUserRequest(id=args.id, plan=args.plan or "", role=args.role or "", **kw),
+                               metadata=md)
+        print(f"{r.user.id} {r.user.email}: plan {r.user.tier}, role {r.user.role}, state {r.user.state}")
+    elif args.users_cmd in ("suspend", "reactivate"):
+        state = "suspended" if args.users_cmd == "suspend" else "active"
+        r = await u.UpdateUser(upb.UpdateUserRequest(id=args.id, state=state), metadata=md)
+        print(f"{r.user.id} {r.user.email}: {r.user.state}")
+    elif args.users_cmd == "delete":
+        await u.DeleteUser(upb.DeleteUserRequest(id=args.id), metadata=md)
+        print(f"deleted {args.id} (tokens and sessions revoked; ledger rows kept)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -104,6 +165,31 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--model")
     u.add_argument("--limit", type=int, default=20)
     sub.add_parser("models", help="routable models")
+    us = sub.add_parser("users", help="users: list, create, set, suspend, reactivate, delete").add_subparsers(
+        dest="users_cmd", required=True)
+    ul = us.add_parser("list")
+    for flag in ("--q", "--plan", "--role", "--state"):
+        ul.add_argument(flag)
+    ul.add_argument("--limit", type=int, default=50)
+    ul.add_argument("--offset", type=int, default=0)
+    uc = us.add_parser("create")
+    uc.add_argument("--email", required=True)
+    uc.add_argument("--plan", required=True)
+    uc.add_argument("--role")
+    uc.add_argument("--password")
+    uset = us.add_parser("set")
+    uset.add_argument("id")
+    uset.add_argument("--plan")
+    uset.add_argument("--role")
+    uset.add_argument("--budget-day", type=float)
+    uset.add_argument("--budget-month", type=float)
+    for name in ("suspend", "reactivate", "delete"):
+        us.add_parser(name).add_argument("id")
+    sub.add_parser("plans", help="plans with prices, limits and budgets")
+    st = sub.add_parser("statement", help="monthly statements (every user, or --user)")
+    st.add_argument("--month")
+    st.add_argument("--user")
+    st.add_argument("--csv", action="store_true")
     ch = sub.add_parser("chat", help="one chat request")
     ch.add_argument("prompt")
     ch.add_argument("--model", default="demo")

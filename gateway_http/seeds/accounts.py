@@ -9,21 +9,27 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from grpc.aio import AioRpcError
 
 from gateway_http import calls
 from gateway_http.errors import BridgeError
 from gateway_http.seeds.users import (
     _body,
     _call,
+    _query_float,
     _query_int,
     _sign_in,
     _str,
     bad_request,
+    iso,
     key_json,
+    rpc_error,
     session_json,
     token_json,
     user_json,
 )
+from tollgate.client import error_info
+from tollgate.statements import statement_dict, statements_csv
 from tollgate.v1 import key_service_pb2 as kpb
 from tollgate.v1 import user_service_pb2 as upb
 
@@ -141,3 +147,102 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/admin/users/{id}/sessions", user_sessions)
     r.add_delete("/api/admin/users/{id}/sessions", revoke_user_sessions)
     r.add_post("/api/auth/invite/accept", accept_invite)
+    add_money_routes(app)
+
+
+# ------------------------------------------------------------------------------ money (issue 16 points 4, 5)
+
+def _wants_csv(request: web.Request) -> bool:
+    fmt = request.query.get("format", "")
+    if fmt not in ("", "json", "csv"):
+        raise BridgeError(400, "'format' must be json or csv.", param="format")
+    return fmt == "csv" or (not fmt and "text/csv" in request.headers.get("Accept", ""))
+
+
+def _bucket(b: kpb.UsageBucket, key: str) -> dict[str, Any]:
+    return {key: b.name, "requests": b.requests, "prompt_tokens": b.prompt_tokens,
+            "completion_tokens": b.completion_tokens, "cost_usd": round(b.cost_usd, 6)}
+
+
+async def _statements(request: web.Request, method: Any, message: Any, pick: Any, single: bool) -> web.Response:
+    try:
+        as_csv = _wants_csv(request)
+    except BridgeError as e:
+        return bad_request(e)
+    if not as_csv:
+        render = (lambda r: statement_dict(pick(r)[0])) if single else (lambda r: [statement_dict(s) for s in pick(r)])
+        return await _call(request, method, message, 200, render)
+    call = method(message, metadata=calls.metadata(request), timeout=calls.timeout(request))
+    try:
+        resp = await call
+    except AioRpcError as e:
+        return rpc_error(error_info(e))
+    month = pick(resp)[0].month if pick(resp) else "statements"
+    out = web.Response(text=statements_csv(pick(resp)), content_type="text/csv",
+                       headers={"Content-Disposition": f'attachment; filename="statement-{month}.csv"'})
+    await calls.copy_headers(call, out)
+    return out
+
+
+async def statement(request: web.Request) -> web.Response:
+    msg = kpb.GetStatementRequest(month=request.query.get("month", ""))
+    return await _statements(request, calls.client(request).keys.GetStatement, msg, lambda r: [r.statement], True)
+
+
+async def admin_statements(request: web.Request) -> web.Response:
+    user = request.query.get("user", "")
+    msg = upb.ListStatementsRequest(month=request.query.get("month", ""), user=user)
+    return await _statements(request, calls.client(request).users.ListStatements, msg, lambda r: list(r.statements),
+                             bool(user))
+
+
+async def quota(request: web.Request) -> web.Response:
+    def limit(x: kpb.QuotaLimit) -> dict[str, Any]:
+        num = float if "budget" in x.name else int  # USD for budgets, counts otherwise
+        return {"name": x.name, "label": x.label, "limit": num(x.limit), "used": num(x.used),
+                "remaining": num(x.remaining), "reset_at": iso(x.reset_at)}
+
+    return await _call(request, calls.client(request).keys.GetQuota, kpb.GetQuotaRequest(), 200,
+                       lambda r: {"plan": r.plan, "limits": [limit(x) for x in r.limits]})
+
+
+async def usage_summary(request: web.Request) -> web.Response:
+    try:
+        msg = kpb.GetUsageSummaryRequest(since=_query_float(request, "since"), until=_query_float(request, "until"))
+    except BridgeError as e:
+        return bad_request(e)
+
+    def render(r: kpb.GetUsageSummaryResponse) -> dict[str, Any]:
+        t = r.total
+        return {"period": {"since": iso(r.since), "until": iso(r.until)}, "requests": t.requests,
+                "prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens,
+                "cost_usd": round(t.cost_usd, 6), "by_day": [_bucket(b, "date") for b in r.by_day],
+                "by_model": [_bucket(b, "model") for b in r.by_model]}
+
+    return await _call(request, calls.client(request).keys.GetUsageSummary, msg, 200, render)
+
+
+def plan_json(p: upb.Plan) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": p.name, "description": p.description, "rpm": p.rpm, "rpd": p.rpd, "tpd": p.tpd,
+                           "tpm_month": p.tpm_month,
+                           "price_usd_month": p.price_usd_month if p.HasField("price_usd_month") else None,
+                           "users": p.users}
+    if p.budget_usd_day:
+        out["budget_usd_day"] = p.budget_usd_day
+    if p.budget_usd_month:
+        out["budget_usd_month"] = p.budget_usd_month
+    return out
+
+
+async def plans(request: web.Request) -> web.Response:
+    return await _call(request, calls.client(request).users.ListPlans, upb.ListPlansRequest(), 200,
+                       lambda r: [plan_json(p) for p in r.plans])
+
+
+def add_money_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/statements", statement)
+    r.add_get("/api/admin/statements", admin_statements)
+    r.add_get("/api/quota", quota)
+    r.add_get("/api/usage/summary", usage_summary)
+    r.add_get("/api/admin/plans", plans)

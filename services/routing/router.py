@@ -143,6 +143,8 @@ class Router:
         s = self._strategies.get(name)
         if s is None:
             s = self._strategies[name] = make_strategy(name)
+            if hasattr(s, "latency"):
+                s.latency = self.latency.get  # balanced reads the two keys it draws, not every candidate
         return s
 
     def plan(self, model: str, provider_hint: str, strategy_name: str,
@@ -160,7 +162,7 @@ class Router:
             if not own:
                 raise
             views = []  # a model (or provider) only the user's own keys serve
-        if strategy.name in ("least-latency", "balanced"):
+        if strategy.name == "least-latency":
             for v in (*own, *views):
                 v.latency_ewma_ms = self.latency.get(v.target.key_id)
         ordered = strategy.order(views, self.rng) if len(views) > 1 else views

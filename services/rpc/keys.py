@@ -67,6 +67,24 @@ def session_pb(r: Any, current: str) -> kpb.Session:
                        expires_at=int(r.expires_at), user_agent=r.user_agent, ip=r.ip, current=r.id == current)
 
 
+def bucket_pb(line: Any) -> kpb.UsageBucket:
+    return kpb.UsageBucket(name=line.name, requests=line.requests, prompt_tokens=line.prompt_tokens,
+                           completion_tokens=line.completion_tokens, cost_usd=line.cost_usd)
+
+
+def statement_pb(st: Any) -> kpb.Statement:
+    t = st.total
+    return kpb.Statement(user_id=st.user.id, email=st.user.email, month=st.month, plan=st.user.tier,
+                         plan_price_usd=st.plan_price_usd, custom_price=st.custom_price,
+                         lines=[bucket_pb(x) for x in st.lines], requests=t.requests, prompt_tokens=t.prompt_tokens,
+                         completion_tokens=t.completion_tokens, usage_cost_usd=t.cost_usd, total_usd=st.total_usd,
+                         state=st.user.state)
+
+
+QUOTA_NAMES = {"rpm": ("requests_per_minute", "Requests per minute"), "rpd": ("requests_per_day", "Requests per day"),
+               "tpd": ("tokens_per_day", "Tokens per day"), "tpm_month": ("tokens_per_month", "Tokens per month")}
+
+
 def client_info(ctx: Ctx) -> tuple[str, str]:
     """(user agent, address) of the caller: the bridge's forwarded values, else gRPC's own."""
     md = {k: v for k, v in ctx.context.invocation_metadata() if isinstance(v, str)}
@@ -259,6 +277,47 @@ def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
             await app.store.set_password(uid, request.new_password)
             await app.signin.end_all(uid, except_id=ctx.principal.session_id)
             return kpb.ChangePasswordResponse()
+
+        @guard.unary(peek_limits=False)
+        async def GetQuota(self, request: kpb.GetQuotaRequest, ctx: Ctx) -> kpb.GetQuotaResponse:
+            p = ctx.principal
+            limits = []
+            req, tok = app.quotas.rules_for(p)
+            for rule in (*req, *tok):
+                if rule.limit <= 0:
+                    continue
+                d = await app.limiter.peek(p.subject, (rule,))
+                base = rule.name.rsplit(".", 1)[-1]
+                name, label = QUOTA_NAMES.get(base, (base, base))
+                if rule.name.startswith("k."):
+                    name, label = "token_" + name, label + " (this token)"
+                used = max(0, d.used)
+                limits.append(kpb.QuotaLimit(name=name, label=label, limit=rule.limit, used=used,
+                                             remaining=max(0, rule.limit - used), reset_at=int(d.reset_at)))
+            for line, d in await app.budgets.spent(p):
+                scope = "" if line.scope in ("plan", "user") else "token_"
+                used = max(0.0, d.used / 1e6)  # micro-dollars spent or held
+                limits.append(kpb.QuotaLimit(name=f"{scope}budget_usd_{line.period}",
+                                             label=f"{line.scope.capitalize()} budget per {line.period} (USD)",
+                                             limit=line.limit_usd, used=round(used, 6),
+                                             remaining=round(max(0.0, line.limit_usd - used), 6), reset_at=int(d.reset_at)))
+            return kpb.GetQuotaResponse(plan=p.tier, limits=limits)
+
+        @guard.unary(peek_limits=False)
+        async def GetUsageSummary(self, request: kpb.GetUsageSummaryRequest, ctx: Ctx) -> kpb.GetUsageSummaryResponse:
+            uid = require_user(ctx)
+            since, until, total, by_day, by_model = await app.statements.summary(uid, request.since, request.until)
+            return kpb.GetUsageSummaryResponse(since=since, until=until, total=bucket_pb(total),
+                                               by_day=[bucket_pb(x) for x in by_day],
+                                               by_model=[bucket_pb(x) for x in by_model])
+
+        @guard.unary(peek_limits=False)
+        async def GetStatement(self, request: kpb.GetStatementRequest, ctx: Ctx) -> kpb.GetStatementResponse:
+            uid = require_user(ctx)
+            user = await app.store.get_user(uid)
+            if user is None:
+                raise Unauthenticated("This account no longer exists", reason="ACCOUNT_UNAVAILABLE")
+            return kpb.GetStatementResponse(statement=statement_pb(await app.statements.for_user(user, request.month)))
 
         @guard.unary(public=True, peek_limits=False)
         async def AcceptInvite(self, request: kpb.AcceptInviteRequest, ctx: Ctx) -> kpb.AcceptInviteResponse:

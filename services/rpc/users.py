@@ -8,7 +8,7 @@ from typing import Any
 from services.core.errors import FieldViolation, NotFound
 from services.rpc import paging
 from services.rpc.interceptors import Ctx, Guard
-from services.rpc.keys import provider_key_pb, session_pb, token_pb, user_pb
+from services.rpc.keys import provider_key_pb, session_pb, statement_pb, token_pb, user_pb
 from services.store.records import KIND_TOKEN, STATE_DELETED, STATES
 from services.accounts.users import ROLES, invalid
 from tollgate.v1 import user_service_pb2 as upb
@@ -98,5 +98,37 @@ def make_user_servicer(app: Any) -> upb_grpc.UserServiceServicer:
                                      ctx: Ctx) -> upb.RevokeUserSessionsResponse:
             user = await existing(request.id)
             return upb.RevokeUserSessionsResponse(revoked=await app.signin.end_all(user.id))
+
+        @guard.unary(admin_only=True)
+        async def ListPlans(self, request: upb.ListPlansRequest, ctx: Ctx) -> upb.ListPlansResponse:
+            counts: dict[str, int] = {}
+            for u in await app.store.list_users():
+                if u.state != STATE_DELETED:
+                    counts[u.tier] = counts.get(u.tier, 0) + 1
+            plans = []
+            for t in app.quotas.tiers.values():
+                plan = upb.Plan(name=t.name, description=t.description, rpm=t.rpm, rpd=t.rpd, tpd=t.tpd,
+                                tpm_month=t.tpm_month, budget_usd_day=t.budget_usd_day,
+                                budget_usd_month=t.budget_usd_month, users=counts.get(t.name, 0))
+                if t.price_usd_month is not None:
+                    plan.price_usd_month = t.price_usd_month
+                plans.append(plan)
+            return upb.ListPlansResponse(plans=plans)
+
+        @guard.unary(admin_only=True)
+        async def ListStatements(self, request: upb.ListStatementsRequest, ctx: Ctx) -> upb.ListStatementsResponse:
+            users = [await existing_any(request.user)] if request.user else await app.store.list_users()
+            out = []
+            for u in users:
+                st = await app.statements.for_user(u, request.month)
+                if request.user or st.total.requests or st.plan_price_usd:
+                    out.append(statement_pb(st))
+            return upb.ListStatementsResponse(statements=out)
+
+    async def existing_any(user_id: str):
+        user = await app.store.get_user(user_id) if user_id and len(user_id) <= 64 else None
+        if user is None:
+            raise NotFound("User not found", reason="USER_NOT_FOUND")
+        return user
 
     return UserServicer()

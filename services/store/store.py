@@ -469,6 +469,9 @@ class Store:
         by_model: {model: {requests, prompt_tokens, completion_tokens, cost_usd}}}."""
         return await self._read(usage_repo.usage_totals, filter)
 
+    async def usage_by_day(self, filter: UsageFilter) -> list[tuple[int, int, int, int, float]]:  # noqa: A002
+        return await self._read(usage_repo.usage_by_day, filter)
+
     async def tokens_used_since(self, key_id: str, since: float) -> int:
         return await self._read(usage_repo.tokens_used_since, key_id, since)
 

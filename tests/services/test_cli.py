@@ -50,3 +50,31 @@ async def test_wrong_admin_key_is_refused(tmp_path):
         proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         _, err = await proc.communicate()
         assert proc.returncode == 1 and b"UNAUTHENTICATED" in err
+
+
+async def test_users_plans_and_statements(tmp_path):
+    import csv
+    import io
+
+    async with run_gateway(config(tmp_path, demo="on")) as gw:
+        target = gw.rt.grpc_target
+        code, out, err = await cli(target, "users", "create", "--email", "ann@example.com", "--plan", "startup")
+        assert code == 0, err
+        made = json.loads(out)
+        assert made["invite_token"].startswith("tgi_") and made["plan"] == "startup"
+        code, out, _ = await cli(target, "users", "list", "--plan", "startup")
+        assert code == 0 and "ann@example.com" in out and "active" in out
+        code, out, _ = await cli(target, "users", "set", made["id"], "--plan", "growth", "--budget-month", "50")
+        assert code == 0 and "plan growth" in out
+        code, out, _ = await cli(target, "users", "suspend", made["id"])
+        assert code == 0 and "suspended" in out
+        code, _, err = await cli(target, "users", "set", made["id"], "--plan", "gold")
+        assert code == 1 and "INVALID_ARGUMENT" in err
+        code, out, _ = await cli(target, "plans")
+        assert code == 0 and "growth" in out and "99.00" in out and "custom" in out
+        code, out, _ = await cli(target, "statement", "--user", made["id"], "--csv")
+        assert code == 0
+        rows = list(csv.DictReader(io.StringIO(out)))
+        assert [r["line"] for r in rows] == ["plan_price", "total"] and rows[1]["cost_usd"] == "99.000000"
+        code, out, _ = await cli(target, "users", "delete", made["id"])
+        assert code == 0 and "deleted" in out

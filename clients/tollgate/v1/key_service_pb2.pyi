@@ -1083,3 +1083,316 @@ class AcceptInviteResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AcceptInviteResponse: _TypeAlias = AcceptInviteResponse  # noqa: Y015
+
+@_typing.final
+class QuotaLimit(_message.Message):
+    """QuotaLimit is one live limit of the caller."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    RESET_AT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """requests_per_minute, requests_per_day, tokens_per_day, tokens_per_month, budget_usd_day, budget_usd_month."""
+    label: _builtins.str
+    """A label for people."""
+    limit: _builtins.float
+    """The limit (USD for budgets)."""
+    used: _builtins.float
+    """Used (or held) in the current window."""
+    remaining: _builtins.float
+    """What is left."""
+    reset_at: _builtins.int
+    """Seconds since the epoch when it frees up or resets."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        label: _builtins.str = ...,
+        limit: _builtins.float = ...,
+        used: _builtins.float = ...,
+        remaining: _builtins.float = ...,
+        reset_at: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "limit", b"limit", "name", b"name", "remaining", b"remaining", "reset_at", b"reset_at", "used", b"used"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuotaLimit: _TypeAlias = QuotaLimit  # noqa: Y015
+
+@_typing.final
+class GetQuotaRequest(_message.Message):
+    """GetQuotaRequest asks for the caller's live limits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQuotaRequest: _TypeAlias = GetQuotaRequest  # noqa: Y015
+
+@_typing.final
+class GetQuotaResponse(_message.Message):
+    """GetQuotaResponse is the caller's plan and limits, live from the limiter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    plan: _builtins.str
+    """The plan."""
+    @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuotaLimit]:
+        """Only the limits that are set."""
+
+    def __init__(
+        self,
+        *,
+        plan: _builtins.str = ...,
+        limits: _abc.Iterable[Global___QuotaLimit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "plan", b"plan"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQuotaResponse: _TypeAlias = GetQuotaResponse  # noqa: Y015
+
+@_typing.final
+class UsageBucket(_message.Message):
+    """UsageBucket is usage summed over a day or a model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The day ("2026-12-01") or the model."""
+    requests: _builtins.int
+    """Requests."""
+    prompt_tokens: _builtins.int
+    """Prompt tokens."""
+    completion_tokens: _builtins.int
+    """Completion tokens."""
+    cost_usd: _builtins.float
+    """Cost, USD."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        requests: _builtins.int = ...,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
+        cost_usd: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "cost_usd", b"cost_usd", "name", b"name", "prompt_tokens", b"prompt_tokens", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageBucket: _TypeAlias = UsageBucket  # noqa: Y015
+
+@_typing.final
+class GetUsageSummaryRequest(_message.Message):
+    """GetUsageSummaryRequest names a period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    since: _builtins.float
+    """Start (epoch seconds), 0 = the start of this month (UTC)."""
+    until: _builtins.float
+    """End (epoch seconds, exclusive), 0 = now."""
+    def __init__(
+        self,
+        *,
+        since: _builtins.float = ...,
+        until: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageSummaryRequest: _TypeAlias = GetUsageSummaryRequest  # noqa: Y015
+
+@_typing.final
+class GetUsageSummaryResponse(_message.Message):
+    """GetUsageSummaryResponse sums the caller's ledger rows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    BY_DAY_FIELD_NUMBER: _builtins.int
+    BY_MODEL_FIELD_NUMBER: _builtins.int
+    since: _builtins.float
+    """The period's start."""
+    until: _builtins.float
+    """The period's end."""
+    @_builtins.property
+    def total(self) -> Global___UsageBucket:
+        """Everything."""
+
+    @_builtins.property
+    def by_day(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageBucket]:
+        """Per UTC day, oldest first."""
+
+    @_builtins.property
+    def by_model(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageBucket]:
+        """Per model."""
+
+    def __init__(
+        self,
+        *,
+        since: _builtins.float = ...,
+        until: _builtins.float = ...,
+        total: Global___UsageBucket | None = ...,
+        by_day: _abc.Iterable[Global___UsageBucket] | None = ...,
+        by_model: _abc.Iterable[Global___UsageBucket] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_day", b"by_day", "by_model", b"by_model", "since", b"since", "total", b"total", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageSummaryResponse: _TypeAlias = GetUsageSummaryResponse  # noqa: Y015
+
+@_typing.final
+class Statement(_message.Message):
+    """Statement is one user's month: usage by model, the plan's price and the total."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    MONTH_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
+    PLAN_PRICE_USD_FIELD_NUMBER: _builtins.int
+    CUSTOM_PRICE_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    USAGE_COST_USD_FIELD_NUMBER: _builtins.int
+    TOTAL_USD_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user."""
+    email: _builtins.str
+    """The user's email."""
+    month: _builtins.str
+    """"2026-11"."""
+    plan: _builtins.str
+    """The plan."""
+    plan_price_usd: _builtins.float
+    """The plan's monthly price, USD."""
+    custom_price: _builtins.bool
+    """True when the plan's price is custom (not in the table)."""
+    requests: _builtins.int
+    """Requests in all."""
+    prompt_tokens: _builtins.int
+    """Prompt tokens in all."""
+    completion_tokens: _builtins.int
+    """Completion tokens in all."""
+    usage_cost_usd: _builtins.float
+    """The ledger's cost in all, USD."""
+    total_usd: _builtins.float
+    """Plan price plus usage cost, USD."""
+    state: _builtins.str
+    """The user's state ("deleted" users' statements stay)."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageBucket]:
+        """One line per model."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        email: _builtins.str = ...,
+        month: _builtins.str = ...,
+        plan: _builtins.str = ...,
+        plan_price_usd: _builtins.float = ...,
+        custom_price: _builtins.bool = ...,
+        lines: _abc.Iterable[Global___UsageBucket] | None = ...,
+        requests: _builtins.int = ...,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
+        usage_cost_usd: _builtins.float = ...,
+        total_usd: _builtins.float = ...,
+        state: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "custom_price", b"custom_price", "email", b"email", "lines", b"lines", "month", b"month", "plan", b"plan", "plan_price_usd", b"plan_price_usd", "prompt_tokens", b"prompt_tokens", "requests", b"requests", "state", b"state", "total_usd", b"total_usd", "usage_cost_usd", b"usage_cost_usd", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Statement: _TypeAlias = Statement  # noqa: Y015
+
+@_typing.final
+class GetStatementRequest(_message.Message):
+    """GetStatementRequest names a month."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONTH_FIELD_NUMBER: _builtins.int
+    month: _builtins.str
+    """"2026-11"; empty = this month."""
+    def __init__(
+        self,
+        *,
+        month: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["month", b"month"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatementRequest: _TypeAlias = GetStatementRequest  # noqa: Y015
+
+@_typing.final
+class GetStatementResponse(_message.Message):
+    """GetStatementResponse is the caller's statement."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def statement(self) -> Global___Statement:
+        """The statement."""
+
+    def __init__(
+        self,
+        *,
+        statement: Global___Statement | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["statement", b"statement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["statement", b"statement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatementResponse: _TypeAlias = GetStatementResponse  # noqa: Y015

@@ -115,6 +115,21 @@ class KeyServiceStub:
                 request_serializer=tollgate_dot_v1_dot_key__service__pb2.AcceptInviteRequest.SerializeToString,
                 response_deserializer=tollgate_dot_v1_dot_key__service__pb2.AcceptInviteResponse.FromString,
                 _registered_method=True)
+        self.GetQuota = channel.unary_unary(
+                '/tollgate.v1.KeyService/GetQuota',
+                request_serializer=tollgate_dot_v1_dot_key__service__pb2.GetQuotaRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_key__service__pb2.GetQuotaResponse.FromString,
+                _registered_method=True)
+        self.GetUsageSummary = channel.unary_unary(
+                '/tollgate.v1.KeyService/GetUsageSummary',
+                request_serializer=tollgate_dot_v1_dot_key__service__pb2.GetUsageSummaryRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_key__service__pb2.GetUsageSummaryResponse.FromString,
+                _registered_method=True)
+        self.GetStatement = channel.unary_unary(
+                '/tollgate.v1.KeyService/GetStatement',
+                request_serializer=tollgate_dot_v1_dot_key__service__pb2.GetStatementRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_key__service__pb2.GetStatementResponse.FromString,
+                _registered_method=True)
 
 
 class KeyServiceServicer:
@@ -233,6 +248,27 @@ class KeyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQuota(self, request, context):
+        """GetQuota is the caller's plan and live limits, budgets included.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsageSummary(self, request, context):
+        """GetUsageSummary sums the caller's ledger rows by day and model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStatement(self, request, context):
+        """GetStatement is the caller's statement for a month.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -315,6 +351,21 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     servicer.AcceptInvite,
                     request_deserializer=tollgate_dot_v1_dot_key__service__pb2.AcceptInviteRequest.FromString,
                     response_serializer=tollgate_dot_v1_dot_key__service__pb2.AcceptInviteResponse.SerializeToString,
+            ),
+            'GetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuota,
+                    request_deserializer=tollgate_dot_v1_dot_key__service__pb2.GetQuotaRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_key__service__pb2.GetQuotaResponse.SerializeToString,
+            ),
+            'GetUsageSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsageSummary,
+                    request_deserializer=tollgate_dot_v1_dot_key__service__pb2.GetUsageSummaryRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_key__service__pb2.GetUsageSummaryResponse.SerializeToString,
+            ),
+            'GetStatement': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatement,
+                    request_deserializer=tollgate_dot_v1_dot_key__service__pb2.GetStatementRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_key__service__pb2.GetStatementResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -750,6 +801,87 @@ class KeyService:
             '/tollgate.v1.KeyService/AcceptInvite',
             tollgate_dot_v1_dot_key__service__pb2.AcceptInviteRequest.SerializeToString,
             tollgate_dot_v1_dot_key__service__pb2.AcceptInviteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.KeyService/GetQuota',
+            tollgate_dot_v1_dot_key__service__pb2.GetQuotaRequest.SerializeToString,
+            tollgate_dot_v1_dot_key__service__pb2.GetQuotaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsageSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.KeyService/GetUsageSummary',
+            tollgate_dot_v1_dot_key__service__pb2.GetUsageSummaryRequest.SerializeToString,
+            tollgate_dot_v1_dot_key__service__pb2.GetUsageSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.KeyService/GetStatement',
+            tollgate_dot_v1_dot_key__service__pb2.GetStatementRequest.SerializeToString,
+            tollgate_dot_v1_dot_key__service__pb2.GetStatementResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,12 @@ class KeyServiceStub:
     """GetRegistration says whether sign-up is open (public)."""
     AcceptInvite: _grpc.UnaryUnaryMultiCallable[_key_service_pb2.AcceptInviteRequest, _key_service_pb2.AcceptInviteResponse]
     """AcceptInvite sets the password of an admin-created user with its one-time invite token."""
+    GetQuota: _grpc.UnaryUnaryMultiCallable[_key_service_pb2.GetQuotaRequest, _key_service_pb2.GetQuotaResponse]
+    """GetQuota is the caller's plan and live limits, budgets included."""
+    GetUsageSummary: _grpc.UnaryUnaryMultiCallable[_key_service_pb2.GetUsageSummaryRequest, _key_service_pb2.GetUsageSummaryResponse]
+    """GetUsageSummary sums the caller's ledger rows by day and model."""
+    GetStatement: _grpc.UnaryUnaryMultiCallable[_key_service_pb2.GetStatementRequest, _key_service_pb2.GetStatementResponse]
+    """GetStatement is the caller's statement for a month."""
 
 @_typing.type_check_only
 class KeyServiceAsyncStub(KeyServiceStub):
@@ -103,6 +109,12 @@ class KeyServiceAsyncStub(KeyServiceStub):
     """GetRegistration says whether sign-up is open (public)."""
     AcceptInvite: _aio.UnaryUnaryMultiCallable[_key_service_pb2.AcceptInviteRequest, _key_service_pb2.AcceptInviteResponse]  # type: ignore[assignment]
     """AcceptInvite sets the password of an admin-created user with its one-time invite token."""
+    GetQuota: _aio.UnaryUnaryMultiCallable[_key_service_pb2.GetQuotaRequest, _key_service_pb2.GetQuotaResponse]  # type: ignore[assignment]
+    """GetQuota is the caller's plan and live limits, budgets included."""
+    GetUsageSummary: _aio.UnaryUnaryMultiCallable[_key_service_pb2.GetUsageSummaryRequest, _key_service_pb2.GetUsageSummaryResponse]  # type: ignore[assignment]
+    """GetUsageSummary sums the caller's ledger rows by day and model."""
+    GetStatement: _aio.UnaryUnaryMultiCallable[_key_service_pb2.GetStatementRequest, _key_service_pb2.GetStatementResponse]  # type: ignore[assignment]
+    """GetStatement is the caller's statement for a month."""
 
 class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
     """KeyService is what a signed-in user manages: sign-up and login, their provider keys and API tokens."""
@@ -234,5 +246,29 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_key_service_pb2.AcceptInviteResponse, _abc.Awaitable[_key_service_pb2.AcceptInviteResponse]]:
         """AcceptInvite sets the password of an admin-created user with its one-time invite token."""
+
+    @_abc_1.abstractmethod
+    def GetQuota(
+        self,
+        request: _key_service_pb2.GetQuotaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_key_service_pb2.GetQuotaResponse, _abc.Awaitable[_key_service_pb2.GetQuotaResponse]]:
+        """GetQuota is the caller's plan and live limits, budgets included."""
+
+    @_abc_1.abstractmethod
+    def GetUsageSummary(
+        self,
+        request: _key_service_pb2.GetUsageSummaryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_key_service_pb2.GetUsageSummaryResponse, _abc.Awaitable[_key_service_pb2.GetUsageSummaryResponse]]:
+        """GetUsageSummary sums the caller's ledger rows by day and model."""
+
+    @_abc_1.abstractmethod
+    def GetStatement(
+        self,
+        request: _key_service_pb2.GetStatementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_key_service_pb2.GetStatementResponse, _abc.Awaitable[_key_service_pb2.GetStatementResponse]]:
+        """GetStatement is the caller's statement for a month."""
 
 def add_KeyServiceServicer_to_server(servicer: KeyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

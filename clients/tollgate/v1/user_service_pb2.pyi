@@ -20,6 +20,157 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class Plan(_message.Message):
+    """Plan is a plan as the operator sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    RPM_FIELD_NUMBER: _builtins.int
+    RPD_FIELD_NUMBER: _builtins.int
+    TPD_FIELD_NUMBER: _builtins.int
+    TPM_MONTH_FIELD_NUMBER: _builtins.int
+    PRICE_USD_MONTH_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_DAY_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_MONTH_FIELD_NUMBER: _builtins.int
+    USERS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The name."""
+    description: _builtins.str
+    """A description."""
+    rpm: _builtins.int
+    """Requests per minute, 0 = unlimited."""
+    rpd: _builtins.int
+    """Requests per day, 0 = unlimited."""
+    tpd: _builtins.int
+    """Tokens per day, 0 = unlimited."""
+    tpm_month: _builtins.int
+    """Tokens per month, 0 = unlimited."""
+    price_usd_month: _builtins.float
+    """The monthly price, USD; unset = custom."""
+    budget_usd_day: _builtins.float
+    """$ budget per day, 0 = none."""
+    budget_usd_month: _builtins.float
+    """$ budget per month, 0 = none."""
+    users: _builtins.int
+    """Users on it (deleted ones not counted)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        rpm: _builtins.int = ...,
+        rpd: _builtins.int = ...,
+        tpd: _builtins.int = ...,
+        tpm_month: _builtins.int = ...,
+        price_usd_month: _builtins.float | None = ...,
+        budget_usd_day: _builtins.float = ...,
+        budget_usd_month: _builtins.float = ...,
+        users: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_price_usd_month", b"_price_usd_month", "price_usd_month", b"price_usd_month"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_price_usd_month", b"_price_usd_month", "budget_usd_day", b"budget_usd_day", "budget_usd_month", b"budget_usd_month", "description", b"description", "name", b"name", "price_usd_month", b"price_usd_month", "rpd", b"rpd", "rpm", b"rpm", "tpd", b"tpd", "tpm_month", b"tpm_month", "users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__price_usd_month: _TypeAlias = _typing.Literal["price_usd_month"]  # noqa: Y015
+    _WhichOneofArgType__price_usd_month: _TypeAlias = _typing.Literal["_price_usd_month", b"_price_usd_month"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__price_usd_month) -> _WhichOneofReturnType__price_usd_month | None: ...
+
+Global___Plan: _TypeAlias = Plan  # noqa: Y015
+
+@_typing.final
+class ListPlansRequest(_message.Message):
+    """ListPlansRequest asks for the plans."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPlansRequest: _TypeAlias = ListPlansRequest  # noqa: Y015
+
+@_typing.final
+class ListPlansResponse(_message.Message):
+    """ListPlansResponse lists them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLANS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def plans(self) -> _containers.RepeatedCompositeFieldContainer[Global___Plan]:
+        """The plans."""
+
+    def __init__(
+        self,
+        *,
+        plans: _abc.Iterable[Global___Plan] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plans", b"plans"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPlansResponse: _TypeAlias = ListPlansResponse  # noqa: Y015
+
+@_typing.final
+class ListStatementsRequest(_message.Message):
+    """ListStatementsRequest names a month and optionally a user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONTH_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    month: _builtins.str
+    """"2026-11"; empty = this month."""
+    user: _builtins.str
+    """Only this user."""
+    def __init__(
+        self,
+        *,
+        month: _builtins.str = ...,
+        user: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["month", b"month", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStatementsRequest: _TypeAlias = ListStatementsRequest  # noqa: Y015
+
+@_typing.final
+class ListStatementsResponse(_message.Message):
+    """ListStatementsResponse lists the statements."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATEMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def statements(self) -> _containers.RepeatedCompositeFieldContainer[_key_service_pb2.Statement]:
+        """One per user with usage or a priced plan."""
+
+    def __init__(
+        self,
+        *,
+        statements: _abc.Iterable[_key_service_pb2.Statement] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["statements", b"statements"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStatementsResponse: _TypeAlias = ListStatementsResponse  # noqa: Y015
+
+@_typing.final
 class UserSummary(_message.Message):
     """UserSummary is a user as the admin list shows it."""
 

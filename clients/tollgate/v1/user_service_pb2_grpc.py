@@ -70,6 +70,16 @@ class UserServiceStub:
                 request_serializer=tollgate_dot_v1_dot_user__service__pb2.RevokeUserSessionsRequest.SerializeToString,
                 response_deserializer=tollgate_dot_v1_dot_user__service__pb2.RevokeUserSessionsResponse.FromString,
                 _registered_method=True)
+        self.ListPlans = channel.unary_unary(
+                '/tollgate.v1.UserService/ListPlans',
+                request_serializer=tollgate_dot_v1_dot_user__service__pb2.ListPlansRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_user__service__pb2.ListPlansResponse.FromString,
+                _registered_method=True)
+        self.ListStatements = channel.unary_unary(
+                '/tollgate.v1.UserService/ListStatements',
+                request_serializer=tollgate_dot_v1_dot_user__service__pb2.ListStatementsRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_user__service__pb2.ListStatementsResponse.FromString,
+                _registered_method=True)
 
 
 class UserServiceServicer:
@@ -125,6 +135,20 @@ class UserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPlans(self, request, context):
+        """ListPlans lists the plans with prices, limits, budgets and how many users each has.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStatements(self, request, context):
+        """ListStatements is every user's statement for a month (or one user's).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +186,16 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.RevokeUserSessions,
                     request_deserializer=tollgate_dot_v1_dot_user__service__pb2.RevokeUserSessionsRequest.FromString,
                     response_serializer=tollgate_dot_v1_dot_user__service__pb2.RevokeUserSessionsResponse.SerializeToString,
+            ),
+            'ListPlans': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlans,
+                    request_deserializer=tollgate_dot_v1_dot_user__service__pb2.ListPlansRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_user__service__pb2.ListPlansResponse.SerializeToString,
+            ),
+            'ListStatements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStatements,
+                    request_deserializer=tollgate_dot_v1_dot_user__service__pb2.ListStatementsRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_user__service__pb2.ListStatementsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +388,60 @@ class UserService:
             '/tollgate.v1.UserService/RevokeUserSessions',
             tollgate_dot_v1_dot_user__service__pb2.RevokeUserSessionsRequest.SerializeToString,
             tollgate_dot_v1_dot_user__service__pb2.RevokeUserSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlans(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.UserService/ListPlans',
+            tollgate_dot_v1_dot_user__service__pb2.ListPlansRequest.SerializeToString,
+            tollgate_dot_v1_dot_user__service__pb2.ListPlansResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStatements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.UserService/ListStatements',
+            tollgate_dot_v1_dot_user__service__pb2.ListStatementsRequest.SerializeToString,
+            tollgate_dot_v1_dot_user__service__pb2.ListStatementsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,10 @@ class UserServiceStub:
     """ListUserSessions lists a user's live sessions."""
     RevokeUserSessions: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.RevokeUserSessionsRequest, _user_service_pb2.RevokeUserSessionsResponse]
     """RevokeUserSessions revokes every session of a user."""
+    ListPlans: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ListPlansRequest, _user_service_pb2.ListPlansResponse]
+    """ListPlans lists the plans with prices, limits, budgets and how many users each has."""
+    ListStatements: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ListStatementsRequest, _user_service_pb2.ListStatementsResponse]
+    """ListStatements is every user's statement for a month (or one user's)."""
 
 @_typing.type_check_only
 class UserServiceAsyncStub(UserServiceStub):
@@ -67,6 +71,10 @@ class UserServiceAsyncStub(UserServiceStub):
     """ListUserSessions lists a user's live sessions."""
     RevokeUserSessions: _aio.UnaryUnaryMultiCallable[_user_service_pb2.RevokeUserSessionsRequest, _user_service_pb2.RevokeUserSessionsResponse]  # type: ignore[assignment]
     """RevokeUserSessions revokes every session of a user."""
+    ListPlans: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ListPlansRequest, _user_service_pb2.ListPlansResponse]  # type: ignore[assignment]
+    """ListPlans lists the plans with prices, limits, budgets and how many users each has."""
+    ListStatements: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ListStatementsRequest, _user_service_pb2.ListStatementsResponse]  # type: ignore[assignment]
+    """ListStatements is every user's statement for a month (or one user's)."""
 
 class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     """UserService is the operator's back office: users, their plans, roles, state and sessions (admin only)."""
@@ -126,5 +134,21 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_user_service_pb2.RevokeUserSessionsResponse, _abc.Awaitable[_user_service_pb2.RevokeUserSessionsResponse]]:
         """RevokeUserSessions revokes every session of a user."""
+
+    @_abc_1.abstractmethod
+    def ListPlans(
+        self,
+        request: _user_service_pb2.ListPlansRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_service_pb2.ListPlansResponse, _abc.Awaitable[_user_service_pb2.ListPlansResponse]]:
+        """ListPlans lists the plans with prices, limits, budgets and how many users each has."""
+
+    @_abc_1.abstractmethod
+    def ListStatements(
+        self,
+        request: _user_service_pb2.ListStatementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_service_pb2.ListStatementsResponse, _abc.Awaitable[_user_service_pb2.ListStatementsResponse]]:
+        """ListStatements is every user's statement for a month (or one user's)."""
 
 def add_UserServiceServicer_to_server(servicer: UserServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -192,3 +192,15 @@ def interrupt_in_flight(db: pw.Database, owner: str, started_at: float, stale_be
     )
     with write_txn(db):
         return int(query.execute(db))
+
+
+def usage_by_day(db: pw.Database, f: UsageFilter) -> list[tuple[int, int, int, int, float]]:
+    """(UTC day number since the epoch, requests, prompt, completion, cost) per day, oldest first."""
+    if is_sqlite(db):
+        day = pw.fn.CAST(pw.SQL("created_at / 86400 AS INTEGER"))
+    else:
+        day = pw.fn.FLOOR(Usage.created_at / 86400)
+    sums = (_count(), pw.fn.COALESCE(pw.fn.SUM(Usage.prompt_tokens), 0),
+            pw.fn.COALESCE(pw.fn.SUM(Usage.completion_tokens), 0), pw.fn.COALESCE(pw.fn.SUM(Usage.cost_usd), 0))
+    query = _where(Usage.select(day.alias("day"), *sums), f).group_by(pw.SQL("1")).order_by(pw.SQL("1"))
+    return [(int(d), int(n), int(p), int(c), float(usd)) for d, n, p, c, usd in query.tuples().execute(db)]
