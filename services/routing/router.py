@@ -209,7 +209,7 @@ class Router:
         # The caller's own keys: looked up (a coroutine, a cache) only for a caller who can have some.
         own = await self._own(user_id, model, provider_hint) if user_id and self.user_keys is not None else ()
         if self.loaded is not None and self._unknown(model):
-            await self.loaded.refresh()  # loaded on another replica a moment ago? (issue 19)
+            await self.loaded.on_miss(model)  # loaded on another replica a moment ago? (issue 19)
         log.strategy, ordered = self.plan(model, provider_hint, strategy_name, own)
         tr = Tries()
         self.budget.begin()
@@ -244,7 +244,7 @@ class Router:
         # The caller's own keys: looked up (a coroutine, a cache) only for a caller who can have some.
         own = await self._own(user_id, req.model, req.route.provider) if user_id and self.user_keys is not None else ()
         if self.loaded is not None and self._unknown(req.model):
-            await self.loaded.refresh()  # loaded on another replica a moment ago? (issue 19)
+            await self.loaded.on_miss(req.model)  # loaded on another replica a moment ago? (issue 19)
         log.strategy, ordered = self.plan(req.model, req.route.provider, req.route.strategy, own)
         tr = Tries()
         self.budget.begin()
