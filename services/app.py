@@ -99,13 +99,13 @@ class App:
         # The native pass-through relay: beside the router, on the router's key gate (seed 003).
         self.passthrough = Passthrough(config, self.router.gate, self.upstreams, self.router.record, clock,
                                        scrubber=self.scrubber)
-        self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s)
+        self.budgets = Budgets(self.limiter, self.catalog, self.quotas.tiers, config.unpriced_models, config.quota_timezone)
+        self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s,
+                                 budgets=self.budgets)
         self.sessions = Sessions(derive(secret, "session"), clock)
         self.loader = ModelLoader(self, self.loaded)
         self.open_gate = OpenGate(config, self.limiter)  # seed 004's open mode (off by default)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)
-        self.budgets = Budgets(self.limiter, self.catalog, self.quotas.tiers, config.unpriced_models, config.quota_timezone)
-        self.pipeline.budgets = self.budgets
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
         self.statements = Statements(self.store, self.ledger, lambda: self.quotas.tiers, clock)
         self.accounts = Accounts(self.store, self.signin, self.auth, clock, self.pepper, lambda: self.quotas.tiers)
