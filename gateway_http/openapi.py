@@ -217,6 +217,15 @@ def _schemas() -> dict[str, dict]:
             "message_start", "content_block_start", "ping", "content_block_delta", "content_block_stop", "message_delta",
             "message_stop", "error"]}}, ("type",)))),
         "Usage": usage,
+        "CompletionRequest": obj({
+            "model": MODEL, "prompt": {"anyOf": [S, arr(S, minItems=1, maxItems=1)]}, "suffix": S,
+            "max_tokens": {"type": "integer", "minimum": 1}, "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+            "top_p": {"type": "number", "minimum": 0, "maximum": 1}, "stop": {"anyOf": [S, arr(S, maxItems=4)]},
+            "seed": I, "stream": B, "stream_options": obj({"include_usage": B}), "user": S}, ("model", "prompt")),
+        "Completion": obj({"id": S, "object": {"const": "text_completion"}, "created": I, "model": S,
+                           "choices": arr(obj({"text": S, "index": I, "finish_reason": nullable(S)}, ("text", "index"))),
+                           "usage": usage}, ("id", "object", "created", "model", "choices")),
+        "CompletionEvent": sse_event({"anyOf": [{"const": "[DONE]"}, json_text({"type": "object"})]}),
         "ResponsesRequest": responses_request,
         "Response": response_obj,
         # Each event names its type in `event:` and in the data; an in-band `error` event ends a broken stream.
@@ -361,6 +370,10 @@ def document(version: str) -> dict[str, Any]:
         "/v1/embeddings": {"post": op("createEmbedding", "OpenAI embeddings", USER,
                                       responses({200: ref("EmbeddingList")}, "OpenAIError", CHAT_ERRORS),
                                       ref("EmbeddingRequest"))},
+        "/v1/completions": {"post": op("createCompletion", "OpenAI legacy completions (prompt, suffix; stream or not)", USER,
+                                       responses({200: ref("Completion")}, "OpenAIError", CHAT_ERRORS,
+                                                 sse=ref("CompletionEvent")),
+                                       ref("CompletionRequest"), key_header)},
         "/v1/responses": {
             "post": op("createResponse", "OpenAI Responses API (stream or not; previous_response_id)", USER,
                        responses({200: ref("Response")}, "OpenAIError", CHAT_ERRORS, sse=ref("ResponsesEvent")),

@@ -24,10 +24,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS: list[tuple[str, ...]] = [
     ("tollgate.v1",),  # generated from protos/; imports nothing of ours
     ("tollgate",),  # the public package: typed client, in-process channel, json_bound, heap
-    ("services.core", "services.clock", "services.logs", "services.config"),  # types, errors, time, the typed config
+    ("services.core", "services.clock", "services.logs", "services.config",  # types, errors, time, the typed config
+     "services.auth.principal", "services.auth.ssrf"),  # leaves of auth/: who a caller is; the outbound-socket guard
     ("services.store",),  # stores rows; no rule about accounts
-    ("services.auth", "services.catalog"),  # account material and rules; model prices
-    ("services.limits", "services.providers"),  # quotas; wire translation
+    ("services.catalog", "services.limits", "services.providers"),  # model prices; quotas; wire translation
+    ("services.auth",),  # account material and rules: keys, passwords, sealing, sessions, login throttling
     ("services.accounts", "services.metering"),  # accounts, sign-in, budgets; the ledger, usage in relayed bodies
     ("services.routing",),  # the one owner of trying an upstream key
     ("services.pipeline", "services.metrics", "services.loading"),  # quota -> route -> call -> meter; counters; model loads

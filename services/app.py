@@ -101,13 +101,13 @@ class App:
         # The native pass-through relay: beside the router, on the router's key gate (seed 003).
         self.passthrough = Passthrough(config, self.router.gate, self.upstreams, self.router.record, clock,
                                        scrubber=self.scrubber)
-        self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s)
+        self.budgets = Budgets(self.limiter, self.catalog, self.quotas.tiers, config.unpriced_models, config.quota_timezone)
+        self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s,
+                                 budgets=self.budgets)
         self.sessions = Sessions(derive(secret, "session"), clock)
         self.loader = ModelLoader(self, self.loaded)
         self.open_gate = OpenGate(config, self.limiter)  # seed 004's open mode (off by default)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)
-        self.budgets = Budgets(self.limiter, self.catalog, self.quotas.tiers, config.unpriced_models, config.quota_timezone)
-        self.pipeline.budgets = self.budgets
         hook_secret = config.alert_webhook_secret.encode() if config.alert_webhook_secret else derive(secret, "alert-webhooks")
         self.alerts = Alerts(self.store, clock, config.alert_webhooks, hook_secret, pct=config.budget_alert_pct)
         self.pipeline.alerts = self.alerts

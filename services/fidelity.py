@@ -31,20 +31,23 @@ from services.config.kinds import resolve
 from services.routing.passthrough import NativeRequest, native_request
 from services.routing.route_log import RouteLog
 
-SURFACE_WIRE = {"openai": "openai", "anthropic": "anthropic"}
-UPSTREAM_PATH = {"openai": "chat/completions", "anthropic": "v1/messages"}
+# Per surface: the wire formats that take the caller's body as sent, and the path it goes to.
+UPSTREAM_PATH = {("openai", "openai"): "chat/completions", ("anthropic", "anthropic"): "v1/messages",
+                 ("openai_completions", "openai"): "completions",
+                 ("openai_completions", "ollama"): "v1/completions"}  # Ollama's OpenAI-compatible API
 # Wires whose adapter maps Sampling.reasoning_effort to a reasoning control of their provider.
 REASONING_WIRES = frozenset({"openai", "anthropic", "gemini", "ollama"})
 # Fields that change what comes back: honoured only as sent to OpenAI, else a 400 naming them
 # (unless the value asks for nothing: n=1, logprobs=false, modalities=["text"]).
-OPENAI_REFUSED = {"n": (None, 1), "logprobs": (None, False), "top_logprobs": (None,), "audio": (None,),
+OPENAI_REFUSED = {"suffix": (None, ""), "echo": (None, False), "best_of": (None, 1), "n": (None, 1), "logprobs": (None, False), "top_logprobs": (None,), "audio": (None,),
                   "modalities": (None, ["text"]), "logit_bias": (None, {}), "functions": (None,),
                   "function_call": (None,), "web_search_options": (None,)}
 # Anthropic's own features that change what the model can do or see: an Anthropic route, or a 400.
 ANTHROPIC_REFUSED = frozenset({"container", "mcp_servers"})
 # Already in the request (the bridge codecs): OpenAI's max_completion_tokens is its max tokens,
 # Anthropic's metadata.user_id the ledger's user.
-MAPPED = {"openai": frozenset({"max_completion_tokens"}), "anthropic": frozenset({"metadata"})}
+MAPPED = {"openai": frozenset({"max_completion_tokens"}), "anthropic": frozenset({"metadata"}),
+          "openai_completions": frozenset()}
 BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768}
 EFFORTS = {v: k for k, v in sorted(BUDGETS.items(), key=lambda kv: -kv[1])}
 
@@ -75,7 +78,7 @@ class Fidelity:
         target = views[0].target if views else None
         kind = resolve(target.kind) if target is not None else None
         wire = kind.wire if kind is not None else ""
-        if wire and wire == SURFACE_WIRE.get(req.surface):
+        if (req.surface, wire) in UPSTREAM_PATH:
             return target
         try:
             body = orjson.loads(req.raw_body)
@@ -102,7 +105,7 @@ class Fidelity:
                     req.sampling.reasoning_effort = EFFORTS.get(min(BUDGETS.values(), key=lambda b: abs(b - budget)), "medium")
                 if wire not in REASONING_WIRES:
                     ignored.append(name)
-            elif name in OPENAI_REFUSED and req.surface == "openai":
+            elif name in OPENAI_REFUSED and req.surface != "anthropic":
                 if value not in OPENAI_REFUSED[name]:
                     raise E.InvalidArgument(
                         f"'{name}' cannot be honoured by {target.kind if target else 'this'} routes; "
@@ -145,12 +148,13 @@ class Fidelity:
         return int(n), ex.target
 
     def _native(self, req: ChatRequest, target: Target, stream: bool) -> RelayedRequest:
-        wire = SURFACE_WIRE[req.surface]
+        kind = resolve(target.kind)
+        path = UPSTREAM_PATH[(req.surface, kind.wire if kind else "")]
         raw = req.raw_body
         changes: dict[str, Any] = {}
         if target.model != req.model:
             changes["model"] = target.model  # "openai/gpt-4.1" names the provider; the provider wants "gpt-4.1"
-        if stream and wire == "openai":
+        if stream and req.surface != "anthropic":
             body = orjson.loads(raw)
             opts = body.get("stream_options")
             if not (isinstance(opts, dict) and opts.get("include_usage")):
@@ -159,7 +163,7 @@ class Fidelity:
         if changes:
             raw = orjson.dumps({**orjson.loads(raw), **changes})
         headers = [("content-type", "application/json")] + list((req.raw_headers or {}).items())
-        nreq = native_request(target.provider, "POST", UPSTREAM_PATH[wire], "", headers, raw)
+        nreq = native_request(target.provider, "POST", path, "", headers, raw)
         return RelayedRequest(**{f.name: getattr(nreq, f.name) for f in dataclasses.fields(NativeRequest)},
                               through=req.surface)
 

@@ -19,6 +19,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable
 
+from services.accounts.budgets import Budgets
 from services.auth.principal import Principal
 from services.catalog.pricing import Catalog
 from services.clock import Clock
@@ -60,6 +61,13 @@ class Outcome:
     cost_usd: float = 0.0
     finish_reason: str = ""
     created: float = 0.0
+    # The pipeline's bookkeeping for the request (on this one object, not a second per request).
+    status: str = "error"  # the ledger row's status, until the request says otherwise
+    error: str = ""
+    admission: Admission | None = None
+    started: float = 0.0  # clock.monotonic() at the start, for the row's latency
+    deadline: float = 0.0  # on clock.monotonic()
+    task: asyncio.Task | None = None
 
 
 @dataclass(slots=True)
@@ -82,14 +90,14 @@ class ForwardStarted:
 
 class Pipeline:
     def __init__(self, quotas: Quotas, router: Router, ledger: Ledger, catalog: Catalog, clock: Clock,
-                 request_timeout_s: float) -> None:
+                 request_timeout_s: float, budgets: Budgets | None = None) -> None:
         self.quotas = quotas
         self.router = router
         self.ledger = ledger
         self.catalog = catalog
         self.clock = clock
         self.request_timeout_s = request_timeout_s
-        self.budgets = None  # services.accounts.budgets.Budgets, set by App (issue 16)
+        self.budgets = budgets  # issue 16: spending limits in dollars, for callers who have some
         self.alerts = None  # services.accounts.alerts.Alerts, set by App (issue 16)
         self.shutting_down = False
         if ledger.has_history:
@@ -164,70 +172,75 @@ class Pipeline:
         self.ledger.open(UsageRecord(out.request_id, p.key_id, p.user_id, surface, "", "", model, "", 0, 0, False,
                                      0.0, 0.0, 0, out.created, ""))
 
+    # Every entry point is the same skeleton: _begin() (outcome, deadline, write-ahead row),
+    # admit, its own call, _failed() / _cancelled() on the way out, and _finish() in `finally`
+    # (one ledger row, the quota settled or refunded). Only the call and its usage differ.
+
+    def _begin(self, p: Principal, request_id: str, model: str, surface: str, time_remaining: float | None,
+               route: RouteLog) -> Outcome:
+        out = Outcome(request_id, route, created=self.clock.now())
+        out.task = self._enter()
+        out.started = t0 = self.clock.monotonic()
+        out.deadline = self.deadline(time_remaining, t0)
+        self._open(p, model, surface, out)
+        return out
+
+    def _failed(self, out: Outcome, e: E.TollgateError) -> None:
+        out.status, out.error = _status_of(e), e.reason
+        _with_limits(e, out.decision)
+
+    def _cancelled(self, out: Outcome, surface: str) -> None:
+        out.status = self._cancel_status(surface, out.deadline)
+
     async def chat(self, p: Principal, req: ChatRequest, request_id: str, time_remaining: float | None) -> tuple[ChatResult, Outcome]:
-        out = Outcome(request_id, RouteLog(), created=self.clock.now())
-        task = self._enter()
-        t0 = self.clock.monotonic()
-        deadline = self.deadline(time_remaining, t0)
+        out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog())
         prompt_est = estimate_prompt(req)
-        adm: Admission | None = None
-        status, usage, error = "error", None, ""
-        self._open(p, req.model, req.surface, out)
+        usage = None
         try:
-            adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
+            adm = out.admission = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
             out.decision = adm.decision
             if self.budgets is not None and (lines := self.budgets.lines(p)):
                 adm.budget = await self._budget(p, lines, req.model, prompt_est, req.sampling.max_tokens or 256)
             if self.alerts is not None:
                 self.alerts.check_quota(p.subject, adm.token_decision or adm.decision)
-            result = await self.router.chat(req, deadline, out.route, user_id=p.user_id)
+            result = await self.router.chat(req, out.deadline, out.route, user_id=p.user_id)
             usage = result.usage
             if usage.estimated or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
                 usage = Usage(prompt_est, estimate_text(result.text) + sum(estimate_text(t.arguments) for t in result.tool_calls), estimated=True)
             out.route.upstream_model = result.model
-            status = "ok"
+            out.status = "ok"
             out.finish_reason = result.finish_reason
             return result, out
         except E.TollgateError as e:
-            status, error = _status_of(e), e.reason
-            _with_limits(e, out.decision)
+            self._failed(out, e)
             raise
         except asyncio.CancelledError:
-            status = self._cancel_status(req.surface, deadline)
+            self._cancelled(out, req.surface)
             raise
         finally:
-            if usage is None:  # no answer: built here, not up front on every request
-                usage = Usage(estimated=True)
-            out.usage = usage
-            self._leave(task)
-            # An answer's row and settlement wait until it has been handed back (see _finish).
-            out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0,
-                                              after_answer=status == "ok")
+            # No answer: its usage built here, not up front on every request. An answer's row and
+            # settlement wait until it has been handed back (see _finish).
+            await self._finish(p, req.model, req.surface, out, usage or Usage(estimated=True),
+                               after_answer=out.status == "ok")
 
     async def stream(self, p: Principal, req: ChatRequest, request_id: str,
                      time_remaining: float | None) -> AsyncIterator[StreamStarted | list[Chunk] | StreamFinished]:
-        out = Outcome(request_id, RouteLog(), created=self.clock.now())
-        task = self._enter()
-        t0 = self.clock.monotonic()
-        deadline = self.deadline(time_remaining, t0)
+        out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog())
         prompt_est = estimate_prompt(req)
-        adm: Admission | None = None
-        status, error = "error", ""
         reported: Usage | None = None
         # What was streamed, kept by reference; estimated only if the provider sends no usage.
         texts: list[str] = []
         args: list[str] = []
         finish = ""
-        self._open(p, req.model, req.surface, out)
         try:
-            adm = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
+            adm = out.admission = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
             out.decision = adm.decision
             if self.budgets is not None and (lines := self.budgets.lines(p)):
                 adm.budget = await self._budget(p, lines, req.model, prompt_est, req.sampling.max_tokens or 256)
             if self.alerts is not None:
                 self.alerts.check_quota(p.subject, adm.token_decision or adm.decision)
             started = False
-            async for batch in self.router.stream(req, deadline, out.route, user_id=p.user_id):
+            async for batch in self.router.stream(req, out.deadline, out.route, user_id=p.user_id):
                 if not started:
                     started = True
                     yield StreamStarted(out)
@@ -242,54 +255,42 @@ class Pipeline:
                     if c.finish_reason:
                         finish = c.finish_reason
                 yield batch
-            status = "ok"
+            out.status = "ok"
             out.finish_reason = finish or "stop"
             out.usage = self._usage(reported, prompt_est, texts, args)
             yield StreamFinished(out)
         except E.TollgateError as e:
-            status, error = _status_of(e), e.reason
-            _with_limits(e, out.decision)
+            self._failed(out, e)
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            status = self._cancel_status(req.surface, deadline)
+            self._cancelled(out, req.surface)
             raise
         finally:
-            usage = out.usage or self._usage(reported, prompt_est, texts, args)
-            out.usage = usage
-            self._leave(task)
-            out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0)
+            await self._finish(p, req.model, req.surface, out, out.usage or self._usage(reported, prompt_est, texts, args))
 
     async def embed(self, p: Principal, req: EmbedRequest, request_id: str, time_remaining: float | None) -> tuple[EmbedResult, Outcome]:
-        out = Outcome(request_id, RouteLog(), created=self.clock.now())
-        task = self._enter()
-        t0 = self.clock.monotonic()
+        out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog())
         est = sum(estimate_text(t) for t in req.inputs)
-        deadline = self.deadline(time_remaining)
-        adm: Admission | None = None
-        status, usage, error = "error", Usage(est, 0, estimated=True), ""
-        self._open(p, req.model, req.surface, out)
+        usage = Usage(est, 0, estimated=True)
         try:
-            adm = await self._admit(p, est, out)
+            adm = out.admission = await self._admit(p, est, out)
             out.decision = adm.decision
             if self.budgets is not None and (lines := self.budgets.lines(p)):
                 adm.budget = await self._budget(p, lines, req.model, est, 0)
             if self.alerts is not None:
                 self.alerts.check_quota(p.subject, adm.token_decision or adm.decision)
-            result = await self.router.embed(req, deadline, out.route, user_id=p.user_id)
+            result = await self.router.embed(req, out.deadline, out.route, user_id=p.user_id)
             usage = result.usage if not result.usage.estimated and result.usage.prompt_tokens else usage
-            status = "ok"
+            out.status = "ok"
             return result, out
         except E.TollgateError as e:
-            status, error = _status_of(e), e.reason
-            _with_limits(e, out.decision)
+            self._failed(out, e)
             raise
         except asyncio.CancelledError:
-            status = self._cancel_status(req.surface, deadline)
+            self._cancelled(out, req.surface)
             raise
         finally:
-            out.usage = usage
-            self._leave(task)
-            out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0)
+            await self._finish(p, req.model, req.surface, out, usage)
 
     async def forward(self, p: Principal, req: NativeRequest, relay: Passthrough, request_id: str,
                       time_remaining: float | None) -> AsyncIterator[ForwardStarted | bytes]:
@@ -298,44 +299,35 @@ class Pipeline:
         Yields ForwardStarted once the upstream's head is in, then the body as it arrives. One
         ledger row in `finally`, with the provider's own usage when the body reported it.
         """
-        out = Outcome(request_id, RouteLog(strategy="passthrough"), created=self.clock.now())
-        task = self._enter()
-        t0 = self.clock.monotonic()
-        deadline = self.deadline(time_remaining)
-        adm: Admission | None = None
+        out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog(strategy="passthrough"))
         ex: Exchange | None = None
-        status, error = "error", ""
-        self._open(p, req.model, req.surface, out)
         try:
-            adm = await self._admit(p, req.prompt_estimate + req.max_tokens, out)
+            adm = out.admission = await self._admit(p, req.prompt_estimate + req.max_tokens, out)
             out.decision = adm.decision
             if self.budgets is not None and (lines := self.budgets.lines(p)):
                 adm.budget = await self._budget(p, lines, req.model, req.prompt_estimate, req.max_tokens)
             if self.alerts is not None:
                 self.alerts.check_quota(p.subject, adm.token_decision or adm.decision)
-            ex = await relay.open(req, deadline, out.route)
+            ex = await relay.open(req, out.deadline, out.route)
             yield ForwardStarted(out, ex)
             async with aclosing(ex.body()) as body:
                 async for piece in body:
                     yield piece
-            status, error = ("ok", "") if ex.ok else ("upstream_error", str(ex.status))
+            out.status, out.error = ("ok", "") if ex.ok else ("upstream_error", str(ex.status))
         except E.TollgateError as e:
-            status, error = _status_of(e), e.reason
-            _with_limits(e, out.decision)
+            self._failed(out, e)
             if ex is not None and e.reason == "UPSTREAM_STREAM_BROKEN":
                 relay.broke(ex)
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            status = self._cancel_status(req.surface, deadline)
+            self._cancelled(out, req.surface)
             raise
         finally:
             usage = Usage(0, 0, estimated=True)
             if ex is not None:
                 ex.close()
                 usage = ex.meter.usage(req.prompt_estimate, ex.complete, ex.ok)
-            out.usage = usage
-            self._leave(task)
-            out.cost_usd = await self._finish(p, req.model, req.surface, out, adm, usage, status, error, t0)
+            await self._finish(p, req.model, req.surface, out, usage)
 
     def _usage(self, reported: Usage | None, prompt_est: int, texts: list[str], args: list[str]) -> Usage:
         if reported is not None and not reported.estimated and (reported.prompt_tokens or reported.completion_tokens):
@@ -352,9 +344,10 @@ class Pipeline:
             return "deadline_exceeded"  # the caller's deadline cancelled it, not the caller
         return "cancelled" if surface == "grpc" else "client_cancelled"
 
-    async def _finish(self, p: Principal, model: str, surface: str, out: Outcome, adm: Admission | None,
-                      usage: Usage, status: str, error: str, t0: float, after_answer: bool = False) -> float:
-        """One ledger row and the quota settlement; must not raise (it runs in `finally`).
+    async def _finish(self, p: Principal, model: str, surface: str, out: Outcome, usage: Usage,
+                      after_answer: bool = False) -> None:
+        """The skeleton's last step: one ledger row and the quota settlement, the request's usage
+        and cost on its outcome; must not raise (it runs in `finally`).
 
         `after_answer` (a unary answer, with the in-process limiter): the row is recorded and the
         reservation settled by a callback queued on the loop, which runs once the caller's code
@@ -363,6 +356,9 @@ class Pipeline:
         and the row buffered, and the answer does not wait for the bookkeeping. Work the loop
         already holds (another request's next step) may still see the estimate held, as it would
         have a moment earlier."""
+        out.usage = usage
+        self._leave(out.task)
+        adm, status = out.admission, out.status
         route = out.route
         target = route.target
         billable = status != "rate_limited" and target is not None
@@ -383,14 +379,15 @@ class Pipeline:
             usage.completion_tokens,
             usage.estimated,
             cost,
-            (self.clock.monotonic() - t0) * 1000.0,  # latency_ms
+            (self.clock.monotonic() - out.started) * 1000.0,  # latency_ms
             route.tries,  # attempts
             out.created,
-            error,
+            out.error,
         )
         if after_answer and self.quotas.local:
             asyncio.get_running_loop().call_soon(self._close, row, adm, usage.total_tokens if billable else 0, cost)
-            return cost
+            out.cost_usd = cost
+            return
         self.ledger.record(row)
         if adm is not None and (adm.reservation is not None or adm.budget is not None):
             used_tokens = usage.total_tokens if billable else 0
@@ -408,7 +405,7 @@ class Pipeline:
                 task = asyncio.get_running_loop().create_task(self._settle(adm, used_tokens, cost), name="quota-settle")
                 self._settling.add(task)
                 task.add_done_callback(self._settling.discard)
-        return cost
+        out.cost_usd = cost
 
     async def _settle(self, adm: Admission, used_tokens: int, cost: float = 0.0) -> None:
         try:

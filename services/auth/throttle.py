@@ -40,6 +40,11 @@ class AuthThrottle:
         self._blocked: dict[str, float] = {}  # address -> monotonic time the block ends
         self._on_failure = on_failure  # (surface, throttled): the metrics
 
+    @property
+    def blocking(self) -> bool:
+        """Whether any address is blocked here (if not, a request need not say who it is from)."""
+        return bool(self._blocked)
+
     def address(self, peer: str, md: Mapping[str, str]) -> tuple[str, str]:
         """(the client's address, the surface: http for the in-process bridge, grpc otherwise)."""
         return self._client_ip(peer, md), "http" if peer == "inprocess" else "grpc"

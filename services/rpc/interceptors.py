@@ -139,10 +139,10 @@ class Guard:
                                 retry_after_s=1.0)
         md = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
         # Issue 15 point 5: an address over its failed authentications is refused before any key check.
+        # The address is worked out only when some address is blocked, or a credential was refused.
         throttle = getattr(self.app, "auth_throttle", None)
-        if throttle is not None:
-            address, surface = throttle.address(context.peer(), md)
-            throttle.check(address, surface)
+        if throttle is not None and throttle.blocking:
+            throttle.check(*throttle.address(context.peer(), md))
         gate = getattr(self.app, "open_gate", None)
         if open_kind and gate is not None and gate.enabled:
             key, admin = self.app.auth.credentials(md)
@@ -164,14 +164,14 @@ class Guard:
                 except E.TollgateError as e:
                     # public routes still answer with a bad key (e.g. /v1/models on seed 002 is authed; Register is not)
                     if throttle is not None and isinstance(e, E.Unauthenticated):
-                        await throttle.failed(address, surface)
+                        await throttle.failed(*throttle.address(context.peer(), md))
         else:
             try:
                 principal = await self.app.auth.resolve(md, admin_only=admin_only)
             except E.Unauthenticated:
                 # Only a credential that was presented and refused counts, not a missing one.
                 if throttle is not None and any(self.app.auth.credentials(md)):
-                    await throttle.failed(address, surface)  # raises the 429 once over the limit
+                    await throttle.failed(*throttle.address(context.peer(), md))  # the 429 once over the limit
                 raise
         return Ctx(principal, request_id, context)
 

@@ -130,3 +130,35 @@ async def test_redis_two_gateways_count_one_address_together(tmp_path, fake_open
         assert (await a.http.post(CHAT, json=chat_body("tokens-1"), headers=bearer(good))).status_code == 429
         async with from_address(a, OTHER_ADDRESS) as other:
             assert (await other.post(CHAT, json=chat_body("tokens-1"), headers=bearer(good))).status_code == 200
+
+
+async def test_throttle_block_ends_with_the_window_and_counts_nothing_when_off():
+    from services.auth.throttle import AuthThrottle
+    from services.clock import FakeClock
+    from services.core.errors import ResourceExhausted
+    from services.limits.memory import MemoryLimiter
+
+    clock = FakeClock()
+    seen: list[tuple[str, bool]] = []
+    t = AuthThrottle(MemoryLimiter(clock), clock, "ns", lambda peer, md: md["ip"], limit=3, window_s=60.0,
+                     on_failure=lambda surface, over: seen.append((surface, over)))
+    addr, surface = t.address("inprocess", {"ip": "192.0.2.7"})
+    assert (addr, surface) == ("192.0.2.7", "http") and not t.blocking
+    for _ in range(3):
+        await t.failed(addr, surface)
+    with pytest.raises(ResourceExhausted) as caught:
+        await t.failed(addr, surface)
+    assert caught.value.retry_after_s and 1.0 <= caught.value.retry_after_s <= 60.0
+    assert t.blocking
+    with pytest.raises(ResourceExhausted):
+        t.check(addr, surface)
+    t.check("192.0.2.8", surface)  # another address: untouched
+    clock.advance(61.0)
+    t.check(addr, surface)  # the window freed up: served again, and forgotten
+    assert not t.blocking
+    await t.failed(addr, surface)
+    assert seen == [("http", False)] * 3 + [("http", True)] * 2 + [("http", False)]
+    off = AuthThrottle(MemoryLimiter(clock), clock, "ns", lambda peer, md: "x", limit=0)
+    for _ in range(500):
+        await off.failed("x", "grpc")
+    assert not off.blocking

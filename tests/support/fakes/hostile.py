@@ -191,6 +191,17 @@ def make_app(state: Hostile) -> web.Application:
                           "data": [{"object": "embedding", "index": i, "embedding": [0.5, 0.25]} for i in range(len(inputs))]})
         if path.endswith("/models"):
             return _json({"object": "list", "data": [{"id": "any", "object": "model", "created": 0, "owned_by": "hostile"}]})
+        if path.endswith("/completions"):  # the legacy Completions API: a small valid text_completion
+            done = {"id": f"cmpl-hostile{next(_ids)}", "object": "text_completion", "created": 1_700_000_000,
+                    "model": str(body.get("model")), "choices": [{"text": "ok", "index": 0, "logprobs": None,
+                                                                  "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+            if body.get("stream") is not True:
+                return _json(done)
+            sr = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await sr.prepare(request)
+            await sr.write(b"data: " + orjson.dumps(done) + b"\n\ndata: [DONE]\n\n")
+            return sr
         if path.endswith("/responses"):  # OpenAI's Responses API: a small valid response, or its two-event stream
             resp = {"id": f"resp_hostile{next(_ids)}", "object": "response", "created_at": 1_700_000_000, "status": "completed",
                     "model": str(body.get("model")), "output": [{"type": "message", "id": "msg_h", "status": "completed",

@@ -38,6 +38,7 @@ from typing import Any, AsyncIterator
 import orjson
 from aiohttp import web
 
+from tests.support.fakes import openai_completions
 from tests.support.fakes.gemini import (
     THOUGHT,
     Fault,
@@ -115,6 +116,7 @@ class FakeOllama:
         app.router.add_route("HEAD", "/api/blobs/{digest}", self._blob_exists)
         app.router.add_post("/api/blobs/{digest}", self._blob_push)
         app.router.add_post("/api/show", self._show)
+        openai_completions.add_route(app, owner="ollama")  # its OpenAI-compatible /v1/completions (recorded by the middleware)
         app.router.add_delete("/api/delete", self._delete)
         return app
 

@@ -64,6 +64,12 @@ export function errorMessage(status, body) {
   return msg || plain[status] || `The request failed with HTTP ${status}.`;
 }
 
+// How many API calls are on their way (document.body's data-busy), so a test can wait for quiet.
+function inflight(d) {
+  const n = (Number(document.body.dataset.busy) || 0) + d;
+  document.body.dataset.busy = String(n);
+}
+
 export async function request(method, path, body, opts = {}) {
   const headers = { Accept: "application/json", ...authHeaders(method), ...(opts.headers || {}) };
   const init = { method, headers, credentials: "same-origin", cache: "no-store" };
@@ -73,11 +79,14 @@ export async function request(method, path, body, opts = {}) {
   }
   if (opts.signal) init.signal = opts.signal;
   let res;
+  inflight(1);
   try {
     res = await fetch(path, init);
   } catch (e) {
     if (e.name === "AbortError") throw e;
     throw new ApiError(0, errorMessage(0, null), null);
+  } finally {
+    inflight(-1);
   }
   if (opts.raw) {
     if (!res.ok) throw new ApiError(res.status, errorMessage(res.status, await safeJson(res)), null);

@@ -93,6 +93,7 @@ async function route(ev) {
     const done = await page.default(view, { user, path, signedIn: onSignedIn });
     if (ticket === rendering) cleanup = typeof done === "function" ? done : null;
     else if (typeof done === "function") done();
+    view.dataset.ready = path; // the page's first data is drawn (tests and assistive tech can rely on it)
   } catch (e) {
     view.append(h("p", { class: "error", role: "alert" }, `This page failed to load: ${e.message || e}`));
   }
