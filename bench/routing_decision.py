@@ -8,8 +8,10 @@ every request has 1,000 candidates). Two layouts:
           that shuffle or rotate the top level);
   tiered  priority = provider index // 10 (10 levels of 100 keys: a typical failover ladder).
 Columns: `resolve` is the cached lookup (the first, uncached build is shown once per layout);
-`order` is strategy.order() alone; `plan` is Router.plan(), i.e. resolve + the latency fill the
-latency-aware strategies need + order, which is what a request pays.
+`order` is strategy.order() alone and `plan` is Router.plan() (resolve + the latency fill
+least-latency needs + order), each with the first max_attempts (4) candidates read, which is what
+a request pays: strategies hand out a lazy base.Order. `plan+all` reads all 1,000 (what a request
+whose every try is skipped would pay).
 
   .venv/bin/python bench/routing_decision.py                 # 100 × 10
   .venv/bin/python bench/routing_decision.py --providers 10 --keys 2 --seconds 0.5
@@ -18,6 +20,7 @@ latency-aware strategies need + order, which is what a request pays.
 from __future__ import annotations
 
 import argparse
+from itertools import islice
 import os
 import random
 import sys
@@ -79,16 +82,18 @@ def run_layout(providers: int, keys: int, tiered: bool, seconds: float) -> None:
         router.latency.observe(v.target.key_id, lat_rng.uniform(50.0, 900.0))
     layout = f"{'tiered' if tiered else 'flat'}: {providers} providers × {keys} keys = {len(views)} candidates"
     print(f"\n{layout}; first (uncached) resolve {cold_us:,.0f} µs")
-    print(f"{'strategy':<15}{'resolve µs':>12}{'order µs':>12}{'plan µs':>12}")
+    print(f"{'strategy':<15}{'resolve µs':>12}{'order µs':>12}{'plan µs':>12}{'plan+all µs':>12}")
     resolve_us = per_call_us(lambda: index.resolve(MODEL), seconds)
     rng = random.Random(7)
     for name in NAMES:
         strategy = router.strategy(name)
         for v in views:
             v.latency_ewma_ms = router.latency.get(v.target.key_id)
-        order_us = per_call_us(lambda: strategy.order(views, rng), seconds)
-        plan_us = per_call_us(lambda: router.plan(MODEL, "", name), seconds)
-        print(f"{name:<15}{resolve_us:>12.2f}{order_us:>12.1f}{plan_us:>12.1f}")
+        tries = cfg.max_attempts
+        order_us = per_call_us(lambda: list(islice(strategy.order(views, rng), tries)), seconds)
+        plan_us = per_call_us(lambda: list(islice(router.plan(MODEL, "", name)[1], tries)), seconds)
+        all_us = per_call_us(lambda: list(router.plan(MODEL, "", name)[1]), seconds)
+        print(f"{name:<15}{resolve_us:>12.2f}{order_us:>12.1f}{plan_us:>12.1f}{all_us:>12.1f}")
 
 
 def main() -> None:

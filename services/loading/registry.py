@@ -50,7 +50,8 @@ class LoadedModels:
         self.miss_s = miss_s
         self._set_secret = set_secret or (lambda key_id, secret: None)
         self._by_name: dict[str, LoadedModel] = {}
-        self._read_at = -1e9
+        self._read_at = -1e9  # when the last finished read began (monotonic)
+        self._reading_started = -1e9
         self._reading: asyncio.Task | None = None
         self._poller: asyncio.Task | None = None
 
@@ -72,8 +73,35 @@ class LoadedModels:
                 if not hint or hint in (t.provider, t.kind)]
 
     def stale_for(self, name: str) -> bool:
-        """A name no one here knows: worth one shared re-read (loaded elsewhere just now?)."""
-        return name not in self._by_name and self.clock.monotonic() - self._read_at >= self.miss_s
+        """A name no one here knows (loaded elsewhere just now?): worth a re-read (see on_miss)."""
+        return name not in self._by_name
+
+    async def on_miss(self, name: str) -> None:
+        """Makes sure a read that began after this request arrived has finished, so a model loaded
+        on another replica before the request is seen. Reads for misses are shared and start at
+        most every `miss_s`: a flood of unknown names costs a few reads a second, and each such
+        request (one that would otherwise be a 404) waits at most `miss_s` for its read."""
+        try:
+            await self._read_since(self.clock.monotonic(), name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the store is down: the request goes on with what this replica knows
+            log.debug("loaded models re-read failed: %s", type(e).__name__)
+
+    async def _read_since(self, arrived: float, name: str) -> None:
+        while self._read_at < arrived and name not in self._by_name:
+            task = self._reading
+            if task is None or task.done() or self._reading_started < arrived:
+                if task is not None and not task.done():
+                    await asyncio.shield(task)  # began before we arrived: it may not see the row
+                    continue
+                wait = self._reading_started + self.miss_s - self.clock.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+                task = self._reading = asyncio.ensure_future(self._read())
+                self._reading_started = self.clock.monotonic()
+            await asyncio.shield(task)
 
     # ------------------------------------------------------------------ changes
 
@@ -82,6 +110,7 @@ class LoadedModels:
         task = self._reading
         if task is None or task.done():
             task = self._reading = asyncio.ensure_future(self._read())
+            self._reading_started = self.clock.monotonic()
         await asyncio.shield(task)
 
     async def add(self, record: LoadedModelRecord, secret: str = "") -> LoadedModel:

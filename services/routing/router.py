@@ -145,6 +145,8 @@ class Router:
         s = self._strategies.get(name)
         if s is None:
             s = self._strategies[name] = make_strategy(name)
+            if hasattr(s, "latency"):
+                s.latency = self.latency.get  # balanced reads the two keys it draws, not every candidate
         return s
 
     def plan(self, model: str, provider_hint: str, strategy_name: str,
@@ -162,7 +164,7 @@ class Router:
             if not own:
                 raise
             views = []  # a model (or provider) only the user's own keys serve
-        if strategy.name in ("least-latency", "balanced"):
+        if strategy.name == "least-latency":
             for v in (*own, *views):
                 v.latency_ewma_ms = self.latency.get(v.target.key_id)
         ordered = strategy.order(views, self.rng) if len(views) > 1 else views
@@ -209,7 +211,7 @@ class Router:
         # The caller's own keys: looked up (a coroutine, a cache) only for a caller who can have some.
         own = await self._own(user_id, model, provider_hint) if user_id and self.user_keys is not None else ()
         if self.loaded is not None and self._unknown(model):
-            await self.loaded.refresh()  # loaded on another replica a moment ago? (issue 19)
+            await self.loaded.on_miss(model)  # loaded on another replica a moment ago? (issue 19)
         log.strategy, ordered = self.plan(model, provider_hint, strategy_name, own)
         tr = Tries()
         self.budget.begin()
@@ -244,7 +246,7 @@ class Router:
         # The caller's own keys: looked up (a coroutine, a cache) only for a caller who can have some.
         own = await self._own(user_id, req.model, req.route.provider) if user_id and self.user_keys is not None else ()
         if self.loaded is not None and self._unknown(req.model):
-            await self.loaded.refresh()  # loaded on another replica a moment ago? (issue 19)
+            await self.loaded.on_miss(req.model)  # loaded on another replica a moment ago? (issue 19)
         log.strategy, ordered = self.plan(req.model, req.route.provider, req.route.strategy, own)
         tr = Tries()
         self.budget.begin()

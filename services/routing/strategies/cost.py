@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from services.routing.strategies.base import CandidateView
+from services.routing.strategies.base import CandidateView, Order, PerList
 
 
 def blended_price(c: CandidateView) -> float:
@@ -17,8 +17,17 @@ def blended_price(c: CandidateView) -> float:
     return (3.0 * c.price_in_per_mtok + c.price_out_per_mtok) / 4.0
 
 
+def by_price(candidates: list[CandidateView]) -> list[CandidateView]:
+    return sorted(candidates, key=lambda c: (blended_price(c), c.priority))
+
+
 class CostStrategy:
     name = "cost"
 
-    def order(self, candidates: list[CandidateView], rng: random.Random) -> list[CandidateView]:
-        return sorted(candidates, key=lambda c: (blended_price(c), c.priority))
+    __slots__ = ("_sorted",)
+
+    def __init__(self) -> None:
+        self._sorted: PerList[list[CandidateView]] = PerList(by_price)  # prices are the config's: sorted once
+
+    def order(self, candidates: list[CandidateView], rng: random.Random) -> Order:
+        return Order.fixed(self._sorted.get(candidates))

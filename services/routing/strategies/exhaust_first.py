@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import random
 
-from services.routing.strategies.base import CandidateView
+from services.routing.strategies.base import CandidateView, Order, PerList
 from services.routing.strategies.priority import by_priority
 
 
 class ExhaustFirstStrategy:
     name = "exhaust-first"
 
-    def order(self, candidates: list[CandidateView], rng: random.Random) -> list[CandidateView]:
+    __slots__ = ("_sorted",)
+
+    def __init__(self) -> None:
+        self._sorted: PerList[list[CandidateView]] = PerList(by_priority)  # the order is fixed: sorted once
+
+    def order(self, candidates: list[CandidateView], rng: random.Random) -> Order:
         # No shuffle on purpose: spreading load is exactly what this strategy must not do.
-        return by_priority(candidates)
+        return Order.fixed(self._sorted.get(candidates))

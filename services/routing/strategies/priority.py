@@ -7,9 +7,9 @@ over equal keys while failover still walks down the levels (seed 002's priority 
 from __future__ import annotations
 
 import random
-from itertools import groupby
+from itertools import chain, groupby
 
-from services.routing.strategies.base import CandidateView
+from services.routing.strategies.base import CandidateView, Order, PerList, shuffled
 
 
 def by_priority(candidates: list[CandidateView]) -> list[CandidateView]:
@@ -31,15 +31,21 @@ def _priority(c: CandidateView) -> int:
     return c.priority
 
 
+def levels(candidates: list[CandidateView]) -> list[list[CandidateView]]:
+    """The priority levels, lowest first, each in declaration order."""
+    return [list(level) for _, level in groupby(by_priority(candidates), key=_priority)]
+
+
 class PriorityStrategy:
-    """Priority levels in order; ties within a level shuffled with the injected rng."""
+    """Priority levels in order; ties within a level shuffled with the injected rng, drawn as the
+    router reads them (a request with a thousand candidates tries a few: base.Order)."""
 
     name = "priority"
 
-    def order(self, candidates: list[CandidateView], rng: random.Random) -> list[CandidateView]:
-        out: list[CandidateView] = []
-        for _, level in groupby(by_priority(candidates), key=_priority):
-            group = list(level)
-            rng.shuffle(group)
-            out.extend(group)
-        return out
+    __slots__ = ("_levels",)
+
+    def __init__(self) -> None:
+        self._levels: PerList[list[list[CandidateView]]] = PerList(levels)
+
+    def order(self, candidates: list[CandidateView], rng: random.Random) -> Order:
+        return Order((), chain.from_iterable(shuffled(level, rng) for level in self._levels.get(candidates)))

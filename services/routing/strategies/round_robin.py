@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
-from services.routing.strategies.base import CandidateView
+
+from services.routing.strategies.base import CandidateView, Order, PerList
 from services.routing.strategies.priority import split_top
 
 T = TypeVar("T")
@@ -46,22 +47,36 @@ class LruState(Generic[T]):
         return len(self._entries)
 
 
+def _split(candidates: list[CandidateView]) -> tuple[list[CandidateView], list[CandidateView], tuple[str, ...]]:
+    top, rest = split_top(candidates)
+    return top, rest, tuple(c.target.key_id for c in top)
+
+
 class RoundRobinStrategy:
     name = "round-robin"
 
-    __slots__ = ("_counters",)
+    __slots__ = ("_counters", "_split")
 
     def __init__(self, capacity: int = STATE_ENTRIES) -> None:
         self._counters: LruState[list[int]] = LruState(capacity)
+        self._split: PerList[tuple[list[CandidateView], list[CandidateView], tuple[str, ...]]] = PerList(_split)
 
-    def order(self, candidates: list[CandidateView], rng: random.Random) -> list[CandidateView]:
-        top, rest = split_top(candidates)
+    def order(self, candidates: list[CandidateView], rng: random.Random) -> Order:
+        top, rest, ids = self._split.get(candidates)
         if len(top) < 2:
-            return top + rest
-        ids = tuple(c.target.key_id for c in top)
+            return Order(top + rest)
         # A new set starts at a random position, so replicas (and a set that was evicted and
         # comes back) do not all send their first request to the same key.
         counter = self._counters.get(ids, lambda: [rng.randrange(len(top))])
         i = counter[0] % len(top)
         counter[0] = i + 1
-        return top[i:] + top[:i] + rest
+        return Order((), _rotated(top, i, rest))
+
+
+def _rotated(top: list[CandidateView], i: int, rest: list[CandidateView]) -> Iterator[CandidateView]:
+    """top[i:] + top[:i] + rest, one at a time."""
+    for j in range(i, len(top)):
+        yield top[j]
+    for j in range(i):
+        yield top[j]
+    yield from rest
