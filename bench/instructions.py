@@ -65,7 +65,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--kind", choices=["chat", "stream"], default="chat")
-    ap.add_argument("--upstream-port", type=int, default=9001, help="must match bench/tollgate.toml (9001)")
+    ap.add_argument("--upstream-port", type=int, default=9001,
+                    help="the fake upstream's port (bench/tollgate.toml says 9001; another is written into a copy)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=DIR")
     ap.add_argument("--no-floor", action="store_true")
     args = ap.parse_args()
@@ -73,6 +74,11 @@ def main() -> None:
         sys.exit("valgrind is not installed: apt-get install -y valgrind")
 
     tmp = tempfile.mkdtemp(prefix="tollgate-instr-")
+    config = os.path.join(HERE, "tollgate.toml")
+    if args.upstream_port != 9001:  # as cpu_per_request.py does: another bench may hold 9001
+        config = os.path.join(tmp, "tollgate.toml")
+        with open(config, "w") as f:
+            f.write(open(os.path.join(HERE, "tollgate.toml")).read().replace("127.0.0.1:9001", f"127.0.0.1:{args.upstream_port}"))
     admin_key = "tga_bench_" + os.urandom(12).hex()
     up = Child("upstream", [sys.executable, FAKE_UPSTREAM, "--port", str(args.upstream_port)], dict(os.environ), tmp)
     out = [f"--callgrind-out-file={tmp}/cg.%p"]
@@ -88,7 +94,7 @@ def main() -> None:
                 base, key = f"http://127.0.0.1:{port}", "unused"
                 wait_http(base + "/health", 300)
             else:
-                env = child_env(os.path.join(HERE, "tollgate.toml"), os.path.join(tmp, name + "-data"), admin_key)
+                env = child_env(config, os.path.join(tmp, name + "-data"), admin_key)
                 cwd = os.path.abspath(tree) if tree else ""
                 if cwd:
                     env["PYTHONPATH"] = os.path.join(cwd, "clients")
