@@ -176,6 +176,14 @@ class Router:
         return (bool(model) and self.loaded.stale_for(model) and self.index.catalog_get(model) is None
                 and not self.index.lists(model))
 
+    async def _plan_after_miss(self, model: str, provider_hint: str, strategy_name: str,
+                               own: list[CandidateView]) -> tuple[str, list[CandidateView]]:
+        """A name nothing here serves may have been loaded on another replica a moment ago
+        (issue 19): wait for a fresh read of the loaded models, then plan once more. Only requests
+        that would otherwise be a 404 pay for it; a routable name never waits on the store."""
+        await self.loaded.on_miss(model)
+        return self.plan(model, provider_hint, strategy_name, own)
+
     async def _own(self, user_id: str, model: str, provider_hint: str) -> list[CandidateView]:
         """The caller's own candidates; only ever that user's keys (RELIABILITY F5)."""
         if self.user_keys is None or not user_id:
@@ -208,9 +216,12 @@ class Router:
         self.stats.requests += 1
         # The caller's own keys: looked up (a coroutine, a cache) only for a caller who can have some.
         own = await self._own(user_id, model, provider_hint) if user_id and self.user_keys is not None else ()
-        if self.loaded is not None and self._unknown(model):
-            await self.loaded.on_miss(model)  # loaded on another replica a moment ago? (issue 19)
-        log.strategy, ordered = self.plan(model, provider_hint, strategy_name, own)
+        try:
+            log.strategy, ordered = self.plan(model, provider_hint, strategy_name, own)
+        except E.NotFound:
+            if self.loaded is None or not self._unknown(model):
+                raise
+            log.strategy, ordered = await self._plan_after_miss(model, provider_hint, strategy_name, own)
         tr = Tries()
         self.budget.begin()
         calls = self._calls(ordered, deadline, log, tr)
@@ -243,9 +254,12 @@ class Router:
         self.stats.requests += 1
         # The caller's own keys: looked up (a coroutine, a cache) only for a caller who can have some.
         own = await self._own(user_id, req.model, req.route.provider) if user_id and self.user_keys is not None else ()
-        if self.loaded is not None and self._unknown(req.model):
-            await self.loaded.on_miss(req.model)  # loaded on another replica a moment ago? (issue 19)
-        log.strategy, ordered = self.plan(req.model, req.route.provider, req.route.strategy, own)
+        try:
+            log.strategy, ordered = self.plan(req.model, req.route.provider, req.route.strategy, own)
+        except E.NotFound:
+            if self.loaded is None or not self._unknown(req.model):
+                raise
+            log.strategy, ordered = await self._plan_after_miss(req.model, req.route.provider, req.route.strategy, own)
         tr = Tries()
         self.budget.begin()
         try:
