@@ -330,6 +330,19 @@ def test_suspending_a_user_in_the_console_gets_their_token_a_403(gw, browser, fi
     tab.page.wait_for_selector(f"text={VICTIM_EMAIL}: details")
     assert tab.page.locator("table tr", has_text="victim-app").count() == 1 and token not in tab.page.content()
     assert tab.watch.take() == []
+    # A refused action says why in words: the last admin cannot demote themselves (409).
+    tab.page.get_by_label("Search").fill("root@")
+    tab.page.get_by_role("button", name="Search").click()
+    role = tab.page.get_by_label(f"Role of {ADMIN_EMAIL}")
+    role.wait_for()
+    with tab.page.expect_response(lambda r: "/api/admin/users/" in r.url and r.request.method == "PATCH") as refused:
+        role.select_option("user")
+    assert refused.value.status == 409
+    alert = tab.page.locator("main [role=alert]").first
+    alert.wait_for()
+    assert len(alert.inner_text()) > 10 and "409" not in alert.inner_text()
+    assert role.input_value() == "admin"
+    tab.watch.take()  # that 409 was the point
     tab.close()
 
 
