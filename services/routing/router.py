@@ -170,12 +170,6 @@ class Router:
             ordered = (strategy.order(list(own), self.rng) if len(own) > 1 else list(own)) + ordered
         return strategy.name, ordered
 
-    def _unknown(self, model: str) -> bool:
-        """A model name neither loaded here nor known to the catalogue or an allow-list: the only
-        requests that may cost a (shared, rate-limited) re-read of the loaded models."""
-        return (bool(model) and self.loaded.stale_for(model) and self.index.catalog_get(model) is None
-                and not self.index.lists(model))
-
     async def _own(self, user_id: str, model: str, provider_hint: str) -> list[CandidateView]:
         """The caller's own candidates; only ever that user's keys (RELIABILITY F5)."""
         if self.user_keys is None or not user_id:
@@ -208,9 +202,12 @@ class Router:
         self.stats.requests += 1
         # The caller's own keys: looked up (a coroutine, a cache) only for a caller who can have some.
         own = await self._own(user_id, model, provider_hint) if user_id and self.user_keys is not None else ()
-        if self.loaded is not None and self._unknown(model):
-            await self.loaded.on_miss(model)  # loaded on another replica a moment ago? (issue 19)
-        log.strategy, ordered = self.plan(model, provider_hint, strategy_name, own)
+        try:
+            log.strategy, ordered = self.plan(model, provider_hint, strategy_name, own)
+        except (E.NotFound, E.FailedPrecondition):
+            if self.loaded is None or not await self.loaded.on_miss(model):
+                raise
+            log.strategy, ordered = self.plan(model, provider_hint, strategy_name, own)  # loaded elsewhere just now
         tr = Tries()
         self.budget.begin()
         calls = self._calls(ordered, deadline, log, tr)
@@ -243,9 +240,12 @@ class Router:
         self.stats.requests += 1
         # The caller's own keys: looked up (a coroutine, a cache) only for a caller who can have some.
         own = await self._own(user_id, req.model, req.route.provider) if user_id and self.user_keys is not None else ()
-        if self.loaded is not None and self._unknown(req.model):
-            await self.loaded.on_miss(req.model)  # loaded on another replica a moment ago? (issue 19)
-        log.strategy, ordered = self.plan(req.model, req.route.provider, req.route.strategy, own)
+        try:
+            log.strategy, ordered = self.plan(req.model, req.route.provider, req.route.strategy, own)
+        except (E.NotFound, E.FailedPrecondition):
+            if self.loaded is None or not await self.loaded.on_miss(req.model):
+                raise
+            log.strategy, ordered = self.plan(req.model, req.route.provider, req.route.strategy, own)
         tr = Tries()
         self.budget.begin()
         try:
