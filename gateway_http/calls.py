@@ -40,12 +40,13 @@ def metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
         md = (("authorization", "Bearer " + cookie),)
         if request.method in UNSAFE_METHODS:
             md += (("x-tollgate-csrf", h.get(CSRF_HEADER, "")),)
-        return md + forwarded(request)
-    if not md or md[0][0] != "authorization":  # Authorization comes first when it is there
+    elif not md or md[0][0] != "authorization":  # Authorization comes first when it is there
         # Seed 002's AUTH_HEADER_NAME lets a deployment take the key from another header.
         alt = request.app[BRIDGE].auth_header
         if alt and alt in h:
             md += (("x-api-key", h[alt].removeprefix("Bearer ").strip()),)
+    if request.path.startswith("/api/admin"):
+        md += client_info(request)  # the audit log's "from where" (issue 16)
     # The client's address, after any credentials: seed 004's open mode admits a keyless call by
     # it, and the core counts failed authentications by it (issue 15 point 5). The core decides
     # which forwarded address to believe (services/limits/open_gate.py); this hop adds its own.

@@ -17,6 +17,8 @@ import secrets as pysecrets
 from dataclasses import dataclass
 
 from services.accounts.signin import SignIn
+from services.accounts.alerts import Alerts
+from services.accounts.audit import AuditLog
 from services.accounts.budgets import Budgets
 from services.accounts.statements import Statements
 from services.accounts.users import Accounts
@@ -106,6 +108,15 @@ class App:
         self.loader = ModelLoader(self, self.loaded)
         self.open_gate = OpenGate(config, self.limiter)  # seed 004's open mode (off by default)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)
+        hook_secret = config.alert_webhook_secret.encode() if config.alert_webhook_secret else derive(secret, "alert-webhooks")
+        self.alerts = Alerts(self.store, clock, config.alert_webhooks, hook_secret, pct=config.budget_alert_pct)
+        self.pipeline.alerts = self.alerts
+        self.audit = AuditLog(self.store, clock)
+        self.router.gate.breaker.on_open = lambda key_id: self.alerts.emit(
+            "breaker_open", key_id, f"provider key {key_id}: circuit opened after repeated failures", None)
+        self.router.gate.on_disabled = lambda key_id: self.alerts.emit(
+            "provider_key_disabled", key_id, f"provider key {key_id} was refused by its provider and is disabled for an hour",
+            f"disabled:{key_id}:{int(clock.now() // 3600)}")
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
         self.statements = Statements(self.store, self.ledger, lambda: self.quotas.tiers, clock)
         self.accounts = Accounts(self.store, self.signin, self.auth, clock, self.pepper, lambda: self.quotas.tiers)
@@ -133,6 +144,7 @@ class App:
             await self.store.upsert_tier(TierRecord(t.name, t.rpm, t.rpd, t.tpd, t.tpm_month, t.description))
         self.admin_key = await self._admin_key()
         self.ledger.start()
+        self.alerts.start()
         await self.loaded.refresh()
         self.loaded.start()
         self._reaper = asyncio.get_running_loop().create_task(self._reap_reservations(), name="limiter-reaper")
@@ -183,6 +195,7 @@ class App:
         if self._reaper is not None:
             self._reaper.cancel()
             await asyncio.gather(self._reaper, return_exceptions=True)
+        await self.alerts.close()
         await self.ledger.close()
         await self.loaded.close()
         await self.upstreams.close()

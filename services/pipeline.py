@@ -17,7 +17,7 @@ import logging
 import os
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable
+from typing import Any, AsyncIterator, Awaitable
 
 from services.accounts.budgets import Budgets
 from services.auth.principal import Principal
@@ -98,6 +98,7 @@ class Pipeline:
         self.clock = clock
         self.request_timeout_s = request_timeout_s
         self.budgets = budgets  # issue 16: spending limits in dollars, for callers who have some
+        self.alerts = None  # services.accounts.alerts.Alerts, set by App (issue 16)
         self.shutting_down = False
         if ledger.has_history:
             quotas.use_history(ledger, clock.now)  # RELIABILITY C5: lost counters come back from the ledger
@@ -157,6 +158,13 @@ class Pipeline:
             raise E.Unavailable("usage ledger backlog is full; retry shortly", reason="LEDGER_BACKLOG", retry_after_s=1.0)
         return self.quotas.admit(p, estimate, out.created)
 
+    async def _budget(self, p: Principal, lines: tuple, model: str, prompt_tokens: int, max_output: int) -> Any:
+        """Issue 16: the $ hold (refused with BUDGET_EXCEEDED before any provider is called)."""
+        res, decision = await self.budgets.admit_with_decision(p, lines, model, prompt_tokens, max_output)
+        if decision is not None and self.alerts is not None:
+            self.alerts.check_budget(self.budgets.subject(p), decision)
+        return res
+
     def _open(self, p: Principal, model: str, surface: str, out: Outcome) -> None:
         """The request's write-ahead placeholder (RELIABILITY B7); its final row replaces it."""
         if not self.ledger.tracks_open:
@@ -191,8 +199,10 @@ class Pipeline:
         try:
             adm = out.admission = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
             out.decision = adm.decision
-            if self.budgets is not None and self.budgets.lines(p):
-                adm.budget = await self.budgets.admit(p, req.model, prompt_est, req.sampling.max_tokens or 256)
+            if self.budgets is not None and (lines := self.budgets.lines(p)):
+                adm.budget = await self._budget(p, lines, req.model, prompt_est, req.sampling.max_tokens or 256)
+            if self.alerts is not None:
+                self.alerts.check_quota(p.subject, adm.token_decision or adm.decision)
             result = await self.router.chat(req, out.deadline, out.route, user_id=p.user_id)
             usage = result.usage
             if usage.estimated or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
@@ -225,8 +235,10 @@ class Pipeline:
         try:
             adm = out.admission = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
             out.decision = adm.decision
-            if self.budgets is not None and self.budgets.lines(p):
-                adm.budget = await self.budgets.admit(p, req.model, prompt_est, req.sampling.max_tokens or 256)
+            if self.budgets is not None and (lines := self.budgets.lines(p)):
+                adm.budget = await self._budget(p, lines, req.model, prompt_est, req.sampling.max_tokens or 256)
+            if self.alerts is not None:
+                self.alerts.check_quota(p.subject, adm.token_decision or adm.decision)
             started = False
             async for batch in self.router.stream(req, out.deadline, out.route, user_id=p.user_id):
                 if not started:
@@ -263,8 +275,10 @@ class Pipeline:
         try:
             adm = out.admission = await self._admit(p, est, out)
             out.decision = adm.decision
-            if self.budgets is not None and self.budgets.lines(p):
-                adm.budget = await self.budgets.admit(p, req.model, est, 0)
+            if self.budgets is not None and (lines := self.budgets.lines(p)):
+                adm.budget = await self._budget(p, lines, req.model, est, 0)
+            if self.alerts is not None:
+                self.alerts.check_quota(p.subject, adm.token_decision or adm.decision)
             result = await self.router.embed(req, out.deadline, out.route, user_id=p.user_id)
             usage = result.usage if not result.usage.estimated and result.usage.prompt_tokens else usage
             out.status = "ok"
@@ -290,8 +304,10 @@ class Pipeline:
         try:
             adm = out.admission = await self._admit(p, req.prompt_estimate + req.max_tokens, out)
             out.decision = adm.decision
-            if self.budgets is not None and self.budgets.lines(p):
-                adm.budget = await self.budgets.admit(p, req.model, req.prompt_estimate, req.max_tokens)
+            if self.budgets is not None and (lines := self.budgets.lines(p)):
+                adm.budget = await self._budget(p, lines, req.model, req.prompt_estimate, req.max_tokens)
+            if self.alerts is not None:
+                self.alerts.check_quota(p.subject, adm.token_decision or adm.decision)
             ex = await relay.open(req, out.deadline, out.route)
             yield ForwardStarted(out, ex)
             async with aclosing(ex.body()) as body:

@@ -374,7 +374,7 @@ def _coerce(source: str, values: dict[str, Any], origin: dict[str, tuple[str, st
             out[f.name] = _num(src, where, val, int)
         elif isinstance(default, float):
             out[f.name] = _num(src, where, val, float)
-        elif f.name in ("cors_origins", "trusted_proxies"):
+        elif f.name in ("cors_origins", "trusted_proxies", "alert_webhooks"):
             out[f.name] = tuple(x.strip() for x in val.split(",") if x.strip()) if isinstance(val, str) else tuple(val)
         else:
             out[f.name] = val

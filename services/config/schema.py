@@ -103,6 +103,8 @@ class Config:
     cookie_secure: bool = False  # console cookies carry Secure: set it when served behind TLS
     unpriced_models: str = "free"  # under a $ budget, a model without a price: "free" (costs 0) or "refuse"
     budget_alert_pct: float = 80.0  # a budget's soft threshold: one alert per period when crossed
+    alert_webhooks: tuple[str, ...] = ()  # URLs that get each alert as a signed JSON POST
+    alert_webhook_secret: str = field(default="", repr=False)  # HMAC key of X-Tollgate-Signature ("" = derived)
     test_hooks: bool = False
     log_level: str = "INFO"
     bridge_target: str = ""  # bridge alone: the remote gRPC address; "" = in-process
