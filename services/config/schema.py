@@ -126,4 +126,8 @@ class Config:
     model_dir: str = ""  # where gguf sources are read from ("" = <data_dir>/models)
     workers: int = 1  # gateway processes on the same ports (SO_REUSEPORT), > 1 needs redis_url
     worker_id: int = 0  # set by the supervisor for each worker it starts (0 = no supervisor)
+    # Traces (docs/operations.md): off unless an OTLP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT).
+    otlp_endpoint: str = ""  # OTLP/HTTP base URL; spans go to <it>/v1/traces
+    trace_content: bool = False  # prompts and completions in span attributes: off unless the operator turns it on
+    trace_sample_ratio: float = 1.0  # of new traces (a caller's sampled flag is followed)
     source: str = "defaults"
