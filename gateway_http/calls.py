@@ -8,6 +8,7 @@ from aiohttp import web
 from multidict import istr
 
 from gateway_http.state import BRIDGE
+from gateway_http.traced import TRACEPARENT
 from tollgate.inprocess import LOCAL_CALLS
 
 # Headers forwarded as gRPC metadata; nothing else of the caller's reaches the servicers.
@@ -36,6 +37,19 @@ FORWARDED = "x-forwarded-for"
 def metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
     h = request.headers
     md = tuple([(key, v) for name, key in CREDENTIAL_HEADERS if (v := h.get(name)) is not None])
+    if request.app[BRIDGE].tracing is not None:
+        return _with_traceparent(request, md)
+    return _metadata(request, h, md)
+
+
+def _with_traceparent(request: web.Request, md: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """Traces on: the bridge span's W3C traceparent (gateway_http/traced.py) rides along to the core."""
+    md = _metadata(request, request.headers, md)
+    tp = request.get(TRACEPARENT)
+    return md + (("traceparent", tp),) if tp else md
+
+
+def _metadata(request: web.Request, h: Any, md: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
     if not md and (cookie := request.cookies.get(SESSION_COOKIE)):
         md = (("authorization", "Bearer " + cookie),)
         if request.method in UNSAFE_METHODS:

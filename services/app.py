@@ -15,6 +15,7 @@ import os
 import random
 import secrets as pysecrets
 from dataclasses import dataclass
+from typing import Any
 
 from services.accounts.signin import SignIn
 from services.accounts.alerts import Alerts
@@ -49,6 +50,7 @@ from services.routing.router import Router
 from services.routing.user_keys import UserKeys
 from services.store.records import TierRecord
 from services.store.store import Store
+from tollgate.tracing import make_tracing
 
 log = logging.getLogger("tollgate")
 
@@ -62,9 +64,13 @@ class AdminKeyInfo:
 
 
 class App:
-    def __init__(self, config: Config, clock: Clock, rng: random.Random) -> None:
+    def __init__(self, config: Config, clock: Clock, rng: random.Random, tracing: Any = None) -> None:
         config = with_demo(config)
         self.config = config
+        # Traces: None unless an OTLP endpoint is configured (or a test hands an exporter in);
+        # every seam tests `is not None` first, so with tracing off nothing of it runs.
+        self.tracing = tracing if tracing is not None else make_tracing(
+            config.otlp_endpoint, "tollgate", config.trace_content, config.trace_sample_ratio)
         self.clock = clock
         self.rng = rng
         os.makedirs(config.data_dir, exist_ok=True)
@@ -81,7 +87,7 @@ class App:
         self.catalog = Catalog.builtin()
         self.index = CandidateIndex(config, self.catalog)
         self.models = ModelCatalog(self.catalog, self.index)
-        self.upstreams = Upstreams()
+        self.upstreams = Upstreams(tracing=self.tracing)
         # Metrics reads the app's parts only when scraped; built first, it is handed to what feeds it.
         self.metrics = Metrics(self)
         self.user_keys = UserKeys(self.store, clock, catalog=self.catalog, quota_tz=config.quota_timezone)
@@ -104,6 +110,7 @@ class App:
         self.budgets = Budgets(self.limiter, self.catalog, self.quotas.tiers, config.unpriced_models, config.quota_timezone)
         self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s,
                                  budgets=self.budgets)
+        self.router.tracing = self.pipeline.tracing = self.tracing
         self.sessions = Sessions(derive(secret, "session"), clock)
         self.loader = ModelLoader(self, self.loaded)
         self.open_gate = OpenGate(config, self.limiter)  # seed 004's open mode (off by default)
@@ -216,6 +223,8 @@ class App:
         await self.ledger.close()
         await self.loaded.close()
         await self.upstreams.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # flushes the batch; the exporter is blocking I/O
         try:
             await self.limiter.close()
         finally:
@@ -235,5 +244,5 @@ def known_secrets(config: Config) -> Scrubber:
     return s
 
 
-def build_app(config: Config, clock: Clock | None = None, rng: random.Random | None = None) -> App:
-    return App(config, clock or SystemClock(), rng or random.Random())
+def build_app(config: Config, clock: Clock | None = None, rng: random.Random | None = None, tracing: Any = None) -> App:
+    return App(config, clock or SystemClock(), rng or random.Random(), tracing)
