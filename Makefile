@@ -57,7 +57,20 @@ services-up:
 services-down:
 	@bash scripts/services-down
 
-test: $(STAMP) node_modules/.bin/buf
+# Second versions of the official SDKs for docs/clients.md's matrix (tests/clients/test_sdk_versions.py):
+# each in its own --target folder, never in the venv; the venv's packages serve their dependencies,
+# except what only the older SDKs need (distro).
+SDK_VERSIONS := openai==1.109.1 anthropic==0.69.0
+SDK_EXTRA_openai := distro==1.9.0
+SDK_EXTRA_anthropic := distro==1.9.0
+SDK_STAMPS := $(foreach v,$(SDK_VERSIONS),.sdk/$(subst ==,-,$(v))/.installed)
+
+.sdk/%/.installed: | $(BIN)/python
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --target .sdk/$* \
+	  $(subst -,==,$*) $(SDK_EXTRA_$(firstword $(subst -, ,$*)))
+	touch $@
+
+test: $(STAMP) node_modules/.bin/buf $(SDK_STAMPS)
 	@command -v valgrind >/dev/null || bash scripts/valgrind-up  # the instruction gate (bench/gate.py)
 	@bash scripts/browser-up >/dev/null
 	@eval "$$(bash scripts/services-up)" && export DATABASE_URL REDIS_URL && \
@@ -76,4 +89,4 @@ soak: $(STAMP)
 	  SOAK_MINUTES=$${SOAK_MINUTES:-30} $(BIN)/python -m tests.soak
 
 clean:
-	rm -rf $(VENV) node_modules build *.egg-info
+	rm -rf $(VENV) node_modules build .sdk *.egg-info

@@ -239,6 +239,44 @@ async def plans(request: web.Request) -> web.Response:
                        lambda r: [plan_json(p) for p in r.plans])
 
 
+def _page(request: web.Request) -> tuple[int, int]:
+    limit, offset = _query_int(request, "limit", 50), _query_int(request, "offset", 0)
+    if limit > 500:
+        raise BridgeError(400, "'limit' must be at most 500.", param="limit")
+    return limit, offset
+
+
+def _maybe_json(text: str) -> Any:
+    import json
+
+    return json.loads(text) if text else None
+
+
+async def audit(request: web.Request) -> web.Response:
+    try:
+        limit, offset = _page(request)
+        q = request.query
+        msg = upb.ListAuditRequest(page_size=limit, skip=offset, actor=q.get("actor", ""), action=q.get("action", ""),
+                                   since=_query_float(request, "since"), until=_query_float(request, "until"))
+    except BridgeError as e:
+        return bad_request(e)
+    return await _call(request, calls.client(request).users.ListAudit, msg, 200, lambda r: [
+        {"id": x.id, "actor": x.actor, "action": x.action, "target": x.target, "ip": x.ip,
+         "created_at": iso(x.created_at), "before": _maybe_json(x.before), "after": _maybe_json(x.after)}
+        for x in r.entries])
+
+
+async def alerts(request: web.Request) -> web.Response:
+    try:
+        limit, offset = _page(request)
+    except BridgeError as e:
+        return bad_request(e)
+    msg = upb.ListAlertsRequest(page_size=limit, skip=offset)
+    return await _call(request, calls.client(request).users.ListAlerts, msg, 200, lambda r: [
+        {"id": x.id, "kind": x.kind, "subject": x.subject, "message": x.message, "created_at": iso(x.created_at),
+         "delivered": x.delivered} for x in r.alerts])
+
+
 def add_money_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/statements", statement)
@@ -246,3 +284,5 @@ def add_money_routes(app: web.Application) -> None:
     r.add_get("/api/quota", quota)
     r.add_get("/api/usage/summary", usage_summary)
     r.add_get("/api/admin/plans", plans)
+    r.add_get("/api/admin/audit", audit)
+    r.add_get("/api/admin/alerts", alerts)

@@ -287,6 +287,7 @@ def _seed_values(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
         ("ENABLE_AUTH", "enable_auth"), ("KEY_SELECTION_STRATEGY", "strategy"), ("ROUTING_STRATEGY", "strategy"),
         ("JWT_SECRET", "secret_key"), ("RATE_LIMIT_MAX_REQUESTS", "open_max_requests"),
         ("WS_MAX_CONNECTIONS", "ws_max_connections"), ("MAX_CONCURRENT_REQUESTS", "max_concurrent_requests"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint"),
     ):
         if env.get(seed_var):
             v[field_name] = (env[seed_var], seed_var)
@@ -374,7 +375,7 @@ def _coerce(source: str, values: dict[str, Any], origin: dict[str, tuple[str, st
             out[f.name] = _num(src, where, val, int)
         elif isinstance(default, float):
             out[f.name] = _num(src, where, val, float)
-        elif f.name in ("cors_origins", "trusted_proxies"):
+        elif f.name in ("cors_origins", "trusted_proxies", "alert_webhooks"):
             out[f.name] = tuple(x.strip() for x in val.split(",") if x.strip()) if isinstance(val, str) else tuple(val)
         else:
             out[f.name] = val
@@ -404,6 +405,10 @@ def _validate(cfg: Config, origin: dict[str, tuple[str, str]]) -> Config:
         raise bad("database_url", "must be sqlite:///path or postgresql://...")
     if cfg.redis_url and not cfg.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise bad("redis_url", "must be redis://host:port/db")
+    if not 0.0 <= cfg.trace_sample_ratio <= 1.0:
+        raise bad("trace_sample_ratio", f"must be between 0 and 1, got {cfg.trace_sample_ratio!r}")
+    if cfg.otlp_endpoint and not cfg.otlp_endpoint.startswith(("http://", "https://")):
+        raise bad("otlp_endpoint", f"must be an http(s):// URL (OTLP/HTTP), got {cfg.otlp_endpoint!r}")
     check_workers(cfg, *origin.get("workers", (cfg.source, "workers")))
     tiers = {t.name for t in cfg.tiers}
     if cfg.auth_key_tier and cfg.auth_key_tier not in tiers:

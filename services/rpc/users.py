@@ -8,13 +8,19 @@ from typing import Any
 from services.core.errors import FieldViolation, NotFound
 from services.rpc import paging
 from services.rpc.interceptors import Ctx, Guard
-from services.rpc.keys import provider_key_pb, session_pb, statement_pb, token_pb, user_pb
+from services.rpc.keys import client_info, provider_key_pb, session_pb, statement_pb, token_pb, user_pb
 from services.store.records import KIND_TOKEN, STATE_DELETED, STATES
 from services.accounts.users import ROLES, invalid
 from tollgate.v1 import user_service_pb2 as upb
 from tollgate.v1 import user_service_pb2_grpc as upb_grpc
 
 QUERY_MAX = 254
+
+
+def user_fields(u: Any) -> dict[str, Any]:
+    """What the audit log keeps of a user: plain fields, never a secret."""
+    return {"email": u.email, "plan": u.tier, "role": u.role, "state": u.state, "budget_usd_day": u.budget_usd_day,
+            "budget_usd_month": u.budget_usd_month}
 
 
 def make_user_servicer(app: Any) -> upb_grpc.UserServiceServicer:
@@ -70,21 +76,28 @@ def make_user_servicer(app: Any) -> upb_grpc.UserServiceServicer:
         @guard.unary(admin_only=True)
         async def CreateUser(self, request: upb.CreateUserRequest, ctx: Ctx) -> upb.CreateUserResponse:
             created = await accounts.create(request.email, request.plan, request.role, request.password)
+            await app.audit.record(ctx.principal, "user.create", created.user.id, client_info(ctx)[1],
+                                   None, {**user_fields(created.user), "invited": bool(created.invite_token)})
             return upb.CreateUserResponse(user=user_pb(created.user), invite_token=created.invite_token)
 
         @guard.unary(admin_only=True)
         async def UpdateUser(self, request: upb.UpdateUserRequest, ctx: Ctx) -> upb.UpdateUserResponse:
             await existing(request.id)
-            _, after = await accounts.update(
+            before, after = await accounts.update(
                 request.id, plan=request.plan, role=request.role, state=request.state,
                 budget_usd_day=request.budget_usd_day if request.HasField("budget_usd_day") else None,
                 budget_usd_month=request.budget_usd_month if request.HasField("budget_usd_month") else None)
+            if before is not after:
+                await app.audit.record(ctx.principal, "user.update", request.id, client_info(ctx)[1],
+                                       user_fields(before), user_fields(after))
             return upb.UpdateUserResponse(user=user_pb(after))
 
         @guard.unary(admin_only=True)
         async def DeleteUser(self, request: upb.DeleteUserRequest, ctx: Ctx) -> upb.DeleteUserResponse:
             await existing(request.id)
-            await accounts.delete(request.id)
+            before = await accounts.delete(request.id)
+            await app.audit.record(ctx.principal, "user.delete", request.id, client_info(ctx)[1], user_fields(before),
+                                   {**user_fields(before), "state": STATE_DELETED})
             return upb.DeleteUserResponse()
 
         @guard.unary(admin_only=True)
@@ -97,7 +110,10 @@ def make_user_servicer(app: Any) -> upb_grpc.UserServiceServicer:
         async def RevokeUserSessions(self, request: upb.RevokeUserSessionsRequest,
                                      ctx: Ctx) -> upb.RevokeUserSessionsResponse:
             user = await existing(request.id)
-            return upb.RevokeUserSessionsResponse(revoked=await app.signin.end_all(user.id))
+            n = await app.signin.end_all(user.id)
+            await app.audit.record(ctx.principal, "user.sessions.revoke", user.id, client_info(ctx)[1], None,
+                                   {"revoked": n})
+            return upb.RevokeUserSessionsResponse(revoked=n)
 
         @guard.unary(admin_only=True)
         async def ListPlans(self, request: upb.ListPlansRequest, ctx: Ctx) -> upb.ListPlansResponse:
@@ -124,6 +140,27 @@ def make_user_servicer(app: Any) -> upb_grpc.UserServiceServicer:
                 if request.user or st.total.requests or st.plan_price_usd:
                     out.append(statement_pb(st))
             return upb.ListStatementsResponse(statements=out)
+
+        @guard.unary(admin_only=True)
+        async def ListAudit(self, request: upb.ListAuditRequest, ctx: Ctx) -> upb.ListAuditResponse:
+            if request.since < 0 or request.until < 0 or len(request.actor) > 100 or len(request.action) > 100:
+                raise invalid([FieldViolation("since", "since/until must be >= 0; actor/action at most 100 characters")])
+            offset, limit = paging.window(request.page_size, request.page_token, request.skip, default=50, maximum=500)
+            rows, total = await app.store.list_audit(request.actor, request.action, request.since, request.until,
+                                                     limit, offset)
+            return upb.ListAuditResponse(
+                entries=[upb.AuditEntry(id=r.id, actor=r.actor, action=r.action, target=r.target, ip=r.ip,
+                                        created_at=r.created_at, before=r.before, after=r.after) for r in rows],
+                total_size=total, next_page_token=paging.next_token(offset, limit, total))
+
+        @guard.unary(admin_only=True)
+        async def ListAlerts(self, request: upb.ListAlertsRequest, ctx: Ctx) -> upb.ListAlertsResponse:
+            offset, limit = paging.window(request.page_size, request.page_token, request.skip, default=50, maximum=500)
+            rows, total = await app.store.list_alerts(limit, offset)
+            return upb.ListAlertsResponse(
+                alerts=[upb.AlertEntry(id=r.id, kind=r.kind, subject=r.subject, message=r.message,
+                                       created_at=r.created_at, delivered=r.delivered) for r in rows],
+                total_size=total, next_page_token=paging.next_token(offset, limit, total))
 
     async def existing_any(user_id: str):
         user = await app.store.get_user(user_id) if user_id and len(user_id) <= 64 else None

@@ -80,6 +80,16 @@ class UserServiceStub:
                 request_serializer=tollgate_dot_v1_dot_user__service__pb2.ListStatementsRequest.SerializeToString,
                 response_deserializer=tollgate_dot_v1_dot_user__service__pb2.ListStatementsResponse.FromString,
                 _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/tollgate.v1.UserService/ListAudit',
+                request_serializer=tollgate_dot_v1_dot_user__service__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_user__service__pb2.ListAuditResponse.FromString,
+                _registered_method=True)
+        self.ListAlerts = channel.unary_unary(
+                '/tollgate.v1.UserService/ListAlerts',
+                request_serializer=tollgate_dot_v1_dot_user__service__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_user__service__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
 
 
 class UserServiceServicer:
@@ -149,6 +159,20 @@ class UserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAudit(self, request, context):
+        """ListAudit pages the audit log, newest first, filtered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAlerts(self, request, context):
+        """ListAlerts pages the alerts, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +220,16 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.ListStatements,
                     request_deserializer=tollgate_dot_v1_dot_user__service__pb2.ListStatementsRequest.FromString,
                     response_serializer=tollgate_dot_v1_dot_user__service__pb2.ListStatementsResponse.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=tollgate_dot_v1_dot_user__service__pb2.ListAuditRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_user__service__pb2.ListAuditResponse.SerializeToString,
+            ),
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=tollgate_dot_v1_dot_user__service__pb2.ListAlertsRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_user__service__pb2.ListAlertsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,6 +476,60 @@ class UserService:
             '/tollgate.v1.UserService/ListStatements',
             tollgate_dot_v1_dot_user__service__pb2.ListStatementsRequest.SerializeToString,
             tollgate_dot_v1_dot_user__service__pb2.ListStatementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.UserService/ListAudit',
+            tollgate_dot_v1_dot_user__service__pb2.ListAuditRequest.SerializeToString,
+            tollgate_dot_v1_dot_user__service__pb2.ListAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.UserService/ListAlerts',
+            tollgate_dot_v1_dot_user__service__pb2.ListAlertsRequest.SerializeToString,
+            tollgate_dot_v1_dot_user__service__pb2.ListAlertsResponse.FromString,
             options,
             channel_credentials,
             insecure,

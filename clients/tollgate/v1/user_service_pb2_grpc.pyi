@@ -51,6 +51,10 @@ class UserServiceStub:
     """ListPlans lists the plans with prices, limits, budgets and how many users each has."""
     ListStatements: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ListStatementsRequest, _user_service_pb2.ListStatementsResponse]
     """ListStatements is every user's statement for a month (or one user's)."""
+    ListAudit: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ListAuditRequest, _user_service_pb2.ListAuditResponse]
+    """ListAudit pages the audit log, newest first, filtered."""
+    ListAlerts: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ListAlertsRequest, _user_service_pb2.ListAlertsResponse]
+    """ListAlerts pages the alerts, newest first."""
 
 @_typing.type_check_only
 class UserServiceAsyncStub(UserServiceStub):
@@ -75,6 +79,10 @@ class UserServiceAsyncStub(UserServiceStub):
     """ListPlans lists the plans with prices, limits, budgets and how many users each has."""
     ListStatements: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ListStatementsRequest, _user_service_pb2.ListStatementsResponse]  # type: ignore[assignment]
     """ListStatements is every user's statement for a month (or one user's)."""
+    ListAudit: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ListAuditRequest, _user_service_pb2.ListAuditResponse]  # type: ignore[assignment]
+    """ListAudit pages the audit log, newest first, filtered."""
+    ListAlerts: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ListAlertsRequest, _user_service_pb2.ListAlertsResponse]  # type: ignore[assignment]
+    """ListAlerts pages the alerts, newest first."""
 
 class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     """UserService is the operator's back office: users, their plans, roles, state and sessions (admin only)."""
@@ -150,5 +158,21 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_user_service_pb2.ListStatementsResponse, _abc.Awaitable[_user_service_pb2.ListStatementsResponse]]:
         """ListStatements is every user's statement for a month (or one user's)."""
+
+    @_abc_1.abstractmethod
+    def ListAudit(
+        self,
+        request: _user_service_pb2.ListAuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_service_pb2.ListAuditResponse, _abc.Awaitable[_user_service_pb2.ListAuditResponse]]:
+        """ListAudit pages the audit log, newest first, filtered."""
+
+    @_abc_1.abstractmethod
+    def ListAlerts(
+        self,
+        request: _user_service_pb2.ListAlertsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_service_pb2.ListAlertsResponse, _abc.Awaitable[_user_service_pb2.ListAlertsResponse]]:
+        """ListAlerts pages the alerts, newest first."""
 
 def add_UserServiceServicer_to_server(servicer: UserServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

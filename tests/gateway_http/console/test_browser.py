@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import os
 import time
 from urllib.parse import urlparse
 
@@ -23,7 +24,10 @@ from services.config.defaults import DEMO_PROVIDER
 from tests.support.browser import PageWatch, chromium_path, has_route, screenshot, threaded_gateway
 from tests.support.gateway import ADMIN_KEY, config
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+if os.environ.get("CI") == "true":
+    import playwright.sync_api as playwright_api  # under CI a missing driver is a failure, never a skip
+else:
+    playwright_api = pytest.importorskip("playwright.sync_api")
 
 ADMIN_EMAIL, USER_EMAIL, VICTIM_EMAIL = "root@example.com", "user@example.com", "victim@example.com"
 PASSWORD = "correct horse battery"
@@ -326,6 +330,19 @@ def test_suspending_a_user_in_the_console_gets_their_token_a_403(gw, browser, fi
     tab.page.wait_for_selector(f"text={VICTIM_EMAIL}: details")
     assert tab.page.locator("table tr", has_text="victim-app").count() == 1 and token not in tab.page.content()
     assert tab.watch.take() == []
+    # A refused action says why in words: the last admin cannot demote themselves (409).
+    tab.page.get_by_label("Search").fill("root@")
+    tab.page.get_by_role("button", name="Search").click()
+    role = tab.page.get_by_label(f"Role of {ADMIN_EMAIL}")
+    role.wait_for()
+    with tab.page.expect_response(lambda r: "/api/admin/users/" in r.url and r.request.method == "PATCH") as refused:
+        role.select_option("user")
+    assert refused.value.status == 409
+    alert = tab.page.locator("main [role=alert]").first
+    alert.wait_for()
+    assert len(alert.inner_text()) > 10 and "409" not in alert.inner_text()
+    assert role.input_value() == "admin"
+    tab.watch.take()  # that 409 was the point
     tab.close()
 
 
