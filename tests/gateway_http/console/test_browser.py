@@ -256,6 +256,24 @@ def test_the_playground_streams_an_answer(gw, browser, first_admin) -> None:
     tab.close()
 
 
+def test_quota_bars_follow_the_limiter_without_a_reload(gw, browser, first_admin) -> None:
+    tab = Tab(browser, gw.url)
+    tab.sign_in(ADMIN_EMAIL)
+    tab.go("/")
+    bar = tab.page.get_by_role("progressbar", name="Requests per day")
+    before = int(bar.get_attribute("aria-valuenow"))
+    secret = tab.page.evaluate("""async () => { const a = await import('/ui/js/api.js');
+        return (await a.post('/api/tokens', {name: 'quota-probe'})).key; }""")
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=secret, max_retries=0)
+    for _ in range(2):
+        client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "count me"}])
+    # The page polls /api/quota (every 5 s): the same bar moves by the two requests, no reload.
+    tab.page.wait_for_function("""n => { const b = document.querySelector('[role=progressbar][aria-label="Requests per day"]');
+        return b && Number(b.getAttribute('aria-valuenow')) >= n; }""", arg=before + 2, timeout=12_000)
+    assert tab.watch.take() == []
+    tab.close()
+
+
 def test_a_user_cannot_reach_the_admin_pages_or_routes(gw, browser, first_admin) -> None:
     admin = Tab(browser, gw.url)
     admin.sign_in(ADMIN_EMAIL)

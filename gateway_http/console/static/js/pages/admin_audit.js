@@ -30,7 +30,7 @@ export default async function render(view) {
       const rows = Array.isArray(r) ? r : r.items || [];
       slot.replaceChildren(table(rows, [
         ["Time", (a) => when(a.created_at)], ["Actor", (a) => a.actor], ["Action", (a) => a.action], ["Target", (a) => a.target],
-        ["IP", (a) => a.ip], ["Before", (a) => h("code", { class: "small" }, brief(a.before))], ["After", (a) => h("code", { class: "small" }, brief(a.after))],
+        ["IP", (a) => a.ip], ["Before", (a) => h("code", { class: "small wrap" }, brief(a.before))], ["After", (a) => h("code", { class: "small wrap" }, brief(a.after))],
       ], "No audit entries match.", "Audit log"));
     } catch (e) {
       slot.replaceChildren(failure(e, "The audit log"));
