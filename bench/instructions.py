@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--kind", choices=["chat", "stream"], default="chat")
-    ap.add_argument("--upstream-port", type=int, default=9001, help="must match bench/tollgate.toml (9001)")
+    ap.add_argument("--upstream-port", type=int, default=9001, help="the fake upstream's port (the config is rewritten to it)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=DIR")
     ap.add_argument("--no-floor", action="store_true")
     args = ap.parse_args()
@@ -88,7 +88,12 @@ def main() -> None:
                 base, key = f"http://127.0.0.1:{port}", "unused"
                 wait_http(base + "/health", 300)
             else:
-                env = child_env(os.path.join(HERE, "tollgate.toml"), os.path.join(tmp, name + "-data"), admin_key)
+                config = os.path.join(HERE, "tollgate.toml")
+                if args.upstream_port != 9001:  # the same config, pointed at this run's upstream
+                    config = os.path.join(tmp, "tollgate.toml")
+                    with open(config, "w") as f:
+                        f.write(open(os.path.join(HERE, "tollgate.toml")).read().replace("127.0.0.1:9001", f"127.0.0.1:{args.upstream_port}"))
+                env = child_env(config, os.path.join(tmp, name + "-data"), admin_key)
                 cwd = os.path.abspath(tree) if tree else ""
                 if cwd:
                     env["PYTHONPATH"] = os.path.join(cwd, "clients")
