@@ -124,6 +124,7 @@ class App:
         self.router.gate.on_disabled = lambda key_id: self.alerts.emit(
             "provider_key_disabled", key_id, f"provider key {key_id} was refused by its provider and is disabled for an hour",
             f"disabled:{key_id}:{int(clock.now() // 3600)}")
+        self.demo_users: list[tuple[str, str, str, str]] = []  # make demo: shown once in the banner
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
         self.statements = Statements(self.store, self.ledger, lambda: self.quotas.tiers, clock)
         self.accounts = Accounts(self.store, self.signin, self.auth, clock, self.pepper, lambda: self.quotas.tiers)
@@ -152,6 +153,10 @@ class App:
         self.admin_key = await self._admin_key()
         self.ledger.start()
         self.alerts.start()
+        if self.config.demo_data:
+            from services.accounts.demo import seed_demo_users
+
+            self.demo_users = await seed_demo_users(self.store, self.signin)
         self._shared_watch = asyncio.get_running_loop().create_task(self._watch_shared_keys(), name="shared-keys-watch")
         await self.loaded.refresh()
         self.loaded.start()

@@ -104,6 +104,7 @@ class Config:
     tiers: tuple[TierConfig, ...] = ()
     cors_origins: tuple[str, ...] = ()
     cookie_secure: bool = False  # console cookies carry Secure: set it when served behind TLS
+    demo_data: bool = False  # seed 003's demo users and plans at start (make demo), passwords printed
     unpriced_models: str = "free"  # under a $ budget, a model without a price: "free" (costs 0) or "refuse"
     budget_alert_pct: float = 80.0  # a budget's soft threshold: one alert per period when crossed
     alert_webhooks: tuple[str, ...] = ()  # URLs that get each alert as a signed JSON POST
