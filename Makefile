@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTO_FILES := $(wildcard protos/tollgate/v1/*.proto)
 
-.PHONY: run grpc-tools test screenshots venv protos protos-check buf-lint buf-breaking services-up services-down bench soak clean help
+.PHONY: demo run grpc-tools test screenshots venv protos protos-check buf-lint buf-breaking services-up services-down bench soak clean help
 
 help:
 	@echo "make run    - set up and start the gateway (gRPC 127.0.0.1:50051, HTTP 127.0.0.1:8080)"
@@ -30,6 +30,11 @@ venv: $(STAMP)
 # without npm or a registry, the gateway still starts and one line says how to get buf later.
 run: $(STAMP) grpc-tools
 	exec $(BIN)/python -m services
+
+# Seed 003's demo users and plans (passwords printed at start), in their own data directory so
+# that `make run` stays empty (issue 16).
+demo: $(STAMP) grpc-tools
+	TOLLGATE_DEMO_DATA=1 TOLLGATE_DATA_DIR=$${TOLLGATE_DATA_DIR:-.tollgate-demo} exec $(BIN)/python -m services
 
 grpc-tools:
 	@[ -x node_modules/.bin/buf ] || { command -v npm >/dev/null 2>&1 && $(MAKE) -s node_modules/.bin/buf >/dev/null 2>&1; } \
@@ -57,7 +62,20 @@ services-up:
 services-down:
 	@bash scripts/services-down
 
-test: $(STAMP) node_modules/.bin/buf
+# Second versions of the official SDKs for docs/clients.md's matrix (tests/clients/test_sdk_versions.py):
+# each in its own --target folder, never in the venv; the venv's packages serve their dependencies,
+# except what only the older SDKs need (distro).
+SDK_VERSIONS := openai==1.109.1 anthropic==0.69.0
+SDK_EXTRA_openai := distro==1.9.0
+SDK_EXTRA_anthropic := distro==1.9.0
+SDK_STAMPS := $(foreach v,$(SDK_VERSIONS),.sdk/$(subst ==,-,$(v))/.installed)
+
+.sdk/%/.installed: | $(BIN)/python
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --target .sdk/$* \
+	  $(subst -,==,$*) $(SDK_EXTRA_$(firstword $(subst -, ,$*)))
+	touch $@
+
+test: $(STAMP) node_modules/.bin/buf $(SDK_STAMPS)
 	@command -v valgrind >/dev/null || bash scripts/valgrind-up  # the instruction gate (bench/gate.py)
 	@bash scripts/browser-up >/dev/null
 	@eval "$$(bash scripts/services-up)" && export DATABASE_URL REDIS_URL && \
@@ -76,4 +94,4 @@ soak: $(STAMP)
 	  SOAK_MINUTES=$${SOAK_MINUTES:-30} $(BIN)/python -m tests.soak
 
 clean:
-	rm -rf $(VENV) node_modules build *.egg-info
+	rm -rf $(VENV) node_modules build .sdk *.egg-info

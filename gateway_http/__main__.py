@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway_http.app import make_app
 from gateway_http.settings import KEEPALIVE_TIMEOUT_S, BridgeSettings
 from gateway_http.state import BRIDGE
+from tollgate.tracing import make_tracing
 from tollgate.heap import settle_heap
 from tollgate.client import TollgateClient
 
@@ -37,7 +38,8 @@ def remote_ready(client: TollgateClient):
 
 async def serve(settings: BridgeSettings) -> int:
     client = TollgateClient.connect(settings.grpc_target)
-    app = make_app(settings, client, ready=remote_ready(client))
+    tracing = make_tracing(settings.otlp_endpoint, "tollgate-bridge")
+    app = make_app(settings, client, ready=remote_ready(client), tracing=tracing)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
     await runner.setup()
     host, _, port = settings.http_addr.rpartition(":")

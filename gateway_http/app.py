@@ -14,6 +14,7 @@ from gateway_http.middleware import guard
 from gateway_http.native import routes as native_routes
 from gateway_http import openapi
 from gateway_http.openai import completions as openai_completions
+from gateway_http.openai import media as openai_media
 from gateway_http.openai import responses as openai_responses
 from gateway_http.openai import routes as openai_routes
 from gateway_http.seeds import admin, health
@@ -21,6 +22,7 @@ from gateway_http.seeds import api, inference, router_status, ws
 from gateway_http.seeds import model_load, users
 from gateway_http.seeds import accounts
 from gateway_http.settings import BridgeSettings
+from gateway_http.traced import traced
 from gateway_http.stall import StallGuard
 from gateway_http.state import BRIDGE, Bridge
 
@@ -34,17 +36,21 @@ def make_app(
     ready: Callable[[], Awaitable[dict[str, str]]] | None = None,
     metrics: Callable[[], bytes] | None = None,
     auth_header: str = "",
+    tracing: Any = None,
 ) -> web.Application:
     logsafe.install()
     _quiet_server_banner()
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[guard])
+    # Traces on: a span per request around everything else; off: no middleware, nothing per request.
+    middlewares = [traced(tracing), guard] if tracing is not None else [guard]
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[BRIDGE] = Bridge(settings=settings, client=client, ready=ready, metrics=metrics,
                          auth_header=auth_header, started_at=time.monotonic(),
-                         stalls=StallGuard(settings.stream_stall_s))
+                         stalls=StallGuard(settings.stream_stall_s), tracing=tracing)
     health.add_routes(app)
     openai_routes.add_routes(app)
     openai_responses.add_routes(app)
     openai_completions.add_routes(app)
+    openai_media.add_routes(app)
     anthropic_routes.add_routes(app)
     native_routes.add_routes(app)
     admin.add_routes(app)

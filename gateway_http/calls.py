@@ -8,6 +8,7 @@ from aiohttp import web
 from multidict import istr
 
 from gateway_http.state import BRIDGE
+from gateway_http.traced import TRACEPARENT
 from tollgate.inprocess import LOCAL_CALLS
 
 # Headers forwarded as gRPC metadata; nothing else of the caller's reaches the servicers.
@@ -36,16 +37,30 @@ FORWARDED = "x-forwarded-for"
 def metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
     h = request.headers
     md = tuple([(key, v) for name, key in CREDENTIAL_HEADERS if (v := h.get(name)) is not None])
+    if request.app[BRIDGE].tracing is not None:
+        return _with_traceparent(request, md)
+    return _metadata(request, h, md)
+
+
+def _with_traceparent(request: web.Request, md: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """Traces on: the bridge span's W3C traceparent (gateway_http/traced.py) rides along to the core."""
+    md = _metadata(request, request.headers, md)
+    tp = request.get(TRACEPARENT)
+    return md + (("traceparent", tp),) if tp else md
+
+
+def _metadata(request: web.Request, h: Any, md: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
     if not md and (cookie := request.cookies.get(SESSION_COOKIE)):
         md = (("authorization", "Bearer " + cookie),)
         if request.method in UNSAFE_METHODS:
             md += (("x-tollgate-csrf", h.get(CSRF_HEADER, "")),)
-        return md + forwarded(request)
-    if not md or md[0][0] != "authorization":  # Authorization comes first when it is there
+    elif not md or md[0][0] != "authorization":  # Authorization comes first when it is there
         # Seed 002's AUTH_HEADER_NAME lets a deployment take the key from another header.
         alt = request.app[BRIDGE].auth_header
         if alt and alt in h:
             md += (("x-api-key", h[alt].removeprefix("Bearer ").strip()),)
+    if request.path.startswith("/api/admin"):
+        md += client_info(request)  # the audit log's "from where" (issue 16)
     # The client's address, after any credentials: seed 004's open mode admits a keyless call by
     # it, and the core counts failed authentications by it (issue 15 point 5). The core decides
     # which forwarded address to believe (services/limits/open_gate.py); this hop adds its own.

@@ -27,6 +27,7 @@ class BridgeSettings:
     environment: str = "development"  # seed 004's NODE_ENV, shown in /health
     ws_heartbeat_s: float = 30.0  # seed 004's WS_HEARTBEAT_INTERVAL
     ws_max_connections: int = 1000  # seed 004's WS_MAX_CONNECTIONS: open sockets at once
+    otlp_endpoint: str = ""  # the bridge alone: OTEL_EXPORTER_OTLP_ENDPOINT (traces off when empty)
 
     @classmethod
     def from_env(cls) -> "BridgeSettings":
@@ -45,4 +46,5 @@ class BridgeSettings:
             ws_heartbeat_s=float(env.get("WS_HEARTBEAT_INTERVAL") or 30000) / 1000.0,
             ws_max_connections=int(env.get("WS_MAX_CONNECTIONS") or env.get("TOLLGATE_WS_MAX_CONNECTIONS") or 1000),
             cookie_secure=(env.get("TOLLGATE_COOKIE_SECURE") or "").lower() in ("1", "true", "yes", "on"),
+            otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("TOLLGATE_OTLP_ENDPOINT") or "",
         )

@@ -22,6 +22,7 @@ class Bridge:
     draining: bool = False
     inflight: int = 0
     stalls: StallGuard = field(default_factory=lambda: StallGuard(0.0))  # make_app sets the bound
+    tracing: Any = None  # tollgate.tracing.Tracing when traces are on; None: no span, no traceparent
 
 
 BRIDGE = web.AppKey("bridge", Bridge)

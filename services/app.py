@@ -15,8 +15,11 @@ import os
 import random
 import secrets as pysecrets
 from dataclasses import dataclass
+from typing import Any
 
 from services.accounts.signin import SignIn
+from services.accounts.alerts import Alerts
+from services.accounts.audit import AuditLog
 from services.accounts.budgets import Budgets
 from services.accounts.statements import Statements
 from services.accounts.users import Accounts
@@ -47,6 +50,7 @@ from services.routing.router import Router
 from services.routing.user_keys import UserKeys
 from services.store.records import TierRecord
 from services.store.store import Store
+from tollgate.tracing import make_tracing
 
 log = logging.getLogger("tollgate")
 
@@ -60,9 +64,13 @@ class AdminKeyInfo:
 
 
 class App:
-    def __init__(self, config: Config, clock: Clock, rng: random.Random) -> None:
+    def __init__(self, config: Config, clock: Clock, rng: random.Random, tracing: Any = None) -> None:
         config = with_demo(config)
         self.config = config
+        # Traces: None unless an OTLP endpoint is configured (or a test hands an exporter in);
+        # every seam tests `is not None` first, so with tracing off nothing of it runs.
+        self.tracing = tracing if tracing is not None else make_tracing(
+            config.otlp_endpoint, "tollgate", config.trace_content, config.trace_sample_ratio)
         self.clock = clock
         self.rng = rng
         os.makedirs(config.data_dir, exist_ok=True)
@@ -79,7 +87,7 @@ class App:
         self.catalog = Catalog.builtin()
         self.index = CandidateIndex(config, self.catalog)
         self.models = ModelCatalog(self.catalog, self.index)
-        self.upstreams = Upstreams()
+        self.upstreams = Upstreams(tracing=self.tracing)
         # Metrics reads the app's parts only when scraped; built first, it is handed to what feeds it.
         self.metrics = Metrics(self)
         self.user_keys = UserKeys(self.store, clock, catalog=self.catalog, quota_tz=config.quota_timezone)
@@ -102,10 +110,21 @@ class App:
         self.budgets = Budgets(self.limiter, self.catalog, self.quotas.tiers, config.unpriced_models, config.quota_timezone)
         self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s,
                                  budgets=self.budgets)
+        self.router.tracing = self.pipeline.tracing = self.tracing
         self.sessions = Sessions(derive(secret, "session"), clock)
         self.loader = ModelLoader(self, self.loaded)
         self.open_gate = OpenGate(config, self.limiter)  # seed 004's open mode (off by default)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)
+        hook_secret = config.alert_webhook_secret.encode() if config.alert_webhook_secret else derive(secret, "alert-webhooks")
+        self.alerts = Alerts(self.store, clock, config.alert_webhooks, hook_secret, pct=config.budget_alert_pct)
+        self.pipeline.alerts = self.alerts
+        self.audit = AuditLog(self.store, clock)
+        self.router.gate.breaker.on_open = lambda key_id: self.alerts.emit(
+            "breaker_open", key_id, f"provider key {key_id}: circuit opened after repeated failures", None)
+        self.router.gate.on_disabled = lambda key_id: self.alerts.emit(
+            "provider_key_disabled", key_id, f"provider key {key_id} was refused by its provider and is disabled for an hour",
+            f"disabled:{key_id}:{int(clock.now() // 3600)}")
+        self.demo_users: list[tuple[str, str, str, str]] = []  # make demo: shown once in the banner
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
         self.statements = Statements(self.store, self.ledger, lambda: self.quotas.tiers, clock)
         self.accounts = Accounts(self.store, self.signin, self.auth, clock, self.pepper, lambda: self.quotas.tiers)
@@ -133,9 +152,28 @@ class App:
             await self.store.upsert_tier(TierRecord(t.name, t.rpm, t.rpd, t.tpd, t.tpm_month, t.description))
         self.admin_key = await self._admin_key()
         self.ledger.start()
+        self.alerts.start()
+        if self.config.demo_data:
+            from services.accounts.demo import seed_demo_users
+
+            self.demo_users = await seed_demo_users(self.store, self.signin)
+        self._shared_watch = asyncio.get_running_loop().create_task(self._watch_shared_keys(), name="shared-keys-watch")
         await self.loaded.refresh()
         self.loaded.start()
         self._reaper = asyncio.get_running_loop().create_task(self._reap_reservations(), name="limiter-reaper")
+
+    async def _watch_shared_keys(self) -> None:
+        """Issue 16: whether any run-time gateway keys exist, re-read every second, so a key an
+        admin adds on another replica serves here within about a second (the request path only
+        looks the keys up, from a one-second cache, when some exist)."""
+        while True:
+            try:
+                self.router.shared_keys = any(r.user_id is None for r in await self.store.list_provider_keys(None))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.debug("shared provider keys not re-read: %s", type(e).__name__)
+            await asyncio.sleep(1.0)
 
     async def _reap_reservations(self) -> None:
         """Gives back reservations whose request died without settling (RELIABILITY B7)."""
@@ -183,9 +221,15 @@ class App:
         if self._reaper is not None:
             self._reaper.cancel()
             await asyncio.gather(self._reaper, return_exceptions=True)
+        await self.alerts.close()
+        if getattr(self, "_shared_watch", None) is not None:
+            self._shared_watch.cancel()
+            await asyncio.gather(self._shared_watch, return_exceptions=True)
         await self.ledger.close()
         await self.loaded.close()
         await self.upstreams.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # flushes the batch; the exporter is blocking I/O
         try:
             await self.limiter.close()
         finally:
@@ -205,5 +249,5 @@ def known_secrets(config: Config) -> Scrubber:
     return s
 
 
-def build_app(config: Config, clock: Clock | None = None, rng: random.Random | None = None) -> App:
-    return App(config, clock or SystemClock(), rng or random.Random())
+def build_app(config: Config, clock: Clock | None = None, rng: random.Random | None = None, tracing: Any = None) -> App:
+    return App(config, clock or SystemClock(), rng or random.Random(), tracing)

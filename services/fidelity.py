@@ -113,7 +113,7 @@ class Fidelity:
                         field_violations=[E.FieldViolation(name, "not supported by this route")])
             else:
                 ignored.append(name)
-        req.ignored = tuple(ignored)
+        req.ignored = tuple(sorted(ignored))  # one order whatever order the client wrote its fields in
         return None
 
     def first_target(self, req: ChatRequest) -> Target | None:

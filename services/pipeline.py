@@ -17,13 +17,14 @@ import logging
 import os
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable
+from typing import Any, AsyncIterator, Awaitable
 
 from services.accounts.budgets import Budgets
 from services.auth.principal import Principal
 from services.catalog.pricing import Catalog
 from services.clock import Clock
 from services.core import errors as E
+from services.core import spans
 from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Usage
 from services.limits.base import Decision
 from services.limits.quotas import Admission, Quotas, limit_metadata
@@ -68,6 +69,7 @@ class Outcome:
     started: float = 0.0  # clock.monotonic() at the start, for the row's latency
     deadline: float = 0.0  # on clock.monotonic()
     task: asyncio.Task | None = None
+    span: Any = None  # the request's span, only when tracing is on (services/core/spans.py)
 
 
 @dataclass(slots=True)
@@ -98,7 +100,9 @@ class Pipeline:
         self.clock = clock
         self.request_timeout_s = request_timeout_s
         self.budgets = budgets  # issue 16: spending limits in dollars, for callers who have some
+        self.alerts = None  # services.accounts.alerts.Alerts, set by App (issue 16)
         self.shutting_down = False
+        self.tracing: Any = None  # tollgate.tracing.Tracing when traces are on (App sets it); None: no span is made
         if ledger.has_history:
             quotas.use_history(ledger, clock.now)  # RELIABILITY C5: lost counters come back from the ledger
         self._active: set[asyncio.Task] = set()
@@ -155,7 +159,29 @@ class Pipeline:
         if self.ledger.full:
             # RELIABILITY D6: the store is behind; refuse new work rather than drop rows.
             raise E.Unavailable("usage ledger backlog is full; retry shortly", reason="LEDGER_BACKLOG", retry_after_s=1.0)
+        if out.span is not None:
+            return self._admit_traced(self.quotas.admit(p, estimate, out.created), p, out)
         return self.quotas.admit(p, estimate, out.created)
+
+    async def _admit_traced(self, admit: Awaitable[Admission], p: Principal, out: Outcome) -> Admission:
+        span = spans.child(self.tracing, out.span, "tollgate.quota.admit", **{"tollgate.tier": p.tier})
+        try:
+            adm = await admit
+            if adm.decision is not None:
+                span.set_attribute("tollgate.quota.remaining", adm.decision.remaining)
+            return adm
+        except E.TollgateError as e:
+            span.set_status(spans.Status(spans.StatusCode.ERROR, e.reason))
+            raise
+        finally:
+            span.end()
+
+    async def _budget(self, p: Principal, lines: tuple, model: str, prompt_tokens: int, max_output: int) -> Any:
+        """Issue 16: the $ hold (refused with BUDGET_EXCEEDED before any provider is called)."""
+        res, decision = await self.budgets.admit_with_decision(p, lines, model, prompt_tokens, max_output)
+        if decision is not None and self.alerts is not None:
+            self.alerts.check_budget(self.budgets.subject(p), decision)
+        return res
 
     def _open(self, p: Principal, model: str, surface: str, out: Outcome) -> None:
         """The request's write-ahead placeholder (RELIABILITY B7); its final row replaces it."""
@@ -169,8 +195,10 @@ class Pipeline:
     # (one ledger row, the quota settled or refunded). Only the call and its usage differ.
 
     def _begin(self, p: Principal, request_id: str, model: str, surface: str, time_remaining: float | None,
-               route: RouteLog) -> Outcome:
+               route: RouteLog, op: str = "chat", messages: Any = None) -> Outcome:
         out = Outcome(request_id, route, created=self.clock.now())
+        if self.tracing is not None:
+            out.span = spans.request_span(self.tracing, op, model, surface, request_id, messages)
         out.task = self._enter()
         out.started = t0 = self.clock.monotonic()
         out.deadline = self.deadline(time_remaining, t0)
@@ -185,14 +213,16 @@ class Pipeline:
         out.status = self._cancel_status(surface, out.deadline)
 
     async def chat(self, p: Principal, req: ChatRequest, request_id: str, time_remaining: float | None) -> tuple[ChatResult, Outcome]:
-        out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog())
+        out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog(), "chat", req.messages)
         prompt_est = estimate_prompt(req)
         usage = None
         try:
             adm = out.admission = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
             out.decision = adm.decision
-            if self.budgets is not None and self.budgets.lines(p):
-                adm.budget = await self.budgets.admit(p, req.model, prompt_est, req.sampling.max_tokens or 256)
+            if self.budgets is not None and (lines := self.budgets.lines(p)):
+                adm.budget = await self._budget(p, lines, req.model, prompt_est, req.sampling.max_tokens or 256)
+            if self.alerts is not None:
+                self.alerts.check_quota(p.subject, adm.token_decision or adm.decision)
             result = await self.router.chat(req, out.deadline, out.route, user_id=p.user_id)
             usage = result.usage
             if usage.estimated or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
@@ -200,6 +230,8 @@ class Pipeline:
             out.route.upstream_model = result.model
             out.status = "ok"
             out.finish_reason = result.finish_reason
+            if out.span is not None and self.tracing.capture_content:
+                spans.output(out.span, result.text)
             return result, out
         except E.TollgateError as e:
             self._failed(out, e)
@@ -215,7 +247,7 @@ class Pipeline:
 
     async def stream(self, p: Principal, req: ChatRequest, request_id: str,
                      time_remaining: float | None) -> AsyncIterator[StreamStarted | list[Chunk] | StreamFinished]:
-        out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog())
+        out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog(), "stream", req.messages)
         prompt_est = estimate_prompt(req)
         reported: Usage | None = None
         # What was streamed, kept by reference; estimated only if the provider sends no usage.
@@ -225,8 +257,10 @@ class Pipeline:
         try:
             adm = out.admission = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
             out.decision = adm.decision
-            if self.budgets is not None and self.budgets.lines(p):
-                adm.budget = await self.budgets.admit(p, req.model, prompt_est, req.sampling.max_tokens or 256)
+            if self.budgets is not None and (lines := self.budgets.lines(p)):
+                adm.budget = await self._budget(p, lines, req.model, prompt_est, req.sampling.max_tokens or 256)
+            if self.alerts is not None:
+                self.alerts.check_quota(p.subject, adm.token_decision or adm.decision)
             started = False
             async for batch in self.router.stream(req, out.deadline, out.route, user_id=p.user_id):
                 if not started:
@@ -254,17 +288,21 @@ class Pipeline:
             self._cancelled(out, req.surface)
             raise
         finally:
+            if out.span is not None and self.tracing.capture_content:
+                spans.output(out.span, "".join(texts))
             await self._finish(p, req.model, req.surface, out, out.usage or self._usage(reported, prompt_est, texts, args))
 
     async def embed(self, p: Principal, req: EmbedRequest, request_id: str, time_remaining: float | None) -> tuple[EmbedResult, Outcome]:
-        out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog())
+        out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog(), "embed")
         est = sum(estimate_text(t) for t in req.inputs)
         usage = Usage(est, 0, estimated=True)
         try:
             adm = out.admission = await self._admit(p, est, out)
             out.decision = adm.decision
-            if self.budgets is not None and self.budgets.lines(p):
-                adm.budget = await self.budgets.admit(p, req.model, est, 0)
+            if self.budgets is not None and (lines := self.budgets.lines(p)):
+                adm.budget = await self._budget(p, lines, req.model, est, 0)
+            if self.alerts is not None:
+                self.alerts.check_quota(p.subject, adm.token_decision or adm.decision)
             result = await self.router.embed(req, out.deadline, out.route, user_id=p.user_id)
             usage = result.usage if not result.usage.estimated and result.usage.prompt_tokens else usage
             out.status = "ok"
@@ -285,13 +323,16 @@ class Pipeline:
         Yields ForwardStarted once the upstream's head is in, then the body as it arrives. One
         ledger row in `finally`, with the provider's own usage when the body reported it.
         """
-        out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog(strategy="passthrough"))
+        out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog(strategy="passthrough"),
+                          "forward")
         ex: Exchange | None = None
         try:
             adm = out.admission = await self._admit(p, req.prompt_estimate + req.max_tokens, out)
             out.decision = adm.decision
-            if self.budgets is not None and self.budgets.lines(p):
-                adm.budget = await self.budgets.admit(p, req.model, req.prompt_estimate, req.max_tokens)
+            if self.budgets is not None and (lines := self.budgets.lines(p)):
+                adm.budget = await self._budget(p, lines, req.model, req.prompt_estimate, req.max_tokens)
+            if self.alerts is not None:
+                self.alerts.check_quota(p.subject, adm.token_decision or adm.decision)
             ex = await relay.open(req, out.deadline, out.route)
             yield ForwardStarted(out, ex)
             async with aclosing(ex.body()) as body:
@@ -368,6 +409,9 @@ class Pipeline:
             out.created,
             out.error,
         )
+        if out.span is not None:
+            out.cost_usd = cost
+            self._trace_finish(out, row)
         if after_answer and self.quotas.local:
             asyncio.get_running_loop().call_soon(self._close, row, adm, usage.total_tokens if billable else 0, cost)
             out.cost_usd = cost
@@ -390,6 +434,17 @@ class Pipeline:
                 self._settling.add(task)
                 task.add_done_callback(self._settling.discard)
         out.cost_usd = cost
+
+    def _trace_finish(self, out: Outcome, row: UsageRecord) -> None:
+        """The ledger's span (the row is recorded right after, or queued behind the answer) and the
+        request span's end. Must not raise: it runs in _finish."""
+        try:
+            spans.child(self.tracing, out.span, "tollgate.ledger.record", **{
+                "tollgate.request_id": row.request_id, "tollgate.status": row.status,
+                "tollgate.ledger.estimated": row.estimated}).end()
+            spans.end_request(self.tracing, out.span, out, out.status, out.error)
+        except Exception:  # a tracing bug must not cost a ledger row
+            log.exception("ending a request's spans failed")
 
     async def _settle(self, adm: Admission, used_tokens: int, cost: float = 0.0) -> None:
         try:

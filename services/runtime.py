@@ -49,6 +49,7 @@ class Runtime:
                                   environment=self.cfg.environment, ws_heartbeat_s=self.cfg.ws_heartbeat_s,
                                   ws_max_connections=self.cfg.ws_max_connections)
         self.bridge = make_app(settings, TollgateClient(local_channel(self.app)), ready=self.app.ready,
+                               tracing=self.app.tracing,
                                metrics=self.app.metrics.render)
         self.runner = web.AppRunner(self.bridge, handler_cancellation=True, access_log=None,
                                     keepalive_timeout=KEEPALIVE_TIMEOUT_S,

@@ -8,6 +8,12 @@ from tests.support.fakes.openai import run_fake_openai
 from tests.support.gateway import config, provider, run_gateway
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.support.client_matrix import ClientMatrix
+
+    config.pluginmanager.register(ClientMatrix(), "tollgate-client-matrix")  # docs/clients.md
+
+
 @pytest.fixture
 async def fake_openai():
     async with run_fake_openai() as fake:

@@ -85,18 +85,24 @@ class Budgets:
         lines = self.lines(p)
         if not lines:
             return None
+        res, decision = await self.admit_with_decision(p, lines, model, prompt_tokens, max_output)
+        return res
+
+    async def admit_with_decision(self, p: Principal, lines: tuple[BudgetLine, ...], model: str, prompt_tokens: int,
+                                  max_output: int) -> tuple[Reservation | None, Decision | None]:
+        """The hold and the limiter's answer (the tightest budget after it: for the soft-threshold alert)."""
         amount = self.estimate_micros(model, prompt_tokens, max_output)
         if amount is None:
             if self.unpriced == "refuse":
                 raise FailedPrecondition(
                     f"Model {model!r} has no price, and this caller is under a $ budget: it is refused "
                     "(unpriced_models = refuse)", reason="UNPRICED_MODEL_UNDER_BUDGET", metadata={"model": model})
-            return None  # unpriced_models = free: costs 0, nothing to hold
+            return None, None  # unpriced_models = free: costs 0, nothing to hold
         rules = tuple(line.rule for line in lines)
         decision, res = await self.limiter.reserve(self.subject(p), rules, amount)
         if res is None:
             raise self._exceeded(p, lines, decision, amount)
-        return res
+        return res, decision
 
     async def finish(self, res: Reservation, cost_usd: float) -> None:
         micros = max(0, round(cost_usd * MICROS))

@@ -287,6 +287,7 @@ def _seed_values(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
         ("ENABLE_AUTH", "enable_auth"), ("KEY_SELECTION_STRATEGY", "strategy"), ("ROUTING_STRATEGY", "strategy"),
         ("JWT_SECRET", "secret_key"), ("RATE_LIMIT_MAX_REQUESTS", "open_max_requests"),
         ("WS_MAX_CONNECTIONS", "ws_max_connections"), ("MAX_CONCURRENT_REQUESTS", "max_concurrent_requests"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint"),
     ):
         if env.get(seed_var):
             v[field_name] = (env[seed_var], seed_var)
@@ -360,6 +361,29 @@ def _bool(source: str, where: str, val: Any) -> bool:
     return bool(val)
 
 
+def _aliases(source: str, where: str, val: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """[model_aliases] smart = ["anthropic/claude-sonnet-4-6", "openai/gpt-4.1"] (or the same as JSON in
+    TOLLGATE_MODEL_ALIASES): each alias an ordered, non-empty list of model names."""
+    if isinstance(val, str):
+        try:
+            val = json.loads(val)
+        except ValueError:
+            raise ConfigError(source, where, "must be a JSON object of alias -> list of models") from None
+    if isinstance(val, (list, tuple)):
+        val = dict(val)
+    if not isinstance(val, dict):
+        raise ConfigError(source, where, "must be a table of alias = [models, in order]")
+    out = []
+    for alias, members in val.items():
+        if isinstance(members, str):
+            members = [members]
+        if (not isinstance(alias, str) or not alias or not isinstance(members, (list, tuple)) or not members
+                or not all(isinstance(m, str) and m and m != alias for m in members)):
+            raise ConfigError(source, f"{where}.{alias}", "must be a non-empty list of other model names")
+        out.append((alias, tuple(members)))
+    return tuple(out)
+
+
 def _coerce(source: str, values: dict[str, Any], origin: dict[str, tuple[str, str]]) -> Config:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(Config):
@@ -374,7 +398,9 @@ def _coerce(source: str, values: dict[str, Any], origin: dict[str, tuple[str, st
             out[f.name] = _num(src, where, val, int)
         elif isinstance(default, float):
             out[f.name] = _num(src, where, val, float)
-        elif f.name in ("cors_origins", "trusted_proxies"):
+        elif f.name == "model_aliases":
+            out[f.name] = _aliases(src, where, val)
+        elif f.name in ("cors_origins", "trusted_proxies", "alert_webhooks"):
             out[f.name] = tuple(x.strip() for x in val.split(",") if x.strip()) if isinstance(val, str) else tuple(val)
         else:
             out[f.name] = val
@@ -404,6 +430,10 @@ def _validate(cfg: Config, origin: dict[str, tuple[str, str]]) -> Config:
         raise bad("database_url", "must be sqlite:///path or postgresql://...")
     if cfg.redis_url and not cfg.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise bad("redis_url", "must be redis://host:port/db")
+    if not 0.0 <= cfg.trace_sample_ratio <= 1.0:
+        raise bad("trace_sample_ratio", f"must be between 0 and 1, got {cfg.trace_sample_ratio!r}")
+    if cfg.otlp_endpoint and not cfg.otlp_endpoint.startswith(("http://", "https://")):
+        raise bad("otlp_endpoint", f"must be an http(s):// URL (OTLP/HTTP), got {cfg.otlp_endpoint!r}")
     check_workers(cfg, *origin.get("workers", (cfg.source, "workers")))
     tiers = {t.name for t in cfg.tiers}
     if cfg.auth_key_tier and cfg.auth_key_tier not in tiers:

@@ -203,14 +203,8 @@ class FailoverLimiter:
     async def _run(self, primary: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]) -> T:
         if self._up or await self._maybe_recover():
             try:
-                return await self._bounded(primary())
+                return await self._on_primary(primary)
             except BACKEND_ERRORS as exc:
-                if self._up and _stale(exc):
-                    try:
-                        await self._primary.drop_connections(in_use=False)
-                        return await self._bounded(primary())
-                    except BACKEND_ERRORS as again:
-                        exc = again
                 self._set_up(False, exc)
         if self.mode == "open":
             return await local()
@@ -227,10 +221,21 @@ class FailoverLimiter:
             log.warning("limiter backend down: reservation %s (%d tokens) left to its lease", reservation.id, actual)
             return
         try:
-            await self._bounded(call())
+            await self._on_primary(call)  # a settle runs at most once (its record), so a retry is safe
         except BACKEND_ERRORS as exc:
             self._set_up(False, exc)
             log.warning("limiter backend failed: reservation %s (%d tokens) left to its lease", reservation.id, actual)
+
+    async def _on_primary(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call` on the backend, bounded; a connection error (maybe a socket from before a restart)
+        gets one more try on a fresh connection, with the pool's idle ones dropped first."""
+        try:
+            return await self._bounded(call())
+        except BACKEND_ERRORS as exc:
+            if not (self._up and _stale(exc)):
+                raise
+        await self._primary.drop_connections(in_use=False)
+        return await self._bounded(call())
 
     async def _maybe_recover(self) -> bool:
         now = self._clock.monotonic()

@@ -65,6 +65,7 @@ class Admission:
     decision: Decision | None  # for the X-RateLimit-* headers; None when the tier is unlimited
     reservation: Reservation | None
     budget: Reservation | None = None  # issue 16: the $ hold, settled with the real cost
+    token_decision: Decision | None = None  # issue 16: the token counters' answer (quota alerts)
 
 
 def limit_metadata(d: Decision | None) -> dict[str, str]:
@@ -169,8 +170,7 @@ class Quotas:
                     until = self._remember(p.subject, sent, started_at, now=sent)  # nothing awaited since
                     if tdec.used == amount or p.subject in self._rebuilding:
                         reservation = await self._recount(p, tok, amount, reservation, until)
-            return Admission(decision, reservation)
-        tok = self._token_rules.get(p.tier, ())
+            return Admission(decision, reservation, token_decision=tdec)
         fused = getattr(self.limiter, "admit", None)
         if fused is not None and (rules or tok) and p.subject not in self._rebuilding:
             # A shared limiter: the request rules' hit and the token reservation in one call, so one
@@ -187,7 +187,7 @@ class Quotas:
                     until = self._remember(p.subject, sent, started_at)
                     if tdec.used == amount or p.subject in self._rebuilding:
                         reservation = await self._recount(p, tok, amount, reservation, until)
-            return Admission(decision, reservation)
+            return Admission(decision, reservation, token_decision=tdec)
         decision = None
         if rules:
             decision = await (self.limiter.hit(p.subject, rules) if local else self._call(lambda: self.limiter.hit(p.subject, rules)))
@@ -209,6 +209,7 @@ class Quotas:
                 until = self._remember(p.subject, sent, started_at)
                 if tdec.used == amount or p.subject in self._rebuilding:
                     reservation = await self._recount(p, tok, amount, reservation, until)
+            return Admission(decision, reservation, token_decision=tdec)
         return Admission(decision, reservation)
 
     async def finish(self, adm: Admission, used_tokens: int) -> None:

@@ -5,9 +5,9 @@ otherwise take any name), to the configured Ollama that holds it or to its own
 OpenAI-compatible base URL, whose key is opened once and kept here for the router.
 
 Every replica sees the same table: each polls it every `refresh_s` (1 s, like users' own
-keys), and a request for a name this replica does not know yet (a model loaded on another
-replica a moment ago) triggers one immediate re-read, shared by concurrent misses and at most
-every `miss_s`, so such a request is routable at once without a database read per request.
+keys), and a request this replica cannot route (a model loaded on another replica a moment
+ago) triggers a re-read, shared by concurrent misses and at most every `miss_s`, so such a
+request is routable at once with no database read on any request that routes.
 Removal takes the model out of routing; calls already under way hold their target and key
 and finish.
 """
@@ -50,7 +50,8 @@ class LoadedModels:
         self.miss_s = miss_s
         self._set_secret = set_secret or (lambda key_id, secret: None)
         self._by_name: dict[str, LoadedModel] = {}
-        self._read_at = -1e9
+        self._read_at = -1e9  # when the last finished read began (monotonic)
+        self._reading_started = -1e9
         self._reading: asyncio.Task | None = None
         self._poller: asyncio.Task | None = None
 
@@ -71,9 +72,37 @@ class LoadedModels:
         return [CandidateView(target=t, priority=prio, weight=w) for t, prio, w in m.targets
                 if not hint or hint in (t.provider, t.kind)]
 
-    def stale_for(self, name: str) -> bool:
-        """A name no one here knows: worth one shared re-read (loaded elsewhere just now?)."""
-        return name not in self._by_name and self.clock.monotonic() - self._read_at >= self.miss_s
+    async def on_miss(self, name: str) -> bool:
+        """For a request nothing here can route (it would be a 404): makes sure a read that began
+        after it arrived has finished, so a model loaded on another replica before the request is
+        seen; True when `name` is loaded now. Reads for misses are shared and start at most every
+        `miss_s`: a flood of unknown names costs a few reads a second, each such request waits at
+        most `miss_s`. Requests that route (a wildcard provider takes any name) never come here,
+        so on such a deployment another replica picks a new name up with its periodic read."""
+        if not name:
+            return False
+        try:
+            await self._read_since(self.clock.monotonic(), name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the store is down: the request goes on with what this replica knows
+            log.debug("loaded models re-read failed: %s", type(e).__name__)
+        return name in self._by_name
+
+    async def _read_since(self, arrived: float, name: str) -> None:
+        while self._read_at < arrived and name not in self._by_name:
+            task = self._reading
+            if task is None or task.done() or self._reading_started < arrived:
+                if task is not None and not task.done():
+                    await asyncio.shield(task)  # began before we arrived: it may not see the row
+                    continue
+                wait = self._reading_started + self.miss_s - self.clock.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+                task = self._reading = asyncio.ensure_future(self._read())
+                self._reading_started = self.clock.monotonic()
+            await asyncio.shield(task)
 
     # ------------------------------------------------------------------ changes
 
@@ -82,6 +111,7 @@ class LoadedModels:
         task = self._reading
         if task is None or task.done():
             task = self._reading = asyncio.ensure_future(self._read())
+            self._reading_started = self.clock.monotonic()
         await asyncio.shield(task)
 
     async def add(self, record: LoadedModelRecord, secret: str = "") -> LoadedModel:

@@ -6,6 +6,7 @@ no session is ever built per request (STYLE.md). Adapters are stateless and shar
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -31,8 +32,11 @@ ADAPTER_TYPES: dict[str, type[Adapter]] = {
 
 
 class Upstreams:
-    def __init__(self, limit_per_host: int = 256) -> None:
+    def __init__(self, limit_per_host: int = 256, tracing: Any = None) -> None:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        # Traces on: every session carries a hook putting the current attempt's W3C traceparent on
+        # the provider request. Off: no hook at all, so a request costs what it did.
+        self._trace_configs = [_traceparent_hook(tracing)] if tracing is not None else None
         # Per request the router asks by base URL and the adapter by kind: both answers are
         # remembered, so neither the URL nor the kind name is parsed again per request.
         self._by_url: dict[tuple[str, bool], aiohttp.ClientSession] = {}
@@ -76,6 +80,7 @@ class Upstreams:
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
+                trace_configs=self._trace_configs,
             )
             self._sessions[origin] = s
         return s
@@ -85,3 +90,17 @@ class Upstreams:
             await s.close()
         self._sessions.clear()
         self._by_url.clear()
+
+
+def _traceparent_hook(tracing: Any) -> aiohttp.TraceConfig:
+    """aiohttp's request-start hook: the attempt span's traceparent (set by the router) on the request."""
+    upstream = tracing.upstream
+
+    async def on_request_start(session, ctx, params: aiohttp.TraceRequestStartParams) -> None:
+        tp = upstream.get()
+        if tp:
+            params.headers["traceparent"] = tp
+
+    tc = aiohttp.TraceConfig()
+    tc.on_request_start.append(on_request_start)
+    return tc

@@ -35,7 +35,7 @@ class _Circuit:
 class Breaker:
     """Circuits keyed by provider key id; unknown keys are closed."""
 
-    __slots__ = ("_clock", "_threshold", "_base", "_max", "_circuits")
+    __slots__ = ("_clock", "_threshold", "_base", "_max", "_circuits", "on_open")
 
     def __init__(
         self,
@@ -57,6 +57,7 @@ class Breaker:
         # Only keys with something to remember are stored: a clean closed circuit is dropped,
         # so run-time keys that come and go do not grow this dict.
         self._circuits: dict[str, _Circuit] = {}
+        self.on_open = None  # issue 16: called with the key id when a circuit opens (an alert); must not raise
 
     def allow(self, key_id: str) -> bool:
         """May a request go to this key now? In half-open, True for exactly one probe at a time."""
@@ -92,6 +93,8 @@ class Breaker:
             c.state == CLOSED and c.consecutive_failures >= self._threshold
         ):
             self._eject(c, now)
+            if self.on_open is not None:
+                self.on_open(key_id)
         # OPEN: a late failure of a request sent before it opened; the cool-down stands.
 
     def release_probe(self, key_id: str) -> None:

@@ -32,6 +32,7 @@ class KeyGate:
         self.limiter = limiter
         self.user_keys = user_keys  # issue 7: users' own provider keys, tried before the gateway's
         self.breaker = Breaker(clock, failure_threshold=cfg.breaker_threshold, base_cooldown_s=cfg.breaker_cooldown_s)
+        self.on_disabled = None  # issue 16: called with the key id when the provider refuses it; must not raise
         self.cooldowns = Cooldowns(clock)
         self._secrets: dict[str, str] = {}
         self._rules: dict[str, tuple[Rule, ...]] = {}
@@ -170,3 +171,5 @@ class KeyGate:
             # RELIABILITY A4: the provider refused our key; bench it instead of hammering it.
             self.cooldowns.set(key, AUTH_DISABLE_S)
             self._cooldown_kind[key] = "auth"
+            if self.on_disabled is not None:
+                self.on_disabled(key)  # issue 16: an alert (non-blocking)

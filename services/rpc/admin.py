@@ -39,6 +39,8 @@ def make_admin_servicer(app: Any) -> apb_grpc.AdminServiceServicer:
                 raise InvalidArgument("; ".join(f"{p.field}: {p.description}" for p in problems),
                                       reason="VALIDATION_ERROR", field_violations=problems)
             rec, key = await app.store.create_api_key(name=name, email=request.email, tier=tier)
+            await app.audit.record(ctx.principal, "api_key.create", rec.id, _ip(ctx), None,
+                                   {"name": rec.name, "email": rec.email, "tier": rec.tier, "prefix": rec.prefix})
             return apb.CreateApiKeyResponse(api_key=api_key_pb(rec), key=key)
 
         @guard.unary(admin_only=True)
@@ -51,6 +53,8 @@ def make_admin_servicer(app: Any) -> apb_grpc.AdminServiceServicer:
             if not await app.store.revoke_api_key(request.id):
                 raise NotFound("API key not found", reason="API_KEY_NOT_FOUND", metadata={"key_id": request.id})
             app.auth.forget()
+            await app.audit.record(ctx.principal, "api_key.revoke", request.id, _ip(ctx), {"active": True},
+                                   {"active": False})
             return apb.RevokeApiKeyResponse()
 
         @guard.unary(admin_only=True)
@@ -103,10 +107,23 @@ def make_admin_servicer(app: Any) -> apb_grpc.AdminServiceServicer:
 
         @guard.unary(admin_only=True)
         async def SetRegistration(self, request: apb.SetRegistrationRequest, ctx: Ctx) -> apb.SetRegistrationResponse:
+            before = await app.store.registration_open()
             await app.store.set_registration_open(request.open)
+            await app.audit.record(ctx.principal, "registration.set", "registration", _ip(ctx), {"open": before},
+                                   {"open": request.open})
             return apb.SetRegistrationResponse(open=request.open)
 
     return AdminServicer()
+
+
+def _ip(ctx: Ctx) -> str:
+    md = {k: v for k, v in ctx.context.invocation_metadata() if isinstance(v, str)}
+    if md.get("x-tollgate-client-ip"):
+        return md["x-tollgate-client-ip"]
+    try:
+        return ctx.context.peer() or ""
+    except Exception:
+        return ""
 
 
 async def list_usage(app: Any, request: Any, flt: UsageFilter, response_type: Any) -> Any:

@@ -138,6 +138,11 @@ class Guard:
             raise E.Unavailable("the gateway is shutting down; retry on another replica", reason="SHUTTING_DOWN",
                                 retry_after_s=1.0)
         md = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        tracing = self.app.tracing
+        if tracing is not None:
+            # W3C trace context from the caller (the bridge's span, or a gRPC client's); set on every
+            # call, so a call on a reused task never inherits the previous one's parent.
+            tracing.incoming.set(tracing.extract(md.get("traceparent"), md.get("tracestate")))
         # Issue 15 point 5: an address over its failed authentications is refused before any key check.
         # The address is worked out only when some address is blocked, or a credential was refused.
         throttle = getattr(self.app, "auth_throttle", None)

@@ -49,6 +49,30 @@ class UserRecord:
 
 
 @dataclass(slots=True)
+class AuditRecord:
+    """One admin action: who, what, on what, from where, when, before/after as JSON (never a secret)."""
+
+    id: str
+    actor: str
+    action: str
+    target: str
+    ip: str
+    created_at: float
+    before: str = ""
+    after: str = ""
+
+
+@dataclass(slots=True)
+class AlertRecord:
+    id: str
+    kind: str  # budget_threshold | quota_80 | quota_100 | provider_key_disabled | breaker_open
+    subject: str
+    message: str
+    created_at: float
+    delivered: bool = False
+
+
+@dataclass(slots=True)
 class SessionRecord:
     """A signed-in browser or client: the row that makes a session token revocable."""
 

@@ -48,6 +48,7 @@ from services.store.repos import api_keys as keys_repo
 from services.store.repos import loaded_models as lm_repo
 from services.store.repos import provider_keys as pk_repo
 from services.store.repos import responses as responses_repo
+from services.store.repos import audit as audit_repo
 from services.store.repos import sessions as sessions_repo
 from services.store.repos import settings as settings_repo
 from services.store.repos import tiers as tiers_repo
@@ -266,6 +267,10 @@ class Store:
             await self._write(users_repo.set_password_hash, user.id, fresh, idempotent=True)
         return user
 
+    async def find_user_by_email(self, email: str) -> UserRecord | None:
+        found = await self._read(users_repo.find_login, users_repo.normalize_email(email))
+        return found[0] if found else None
+
     async def get_user(self, user_id: str) -> UserRecord | None:
         return await self._read(users_repo.get_user, user_id)
 
@@ -319,6 +324,24 @@ class Store:
     async def accept_invite(self, user_id: str, invite_hash: str, password: str) -> bool:
         password_hash = await asyncio.to_thread(hash_password, password)
         return await self._write(users_repo.accept_invite, user_id, invite_hash, password_hash)
+
+    # --- audit and alerts (issue 16) ---------------------------------------------------------
+
+    async def insert_audit(self, rec: Any) -> None:
+        await self._write(audit_repo.insert_audit, rec)
+
+    async def list_audit(self, actor: str = "", action: str = "", since: float = 0.0, until: float = 0.0,
+                         limit: int = 50, offset: int = 0) -> tuple[list[Any], int]:
+        return await self._read(audit_repo.list_audit, actor, action, since, until, limit, offset)
+
+    async def insert_alert(self, rec: Any, dedupe: str | None) -> bool:
+        return await self._write(audit_repo.insert_alert, rec, dedupe, idempotent=True)
+
+    async def mark_alert_delivered(self, alert_id: str) -> None:
+        await self._write(audit_repo.mark_delivered, alert_id, idempotent=True)
+
+    async def list_alerts(self, limit: int = 50, offset: int = 0) -> tuple[list[Any], int]:
+        return await self._read(audit_repo.list_alerts, limit, offset)
 
     # --- sessions --------------------------------------------------------------------------
 

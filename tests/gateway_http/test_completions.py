@@ -14,6 +14,7 @@ from tests.support.fakes.openai import run_fake_openai
 from tests.support.gateway import config, provider, run_gateway
 
 
+@pytest.mark.client('openai', 'completions.create (prompt; suffix FIM; stream)', 'OpenAI route /v1/completions, Ollama /v1/completions, as sent')
 async def test_openai_and_ollama_routes_get_the_body_as_sent(tmp_path):
     async with run_fake_openai() as oa, run_fake_ollama() as ol:
         cfg = config(tmp_path, providers=(provider("openai", oa.base_url, models=("gpt-3.5-turbo-instruct",)),
@@ -37,6 +38,7 @@ async def test_openai_and_ollama_routes_get_the_body_as_sent(tmp_path):
             assert all(r.status == "ok" and not r.estimated for r in rows)
 
 
+@pytest.mark.client('openai', 'completions.create on an Anthropic route (suffix → 400)', 'Anthropic route: POST /v1/messages with the prompt as the user turn')
 async def test_other_routes_are_translated_to_chat(tmp_path):
     async with run_fake_anthropic() as fake:
         cfg = config(tmp_path, providers=(provider("anthropic", fake.base_url, kind="anthropic", keys=(FAKE_ANTHROPIC_KEY,)),))

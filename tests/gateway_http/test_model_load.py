@@ -260,3 +260,23 @@ async def test_unload_lets_a_request_under_way_finish(gw, ollama):
     assert rest[-2:] == ["data: [DONE]", ""] or rest[-1] == "data: [DONE]"
     assert "error" not in "".join(rest)
     assert (await chat(gw, "Going Away", gw.key)).status_code == 404
+
+
+async def test_unknown_names_cost_few_reads_of_the_loaded_models(gw):
+    """A flood of unknown model names shares its re-reads of the table (at most one per miss_s)."""
+    import asyncio
+
+    reads = 0
+    real = gw.app.store.list_loaded_models
+
+    async def counting():
+        nonlocal reads
+        reads += 1
+        return await real()
+
+    gw.app.store.list_loaded_models = counting
+    t0 = asyncio.get_running_loop().time()
+    answers = await asyncio.gather(*(chat(gw, f"no-such-model-{i}", gw.key) for i in range(40)))
+    elapsed = asyncio.get_running_loop().time() - t0
+    assert {r.status_code for r in answers} == {404}
+    assert reads <= 2 + elapsed / gw.app.loaded.miss_s, (reads, elapsed)

@@ -34,6 +34,7 @@ async def anthropic_gateway(tmp_path, **cfg):
             yield gw, fake, client
 
 
+@pytest.mark.client('openai', 'responses.create (instructions, input string)', 'Anthropic route: POST /v1/messages, instructions as system, max_output_tokens as max_tokens')
 async def test_plain_create_is_translated_and_metered_like_chat(tmp_path):
     async with anthropic_gateway(tmp_path) as (gw, fake, client):
         resp = await client.responses.create(model=MODEL, instructions="be brief", input="hello from responses",
@@ -57,6 +58,7 @@ async def test_plain_create_is_translated_and_metered_like_chat(tmp_path):
         assert row.request_id.removeprefix("req_") == resp.id.removeprefix("resp_")
 
 
+@pytest.mark.client('openai', 'responses.stream / create(stream=True): event sequence', 'Anthropic route: POST /v1/messages stream=true; events rendered by the gateway')
 async def test_streamed_events_in_the_real_order(tmp_path):
     async with anthropic_gateway(tmp_path) as (gw, fake, client):
         types, deltas = [], []
@@ -80,6 +82,7 @@ async def test_streamed_events_in_the_real_order(tmp_path):
         assert len(rows) == 2 and all(r.status == "ok" and not r.estimated for r in rows)
 
 
+@pytest.mark.client('openai', 'responses: function_call → function_call_output loop via previous_response_id', "Anthropic route: tool_use / tool_result blocks, history from the gateway's store")
 async def test_function_call_loop_with_previous_response_id(tmp_path):
     async with anthropic_gateway(tmp_path) as (gw, fake, client):
         first = await client.responses.create(model="fault-tool", input="use the tool", tools=TOOLS)
@@ -107,6 +110,7 @@ async def test_function_call_loop_with_previous_response_id(tmp_path):
         assert [o.type for o in final.output][-1] == "function_call"
 
 
+@pytest.mark.client('openai', 'responses.retrieve / delete (own 200, other caller 404); hosted tool on a chat route → 400', "nothing for GET/DELETE (gateway's store)")
 async def test_stored_responses_belong_to_their_caller(tmp_path):
     async with anthropic_gateway(tmp_path) as (gw, fake, client):
         resp = await client.responses.create(model=MODEL, input="remember me")
@@ -144,6 +148,7 @@ async def test_stored_responses_expire_and_are_bounded(tmp_path):
             await client.responses.retrieve(rid)
 
 
+@pytest.mark.client('openai', 'responses text.format json_schema', 'Ollama route: /api/chat with format = the schema')
 async def test_json_schema_and_reasoning_reach_ollama(tmp_path):
     schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
     async with run_fake_ollama() as fake:
@@ -155,6 +160,7 @@ async def test_json_schema_and_reasoning_reach_ollama(tmp_path):
             assert fake.requests[-1].body["format"] == schema
 
 
+@pytest.mark.client('openai', 'responses previous_response_id across two replicas (one PostgreSQL)', 'Anthropic route: the whole conversation')
 async def test_previous_response_id_across_two_replicas(tmp_path, postgres_url):
     async with run_fake_anthropic() as fake:
         prov = (provider("anthropic", fake.base_url, kind="anthropic", keys=(FAKE_ANTHROPIC_KEY,)),)
@@ -196,6 +202,7 @@ async def openai_gateway(tmp_path, extra=()):
             yield gw, fake, client
 
 
+@pytest.mark.client('openai', 'responses.create with reasoning, hosted tools, include, prompt_cache_key', "OpenAI route: POST /v1/responses byte-for-byte (gateway's key)")
 async def test_openai_route_gets_the_body_as_sent(tmp_path):
     async with openai_gateway(tmp_path) as (gw, fake, client):
         extra = {"include": ["reasoning.encrypted_content"], "prompt_cache_key": "k1", "service_tier": "flex"}
@@ -224,6 +231,7 @@ async def test_openai_route_gets_the_body_as_sent(tmp_path):
         assert fake.requests[-1].body["previous_response_id"] == resp.id and second.previous_response_id == resp.id
 
 
+@pytest.mark.client('openai', 'responses.stream with function calls (OpenAI route)', 'OpenAI route: POST /v1/responses stream, events relayed unchanged')
 async def test_openai_route_streams_and_calls_functions(tmp_path):
     async with openai_gateway(tmp_path) as (gw, fake, client):
         async with client.responses.stream(model="fault-tool", input="use it", tools=TOOLS) as stream:

@@ -291,3 +291,22 @@ async def test_connections_cut_while_nobody_looked_fail_over_to_fresh_ones_not_t
         assert limiter.backend_up and flips == []
     finally:
         await limiter.close()
+
+
+async def test_a_settle_on_a_connection_cut_while_nobody_looked_still_lands_in_redis(
+    proxy: TcpProxy, redis_prefix: str  # noqa: F811
+) -> None:
+    """The same for settle (it runs at most once, by its record): no fall back, no lost usage."""
+    clock = FakeClock()
+    limiter, flips = failover(proxy.url, "open", clock, redis_prefix)
+    try:
+        held = await asyncio.gather(*(limiter.reserve("u", TPD, 100) for _ in range(8)))
+        assert all(d.allowed and r is not None for d, r in held)
+        await proxy.stop()
+        await proxy.start()
+        for _, r in held:
+            await limiter.settle(r, 10)
+        assert (await limiter.peek("u", TPD)).used == 80
+        assert limiter.backend_up and flips == []
+    finally:
+        await limiter.close()

@@ -31,7 +31,9 @@ export default async function render(view) {
     user: input({ name: "user", placeholder: "user id or email" }),
     key_id: input({ name: "key_id", placeholder: "token / API key id" }),
     model: input({ name: "model" }),
-    status: select([["", "any"], "ok", "error", "client_cancelled", "rate_limited", "upstream_error"], { name: "status" }),
+    // The ledger's statuses (services/pipeline.py).
+    status: select([["", "any"], "ok", "bad_request", "not_found", "rate_limited", "budget_exceeded", "upstream_error",
+      "deadline_exceeded", "client_cancelled", "cancelled", "unavailable", "error"], { name: "status" }),
     since: input({ type: "datetime-local", name: "since" }),
     until: input({ type: "datetime-local", name: "until" }),
   };
@@ -62,7 +64,12 @@ export default async function render(view) {
       const r = await get(`/api/admin/usage?${p}`);
       const rows = r.items || r.data || [];
       const total = r.total ?? (r.pagination ? r.pagination.total : rows.length);
-      slot.replaceChildren(h("p", { class: "hint" }, `${num(total)} row(s) match.`), table(rows, [
+      // A gateway that ignores a filter must not look as if it applied it.
+      const ignored = ["status", "model"].filter((k) => f[k].value && rows.some((u) => u[k] !== f[k].value.trim()));
+      slot.replaceChildren(h("p", { class: "hint" }, `${num(total)} row(s) match.`),
+        ignored.length ? h("p", { class: "error", role: "alert" },
+          `This gateway does not filter by ${ignored.join(" and ")} yet: the rows below are not filtered by it.`) : null,
+        table(rows, [
         ["Time (UTC)", (u) => when(u.created_at).slice(5, 16)], ["User", (u) => u.user],
         ["Key", (u) => h("code", null, u.key_id)], ["Provider", (u) => u.provider], ["Model", (u) => u.model], ["Status", (u) => u.status],
         ["Prompt", (u) => num(u.prompt_tokens)], ["Completion", (u) => num(u.completion_tokens) + (u.estimated ? " (est.)" : "")],

@@ -87,6 +87,11 @@ export default async function render(view, ctx) {
   function roleSelect(u) {
     const s = select(["user", "admin"], { value: u.role, "aria-label": `Role of ${u.email}` });
     s.addEventListener("change", async () => {
+      // A role is a grant: confirm it (a keyboard user arrowing through the list changes it too).
+      if (!window.confirm(s.value === "admin" ? `Make ${u.email} an administrator?` : `Take the admin role from ${u.email}?`)) {
+        s.value = u.role;
+        return;
+      }
       if ((await change(u, { role: s.value }, `role set to ${s.value}`)) === undefined) s.value = u.role;
     });
     return s;
