@@ -76,6 +76,13 @@ async def test_fifty_racing_requests_against_a_budget_that_fits_ten(gw, fake_ope
     assert len(fake_openai.requests) == 10  # refused before any provider was called
     rows = await gw.ledger()
     assert sorted(r.status for r in rows).count("budget_exceeded") == 40
+    # The ledger explorer: a status filter, and the same rows as CSV.
+    r = await gw.http.get("/api/admin/usage", headers=ADMIN, params={"status": "budget_exceeded", "limit": 100})
+    assert r.json()["pagination"]["total"] == 40 and {x["status"] for x in r.json()["data"]} == {"budget_exceeded"}
+    r = await gw.http.get("/api/admin/usage", headers=ADMIN, params={"status": "ok", "format": "csv"})
+    assert r.headers["content-type"].startswith("text/csv")
+    lines = r.text.strip().split("\n")
+    assert lines[0].startswith("request_id,") and len(lines) == 11 and all(",ok," in x for x in lines[1:])
     # Settled with the real cost: the budget now has room again for the next worst case.
     assert (await gw.http.post("/v1/chat/completions", headers=bearer(key), json=body())).status_code == 200
 
