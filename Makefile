@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTO_FILES := $(wildcard protos/tollgate/v1/*.proto)
 
-.PHONY: run grpc-tools test screenshots venv protos protos-check buf-lint buf-breaking services-up services-down bench soak clean help
+.PHONY: demo run grpc-tools test screenshots venv protos protos-check buf-lint buf-breaking services-up services-down bench soak clean help
 
 help:
 	@echo "make run    - set up and start the gateway (gRPC 127.0.0.1:50051, HTTP 127.0.0.1:8080)"
@@ -30,6 +30,11 @@ venv: $(STAMP)
 # without npm or a registry, the gateway still starts and one line says how to get buf later.
 run: $(STAMP) grpc-tools
 	exec $(BIN)/python -m services
+
+# Seed 003's demo users and plans (passwords printed at start), in their own data directory so
+# that `make run` stays empty (issue 16).
+demo: $(STAMP) grpc-tools
+	TOLLGATE_DEMO_DATA=1 TOLLGATE_DATA_DIR=$${TOLLGATE_DATA_DIR:-.tollgate-demo} exec $(BIN)/python -m services
 
 grpc-tools:
 	@[ -x node_modules/.bin/buf ] || { command -v npm >/dev/null 2>&1 && $(MAKE) -s node_modules/.bin/buf >/dev/null 2>&1; } \

@@ -14,6 +14,7 @@ from gateway_http.middleware import guard
 from gateway_http.native import routes as native_routes
 from gateway_http import openapi
 from gateway_http.openai import completions as openai_completions
+from gateway_http.openai import media as openai_media
 from gateway_http.openai import responses as openai_responses
 from gateway_http.openai import routes as openai_routes
 from gateway_http.seeds import admin, health
@@ -49,6 +50,7 @@ def make_app(
     openai_routes.add_routes(app)
     openai_responses.add_routes(app)
     openai_completions.add_routes(app)
+    openai_media.add_routes(app)
     anthropic_routes.add_routes(app)
     native_routes.add_routes(app)
     admin.add_routes(app)

@@ -78,6 +78,13 @@ def responses(ok: dict[int, dict], error: str, statuses: tuple[int, ...], sse: d
     return out
 
 
+def media_responses(media_type: str) -> dict:
+    """The provider's own answer (audio bytes), or an OpenAI error."""
+    out = responses({200: {"type": "object"}}, "OpenAIError", CHAT_ERRORS)
+    out["200"]["content"][media_type] = {"schema": {"type": "string", "contentMediaType": media_type}}
+    return out
+
+
 def op(op_id: str, summary: str, security: list, resp: dict, request: dict | None = None,
        params: list | None = None, links: dict | None = None, examples: dict[str, Any] | None = None) -> dict:
     out: dict[str, Any] = {"operationId": op_id, "summary": summary, "security": security, "responses": resp}
@@ -370,6 +377,15 @@ def document(version: str) -> dict[str, Any]:
         "/v1/embeddings": {"post": op("createEmbedding", "OpenAI embeddings", USER,
                                       responses({200: ref("EmbeddingList")}, "OpenAIError", CHAT_ERRORS),
                                       ref("EmbeddingRequest"))},
+        "/v1/images/generations": {"post": op("createImage", "OpenAI image generation on a route that has it", USER,
+                                              responses({200: {"type": "object"}}, "OpenAIError", CHAT_ERRORS),
+                                              obj({"model": MODEL, "prompt": {"type": "string", "minLength": 1},
+                                                   "n": {"type": "integer", "minimum": 1, "maximum": 10}, "size": S,
+                                                   "quality": S}, ("model", "prompt")), key_header)},
+        "/v1/audio/speech": {"post": op("createSpeech", "OpenAI text to speech on a route that has it", USER,
+                                        media_responses("audio/mpeg"),
+                                        obj({"model": MODEL, "input": {"type": "string", "minLength": 1}, "voice": S,
+                                             "response_format": S}, ("model", "input", "voice")), key_header)},
         "/v1/completions": {"post": op("createCompletion", "OpenAI legacy completions (prompt, suffix; stream or not)", USER,
                                        responses({200: ref("Completion")}, "OpenAIError", CHAT_ERRORS,
                                                  sse=ref("CompletionEvent")),
@@ -451,6 +467,15 @@ def document(version: str) -> dict[str, Any]:
                        responses({201: ref("CreatedUser")}, "Seed001Error", (400, 401, 403, 409, 413)),
                        ref("CreateUserRequest")),
         },
+        "/api/admin/users/{id}": {"get": op("getUser", "One user: tokens, provider keys (masked), usage this month, sessions",
+                                            ADMIN, responses({200: ref("User")}, "Seed001Error", (401, 403, 404)),
+                                            params=[param("id", "path", {"type": "string", "minLength": 1,
+                                                                         "maxLength": 64, "pattern": "^[A-Za-z0-9_]+$"})])},
+        "/api/admin/provider-keys": {"get": op(
+            "listGatewayKeys", "Gateway-wide provider keys: the config's (read-only) and run-time ones, masked", ADMIN,
+            responses({200: arr(obj({"id": S, "name": S, "provider": S, "base_url": nullable(S), "mask": S,
+                                     "models": arr(S), "priority": I, "disabled": B, "source": {"enum": ["config", "store"]}},
+                                    ("id", "provider", "mask", "disabled", "source")))}, "Seed001Error", (401, 403)))},
         "/api/quota": {"get": op("getQuota", "The caller's plan and live limits, budgets included", USER,
                                  responses({200: ref("Quota")}, "Seed001Error", (401, 403)))},
         "/api/usage/summary": {"get": op("usageSummary", "The caller's usage by day and model (default: this month)", USER,

@@ -79,7 +79,13 @@ async def serve(cfg: Config, ready_fd: int = -1) -> int:
     if ready_fd >= 0:
         tell_ready(ready_fd, {"pid": os.getpid(), **admin})
     else:
-        print(banner(f"{host}:{rt.http_port}", f"{cfg.grpc_addr.rsplit(':', 1)[0]}:{rt.grpc_port}", admin, cfg), flush=True)
+        extra = ""
+        if rt.app.demo_users:
+            from services.accounts.demo import demo_banner
+
+            extra = demo_banner(rt.app.demo_users)
+        print(banner(f"{host}:{rt.http_port}", f"{cfg.grpc_addr.rsplit(':', 1)[0]}:{rt.grpc_port}", admin, cfg, extra),
+              flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -124,6 +124,7 @@ class App:
         self.router.gate.on_disabled = lambda key_id: self.alerts.emit(
             "provider_key_disabled", key_id, f"provider key {key_id} was refused by its provider and is disabled for an hour",
             f"disabled:{key_id}:{int(clock.now() // 3600)}")
+        self.demo_users: list[tuple[str, str, str, str]] = []  # make demo: shown once in the banner
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
         self.statements = Statements(self.store, self.ledger, lambda: self.quotas.tiers, clock)
         self.accounts = Accounts(self.store, self.signin, self.auth, clock, self.pepper, lambda: self.quotas.tiers)
@@ -152,9 +153,27 @@ class App:
         self.admin_key = await self._admin_key()
         self.ledger.start()
         self.alerts.start()
+        if self.config.demo_data:
+            from services.accounts.demo import seed_demo_users
+
+            self.demo_users = await seed_demo_users(self.store, self.signin)
+        self._shared_watch = asyncio.get_running_loop().create_task(self._watch_shared_keys(), name="shared-keys-watch")
         await self.loaded.refresh()
         self.loaded.start()
         self._reaper = asyncio.get_running_loop().create_task(self._reap_reservations(), name="limiter-reaper")
+
+    async def _watch_shared_keys(self) -> None:
+        """Issue 16: whether any run-time gateway keys exist, re-read every second, so a key an
+        admin adds on another replica serves here within about a second (the request path only
+        looks the keys up, from a one-second cache, when some exist)."""
+        while True:
+            try:
+                self.router.shared_keys = any(r.user_id is None for r in await self.store.list_provider_keys(None))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.debug("shared provider keys not re-read: %s", type(e).__name__)
+            await asyncio.sleep(1.0)
 
     async def _reap_reservations(self) -> None:
         """Gives back reservations whose request died without settling (RELIABILITY B7)."""
@@ -203,6 +222,9 @@ class App:
             self._reaper.cancel()
             await asyncio.gather(self._reaper, return_exceptions=True)
         await self.alerts.close()
+        if getattr(self, "_shared_watch", None) is not None:
+            self._shared_watch.cancel()
+            await asyncio.gather(self._shared_watch, return_exceptions=True)
         await self.ledger.close()
         await self.loaded.close()
         await self.upstreams.close()

@@ -16,10 +16,12 @@ from gateway_http.errors import BridgeError
 from gateway_http.seeds.users import (
     _body,
     _call,
+    _int,
     _query_float,
     _query_int,
     _sign_in,
     _str,
+    _strs,
     bad_request,
     iso,
     key_json,
@@ -277,6 +279,50 @@ async def alerts(request: web.Request) -> web.Response:
          "delivered": x.delivered} for x in r.alerts])
 
 
+def gateway_key_json(k: upb.GatewayKey) -> dict[str, Any]:
+    return {"id": k.id, "name": k.name, "provider": k.provider, "base_url": k.base_url or None, "mask": k.mask,
+            "models": list(k.models), "priority": k.priority, "disabled": k.disabled, "source": k.source}
+
+
+async def list_gateway_keys(request: web.Request) -> web.Response:
+    return await _call(request, calls.client(request).users.ListGatewayKeys, upb.ListGatewayKeysRequest(), 200,
+                       lambda r: [gateway_key_json(k) for k in r.keys])
+
+
+async def create_gateway_key(request: web.Request) -> web.Response:
+    try:
+        body = await _body(request)
+        msg = upb.CreateGatewayKeyRequest(provider=_str(body, "provider"), name=_str(body, "name"),
+                                          api_key=_str(body, "api_key", "apiKey", "key"),
+                                          base_url=_str(body, "base_url", "baseUrl"), models=_strs(body, "models"),
+                                          priority=_int(body, "priority", lo=-1_000_000, hi=1_000_000),
+                                          default_model=_str(body, "default_model", "defaultModel"))
+    except BridgeError as e:
+        return bad_request(e)
+    return await _call(request, calls.client(request).users.CreateGatewayKey, msg, 201,
+                       lambda r: gateway_key_json(r.key))
+
+
+async def update_gateway_key(request: web.Request) -> web.Response:
+    try:
+        body = await _body(request)
+        kw: dict[str, Any] = {}
+        if "disabled" in body:
+            if not isinstance(body["disabled"], bool):
+                raise BridgeError(400, "'disabled' must be true or false.", param="disabled")
+            kw["disabled"] = body["disabled"]
+        msg = upb.UpdateGatewayKeyRequest(id=request.match_info["id"], **kw)
+    except BridgeError as e:
+        return bad_request(e)
+    return await _call(request, calls.client(request).users.UpdateGatewayKey, msg, 200,
+                       lambda r: gateway_key_json(r.key))
+
+
+async def delete_gateway_key(request: web.Request) -> web.Response:
+    return await _call(request, calls.client(request).users.DeleteGatewayKey,
+                       upb.DeleteGatewayKeyRequest(id=request.match_info["id"]))
+
+
 def add_money_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/statements", statement)
@@ -286,3 +332,7 @@ def add_money_routes(app: web.Application) -> None:
     r.add_get("/api/admin/plans", plans)
     r.add_get("/api/admin/audit", audit)
     r.add_get("/api/admin/alerts", alerts)
+    r.add_get("/api/admin/provider-keys", list_gateway_keys)
+    r.add_post("/api/admin/provider-keys", create_gateway_key)
+    r.add_patch("/api/admin/provider-keys/{id}", update_gateway_key)
+    r.add_delete("/api/admin/provider-keys/{id}", delete_gateway_key)

@@ -361,6 +361,29 @@ def _bool(source: str, where: str, val: Any) -> bool:
     return bool(val)
 
 
+def _aliases(source: str, where: str, val: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """[model_aliases] smart = ["anthropic/claude-sonnet-4-6", "openai/gpt-4.1"] (or the same as JSON in
+    TOLLGATE_MODEL_ALIASES): each alias an ordered, non-empty list of model names."""
+    if isinstance(val, str):
+        try:
+            val = json.loads(val)
+        except ValueError:
+            raise ConfigError(source, where, "must be a JSON object of alias -> list of models") from None
+    if isinstance(val, (list, tuple)):
+        val = dict(val)
+    if not isinstance(val, dict):
+        raise ConfigError(source, where, "must be a table of alias = [models, in order]")
+    out = []
+    for alias, members in val.items():
+        if isinstance(members, str):
+            members = [members]
+        if (not isinstance(alias, str) or not alias or not isinstance(members, (list, tuple)) or not members
+                or not all(isinstance(m, str) and m and m != alias for m in members)):
+            raise ConfigError(source, f"{where}.{alias}", "must be a non-empty list of other model names")
+        out.append((alias, tuple(members)))
+    return tuple(out)
+
+
 def _coerce(source: str, values: dict[str, Any], origin: dict[str, tuple[str, str]]) -> Config:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(Config):
@@ -375,6 +398,8 @@ def _coerce(source: str, values: dict[str, Any], origin: dict[str, tuple[str, st
             out[f.name] = _num(src, where, val, int)
         elif isinstance(default, float):
             out[f.name] = _num(src, where, val, float)
+        elif f.name == "model_aliases":
+            out[f.name] = _aliases(src, where, val)
         elif f.name in ("cors_origins", "trusted_proxies", "alert_webhooks"):
             out[f.name] = tuple(x.strip() for x in val.split(",") if x.strip()) if isinstance(val, str) else tuple(val)
         else:

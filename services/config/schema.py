@@ -94,6 +94,9 @@ class Config:
     retry_after_wait_max_s: float = 5.0  # Retry-After up to this: wait and retry; above: fail over
     shutdown_grace_s: float = 30.0
     ledger_flush_s: float = 0.5
+    # Model aliases and fallback groups: "smart" -> ("anthropic/claude-sonnet-4-6", "openai/gpt-4.1", ...),
+    # tried in that order with failover between them as between keys (TOML [model_aliases]).
+    model_aliases: tuple[tuple[str, tuple[str, ...]], ...] = ()
     responses_ttl_s: float = 30 * 86400.0  # stored Responses API responses expire after this (OpenAI keeps 30 days)
     responses_max_per_caller: int = 10_000  # stored responses per caller; past it the oldest go
     demo: str = "auto"  # auto: the demo provider serves when no real provider is configured
@@ -101,6 +104,7 @@ class Config:
     tiers: tuple[TierConfig, ...] = ()
     cors_origins: tuple[str, ...] = ()
     cookie_secure: bool = False  # console cookies carry Secure: set it when served behind TLS
+    demo_data: bool = False  # seed 003's demo users and plans at start (make demo), passwords printed
     unpriced_models: str = "free"  # under a $ budget, a model without a price: "free" (costs 0) or "refuse"
     budget_alert_pct: float = 80.0  # a budget's soft threshold: one alert per period when crossed
     alert_webhooks: tuple[str, ...] = ()  # URLs that get each alert as a signed JSON POST

@@ -5,9 +5,9 @@ otherwise take any name), to the configured Ollama that holds it or to its own
 OpenAI-compatible base URL, whose key is opened once and kept here for the router.
 
 Every replica sees the same table: each polls it every `refresh_s` (1 s, like users' own
-keys), and a request for a name this replica does not know yet (a model loaded on another
-replica a moment ago) triggers one immediate re-read, shared by concurrent misses and at most
-every `miss_s`, so such a request is routable at once without a database read per request.
+keys), and a request this replica cannot route (a model loaded on another replica a moment
+ago) triggers a re-read, shared by concurrent misses and at most every `miss_s`, so such a
+request is routable at once with no database read on any request that routes.
 Removal takes the model out of routing; calls already under way hold their target and key
 and finish.
 """
@@ -72,21 +72,22 @@ class LoadedModels:
         return [CandidateView(target=t, priority=prio, weight=w) for t, prio, w in m.targets
                 if not hint or hint in (t.provider, t.kind)]
 
-    def stale_for(self, name: str) -> bool:
-        """A name no one here knows (loaded elsewhere just now?): worth a re-read (see on_miss)."""
-        return name not in self._by_name
-
-    async def on_miss(self, name: str) -> None:
-        """Makes sure a read that began after this request arrived has finished, so a model loaded
-        on another replica before the request is seen. Reads for misses are shared and start at
-        most every `miss_s`: a flood of unknown names costs a few reads a second, and each such
-        request (one that would otherwise be a 404) waits at most `miss_s` for its read."""
+    async def on_miss(self, name: str) -> bool:
+        """For a request nothing here can route (it would be a 404): makes sure a read that began
+        after it arrived has finished, so a model loaded on another replica before the request is
+        seen; True when `name` is loaded now. Reads for misses are shared and start at most every
+        `miss_s`: a flood of unknown names costs a few reads a second, each such request waits at
+        most `miss_s`. Requests that route (a wildcard provider takes any name) never come here,
+        so on such a deployment another replica picks a new name up with its periodic read."""
+        if not name:
+            return False
         try:
             await self._read_since(self.clock.monotonic(), name)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # the store is down: the request goes on with what this replica knows
             log.debug("loaded models re-read failed: %s", type(e).__name__)
+        return name in self._by_name
 
     async def _read_since(self, arrived: float, name: str) -> None:
         while self._read_at < arrived and name not in self._by_name:

@@ -17,11 +17,16 @@ A key's weight is its own, or its provider's when the key has none of its own (1
 
 from __future__ import annotations
 
+import dataclasses
+
 from services.catalog.pricing import Catalog
 from services.config.schema import Config, ProviderConfig, ProviderKeyConfig
 from services.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.core.types import Target
 from services.routing.strategies.base import CandidateView
+
+
+ALIAS_BAND = 1_000_000  # priority added per position in an alias: earlier members always come first
 
 
 class CandidateIndex:
@@ -37,6 +42,7 @@ class CandidateIndex:
             else:
                 self._wildcard.append(p)
         self._cache: dict[tuple[str, str], list[CandidateView]] = {}
+        self.aliases: dict[str, tuple[str, ...]] = dict(cfg.model_aliases)
         self.default_model = next((p.default_model for p in sorted(cfg.providers, key=lambda p: p.priority) if p.default_model), "")
 
     @property
@@ -63,8 +69,25 @@ class CandidateIndex:
                 self._cache[key] = views
         return views
 
+    def _alias(self, members: tuple[str, ...], hint: str, alias: str) -> list[CandidateView]:
+        """A fallback group: each member's candidates in the alias's order (priority bands keep it
+        through every strategy, which sorts by priority first); members nothing here serves are skipped."""
+        views: list[CandidateView] = []
+        for i, member in enumerate(members):
+            try:
+                found = self._build(member, hint)
+            except (NotFound, FailedPrecondition):
+                continue
+            views += [dataclasses.replace(v, priority=i * ALIAS_BAND + v.priority) for v in found]
+        if not views:
+            raise NotFound(f"no model of alias {alias!r} is routable here", reason="MODEL_NOT_FOUND", metadata={"model": alias})
+        return views
+
     def _build(self, model: str, hint: str) -> list[CandidateView]:
         model = model or self.default_model
+        members = self.aliases.get(model)
+        if members is not None:
+            return self._alias(members, hint, model)
         if not model:
             raise InvalidArgument("model is required", reason="MODEL_REQUIRED", metadata={"field": "model"})
         hint = "" if hint in ("", "auto") else hint

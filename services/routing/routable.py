@@ -22,6 +22,7 @@ class ModelCatalog:
     def __init__(self, catalog: Catalog, index: CandidateIndex) -> None:
         self.catalog = catalog
         providers_of: dict[str, list[str]] = {}
+        self._alias_info: dict[str, ModelInfo] = {}
         for model, p in index.known_models():
             providers_of.setdefault(model, []).append(p.name)
         for p in index.providers.values():
@@ -31,9 +32,16 @@ class ModelCatalog:
             for info in catalog.all():
                 if owner and info.owned_by == owner and "/" not in info.id:
                     providers_of.setdefault(info.id, []).append(p.name)
+        for alias, members in index.aliases.items():  # aliases and fallback groups are models too (/v1/models)
+            provs = [p for m in members for p in providers_of.get(m, [])]
+            provs += [m.partition("/")[0] for m in members if m.partition("/")[0] in index.providers]
+            if provs:
+                providers_of[alias] = provs
+                self._alias_info[alias] = ModelInfo(id=alias, name=alias, owned_by="tollgate",
+                                                    description="alias: " + " → ".join(members))
         self.entries: list[tuple[ModelInfo, list[str]]] = []
         for model_id in sorted(providers_of):
-            info = catalog.get(model_id) or ModelInfo(id=model_id, name=model_id)
+            info = self._alias_info.get(model_id) or catalog.get(model_id) or ModelInfo(id=model_id, name=model_id)
             if info.id != model_id:
                 info = replace(info, id=model_id)
             self.entries.append((info, sorted(set(providers_of[model_id]))))

@@ -45,7 +45,7 @@ from services.routing.retry_budget import RetryBudget
 from services.routing.route_log import AttemptRecord, RouteLog, Tries
 from services.routing.strategies import make_strategy, canonical_name
 from services.routing.strategies.base import CandidateView, Strategy
-from services.routing.user_keys import UserKeys
+from services.routing.user_keys import SHARED, UserKeys
 from services.routing.verdicts import caller_error, exhausted
 
 
@@ -79,6 +79,9 @@ class Router:
         # Issue 15 point 3: upstream text enters here (each failure's message); secrets leave it.
         self.scrubber = scrubber if scrubber is not None else Scrubber()
         self.user_keys = user_keys  # issue 7: users' own provider keys, tried before the gateway's
+        # Issue 16: whether an admin has added gateway-wide keys at run time (set by App from the
+        # store, kept fresh by UserService): only then does every request look them up.
+        self.shared_keys = False
         self.loaded = loaded
         self.index = index
         self.upstreams = upstreams
@@ -172,17 +175,14 @@ class Router:
             ordered = (strategy.order(list(own), self.rng) if len(own) > 1 else list(own)) + ordered
         return strategy.name, ordered
 
-    def _unknown(self, model: str) -> bool:
-        """A model name neither loaded here nor known to the catalogue or an allow-list: the only
-        requests that may cost a (shared, rate-limited) re-read of the loaded models."""
-        return (bool(model) and self.loaded.stale_for(model) and self.index.catalog_get(model) is None
-                and not self.index.lists(model))
-
     async def _own(self, user_id: str, model: str, provider_hint: str) -> list[CandidateView]:
-        """The caller's own candidates; only ever that user's keys (RELIABILITY F5)."""
-        if self.user_keys is None or not user_id:
+        """The caller's own candidates, then the admin's run-time gateway keys (issue 16); only ever
+        that user's keys and the shared ones (RELIABILITY F5)."""
+        if self.user_keys is None:
             return []
-        views = await self.user_keys.candidates(user_id, model)
+        views = await self.user_keys.candidates(user_id, model) if user_id else []
+        if self.shared_keys:
+            views += await self.user_keys.candidates(SHARED, model)
         hint = "" if provider_hint in ("", "auto") else provider_hint
         return [v for v in views if not hint or hint in (v.target.kind, v.target.provider)]
 
@@ -209,10 +209,13 @@ class Router:
     async def _run(self, model, provider_hint, strategy_name, deadline, log, attempt, user_id=""):
         self.stats.requests += 1
         # The caller's own keys: looked up (a coroutine, a cache) only for a caller who can have some.
-        own = await self._own(user_id, model, provider_hint) if user_id and self.user_keys is not None else ()
-        if self.loaded is not None and self._unknown(model):
-            await self.loaded.on_miss(model)  # loaded on another replica a moment ago? (issue 19)
-        log.strategy, ordered = self.plan(model, provider_hint, strategy_name, own)
+        own = await self._own(user_id, model, provider_hint) if (user_id or self.shared_keys) and self.user_keys is not None else ()
+        try:
+            log.strategy, ordered = self.plan(model, provider_hint, strategy_name, own)
+        except (E.NotFound, E.FailedPrecondition):
+            if self.loaded is None or not await self.loaded.on_miss(model):
+                raise
+            log.strategy, ordered = self.plan(model, provider_hint, strategy_name, own)  # loaded elsewhere just now
         tr = Tries()
         self.budget.begin()
         calls = self._calls(ordered, deadline, log, tr)
@@ -244,10 +247,13 @@ class Router:
         """Yields batches; fails over until the first batch with content is handed out."""
         self.stats.requests += 1
         # The caller's own keys: looked up (a coroutine, a cache) only for a caller who can have some.
-        own = await self._own(user_id, req.model, req.route.provider) if user_id and self.user_keys is not None else ()
-        if self.loaded is not None and self._unknown(req.model):
-            await self.loaded.on_miss(req.model)  # loaded on another replica a moment ago? (issue 19)
-        log.strategy, ordered = self.plan(req.model, req.route.provider, req.route.strategy, own)
+        own = await self._own(user_id, req.model, req.route.provider) if (user_id or self.shared_keys) and self.user_keys is not None else ()
+        try:
+            log.strategy, ordered = self.plan(req.model, req.route.provider, req.route.strategy, own)
+        except (E.NotFound, E.FailedPrecondition):
+            if self.loaded is None or not await self.loaded.on_miss(req.model):
+                raise
+            log.strategy, ordered = self.plan(req.model, req.route.provider, req.route.strategy, own)
         tr = Tries()
         self.budget.begin()
         try:
@@ -382,7 +388,7 @@ class Router:
 
     def _call(self, t: Target, secret: str, left: float, stream: bool, log: RouteLog | None = None) -> Call:
         # A user's key goes out only through the SSRF-guarded connector (RELIABILITY F8).
-        session = self.upstreams.session(t.base_url, guarded=bool(t.owner) or t.guarded)
+        session = self.upstreams.session(t.base_url, guarded=(bool(t.owner) and t.owner != SHARED) or t.guarded)
         if self.tracing is not None and log is not None:
             spans.start_attempt(self.tracing, t, log, stream)  # ended by record() / _succeeded()
         if stream:

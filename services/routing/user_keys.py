@@ -30,6 +30,7 @@ from services.routing.strategies.base import CandidateView
 from services.store.records import ProviderKeyNotFound, ProviderKeyRecord
 
 CACHE_TTL_S = 1.0
+SHARED = "*"  # issue 16: the owner id of gateway-wide keys an admin added at run time (user_id NULL)
 SECRET_TTL_S = 30.0
 MAX_USERS = 10_000
 MAX_SECRETS = 10_000
@@ -53,13 +54,18 @@ class UserKeys:
         self._rules: dict[str, tuple[Rule, ...]] = {}
         self._secrets: OrderedDict[str, tuple[float, str]] = OrderedDict()
 
+    def fresh(self, user_id: str) -> bool:
+        """Whether `user_id`'s listing is cached and fresh (candidates() then awaits nothing slow)."""
+        hit = self._keys.get(user_id)
+        return hit is not None and self.clock.monotonic() - hit[0] < self.ttl_s
+
     async def candidates(self, user_id: str, model: str) -> list[CandidateView]:
         """The user's own candidates for `model` ("" = each key's default model), best first."""
         if not user_id:
             return []
         views = []
         for rec in await self._records(user_id):
-            if rec.disabled or rec.user_id != user_id:
+            if rec.disabled or (rec.user_id or SHARED) != user_id:
                 continue
             kind = resolve(rec.provider_kind)
             if kind is None:
@@ -128,7 +134,10 @@ class UserKeys:
         return await asyncio.shield(task)
 
     async def _fetch(self, user_id: str, started: float) -> list[ProviderKeyRecord]:
-        recs = [r for r in await self.store.list_provider_keys(user_id) if r.user_id == user_id]
+        if user_id == SHARED:  # the gateway-wide run-time keys (issue 16)
+            recs = [r for r in await self.store.list_provider_keys(None) if r.user_id is None]
+        else:
+            recs = [r for r in await self.store.list_provider_keys(user_id) if r.user_id == user_id]
         if self._inflight.get(user_id) is asyncio.current_task():  # not forgotten meanwhile
             old = self._keys.get(user_id)
             live = {r.id for r in recs}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import Any, AsyncIterator
 
 from services.fidelity import Fidelity
+from services.media import Media
 from services.metering.tokens import estimate_prompt
 from services.pipeline import StreamFinished, StreamStarted
 from services.limits.open_gate import OPEN_SURFACES
@@ -59,6 +61,7 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
         return req
 
     fidelity = Fidelity(app)
+    media = Media(app)
 
     class InferenceServicer(ipb_grpc.InferenceServiceServicer):
         @guard.unary(open_kind=open_inference)
@@ -128,6 +131,21 @@ def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
                 embeddings=[ipb.Embedding(index=i, values=v) for i, v in enumerate(result.vectors)])
 
         Forward = make_forward(app, guard)
+
+        @guard.stream()
+        async def Media(self, request: ipb.MediaRequest, ctx: Ctx) -> AsyncIterator[ipb.MediaResponse]:
+            req = media.request(request.operation, request.model, request.body, request.content_type)
+            events = media.run(ctx.principal, req, ctx.request_id, ctx.context.time_remaining())
+            async with aclosing(events):
+                async for ev in events:
+                    if type(ev) is bytes:
+                        yield ipb.MediaResponse(body=ev)
+                    else:
+                        out, ex = ev.outcome, ev.exchange
+                        await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, out))
+                        yield ipb.MediaResponse(head=ipb.ForwardHead(
+                            id=ctx.request_id, status=ex.status, route=convert.route(out.route),
+                            headers=[ipb.Header(name=k, value=v) for k, v in ex.headers]))
 
         @guard.unary()
         async def CountTokens(self, request: ipb.CountTokensRequest, ctx: Ctx) -> ipb.CountTokensResponse:

@@ -413,50 +413,56 @@ def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
                               until=request.until or None)
             return await list_usage(app, request, flt, kpb.GetUsageResponse)
 
-    async def _provider_key_fields(request: kpb.CreateProviderKeyRequest) -> dict[str, Any]:
-        """The store's arguments for a valid request; INVALID_ARGUMENT with every problem otherwise."""
-        problems: list[FieldViolation] = []
-        kind = resolve(request.provider) if request.provider else None
-        if kind is None or kind.wire == "demo":
-            names = ", ".join(k for k, v in KINDS.items() if v.wire != "demo")
-            problems.append(FieldViolation("provider", f"must be one of {names}"))
-        name = request.name.strip()
-        if len(name) > NAME_MAX or not _clean_text(name):
-            problems.append(FieldViolation("name", f"at most {NAME_MAX} characters"))
-        secret = request.key.strip()
-        if not secret or len(secret) > SECRET_MAX or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in secret):
-            problems.append(FieldViolation("key", f"required: the provider's key, 1-{SECRET_MAX} characters, no spaces"))
-        models = list(dict.fromkeys(m.strip() for m in request.models))
-        if len(models) > MODELS_MAX or any(not m or len(m) > MODEL_MAX or any(c.isspace() for c in m) or not _clean_text(m)
-                                           for m in models):
-            problems.append(FieldViolation("models", f"at most {MODELS_MAX} model names, each 1-{MODEL_MAX} characters, no spaces"))
-        default_model = request.default_model.strip()
-        if len(default_model) > MODEL_MAX or any(c.isspace() for c in default_model) or not _clean_text(default_model):
-            problems.append(FieldViolation("default_model", f"a model name of at most {MODEL_MAX} characters"))
-        elif default_model and models and default_model not in models:
-            problems.append(FieldViolation("default_model", "must be one of models"))
-        if not -1_000_000 <= request.priority <= 1_000_000:
-            problems.append(FieldViolation("priority", "must be between -1000000 and 1000000"))
-        for field in ("daily_quota", "rpm"):
-            if getattr(request, field) < 0:
-                problems.append(FieldViolation(field, "must be >= 0 (0 = unlimited)"))
-        base_url = request.base_url.strip()
-        if kind is not None and kind.wire != "demo":
-            try:
-                if base_url:
-                    # RELIABILITY F8: checked and resolved now; connect-time guard in the upstream's connector.
-                    base_url = (await ssrf.check_url_resolving(base_url)).url
-                elif not kind.base_url:
-                    problems.append(FieldViolation("base_url", f"required for provider {kind.name}"))
-                else:
-                    ssrf.check_url(kind.base_url)  # the kind's own default (Ollama's is localhost)
-            except ssrf.UnsafeUrl as e:
-                problems.append(FieldViolation("base_url", e.message if base_url else
-                                               f"required for provider {kind.name}: its default address is not public"))
-        if problems:
-            raise _invalid(problems)
-        return dict(provider_kind=kind.name, name=name or kind.name, base_url=base_url, secret=secret, models=models,
-                    default_model=default_model, priority=request.priority, daily_quota=request.daily_quota,
-                    rpm=request.rpm)
-
     return KeyServicer()
+
+
+async def _provider_key_fields(request: kpb.CreateProviderKeyRequest, trusted: bool = False) -> dict[str, Any]:
+    """The store's arguments for a valid request; INVALID_ARGUMENT with every problem otherwise."""
+    problems: list[FieldViolation] = []
+    kind = resolve(request.provider) if request.provider else None
+    if kind is None or kind.wire == "demo":
+        names = ", ".join(k for k, v in KINDS.items() if v.wire != "demo")
+        problems.append(FieldViolation("provider", f"must be one of {names}"))
+    name = request.name.strip()
+    if len(name) > NAME_MAX or not _clean_text(name):
+        problems.append(FieldViolation("name", f"at most {NAME_MAX} characters"))
+    secret = request.key.strip()
+    if not secret or len(secret) > SECRET_MAX or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in secret):
+        problems.append(FieldViolation("key", f"required: the provider's key, 1-{SECRET_MAX} characters, no spaces"))
+    models = list(dict.fromkeys(m.strip() for m in request.models))
+    if len(models) > MODELS_MAX or any(not m or len(m) > MODEL_MAX or any(c.isspace() for c in m) or not _clean_text(m)
+                                       for m in models):
+        problems.append(FieldViolation("models", f"at most {MODELS_MAX} model names, each 1-{MODEL_MAX} characters, no spaces"))
+    default_model = request.default_model.strip()
+    if len(default_model) > MODEL_MAX or any(c.isspace() for c in default_model) or not _clean_text(default_model):
+        problems.append(FieldViolation("default_model", f"a model name of at most {MODEL_MAX} characters"))
+    elif default_model and models and default_model not in models:
+        problems.append(FieldViolation("default_model", "must be one of models"))
+    if not -1_000_000 <= request.priority <= 1_000_000:
+        problems.append(FieldViolation("priority", "must be between -1000000 and 1000000"))
+    for field in ("daily_quota", "rpm"):
+        if getattr(request, field) < 0:
+            problems.append(FieldViolation(field, "must be >= 0 (0 = unlimited)"))
+    base_url = request.base_url.strip()
+    if kind is not None and kind.wire != "demo" and trusted:
+        if not base_url and not kind.base_url:
+            problems.append(FieldViolation("base_url", f"required for provider {kind.name}"))
+        elif base_url and not base_url.startswith(("http://", "https://")):
+            problems.append(FieldViolation("base_url", "must be an http(s) URL"))
+    elif kind is not None and kind.wire != "demo":
+        try:
+            if base_url:
+                # RELIABILITY F8: checked and resolved now; connect-time guard in the upstream's connector.
+                base_url = (await ssrf.check_url_resolving(base_url)).url
+            elif not kind.base_url:
+                problems.append(FieldViolation("base_url", f"required for provider {kind.name}"))
+            else:
+                ssrf.check_url(kind.base_url)  # the kind's own default (Ollama's is localhost)
+        except ssrf.UnsafeUrl as e:
+            problems.append(FieldViolation("base_url", e.message if base_url else
+                                           f"required for provider {kind.name}: its default address is not public"))
+    if problems:
+        raise _invalid(problems)
+    return dict(provider_kind=kind.name, name=name or kind.name, base_url=base_url, secret=secret, models=models,
+                default_model=default_model, priority=request.priority, daily_quota=request.daily_quota,
+                rpm=request.rpm)

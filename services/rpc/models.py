@@ -84,9 +84,8 @@ def make_model_servicer(app: Any) -> mpb_grpc.ModelServiceServicer:
         @guard.unary(open_kind="catalog")
         async def GetModel(self, request: mpb.GetModelRequest, ctx: Ctx) -> mpb.GetModelResponse:
             loaded = app.loaded.get(request.id)
-            if loaded is None and app.models.get(request.id) is None:
-                await app.loaded.on_miss(request.id)  # loaded on another replica a moment ago?
-                loaded = app.loaded.get(request.id)
+            if loaded is None and app.models.get(request.id) is None and await app.loaded.on_miss(request.id):
+                loaded = app.loaded.get(request.id)  # loaded on another replica a moment ago
             if loaded is not None:
                 return mpb.GetModelResponse(model=loaded_pb(loaded))
             entry = app.models.get(request.id)

@@ -8,9 +8,11 @@ from typing import Any
 from services.core.errors import FieldViolation, NotFound
 from services.rpc import paging
 from services.rpc.interceptors import Ctx, Guard
-from services.rpc.keys import client_info, provider_key_pb, session_pb, statement_pb, token_pb, user_pb
+from services.rpc.keys import _provider_key_fields, client_info, provider_key_pb, session_pb, statement_pb, token_pb, user_pb
+from services.routing.user_keys import SHARED
 from services.store.records import KIND_TOKEN, STATE_DELETED, STATES
 from services.accounts.users import ROLES, invalid
+from tollgate.v1 import key_service_pb2 as kpb
 from tollgate.v1 import user_service_pb2 as upb
 from tollgate.v1 import user_service_pb2_grpc as upb_grpc
 
@@ -21,6 +23,11 @@ def user_fields(u: Any) -> dict[str, Any]:
     """What the audit log keeps of a user: plain fields, never a secret."""
     return {"email": u.email, "plan": u.tier, "role": u.role, "state": u.state, "budget_usd_day": u.budget_usd_day,
             "budget_usd_month": u.budget_usd_month}
+
+
+def gateway_key_pb(r: Any) -> upb.GatewayKey:
+    return upb.GatewayKey(id=r.id, name=r.name, provider=r.provider_kind, base_url=r.base_url, mask=r.mask,
+                          models=list(r.models), priority=r.priority, disabled=r.disabled, source="store")
 
 
 def make_user_servicer(app: Any) -> upb_grpc.UserServiceServicer:
@@ -161,6 +168,58 @@ def make_user_servicer(app: Any) -> upb_grpc.UserServiceServicer:
                 alerts=[upb.AlertEntry(id=r.id, kind=r.kind, subject=r.subject, message=r.message,
                                        created_at=r.created_at, delivered=r.delivered) for r in rows],
                 total_size=total, next_page_token=paging.next_token(offset, limit, total))
+
+        @guard.unary(admin_only=True)
+        async def ListGatewayKeys(self, request: upb.ListGatewayKeysRequest, ctx: Ctx) -> upb.ListGatewayKeysResponse:
+            out = [upb.GatewayKey(id=k.id, name=p.name, provider=p.kind, base_url=p.base_url, mask="(config)",
+                                  models=list(p.models), priority=p.priority, source="config")
+                   for p in app.config.providers for k in p.keys]
+            out += [gateway_key_pb(r) for r in await app.store.list_provider_keys(None) if r.user_id is None]
+            return upb.ListGatewayKeysResponse(keys=out)
+
+        @guard.unary(admin_only=True)
+        async def CreateGatewayKey(self, request: upb.CreateGatewayKeyRequest, ctx: Ctx) -> upb.CreateGatewayKeyResponse:
+            fields = await _provider_key_fields(kpb.CreateProviderKeyRequest(
+                provider=request.provider, name=request.name, key=request.api_key, base_url=request.base_url,
+                models=list(request.models), default_model=request.default_model, priority=request.priority),
+                trusted=True)  # the operator's own key, like the config's: any address it names
+            rec = await app.store.add_provider_key(user_id=None, **fields)
+            app.user_keys.forget(SHARED)
+            app.router.shared_keys = True  # here at once; other replicas within their watch period
+            await app.audit.record(ctx.principal, "provider_key.create", rec.id, client_info(ctx)[1], None,
+                                   {"name": rec.name, "provider": rec.provider_kind, "base_url": rec.base_url,
+                                    "mask": rec.mask, "models": rec.models, "priority": rec.priority})
+            return upb.CreateGatewayKeyResponse(key=gateway_key_pb(rec))
+
+        @guard.unary(admin_only=True)
+        async def UpdateGatewayKey(self, request: upb.UpdateGatewayKeyRequest, ctx: Ctx) -> upb.UpdateGatewayKeyResponse:
+            rec = await shared_key(request.id)
+            if request.HasField("disabled") and request.disabled != rec.disabled:
+                await app.store.set_provider_key_disabled(rec.id, request.disabled)
+                app.user_keys.forget(SHARED)
+                await app.audit.record(ctx.principal, "provider_key.update", rec.id, client_info(ctx)[1],
+                                       {"disabled": rec.disabled}, {"disabled": request.disabled})
+                if request.disabled:
+                    app.alerts.emit("provider_key_disabled", rec.id, f"provider key {rec.name} ({rec.id}) disabled by an admin")
+                rec.disabled = request.disabled
+            return upb.UpdateGatewayKeyResponse(key=gateway_key_pb(rec))
+
+        @guard.unary(admin_only=True)
+        async def DeleteGatewayKey(self, request: upb.DeleteGatewayKeyRequest, ctx: Ctx) -> upb.DeleteGatewayKeyResponse:
+            rec = await shared_key(request.id)
+            await app.store.delete_provider_key(rec.id, None)
+            app.user_keys.forget(SHARED, rec.id)
+            await app.audit.record(ctx.principal, "provider_key.delete", rec.id, client_info(ctx)[1],
+                                   {"name": rec.name, "provider": rec.provider_kind, "mask": rec.mask}, None)
+            return upb.DeleteGatewayKeyResponse()
+
+    async def shared_key(key_id: str):
+        rec = await app.store.get_provider_key(key_id, None) if key_id and len(key_id) <= 64 else None
+        if rec is None:
+            # Config keys are not the store's: they cannot be changed here (edit the config).
+            raise NotFound("Run-time provider key not found (config keys are read-only)",
+                           reason="PROVIDER_KEY_NOT_FOUND")
+        return rec
 
     async def existing_any(user_id: str):
         user = await app.store.get_user(user_id) if user_id and len(user_id) <= 64 else None

@@ -267,6 +267,10 @@ class Store:
             await self._write(users_repo.set_password_hash, user.id, fresh, idempotent=True)
         return user
 
+    async def find_user_by_email(self, email: str) -> UserRecord | None:
+        found = await self._read(users_repo.find_login, users_repo.normalize_email(email))
+        return found[0] if found else None
+
     async def get_user(self, user_id: str) -> UserRecord | None:
         return await self._read(users_repo.get_user, user_id)
 

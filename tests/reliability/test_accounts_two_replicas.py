@@ -116,3 +116,40 @@ async def test_suspension_and_logout_reach_the_other_replica_within_a_second(tmp
         logout_s = await until(b.url, "/api/auth/me", session, 401) + (time.monotonic() - t0) * 0
         print(f"propagation to the other replica: suspension {token_s * 1000:.0f} ms, logout {logout_s * 1000:.0f} ms")
         assert token_s < 1.0 and logout_s < 1.0  # the caches live 0.9 s; the rest is one DB read and the poll
+
+
+async def test_a_gateway_key_added_on_one_replica_serves_on_the_other_within_seconds(tmp_path, fake_openai, postgres_url,
+                                                                                    redis_url) -> None:
+    from tests.support.fakes.openai import run_fake_openai
+
+    async with run_fake_openai() as runtime_fake, two(tmp_path, fake_openai, postgres_url, redis_url) as (a, b, s):
+        async with s.post(a.url + "/api/admin/keys", headers=ADMIN, json={"name": "c", "tier": "basic"}) as r:
+            key = (await r.json())["key"]
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+        async with s.post(b.url + "/v1/chat/completions", headers=bearer(key), json=body) as r:
+            assert r.status == 200 and r.headers["X-LLM-Key-ID"] != ""
+        t0 = time.monotonic()
+        async with s.post(a.url + "/api/admin/provider-keys", headers=ADMIN, json={
+                "name": "rt", "provider": "openai", "api_key": "sk-runtime-0001", "base_url": runtime_fake.base_url}) as r:
+            assert r.status == 201, await r.text()
+            kid = (await r.json())["id"]
+        while True:
+            async with s.post(b.url + "/v1/chat/completions", headers=bearer(key), json=body) as r:
+                assert r.status == 200
+                if r.headers["X-LLM-Key-ID"] == kid:
+                    break
+            assert time.monotonic() - t0 < 5
+            await asyncio.sleep(0.05)
+        added_s = time.monotonic() - t0
+        async with s.patch(f"{a.url}/api/admin/provider-keys/{kid}", headers=ADMIN, json={"disabled": True}) as r:
+            assert r.status == 200
+        t0 = time.monotonic()
+        while True:
+            async with s.post(b.url + "/v1/chat/completions", headers=bearer(key), json=body) as r:
+                if r.headers["X-LLM-Key-ID"] != kid:
+                    break
+            assert time.monotonic() - t0 < 5
+            await asyncio.sleep(0.05)
+        print(f"run-time gateway key on the other replica: serving after {added_s * 1000:.0f} ms, "
+              f"disabled after {(time.monotonic() - t0) * 1000:.0f} ms")
+        assert added_s < 3.0 and time.monotonic() - t0 < 3.0

@@ -39,7 +39,11 @@ async def run(cmd: str, key: str, grpc_port: int) -> tuple[int, str, str]:
 
 
 def test_make_run_installs_buf_or_says_how():
-    out = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    # Run as a user would: not as a sub-make of `make test`, whose MAKEFLAGS/MAKELEVEL add
+    # "Entering/Leaving directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    out = subprocess.run(["make", "--no-print-directory", "-n", "run"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True).stdout
     assert "node_modules/.bin/buf" in out and "make buf-lint" in out
     assert out.strip().splitlines()[-1].endswith("-m services")
 

@@ -270,10 +270,14 @@ async def test_max_concurrent_requests(tmp_path, fake_openai):
         assert gw.app.open_gate.in_flight == 0
 
 
-async def test_open_mode_is_off_by_default(gw_factory=None, tmp_path=None, fake_openai=None):
+async def test_open_mode_is_off_by_default(tmp_path, fake_openai):
     from services.config.load import load_config
 
     assert load_config(None, env={}).open_mode is False
+    async with run_gateway(config(tmp_path, providers=(openrouter(fake_openai),))) as g:
+        r = await g.http.post("/api/v1/inference", json={"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "x"}]})
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication"
+        assert (await g.http.get("/api/v1/models")).status_code == 401
 
 
 async def test_environment_comes_from_node_env(tmp_path):

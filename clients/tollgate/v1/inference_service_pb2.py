@@ -25,45 +25,49 @@ _sym_db = _symbol_database.Default()
 from tollgate.v1 import chat_pb2 as tollgate_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#tollgate/v1/inference_service.proto\x12\x0btollgate.v1\x1a\x16tollgate/v1/chat.proto\";\n\x12\x43ountTokensRequest\x12%\n\x05input\x18\x01 \x01(\x0b\x32\x16.tollgate.v1.ChatInput\"a\n\x13\x43ountTokensResponse\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x11\n\testimated\x18\x02 \x01(\x08\x12!\n\x05route\x18\x03 \x01(\x0b\x32\x12.tollgate.v1.Route\"4\n\x0b\x43hatRequest\x12%\n\x05input\x18\x01 \x01(\x0b\x32\x16.tollgate.v1.ChatInput\"\xad\x02\n\x0c\x43hatResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12)\n\ntool_calls\x18\x03 \x03(\x0b\x32\x15.tollgate.v1.ToolCall\x12\x30\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x19.tollgate.v1.FinishReason\x12!\n\x05usage\x18\x05 \x01(\x0b\x32\x12.tollgate.v1.Usage\x12!\n\x05route\x18\x06 \x01(\x0b\x32\x12.tollgate.v1.Route\x12\x11\n\treasoning\x18\x07 \x01(\t\x12\x0f\n\x07\x63reated\x18\x08 \x01(\x03\x12/\n\nrate_limit\x18\t \x01(\x0b\x32\x1b.tollgate.v1.RateLimitState\x12\x0b\n\x03raw\x18\n \x01(\x0c\"Q\n\x11StreamChatRequest\x12%\n\x05input\x18\x01 \x01(\x0b\x32\x16.tollgate.v1.ChatInput\x12\x15\n\rinclude_usage\x18\x02 \x01(\x08\"\x8b\x01\n\x0bStreamStart\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x05route\x18\x02 \x01(\x0b\x32\x12.tollgate.v1.Route\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x03\x12/\n\nrate_limit\x18\x04 \x01(\x0b\x32\x1b.tollgate.v1.RateLimitState\x12\x0b\n\x03raw\x18\x05 \x01(\x08\"6\n\nDeltaBatch\x12(\n\x06\x64\x65ltas\x18\x01 \x03(\x0b\x32\x18.tollgate.v1.ChoiceDelta\"\x83\x01\n\tStreamEnd\x12\x30\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x19.tollgate.v1.FinishReason\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.tollgate.v1.Usage\x12!\n\x05route\x18\x03 \x01(\x0b\x32\x12.tollgate.v1.Route\"\xcd\x01\n\x12StreamChatResponse\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.tollgate.v1.StreamStartH\x00\x12(\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x17.tollgate.v1.DeltaBatchH\x00\x12#\n\x05usage\x18\x03 \x01(\x0b\x32\x12.tollgate.v1.UsageH\x00\x12%\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x16.tollgate.v1.StreamEndH\x00\x12\r\n\x03raw\x18\x05 \x01(\x0cH\x00\x42\x07\n\x05\x65vent\"\x9c\x01\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x17\n\ndimensions\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12&\n\x05route\x18\x04 \x01(\x0b\x32\x17.tollgate.v1.RouteHints\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\x0f\n\x07surface\x18\x06 \x01(\tB\r\n\x0b_dimensions\"*\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06values\x18\x02 \x03(\x02\"\x8d\x01\n\rEmbedResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\nembeddings\x18\x02 \x03(\x0b\x32\x16.tollgate.v1.Embedding\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.tollgate.v1.Usage\x12!\n\x05route\x18\x04 \x01(\x0b\x32\x12.tollgate.v1.Route\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x83\x01\n\x0e\x46orwardRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\r\n\x05query\x18\x04 \x01(\t\x12$\n\x07headers\x18\x05 \x03(\x0b\x32\x13.tollgate.v1.Header\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\"r\n\x0b\x46orwardHead\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\x05\x12$\n\x07headers\x18\x03 \x03(\x0b\x32\x13.tollgate.v1.Header\x12!\n\x05route\x18\x04 \x01(\x0b\x32\x12.tollgate.v1.Route\"T\n\x0f\x46orwardResponse\x12(\n\x04head\x18\x01 \x01(\x0b\x32\x18.tollgate.v1.ForwardHeadH\x00\x12\x0e\n\x04\x62ody\x18\x02 \x01(\x0cH\x00\x42\x07\n\x05\x65vent2\xfa\x02\n\x10InferenceService\x12;\n\x04\x43hat\x12\x18.tollgate.v1.ChatRequest\x1a\x19.tollgate.v1.ChatResponse\x12O\n\nStreamChat\x12\x1e.tollgate.v1.StreamChatRequest\x1a\x1f.tollgate.v1.StreamChatResponse0\x01\x12>\n\x05\x45mbed\x12\x19.tollgate.v1.EmbedRequest\x1a\x1a.tollgate.v1.EmbedResponse\x12\x46\n\x07\x46orward\x12\x1b.tollgate.v1.ForwardRequest\x1a\x1c.tollgate.v1.ForwardResponse0\x01\x12P\n\x0b\x43ountTokens\x12\x1f.tollgate.v1.CountTokensRequest\x1a .tollgate.v1.CountTokensResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#tollgate/v1/inference_service.proto\x12\x0btollgate.v1\x1a\x16tollgate/v1/chat.proto\"T\n\x0cMediaRequest\x12\x11\n\toperation\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\"R\n\rMediaResponse\x12(\n\x04head\x18\x01 \x01(\x0b\x32\x18.tollgate.v1.ForwardHeadH\x00\x12\x0e\n\x04\x62ody\x18\x02 \x01(\x0cH\x00\x42\x07\n\x05\x65vent\";\n\x12\x43ountTokensRequest\x12%\n\x05input\x18\x01 \x01(\x0b\x32\x16.tollgate.v1.ChatInput\"a\n\x13\x43ountTokensResponse\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x11\n\testimated\x18\x02 \x01(\x08\x12!\n\x05route\x18\x03 \x01(\x0b\x32\x12.tollgate.v1.Route\"4\n\x0b\x43hatRequest\x12%\n\x05input\x18\x01 \x01(\x0b\x32\x16.tollgate.v1.ChatInput\"\xad\x02\n\x0c\x43hatResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12)\n\ntool_calls\x18\x03 \x03(\x0b\x32\x15.tollgate.v1.ToolCall\x12\x30\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x19.tollgate.v1.FinishReason\x12!\n\x05usage\x18\x05 \x01(\x0b\x32\x12.tollgate.v1.Usage\x12!\n\x05route\x18\x06 \x01(\x0b\x32\x12.tollgate.v1.Route\x12\x11\n\treasoning\x18\x07 \x01(\t\x12\x0f\n\x07\x63reated\x18\x08 \x01(\x03\x12/\n\nrate_limit\x18\t \x01(\x0b\x32\x1b.tollgate.v1.RateLimitState\x12\x0b\n\x03raw\x18\n \x01(\x0c\"Q\n\x11StreamChatRequest\x12%\n\x05input\x18\x01 \x01(\x0b\x32\x16.tollgate.v1.ChatInput\x12\x15\n\rinclude_usage\x18\x02 \x01(\x08\"\x8b\x01\n\x0bStreamStart\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x05route\x18\x02 \x01(\x0b\x32\x12.tollgate.v1.Route\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x03\x12/\n\nrate_limit\x18\x04 \x01(\x0b\x32\x1b.tollgate.v1.RateLimitState\x12\x0b\n\x03raw\x18\x05 \x01(\x08\"6\n\nDeltaBatch\x12(\n\x06\x64\x65ltas\x18\x01 \x03(\x0b\x32\x18.tollgate.v1.ChoiceDelta\"\x83\x01\n\tStreamEnd\x12\x30\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x19.tollgate.v1.FinishReason\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.tollgate.v1.Usage\x12!\n\x05route\x18\x03 \x01(\x0b\x32\x12.tollgate.v1.Route\"\xcd\x01\n\x12StreamChatResponse\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.tollgate.v1.StreamStartH\x00\x12(\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x17.tollgate.v1.DeltaBatchH\x00\x12#\n\x05usage\x18\x03 \x01(\x0b\x32\x12.tollgate.v1.UsageH\x00\x12%\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x16.tollgate.v1.StreamEndH\x00\x12\r\n\x03raw\x18\x05 \x01(\x0cH\x00\x42\x07\n\x05\x65vent\"\x9c\x01\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x17\n\ndimensions\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12&\n\x05route\x18\x04 \x01(\x0b\x32\x17.tollgate.v1.RouteHints\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\x0f\n\x07surface\x18\x06 \x01(\tB\r\n\x0b_dimensions\"*\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06values\x18\x02 \x03(\x02\"\x8d\x01\n\rEmbedResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\nembeddings\x18\x02 \x03(\x0b\x32\x16.tollgate.v1.Embedding\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.tollgate.v1.Usage\x12!\n\x05route\x18\x04 \x01(\x0b\x32\x12.tollgate.v1.Route\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x83\x01\n\x0e\x46orwardRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\r\n\x05query\x18\x04 \x01(\t\x12$\n\x07headers\x18\x05 \x03(\x0b\x32\x13.tollgate.v1.Header\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\"r\n\x0b\x46orwardHead\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\x05\x12$\n\x07headers\x18\x03 \x03(\x0b\x32\x13.tollgate.v1.Header\x12!\n\x05route\x18\x04 \x01(\x0b\x32\x12.tollgate.v1.Route\"T\n\x0f\x46orwardResponse\x12(\n\x04head\x18\x01 \x01(\x0b\x32\x18.tollgate.v1.ForwardHeadH\x00\x12\x0e\n\x04\x62ody\x18\x02 \x01(\x0cH\x00\x42\x07\n\x05\x65vent2\xbc\x03\n\x10InferenceService\x12;\n\x04\x43hat\x12\x18.tollgate.v1.ChatRequest\x1a\x19.tollgate.v1.ChatResponse\x12O\n\nStreamChat\x12\x1e.tollgate.v1.StreamChatRequest\x1a\x1f.tollgate.v1.StreamChatResponse0\x01\x12>\n\x05\x45mbed\x12\x19.tollgate.v1.EmbedRequest\x1a\x1a.tollgate.v1.EmbedResponse\x12\x46\n\x07\x46orward\x12\x1b.tollgate.v1.ForwardRequest\x1a\x1c.tollgate.v1.ForwardResponse0\x01\x12P\n\x0b\x43ountTokens\x12\x1f.tollgate.v1.CountTokensRequest\x1a .tollgate.v1.CountTokensResponse\x12@\n\x05Media\x12\x19.tollgate.v1.MediaRequest\x1a\x1a.tollgate.v1.MediaResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tollgate.v1.inference_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COUNTTOKENSREQUEST']._serialized_start=76
-  _globals['_COUNTTOKENSREQUEST']._serialized_end=135
-  _globals['_COUNTTOKENSRESPONSE']._serialized_start=137
-  _globals['_COUNTTOKENSRESPONSE']._serialized_end=234
-  _globals['_CHATREQUEST']._serialized_start=236
-  _globals['_CHATREQUEST']._serialized_end=288
-  _globals['_CHATRESPONSE']._serialized_start=291
-  _globals['_CHATRESPONSE']._serialized_end=592
-  _globals['_STREAMCHATREQUEST']._serialized_start=594
-  _globals['_STREAMCHATREQUEST']._serialized_end=675
-  _globals['_STREAMSTART']._serialized_start=678
-  _globals['_STREAMSTART']._serialized_end=817
-  _globals['_DELTABATCH']._serialized_start=819
-  _globals['_DELTABATCH']._serialized_end=873
-  _globals['_STREAMEND']._serialized_start=876
-  _globals['_STREAMEND']._serialized_end=1007
-  _globals['_STREAMCHATRESPONSE']._serialized_start=1010
-  _globals['_STREAMCHATRESPONSE']._serialized_end=1215
-  _globals['_EMBEDREQUEST']._serialized_start=1218
-  _globals['_EMBEDREQUEST']._serialized_end=1374
-  _globals['_EMBEDDING']._serialized_start=1376
-  _globals['_EMBEDDING']._serialized_end=1418
-  _globals['_EMBEDRESPONSE']._serialized_start=1421
-  _globals['_EMBEDRESPONSE']._serialized_end=1562
-  _globals['_HEADER']._serialized_start=1564
-  _globals['_HEADER']._serialized_end=1601
-  _globals['_FORWARDREQUEST']._serialized_start=1604
-  _globals['_FORWARDREQUEST']._serialized_end=1735
-  _globals['_FORWARDHEAD']._serialized_start=1737
-  _globals['_FORWARDHEAD']._serialized_end=1851
-  _globals['_FORWARDRESPONSE']._serialized_start=1853
-  _globals['_FORWARDRESPONSE']._serialized_end=1937
-  _globals['_INFERENCESERVICE']._serialized_start=1940
-  _globals['_INFERENCESERVICE']._serialized_end=2318
+  _globals['_MEDIAREQUEST']._serialized_start=76
+  _globals['_MEDIAREQUEST']._serialized_end=160
+  _globals['_MEDIARESPONSE']._serialized_start=162
+  _globals['_MEDIARESPONSE']._serialized_end=244
+  _globals['_COUNTTOKENSREQUEST']._serialized_start=246
+  _globals['_COUNTTOKENSREQUEST']._serialized_end=305
+  _globals['_COUNTTOKENSRESPONSE']._serialized_start=307
+  _globals['_COUNTTOKENSRESPONSE']._serialized_end=404
+  _globals['_CHATREQUEST']._serialized_start=406
+  _globals['_CHATREQUEST']._serialized_end=458
+  _globals['_CHATRESPONSE']._serialized_start=461
+  _globals['_CHATRESPONSE']._serialized_end=762
+  _globals['_STREAMCHATREQUEST']._serialized_start=764
+  _globals['_STREAMCHATREQUEST']._serialized_end=845
+  _globals['_STREAMSTART']._serialized_start=848
+  _globals['_STREAMSTART']._serialized_end=987
+  _globals['_DELTABATCH']._serialized_start=989
+  _globals['_DELTABATCH']._serialized_end=1043
+  _globals['_STREAMEND']._serialized_start=1046
+  _globals['_STREAMEND']._serialized_end=1177
+  _globals['_STREAMCHATRESPONSE']._serialized_start=1180
+  _globals['_STREAMCHATRESPONSE']._serialized_end=1385
+  _globals['_EMBEDREQUEST']._serialized_start=1388
+  _globals['_EMBEDREQUEST']._serialized_end=1544
+  _globals['_EMBEDDING']._serialized_start=1546
+  _globals['_EMBEDDING']._serialized_end=1588
+  _globals['_EMBEDRESPONSE']._serialized_start=1591
+  _globals['_EMBEDRESPONSE']._serialized_end=1732
+  _globals['_HEADER']._serialized_start=1734
+  _globals['_HEADER']._serialized_end=1771
+  _globals['_FORWARDREQUEST']._serialized_start=1774
+  _globals['_FORWARDREQUEST']._serialized_end=1905
+  _globals['_FORWARDHEAD']._serialized_start=1907
+  _globals['_FORWARDHEAD']._serialized_end=2021
+  _globals['_FORWARDRESPONSE']._serialized_start=2023
+  _globals['_FORWARDRESPONSE']._serialized_end=2107
+  _globals['_INFERENCESERVICE']._serialized_start=2110
+  _globals['_INFERENCESERVICE']._serialized_end=2554
 # @@protoc_insertion_point(module_scope)

@@ -20,6 +20,70 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class MediaRequest(_message.Message):
+    """MediaRequest is one images or audio request in OpenAI's shape."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATION_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    operation: _builtins.str
+    """The operation, a path below the API root: "images/generations", "audio/speech" or "audio/transcriptions"."""
+    model: _builtins.str
+    """The model, as the caller named it (read from the JSON body or the multipart form by the bridge)."""
+    body: _builtins.bytes
+    """The body as sent (JSON, or multipart/form-data for transcriptions)."""
+    content_type: _builtins.str
+    """The body's Content-Type, multipart boundary included."""
+    def __init__(
+        self,
+        *,
+        operation: _builtins.str = ...,
+        model: _builtins.str = ...,
+        body: _builtins.bytes = ...,
+        content_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "content_type", b"content_type", "model", b"model", "operation", b"operation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MediaRequest: _TypeAlias = MediaRequest  # noqa: Y015
+
+@_typing.final
+class MediaResponse(_message.Message):
+    """MediaResponse is one message of the provider's answer: the head first, then body bytes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEAD_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    body: _builtins.bytes
+    """The next piece of the body."""
+    @_builtins.property
+    def head(self) -> Global___ForwardHead:
+        """Status and headers (first message)."""
+
+    def __init__(
+        self,
+        *,
+        head: Global___ForwardHead | None = ...,
+        body: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event", b"event", "head", b"head"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event", b"event", "head", b"head"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["head", "body"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___MediaResponse: _TypeAlias = MediaResponse  # noqa: Y015
+
+@_typing.final
 class CountTokensRequest(_message.Message):
     """CountTokensRequest is the chat request to count (ChatInput.raw_body: the body as sent)."""
 

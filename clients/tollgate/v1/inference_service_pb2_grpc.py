@@ -60,6 +60,11 @@ class InferenceServiceStub:
                 request_serializer=tollgate_dot_v1_dot_inference__service__pb2.CountTokensRequest.SerializeToString,
                 response_deserializer=tollgate_dot_v1_dot_inference__service__pb2.CountTokensResponse.FromString,
                 _registered_method=True)
+        self.Media = channel.unary_stream(
+                '/tollgate.v1.InferenceService/Media',
+                request_serializer=tollgate_dot_v1_dot_inference__service__pb2.MediaRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_inference__service__pb2.MediaResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -103,6 +108,16 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Media(self, request, context):
+        """Media serves OpenAI's images and audio operations (images/generations, audio/speech,
+        audio/transcriptions) on the model's route when it has them: the body as sent, the provider's
+        answer back as it comes (head, then body bytes), one ledger row. A route without them is
+        INVALID_ARGUMENT naming the operation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +145,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.CountTokens,
                     request_deserializer=tollgate_dot_v1_dot_inference__service__pb2.CountTokensRequest.FromString,
                     response_serializer=tollgate_dot_v1_dot_inference__service__pb2.CountTokensResponse.SerializeToString,
+            ),
+            'Media': grpc.unary_stream_rpc_method_handler(
+                    servicer.Media,
+                    request_deserializer=tollgate_dot_v1_dot_inference__service__pb2.MediaRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_inference__service__pb2.MediaResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +288,33 @@ class InferenceService:
             '/tollgate.v1.InferenceService/CountTokens',
             tollgate_dot_v1_dot_inference__service__pb2.CountTokensRequest.SerializeToString,
             tollgate_dot_v1_dot_inference__service__pb2.CountTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Media(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tollgate.v1.InferenceService/Media',
+            tollgate_dot_v1_dot_inference__service__pb2.MediaRequest.SerializeToString,
+            tollgate_dot_v1_dot_inference__service__pb2.MediaResponse.FromString,
             options,
             channel_credentials,
             insecure,

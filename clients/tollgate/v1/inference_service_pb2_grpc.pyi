@@ -47,6 +47,12 @@ class InferenceServiceStub:
     """CountTokens counts a chat request's input tokens: the provider's own count where the route has
     an endpoint for it (Anthropic's count_tokens), else the gateway's estimate. Free, so not metered.
     """
+    Media: _grpc.UnaryStreamMultiCallable[_inference_service_pb2.MediaRequest, _inference_service_pb2.MediaResponse]
+    """Media serves OpenAI's images and audio operations (images/generations, audio/speech,
+    audio/transcriptions) on the model's route when it has them: the body as sent, the provider's
+    answer back as it comes (head, then body bytes), one ledger row. A route without them is
+    INVALID_ARGUMENT naming the operation.
+    """
 
 @_typing.type_check_only
 class InferenceServiceAsyncStub(InferenceServiceStub):
@@ -66,6 +72,12 @@ class InferenceServiceAsyncStub(InferenceServiceStub):
     CountTokens: _aio.UnaryUnaryMultiCallable[_inference_service_pb2.CountTokensRequest, _inference_service_pb2.CountTokensResponse]  # type: ignore[assignment]
     """CountTokens counts a chat request's input tokens: the provider's own count where the route has
     an endpoint for it (Anthropic's count_tokens), else the gateway's estimate. Free, so not metered.
+    """
+    Media: _aio.UnaryStreamMultiCallable[_inference_service_pb2.MediaRequest, _inference_service_pb2.MediaResponse]  # type: ignore[assignment]
+    """Media serves OpenAI's images and audio operations (images/generations, audio/speech,
+    audio/transcriptions) on the model's route when it has them: the body as sent, the provider's
+    answer back as it comes (head, then body bytes), one ledger row. A route without them is
+    INVALID_ARGUMENT naming the operation.
     """
 
 class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -113,6 +125,18 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_inference_service_pb2.CountTokensResponse, _abc.Awaitable[_inference_service_pb2.CountTokensResponse]]:
         """CountTokens counts a chat request's input tokens: the provider's own count where the route has
         an endpoint for it (Anthropic's count_tokens), else the gateway's estimate. Free, so not metered.
+        """
+
+    @_abc_1.abstractmethod
+    def Media(
+        self,
+        request: _inference_service_pb2.MediaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_inference_service_pb2.MediaResponse], _abc.AsyncIterator[_inference_service_pb2.MediaResponse]]:
+        """Media serves OpenAI's images and audio operations (images/generations, audio/speech,
+        audio/transcriptions) on the model's route when it has them: the body as sent, the provider's
+        answer back as it comes (head, then body bytes), one ledger row. A route without them is
+        INVALID_ARGUMENT naming the operation.
         """
 
 def add_InferenceServiceServicer_to_server(servicer: InferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -20,6 +20,266 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class GatewayKey(_message.Message):
+    """GatewayKey is a provider key that serves every caller, masked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    BASE_URL_FIELD_NUMBER: _builtins.int
+    MASK_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The key id."""
+    name: _builtins.str
+    """A label (the provider's name for config keys)."""
+    provider: _builtins.str
+    """The provider kind."""
+    base_url: _builtins.str
+    """The base URL."""
+    mask: _builtins.str
+    """The masked key."""
+    priority: _builtins.int
+    """Lower is tried first."""
+    disabled: _builtins.bool
+    """Disabled by an admin."""
+    source: _builtins.str
+    """"config" (read-only) or "store" (added at run time)."""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Models it may serve (empty = any)."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        base_url: _builtins.str = ...,
+        mask: _builtins.str = ...,
+        models: _abc.Iterable[_builtins.str] | None = ...,
+        priority: _builtins.int = ...,
+        disabled: _builtins.bool = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "disabled", b"disabled", "id", b"id", "mask", b"mask", "models", b"models", "name", b"name", "priority", b"priority", "provider", b"provider", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GatewayKey: _TypeAlias = GatewayKey  # noqa: Y015
+
+@_typing.final
+class ListGatewayKeysRequest(_message.Message):
+    """ListGatewayKeysRequest asks for the gateway's keys."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGatewayKeysRequest: _TypeAlias = ListGatewayKeysRequest  # noqa: Y015
+
+@_typing.final
+class ListGatewayKeysResponse(_message.Message):
+    """ListGatewayKeysResponse lists them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___GatewayKey]:
+        """Config keys first, then run-time ones."""
+
+    def __init__(
+        self,
+        *,
+        keys: _abc.Iterable[Global___GatewayKey] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGatewayKeysResponse: _TypeAlias = ListGatewayKeysResponse  # noqa: Y015
+
+@_typing.final
+class CreateGatewayKeyRequest(_message.Message):
+    """CreateGatewayKeyRequest describes the key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    API_KEY_FIELD_NUMBER: _builtins.int
+    BASE_URL_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    DEFAULT_MODEL_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """The provider kind."""
+    name: _builtins.str
+    """A label."""
+    api_key: _builtins.str
+    """The secret key (stored encrypted; never shown again)."""
+    base_url: _builtins.str
+    """An optional base URL (validated against private addresses)."""
+    priority: _builtins.int
+    """Lower is tried first."""
+    default_model: _builtins.str
+    """The model used when a request names none."""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Models it may serve."""
+
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        name: _builtins.str = ...,
+        api_key: _builtins.str = ...,
+        base_url: _builtins.str = ...,
+        models: _abc.Iterable[_builtins.str] | None = ...,
+        priority: _builtins.int = ...,
+        default_model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "base_url", b"base_url", "default_model", b"default_model", "models", b"models", "name", b"name", "priority", b"priority", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateGatewayKeyRequest: _TypeAlias = CreateGatewayKeyRequest  # noqa: Y015
+
+@_typing.final
+class CreateGatewayKeyResponse(_message.Message):
+    """CreateGatewayKeyResponse is the stored key, masked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def key(self) -> Global___GatewayKey:
+        """The key."""
+
+    def __init__(
+        self,
+        *,
+        key: Global___GatewayKey | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateGatewayKeyResponse: _TypeAlias = CreateGatewayKeyResponse  # noqa: Y015
+
+@_typing.final
+class UpdateGatewayKeyRequest(_message.Message):
+    """UpdateGatewayKeyRequest changes a run-time key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The key id."""
+    disabled: _builtins.bool
+    """Disable (true) or enable (false); unset = unchanged."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        disabled: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_disabled", b"_disabled", "disabled", b"disabled"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_disabled", b"_disabled", "disabled", b"disabled", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__disabled: _TypeAlias = _typing.Literal["disabled"]  # noqa: Y015
+    _WhichOneofArgType__disabled: _TypeAlias = _typing.Literal["_disabled", b"_disabled"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__disabled) -> _WhichOneofReturnType__disabled | None: ...
+
+Global___UpdateGatewayKeyRequest: _TypeAlias = UpdateGatewayKeyRequest  # noqa: Y015
+
+@_typing.final
+class UpdateGatewayKeyResponse(_message.Message):
+    """UpdateGatewayKeyResponse is the key after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def key(self) -> Global___GatewayKey:
+        """The key."""
+
+    def __init__(
+        self,
+        *,
+        key: Global___GatewayKey | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateGatewayKeyResponse: _TypeAlias = UpdateGatewayKeyResponse  # noqa: Y015
+
+@_typing.final
+class DeleteGatewayKeyRequest(_message.Message):
+    """DeleteGatewayKeyRequest names a run-time key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The key id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteGatewayKeyRequest: _TypeAlias = DeleteGatewayKeyRequest  # noqa: Y015
+
+@_typing.final
+class DeleteGatewayKeyResponse(_message.Message):
+    """DeleteGatewayKeyResponse confirms."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteGatewayKeyResponse: _TypeAlias = DeleteGatewayKeyResponse  # noqa: Y015
+
+@_typing.final
 class AuditEntry(_message.Message):
     """AuditEntry is one admin action."""
 

@@ -90,6 +90,26 @@ class UserServiceStub:
                 request_serializer=tollgate_dot_v1_dot_user__service__pb2.ListAlertsRequest.SerializeToString,
                 response_deserializer=tollgate_dot_v1_dot_user__service__pb2.ListAlertsResponse.FromString,
                 _registered_method=True)
+        self.ListGatewayKeys = channel.unary_unary(
+                '/tollgate.v1.UserService/ListGatewayKeys',
+                request_serializer=tollgate_dot_v1_dot_user__service__pb2.ListGatewayKeysRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_user__service__pb2.ListGatewayKeysResponse.FromString,
+                _registered_method=True)
+        self.CreateGatewayKey = channel.unary_unary(
+                '/tollgate.v1.UserService/CreateGatewayKey',
+                request_serializer=tollgate_dot_v1_dot_user__service__pb2.CreateGatewayKeyRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_user__service__pb2.CreateGatewayKeyResponse.FromString,
+                _registered_method=True)
+        self.UpdateGatewayKey = channel.unary_unary(
+                '/tollgate.v1.UserService/UpdateGatewayKey',
+                request_serializer=tollgate_dot_v1_dot_user__service__pb2.UpdateGatewayKeyRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_user__service__pb2.UpdateGatewayKeyResponse.FromString,
+                _registered_method=True)
+        self.DeleteGatewayKey = channel.unary_unary(
+                '/tollgate.v1.UserService/DeleteGatewayKey',
+                request_serializer=tollgate_dot_v1_dot_user__service__pb2.DeleteGatewayKeyRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_user__service__pb2.DeleteGatewayKeyResponse.FromString,
+                _registered_method=True)
 
 
 class UserServiceServicer:
@@ -173,6 +193,34 @@ class UserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListGatewayKeys(self, request, context):
+        """ListGatewayKeys lists the gateway-wide provider keys: the config's (read-only) and run-time ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateGatewayKey(self, request, context):
+        """CreateGatewayKey adds a gateway-wide provider key at run time (every replica within seconds).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateGatewayKey(self, request, context):
+        """UpdateGatewayKey disables or re-enables a run-time key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteGatewayKey(self, request, context):
+        """DeleteGatewayKey removes a run-time key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -230,6 +278,26 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.ListAlerts,
                     request_deserializer=tollgate_dot_v1_dot_user__service__pb2.ListAlertsRequest.FromString,
                     response_serializer=tollgate_dot_v1_dot_user__service__pb2.ListAlertsResponse.SerializeToString,
+            ),
+            'ListGatewayKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGatewayKeys,
+                    request_deserializer=tollgate_dot_v1_dot_user__service__pb2.ListGatewayKeysRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_user__service__pb2.ListGatewayKeysResponse.SerializeToString,
+            ),
+            'CreateGatewayKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateGatewayKey,
+                    request_deserializer=tollgate_dot_v1_dot_user__service__pb2.CreateGatewayKeyRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_user__service__pb2.CreateGatewayKeyResponse.SerializeToString,
+            ),
+            'UpdateGatewayKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateGatewayKey,
+                    request_deserializer=tollgate_dot_v1_dot_user__service__pb2.UpdateGatewayKeyRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_user__service__pb2.UpdateGatewayKeyResponse.SerializeToString,
+            ),
+            'DeleteGatewayKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteGatewayKey,
+                    request_deserializer=tollgate_dot_v1_dot_user__service__pb2.DeleteGatewayKeyRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_user__service__pb2.DeleteGatewayKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -530,6 +598,114 @@ class UserService:
             '/tollgate.v1.UserService/ListAlerts',
             tollgate_dot_v1_dot_user__service__pb2.ListAlertsRequest.SerializeToString,
             tollgate_dot_v1_dot_user__service__pb2.ListAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGatewayKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.UserService/ListGatewayKeys',
+            tollgate_dot_v1_dot_user__service__pb2.ListGatewayKeysRequest.SerializeToString,
+            tollgate_dot_v1_dot_user__service__pb2.ListGatewayKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateGatewayKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.UserService/CreateGatewayKey',
+            tollgate_dot_v1_dot_user__service__pb2.CreateGatewayKeyRequest.SerializeToString,
+            tollgate_dot_v1_dot_user__service__pb2.CreateGatewayKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateGatewayKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.UserService/UpdateGatewayKey',
+            tollgate_dot_v1_dot_user__service__pb2.UpdateGatewayKeyRequest.SerializeToString,
+            tollgate_dot_v1_dot_user__service__pb2.UpdateGatewayKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteGatewayKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.UserService/DeleteGatewayKey',
+            tollgate_dot_v1_dot_user__service__pb2.DeleteGatewayKeyRequest.SerializeToString,
+            tollgate_dot_v1_dot_user__service__pb2.DeleteGatewayKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,14 @@ class UserServiceStub:
     """ListAudit pages the audit log, newest first, filtered."""
     ListAlerts: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ListAlertsRequest, _user_service_pb2.ListAlertsResponse]
     """ListAlerts pages the alerts, newest first."""
+    ListGatewayKeys: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ListGatewayKeysRequest, _user_service_pb2.ListGatewayKeysResponse]
+    """ListGatewayKeys lists the gateway-wide provider keys: the config's (read-only) and run-time ones."""
+    CreateGatewayKey: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.CreateGatewayKeyRequest, _user_service_pb2.CreateGatewayKeyResponse]
+    """CreateGatewayKey adds a gateway-wide provider key at run time (every replica within seconds)."""
+    UpdateGatewayKey: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.UpdateGatewayKeyRequest, _user_service_pb2.UpdateGatewayKeyResponse]
+    """UpdateGatewayKey disables or re-enables a run-time key."""
+    DeleteGatewayKey: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.DeleteGatewayKeyRequest, _user_service_pb2.DeleteGatewayKeyResponse]
+    """DeleteGatewayKey removes a run-time key."""
 
 @_typing.type_check_only
 class UserServiceAsyncStub(UserServiceStub):
@@ -83,6 +91,14 @@ class UserServiceAsyncStub(UserServiceStub):
     """ListAudit pages the audit log, newest first, filtered."""
     ListAlerts: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ListAlertsRequest, _user_service_pb2.ListAlertsResponse]  # type: ignore[assignment]
     """ListAlerts pages the alerts, newest first."""
+    ListGatewayKeys: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ListGatewayKeysRequest, _user_service_pb2.ListGatewayKeysResponse]  # type: ignore[assignment]
+    """ListGatewayKeys lists the gateway-wide provider keys: the config's (read-only) and run-time ones."""
+    CreateGatewayKey: _aio.UnaryUnaryMultiCallable[_user_service_pb2.CreateGatewayKeyRequest, _user_service_pb2.CreateGatewayKeyResponse]  # type: ignore[assignment]
+    """CreateGatewayKey adds a gateway-wide provider key at run time (every replica within seconds)."""
+    UpdateGatewayKey: _aio.UnaryUnaryMultiCallable[_user_service_pb2.UpdateGatewayKeyRequest, _user_service_pb2.UpdateGatewayKeyResponse]  # type: ignore[assignment]
+    """UpdateGatewayKey disables or re-enables a run-time key."""
+    DeleteGatewayKey: _aio.UnaryUnaryMultiCallable[_user_service_pb2.DeleteGatewayKeyRequest, _user_service_pb2.DeleteGatewayKeyResponse]  # type: ignore[assignment]
+    """DeleteGatewayKey removes a run-time key."""
 
 class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     """UserService is the operator's back office: users, their plans, roles, state and sessions (admin only)."""
@@ -174,5 +190,37 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_user_service_pb2.ListAlertsResponse, _abc.Awaitable[_user_service_pb2.ListAlertsResponse]]:
         """ListAlerts pages the alerts, newest first."""
+
+    @_abc_1.abstractmethod
+    def ListGatewayKeys(
+        self,
+        request: _user_service_pb2.ListGatewayKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_service_pb2.ListGatewayKeysResponse, _abc.Awaitable[_user_service_pb2.ListGatewayKeysResponse]]:
+        """ListGatewayKeys lists the gateway-wide provider keys: the config's (read-only) and run-time ones."""
+
+    @_abc_1.abstractmethod
+    def CreateGatewayKey(
+        self,
+        request: _user_service_pb2.CreateGatewayKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_service_pb2.CreateGatewayKeyResponse, _abc.Awaitable[_user_service_pb2.CreateGatewayKeyResponse]]:
+        """CreateGatewayKey adds a gateway-wide provider key at run time (every replica within seconds)."""
+
+    @_abc_1.abstractmethod
+    def UpdateGatewayKey(
+        self,
+        request: _user_service_pb2.UpdateGatewayKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_service_pb2.UpdateGatewayKeyResponse, _abc.Awaitable[_user_service_pb2.UpdateGatewayKeyResponse]]:
+        """UpdateGatewayKey disables or re-enables a run-time key."""
+
+    @_abc_1.abstractmethod
+    def DeleteGatewayKey(
+        self,
+        request: _user_service_pb2.DeleteGatewayKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_service_pb2.DeleteGatewayKeyResponse, _abc.Awaitable[_user_service_pb2.DeleteGatewayKeyResponse]]:
+        """DeleteGatewayKey removes a run-time key."""
 
 def add_UserServiceServicer_to_server(servicer: UserServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -27,7 +27,7 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from tests.support.fakes import openai_completions, openai_responses
+from tests.support.fakes import openai_completions, openai_media, openai_responses
 
 _ids = itertools.count(1)
 
@@ -146,6 +146,7 @@ def make_app(state: FakeOpenAI) -> web.Application:
     app.router.add_get("/v1/models", models)
     openai_responses.add_routes(app, state)
     openai_completions.add_route(app, lambda r, body: state.requests.append(Recorded(r.path, dict(r.headers), body)))
+    openai_media.add_routes(app, lambda r, body: state.requests.append(Recorded(r.path, dict(r.headers), body)))
     return app
 
 

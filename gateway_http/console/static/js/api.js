@@ -51,12 +51,14 @@ export function errorMessage(status, body) {
       msg += " (" + body.details.map((d) => `${d.field}: ${d.message}`).join("; ") + ")";
     }
   }
+  if (isRouteMissing(body)) msg = "";
   if (msg === "csrf") msg = "The request was refused: its CSRF token is missing or stale. Reload the page and try again.";
   const plain = {
     0: "The gateway could not be reached. Is it running?",
     401: "You are not signed in, or your session has ended. Sign in again.",
     403: "You are not allowed to do this.",
     404: "This gateway does not offer that yet (the route is missing).",
+    405: "This gateway does not offer that action yet (the route is missing).",
     429: "Too many requests: a rate limit was reached. Wait a moment and retry.",
     502: "The model provider failed to answer.",
     503: "The gateway is unavailable right now.",

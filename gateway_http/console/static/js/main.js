@@ -111,8 +111,9 @@ function markNav(path) {
 function onSignedIn(u) {
   user = u;
   renderNav();
-  if (currentPath() === "/" || !location.hash) route(); else location.hash = "#/";
-  if (u.id === "operator") location.hash = "#/admin/users";
+  // The operator (seed 000's admin key) starts on its management panel: keys and stats.
+  const start = u.id === "operator" ? "/admin/keys" : "/";
+  if (currentPath() === start) route(); else location.hash = "#" + start;
 }
 
 async function boot() {

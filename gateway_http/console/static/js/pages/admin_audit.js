@@ -9,6 +9,18 @@ function brief(v) {
   return s.length > 120 ? s.slice(0, 119) + "…" : s;
 }
 
+const parse = (v) => { if (typeof v !== "string") return v; try { return JSON.parse(v); } catch { return v; } };
+
+// What an action changed: "state: active → suspended" for the fields that differ, else the new value.
+function change(before, after) {
+  const b = parse(before), a = parse(after);
+  if (b && a && typeof b === "object" && typeof a === "object") {
+    const keys = [...new Set([...Object.keys(b), ...Object.keys(a)])].filter((k) => JSON.stringify(b[k]) !== JSON.stringify(a[k]));
+    if (keys.length) return keys.map((k) => `${k}: ${brief(b[k]) || "—"} → ${brief(a[k]) || "—"}`).join("; ");
+  }
+  return a !== null && a !== undefined && a !== "" ? brief(a) : `removed: ${brief(b)}`;
+}
+
 export default async function render(view) {
   view.append(h("h1", null, "Audit log"));
   const actor = input({ name: "actor" });
@@ -30,7 +42,7 @@ export default async function render(view) {
       const rows = Array.isArray(r) ? r : r.items || [];
       slot.replaceChildren(table(rows, [
         ["Time", (a) => when(a.created_at)], ["Actor", (a) => a.actor], ["Action", (a) => a.action], ["Target", (a) => a.target],
-        ["IP", (a) => a.ip], ["Before", (a) => h("code", { class: "small" }, brief(a.before))], ["After", (a) => h("code", { class: "small" }, brief(a.after))],
+        ["IP", (a) => a.ip], ["Change", (a) => h("code", { class: "small wrap" }, change(a.before, a.after))],
       ], "No audit entries match.", "Audit log"));
     } catch (e) {
       slot.replaceChildren(failure(e, "The audit log"));

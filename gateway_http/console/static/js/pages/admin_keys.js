@@ -11,7 +11,13 @@ export default async function render(view) {
   const reveal = h("div");
   const name = input({ name: "name", required: true, placeholder: "customer-name" });
   const email = input({ type: "email", name: "email", placeholder: "customer@example.com" });
-  const tier = select(["basic", "pro", "enterprise", "explorer", "startup", "growth"], { name: "tier" });
+  let tiers = ["basic", "pro", "enterprise", "explorer", "startup", "growth"]; // the shipped defaults
+  try {
+    const p = await get("/api/admin/plans");
+    const names = (Array.isArray(p) ? p : p.items || []).map((x) => x.name);
+    if (names.length) tiers = names;
+  } catch { /* keep the defaults */ }
+  const tier = select(tiers, { name: "tier" });
   const create = h("button", { type: "submit" }, "Create key");
   const form = h("form", { class: "grid-form", novalidate: true }, field("Name", name), field("Email", email), field("Tier", tier), create);
   view.append(section("Gateway statistics", statsSlot), section("Create an API key", form, status, reveal), section("API keys", listSlot));

@@ -8,6 +8,9 @@ const FIELDS = [
   ["price_usd_month", "Price USD / month"], ["budget_usd_day", "Budget USD / day"], ["budget_usd_month", "Budget USD / month"],
 ];
 
+// 0 or nothing is "no limit" in a plan.
+const lim = (v) => (v ? num(v) : "no limit");
+
 export default async function render(view) {
   view.append(h("h1", null, "Plans & budgets"),
     h("p", { class: "lead" }, "A plan's limits apply to all of a user's tokens together. Empty means no limit (or a custom price)."));
@@ -28,7 +31,7 @@ export default async function render(view) {
     formTitle.textContent = p ? `Edit plan "${p.name}"` : "New plan";
     name.value = p ? p.name : ""; name.readOnly = !!p;
     desc.value = p ? p.description || "" : "";
-    for (const [k] of FIELDS) inputs[k].value = p && p[k] !== null && p[k] !== undefined ? p[k] : "";
+    for (const [k] of FIELDS) inputs[k].value = p && p[k] !== null && p[k] !== undefined && (p[k] !== 0 || k === "price_usd_month") ? p[k] : "";
     if (p) name.scrollIntoView({ block: "center" }), desc.focus();
   }
 
@@ -52,8 +55,8 @@ export default async function render(view) {
       const rows = Array.isArray(r) ? r : r.items || [];
       listSlot.replaceChildren(table(rows, [
         ["Plan", (p) => h("span", null, h("strong", null, p.name), p.description ? h("small", { class: "hint block" }, p.description) : null)],
-        ["Req/min", (p) => num(p.rpm)], ["Req/day", (p) => num(p.rpd)], ["Tokens/day", (p) => num(p.tpd)],
-        ["Tokens/month", (p) => num(p.tpm_month)],
+        ["Req/min", (p) => lim(p.rpm)], ["Req/day", (p) => lim(p.rpd)], ["Tokens/day", (p) => lim(p.tpd)],
+        ["Tokens/month", (p) => lim(p.tpm_month)],
         ["Price/month", (p) => (p.price_usd_month === null || p.price_usd_month === undefined ? "custom" : usd(p.price_usd_month))],
         ["Budget day / month", (p) => [usd(p.budget_usd_day) || "—", usd(p.budget_usd_month) || "—"].join(" / ")],
         ["Users", (p) => String(p.users ?? "")],

@@ -1,0 +1,85 @@
+"""OpenAI's images and audio operations: POST /v1/images/generations, /v1/audio/speech,
+/v1/audio/transcriptions (multipart). The body goes to InferenceService.Media as sent, with the
+model read from it; the core picks the route (or refuses a route without the operation) and the
+provider's answer comes back as it is, image JSON, audio bytes or transcript alike."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from aiohttp import web
+from grpc.aio import AioRpcError
+
+from gateway_http import calls
+from gateway_http.body import read_body
+from gateway_http.errors import BridgeError, openai_bridge_error, openai_error
+from gateway_http.native.routes import _abort
+from gateway_http.openai import codec
+from gateway_http.state import BRIDGE
+from tollgate.client import error_info
+from tollgate.v1 import inference_service_pb2 as ipb
+
+_FORM_MODEL = re.compile(rb'name="model"\r\n(?:[^\r\n]*\r\n)*\r\n([^\r\n]{1,256})\r\n')
+
+
+def _model(raw: bytes, content_type: str) -> str:
+    if content_type.startswith("multipart/form-data"):
+        m = _FORM_MODEL.search(raw)
+        if m is None:
+            raise codec.invalid("Missing required parameter: 'model'.", "model")
+        return m.group(1).decode(errors="replace")
+    model = codec.load_json(raw).get("model")
+    if not isinstance(model, str) or not model:
+        raise codec.invalid("Missing required parameter: 'model'.", "model")
+    return model
+
+
+def handler(operation: str):
+    async def media(request: web.Request) -> web.StreamResponse:
+        t0 = time.monotonic()
+        content_type = request.headers.get("Content-Type", "application/json")
+        try:
+            raw = await read_body(request, json=not content_type.startswith("multipart/"))
+            model = _model(raw, content_type)
+        except BridgeError as e:
+            return openai_bridge_error(e)
+        req = ipb.MediaRequest(operation=operation, model=model, body=raw, content_type=content_type)
+        call = calls.client(request).inference.Media(req, metadata=calls.metadata(request), timeout=calls.timeout(request))
+        response: web.StreamResponse | None = None
+        try:
+            async for msg in call:
+                if msg.WhichOneof("event") == "body":
+                    await response.write(msg.body)  # type: ignore[union-attr]
+                else:
+                    head = msg.head
+                    response = web.StreamResponse(status=head.status)
+                    for h in head.headers:
+                        response.headers.add(h.name, h.value)
+                    await calls.copy_headers(call, response)
+                    response.headers["X-LLM-Latency-Ms"] = f"{(time.monotonic() - t0) * 1000:.1f}"
+                    await response.prepare(request)
+                    request.app[BRIDGE].stalls.watch(request)
+            if response is None:
+                raise BridgeError(502, "the upstream returned no response")
+            await response.write_eof()
+        except AioRpcError as e:
+            if response is None:
+                return openai_error(error_info(e))
+            _abort(request)
+        except BridgeError as e:
+            return openai_bridge_error(e)
+        except ConnectionResetError:
+            pass
+        finally:
+            call.cancel()
+        return response
+    return media
+
+
+def add_routes(app: web.Application) -> None:
+    for op in ("images/generations", "audio/speech", "audio/transcriptions"):
+        app.router.add_post("/v1/" + op, handler(op))
+
+
+

@@ -1,0 +1,45 @@
+"""Seed 004's multimodal promise on the OpenAI surface (issue 18 point 5), through the official
+openai SDK: images, speech and transcription (multipart) reach a route that has them as sent and
+come back unchanged, one ledger row each with the provider's usage where it reports one; a route
+without them is a 400 naming the operation, before any upstream call."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from tests.support.fakes.anthropic import FAKE_ANTHROPIC_KEY, run_fake_anthropic
+from tests.support.fakes.openai import run_fake_openai
+from tests.support.gateway import config, provider, run_gateway
+
+
+@pytest.mark.client("openai", "images.generate, audio.speech.create, audio.transcriptions.create (multipart)",
+                    "OpenAI route: /v1/images/generations, /v1/audio/speech, /v1/audio/transcriptions as sent")
+async def test_images_and_audio_reach_a_route_that_has_them(tmp_path):
+    async with run_fake_openai() as oa, run_fake_anthropic() as anth:
+        cfg = config(tmp_path, providers=(
+            provider("openai", oa.base_url, models=("gpt-image-1", "gpt-4o-mini-tts", "gpt-4o-transcribe")),
+            provider("anthropic", anth.base_url, kind="anthropic", keys=(FAKE_ANTHROPIC_KEY,), models=("claude-haiku-4-5",))))
+        async with run_gateway(cfg) as gw:
+            client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=await gw.new_key(), max_retries=0)
+            img = await client.images.generate(model="gpt-image-1", prompt="a red dot", n=2, size="1024x1024")
+            assert len(img.data) == 2 and img.data[0].b64_json and img.usage.output_tokens == 544
+            assert oa.requests[-1].body == {"model": "gpt-image-1", "prompt": "a red dot", "n": 2, "size": "1024x1024"}
+            speech = await client.audio.speech.create(model="gpt-4o-mini-tts", voice="alloy", input="hello")
+            assert speech.content == b"ID3fake-mp3-hello"
+            text = await client.audio.transcriptions.create(model="gpt-4o-transcribe",
+                                                            file=("hello.wav", b"RIFF" + b"\0" * 400, "audio/wav"))
+            assert text.text == "hello from the audio"
+            sent = oa.requests[-1].body
+            assert (sent["model"], sent["file_name"], sent["file_size"]) == ("gpt-4o-transcribe", "hello.wav", 404)
+            rows = await gw.ledger()
+            assert len(rows) == 3 and all(r.provider == "openai" and r.status == "ok" for r in rows)
+            img_row = [r for r in rows if r.surface == "openai_images"][0]
+            assert (img_row.prompt_tokens, img_row.completion_tokens, img_row.estimated) == (10, 544, False)
+            transcribed, spoken = [r for r in rows if r.surface == "openai_audio"]  # newest first
+            assert (transcribed.prompt_tokens, transcribed.completion_tokens, transcribed.estimated) == (14, 5, False)
+            assert spoken.estimated  # speech answers carry no usage: the row says it is an estimate
+            with pytest.raises(openai.BadRequestError) as e:
+                await client.images.generate(model="claude-haiku-4-5", prompt="x")
+            assert "images/generations" in e.value.message and "anthropic" in e.value.message
+            assert len(anth.requests) == 0
