@@ -301,9 +301,15 @@ def test_a_user_cannot_reach_the_admin_pages_or_routes(gw, browser, first_admin)
     assert user.watch.take() == [] and admin.watch.take() == []
     # The server decides, not the page: every admin route refuses this user's session.
     # (/router/health is seed 002's status route, readable by any valid key there: not in this list.)
-    for method, path, body in (("GET", "/api/admin/usage", None), ("GET", "/api/admin/keys", None),
-                               ("GET", "/api/admin/stats", None), ("POST", "/api/admin/keys", {"name": "x", "tier": "pro"}),
-                               ("PUT", "/api/admin/registration", {"open": True, "enabled": True})):
+    checks = [("GET", "/api/admin/usage", None), ("GET", "/api/admin/keys", None), ("GET", "/api/admin/stats", None),
+              ("POST", "/api/admin/keys", {"name": "x", "tier": "pro"}),
+              ("PUT", "/api/admin/registration", {"open": True, "enabled": True})]
+    # Issue 16's admin routes, each once it is on this gateway.
+    checks += [(m, p, b) for m, p, b in (("GET", "/api/admin/users", None), ("GET", "/api/admin/plans", None),
+                                         ("GET", "/api/admin/statements", None), ("GET", "/api/admin/audit", None),
+                                         ("GET", "/api/admin/alerts", None), ("GET", "/api/admin/provider-keys", None))
+               if p not in MISSING]
+    for method, path, body in checks:
         assert user.api_status(method, path, body) == 403, path
     # Another user's token is not this user's to revoke, even with its id in the URL.
     for tid in admin_token_ids:
