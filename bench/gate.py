@@ -7,11 +7,14 @@ tests' fake OpenAI upstream (in this process), then `python -m services` under
 `valgrind --tool=callgrind --instr-atstart=no` (uninstrumented start-up and warm-up are several
 times faster), creates an API key, warms up, switches instrumentation on, and counts N chat
 requests and M 50-token stream requests at c=1, in 3 rounds each (zeroed before, dumped after
-with `callgrind_control`), keeping the least. Every feature on the request path is on (auth, tier quotas with every
+with `callgrind_control`), keeping the least. Only the main thread is counted (the event loop,
+where every request's work runs): gRPC core's and the ledger writer's threads wake on timers, so
+their share per request grows with the machine's load. Every feature on the request path is on (auth, tier quotas with every
 rule, routing, SQLite ledger, metrics), as in bench/tollgate.toml.
 
   python bench/gate.py              # measure and compare with bench/instruction_budget.json
   python bench/gate.py --update     # measure and write the budget (commit it, numbers in the message)
+  python bench/gate.py --tree DIR   # another source tree (git archive <commit> | tar -x -C DIR): an A/B
 
 `make test` runs the comparison (tests/bench/test_instruction_gate.py): more than 10 % over the
 budget fails. Needs valgrind (`make test` installs it with apt-get when missing).
@@ -81,19 +84,31 @@ def _control(*args: str) -> None:
 
 
 def _dump(tmp: str, pid: int, seen: set[str]) -> int:
-    """Dumps the counters and returns the new dump's total instructions."""
+    """Dumps the counters and returns the main thread's instructions in the new dump.
+
+    Only the main thread (the event loop: every request's own work) counts: gRPC core's and the
+    ledger writer's threads wake on timers, so what they spend per request grows with how long a
+    request takes, i.e. with the machine's load (a gate over all threads read +26 % on a busy box).
+    """
     _control("-d", str(pid))
     end = time.monotonic() + 30
     while time.monotonic() < end:
-        new = [f for f in glob.glob(f"{tmp}/cg.{pid}*") if f not in seen]
-        for f in new:
-            with open(f) as fh:
-                for line in fh:
-                    if line.startswith(("totals:", "summary:")):
-                        seen.add(f)
-                        return int(line.split()[1])
-        time.sleep(0.1)
+        # cg.<pid>.<dump>-<thread>: this dump's files, one per thread; thread 01 is the main one.
+        new = sorted(f for f in glob.glob(f"{tmp}/cg.{pid}.*-*") if f not in seen)
+        main = [f for f in new if f.endswith("-01")]
+        if main and _total(main[0]) is not None:
+            seen.update(f for f in new if f.rsplit("-", 1)[0] == main[0].rsplit("-", 1)[0])
+            return _total(main[0])  # type: ignore[return-value]
+        time.sleep(0.2)
     raise RuntimeError("callgrind wrote no dump")
+
+
+def _total(path: str) -> int | None:
+    with open(path) as fh:
+        for line in fh:
+            if line.startswith(("totals:", "summary:")):
+                return int(line.split()[1])
+    return None
 
 
 async def measure(upstream_base: str, chat_n: int = 60, stream_n: int = 25, rounds: int = 3,
@@ -108,8 +123,10 @@ async def measure(upstream_base: str, chat_n: int = 60, stream_n: int = 25, roun
     env.update(TOLLGATE_CONFIG=cfg, TOLLGATE_DATA_DIR=os.path.join(tmp, "data"), TOLLGATE_ADMIN_KEY=ADMIN_KEY,
                TOLLGATE_HTTP_ADDR="127.0.0.1:0", TOLLGATE_GRPC_ADDR="127.0.0.1:0", TOLLGATE_LOG_LEVEL="WARNING",
                PYTHONUNBUFFERED="1", PYTHONHASHSEED="0")
+    if os.path.abspath(tree) != ROOT:
+        env["PYTHONPATH"] = os.path.join(os.path.abspath(tree), "clients")
     log = open(os.path.join(tmp, "gateway.log"), "wb")
-    argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-instr=no",
+    argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-instr=no", "--separate-threads=yes",
             f"--callgrind-out-file={tmp}/cg.%p", sys.executable, "-m", "services"]
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tree, start_new_session=True)
     try:
@@ -153,7 +170,8 @@ async def measure(upstream_base: str, chat_n: int = 60, stream_n: int = 25, roun
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.environ.get("TOLLGATE_GATE_KEEP"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def verdict(measured: dict[str, float], budget: dict) -> list[str]:
@@ -172,7 +190,7 @@ async def _main(args: argparse.Namespace) -> int:
     from tests.support.fakes.openai import run_fake_openai
 
     async with run_fake_openai() as fake:
-        measured = await measure(fake.base_url, args.chat, args.stream, args.rounds)
+        measured = await measure(fake.base_url, args.chat, args.stream, args.rounds, tree=args.tree or ROOT)
     for kind, value in measured.items():
         print(f"{kind}: {value:,.0f} instructions per request")
     if args.update:
@@ -193,6 +211,7 @@ async def _main(args: argparse.Namespace) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--update", action="store_true", help="write the measurement as the new budget")
+    ap.add_argument("--tree", help="measure another source tree (git archive <commit> | tar -x -C DIR): an A/B")
     ap.add_argument("--chat", type=int, default=60, help="chat requests per round")
     ap.add_argument("--stream", type=int, default=25, help="stream requests per round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per kind; the least count is kept")

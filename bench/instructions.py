@@ -51,8 +51,11 @@ def wait_http(url: str, timeout: float) -> None:
     sys.exit(f"{url} did not answer within {timeout:.0f} s")
 
 
-def dumped_total(tmp: str, pid: int) -> int:
-    newest = max(glob.glob(f"{tmp}/cg.{pid}*"), key=os.path.getmtime)
+def dumped_total(tmp: str, pid: int, main_only: bool) -> int:
+    """The dump's total: every thread's, or (--main-thread) thread 01's, the event loop's alone
+    (the other threads wake on timers: their share per request grows with the machine's load)."""
+    files = glob.glob(f"{tmp}/cg.{pid}.*-01" if main_only else f"{tmp}/cg.{pid}*")
+    newest = max(files, key=os.path.getmtime)
     with open(newest) as f:
         for line in f:
             if line.startswith(("totals:", "summary:")):
@@ -65,9 +68,10 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--kind", choices=["chat", "stream"], default="chat")
-    ap.add_argument("--upstream-port", type=int, default=9001, help="must match bench/tollgate.toml (9001)")
+    ap.add_argument("--upstream-port", type=int, default=9001, help="the fake upstream's port (the config is rewritten to it)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=DIR")
     ap.add_argument("--no-floor", action="store_true")
+    ap.add_argument("--main-thread", action="store_true", help="count the main thread only (load-independent)")
     args = ap.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         sys.exit("valgrind is not installed: apt-get install -y valgrind")
@@ -75,7 +79,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="tollgate-instr-")
     admin_key = "tga_bench_" + os.urandom(12).hex()
     up = Child("upstream", [sys.executable, FAKE_UPSTREAM, "--port", str(args.upstream_port)], dict(os.environ), tmp)
-    out = [f"--callgrind-out-file={tmp}/cg.%p"]
+    out = [f"--callgrind-out-file={tmp}/cg.%p"] + (["--separate-threads=yes"] if args.main_thread else [])
     targets = [("tollgate", "")] + [tuple(v.split("=", 1)) for v in args.variant] + ([] if args.no_floor else [("floor", None)])
     rows = []
     try:
@@ -88,7 +92,12 @@ def main() -> None:
                 base, key = f"http://127.0.0.1:{port}", "unused"
                 wait_http(base + "/health", 300)
             else:
-                env = child_env(os.path.join(HERE, "tollgate.toml"), os.path.join(tmp, name + "-data"), admin_key)
+                config = os.path.join(HERE, "tollgate.toml")
+                if args.upstream_port != 9001:  # the same config, pointed at this run's upstream
+                    config = os.path.join(tmp, "tollgate.toml")
+                    with open(config, "w") as f:
+                        f.write(open(os.path.join(HERE, "tollgate.toml")).read().replace("127.0.0.1:9001", f"127.0.0.1:{args.upstream_port}"))
+                env = child_env(config, os.path.join(tmp, name + "-data"), admin_key)
                 cwd = os.path.abspath(tree) if tree else ""
                 if cwd:
                     env["PYTHONPATH"] = os.path.join(cwd, "clients")
@@ -104,7 +113,7 @@ def main() -> None:
                 time.sleep(1.0)
                 if errors:
                     sys.exit(f"{name}: {errors} errors")
-                rows.append((name, dumped_total(tmp, child.pid) / args.requests))
+                rows.append((name, dumped_total(tmp, child.pid, args.main_thread) / args.requests))
             finally:
                 child.stop()
         print(f"| target | k instructions / {args.kind} request at c={args.concurrency} |")

@@ -100,6 +100,27 @@ class PrivateRedis:
         return self.counts
 
 
+async def one_trip_us(url: str, n: int = 2000) -> float:
+    """The median wall time of one limiter-like call (redis-py asyncio, EVALSHA of a one-line
+    script) at c=1: what "one Redis round trip" costs a request here."""
+    import statistics
+
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    script = client.register_script("return redis.call('TIME')")
+    try:
+        await script()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await script()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1e6
+    finally:
+        await client.aclose()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=1000)
@@ -142,6 +163,8 @@ def main() -> None:
                     per = {k: v / args.requests for k, v in sorted(cmds.items()) if k != "info"}
                     rows.append((name, kind, c, trips, per, commits / args.requests, nrows, errors))
             svc.stop()
+            trip = asyncio.run(one_trip_us(redis.url))
+        print(f"one Redis round trip (redis-py asyncio EVALSHA, c=1, from a quiet client): p50 {trip:.0f} µs\n")
         print("| target | scenario | Redis round trips / request | commands / request | PostgreSQL commits / request | ledger rows | errors |")
         print("|---|---|---:|---|---:|---:|---:|")
         for name, kind, c, total, per, commits, nrows, errors in rows:

@@ -113,17 +113,41 @@ def usage_json(r) -> dict:
                                         "latency_ms", "attempts", "created_at")}
 
 
+USAGE_FIELDS = ("request_id", "key_id", "user", "surface", "provider", "provider_key_id", "model", "status",
+                "prompt_tokens", "completion_tokens", "estimated", "cost_usd", "latency_ms", "attempts", "created_at")
+
+
+def usage_csv(rows) -> str:
+    """The ledger explorer's export (issue 16): one line per row, the JSON's fields in order."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(USAGE_FIELDS)
+    for r in rows:
+        w.writerow([getattr(r, f) for f in USAGE_FIELDS])
+    return out.getvalue()
+
+
 async def usage(request: web.Request) -> web.Response:
     q = request.query
     try:
         limit, offset = int(q.get("limit") or 100), int(q.get("offset") or 0)
         req = apb.ListUsageRequest(page_size=limit, skip=offset, key_id=q.get("key_id", ""), user=q.get("user", ""),
-                                   model=q.get("model", ""), since=_float(q, "since"), until=_float(q, "until"))
+                                   model=q.get("model", ""), since=_float(q, "since"), until=_float(q, "until"),
+                                   status=q.get("status", ""))
+        fmt = q.get("format", "")
+        if fmt not in ("", "json", "csv"):
+            raise BridgeError(400, "format must be json or csv")
     except (ValueError, BridgeError) as e:
         return bad_request(getattr(e, "message", "limit and offset must be integers"))
     resp, err = await _call(request, calls.client(request).admin.ListUsage, req)
     if err:
         return err
+    if fmt == "csv" or (not fmt and "text/csv" in request.headers.get("Accept", "")):
+        return web.Response(text=usage_csv(resp.rows), content_type="text/csv",
+                            headers={"Content-Disposition": 'attachment; filename="usage.csv"'})
     return web.Response(body=orjson.dumps({
         "data": [usage_json(r) for r in resp.rows],
         "pagination": {"total": resp.total_size, "limit": limit, "offset": offset, "hasMore": bool(resp.next_page_token)}}),

@@ -80,7 +80,8 @@ def make_admin_servicer(app: Any) -> apb_grpc.AdminServiceServicer:
         async def ListUsage(self, request: apb.ListUsageRequest, ctx: Ctx) -> apb.ListUsageResponse:
             return await list_usage(app, request, UsageFilter(
                 key_id=request.key_id or None, user_id=request.user or None, model=request.model or None,
-                since=request.since or None, until=request.until or None), apb.ListUsageResponse)
+                since=request.since or None, until=request.until or None, status=request.status or None),
+                apb.ListUsageResponse)
 
         # Seed 002 serves /router/* to any authenticated caller: ids and states only, never a key.
         @guard.unary()

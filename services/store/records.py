@@ -170,6 +170,7 @@ class UsageFilter:
     model: str | None = None
     since: float | None = None
     until: float | None = None
+    status: str | None = None  # issue 16: the ledger explorer's filter
 
 
 class RegistrationClosed(PermissionDenied):

@@ -16,7 +16,8 @@ from tests.support.client_matrix import CHILD_ENV, ROOT, ROWS_DIR
 
 SECOND = {
     "openai": ("1.109.1", ["tests/gateway_http/test_responses_sdk.py", "tests/gateway_http/test_openai_fidelity.py",
-                           "tests/gateway_http/test_completions.py"]),
+                           "tests/gateway_http/test_completions.py", "tests/gateway_http/test_media.py",
+                           "tests/gateway_http/test_model_aliases.py"]),
     "anthropic": ("0.69.0", ["tests/gateway_http/test_anthropic_fidelity.py"]),
 }
 

@@ -10,6 +10,8 @@ import pytest
 
 from services.config.defaults import DEFAULT_TIERS
 from services.config.schema import TierConfig
+from tests.support.postgres import postgres_url  # noqa: F401  (fixture)
+from tests.support.redis_server import redis_url  # noqa: F401  (fixture)
 from tests.support.gateway import ADMIN_KEY, config, provider, run_gateway
 
 PASSWORD = "correct horse battery"
@@ -23,9 +25,17 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture
-async def gw(tmp_path, fake_openai):
-    cfg = config(tmp_path, providers=(provider("primary", fake_openai.base_url),), tiers=DEFAULT_TIERS + (CAPPED,))
+def shared(request) -> dict:
+    """Each test runs on SQLite with the in-process limiter, and on PostgreSQL + Redis."""
+    if request.param == "sqlite":
+        return {}
+    return {"database_url": request.getfixturevalue("postgres_url"), "redis_url": request.getfixturevalue("redis_url")}
+
+
+@pytest.fixture(params=["sqlite", "postgres+redis"])
+async def gw(request, tmp_path, fake_openai):
+    cfg = config(tmp_path, providers=(provider("primary", fake_openai.base_url),), tiers=DEFAULT_TIERS + (CAPPED,),
+                 **shared(request))
     async with run_gateway(cfg) as g:
         yield g
 
@@ -66,6 +76,13 @@ async def test_fifty_racing_requests_against_a_budget_that_fits_ten(gw, fake_ope
     assert len(fake_openai.requests) == 10  # refused before any provider was called
     rows = await gw.ledger()
     assert sorted(r.status for r in rows).count("budget_exceeded") == 40
+    # The ledger explorer: a status filter, and the same rows as CSV.
+    r = await gw.http.get("/api/admin/usage", headers=ADMIN, params={"status": "budget_exceeded", "limit": 100})
+    assert r.json()["pagination"]["total"] == 40 and {x["status"] for x in r.json()["data"]} == {"budget_exceeded"}
+    r = await gw.http.get("/api/admin/usage", headers=ADMIN, params={"status": "ok", "format": "csv"})
+    assert r.headers["content-type"].startswith("text/csv")
+    lines = r.text.strip().split("\n")
+    assert lines[0].startswith("request_id,") and len(lines) == 11 and all(",ok," in x for x in lines[1:])
     # Settled with the real cost: the budget now has room again for the next worst case.
     assert (await gw.http.post("/v1/chat/completions", headers=bearer(key), json=body())).status_code == 200
 

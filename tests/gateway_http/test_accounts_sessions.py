@@ -5,14 +5,23 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.support.postgres import postgres_url  # noqa: F401  (fixture)
+from tests.support.redis_server import redis_url  # noqa: F401  (fixture)
 from tests.support.gateway import ADMIN_KEY, config, run_gateway
 
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture
-async def gw(tmp_path):
-    async with run_gateway(config(tmp_path, demo="on")) as g:
+def shared(request) -> dict:
+    """Each test runs on SQLite with the in-process limiter, and on PostgreSQL + Redis."""
+    if request.param == "sqlite":
+        return {}
+    return {"database_url": request.getfixturevalue("postgres_url"), "redis_url": request.getfixturevalue("redis_url")}
+
+
+@pytest.fixture(params=["sqlite", "postgres+redis"])
+async def gw(request, tmp_path):
+    async with run_gateway(config(tmp_path, demo="on", **shared(request))) as g:
         yield g
 
 

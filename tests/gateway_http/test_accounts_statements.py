@@ -10,6 +10,8 @@ import pytest
 
 from services.config.defaults import DEFAULT_TIERS
 from services.config.schema import TierConfig
+from tests.support.postgres import postgres_url  # noqa: F401  (fixture)
+from tests.support.redis_server import redis_url  # noqa: F401  (fixture)
 from tests.support.gateway import ADMIN_KEY, config, provider, run_gateway
 
 PASSWORD = "correct horse battery"
@@ -21,9 +23,17 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture
-async def gw(tmp_path, fake_openai):
-    cfg = config(tmp_path, providers=(provider("primary", fake_openai.base_url),), tiers=DEFAULT_TIERS + (BUDGETED,))
+def shared(request) -> dict:
+    """Each test runs on SQLite with the in-process limiter, and on PostgreSQL + Redis."""
+    if request.param == "sqlite":
+        return {}
+    return {"database_url": request.getfixturevalue("postgres_url"), "redis_url": request.getfixturevalue("redis_url")}
+
+
+@pytest.fixture(params=["sqlite", "postgres+redis"])
+async def gw(request, tmp_path, fake_openai):
+    cfg = config(tmp_path, providers=(provider("primary", fake_openai.base_url),), tiers=DEFAULT_TIERS + (BUDGETED,),
+                 **shared(request))
     async with run_gateway(cfg) as g:
         yield g
 

@@ -13,6 +13,8 @@ import pytest
 
 from services.config.defaults import DEFAULT_TIERS
 from services.config.schema import TierConfig
+from tests.support.postgres import postgres_url  # noqa: F401  (fixture)
+from tests.support.redis_server import redis_url  # noqa: F401  (fixture)
 from tests.support.gateway import ADMIN_KEY, config, run_gateway
 from tollgate.client import TollgateClient
 from tollgate.v1 import chat_pb2
@@ -26,9 +28,16 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture
-async def gw(tmp_path):
-    async with run_gateway(config(tmp_path, demo="on", tiers=DEFAULT_TIERS + (TINY,))) as g:
+def shared(request) -> dict:
+    """Each test runs on SQLite with the in-process limiter, and on PostgreSQL + Redis."""
+    if request.param == "sqlite":
+        return {}
+    return {"database_url": request.getfixturevalue("postgres_url"), "redis_url": request.getfixturevalue("redis_url")}
+
+
+@pytest.fixture(params=["sqlite", "postgres+redis"])
+async def gw(request, tmp_path):
+    async with run_gateway(config(tmp_path, demo="on", tiers=DEFAULT_TIERS + (TINY,), **shared(request))) as g:
         yield g
 
 

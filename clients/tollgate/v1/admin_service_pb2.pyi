@@ -423,6 +423,7 @@ class ListUsageRequest(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
     UNTIL_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Page size (AIP-158)."""
     page_token: _builtins.str
@@ -439,6 +440,8 @@ class ListUsageRequest(_message.Message):
     """Only rows at or after this time (epoch seconds)."""
     until: _builtins.float
     """Only rows before this time (epoch seconds)."""
+    status: _builtins.str
+    """Only rows with this status (ok, rate_limited, budget_exceeded, upstream_error, ...)."""
     def __init__(
         self,
         *,
@@ -450,10 +453,11 @@ class ListUsageRequest(_message.Message):
         model: _builtins.str = ...,
         since: _builtins.float = ...,
         until: _builtins.float = ...,
+        status: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "model", b"model", "page_size", b"page_size", "page_token", b"page_token", "since", b"since", "skip", b"skip", "until", b"until", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "model", b"model", "page_size", b"page_size", "page_token", b"page_token", "since", b"since", "skip", b"skip", "status", b"status", "until", b"until", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

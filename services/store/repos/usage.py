@@ -57,6 +57,8 @@ def _where(query: pw.Select, f: UsageFilter) -> pw.Select:
         query = query.where(Usage.created_at >= f.since)
     if f.until is not None:
         query = query.where(Usage.created_at < f.until)
+    if f.status is not None:
+        query = query.where(Usage.status == f.status)
     return query
 
 
