@@ -73,8 +73,9 @@ def missing_routes(base: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
-    # The built-in demo provider, plus its demo-slow model (a word every 50 ms) so streaming shows.
-    demo = dataclasses.replace(DEMO_PROVIDER, models=DEMO_PROVIDER.models + ("demo-slow",))
+    # The built-in demo provider, plus demo-slow (a word every 50 ms, so streaming shows) and
+    # demo-fail-503 (an upstream failure, so the ledger holds a row that is not ok).
+    demo = dataclasses.replace(DEMO_PROVIDER, models=DEMO_PROVIDER.models + ("demo-slow", "demo-fail-503"))
     with threaded_gateway(config(tmp_path_factory.mktemp("console"), providers=(demo,), demo="on")) as g:
         yield g
 
@@ -301,9 +302,15 @@ def test_a_user_cannot_reach_the_admin_pages_or_routes(gw, browser, first_admin)
     assert user.watch.take() == [] and admin.watch.take() == []
     # The server decides, not the page: every admin route refuses this user's session.
     # (/router/health is seed 002's status route, readable by any valid key there: not in this list.)
-    for method, path, body in (("GET", "/api/admin/usage", None), ("GET", "/api/admin/keys", None),
-                               ("GET", "/api/admin/stats", None), ("POST", "/api/admin/keys", {"name": "x", "tier": "pro"}),
-                               ("PUT", "/api/admin/registration", {"open": True, "enabled": True})):
+    checks = [("GET", "/api/admin/usage", None), ("GET", "/api/admin/keys", None), ("GET", "/api/admin/stats", None),
+              ("POST", "/api/admin/keys", {"name": "x", "tier": "pro"}),
+              ("PUT", "/api/admin/registration", {"open": True, "enabled": True})]
+    # Issue 16's admin routes, each once it is on this gateway.
+    checks += [(m, p, b) for m, p, b in (("GET", "/api/admin/users", None), ("GET", "/api/admin/plans", None),
+                                         ("GET", "/api/admin/statements", None), ("GET", "/api/admin/audit", None),
+                                         ("GET", "/api/admin/alerts", None), ("GET", "/api/admin/provider-keys", None))
+               if p not in MISSING]
+    for method, path, body in checks:
         assert user.api_status(method, path, body) == 403, path
     # Another user's token is not this user's to revoke, even with its id in the URL.
     for tid in admin_token_ids:
@@ -401,8 +408,8 @@ def test_csv_export_equals_the_ledger(gw, browser, first_admin) -> None:
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
     for i in range(3):
         client.chat.completions.create(model="demo", messages=[{"role": "user", "content": f"row {i}, with a comma"}])
-    with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="demo", messages=[])
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(model="demo-fail-503", messages=[{"role": "user", "content": "fail"}])
     tab = Tab(browser, gw.url)
     tab.sign_in(ADMIN_EMAIL)
     tab.go("/admin/usage")
@@ -411,13 +418,24 @@ def test_csv_export_equals_the_ledger(gw, browser, first_admin) -> None:
     text = open(dl.value.path(), encoding="utf-8").read()
     rows = list(csv.DictReader(io.StringIO(text)))
     want = {r.request_id: r for r in ledger(gw)}
-    assert len(rows) == len(want) >= 5
+    assert len(rows) == len(want) >= 4
     for row in rows:
         rec = want[row["request_id"]]
         assert row["model"] == rec.model and row["status"] == rec.status and row["provider"] == rec.provider
         assert int(row["prompt_tokens"]) == rec.prompt_tokens and int(row["completion_tokens"]) == rec.completion_tokens
         assert abs(float(row["cost_usd"]) - rec.cost_usd) < 1e-9 and row["key_id"] == rec.key_id
-    tab.page.get_by_text("CSV downloaded.").wait_for()
+    tab.page.get_by_text(f"CSV downloaded ({len(rows)} rows).").wait_for()
+    # Filtered by status in the console: the export holds exactly the ledger's rows with it.
+    refused = {r.request_id for r in want.values() if r.status != "ok"}
+    assert refused
+    status = next(iter({want[r].status for r in refused}))
+    tab.page.get_by_label("Status").select_option(status)
+    tab.page.get_by_role("button", name="Apply filters").click()
+    tab.page.wait_for_function("() => document.body.dataset.busy === '0'")
+    with tab.page.expect_download() as dl:
+        tab.page.get_by_role("button", name="Export CSV").click()
+    only = list(csv.DictReader(io.StringIO(open(dl.value.path(), encoding="utf-8").read())))
+    assert {r["request_id"] for r in only} == {r.request_id for r in want.values() if r.status == status}
     assert tab.watch.take() == []
     tab.close()
 

@@ -86,15 +86,32 @@ export default async function render(view) {
     }
   }
 
-  // The server's CSV when it has one; otherwise the same columns from every JSON page.
+  // The server's CSV (format=csv), page after page until every matching row is in; a gateway
+  // without it gets the same columns built from its JSON pages.
   async function exportCsv() {
     const p = params();
-    p.set("format", "csv");
+    p.set("limit", "1");
+    const first = await get(`/api/admin/usage?${p}`);
+    const total = first.total ?? (first.pagination ? first.pagination.total : 0);
     p.set("limit", "500");
-    const res = await request("GET", `/api/admin/usage?${p}`, undefined, { raw: true, headers: { Accept: "text/csv" } });
+    p.set("format", "csv");
+    const parts = [];
+    let header = null, got = 0, serverCsv = true;
+    while (got < total || header === null) {
+      p.set("offset", String(got));
+      const res = await request("GET", `/api/admin/usage?${p}`, undefined, { raw: true, headers: { Accept: "text/csv" } });
+      if (!(res.headers.get("Content-Type") || "").startsWith("text/csv")) { serverCsv = false; break; }
+      const lines = (await res.text()).split(/\r?\n/);
+      if (lines.length && lines[lines.length - 1] === "") lines.pop();
+      if (header === null) header = lines[0] || "";
+      const rows = lines.slice(1);
+      if (!rows.length) break;
+      parts.push(...rows);
+      got += rows.length;
+    }
     let blob;
-    if ((res.headers.get("Content-Type") || "").startsWith("text/csv")) {
-      blob = await res.blob();
+    if (serverCsv) {
+      blob = new Blob([[header, ...parts].join("\n") + "\n"], { type: "text/csv" });
     } else {
       p.delete("format");
       const rows = [];
@@ -103,12 +120,12 @@ export default async function render(view) {
         const r = await get(`/api/admin/usage?${p}`);
         const items = r.items || r.data || [];
         rows.push(...items);
-        if (items.length < 500) break;
+        if (items.length < 500 || rows.length >= total) break;
       }
       blob = new Blob([toCsv(rows)], { type: "text/csv" });
     }
     download(`tollgate-usage-${new Date().toISOString().slice(0, 10)}.csv`, blob);
-    status.ok("CSV downloaded.");
+    status.ok(`CSV downloaded (${num(serverCsv ? got : total)} rows).`);
   }
 
   await load();
