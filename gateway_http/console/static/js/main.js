@@ -17,7 +17,7 @@ const ADMIN_PAGES = [
   ["/admin/users", "Users", "admin_users"],
   ["/admin/plans", "Plans & budgets", "admin_plans"],
   ["/admin/settings", "Settings", "admin_settings"],
-  ["/admin/provider-keys", "Gateway provider keys", "admin_provider_keys"],
+  ["/admin/provider-keys", "Gateway keys", "admin_provider_keys"],
   ["/admin/health", "Router health", "admin_health"],
   ["/admin/usage", "Usage explorer", "admin_usage"],
   ["/admin/statements", "All statements", "statements"],
