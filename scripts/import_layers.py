@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("services.routing",),  # the one owner of trying an upstream key
     ("services.pipeline", "services.metrics", "services.loading"),  # quota -> route -> call -> meter; counters; model loads
     ("services.fidelity",),  # pass-through fidelity for the routed surfaces
-    ("services.responses",),  # the Responses API over the pipeline
+    ("services.responses", "services.media"),  # the Responses API; images and audio (both over the pipeline and fidelity)
     ("services.app",),  # builds everything above from one Config
     ("services.rpc",),  # thin servicers
     ("services.server", "gateway_http"),  # the grpc.aio server; the HTTP bridge

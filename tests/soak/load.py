@@ -25,6 +25,7 @@ HI = [{"role": "user", "content": "hi"}]
 FAULT_MODELS = {"5xx": "fault-503", "cut": "fault-cut-after-2", "disconnect": "fault-stall-after-5",
                 "deadline": "fault-slow-first-10"}
 NORMAL = (("chat", 45), ("stream", 30), ("embeddings", 10), ("messages", 10), ("models", 5))
+ROUTED_NORMAL = tuple(kw for kw in NORMAL if kw[0] != "models")  # D4: every request is one ledger row
 ROUTED = {"chat", "stream", "embeddings", "messages", "5xx", "cut", "disconnect", "deadline", "cancel"}
 # A faulty key's breaker opens after five failures in a row: its next callers get our 503 (RELIABILITY A1/A7).
 OK_STATUS = {"chat": {200}, "stream": {200}, "embeddings": {200}, "messages": {200}, "models": {200},
