@@ -150,7 +150,7 @@ def _provider(source: str, where: Callable[[str], str], raw: Any, env: Mapping[s
             raise ConfigError(source, where("api_key_env"), f"environment variable {var} is not set")
         secrets.append(env[var])
     if not secrets and kind.key_env and env.get(kind.key_env):
-        secrets.append(env[kind.key_env])
+        secrets.append(_secret_var(env, kind.key_env))
     if not secrets:
         if kind.needs_key:
             hint = f" or set {kind.key_env}" if kind.key_env else ""
@@ -282,6 +282,9 @@ def _seed_values(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
         if not host or any(c.isspace() or c in "/:@" for c in host.strip("[]")) and not host.startswith("["):
             raise ConfigError(ENV, "HOST", f"must be a host name or address, got {host!r}")
         v["http_addr"] = (f"{host}:{port}", "HOST" if env.get("HOST") else "PORT")
+    for var in ("ADMIN_API_KEY", "JWT_SECRET"):
+        if env.get(var):
+            _secret_var(env, var)
     for seed_var, field_name in (
         ("ADMIN_API_KEY", "admin_key"), ("DATABASE_URL", "database_url"), ("REDIS_URL", "redis_url"),
         ("ENABLE_AUTH", "enable_auth"), ("KEY_SELECTION_STRATEGY", "strategy"), ("ROUTING_STRATEGY", "strategy"),
@@ -331,12 +334,21 @@ def _bad_ms(var: str, raw: str) -> float:
 def _static_keys(env: Mapping[str, str]) -> tuple[StaticKey, ...]:
     keys = []
     if env.get("AUTH_KEY"):
-        keys.append(StaticKey("AUTH_KEY", env["AUTH_KEY"]))
+        keys.append(StaticKey("AUTH_KEY", _secret_var(env, "AUTH_KEY")))
     for i in range(1, 100):
         var = f"AUTH_KEY_{i:02d}"
         if env.get(var):
-            keys.append(StaticKey(var, env[var]))
+            keys.append(StaticKey(var, _secret_var(env, var)))
     return tuple(keys)
+
+
+def _secret_var(env: Mapping[str, str], var: str) -> str:
+    """A key from a variable: a space, newline or control character in it is a copy-paste slip
+    that would only show up later as a refused key; said now, naming the variable (never its value)."""
+    value = env[var]
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(ENV, var, "must not contain spaces, newlines or control characters (a copy-paste slip?)")
+    return value
 
 
 def _num(source: str, where: str, value: Any, typ: type) -> Any:

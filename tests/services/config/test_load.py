@@ -365,6 +365,10 @@ def test_router_services_errors_name_the_users_key(entry, field):
     ("OLLAMA_BASE_URL", "localhost:11434"), ("ROUTER_SERVICES", "{}"),
     ("TOLLGATE_OPEN_MODE", "perhaps"), ("TOLLGATE_TRUSTED_PROXIES", "10.0.0.0/8,proxy"),
     ("TOLLGATE_GRPC_ADDR", "nowhere"),
+    ("AUTH_KEY", "sk-key with space"), ("AUTH_KEY_07", "sk-key\n"), ("ADMIN_API_KEY", "adm\tin"),
+    ("JWT_SECRET", "two words"), ("OPENAI_API_KEY", "sk-abc\n"), ("ANTHROPIC_API_KEY", " sk-ant"),
+    ("GEMINI_API_KEY", "AIza x"), ("CEREBRAS_API_KEY", "c k"), ("DEEPINFRA_TOKEN", "t\x00k"),
+    ("OPENROUTER_API_KEY", "or k"),
 ])
 def test_each_seed_variable_with_a_bad_value_names_itself(var, value):
     e = bad(None, {var: value})
