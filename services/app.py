@@ -107,7 +107,7 @@ class App:
                              now=clock.now, max_request_s=config.request_timeout_s)
         # The native pass-through relay: beside the router, on the router's key gate (seed 003).
         self.passthrough = Passthrough(config, self.router.gate, self.upstreams, self.router.record, clock,
-                                       scrubber=self.scrubber)
+                                       scrubber=self.scrubber, tracing=self.tracing)
         self.budgets = Budgets(self.limiter, self.catalog, self.quotas.tiers, config.unpriced_models, config.quota_timezone)
         self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s,
                                  budgets=self.budgets)

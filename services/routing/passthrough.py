@@ -18,7 +18,7 @@ import asyncio
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 from urllib.parse import unquote
 
 import aiohttp
@@ -28,6 +28,7 @@ import yarl
 from services.clock import Clock
 from services.config.schema import Config, ProviderConfig
 from services.core import errors as E
+from services.core import spans
 from services.core.scrub import Scrubber
 from tollgate.json_bound import too_complex
 from services.core.types import Target
@@ -281,8 +282,11 @@ class Passthrough:
     """The relay: tries a provider's keys through the router's gate, records each try as the router does."""
 
     def __init__(self, cfg: Config, gate: KeyGate, upstreams: Upstreams, record: Recorder, clock: Clock,
-                 scrubber: Scrubber | None = None) -> None:
+                 scrubber: Scrubber | None = None, tracing: Any = None) -> None:
         self.cfg = cfg
+        # Traces on: each try opens its attempt span before it is sent, so the upstream session's
+        # hook puts that span's traceparent on the provider request (issue 15 point 7).
+        self.tracing = tracing
         self.scrubber = scrubber  # error bodies are scrubbed of every known secret (issue 15 point 3)
         self.gate = gate
         self.upstreams = upstreams
@@ -355,6 +359,8 @@ class Passthrough:
         t0 = self.clock.monotonic()
         loop = asyncio.get_running_loop()
         session = self.upstreams.session(p.base_url)
+        if self.tracing is not None:
+            spans.start_attempt(self.tracing, target, log, False)  # ended by record(), like the router's
         try:
             async with asyncio.timeout_at(min(loop_deadline, loop.time() + p.timeout_s)):
                 resp = await session.request(

@@ -117,6 +117,24 @@ async def test_the_provider_request_carries_the_attempt_span_as_its_parent(tmp_p
     assert sent == f"00-{TRACE_ID}-{attempt.context.span_id:016x}-01"
 
 
+async def test_a_pass_through_request_carries_its_attempt_span_to_the_provider(tmp_path):
+    """The native pass-through relays the caller's headers, but the provider sees the gateway's own
+    attempt span as its parent, in the caller's trace (not the caller's span id, passed on blind)."""
+    mem = InMemorySpanExporter()
+    async with run_fake_openai() as fake:
+        cfg = config(tmp_path, providers=(provider("primary", fake.base_url),))
+        async with traced_gateway(cfg, mem) as (rt, http, auth):
+            r = await http.post("/v1/openai/chat/completions", headers={**auth, "traceparent": CALLER},
+                                json={"model": "tokens-3", "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 200
+            await rt.app.ledger.flush()
+        sent = [v for k, v in fake.requests[-1].headers.items() if k.lower() == "traceparent"]
+    attempts = [s for s in mem.get_finished_spans() if s.kind == SpanKind.CLIENT]
+    assert len(attempts) == 1 and attempts[0].attributes["tollgate.route.outcome"] == "ok"
+    assert attempts[0].context.trace_id == int(TRACE_ID, 16)
+    assert sent == [f"00-{TRACE_ID}-{attempts[0].context.span_id:016x}-01"]
+
+
 async def test_grpc_metadata_traceparent_is_the_parent_and_content_capture_is_opt_in(tmp_path):
     import grpc
 
