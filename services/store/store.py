@@ -169,6 +169,21 @@ class Store:
     async def upsert_tier(self, tier: TierRecord) -> TierRecord:
         return await self._write(tiers_repo.upsert_tier, tier, idempotent=True)
 
+    async def seed_config_tier(self, tier: TierRecord) -> None:
+        await self._write(tiers_repo.seed_config_tier, tier, idempotent=True)
+
+    async def list_edited_tiers(self) -> list[TierRecord]:
+        return await self._read(tiers_repo.list_edited_tiers)
+
+    async def create_tier(self, tier: TierRecord) -> TierRecord:
+        return await self._write(tiers_repo.create_tier, tier)
+
+    async def update_tier(self, tier: TierRecord) -> TierRecord:
+        return await self._write(tiers_repo.update_tier, tier, idempotent=True)
+
+    async def delete_tier(self, name: str) -> None:
+        await self._write(tiers_repo.delete_tier, name)
+
     # --- API keys --------------------------------------------------------------------------
 
     async def create_api_key(
