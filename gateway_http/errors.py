@@ -42,6 +42,7 @@ REASON_STATUS = {
     "VALIDATION_ERROR": 400,
     "LAST_ADMIN": 409,  # issue 16: ACCOUNTS_API.md's conflict
     "PLAN_IN_USE": 409,
+    "PLAN_IN_CONFIG": 409,  # a config-declared plan cannot be deleted at run time
 }
 OPENAI_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",

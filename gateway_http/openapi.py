@@ -97,9 +97,18 @@ def op(op_id: str, summary: str, security: list, resp: dict, request: dict | Non
     return out
 
 
+def no_content(resp: dict) -> dict:
+    """A 204 (nothing but X-Request-Id) beside the documented errors."""
+    headers = {"X-Request-Id": {"required": True, "schema": {"type": "string", "pattern": "^req_[0-9a-f]+$"}}}
+    return {"204": {"description": "Done", "headers": headers}, **resp}
+
+
 def param(name: str, where: str, schema: dict, required: bool = False) -> dict:
     return {"name": name, "in": where, "required": required or where == "path", "schema": schema}
 
+
+PLAN_NAME = param("name", "path", {"type": "string", "minLength": 1, "maxLength": 64,
+                                   "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"})
 
 CHAT_ERRORS = (400, 401, 403, 404, 413, 422, 429, 502, 503, 504)
 HI = [{"role": "user", "content": "Hello"}]
@@ -361,6 +370,12 @@ def _schemas() -> dict[str, dict]:
         "Plan": obj({"name": S, "description": S, "rpm": I, "rpd": I, "tpd": I, "tpm_month": I,
                      "price_usd_month": nullable(N), "budget_usd_day": N, "budget_usd_month": N, "users": I},
                     ("name", "rpm", "price_usd_month", "users")),
+        "PlanBody": obj({"name": {"type": "string", "maxLength": 64}, "description": {"type": "string", "maxLength": 500},
+                         **{f: nullable({"type": "integer", "minimum": 0, "maximum": 1_000_000_000_000})
+                            for f in ("rpm", "rpd", "tpd", "tpm_month")},
+                         "price_usd_month": nullable({"type": "number", "minimum": 0, "maximum": 1e6}),
+                         "budget_usd_day": nullable({"type": "number", "minimum": 0, "maximum": 1e9}),
+                         "budget_usd_month": nullable({"type": "number", "minimum": 0, "maximum": 1e9})}),
         "CreatedUser": obj({"user": ref("User"), "invite_token": S}, ("user",)),
         "Seed004Error": {"anyOf": [obj({"error": obj({"code": I, "message": S, "type": S, "details": {"type": "object"}},
                                                      ("code", "message", "type"))}, ("error",)), ref("OpenAIError")]},
@@ -485,8 +500,18 @@ def document(version: str) -> dict[str, Any]:
         "/api/statements": {"get": op("getStatement", "The caller's statement for a month (CSV with format=csv)", USER,
                                       responses({200: ref("Statement")}, "Seed001Error", (400, 401, 403)),
                                       params=[param("month", "query", {"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$"})])},
-        "/api/admin/plans": {"get": op("listPlans", "Plans: limits, monthly price (null = custom), budgets, users", ADMIN,
-                                       responses({200: arr(ref("Plan"))}, "Seed001Error", (401, 403)))},
+        "/api/admin/plans": {
+            "get": op("listPlans", "Plans: limits, monthly price (null = custom), budgets, users", ADMIN,
+                      responses({200: arr(ref("Plan"))}, "Seed001Error", (401, 403))),
+            "post": op("createPlan", "Create a plan at run time (every replica within seconds); 409 if the name exists",
+                       ADMIN, responses({201: ref("Plan")}, "Seed001Error", (400, 401, 403, 409, 413)),
+                       ref("PlanBody"))},
+        "/api/admin/plans/{name}": {
+            "put": op("updatePlan", "Replace a plan's description, limits, price and budgets (wins over the config's)",
+                      ADMIN, responses({200: ref("Plan")}, "Seed001Error", (400, 401, 403, 404, 413)),
+                      ref("PlanBody"), params=[PLAN_NAME]),
+            "delete": op("deletePlan", "Delete a run-time plan nobody is on (409 if in use or declared in the config)",
+                         ADMIN, no_content(responses({}, "Seed001Error", (401, 403, 404, 409))), params=[PLAN_NAME])},
         "/api/admin/statements": {"get": op("listStatements", "Every user's statement for a month", ADMIN,
                                             responses({200: arr(ref("Statement"))}, "Seed001Error", (400, 401, 403)),
                                             params=[param("month", "query", {"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$"})])},

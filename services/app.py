@@ -23,6 +23,7 @@ from services.accounts.audit import AuditLog
 from services.accounts.budgets import Budgets
 from services.accounts.statements import Statements
 from services.accounts.users import Accounts
+from services.accounts.plans import Plans
 from services.auth.authenticator import Authenticator
 from services.auth.sealing import Sealer, key_id as seal_key_id
 from services.auth.secrets import derive, load_or_create_secret, secret_fingerprint
@@ -129,6 +130,7 @@ class App:
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
         self.statements = Statements(self.store, self.ledger, lambda: self.quotas.tiers, clock)
         self.accounts = Accounts(self.store, self.signin, self.auth, clock, self.pepper, lambda: self.quotas.tiers)
+        self.plans = Plans(self)
         self.admin_key = AdminKeyInfo("env")
         # Issue 15 point 5: failed authentications per client address (the open gate's idea of it),
         # counted per deployment: replicas share the server secret, so its fingerprint names them.
@@ -149,8 +151,12 @@ class App:
     async def start(self) -> None:
         await self.store.start()
         # The config's tiers (defaults plus [[tiers]]) are the ones keys may be created in.
+        # A plan an admin edited at run time keeps its stored values (services/accounts/plans.py).
         for t in self.config.tiers:
-            await self.store.upsert_tier(TierRecord(t.name, t.rpm, t.rpd, t.tpd, t.tpm_month, t.description))
+            await self.store.seed_config_tier(TierRecord(t.name, t.rpm, t.rpd, t.tpd, t.tpm_month, t.description,
+                                                         t.price_usd_month, t.budget_usd_day, t.budget_usd_month))
+        await self.plans.refresh()
+        self.plans.start()
         self.admin_key = await self._admin_key()
         self.ledger.start()
         self.alerts.start()
@@ -223,6 +229,7 @@ class App:
             self._reaper.cancel()
             await asyncio.gather(self._reaper, return_exceptions=True)
         await self.alerts.close()
+        await self.plans.stop()
         if getattr(self, "_shared_watch", None) is not None:
             self._shared_watch.cancel()
             await asyncio.gather(self._shared_watch, return_exceptions=True)

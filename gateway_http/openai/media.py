@@ -20,7 +20,7 @@ from gateway_http.state import BRIDGE
 from tollgate.client import error_info
 from tollgate.v1 import inference_service_pb2 as ipb
 
-_FORM_MODEL = re.compile(rb'name="model"\r\n(?:[^\r\n]*\r\n)*\r\n([^\r\n]{1,256})\r\n')
+_FORM_MODEL = re.compile(rb'name="model"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]{1,256})\r\n')
 
 
 def _model(raw: bytes, content_type: str) -> str:

@@ -241,6 +241,51 @@ async def plans(request: web.Request) -> web.Response:
                        lambda r: [plan_json(p) for p in r.plans])
 
 
+def _usd(body: dict[str, Any], name: str) -> float | None:
+    """A plan's $ field: absent or null = None, else a number (the core checks its range)."""
+    v = body.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+        raise BridgeError(400, f"'{name}' must be a number of USD, or null.", param=name)
+    return float(v)
+
+
+def _plan_msg(body: dict[str, Any], name: str) -> upb.Plan:
+    """ACCOUNTS_API.md's plan body: limits (null/absent = 0 = no limit), price (null = custom), budgets."""
+    plan = upb.Plan(name=name, description=_str(body, "description"),
+                    **{f: _int(body, f, lo=-(2 ** 63), hi=2 ** 63 - 1) for f in ("rpm", "rpd", "tpd", "tpm_month")},
+                    budget_usd_day=_usd(body, "budget_usd_day") or 0.0,
+                    budget_usd_month=_usd(body, "budget_usd_month") or 0.0)
+    price = _usd(body, "price_usd_month")
+    if price is not None:
+        plan.price_usd_month = price
+    return plan
+
+
+async def create_plan(request: web.Request) -> web.Response:
+    try:
+        body = await _body(request)
+        msg = upb.CreatePlanRequest(plan=_plan_msg(body, _str(body, "name")))
+    except BridgeError as e:
+        return bad_request(e)
+    return await _call(request, calls.client(request).users.CreatePlan, msg, 201, lambda r: plan_json(r.plan))
+
+
+async def update_plan(request: web.Request) -> web.Response:
+    try:
+        body = await _body(request)
+        msg = upb.UpdatePlanRequest(plan=_plan_msg(body, request.match_info["name"]))
+    except BridgeError as e:
+        return bad_request(e)
+    return await _call(request, calls.client(request).users.UpdatePlan, msg, 200, lambda r: plan_json(r.plan))
+
+
+async def delete_plan(request: web.Request) -> web.Response:
+    return await _call(request, calls.client(request).users.DeletePlan,
+                       upb.DeletePlanRequest(name=request.match_info["name"]))
+
+
 def _page(request: web.Request) -> tuple[int, int]:
     limit, offset = _query_int(request, "limit", 50), _query_int(request, "offset", 0)
     if limit > 500:
@@ -330,6 +375,9 @@ def add_money_routes(app: web.Application) -> None:
     r.add_get("/api/quota", quota)
     r.add_get("/api/usage/summary", usage_summary)
     r.add_get("/api/admin/plans", plans)
+    r.add_post("/api/admin/plans", create_plan)
+    r.add_put("/api/admin/plans/{name}", update_plan)
+    r.add_delete("/api/admin/plans/{name}", delete_plan)
     r.add_get("/api/admin/audit", audit)
     r.add_get("/api/admin/alerts", alerts)
     r.add_get("/api/admin/provider-keys", list_gateway_keys)

@@ -99,6 +99,7 @@ class Quotas:
         self.tiers = tiers
         self._tz = tz
         self._own_rules: dict[tuple, tuple[tuple[Rule, ...], tuple[Rule, ...]]] = {}
+        self._request_rules, self._token_rules = {}, {}  # a plan deleted at run time leaves no rules
         for t in tiers.values():
             req = []
             if t.rpm:

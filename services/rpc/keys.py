@@ -32,7 +32,7 @@ from services.limits.base import Rule
 from services.config.kinds import KINDS, resolve
 from services.rpc.admin import list_usage
 from services.rpc.interceptors import Ctx, Guard
-from services.store.records import KIND_TOKEN, ApiKeyRecord, ProviderKeyRecord, UsageFilter, UserRecord
+from services.store.records import KIND_TOKEN, STATE_SUSPENDED, ApiKeyRecord, ProviderKeyRecord, UsageFilter, UserRecord
 from services.store.repos.users import normalize_email
 from tollgate.v1 import key_service_pb2 as kpb
 from tollgate.v1 import key_service_pb2_grpc as kpb_grpc
@@ -50,6 +50,7 @@ TTL_MAX_S = 10 * 365 * 86400
 LIMIT_MAX = 10**15
 LOGIN_FAILURES = Rule("login_failures", 10, window_s=60.0)  # per email per minute
 BAD_CREDENTIALS = "Invalid email or password"
+SUSPENDED = "This account is suspended; contact the operator"
 USER_KINDS = ("session", "token")
 _EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
 
@@ -210,7 +211,7 @@ def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
             user, checked = None, False
             try:
                 if len(request.password) <= PASSWORD_MAX and len(email) <= EMAIL_MAX:
-                    user = await app.store.authenticate(email, request.password)
+                    user = await app.store.authenticate(email, request.password, suspended=True)
                 checked = True
             finally:
                 # A failed check keeps its slot for the window; a success, a cancelled or broken
@@ -221,6 +222,10 @@ def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
                     await app.limiter.release(held)
             if user is None:
                 raise Unauthenticated(BAD_CREDENTIALS, reason="INVALID_CREDENTIALS")
+            if user.state == STATE_SUSPENDED:
+                # Said only after the password checked out: to anyone without it, a suspended
+                # account answers exactly like a wrong password or an unknown email.
+                raise PermissionDenied(SUSPENDED, reason="ACCOUNT_SUSPENDED")
             started = await app.signin.start(user.id, user.role, *client_info(ctx))
             return login_response(kpb.LoginResponse, user_pb(user), started)
 

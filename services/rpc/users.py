@@ -10,7 +10,7 @@ from services.rpc import paging
 from services.rpc.interceptors import Ctx, Guard
 from services.rpc.keys import _provider_key_fields, client_info, provider_key_pb, session_pb, statement_pb, token_pb, user_pb
 from services.routing.user_keys import SHARED
-from services.store.records import KIND_TOKEN, STATE_DELETED, STATES
+from services.store.records import KIND_TOKEN, STATE_DELETED, STATES, TierRecord
 from services.accounts.users import ROLES, invalid
 from tollgate.v1 import key_service_pb2 as kpb
 from tollgate.v1 import user_service_pb2 as upb
@@ -23,6 +23,26 @@ def user_fields(u: Any) -> dict[str, Any]:
     """What the audit log keeps of a user: plain fields, never a secret."""
     return {"email": u.email, "plan": u.tier, "role": u.role, "state": u.state, "budget_usd_day": u.budget_usd_day,
             "budget_usd_month": u.budget_usd_month}
+
+
+def plan_pb(t: Any, users: int) -> upb.Plan:
+    plan = upb.Plan(name=t.name, description=t.description, rpm=t.rpm, rpd=t.rpd, tpd=t.tpd, tpm_month=t.tpm_month,
+                    budget_usd_day=t.budget_usd_day, budget_usd_month=t.budget_usd_month, users=users)
+    if t.price_usd_month is not None:
+        plan.price_usd_month = t.price_usd_month
+    return plan
+
+
+def plan_record(p: upb.Plan) -> TierRecord:
+    return TierRecord(p.name, p.rpm, p.rpd, p.tpd, p.tpm_month, p.description,
+                      p.price_usd_month if p.HasField("price_usd_month") else None, p.budget_usd_day, p.budget_usd_month)
+
+
+def plan_fields(t: Any) -> dict[str, Any]:
+    """What the audit log keeps of a plan."""
+    return {"description": t.description, "rpm": t.rpm, "rpd": t.rpd, "tpd": t.tpd, "tpm_month": t.tpm_month,
+            "price_usd_month": t.price_usd_month, "budget_usd_day": t.budget_usd_day,
+            "budget_usd_month": t.budget_usd_month}
 
 
 def gateway_key_pb(r: Any) -> upb.GatewayKey:
@@ -128,15 +148,27 @@ def make_user_servicer(app: Any) -> upb_grpc.UserServiceServicer:
             for u in await app.store.list_users():
                 if u.state != STATE_DELETED:
                     counts[u.tier] = counts.get(u.tier, 0) + 1
-            plans = []
-            for t in app.quotas.tiers.values():
-                plan = upb.Plan(name=t.name, description=t.description, rpm=t.rpm, rpd=t.rpd, tpd=t.tpd,
-                                tpm_month=t.tpm_month, budget_usd_day=t.budget_usd_day,
-                                budget_usd_month=t.budget_usd_month, users=counts.get(t.name, 0))
-                if t.price_usd_month is not None:
-                    plan.price_usd_month = t.price_usd_month
-                plans.append(plan)
-            return upb.ListPlansResponse(plans=plans)
+            return upb.ListPlansResponse(plans=[plan_pb(t, counts.get(t.name, 0)) for t in app.quotas.tiers.values()])
+
+        @guard.unary(admin_only=True)
+        async def CreatePlan(self, request: upb.CreatePlanRequest, ctx: Ctx) -> upb.CreatePlanResponse:
+            rec = await app.plans.create(plan_record(request.plan))
+            await app.audit.record(ctx.principal, "plan.create", rec.name, client_info(ctx)[1], None, plan_fields(rec))
+            return upb.CreatePlanResponse(plan=await plan_out(rec.name))
+
+        @guard.unary(admin_only=True)
+        async def UpdatePlan(self, request: upb.UpdatePlanRequest, ctx: Ctx) -> upb.UpdatePlanResponse:
+            before, rec = await app.plans.update(plan_record(request.plan))
+            await app.audit.record(ctx.principal, "plan.update", rec.name, client_info(ctx)[1], plan_fields(before),
+                                   plan_fields(rec))
+            return upb.UpdatePlanResponse(plan=await plan_out(rec.name))
+
+        @guard.unary(admin_only=True)
+        async def DeletePlan(self, request: upb.DeletePlanRequest, ctx: Ctx) -> upb.DeletePlanResponse:
+            before = await app.plans.delete(request.name)
+            await app.audit.record(ctx.principal, "plan.delete", request.name, client_info(ctx)[1],
+                                   plan_fields(before), None)
+            return upb.DeletePlanResponse()
 
         @guard.unary(admin_only=True)
         async def ListStatements(self, request: upb.ListStatementsRequest, ctx: Ctx) -> upb.ListStatementsResponse:
@@ -212,6 +244,10 @@ def make_user_servicer(app: Any) -> upb_grpc.UserServiceServicer:
             await app.audit.record(ctx.principal, "provider_key.delete", rec.id, client_info(ctx)[1],
                                    {"name": rec.name, "provider": rec.provider_kind, "mask": rec.mask}, None)
             return upb.DeleteGatewayKeyResponse()
+
+    async def plan_out(name: str) -> upb.Plan:
+        n = sum(1 for u in await app.store.list_users() if u.state != STATE_DELETED and u.tier == name)
+        return plan_pb(app.quotas.tiers[name], n)
 
     async def shared_key(key_id: str):
         rec = await app.store.get_provider_key(key_id, None) if key_id and len(key_id) <= 64 else None

@@ -206,6 +206,12 @@ def m005_loaded_models(db: pw.Database) -> None:
         db.execute_sql(statement)
 
 
+def m006_plan_edits(db: pw.Database) -> None:
+    """Issue 16 point 4 / issue 17: plans created or edited at run time are marked, so the config's
+    [[tiers]] no longer overwrite them at start-up (the stored edit wins from then on)."""
+    db.execute_sql("ALTER TABLE tiers ADD COLUMN edited_at DOUBLE PRECISION NULL")
+
+
 Migration = tuple[int, str, Callable[[pw.Database], None]]
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -213,6 +219,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     (3, "accounts", m003_accounts),
     (4, "stored_responses", m004_stored_responses),
     (5, "loaded_models", m005_loaded_models),
+    (6, "plan_edits", m006_plan_edits),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -38,6 +38,7 @@ class Tier(BaseModel):
     price_usd_month = pw.DoubleField(null=True)
     budget_usd_day = pw.DoubleField(null=True)
     budget_usd_month = pw.DoubleField(null=True)
+    edited_at = pw.DoubleField(null=True)  # migration 6: set when an admin created/edited it at run time
 
     class Meta:
         table_name = "tiers"

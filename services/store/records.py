@@ -26,6 +26,12 @@ class TierRecord:
     tpd: int = 0  # tokens per day
     tpm_month: int = 0  # tokens per month
     description: str = ""
+    # Plans and budgets page (issue 16 point 4): the price (None = custom), $ budgets (0 = none) and
+    # when an admin last created/edited it at run time (None = as the config or defaults seeded it).
+    price_usd_month: float | None = None
+    budget_usd_day: float = 0.0
+    budget_usd_month: float = 0.0
+    edited_at: float | None = None
 
 
 STATE_ACTIVE = "active"

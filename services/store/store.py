@@ -29,7 +29,7 @@ from services.store.db import (
     is_sqlite,
     open_database,
 )
-from services.store.records import LoadedModelRecord
+from services.store.records import STATE_SUSPENDED, LoadedModelRecord
 from services.store.records import (
     KIND_API,
     KIND_TOKEN,
@@ -169,6 +169,21 @@ class Store:
     async def upsert_tier(self, tier: TierRecord) -> TierRecord:
         return await self._write(tiers_repo.upsert_tier, tier, idempotent=True)
 
+    async def seed_config_tier(self, tier: TierRecord) -> None:
+        await self._write(tiers_repo.seed_config_tier, tier, idempotent=True)
+
+    async def list_edited_tiers(self) -> list[TierRecord]:
+        return await self._read(tiers_repo.list_edited_tiers)
+
+    async def create_tier(self, tier: TierRecord) -> TierRecord:
+        return await self._write(tiers_repo.create_tier, tier)
+
+    async def update_tier(self, tier: TierRecord) -> TierRecord:
+        return await self._write(tiers_repo.update_tier, tier, idempotent=True)
+
+    async def delete_tier(self, name: str) -> None:
+        await self._write(tiers_repo.delete_tier, name)
+
     # --- API keys --------------------------------------------------------------------------
 
     async def create_api_key(
@@ -250,8 +265,12 @@ class Store:
             self._clock.now(),
         )
 
-    async def authenticate(self, email: str, password: str) -> UserRecord | None:
-        """The user when email and password match and the account is enabled, else None."""
+    async def authenticate(self, email: str, password: str, *, suspended: bool = False) -> UserRecord | None:
+        """The user when email and password match and the account is enabled, else None.
+
+        With `suspended`, a suspended account whose password matches is returned too (its state
+        says so), so sign-in can answer "suspended" only to someone who knew the password.
+        """
         if not isinstance(email, str) or not isinstance(password, str):
             return None
         found = await self._read(users_repo.find_login, users_repo.normalize_email(email))
@@ -260,7 +279,9 @@ class Store:
             await asyncio.to_thread(verify_password, await self._dummy(), password)
             return None
         user, stored = found
-        if not await asyncio.to_thread(verify_password, stored, password) or user.disabled:
+        if not await asyncio.to_thread(verify_password, stored, password):
+            return None
+        if user.disabled and not (suspended and user.state == STATE_SUSPENDED):
             return None
         if needs_rehash(stored):
             fresh = await asyncio.to_thread(hash_password, password)

@@ -168,6 +168,46 @@ async def test_suspension_stops_tokens_with_a_403_on_every_surface_within_a_seco
     assert (await gw.http.get("/api/auth/me", headers=bearer(session))).status_code == 401
 
 
+async def test_a_suspended_user_signing_in_gets_a_403_only_with_the_right_password(gw) -> None:
+    from tollgate.v1 import key_service_pb2 as kpb
+
+    user, _ = await make_user(gw, "ann@example.com")
+    await make_user(gw, "bob@example.com")
+    r = await gw.http.patch(f"/api/admin/users/{user['id']}", headers=ADMIN, json={"state": "suspended"})
+    assert r.status_code == 200 and r.json()["state"] == "suspended"
+
+    # REST (seed 001's shape): the right password says "suspended" with a 403 ...
+    r = await gw.http.post("/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD})
+    assert r.status_code == 403, r.text
+    err = r.json()["error"]
+    assert err["code"] == "FORBIDDEN" and "suspended" in err["message"]
+    assert PASSWORD not in r.text and "token" not in r.json()
+    # ... a wrong one answers exactly like a wrong password on an active account or an unknown email.
+    wrong = await gw.http.post("/api/auth/login", json={"email": "ann@example.com", "password": "wrong password"})
+    active_wrong = await gw.http.post("/api/auth/login", json={"email": "bob@example.com", "password": "wrong password"})
+    unknown = await gw.http.post("/api/auth/login", json={"email": "nobody@example.com", "password": "wrong password"})
+    assert wrong.status_code == active_wrong.status_code == unknown.status_code == 401
+    assert wrong.json()["error"] == active_wrong.json()["error"] == unknown.json()["error"]  # requestId aside
+    assert "suspended" not in wrong.text
+
+    # gRPC: PERMISSION_DENIED with the right password, UNAUTHENTICATED without it.
+    client = TollgateClient.connect(gw.rt.grpc_target)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as ge:
+            await client.keys.Login(kpb.LoginRequest(email="ann@example.com", password=PASSWORD))
+        assert ge.value.code() == grpc.StatusCode.PERMISSION_DENIED and "suspended" in ge.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as ge:
+            await client.keys.Login(kpb.LoginRequest(email="ann@example.com", password="wrong password"))
+        assert ge.value.code() == grpc.StatusCode.UNAUTHENTICATED and "suspended" not in ge.value.details()
+    finally:
+        await client.close()
+
+    # Reactivated: the same password signs in again.
+    await gw.http.patch(f"/api/admin/users/{user['id']}", headers=ADMIN, json={"state": "active"})
+    r = await gw.http.post("/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD})
+    assert r.status_code == 200 and r.json()["token"].startswith("tgs_")
+
+
 async def test_delete_revokes_tokens_and_keeps_ledger_rows(gw) -> None:
     user, session = await make_user(gw, "ann@example.com")
     key = await token(gw, session)

@@ -75,6 +75,21 @@ class UserServiceStub:
                 request_serializer=tollgate_dot_v1_dot_user__service__pb2.ListPlansRequest.SerializeToString,
                 response_deserializer=tollgate_dot_v1_dot_user__service__pb2.ListPlansResponse.FromString,
                 _registered_method=True)
+        self.CreatePlan = channel.unary_unary(
+                '/tollgate.v1.UserService/CreatePlan',
+                request_serializer=tollgate_dot_v1_dot_user__service__pb2.CreatePlanRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_user__service__pb2.CreatePlanResponse.FromString,
+                _registered_method=True)
+        self.UpdatePlan = channel.unary_unary(
+                '/tollgate.v1.UserService/UpdatePlan',
+                request_serializer=tollgate_dot_v1_dot_user__service__pb2.UpdatePlanRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_user__service__pb2.UpdatePlanResponse.FromString,
+                _registered_method=True)
+        self.DeletePlan = channel.unary_unary(
+                '/tollgate.v1.UserService/DeletePlan',
+                request_serializer=tollgate_dot_v1_dot_user__service__pb2.DeletePlanRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_user__service__pb2.DeletePlanResponse.FromString,
+                _registered_method=True)
         self.ListStatements = channel.unary_unary(
                 '/tollgate.v1.UserService/ListStatements',
                 request_serializer=tollgate_dot_v1_dot_user__service__pb2.ListStatementsRequest.SerializeToString,
@@ -172,6 +187,27 @@ class UserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreatePlan(self, request, context):
+        """CreatePlan adds a plan at run time (every replica within seconds); a duplicate name is ALREADY_EXISTS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePlan(self, request, context):
+        """UpdatePlan replaces a plan's description, limits, price and budgets; the stored values win over the config's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePlan(self, request, context):
+        """DeletePlan removes a run-time plan no user or key is on (FAILED_PRECONDITION otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListStatements(self, request, context):
         """ListStatements is every user's statement for a month (or one user's).
         """
@@ -263,6 +299,21 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.ListPlans,
                     request_deserializer=tollgate_dot_v1_dot_user__service__pb2.ListPlansRequest.FromString,
                     response_serializer=tollgate_dot_v1_dot_user__service__pb2.ListPlansResponse.SerializeToString,
+            ),
+            'CreatePlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePlan,
+                    request_deserializer=tollgate_dot_v1_dot_user__service__pb2.CreatePlanRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_user__service__pb2.CreatePlanResponse.SerializeToString,
+            ),
+            'UpdatePlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePlan,
+                    request_deserializer=tollgate_dot_v1_dot_user__service__pb2.UpdatePlanRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_user__service__pb2.UpdatePlanResponse.SerializeToString,
+            ),
+            'DeletePlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePlan,
+                    request_deserializer=tollgate_dot_v1_dot_user__service__pb2.DeletePlanRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_user__service__pb2.DeletePlanResponse.SerializeToString,
             ),
             'ListStatements': grpc.unary_unary_rpc_method_handler(
                     servicer.ListStatements,
@@ -517,6 +568,87 @@ class UserService:
             '/tollgate.v1.UserService/ListPlans',
             tollgate_dot_v1_dot_user__service__pb2.ListPlansRequest.SerializeToString,
             tollgate_dot_v1_dot_user__service__pb2.ListPlansResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.UserService/CreatePlan',
+            tollgate_dot_v1_dot_user__service__pb2.CreatePlanRequest.SerializeToString,
+            tollgate_dot_v1_dot_user__service__pb2.CreatePlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.UserService/UpdatePlan',
+            tollgate_dot_v1_dot_user__service__pb2.UpdatePlanRequest.SerializeToString,
+            tollgate_dot_v1_dot_user__service__pb2.UpdatePlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.UserService/DeletePlan',
+            tollgate_dot_v1_dot_user__service__pb2.DeletePlanRequest.SerializeToString,
+            tollgate_dot_v1_dot_user__service__pb2.DeletePlanResponse.FromString,
             options,
             channel_credentials,
             insecure,

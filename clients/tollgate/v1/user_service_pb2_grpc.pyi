@@ -49,6 +49,12 @@ class UserServiceStub:
     """RevokeUserSessions revokes every session of a user."""
     ListPlans: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ListPlansRequest, _user_service_pb2.ListPlansResponse]
     """ListPlans lists the plans with prices, limits, budgets and how many users each has."""
+    CreatePlan: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.CreatePlanRequest, _user_service_pb2.CreatePlanResponse]
+    """CreatePlan adds a plan at run time (every replica within seconds); a duplicate name is ALREADY_EXISTS."""
+    UpdatePlan: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.UpdatePlanRequest, _user_service_pb2.UpdatePlanResponse]
+    """UpdatePlan replaces a plan's description, limits, price and budgets; the stored values win over the config's."""
+    DeletePlan: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.DeletePlanRequest, _user_service_pb2.DeletePlanResponse]
+    """DeletePlan removes a run-time plan no user or key is on (FAILED_PRECONDITION otherwise)."""
     ListStatements: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ListStatementsRequest, _user_service_pb2.ListStatementsResponse]
     """ListStatements is every user's statement for a month (or one user's)."""
     ListAudit: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ListAuditRequest, _user_service_pb2.ListAuditResponse]
@@ -85,6 +91,12 @@ class UserServiceAsyncStub(UserServiceStub):
     """RevokeUserSessions revokes every session of a user."""
     ListPlans: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ListPlansRequest, _user_service_pb2.ListPlansResponse]  # type: ignore[assignment]
     """ListPlans lists the plans with prices, limits, budgets and how many users each has."""
+    CreatePlan: _aio.UnaryUnaryMultiCallable[_user_service_pb2.CreatePlanRequest, _user_service_pb2.CreatePlanResponse]  # type: ignore[assignment]
+    """CreatePlan adds a plan at run time (every replica within seconds); a duplicate name is ALREADY_EXISTS."""
+    UpdatePlan: _aio.UnaryUnaryMultiCallable[_user_service_pb2.UpdatePlanRequest, _user_service_pb2.UpdatePlanResponse]  # type: ignore[assignment]
+    """UpdatePlan replaces a plan's description, limits, price and budgets; the stored values win over the config's."""
+    DeletePlan: _aio.UnaryUnaryMultiCallable[_user_service_pb2.DeletePlanRequest, _user_service_pb2.DeletePlanResponse]  # type: ignore[assignment]
+    """DeletePlan removes a run-time plan no user or key is on (FAILED_PRECONDITION otherwise)."""
     ListStatements: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ListStatementsRequest, _user_service_pb2.ListStatementsResponse]  # type: ignore[assignment]
     """ListStatements is every user's statement for a month (or one user's)."""
     ListAudit: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ListAuditRequest, _user_service_pb2.ListAuditResponse]  # type: ignore[assignment]
@@ -166,6 +178,30 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_user_service_pb2.ListPlansResponse, _abc.Awaitable[_user_service_pb2.ListPlansResponse]]:
         """ListPlans lists the plans with prices, limits, budgets and how many users each has."""
+
+    @_abc_1.abstractmethod
+    def CreatePlan(
+        self,
+        request: _user_service_pb2.CreatePlanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_service_pb2.CreatePlanResponse, _abc.Awaitable[_user_service_pb2.CreatePlanResponse]]:
+        """CreatePlan adds a plan at run time (every replica within seconds); a duplicate name is ALREADY_EXISTS."""
+
+    @_abc_1.abstractmethod
+    def UpdatePlan(
+        self,
+        request: _user_service_pb2.UpdatePlanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_service_pb2.UpdatePlanResponse, _abc.Awaitable[_user_service_pb2.UpdatePlanResponse]]:
+        """UpdatePlan replaces a plan's description, limits, price and budgets; the stored values win over the config's."""
+
+    @_abc_1.abstractmethod
+    def DeletePlan(
+        self,
+        request: _user_service_pb2.DeletePlanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_service_pb2.DeletePlanResponse, _abc.Awaitable[_user_service_pb2.DeletePlanResponse]]:
+        """DeletePlan removes a run-time plan no user or key is on (FAILED_PRECONDITION otherwise)."""
 
     @_abc_1.abstractmethod
     def ListStatements(

@@ -1,0 +1,138 @@
+"""Plans at run time (issue 16 point 4, issue 17's plans and budgets page).
+
+The plans in force are the config's (`[[tiers]]` plus the built-in defaults) overlaid with the
+store's run-time ones: a plan an admin created or edited is stored (tiers.edited_at set) and its
+stored values win over the config's from then on, on every replica: each replica re-reads the
+edited plans every REFRESH_S seconds (one small query) and swaps its limiter rules and budgets.
+A plan declared in the config cannot be deleted here (remove it from the config instead); a run-time
+plan can, once no user or admin-issued key is on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import re
+from typing import Any
+
+from services.config.schema import TierConfig
+from services.core.errors import AlreadyExists, FailedPrecondition, FieldViolation, NotFound
+from services.accounts.users import BUDGET_MAX_USD, invalid
+from services.store.records import TierRecord
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 2.0
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+LIMIT_MAX = 1_000_000_000_000  # requests or tokens; anything above is a typo, not a limit
+PRICE_MAX_USD = 1_000_000.0
+DESCRIPTION_MAX = 500
+LIMITS = ("rpm", "rpd", "tpd", "tpm_month")
+
+
+def check(rec: TierRecord) -> None:
+    """INVALID_ARGUMENT naming every bad field."""
+    problems: list[FieldViolation] = []
+    if not NAME_RE.match(rec.name or ""):
+        problems.append(FieldViolation("name", "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"))
+    if len(rec.description) > DESCRIPTION_MAX:
+        problems.append(FieldViolation("description", f"at most {DESCRIPTION_MAX} characters"))
+    for f in LIMITS:
+        v = getattr(rec, f)
+        if v < 0 or v > LIMIT_MAX:
+            problems.append(FieldViolation(f, f"must be a whole number from 0 (no limit) to {LIMIT_MAX}"))
+    if rec.price_usd_month is not None and (not math.isfinite(rec.price_usd_month)
+                                            or not 0 <= rec.price_usd_month <= PRICE_MAX_USD):
+        problems.append(FieldViolation("price_usd_month", f"must be USD from 0 to {PRICE_MAX_USD:.0f} (unset = custom)"))
+    for f in ("budget_usd_day", "budget_usd_month"):
+        v = getattr(rec, f)
+        if not math.isfinite(v) or not 0 <= v <= BUDGET_MAX_USD:
+            problems.append(FieldViolation(f, f"must be USD from 0 (none) to {BUDGET_MAX_USD:.0f}"))
+    if problems:
+        raise invalid(problems)
+
+
+def merged(config_tiers: list[TierConfig], edited: list[TierRecord]) -> dict[str, TierConfig]:
+    """The config's plans, each overridden by its stored edit, plus the run-time-only plans."""
+    out = {t.name: t for t in config_tiers}
+    for r in edited:
+        base = out.get(r.name) or TierConfig(r.name)
+        out[r.name] = dataclasses.replace(
+            base, rpm=r.rpm, rpd=r.rpd, tpd=r.tpd, tpm_month=r.tpm_month, description=r.description,
+            price_usd_month=r.price_usd_month, budget_usd_day=r.budget_usd_day, budget_usd_month=r.budget_usd_month)
+    return out
+
+
+class Plans:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._task: asyncio.Task | None = None
+
+    @property
+    def config_names(self) -> set[str]:
+        return {t.name for t in self.app.config.tiers}
+
+    def apply(self, tiers: dict[str, TierConfig]) -> None:
+        """Swap the plans in force on this replica (limiter rules, budgets)."""
+        app = self.app
+        if tiers == app.quotas.tiers:
+            return
+        app.quotas.set_tiers(tiers, app.config.quota_timezone)
+        app.budgets.tiers = app.quotas.tiers
+        app.budgets._cache.clear()
+
+    async def refresh(self) -> None:
+        self.apply(merged(list(self.app.config.tiers), await self.app.store.list_edited_tiers()))
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._watch(), name="plans-watch")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.debug("plans not re-read: %s", type(e).__name__)
+
+    async def create(self, rec: TierRecord) -> TierRecord:
+        check(rec)
+        rec.edited_at = self.app.clock.now()
+        if rec.name in self.app.quotas.tiers:
+            raise AlreadyExists(f"plan {rec.name!r} already exists", reason="PLAN_EXISTS")
+        await self.app.store.create_tier(rec)
+        await self.refresh()
+        return rec
+
+    async def update(self, rec: TierRecord) -> tuple[TierConfig, TierRecord]:
+        before = self.app.quotas.tiers.get(rec.name) if rec.name else None
+        if before is None:
+            raise NotFound(f"plan {rec.name!r} not found", reason="PLAN_NOT_FOUND")
+        check(rec)
+        rec.edited_at = self.app.clock.now()
+        await self.app.store.update_tier(rec)
+        await self.refresh()
+        return before, rec
+
+    async def delete(self, name: str) -> TierConfig:
+        before = self.app.quotas.tiers.get(name) if name else None
+        if before is None:
+            raise NotFound(f"plan {name!r} not found", reason="PLAN_NOT_FOUND")
+        if name in self.config_names:
+            raise FailedPrecondition(f"plan {name!r} is declared in the config ([[tiers]] or the defaults); "
+                                     "remove it there", reason="PLAN_IN_CONFIG")
+        await self.app.store.delete_tier(name)
+        await self.refresh()
+        return before
