@@ -96,3 +96,31 @@ async def test_images_and_audio_are_priced_as_the_provider_bills_them(tmp_path):
             row = await last_row()
             assert row.estimated and row.cost_usd == pytest.approx(120 / 60 * 0.006)
             assert oa.requests[-1].body["response_format"] == "text"
+
+
+async def test_a_bad_transcription_upload_is_a_clear_400_in_openai_format(tmp_path):
+    import httpx
+
+    async with run_fake_openai() as oa:
+        cfg = config(tmp_path, providers=(provider("openai", oa.base_url, models=("whisper-1",)),))
+        async with run_gateway(cfg) as gw:
+            key = await gw.new_key()
+            url = gw.url + "/v1/audio/transcriptions"
+            auth = {"Authorization": f"Bearer {key}"}
+            async with httpx.AsyncClient() as http:
+                cases = [
+                    ({"Content-Type": "application/json"}, b'{"model": "whisper-1"}', "multipart/form-data"),
+                    ({"Content-Type": "multipart/form-data"}, b"x", "no boundary"),
+                    ({"Content-Type": "multipart/form-data; boundary=abc"}, b"--zzz\r\n\r\n", "boundary"),
+                    ({"Content-Type": "multipart/form-data; boundary=abc"},
+                     b'--abc\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--abc--\r\n', "'file'"),
+                ]
+                for headers, content, says in cases:
+                    r = await http.post(url, headers={**auth, **headers}, content=content)
+                    assert r.status_code == 400, (says, r.text)
+                    err = r.json()["error"]
+                    assert says in err["message"] and err["type"] == "invalid_request_error" and err["param"] == "file"
+                # a file but no model: OpenAI's own message for it
+                r = await http.post(url, headers=auth, files={"file": ("a.wav", b"RIFF0000WAVE", "audio/wav")})
+                assert r.status_code == 400 and r.json()["error"]["message"] == "Missing required parameter: 'model'."
+            assert oa.requests == []  # none of them reached the provider
