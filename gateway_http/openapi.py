@@ -97,6 +97,25 @@ def op(op_id: str, summary: str, security: list, resp: dict, request: dict | Non
     return out
 
 
+def transcription_op(key_header: list) -> dict:
+    """POST /v1/audio/transcriptions: a multipart/form-data upload, as OpenAI's API takes it; the
+    answer is JSON (json, verbose_json) or text (text, srt, vtt) as `response_format` asks."""
+    form = obj({"file": {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"},
+                "model": MODEL, "language": S, "prompt": S,
+                "response_format": {"type": "string", "enum": ["json", "text", "srt", "verbose_json", "vtt"]},
+                "temperature": {"type": "number", "minimum": 0, "maximum": 1}}, ("file", "model"))
+    # The provider's answer as sent: OpenAI's is {"text", "usage"} (json) or adds language, duration
+    # and segments (verbose_json); `text` is not required, as the relay does not rewrite it.
+    resp = responses({200: obj({"text": S, "usage": {"type": "object"}, "duration": {"type": "number"}})},
+                     "OpenAIError", CHAT_ERRORS)
+    resp["200"]["content"]["text/plain"] = {"schema": S}
+    out = op("createTranscription", "OpenAI speech to text (multipart upload) on a route that has it", USER, resp,
+             params=key_header)
+    out["requestBody"] = {"required": True, "content": {"multipart/form-data": {
+        "schema": form, "encoding": {"file": {"contentType": "application/octet-stream"}}}}}
+    return out
+
+
 def no_content(resp: dict) -> dict:
     """A 204 (nothing but X-Request-Id) beside the documented errors."""
     headers = {"X-Request-Id": {"required": True, "schema": {"type": "string", "pattern": "^req_[0-9a-f]+$"}}}
@@ -401,6 +420,7 @@ def document(version: str) -> dict[str, Any]:
                                         media_responses("audio/mpeg"),
                                         obj({"model": MODEL, "input": {"type": "string", "minLength": 1}, "voice": S,
                                              "response_format": S}, ("model", "input", "voice")), key_header)},
+        "/v1/audio/transcriptions": {"post": transcription_op(key_header)},
         "/v1/completions": {"post": op("createCompletion", "OpenAI legacy completions (prompt, suffix; stream or not)", USER,
                                        responses({200: ref("Completion")}, "OpenAIError", CHAT_ERRORS,
                                                  sse=ref("CompletionEvent")),

@@ -10,7 +10,11 @@
     tollgate users create --email a@b.io --plan startup [--role admin] [--password …]   (no password: an invite)
     tollgate users set usr_… [--plan growth] [--role admin] [--budget-day 5] [--budget-month 100]
     tollgate users suspend|reactivate|delete usr_…
-    tollgate plans
+    tollgate plans [list]
+    tollgate plans create team [--rpm 60] [--rpd 0] [--tpd 0] [--tpm-month 0] [--price 29 | --custom-price]
+                               [--budget-day 5] [--budget-month 100] [--description "…"]
+    tollgate plans update team [same flags; unset ones keep their current values]
+    tollgate plans delete team   (refused while a user or key is on it, or when the config declares it)
     tollgate statement [--month 2026-11] [--user usr_…] [--csv]
 
 Address from --addr or TOLLGATE_GRPC_ADDR (default 127.0.0.1:50051); the admin key from
@@ -73,6 +77,8 @@ async def run(args: argparse.Namespace) -> int:
                          ["MODEL", "PROVIDERS", "CONTEXT", "USD/MTOK IN/OUT"]))
         elif args.cmd == "users":
             await _users(client, args)
+        elif args.cmd == "plans" and getattr(args, "plans_cmd", None) in ("create", "update", "delete"):
+            await _plans(client, args)
         elif args.cmd == "plans":
             r = await client.users.ListPlans(upb.ListPlansRequest(), metadata=client._admin_md)
             print(_table([[p.name, p.rpm or "-", p.rpd or "-", p.tpd or "-", p.tpm_month or "-",
@@ -110,6 +116,40 @@ async def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         await client.close()
+
+
+_PLAN_FLAGS = (("rpm", "rpm"), ("rpd", "rpd"), ("tpd", "tpd"), ("tpm_month", "tpm_month"),
+               ("budget_day", "budget_usd_day"), ("budget_month", "budget_usd_month"), ("description", "description"))
+
+
+async def _plans(client: TollgateClient, args: argparse.Namespace) -> None:
+    md, u = client._admin_md, client.users
+    if args.plans_cmd == "delete":
+        await u.DeletePlan(upb.DeletePlanRequest(name=args.name), metadata=md)
+        print(f"deleted plan {args.name}")
+        return
+    plan = upb.Plan(name=args.name)
+    if args.plans_cmd == "update":  # UpdatePlan replaces every field: start from the current values
+        current = {p.name: p for p in (await u.ListPlans(upb.ListPlansRequest(), metadata=md)).plans}
+        if args.name in current:
+            plan.CopyFrom(current[args.name])
+            plan.users = 0
+    for flag, field in _PLAN_FLAGS:
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(plan, field, value)
+    if args.custom_price:
+        plan.ClearField("price_usd_month")
+    elif args.price is not None:
+        plan.price_usd_month = args.price
+    if args.plans_cmd == "create":
+        r = await u.CreatePlan(upb.CreatePlanRequest(plan=plan), metadata=md)
+    else:
+        r = await u.UpdatePlan(upb.UpdatePlanRequest(plan=plan), metadata=md)
+    p = r.plan
+    print(f"plan {p.name}: rpm {p.rpm or '-'}, rpd {p.rpd or '-'}, tpd {p.tpd or '-'}, tokens/month {p.tpm_month or '-'}, "
+          f"price {f'{p.price_usd_month:.2f}' if p.HasField('price_usd_month') else 'custom'}, "
+          f"budgets {p.budget_usd_day or '-'}/{p.budget_usd_month or '-'}, users {p.users}")
 
 
 async def _users(client: TollgateClient, args: argparse.Namespace) -> None:
@@ -185,7 +225,20 @@ def parser() -> argparse.ArgumentParser:
     uset.add_argument("--budget-month", type=float)
     for name in ("suspend", "reactivate", "delete"):
         us.add_parser(name).add_argument("id")
-    sub.add_parser("plans", help="plans with prices, limits and budgets")
+    pl = sub.add_parser("plans", help="plans with prices, limits and budgets; create, update, delete")
+    ps = pl.add_subparsers(dest="plans_cmd")
+    ps.add_parser("list")
+    for name in ("create", "update"):
+        pc = ps.add_parser(name)
+        pc.add_argument("name")
+        for flag in ("rpm", "rpd", "tpd", "tpm-month"):
+            pc.add_argument(f"--{flag}", type=int)
+        pc.add_argument("--price", type=float, help="USD per month")
+        pc.add_argument("--custom-price", action="store_true", help="no list price (shown as custom)")
+        pc.add_argument("--budget-day", type=float)
+        pc.add_argument("--budget-month", type=float)
+        pc.add_argument("--description")
+    ps.add_parser("delete").add_argument("name")
     st = sub.add_parser("statement", help="monthly statements (every user, or --user)")
     st.add_argument("--month")
     st.add_argument("--user")

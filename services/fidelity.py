@@ -19,13 +19,13 @@ from __future__ import annotations
 import dataclasses
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import orjson
 
 from services.auth.principal import Principal
 from services.core import errors as E
-from services.core.types import ChatRequest, Target
+from services.core.types import ChatRequest, Target, Usage
 from services.pipeline import ForwardStarted, Outcome
 from services.config.kinds import resolve
 from services.routing.passthrough import NativeRequest, native_request
@@ -57,6 +57,10 @@ class RelayedRequest(NativeRequest):
     """A chat request relayed as sent: metered under the surface it came through."""
 
     through: str = ""
+    # Prices the answer itself where the provider does not bill tokens (images, audio): given the
+    # relay's meter and the token usage found, returns the usage to record and its cost in USD
+    # (None: price the tokens as usual).
+    bill: Callable[[Any, Usage], tuple[Usage, float | None]] | None = None
 
     @property
     def surface(self) -> str:

@@ -350,11 +350,14 @@ class Pipeline:
             self._cancelled(out, req.surface)
             raise
         finally:
-            usage = Usage(0, 0, estimated=True)
+            usage, cost = Usage(0, 0, estimated=True), None
             if ex is not None:
                 ex.close()
                 usage = ex.meter.usage(req.prompt_estimate, ex.complete, ex.ok)
-            await self._finish(p, req.model, req.surface, out, usage)
+                bill = getattr(req, "bill", None)  # images and audio: priced as the provider bills them
+                if bill is not None and ex.ok and ex.complete:
+                    usage, cost = bill(ex.meter, usage)
+            await self._finish(p, req.model, req.surface, out, usage, cost=cost)
 
     def _usage(self, reported: Usage | None, prompt_est: int, texts: list[str], args: list[str]) -> Usage:
         if reported is not None and not reported.estimated and (reported.prompt_tokens or reported.completion_tokens):
@@ -372,7 +375,7 @@ class Pipeline:
         return "cancelled" if surface == "grpc" else "client_cancelled"
 
     async def _finish(self, p: Principal, model: str, surface: str, out: Outcome, usage: Usage,
-                      after_answer: bool = False) -> None:
+                      after_answer: bool = False, cost: float | None = None) -> None:
         """The skeleton's last step: one ledger row and the quota settlement, the request's usage
         and cost on its outcome; must not raise (it runs in `finally`).
 
@@ -389,8 +392,11 @@ class Pipeline:
         route = out.route
         target = route.target
         billable = status != "rate_limited" and target is not None
-        cost = self.catalog.cost(target.model if target else model, usage.prompt_tokens, usage.completion_tokens,
-                                 usage.cached_tokens, usage.cache_write_tokens) if billable else 0.0
+        if not billable:
+            cost = 0.0
+        elif cost is None:
+            cost = self.catalog.cost(target.model if target else model, usage.prompt_tokens, usage.completion_tokens,
+                                     usage.cached_tokens, usage.cache_write_tokens)
         if not billable:
             usage = Usage(0, 0, estimated=usage.estimated)
         row = UsageRecord(  # positional, in _ROW_FIELDS order

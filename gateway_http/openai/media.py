@@ -20,7 +20,27 @@ from gateway_http.state import BRIDGE
 from tollgate.client import error_info
 from tollgate.v1 import inference_service_pb2 as ipb
 
-_FORM_MODEL = re.compile(rb'name="model"\r\n(?:[^\r\n]*\r\n)*\r\n([^\r\n]{1,256})\r\n')
+_FORM_MODEL = re.compile(rb'name="model"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]{1,256})\r\n')
+
+
+_BOUNDARY = re.compile(r'boundary="?([^";]{1,70})"?', re.I)
+_FORM_FILE = re.compile(rb'Content-Disposition:[^\r\n]*\bname="file"[^\r\n]*\r\n', re.I)
+
+
+def _check_upload(raw: bytes, content_type: str) -> None:
+    """/v1/audio/transcriptions takes an upload: multipart/form-data with a boundary the body uses
+    and a `file` part, else a 400 in OpenAI's error format saying which."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise codec.invalid("Content-Type must be multipart/form-data for /v1/audio/transcriptions "
+                            f"(got {content_type.split(';')[0][:64]!r}).", "file")
+    m = _BOUNDARY.search(content_type)
+    if m is None:
+        raise codec.invalid("The multipart/form-data Content-Type has no boundary.", "file")
+    if b"--" + m.group(1).encode("latin-1", errors="replace") not in raw:
+        raise codec.invalid("Could not parse the multipart form: the body does not use the Content-Type's "
+                            "boundary.", "file")
+    if _FORM_FILE.search(raw) is None:
+        raise codec.invalid("Missing required parameter: 'file'.", "file")
 
 
 def _model(raw: bytes, content_type: str) -> str:
@@ -41,6 +61,8 @@ def handler(operation: str):
         content_type = request.headers.get("Content-Type", "application/json")
         try:
             raw = await read_body(request, json=not content_type.startswith("multipart/"))
+            if operation == "audio/transcriptions":
+                _check_upload(raw, content_type)
             model = _model(raw, content_type)
         except BridgeError as e:
             return openai_bridge_error(e)

@@ -2,6 +2,9 @@
 
 Prices are USD per million tokens, from the providers' public price lists as shipped in
 catalog/models.json; a model that is not listed costs 0 (and the ledger says so honestly).
+Image and audio models are priced as the provider bills them where that is not tokens: per image
+by "size/quality" (`per_image`), per million characters of input (`per_mchar`, speech) or per
+minute of audio (`per_minute`, transcription); `price_note` says where a price comes from.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ class ModelInfo:
     is_moderated: bool = False
     cache_read_per_mtok: float = 0.0  # prompt tokens read from the cache; 0 = not listed, priced as prompt
     cache_write_per_mtok: float = 0.0  # prompt tokens written to the cache; 0 = not listed, priced as prompt
+    per_image: tuple[tuple[str, float], ...] = ()  # ("1024x1024/standard", USD per image), ...
+    per_mchar: float = 0.0  # speech: USD per million characters of input
+    per_minute: float = 0.0  # transcription: USD per minute of audio
+    price_note: str = ""
 
 
 class Catalog:
@@ -37,7 +44,8 @@ class Catalog:
         raw = json.loads(resources.files("services.catalog").joinpath("models.json").read_text())
         models = {}
         for m in raw["models"]:
-            info = ModelInfo(**{**m, "supported_parameters": tuple(m.get("supported_parameters", ()))})
+            info = ModelInfo(**{**m, "supported_parameters": tuple(m.get("supported_parameters", ())),
+                                "per_image": tuple(m.get("per_image", {}).items())})
             models[info.id] = info
         return cls(models)
 
@@ -67,3 +75,20 @@ class Catalog:
         if cache_write and info.cache_write_per_mtok:
             cost += cache_write * (info.cache_write_per_mtok - p_in)
         return cost / 1_000_000
+
+    def image_price(self, model: str, size: str, quality: str) -> float | None:
+        """USD per image at this size and quality, or None when the catalogue has no per-image price.
+
+        An unnamed size is the provider's default (1024x1024); an unnamed or "auto" quality is the
+        model's first listed one ("standard" for DALL·E, "low" for gpt-image-1 as listed)."""
+        info = self.get(model)
+        if info is None or not info.per_image:
+            return None
+        table = dict(info.per_image)
+        size = size if size and size != "auto" else "1024x1024"
+        if quality and quality != "auto":
+            return table.get(f"{size}/{quality}")
+        for key, usd in info.per_image:
+            if key.startswith(size + "/"):
+                return usd
+        return None

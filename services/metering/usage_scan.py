@@ -93,6 +93,17 @@ class UsageMeter:
         self._merged = merged
         return _counts(merged)
 
+    def document(self) -> dict | None:
+        """A whole JSON object answer, parsed (for fields other than usage: an image count, an
+        audio duration); None for a stream, a non-JSON body (audio bytes, text) or a cut one."""
+        if self._parser is not None or self._size != len(self._buf) or self._buf.lstrip()[:1] != b"{":
+            return None
+        try:
+            doc = orjson.loads(self._buf)
+        except orjson.JSONDecodeError:
+            return None
+        return doc if isinstance(doc, dict) else None
+
     def usage(self, prompt_estimate: int, complete: bool, ok: bool) -> Usage:
         got = self.reported()
         if not ok:  # an error answer: what it reports, else nothing was generated

@@ -146,3 +146,13 @@ async def test_an_edit_reaches_another_replica_and_survives_a_restart(tmp_path, 
     async with run_gateway(config(tmp_path / "c", **kw)) as c:
         seen = await plans(c)
         assert seen["startup"]["rpm"] == 11 and seen["team"]["rpm"] == 4
+
+
+async def test_a_default_plan_the_config_left_out_can_be_created(tmp_path) -> None:
+    from services.config.schema import TierConfig
+
+    async with run_gateway(config(tmp_path, tiers=(TierConfig("basic", rpm=5),))) as gw:
+        assert set(await plans(gw)) == {"basic"}  # the store's seeded defaults are not in force
+        r = await gw.http.post("/api/admin/plans", headers=ADMIN, json={"name": "explorer", "rpm": 3})
+        assert r.status_code == 201, r.text
+        assert (await plans(gw))["explorer"]["rpm"] == 3

@@ -78,3 +78,27 @@ async def test_users_plans_and_statements(tmp_path):
         assert [r["line"] for r in rows] == ["plan_price", "total"] and rows[1]["cost_usd"] == "99.000000"
         code, out, _ = await cli(target, "users", "delete", made["id"])
         assert code == 0 and "deleted" in out
+
+
+async def test_plans_create_update_delete(tmp_path):
+    async with run_gateway(config(tmp_path)) as gw:
+        target = gw.rt.grpc_target
+        code, out, err = await cli(target, "plans", "create", "team", "--rpm", "30", "--price", "12.5",
+                                   "--budget-month", "40", "--description", "the team plan")
+        assert code == 0, err
+        assert "plan team: rpm 30" in out and "price 12.50" in out and "budgets -/40" in out
+        code, out, err = await cli(target, "plans", "update", "team", "--tpd", "5000", "--custom-price")
+        assert code == 0, err
+        assert "rpm 30" in out and "tpd 5000" in out and "price custom" in out  # unset flags kept
+        assert gw.app.quotas.tiers["team"].tpd == 5000
+        code, _, err = await cli(target, "plans", "create", "team")
+        assert code == 1 and "ALREADY_EXISTS" in err
+        code, _, err = await cli(target, "plans", "update", "team", "--rpm", "-1")
+        assert code == 1 and "INVALID_ARGUMENT" in err and "rpm" in err
+        code, _, err = await cli(target, "plans", "delete", "basic")
+        assert code == 1 and "FAILED_PRECONDITION" in err
+        code, out, _ = await cli(target, "plans", "list")
+        assert code == 0 and "team" in out
+        code, out, err = await cli(target, "plans", "delete", "team")
+        assert code == 0 and "deleted plan team" in out, err
+        assert "team" not in gw.app.quotas.tiers

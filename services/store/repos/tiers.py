@@ -56,8 +56,13 @@ def seed_config_tier(db: pw.Database, tier: TierRecord) -> None:
 
 def create_tier(db: pw.Database, tier: TierRecord) -> TierRecord:
     validate(tier)
-    n = Tier.insert(**_values(tier), edited_at=tier.edited_at).on_conflict(
-        action="NOTHING", conflict_target=[Tier.name]).as_rowcount().execute(db)
+    # A row the defaults seeded that the config does not declare (never edited) is not a plan in
+    # force: creating that name takes the row over. The caller refuses names already in force.
+    values = _values(tier)
+    update = {getattr(Tier, k): v for k, v in values.items() if k != "name"}
+    update[Tier.edited_at] = tier.edited_at
+    n = Tier.insert(**values, edited_at=tier.edited_at).on_conflict(
+        conflict_target=[Tier.name], update=update, where=Tier.edited_at.is_null()).as_rowcount().execute(db)
     if not n:
         raise AlreadyExists(f"plan {tier.name!r} already exists", reason="PLAN_EXISTS")
     return tier

@@ -449,6 +449,52 @@ def test_gateway_provider_keys_are_added_masked_disabled_and_removed(gw, browser
     tab.close()
 
 
+def test_a_plan_is_created_edited_and_deleted_in_the_console(gw, browser, first_admin) -> None:
+    def stored() -> dict:
+        with admin_http(gw) as http:
+            return {p["name"]: p for p in http.get("/api/admin/plans").json()}
+
+    tab = Tab(browser, gw.url)
+    tab.sign_in(ADMIN_EMAIL)
+    tab.go("/admin/plans")
+    tab.page.get_by_label("Name", exact=True).fill("console-plan")
+    tab.page.get_by_label("Description", exact=True).fill("made in the console")
+    tab.page.get_by_label("Requests / minute").fill("2")
+    tab.page.get_by_label("Price USD / month").fill("9")
+    tab.page.get_by_label("Budget USD / month").fill("4.5")
+    with tab.page.expect_response(lambda r: r.url.endswith("/api/admin/plans") and r.request.method == "POST") as made:
+        tab.page.get_by_role("button", name="Save plan").click()
+    assert made.value.status == 201
+    tab.page.locator("table tr", has_text="console-plan").wait_for()
+    plan = stored()["console-plan"]
+    assert (plan["rpm"], plan["price_usd_month"], plan["budget_usd_month"], plan["rpd"]) == (2, 9.0, 4.5, 0)
+
+    tab.page.get_by_role("button", name="Edit plan console-plan").click()
+    tab.page.get_by_label("Requests / minute").fill("5")
+    tab.page.get_by_label("Price USD / month").fill("")
+    with tab.page.expect_response(lambda r: "/api/admin/plans/console-plan" in r.url and r.request.method == "PUT") as saved:
+        tab.page.get_by_role("button", name="Save plan").click()
+    assert saved.value.status == 200
+    tab.page.locator("table tr", has_text="console-plan").locator("text=custom").wait_for()
+    plan = stored()["console-plan"]
+    assert plan["rpm"] == 5 and plan["price_usd_month"] is None and plan["budget_usd_month"] == 4.5
+
+    # A bad number is refused by the gateway, said in words, and nothing changes.
+    tab.page.get_by_role("button", name="Edit plan console-plan").click()
+    tab.page.get_by_label("Requests / day").fill("-4")
+    with tab.page.expect_response(lambda r: "/api/admin/plans/console-plan" in r.url and r.request.method == "PUT") as refused:
+        tab.page.get_by_role("button", name="Save plan").click()
+    assert refused.value.status == 400
+    assert stored()["console-plan"]["rpd"] == 0
+    tab.watch.take()  # that 400 was the point
+
+    tab.page.get_by_role("button", name="Delete plan console-plan").click()
+    tab.page.locator("table tr", has_text="console-plan").wait_for(state="detached")
+    assert "console-plan" not in stored()
+    assert tab.watch.take() == []
+    tab.close()
+
+
 def test_csv_export_equals_the_ledger(gw, browser, first_admin) -> None:
     with admin_http(gw) as http:
         key = http.post("/api/admin/keys", json={"name": "csv", "email": "csv@example.com", "tier": "pro"}).json()["key"]
