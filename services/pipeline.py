@@ -107,6 +107,8 @@ class Pipeline:
         self.tracing: Any = tracing  # tollgate.tracing.Tracing when traces are on; None: no span is made
         if ledger.has_history:
             quotas.use_history(ledger, clock.now)  # RELIABILITY C5: lost counters come back from the ledger
+            if budgets is not None:
+                budgets.use_history(ledger, clock.now)  # and the $ budgets' from its costs
         self._active: set[asyncio.Task] = set()
         self._settling: set[asyncio.Task] = set()  # shared-limiter settles still under way (_finish)
         self._idle = asyncio.Event()
