@@ -114,6 +114,27 @@ def make_admin_servicer(app: Any) -> apb_grpc.AdminServiceServicer:
                                    {"open": request.open})
             return apb.SetRegistrationResponse(open=request.open)
 
+        @guard.unary(admin_only=True)
+        async def SetModelAlias(self, request: apb.SetModelAliasRequest, ctx: Ctx) -> apb.SetModelAliasResponse:
+            before = app.aliases.runtime.get(request.name.strip())
+            name, models = await app.aliases.set(request.name, list(request.models))
+            await app.audit.record(ctx.principal, "model_alias.set", name, _ip(ctx),
+                                   {"models": list(before)} if before else None, {"models": list(models)})
+            return apb.SetModelAliasResponse(alias=apb.ModelAlias(name=name, models=models, source="runtime"))
+
+        @guard.unary(admin_only=True)
+        async def DeleteModelAlias(self, request: apb.DeleteModelAliasRequest, ctx: Ctx) -> apb.DeleteModelAliasResponse:
+            name = request.name.strip()
+            models = await app.aliases.delete(name)
+            await app.audit.record(ctx.principal, "model_alias.delete", name, _ip(ctx), {"models": list(models)}, None)
+            return apb.DeleteModelAliasResponse(alias=apb.ModelAlias(name=name, models=models, source="runtime"))
+
+        @guard.unary(admin_only=True)
+        async def ListModelAliases(self, request: apb.ListModelAliasesRequest, ctx: Ctx) -> apb.ListModelAliasesResponse:
+            await app.aliases.refresh()
+            return apb.ListModelAliasesResponse(aliases=[apb.ModelAlias(name=n, models=m, source=s)
+                                                         for n, m, s in app.aliases.all()])
+
     return AdminServicer()
 
 
