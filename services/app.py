@@ -84,6 +84,9 @@ class App:
         self.store = Store(config.database_url or None, config.data_dir, self.pepper, self.sealer, clock,
                            secret_source="TOLLGATE_SECRET_KEY" if config.secret_key
                            else os.path.join(config.data_dir, "secret.key"), scrubber=self.scrubber)
+        # Alerts stand on the store alone; built now, they are handed to what raises them (issue 16).
+        hook_secret = config.alert_webhook_secret.encode() if config.alert_webhook_secret else derive(secret, "alert-webhooks")
+        self.alerts = alerts = Alerts(self.store, clock, config.alert_webhooks, hook_secret, pct=config.budget_alert_pct)
         self.limiter = make_limiter(config.redis_url or None, clock, config.limiter_fail_mode)
         self.quotas = Quotas(self.limiter, {t.name: t for t in config.tiers}, config.quota_timezone)
         self.catalog = Catalog.builtin()
@@ -95,13 +98,20 @@ class App:
         self.metrics = Metrics(self)
         self.user_keys = UserKeys(self.store, clock, catalog=self.catalog, quota_tz=config.quota_timezone)
         # One key gate for the router, the pass-through and loaded models' keys.
-        self.gate = KeyGate(config, self.limiter, clock, self.user_keys)
+        self.gate = KeyGate(
+            config, self.limiter, clock, self.user_keys,
+            on_open=lambda key_id: alerts.emit(
+                "breaker_open", key_id, f"provider key {key_id}: circuit opened after repeated failures", None),
+            on_disabled=lambda key_id: alerts.emit(
+                "provider_key_disabled", key_id,
+                f"provider key {key_id} was refused by its provider and is disabled for an hour",
+                f"disabled:{key_id}:{int(clock.now() // 3600)}"))
         # Issue 19: models loaded at run time, routed by name before the configured providers.
         self.loaded = LoadedModels(self.store, {p.name: p for p in config.providers}, clock,
                                    set_secret=self.gate.set_secret)
         self.router = Router(config, self.index, self.upstreams, self.limiter, clock, rng,
                              on_attempt=self.metrics.on_attempt, user_keys=self.user_keys, scrubber=self.scrubber,
-                             gate=self.gate, loaded=self.loaded)
+                             gate=self.gate, loaded=self.loaded, tracing=self.tracing)
         # Each worker of a supervisor has its own owner tag: a restarted worker turns only its own
         # earlier life's placeholders into `interrupted`, not those of its live siblings (B7).
         owner = owner_tag(config.data_dir + (f"#worker{config.worker_id}" if config.worker_id else ""))
@@ -112,21 +122,12 @@ class App:
                                        scrubber=self.scrubber, tracing=self.tracing)
         self.budgets = Budgets(self.limiter, self.catalog, self.quotas.tiers, config.unpriced_models, config.quota_timezone)
         self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s,
-                                 budgets=self.budgets)
-        self.router.tracing = self.pipeline.tracing = self.tracing
+                                 budgets=self.budgets, alerts=self.alerts, tracing=self.tracing)
         self.sessions = Sessions(derive(secret, "session"), clock)
-        self.loader = ModelLoader(self, self.loaded)
+        self.loader = ModelLoader(config, self.store, self.index, self.upstreams, self.loaded)
         self.open_gate = OpenGate(config, self.limiter)  # seed 004's open mode (off by default)
         self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)
-        hook_secret = config.alert_webhook_secret.encode() if config.alert_webhook_secret else derive(secret, "alert-webhooks")
-        self.alerts = Alerts(self.store, clock, config.alert_webhooks, hook_secret, pct=config.budget_alert_pct)
-        self.pipeline.alerts = self.alerts
         self.audit = AuditLog(self.store, clock)
-        self.router.gate.breaker.on_open = lambda key_id: self.alerts.emit(
-            "breaker_open", key_id, f"provider key {key_id}: circuit opened after repeated failures", None)
-        self.router.gate.on_disabled = lambda key_id: self.alerts.emit(
-            "provider_key_disabled", key_id, f"provider key {key_id} was refused by its provider and is disabled for an hour",
-            f"disabled:{key_id}:{int(clock.now() // 3600)}")
         self.demo_users: list[tuple[str, str, str, str]] = []  # make demo: shown once in the banner
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
         self.statements = Statements(self.store, self.ledger, lambda: self.quotas.tiers, clock)

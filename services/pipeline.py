@@ -19,6 +19,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable
 
+from services.accounts.alerts import Alerts
 from services.accounts.budgets import Budgets
 from services.auth.principal import Principal
 from services.catalog.pricing import Catalog
@@ -92,7 +93,8 @@ class ForwardStarted:
 
 class Pipeline:
     def __init__(self, quotas: Quotas, router: Router, ledger: Ledger, catalog: Catalog, clock: Clock,
-                 request_timeout_s: float, budgets: Budgets | None = None) -> None:
+                 request_timeout_s: float, budgets: Budgets | None = None, alerts: Alerts | None = None,
+                 tracing: Any = None) -> None:
         self.quotas = quotas
         self.router = router
         self.ledger = ledger
@@ -100,11 +102,13 @@ class Pipeline:
         self.clock = clock
         self.request_timeout_s = request_timeout_s
         self.budgets = budgets  # issue 16: spending limits in dollars, for callers who have some
-        self.alerts = None  # services.accounts.alerts.Alerts, set by App (issue 16)
+        self.alerts = alerts  # issue 16: budget alerts
         self.shutting_down = False
-        self.tracing: Any = None  # tollgate.tracing.Tracing when traces are on (App sets it); None: no span is made
+        self.tracing: Any = tracing  # tollgate.tracing.Tracing when traces are on; None: no span is made
         if ledger.has_history:
             quotas.use_history(ledger, clock.now)  # RELIABILITY C5: lost counters come back from the ledger
+            if budgets is not None:
+                budgets.use_history(ledger, clock.now)  # and the $ budgets' from its costs
         self._active: set[asyncio.Task] = set()
         self._settling: set[asyncio.Task] = set()  # shared-limiter settles still under way (_finish)
         self._idle = asyncio.Event()

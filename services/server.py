@@ -18,7 +18,8 @@ from services.rpc.admin import make_admin_servicer
 from services.rpc.inference import make_inference_servicer
 from services.rpc.keys import make_key_servicer
 from services.rpc.malformed import MalformedRequests
-from services.rpc.models import make_model_servicer
+from services.rpc.interceptors import Guard
+from services.rpc.models import ModelServicer
 from services.rpc.responses import make_responses_servicer
 from services.rpc.users import make_user_servicer
 from tollgate.inprocess import InProcessChannel
@@ -41,9 +42,12 @@ MAX_MESSAGE = 16 * 1024 * 1024
 
 
 def register_servicers(app: Any, target: Any) -> None:
-    """Adds the servicers to a grpc.aio.Server or an InProcessChannel."""
+    """Builds the servicers from the App's parts (the one place that does) and adds them to a
+    grpc.aio.Server or an InProcessChannel."""
+    guard = Guard(app)
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(make_inference_servicer(app), target)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(make_model_servicer(app), target)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(guard, app.config, app.models, app.loaded, app.router, app.loader), target)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(make_key_servicer(app), target)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(make_admin_servicer(app), target)
     user_service_pb2_grpc.add_UserServiceServicer_to_server(make_user_servicer(app), target)

@@ -11,21 +11,43 @@ named). Callers without any budget cost nothing here: no limiter call.
 Counters are per subject: a user's plan and user budgets under `$u:<user id>`, so all of that
 user's tokens share them; a token's own under the same subject as `usd.k.<key id>.<period>`.
 A key with no user is its own subject `$ak:<key id>`.
+
+Counters rebuilt from the ledger (RELIABILITY C5, as token quotas do in services/limits/quotas.py):
+a reservation that finds its counter empty (a FLUSHALL, a restarted in-process limiter, a new
+period) makes one caller per subject, budget and period — a marker counter with limit 1 on the
+limiter itself, so one across replicas — seed that budget's counter with the ledger's cost since
+the period began (the user's rows for plan and user budgets, the token's rows for its own). The
+reservation that noticed, and any taken while the rebuild ran, are then taken again against the
+rebuilt counter, so the overshoot is at most what was in flight when the counters vanished.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from services.auth.principal import Principal
 from services.catalog.pricing import Catalog
 from services.core.errors import FailedPrecondition, QuotaViolation, ResourceExhausted
 from services.limits.base import Decision, Limiter, Reservation, Rule
+from services.limits.periods import period_id, period_start
+
+log = logging.getLogger("tollgate.budgets")
 
 MICROS = 1_000_000
 PERIOD_WORDS = {"day": "daily", "month": "monthly"}
+REBUILT = ".rebuilt"  # marker rule suffix: "usd.plan.day.rebuilt" counts 1 per subject and period
+
+
+class CostHistory(Protocol):
+    """What $ counters are rebuilt from: the ledger (metering/ledger.py)."""
+
+    async def cost_since(self, key_id: str, since: float, until: float | None = None, by_user: bool = False) -> float: ...
 
 
 @dataclass(slots=True, frozen=True)
@@ -47,6 +69,15 @@ class Budgets:
         self.unpriced = unpriced
         self.tz = tz
         self._cache: dict[tuple, tuple[BudgetLine, ...]] = {}
+        self._history: CostHistory | None = None
+        self._now: Callable[[], float] | None = None
+        self._rebuilding: dict[str, asyncio.Task[bool]] = {}  # subject -> its rebuild in progress
+        self.rebuilds = 0  # budget counters seeded from the ledger (tests, status pages)
+
+    def use_history(self, history: CostHistory, now: Callable[[], float]) -> None:
+        """RELIABILITY C5: lost $ counters come back from the ledger's costs."""
+        self._history = history
+        self._now = now
 
     @staticmethod
     def subject(p: Principal) -> str:
@@ -99,10 +130,74 @@ class Budgets:
                     "(unpriced_models = refuse)", reason="UNPRICED_MODEL_UNDER_BUDGET", metadata={"model": model})
             return None, None  # unpriced_models = free: costs 0, nothing to hold
         rules = tuple(line.rule for line in lines)
-        decision, res = await self.limiter.reserve(self.subject(p), rules, amount)
+        subject = self.subject(p)
+        pending = self._rebuilding.get(subject)
+        if pending is not None:
+            await asyncio.shield(pending)  # count against the rebuilt counters, not the empty ones
+        until = self._now() if self._history is not None else 0.0
+        decision, res = await self.limiter.reserve(subject, rules, amount)
         if res is None:
             raise self._exceeded(p, lines, decision, amount)
+        if self._history is not None and (decision.used == amount or subject in self._rebuilding):
+            decision, res = await self._recount(p, lines, subject, amount, res, decision, until)
         return res, decision
+
+    # -- C5: counters rebuilt from the ledger -------------------------------------------------------
+
+    async def _recount(self, p: Principal, lines: tuple[BudgetLine, ...], subject: str, amount: int,
+                       res: Reservation, decision: Decision, until: float) -> tuple[Decision, Reservation]:
+        """Our reservation found a counter empty, or was taken while it was being rebuilt: rebuild
+        it (the first one here does), then take the reservation again against the rebuilt counter."""
+        task = self._rebuilding.get(subject)
+        if task is None:
+            # Its own task, so a caller that goes away does not leave it half done.
+            task = asyncio.get_running_loop().create_task(self._rebuild(p, lines, subject, until), name="budget-rebuild")
+            self._rebuilding[subject] = task
+            task.add_done_callback(lambda t, s=subject: self._forget_rebuild(s, t))
+        seeded = await asyncio.shield(task)
+        if not seeded:
+            return decision, res
+        await self.limiter.release(res)
+        decision, again = await self.limiter.reserve(subject, tuple(line.rule for line in lines), amount)
+        if again is None:
+            raise self._exceeded(p, lines, decision, amount)
+        return decision, again
+
+    def _forget_rebuild(self, subject: str, task: asyncio.Task[bool]) -> None:
+        if self._rebuilding.get(subject) is task:
+            del self._rebuilding[subject]
+
+    async def _rebuild(self, p: Principal, lines: tuple[BudgetLine, ...], subject: str, until: float) -> bool:
+        """Seeds each lost budget counter once per period (a marker decides who, across replicas)
+        with the ledger's cost of the requests started before `until`; True if any was seeded."""
+        assert self._history is not None and self._now is not None
+        now = self._now()
+        seeded = False
+        for line in lines:
+            rule = line.rule
+            marker = Rule(rule.name + REBUILT, 1, period=rule.period, tz=rule.tz)
+            try:
+                if not (await self.limiter.hit(subject, (marker,))).allowed:
+                    continue  # this period's counter was seeded already (here or by another replica)
+                since = period_start(rule.period, now, rule.tz)
+                # Plan and user budgets hold all of the user's rows; a token's own (or a key with no user), its rows.
+                by_user = subject.startswith("$u:") and line.scope != "token"
+                who = p.user_id if by_user else p.key_id
+                spent = max(0, round(await self._history.cost_since(who, since, until, by_user=by_user) * MICROS))
+                if spent <= 0:
+                    continue
+                _, hold = await self.limiter.reserve(subject, (rule,), 0)
+                if hold is not None:
+                    await self.limiter.settle(hold, spent)
+                    seeded = True
+                    self.rebuilds += 1
+                    log.info("budget counter %s %s for %s rebuilt from the ledger: $%.6f", rule.name,
+                             period_id(rule.period, now, rule.tz), p.key_id, spent / MICROS)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # best effort: the request goes on with the counter it has
+                log.warning("budget counter %s for %s not rebuilt: %s", rule.name, p.key_id, type(e).__name__)
+        return seeded
 
     async def finish(self, res: Reservation, cost_usd: float) -> None:
         micros = max(0, round(cost_usd * MICROS))

@@ -29,6 +29,7 @@ import aiohttp
 
 from services.auth import ssrf
 from services.auth.principal import Principal
+from services.config.schema import Config
 from services.core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -40,7 +41,10 @@ from services.core.errors import (
 from services.core.types import Target
 from services.loading.ollama_api import OllamaApi, OllamaError
 from services.loading.registry import LoadedModel, LoadedModels
+from services.providers.upstreams import Upstreams
+from services.routing.candidates import CandidateIndex
 from services.store.records import LoadedModelRecord
+from services.store.store import Store
 
 FORMATS = ("gguf", "ollama", "openai")
 NAME_MAX = 128
@@ -68,13 +72,17 @@ class Progress:
 
 
 class ModelLoader:
-    def __init__(self, app: Any, registry: LoadedModels) -> None:
-        self.app = app
+    def __init__(self, config: Config, store: Store, index: CandidateIndex, upstreams: Upstreams,
+                 registry: LoadedModels) -> None:
+        self.config = config
+        self.store = store
+        self.index = index  # the configured models: a loaded model may not take one's name
+        self.upstreams = upstreams
         self.registry = registry
 
     @property
     def model_dir(self) -> str:
-        cfg = self.app.config
+        cfg = self.config
         return os.path.realpath(cfg.model_dir or os.path.join(cfg.data_dir, "models"))
 
     async def load(self, req: LoadRequest, who: Principal) -> AsyncIterator[Progress | LoadedModel]:
@@ -96,14 +104,14 @@ class ModelLoader:
         assert record is not None
         record.created_by = who.key_id
         # The name may have been taken meanwhile (here or on another replica): the unique index decides.
-        stored = await self.app.store.add_loaded_model(record, secret)
+        stored = await self.store.add_loaded_model(record, secret)
         loaded = await self.registry.add(stored, secret)
         yield Progress("success")
         yield loaded
 
     async def unload(self, name: str, who: Principal) -> LoadedModel:
         self._allowed(who)
-        rec = await self.app.store.remove_loaded_model(name)
+        rec = await self.store.remove_loaded_model(name)
         gone = self.registry.remove(name)
         if rec is None and gone is None:
             raise NotFound(f"no model named {name!r} is loaded", reason="MODEL_NOT_FOUND", metadata={"model": name})
@@ -114,7 +122,7 @@ class ModelLoader:
     def _allowed(self, who: Principal) -> None:
         if who.is_admin:
             return
-        tier = next((t for t in self.app.config.tiers if t.name == who.tier), None)
+        tier = next((t for t in self.config.tiers if t.name == who.tier), None)
         if tier is None or not tier.load_models:
             raise PermissionDenied(f"loading models is not allowed for tier {who.tier!r} (an admin can, or a tier "
                                    "with load_models = true)", reason="MODEL_LOAD_NOT_ALLOWED", metadata={"tier": who.tier})
@@ -138,14 +146,14 @@ class ModelLoader:
         if self.registry.get(name) is not None:
             raise AlreadyExists(f"a model named {name!r} is already loaded", reason="MODEL_ALREADY_LOADED",
                                 metadata={"name": name})
-        if self.app.index.catalog_get(name) is not None or self.app.index.lists(name):
+        if self.index.catalog_get(name) is not None or self.index.lists(name):
             # Loading under a name the gateway already routes would take that model from everyone.
             raise AlreadyExists(f"{name!r} is already a model of this gateway; choose another name",
                                 reason="MODEL_NAME_TAKEN", metadata={"name": name})
         return LoadRequest(source=source, format=fmt, name=name, model=req.model.strip(), api_key=req.api_key.strip())
 
     def _ollama_api(self) -> tuple[str, OllamaApi]:
-        cfg = self.app.config
+        cfg = self.config
         ollamas = sorted((p for p in cfg.providers if p.kind == "ollama"), key=lambda p: p.priority)
         if not ollamas:
             raise FailedPrecondition("no Ollama is configured to load the model into (set OLLAMA_BASE_URL or a "
@@ -153,7 +161,7 @@ class ModelLoader:
         p = ollamas[0]
         key = p.keys[0] if p.keys else None
         target = Target(provider=p.name, kind=p.kind, key_id=key.id if key else "", model="", base_url=p.base_url)
-        return p.name, OllamaApi(target, self.app.upstreams.session(p.base_url), key.secret if key else "")
+        return p.name, OllamaApi(target, self.upstreams.session(p.base_url), key.secret if key else "")
 
     # ------------------------------------------------------------------ formats
 
@@ -213,7 +221,7 @@ class ModelLoader:
             raise _invalid([FieldViolation("source", e.message)], reason=e.reason) from None
         model = req.model or req.name
         yield Progress("checking the server")
-        session = self.app.upstreams.session(base_url, guarded=True)
+        session = self.upstreams.session(base_url, guarded=True)
         headers = {"authorization": f"Bearer {req.api_key}"} if req.api_key else {}
         try:
             async with session.get(base_url.rstrip("/") + "/models", headers=headers,

@@ -199,6 +199,16 @@ class Ledger:
                      if r.status != "rate_limited" and r.request_id not in self._upgrading)
         return n
 
+    async def cost_since(self, key_id: str, since: float, until: float | None = None, by_user: bool = False) -> float:
+        """The catalogue cost (USD) of `key_id`'s requests started in [since, until), written or
+        buffered: what $ budget counters are rebuilt from (issue 16)."""
+        async with self._lock:
+            totals = await self._store.usage_totals(_who(key_id, by_user, since, until))
+            cost = float(totals["cost_usd"])
+            # A buffered final row whose placeholder is already in the store: the placeholder costs 0.
+            cost += sum(r.cost_usd for r in self._buffered(key_id, since, until, by_user))
+        return cost
+
     def _buffered(self, key_id: str, since: float, until: float | None, by_user: bool = False) -> list[UsageRecord]:
         return [r for r in self._buf.values()
                 if (r.user_id if by_user else r.key_id) == key_id and r.created_at >= since

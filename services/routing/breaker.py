@@ -14,6 +14,7 @@ injected clock's monotonic(), never the wall clock, so a clock step cannot open 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from services.clock import Clock
 
@@ -43,6 +44,7 @@ class Breaker:
         failure_threshold: int = 5,
         base_cooldown_s: float = 30.0,
         max_cooldown_s: float = 300.0,
+        on_open: Callable[[str], None] | None = None,
     ) -> None:
         if failure_threshold < 1:
             raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold}")
@@ -57,7 +59,7 @@ class Breaker:
         # Only keys with something to remember are stored: a clean closed circuit is dropped,
         # so run-time keys that come and go do not grow this dict.
         self._circuits: dict[str, _Circuit] = {}
-        self.on_open = None  # issue 16: called with the key id when a circuit opens (an alert); must not raise
+        self.on_open = on_open  # issue 16: called with the key id when a circuit opens (an alert); must not raise
 
     def allow(self, key_id: str) -> bool:
         """May a request go to this key now? In half-open, True for exactly one probe at a time."""

@@ -11,6 +11,8 @@ skip's outcome name; the router records it.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from services.clock import Clock
 from services.config.schema import Config
 from services.core import errors as E
@@ -28,11 +30,16 @@ KEY_BUSY_RETRY_S = 1.0  # what a caller turned away by a per-key concurrency cap
 
 
 class KeyGate:
-    def __init__(self, cfg: Config, limiter: Limiter, clock: Clock, user_keys: UserKeys | None = None) -> None:
+    def __init__(self, cfg: Config, limiter: Limiter, clock: Clock, user_keys: UserKeys | None = None,
+                 on_open: Callable[[str], None] | None = None,
+                 on_disabled: Callable[[str], None] | None = None) -> None:
+        """`on_open` / `on_disabled`: called with a key id when its circuit opens / when its
+        provider refuses it (issue 16: alerts); neither may raise."""
         self.limiter = limiter
         self.user_keys = user_keys  # issue 7: users' own provider keys, tried before the gateway's
-        self.breaker = Breaker(clock, failure_threshold=cfg.breaker_threshold, base_cooldown_s=cfg.breaker_cooldown_s)
-        self.on_disabled = None  # issue 16: called with the key id when the provider refuses it; must not raise
+        self.breaker = Breaker(clock, failure_threshold=cfg.breaker_threshold, base_cooldown_s=cfg.breaker_cooldown_s,
+                               on_open=on_open)
+        self.on_disabled = on_disabled
         self.cooldowns = Cooldowns(clock)
         self._secrets: dict[str, str] = {}
         self._rules: dict[str, tuple[Rule, ...]] = {}

@@ -72,6 +72,7 @@ class Router:
         scrubber: Scrubber | None = None,
         gate: KeyGate | None = None,
         loaded: Any = None,
+        tracing: Any = None,
     ) -> None:
         """`gate`: the key gate the pass-through and loaded models share (App builds it first);
         `loaded`: services/loading/registry.LoadedModels (issue 19), routed by name first."""
@@ -97,7 +98,7 @@ class Router:
         self._on_attempt = on_attempt
         self.same_route_retries = 1  # per route, then the next candidate (RELIABILITY defaults)
         self.retry_jitter_s = (0.1, 1.0)
-        self.tracing: Any = None  # tollgate.tracing.Tracing when traces are on (App sets it): attempt spans
+        self.tracing: Any = tracing  # tollgate.tracing.Tracing when traces are on: attempt spans; None: none
 
     # The gate's and the budget's state, as operators and tests read and set it.
     @property

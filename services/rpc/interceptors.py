@@ -181,61 +181,10 @@ class Guard:
         return Ctx(principal, request_id, context)
 
     def unary(self, admin_only: bool = False, public: bool = False, peek_limits: bool = True, open_kind: Any = ""):
-        def wrap(fn: Callable[..., Awaitable[Any]]):
-            # Chat and Embed send their own limits with the answer's metadata; decided once here.
-            peek = peek_limits and fn.__name__ not in ("Chat", "Embed", "CreateResponse")
-
-            @functools.wraps(fn)
-            async def handler(servicer: Any, request: Any, context: Any) -> Any:
-                request_id = new_request_id()
-                ctx = None
-                try:
-                    ctx = await self._enter(context, request_id, admin_only, public, open_kind, request)
-                    if peek and ctx.principal.kind not in ("admin", "anonymous"):
-                        await self._send_limits(ctx)
-                    elif peek and ctx.open_decision is not None:  # open mode: the per-IP count (seed 004)
-                        await context.send_initial_metadata(rate_limit_metadata(ctx.open_decision)
-                                                            + (("x-request-id", request_id),))
-                    return await fn(servicer, request, ctx)
-                except E.TollgateError as e:
-                    await _abort(context, e, request_id, getattr(self.app, "scrubber", None))
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    raise
-                except Exception as exc:
-                    if _is_abort(exc):
-                        raise
-                    log.exception("unhandled error in %s (request %s)", fn.__name__, request_id)
-                    await _abort(context, _internal(exc), request_id, getattr(self.app, "scrubber", None))
-                finally:
-                    if ctx is not None and ctx.open_decision is not None:
-                        self.app.open_gate.leave()  # MAX_CONCURRENT_REQUESTS counts calls in flight
-            return handler
-        return wrap
+        return _unary(lambda servicer: self, admin_only, public, peek_limits, open_kind)
 
     def stream(self, admin_only: bool = False, open_kind: Any = ""):
-        def wrap(fn: Callable[..., AsyncIterator[Any]]):
-            @functools.wraps(fn)
-            async def handler(servicer: Any, request: Any, context: Any) -> AsyncIterator[Any]:
-                request_id = new_request_id()
-                ctx = None
-                try:
-                    ctx = await self._enter(context, request_id, admin_only, False, open_kind, request)
-                    async for msg in fn(servicer, request, ctx):
-                        yield msg
-                except E.TollgateError as e:
-                    await _abort(context, e, request_id, getattr(self.app, "scrubber", None))
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    raise
-                except Exception as exc:
-                    if _is_abort(exc):
-                        raise
-                    log.exception("unhandled error in %s (request %s)", fn.__name__, request_id)
-                    await _abort(context, _internal(exc), request_id, getattr(self.app, "scrubber", None))
-                finally:
-                    if ctx is not None and ctx.open_decision is not None:
-                        self.app.open_gate.leave()  # MAX_CONCURRENT_REQUESTS counts calls in flight
-            return handler
-        return wrap
+        return _stream(lambda servicer: self, admin_only, open_kind)
 
     async def _send_limits(self, ctx: Ctx) -> None:
         rules = self.app.quotas.request_rules(ctx.principal.tier)
@@ -246,6 +195,81 @@ class Guard:
         except E.TollgateError:
             return
         await ctx.context.send_initial_metadata(rate_limit_metadata(d) + (("x-request-id", ctx.request_id),))
+
+
+def unary(admin_only: bool = False, public: bool = False, peek_limits: bool = True, open_kind: Any = ""):
+    """Guard.unary for a module-level servicer class: the guard is the servicer's `guard` attribute."""
+    return _unary(_servicer_guard, admin_only, public, peek_limits, open_kind)
+
+
+def stream(admin_only: bool = False, open_kind: Any = ""):
+    """Guard.stream for a module-level servicer class: the guard is the servicer's `guard` attribute."""
+    return _stream(_servicer_guard, admin_only, open_kind)
+
+
+def _servicer_guard(servicer: Any) -> Guard:
+    return servicer.guard
+
+
+def _unary(get: Callable[[Any], Guard], admin_only: bool, public: bool, peek_limits: bool, open_kind: Any):
+    def wrap(fn: Callable[..., Awaitable[Any]]):
+        # Chat and Embed send their own limits with the answer's metadata; decided once here.
+        peek = peek_limits and fn.__name__ not in ("Chat", "Embed", "CreateResponse")
+
+        @functools.wraps(fn)
+        async def handler(servicer: Any, request: Any, context: Any) -> Any:
+            guard = get(servicer)  # the servicer's guard, or the Guard these came from
+            request_id = new_request_id()
+            ctx = None
+            try:
+                ctx = await guard._enter(context, request_id, admin_only, public, open_kind, request)
+                if peek and ctx.principal.kind not in ("admin", "anonymous"):
+                    await guard._send_limits(ctx)
+                elif peek and ctx.open_decision is not None:  # open mode: the per-IP count (seed 004)
+                    await context.send_initial_metadata(rate_limit_metadata(ctx.open_decision)
+                                                        + (("x-request-id", request_id),))
+                return await fn(servicer, request, ctx)
+            except E.TollgateError as e:
+                await _abort(context, e, request_id, getattr(guard.app, "scrubber", None))
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                if _is_abort(exc):
+                    raise
+                log.exception("unhandled error in %s (request %s)", fn.__name__, request_id)
+                await _abort(context, _internal(exc), request_id, getattr(guard.app, "scrubber", None))
+            finally:
+                if ctx is not None and ctx.open_decision is not None:
+                    guard.app.open_gate.leave()  # MAX_CONCURRENT_REQUESTS counts calls in flight
+        return handler
+    return wrap
+
+
+def _stream(get: Callable[[Any], Guard], admin_only: bool, open_kind: Any):
+    def wrap(fn: Callable[..., AsyncIterator[Any]]):
+        @functools.wraps(fn)
+        async def handler(servicer: Any, request: Any, context: Any) -> AsyncIterator[Any]:
+            guard = get(servicer)  # the servicer's guard, or the Guard these came from
+            request_id = new_request_id()
+            ctx = None
+            try:
+                ctx = await guard._enter(context, request_id, admin_only, False, open_kind, request)
+                async for msg in fn(servicer, request, ctx):
+                    yield msg
+            except E.TollgateError as e:
+                await _abort(context, e, request_id, getattr(guard.app, "scrubber", None))
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                if _is_abort(exc):
+                    raise
+                log.exception("unhandled error in %s (request %s)", fn.__name__, request_id)
+                await _abort(context, _internal(exc), request_id, getattr(guard.app, "scrubber", None))
+            finally:
+                if ctx is not None and ctx.open_decision is not None:
+                    guard.app.open_gate.leave()  # MAX_CONCURRENT_REQUESTS counts calls in flight
+        return handler
+    return wrap
 
 
 def _is_abort(exc: BaseException) -> bool:

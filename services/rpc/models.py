@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from services.catalog.pricing import ModelInfo
+from services.config.schema import Config
 from services.config.kinds import resolve
 from services.core.errors import NotFound
-from services.loading.loader import LoadRequest, Progress
-from services.loading.registry import LoadedModel
+from services.loading.loader import LoadRequest, ModelLoader, Progress
+from services.loading.registry import LoadedModel, LoadedModels
+from services.routing.routable import ModelCatalog
+from services.routing.router import Router
 from services.rpc import paging
-from services.rpc.interceptors import Ctx, Guard
+from services.rpc.interceptors import Ctx, Guard, stream, unary
 from tollgate.v1 import model_service_pb2 as mpb
 from tollgate.v1 import model_service_pb2_grpc as mpb_grpc
 
@@ -64,69 +66,75 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def make_model_servicer(app: Any) -> mpb_grpc.ModelServiceServicer:
-    guard = Guard(app)
+class ModelServicer(mpb_grpc.ModelServiceServicer):
+    """The routable catalogue (configured and loaded models), the providers, and model loads."""
 
-    class ModelServicer(mpb_grpc.ModelServiceServicer):
-        @guard.unary(open_kind="catalog")
-        async def ListModels(self, request: mpb.ListModelsRequest, ctx: Ctx) -> mpb.ListModelsResponse:
-            offset, limit = paging.window(request.page_size, request.page_token, request.skip)
-            found = [model_pb(i, ps, app.models.vendor(i, ps))
-                     for i, ps in app.models.search(request.provider, request.search, request.order_by, request.vendor)]
-            loaded = [loaded_pb(m) for m in app.loaded.all() if _matches(m, request)]
-            if loaded:  # every listing shows loaded models under their names (issue 19)
-                found = sorted(found + loaded, key=(lambda m: (-m.context_length, m.id)) if request.order_by == "context_length"
-                               else (lambda m: m.id))
-            page = found[offset: offset + limit]
-            return mpb.ListModelsResponse(models=page, total_size=len(found),
-                                          next_page_token=paging.next_token(offset, limit, len(found)))
+    def __init__(self, guard: Guard, config: Config, models: ModelCatalog, loaded: LoadedModels, router: Router,
+                 loader: ModelLoader) -> None:
+        self.guard = guard
+        self.config = config
+        self.models = models
+        self.loaded = loaded
+        self.router = router
+        self.loader = loader
 
-        @guard.unary(open_kind="catalog")
-        async def GetModel(self, request: mpb.GetModelRequest, ctx: Ctx) -> mpb.GetModelResponse:
-            loaded = app.loaded.get(request.id)
-            if loaded is None and app.models.get(request.id) is None and await app.loaded.on_miss(request.id):
-                loaded = app.loaded.get(request.id)  # loaded on another replica a moment ago
-            if loaded is not None:
-                return mpb.GetModelResponse(model=loaded_pb(loaded))
-            entry = app.models.get(request.id)
-            if entry is None:
-                raise NotFound(f"The model '{request.id}' does not exist", reason="MODEL_NOT_FOUND", metadata={"model": request.id})
-            return mpb.GetModelResponse(model=model_pb(*entry, app.models.vendor(*entry)))
+    @unary(open_kind="catalog")
+    async def ListModels(self, request: mpb.ListModelsRequest, ctx: Ctx) -> mpb.ListModelsResponse:
+        offset, limit = paging.window(request.page_size, request.page_token, request.skip)
+        found = [model_pb(i, ps, self.models.vendor(i, ps))
+                 for i, ps in self.models.search(request.provider, request.search, request.order_by, request.vendor)]
+        loaded = [loaded_pb(m) for m in self.loaded.all() if _matches(m, request)]
+        if loaded:  # every listing shows loaded models under their names (issue 19)
+            found = sorted(found + loaded, key=(lambda m: (-m.context_length, m.id)) if request.order_by == "context_length"
+                           else (lambda m: m.id))
+        page = found[offset: offset + limit]
+        return mpb.ListModelsResponse(models=page, total_size=len(found),
+                                      next_page_token=paging.next_token(offset, limit, len(found)))
 
-        @guard.unary(open_kind="catalog")
-        async def ListVendors(self, request: mpb.ListVendorsRequest, ctx: Ctx) -> mpb.ListVendorsResponse:
-            return mpb.ListVendorsResponse(vendors=app.models.vendors())
+    @unary(open_kind="catalog")
+    async def GetModel(self, request: mpb.GetModelRequest, ctx: Ctx) -> mpb.GetModelResponse:
+        loaded = self.loaded.get(request.id)
+        if loaded is None and self.models.get(request.id) is None and await self.loaded.on_miss(request.id):
+            loaded = self.loaded.get(request.id)  # loaded on another replica a moment ago
+        if loaded is not None:
+            return mpb.GetModelResponse(model=loaded_pb(loaded))
+        entry = self.models.get(request.id)
+        if entry is None:
+            raise NotFound(f"The model '{request.id}' does not exist", reason="MODEL_NOT_FOUND", metadata={"model": request.id})
+        return mpb.GetModelResponse(model=model_pb(*entry, self.models.vendor(*entry)))
 
-        @guard.unary(public=True)
-        async def ListProviders(self, request: mpb.ListProvidersRequest, ctx: Ctx) -> mpb.ListProvidersResponse:
-            out = []
-            for p in app.config.providers:
-                k = resolve(p.kind)
-                out.append(mpb.ProviderInfo(name=p.name, kind=p.kind, base_url=public_url(p.base_url), models=list(p.models),
-                                            priority=p.priority, key_count=len(p.keys),
-                                            unsupported=list(k.unsupported) if k else []))
-            return mpb.ListProvidersResponse(providers=out, strategy=app.router.default_strategy)
+    @unary(open_kind="catalog")
+    async def ListVendors(self, request: mpb.ListVendorsRequest, ctx: Ctx) -> mpb.ListVendorsResponse:
+        return mpb.ListVendorsResponse(vendors=self.models.vendors())
 
-        @guard.unary(peek_limits=False)
-        async def LoadModel(self, request: mpb.LoadModelRequest, ctx: Ctx) -> mpb.LoadModelResponse:
-            progress: list[mpb.LoadProgress] = []
-            async for step in app.loader.load(load_request(request), ctx.principal):
-                if isinstance(step, Progress):
-                    progress.append(progress_pb(step))
-                else:
-                    return mpb.LoadModelResponse(model=loaded_pb(step), progress=progress)
-            raise RuntimeError("the loader ended without a model")
+    @unary(public=True)
+    async def ListProviders(self, request: mpb.ListProvidersRequest, ctx: Ctx) -> mpb.ListProvidersResponse:
+        out = []
+        for p in self.config.providers:
+            k = resolve(p.kind)
+            out.append(mpb.ProviderInfo(name=p.name, kind=p.kind, base_url=public_url(p.base_url), models=list(p.models),
+                                        priority=p.priority, key_count=len(p.keys),
+                                        unsupported=list(k.unsupported) if k else []))
+        return mpb.ListProvidersResponse(providers=out, strategy=self.router.default_strategy)
 
-        @guard.stream()
-        async def StreamLoadModel(self, request: mpb.StreamLoadModelRequest, ctx: Ctx):
-            async for step in app.loader.load(load_request(request), ctx.principal):
-                if isinstance(step, Progress):
-                    yield mpb.StreamLoadModelResponse(progress=progress_pb(step))
-                else:
-                    yield mpb.StreamLoadModelResponse(model=loaded_pb(step))
+    @unary(peek_limits=False)
+    async def LoadModel(self, request: mpb.LoadModelRequest, ctx: Ctx) -> mpb.LoadModelResponse:
+        progress: list[mpb.LoadProgress] = []
+        async for step in self.loader.load(load_request(request), ctx.principal):
+            if isinstance(step, Progress):
+                progress.append(progress_pb(step))
+            else:
+                return mpb.LoadModelResponse(model=loaded_pb(step), progress=progress)
+        raise RuntimeError("the loader ended without a model")
 
-        @guard.unary(peek_limits=False)
-        async def UnloadModel(self, request: mpb.UnloadModelRequest, ctx: Ctx) -> mpb.UnloadModelResponse:
-            return mpb.UnloadModelResponse(model=loaded_pb(await app.loader.unload(request.name, ctx.principal)))
+    @stream()
+    async def StreamLoadModel(self, request: mpb.StreamLoadModelRequest, ctx: Ctx):
+        async for step in self.loader.load(load_request(request), ctx.principal):
+            if isinstance(step, Progress):
+                yield mpb.StreamLoadModelResponse(progress=progress_pb(step))
+            else:
+                yield mpb.StreamLoadModelResponse(model=loaded_pb(step))
 
-    return ModelServicer()
+    @unary(peek_limits=False)
+    async def UnloadModel(self, request: mpb.UnloadModelRequest, ctx: Ctx) -> mpb.UnloadModelResponse:
+        return mpb.UnloadModelResponse(model=loaded_pb(await self.loader.unload(request.name, ctx.principal)))
