@@ -17,7 +17,6 @@ import re
 from typing import Any
 
 from services.core.errors import FieldViolation, InvalidArgument, NotFound
-from services.routing.routable import ModelCatalog
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +103,7 @@ class RuntimeAliases:
         index = self.app.index
         index.aliases = {**self.config, **self.runtime}
         index._cache = {}
-        self.app.models = ModelCatalog(self.app.catalog, index)
+        self.app.models.rebuild()  # the same object everyone holds (the model servicer too)
 
     def start(self) -> None:
         self._poller = asyncio.get_running_loop().create_task(self._poll(), name="model-aliases")
