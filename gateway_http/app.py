@@ -21,6 +21,7 @@ from gateway_http.seeds import admin, health
 from gateway_http.seeds import api, inference, router_status, ws
 from gateway_http.seeds import model_load, users
 from gateway_http.seeds import accounts
+from gateway_http.seeds import aliases as model_aliases
 from gateway_http.settings import BridgeSettings
 from gateway_http.traced import traced
 from gateway_http.stall import StallGuard
@@ -61,6 +62,7 @@ def make_app(
     router_status.add_routes(app)
     ws.add_routes(app)
     model_load.add_routes(app)
+    model_aliases.add_routes(app)
     openapi.add_routes(app)
     console.add_routes(app)
     app.router.add_get("/api/health", health.health)

@@ -30,6 +30,7 @@ from services.auth.secrets import derive, load_or_create_secret, secret_fingerpr
 from services.auth.sessions import Sessions
 from services.auth.throttle import AuthThrottle
 from services.catalog.pricing import Catalog
+from services.routing.aliases import RuntimeAliases
 from services.routing.routable import ModelCatalog
 from services.clock import Clock, SystemClock
 from services.config.load import load_config, with_demo
@@ -91,6 +92,7 @@ class App:
         self.catalog = Catalog.builtin()
         self.index = CandidateIndex(config, self.catalog)
         self.models = ModelCatalog(self.catalog, self.index)
+        self.aliases = RuntimeAliases(self)  # run-time aliases over the config's (issue 18 point 6)
         self.upstreams = Upstreams(tracing=self.tracing)
         # Metrics reads the app's parts only when scraped; built first, it is handed to what feeds it.
         self.metrics = Metrics(self)
@@ -167,6 +169,8 @@ class App:
         self._shared_watch = asyncio.get_running_loop().create_task(self._watch_shared_keys(), name="shared-keys-watch")
         await self.loaded.refresh()
         self.loaded.start()
+        await self.aliases.refresh()
+        self.aliases.start()
         self._reaper = asyncio.get_running_loop().create_task(self._reap_reservations(), name="limiter-reaper")
 
     async def _watch_shared_keys(self) -> None:
@@ -235,6 +239,7 @@ class App:
             await asyncio.gather(self._shared_watch, return_exceptions=True)
         await self.ledger.close()
         await self.loaded.close()
+        await self.aliases.close()
         await self.upstreams.close()
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)  # flushes the batch; the exporter is blocking I/O

@@ -16,6 +16,9 @@
     tollgate plans update team [same flags; unset ones keep their current values]
     tollgate plans delete team   (refused while a user or key is on it, or when the config declares it)
     tollgate statement [--month 2026-11] [--user usr_…] [--csv]
+    tollgate aliases [list]
+    tollgate aliases set smart anthropic/claude-sonnet-4-6 openai/gpt-4.1   (in the order tried)
+    tollgate aliases delete smart   (a run-time alias; every replica drops it within about a second)
 
 Address from --addr or TOLLGATE_GRPC_ADDR (default 127.0.0.1:50051); the admin key from
 --admin-key or TOLLGATE_ADMIN_KEY; an API key (for chat and models) from --api-key or
@@ -35,6 +38,7 @@ import grpc
 
 from tollgate.client import TollgateClient, error_info
 from tollgate.statements import statements_csv
+from tollgate.v1 import admin_service_pb2 as apb
 from tollgate.v1 import chat_pb2
 from tollgate.v1 import user_service_pb2 as upb
 
@@ -77,6 +81,8 @@ async def run(args: argparse.Namespace) -> int:
                          ["MODEL", "PROVIDERS", "CONTEXT", "USD/MTOK IN/OUT"]))
         elif args.cmd == "users":
             await _users(client, args)
+        elif args.cmd == "aliases":
+            await _aliases(client, args)
         elif args.cmd == "plans" and getattr(args, "plans_cmd", None) in ("create", "update", "delete"):
             await _plans(client, args)
         elif args.cmd == "plans":
@@ -150,6 +156,20 @@ async def _plans(client: TollgateClient, args: argparse.Namespace) -> None:
     print(f"plan {p.name}: rpm {p.rpm or '-'}, rpd {p.rpd or '-'}, tpd {p.tpd or '-'}, tokens/month {p.tpm_month or '-'}, "
           f"price {f'{p.price_usd_month:.2f}' if p.HasField('price_usd_month') else 'custom'}, "
           f"budgets {p.budget_usd_day or '-'}/{p.budget_usd_month or '-'}, users {p.users}")
+
+
+async def _aliases(client: TollgateClient, args: argparse.Namespace) -> None:
+    md, a = client._admin_md, client.admin
+    cmd = getattr(args, "aliases_cmd", None) or "list"
+    if cmd == "set":
+        r = await a.SetModelAlias(apb.SetModelAliasRequest(name=args.name, models=args.models), metadata=md)
+        print(f"alias {r.alias.name} → {' → '.join(r.alias.models)}")
+    elif cmd == "delete":
+        r = await a.DeleteModelAlias(apb.DeleteModelAliasRequest(name=args.name), metadata=md)
+        print(f"deleted alias {r.alias.name}")
+    else:
+        r = await a.ListModelAliases(apb.ListModelAliasesRequest(), metadata=md)
+        print(_table([[x.name, x.source, " → ".join(x.models)] for x in r.aliases], ["ALIAS", "SOURCE", "MODELS"]))
 
 
 async def _users(client: TollgateClient, args: argparse.Namespace) -> None:
@@ -239,6 +259,13 @@ def parser() -> argparse.ArgumentParser:
         pc.add_argument("--budget-month", type=float)
         pc.add_argument("--description")
     ps.add_parser("delete").add_argument("name")
+    al = sub.add_parser("aliases", help="model aliases (fallback groups): list, set, delete at run time")
+    als = al.add_subparsers(dest="aliases_cmd")
+    als.add_parser("list")
+    aset = als.add_parser("set")
+    aset.add_argument("name")
+    aset.add_argument("models", nargs="+")
+    als.add_parser("delete").add_argument("name")
     st = sub.add_parser("statement", help="monthly statements (every user, or --user)")
     st.add_argument("--month")
     st.add_argument("--user")

@@ -51,7 +51,7 @@ def register_servicers(app: Any, target: Any) -> None:
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(make_key_servicer(app), target)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(guard, app.config, app.store, app.quotas, app.ledger, app.auth, app.audit, app.router, app.limiter,
-                      app.uptime_s, app.reload_static_keys), target)
+                      app.uptime_s, app.reload_static_keys, app.aliases), target)
     user_service_pb2_grpc.add_UserServiceServicer_to_server(make_user_servicer(app), target)
     responses_service_pb2_grpc.add_ResponsesServiceServicer_to_server(make_responses_servicer(app), target)
 

@@ -21,6 +21,12 @@ VENDOR_ORDER = ("openai", "anthropic", "google", "meta", "mistral")
 class ModelCatalog:
     def __init__(self, catalog: Catalog, index: CandidateIndex) -> None:
         self.catalog = catalog
+        self.index = index
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        """Re-reads the index (its aliases change at run time: services/routing/aliases.py)."""
+        catalog, index = self.catalog, self.index
         providers_of: dict[str, list[str]] = {}
         self._alias_info: dict[str, ModelInfo] = {}
         for model, p in index.known_models():

@@ -11,6 +11,7 @@ from services.core.errors import FieldViolation, InvalidArgument, NotFound, Perm
 from services.limits.base import Limiter
 from services.limits.quotas import Quotas
 from services.metering.ledger import Ledger
+from services.routing.aliases import RuntimeAliases
 from services.routing.router import Router
 from services.rpc import paging
 from services.rpc.interceptors import Ctx, Guard, unary
@@ -33,7 +34,7 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
 
     def __init__(self, guard: Guard, config: Config, store: Store, quotas: Quotas, ledger: Ledger, auth: Authenticator,
                  audit: AuditLog, router: Router, limiter: Limiter, uptime_s: Callable[[], float],
-                 reload_static_keys: Callable[[], int]) -> None:
+                 reload_static_keys: Callable[[], int], aliases: RuntimeAliases) -> None:
         self.guard = guard
         self.config = config
         self.store = store
@@ -45,6 +46,7 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
         self.limiter = limiter
         self.uptime_s = uptime_s
         self.reload_static_keys = reload_static_keys
+        self.aliases = aliases  # run-time model aliases (issue 18 point 6)
 
     @unary(admin_only=True)
     async def CreateApiKey(self, request: apb.CreateApiKeyRequest, ctx: Ctx) -> apb.CreateApiKeyResponse:
@@ -135,6 +137,27 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
         await self.audit.record(ctx.principal, "registration.set", "registration", _ip(ctx), {"open": before},
                                {"open": request.open})
         return apb.SetRegistrationResponse(open=request.open)
+
+    @unary(admin_only=True)
+    async def SetModelAlias(self, request: apb.SetModelAliasRequest, ctx: Ctx) -> apb.SetModelAliasResponse:
+        before = self.aliases.runtime.get(request.name.strip())
+        name, models = await self.aliases.set(request.name, list(request.models))
+        await self.audit.record(ctx.principal, "model_alias.set", name, _ip(ctx),
+                                {"models": list(before)} if before else None, {"models": list(models)})
+        return apb.SetModelAliasResponse(alias=apb.ModelAlias(name=name, models=models, source="runtime"))
+
+    @unary(admin_only=True)
+    async def DeleteModelAlias(self, request: apb.DeleteModelAliasRequest, ctx: Ctx) -> apb.DeleteModelAliasResponse:
+        name = request.name.strip()
+        models = await self.aliases.delete(name)
+        await self.audit.record(ctx.principal, "model_alias.delete", name, _ip(ctx), {"models": list(models)}, None)
+        return apb.DeleteModelAliasResponse(alias=apb.ModelAlias(name=name, models=models, source="runtime"))
+
+    @unary(admin_only=True)
+    async def ListModelAliases(self, request: apb.ListModelAliasesRequest, ctx: Ctx) -> apb.ListModelAliasesResponse:
+        await self.aliases.refresh()
+        return apb.ListModelAliasesResponse(aliases=[apb.ModelAlias(name=n, models=m, source=s)
+                                                     for n, m, s in self.aliases.all()])
 
 
 def _ip(ctx: Ctx) -> str:

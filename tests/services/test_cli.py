@@ -102,3 +102,18 @@ async def test_plans_create_update_delete(tmp_path):
         code, out, err = await cli(target, "plans", "delete", "team")
         assert code == 0 and "deleted plan team" in out, err
         assert "team" not in gw.app.quotas.tiers
+
+
+async def test_aliases_set_list_delete(tmp_path):
+    async with run_gateway(config(tmp_path)) as gw:
+        target = gw.rt.grpc_target
+        code, out, err = await cli(target, "aliases", "set", "fast", "demo")
+        assert code == 0 and "alias fast → demo" in out, err
+        code, out, err = await cli(target, "aliases", "set", "bad", "demo", "no-such-model-q")
+        assert code == 1 and "INVALID_ARGUMENT" in err and "no-such-model-q" in err
+        code, out, err = await cli(target, "aliases")
+        assert code == 0 and "fast" in out and "runtime" in out and "bad" not in out
+        code, out, err = await cli(target, "aliases", "delete", "fast")
+        assert code == 0 and "deleted alias fast" in out
+        code, out, err = await cli(target, "aliases", "delete", "fast")
+        assert code == 1 and "NOT_FOUND" in err

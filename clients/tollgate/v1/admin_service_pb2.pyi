@@ -809,3 +809,176 @@ class SetRegistrationResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetRegistrationResponse: _TypeAlias = SetRegistrationResponse  # noqa: Y015
+
+@_typing.final
+class ModelAlias(_message.Message):
+    """ModelAlias is a model name that resolves to an ordered list of models, tried in order with
+    failover between them as between keys.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The alias, e.g. "smart"."""
+    source: _builtins.str
+    """Where it is defined: "config" or "runtime" (a run-time alias overrides a config one)."""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The models, in the order they are tried (e.g. "anthropic/claude-sonnet-4-6")."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        models: _abc.Iterable[_builtins.str] | None = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "name", b"name", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelAlias: _TypeAlias = ModelAlias  # noqa: Y015
+
+@_typing.final
+class SetModelAliasRequest(_message.Message):
+    """SetModelAliasRequest adds or replaces a run-time alias."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The alias name."""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The models, in order; each must be routable here."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        models: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetModelAliasRequest: _TypeAlias = SetModelAliasRequest  # noqa: Y015
+
+@_typing.final
+class SetModelAliasResponse(_message.Message):
+    """SetModelAliasResponse is the alias as stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALIAS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def alias(self) -> Global___ModelAlias:
+        """The alias."""
+
+    def __init__(
+        self,
+        *,
+        alias: Global___ModelAlias | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetModelAliasResponse: _TypeAlias = SetModelAliasResponse  # noqa: Y015
+
+@_typing.final
+class DeleteModelAliasRequest(_message.Message):
+    """DeleteModelAliasRequest removes a run-time alias."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The alias name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteModelAliasRequest: _TypeAlias = DeleteModelAliasRequest  # noqa: Y015
+
+@_typing.final
+class DeleteModelAliasResponse(_message.Message):
+    """DeleteModelAliasResponse confirms."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALIAS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def alias(self) -> Global___ModelAlias:
+        """The alias that was removed."""
+
+    def __init__(
+        self,
+        *,
+        alias: Global___ModelAlias | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteModelAliasResponse: _TypeAlias = DeleteModelAliasResponse  # noqa: Y015
+
+@_typing.final
+class ListModelAliasesRequest(_message.Message):
+    """ListModelAliasesRequest lists every alias in effect."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelAliasesRequest: _TypeAlias = ListModelAliasesRequest  # noqa: Y015
+
+@_typing.final
+class ListModelAliasesResponse(_message.Message):
+    """ListModelAliasesResponse holds the aliases, by name."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALIASES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelAlias]:
+        """The aliases."""
+
+    def __init__(
+        self,
+        *,
+        aliases: _abc.Iterable[Global___ModelAlias] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelAliasesResponse: _TypeAlias = ListModelAliasesResponse  # noqa: Y015

@@ -85,6 +85,21 @@ class AdminServiceStub:
                 request_serializer=tollgate_dot_v1_dot_admin__service__pb2.SetRegistrationRequest.SerializeToString,
                 response_deserializer=tollgate_dot_v1_dot_admin__service__pb2.SetRegistrationResponse.FromString,
                 _registered_method=True)
+        self.SetModelAlias = channel.unary_unary(
+                '/tollgate.v1.AdminService/SetModelAlias',
+                request_serializer=tollgate_dot_v1_dot_admin__service__pb2.SetModelAliasRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_admin__service__pb2.SetModelAliasResponse.FromString,
+                _registered_method=True)
+        self.DeleteModelAlias = channel.unary_unary(
+                '/tollgate.v1.AdminService/DeleteModelAlias',
+                request_serializer=tollgate_dot_v1_dot_admin__service__pb2.DeleteModelAliasRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_admin__service__pb2.DeleteModelAliasResponse.FromString,
+                _registered_method=True)
+        self.ListModelAliases = channel.unary_unary(
+                '/tollgate.v1.AdminService/ListModelAliases',
+                request_serializer=tollgate_dot_v1_dot_admin__service__pb2.ListModelAliasesRequest.SerializeToString,
+                response_deserializer=tollgate_dot_v1_dot_admin__service__pb2.ListModelAliasesResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -161,6 +176,28 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetModelAlias(self, request, context):
+        """SetModelAlias adds or replaces a model alias (an ordered fallback group) at run time; every
+        replica routes it within about a second. An unknown member model is INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModelAlias(self, request, context):
+        """DeleteModelAlias removes a run-time model alias; NOT_FOUND when there is none by that name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModelAliases(self, request, context):
+        """ListModelAliases lists the aliases in effect, from the config and from run time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -213,6 +250,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetRegistration,
                     request_deserializer=tollgate_dot_v1_dot_admin__service__pb2.SetRegistrationRequest.FromString,
                     response_serializer=tollgate_dot_v1_dot_admin__service__pb2.SetRegistrationResponse.SerializeToString,
+            ),
+            'SetModelAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetModelAlias,
+                    request_deserializer=tollgate_dot_v1_dot_admin__service__pb2.SetModelAliasRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_admin__service__pb2.SetModelAliasResponse.SerializeToString,
+            ),
+            'DeleteModelAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModelAlias,
+                    request_deserializer=tollgate_dot_v1_dot_admin__service__pb2.DeleteModelAliasRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_admin__service__pb2.DeleteModelAliasResponse.SerializeToString,
+            ),
+            'ListModelAliases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModelAliases,
+                    request_deserializer=tollgate_dot_v1_dot_admin__service__pb2.ListModelAliasesRequest.FromString,
+                    response_serializer=tollgate_dot_v1_dot_admin__service__pb2.ListModelAliasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,6 +538,87 @@ class AdminService:
             '/tollgate.v1.AdminService/SetRegistration',
             tollgate_dot_v1_dot_admin__service__pb2.SetRegistrationRequest.SerializeToString,
             tollgate_dot_v1_dot_admin__service__pb2.SetRegistrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetModelAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.AdminService/SetModelAlias',
+            tollgate_dot_v1_dot_admin__service__pb2.SetModelAliasRequest.SerializeToString,
+            tollgate_dot_v1_dot_admin__service__pb2.SetModelAliasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModelAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.AdminService/DeleteModelAlias',
+            tollgate_dot_v1_dot_admin__service__pb2.DeleteModelAliasRequest.SerializeToString,
+            tollgate_dot_v1_dot_admin__service__pb2.DeleteModelAliasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModelAliases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.v1.AdminService/ListModelAliases',
+            tollgate_dot_v1_dot_admin__service__pb2.ListModelAliasesRequest.SerializeToString,
+            tollgate_dot_v1_dot_admin__service__pb2.ListModelAliasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,14 @@ class AdminServiceStub:
     """ReloadAuthKeys re-reads AUTH_KEY / AUTH_KEY_01..99 and the key cache."""
     SetRegistration: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SetRegistrationRequest, _admin_service_pb2.SetRegistrationResponse]
     """SetRegistration opens or closes user sign-up."""
+    SetModelAlias: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SetModelAliasRequest, _admin_service_pb2.SetModelAliasResponse]
+    """SetModelAlias adds or replaces a model alias (an ordered fallback group) at run time; every
+    replica routes it within about a second. An unknown member model is INVALID_ARGUMENT.
+    """
+    DeleteModelAlias: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteModelAliasRequest, _admin_service_pb2.DeleteModelAliasResponse]
+    """DeleteModelAlias removes a run-time model alias; NOT_FOUND when there is none by that name."""
+    ListModelAliases: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListModelAliasesRequest, _admin_service_pb2.ListModelAliasesResponse]
+    """ListModelAliases lists the aliases in effect, from the config and from run time."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -79,6 +87,14 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """ReloadAuthKeys re-reads AUTH_KEY / AUTH_KEY_01..99 and the key cache."""
     SetRegistration: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SetRegistrationRequest, _admin_service_pb2.SetRegistrationResponse]  # type: ignore[assignment]
     """SetRegistration opens or closes user sign-up."""
+    SetModelAlias: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SetModelAliasRequest, _admin_service_pb2.SetModelAliasResponse]  # type: ignore[assignment]
+    """SetModelAlias adds or replaces a model alias (an ordered fallback group) at run time; every
+    replica routes it within about a second. An unknown member model is INVALID_ARGUMENT.
+    """
+    DeleteModelAlias: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteModelAliasRequest, _admin_service_pb2.DeleteModelAliasResponse]  # type: ignore[assignment]
+    """DeleteModelAlias removes a run-time model alias; NOT_FOUND when there is none by that name."""
+    ListModelAliases: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListModelAliasesRequest, _admin_service_pb2.ListModelAliasesResponse]  # type: ignore[assignment]
+    """ListModelAliases lists the aliases in effect, from the config and from run time."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService is for operators: API keys, tiers, usage, router and auth status."""
@@ -162,5 +178,31 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.SetRegistrationResponse, _abc.Awaitable[_admin_service_pb2.SetRegistrationResponse]]:
         """SetRegistration opens or closes user sign-up."""
+
+    @_abc_1.abstractmethod
+    def SetModelAlias(
+        self,
+        request: _admin_service_pb2.SetModelAliasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.SetModelAliasResponse, _abc.Awaitable[_admin_service_pb2.SetModelAliasResponse]]:
+        """SetModelAlias adds or replaces a model alias (an ordered fallback group) at run time; every
+        replica routes it within about a second. An unknown member model is INVALID_ARGUMENT.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteModelAlias(
+        self,
+        request: _admin_service_pb2.DeleteModelAliasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.DeleteModelAliasResponse, _abc.Awaitable[_admin_service_pb2.DeleteModelAliasResponse]]:
+        """DeleteModelAlias removes a run-time model alias; NOT_FOUND when there is none by that name."""
+
+    @_abc_1.abstractmethod
+    def ListModelAliases(
+        self,
+        request: _admin_service_pb2.ListModelAliasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListModelAliasesResponse, _abc.Awaitable[_admin_service_pb2.ListModelAliasesResponse]]:
+        """ListModelAliases lists the aliases in effect, from the config and from run time."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

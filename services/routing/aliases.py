@@ -1,0 +1,124 @@
+"""Model aliases (fallback groups) at run time (issue 18 point 6).
+
+The config's [model_aliases] are the base; an admin adds, replaces or removes aliases at run time
+(AdminService.SetModelAlias / DeleteModelAlias), stored as one JSON object in the store's
+`settings` table under MODEL_ALIASES_SETTING. Each replica re-reads it every `refresh_s` (the way
+run-time provider keys and loaded models are picked up) and, when it changed, swaps the candidate
+index's aliases and the /v1/models catalogue; the replica that made the change applies it at once.
+A run-time alias of the same name overrides the config's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from typing import Any
+
+from services.core.errors import FieldViolation, InvalidArgument, NotFound
+
+log = logging.getLogger(__name__)
+
+MODEL_ALIASES_SETTING = "model_aliases"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+MAX_MEMBERS = 16
+
+
+class RuntimeAliases:
+    def __init__(self, app: Any, refresh_s: float = 1.0) -> None:
+        self.app = app
+        self.refresh_s = refresh_s
+        self.config: dict[str, tuple[str, ...]] = dict(app.config.model_aliases)
+        self.runtime: dict[str, tuple[str, ...]] = {}
+        self._raw: str | None = None
+        self._poller: asyncio.Task | None = None
+
+    def all(self) -> list[tuple[str, tuple[str, ...], str]]:
+        """(name, models, source) for every alias in effect, by name."""
+        out = {n: (m, "config") for n, m in self.config.items()}
+        out.update({n: (m, "runtime") for n, m in self.runtime.items()})
+        return [(n, m, s) for n, (m, s) in sorted(out.items())]
+
+    def validate(self, name: str, models: list[str]) -> tuple[str, tuple[str, ...]]:
+        name = name.strip()
+        problems: list[FieldViolation] = []
+        if not _NAME.fullmatch(name):
+            problems.append(FieldViolation("name", "1-128 characters: letters, digits, . _ : @ -, not starting with a sign"))
+        members = tuple(m.strip() for m in models)
+        if not members or len(members) > MAX_MEMBERS:
+            problems.append(FieldViolation("models", f"1 to {MAX_MEMBERS} models, in the order they are tried"))
+        index = self.app.index
+        for i, m in enumerate(members):
+            if not m or m == name or m in self.config or m in self.runtime:
+                problems.append(FieldViolation(f"models[{i}]", f"{m[:256]!r} must be a model, not this or another alias"))
+                continue
+            try:
+                index._build(m, "")  # uncached: an unknown name must not fill the cache
+            except NotFound:
+                problems.append(FieldViolation(f"models[{i}]", f"unknown model {m[:256]!r}: no provider here serves it"))
+            except Exception:  # noqa: BLE001  (no key for it right now is still a known model)
+                pass
+        if name in members:
+            pass
+        if problems:
+            raise InvalidArgument("; ".join(f"{p.field}: {p.description}" for p in problems), reason="VALIDATION_ERROR",
+                                  field_violations=problems)
+        return name, members
+
+    async def set(self, name: str, models: list[str]) -> tuple[str, tuple[str, ...]]:
+        name, members = self.validate(name, models)
+        runtime = {**self.runtime, name: members}
+        await self._save(runtime)
+        return name, members
+
+    async def delete(self, name: str) -> tuple[str, ...]:
+        await self.refresh()
+        members = self.runtime.get(name)
+        if members is None:
+            where = " (it is defined in the config file; edit that)" if name in self.config else ""
+            raise NotFound(f"no run-time model alias {name[:128]!r}{where}", reason="ALIAS_NOT_FOUND",
+                           metadata={"alias": name[:128]})
+        await self._save({n: m for n, m in self.runtime.items() if n != name})
+        return members
+
+    async def _save(self, runtime: dict[str, tuple[str, ...]]) -> None:
+        raw = json.dumps({n: list(m) for n, m in sorted(runtime.items())}, separators=(",", ":"))
+        await self.app.store.set_setting(MODEL_ALIASES_SETTING, raw)
+        self._apply(raw)
+
+    async def refresh(self) -> None:
+        raw = await self.app.store.get_setting(MODEL_ALIASES_SETTING, "")
+        if raw != self._raw:
+            self._apply(raw or "")
+
+    def _apply(self, raw: str) -> None:
+        try:
+            doc = json.loads(raw) if raw else {}
+        except ValueError:
+            log.warning("stored model aliases are not JSON; keeping the ones in effect")
+            return
+        self._raw = raw
+        self.runtime = {str(n): tuple(str(x) for x in m) for n, m in doc.items() if isinstance(m, list)}
+        index = self.app.index
+        index.aliases = {**self.config, **self.runtime}
+        index._cache = {}
+        self.app.models.rebuild()  # the same object everyone holds (the model servicer too)
+
+    def start(self) -> None:
+        self._poller = asyncio.get_running_loop().create_task(self._poll(), name="model-aliases")
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the store is down: keep routing what we have
+                log.debug("model aliases not re-read: %s", type(e).__name__)
