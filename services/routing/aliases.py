@@ -59,14 +59,15 @@ class RuntimeAliases:
                 problems.append(FieldViolation(f"models[{i}]", f"unknown model {m[:256]!r}: no provider here serves it"))
             except Exception:  # noqa: BLE001  (no key for it right now is still a known model)
                 pass
-        if name in members:
-            pass
         if problems:
             raise InvalidArgument("; ".join(f"{p.field}: {p.description}" for p in problems), reason="VALIDATION_ERROR",
                                   field_violations=problems)
         return name, members
 
     async def set(self, name: str, models: list[str]) -> tuple[str, tuple[str, ...]]:
+        # Read first: another replica's change of the last second is kept, not overwritten (the
+        # aliases are one stored object; two admins writing in the same instant still race).
+        await self.refresh()
         name, members = self.validate(name, models)
         runtime = {**self.runtime, name: members}
         await self._save(runtime)
