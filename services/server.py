@@ -20,7 +20,8 @@ from services.rpc.keys import make_key_servicer
 from services.rpc.malformed import MalformedRequests
 from services.rpc.interceptors import Guard
 from services.rpc.models import ModelServicer
-from services.rpc.responses import make_responses_servicer
+from services.responses.service import Responses
+from services.rpc.responses import ResponsesServicer
 from services.rpc.users import make_user_servicer
 from tollgate.inprocess import InProcessChannel
 from tollgate.v1 import admin_service_pb2, admin_service_pb2_grpc, inference_service_pb2, inference_service_pb2_grpc
@@ -53,7 +54,7 @@ def register_servicers(app: Any, target: Any) -> None:
         AdminServicer(guard, app.config, app.store, app.quotas, app.ledger, app.auth, app.audit, app.router, app.limiter,
                       app.uptime_s, app.reload_static_keys, app.aliases), target)
     user_service_pb2_grpc.add_UserServiceServicer_to_server(make_user_servicer(app), target)
-    responses_service_pb2_grpc.add_ResponsesServiceServicer_to_server(make_responses_servicer(app), target)
+    responses_service_pb2_grpc.add_ResponsesServiceServicer_to_server(ResponsesServicer(guard, Responses(app)), target)
 
 
 def local_channel(app: Any) -> InProcessChannel:
