@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from services.rpc.admin import make_admin_servicer
+from services.rpc.admin import AdminServicer
 from services.rpc.inference import make_inference_servicer
 from services.rpc.keys import make_key_servicer
 from services.rpc.malformed import MalformedRequests
@@ -49,7 +49,9 @@ def register_servicers(app: Any, target: Any) -> None:
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(guard, app.config, app.models, app.loaded, app.router, app.loader), target)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(make_key_servicer(app), target)
-    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(make_admin_servicer(app), target)
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+        AdminServicer(guard, app.config, app.store, app.quotas, app.ledger, app.auth, app.audit, app.router, app.limiter,
+                      app.uptime_s, app.reload_static_keys, app.aliases), target)
     user_service_pb2_grpc.add_UserServiceServicer_to_server(make_user_servicer(app), target)
     responses_service_pb2_grpc.add_ResponsesServiceServicer_to_server(make_responses_servicer(app), target)
 

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
+from services.accounts.audit import AuditLog
+from services.auth.authenticator import Authenticator
+from services.config.schema import Config
 from services.core.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied
+from services.limits.base import Limiter
+from services.limits.quotas import Quotas
+from services.metering.ledger import Ledger
+from services.routing.aliases import RuntimeAliases
+from services.routing.router import Router
 from services.rpc import paging
-from services.rpc.interceptors import Ctx, Guard
+from services.rpc.interceptors import Ctx, Guard, unary
 from services.rpc.usage import usage_row
 from services.store.records import ApiKeyRecord, UsageFilter
+from services.store.store import Store
 from tollgate.v1 import admin_service_pb2 as apb
 from tollgate.v1 import admin_service_pb2_grpc as apb_grpc
 
@@ -20,122 +29,135 @@ def api_key_pb(r: ApiKeyRecord) -> apb.ApiKey:
                       revoked_at=int(r.revoked_at or 0), user=r.user_id or "", last_used_at=int(r.last_used_at or 0))
 
 
-def make_admin_servicer(app: Any) -> apb_grpc.AdminServiceServicer:
-    guard = Guard(app)
+class AdminServicer(apb_grpc.AdminServiceServicer):
+    """API keys, tiers, stats, the ledger, router and auth status (admin key only)."""
 
-    class AdminServicer(apb_grpc.AdminServiceServicer):
-        @guard.unary(admin_only=True)
-        async def CreateApiKey(self, request: apb.CreateApiKeyRequest, ctx: Ctx) -> apb.CreateApiKeyResponse:
-            name = request.name.strip()
-            tier = request.tier or app.config.default_tier
-            problems = []
-            if not name or len(name) > 200:
-                problems.append(FieldViolation("name", "required, at most 200 characters"))
-            if len(request.email) > EMAIL_MAX or (request.email and "@" not in request.email):
-                problems.append(FieldViolation("email", "must be an email address"))
-            if tier not in app.quotas.tiers:
-                problems.append(FieldViolation("tier", f"unknown tier; one of {', '.join(app.quotas.tiers)}"))
-            if problems:
-                raise InvalidArgument("; ".join(f"{p.field}: {p.description}" for p in problems),
-                                      reason="VALIDATION_ERROR", field_violations=problems)
-            rec, key = await app.store.create_api_key(name=name, email=request.email, tier=tier)
-            await app.audit.record(ctx.principal, "api_key.create", rec.id, _ip(ctx), None,
-                                   {"name": rec.name, "email": rec.email, "tier": rec.tier, "prefix": rec.prefix})
-            return apb.CreateApiKeyResponse(api_key=api_key_pb(rec), key=key)
+    def __init__(self, guard: Guard, config: Config, store: Store, quotas: Quotas, ledger: Ledger, auth: Authenticator,
+                 audit: AuditLog, router: Router, limiter: Limiter, uptime_s: Callable[[], float],
+                 reload_static_keys: Callable[[], int], aliases: RuntimeAliases) -> None:
+        self.guard = guard
+        self.config = config
+        self.store = store
+        self.quotas = quotas
+        self.ledger = ledger
+        self.auth = auth
+        self.audit = audit
+        self.router = router
+        self.limiter = limiter
+        self.uptime_s = uptime_s
+        self.reload_static_keys = reload_static_keys
+        self.aliases = aliases  # run-time model aliases (issue 18 point 6)
 
-        @guard.unary(admin_only=True)
-        async def ListApiKeys(self, request: apb.ListApiKeysRequest, ctx: Ctx) -> apb.ListApiKeysResponse:
-            keys = await app.store.list_api_keys(include_revoked=request.include_revoked)
-            return apb.ListApiKeysResponse(api_keys=[api_key_pb(k) for k in keys])
+    @unary(admin_only=True)
+    async def CreateApiKey(self, request: apb.CreateApiKeyRequest, ctx: Ctx) -> apb.CreateApiKeyResponse:
+        name = request.name.strip()
+        tier = request.tier or self.config.default_tier
+        problems = []
+        if not name or len(name) > 200:
+            problems.append(FieldViolation("name", "required, at most 200 characters"))
+        if len(request.email) > EMAIL_MAX or (request.email and "@" not in request.email):
+            problems.append(FieldViolation("email", "must be an email address"))
+        if tier not in self.quotas.tiers:
+            problems.append(FieldViolation("tier", f"unknown tier; one of {', '.join(self.quotas.tiers)}"))
+        if problems:
+            raise InvalidArgument("; ".join(f"{p.field}: {p.description}" for p in problems),
+                                  reason="VALIDATION_ERROR", field_violations=problems)
+        rec, key = await self.store.create_api_key(name=name, email=request.email, tier=tier)
+        await self.audit.record(ctx.principal, "api_key.create", rec.id, _ip(ctx), None,
+                               {"name": rec.name, "email": rec.email, "tier": rec.tier, "prefix": rec.prefix})
+        return apb.CreateApiKeyResponse(api_key=api_key_pb(rec), key=key)
 
-        @guard.unary(admin_only=True)
-        async def RevokeApiKey(self, request: apb.RevokeApiKeyRequest, ctx: Ctx) -> apb.RevokeApiKeyResponse:
-            if not await app.store.revoke_api_key(request.id):
-                raise NotFound("API key not found", reason="API_KEY_NOT_FOUND", metadata={"key_id": request.id})
-            app.auth.forget()
-            await app.audit.record(ctx.principal, "api_key.revoke", request.id, _ip(ctx), {"active": True},
-                                   {"active": False})
-            return apb.RevokeApiKeyResponse()
+    @unary(admin_only=True)
+    async def ListApiKeys(self, request: apb.ListApiKeysRequest, ctx: Ctx) -> apb.ListApiKeysResponse:
+        keys = await self.store.list_api_keys(include_revoked=request.include_revoked)
+        return apb.ListApiKeysResponse(api_keys=[api_key_pb(k) for k in keys])
 
-        @guard.unary(admin_only=True)
-        async def ListTiers(self, request: apb.ListTiersRequest, ctx: Ctx) -> apb.ListTiersResponse:
-            return apb.ListTiersResponse(tiers=[
-                apb.Tier(name=t.name, requests_per_minute=t.rpm, requests_per_day=t.rpd, tokens_per_day=t.tpd,
-                         tokens_per_month=t.tpm_month, description=t.description) for t in app.quotas.tiers.values()])
+    @unary(admin_only=True)
+    async def RevokeApiKey(self, request: apb.RevokeApiKeyRequest, ctx: Ctx) -> apb.RevokeApiKeyResponse:
+        if not await self.store.revoke_api_key(request.id):
+            raise NotFound("API key not found", reason="API_KEY_NOT_FOUND", metadata={"key_id": request.id})
+        self.auth.forget()
+        await self.audit.record(ctx.principal, "api_key.revoke", request.id, _ip(ctx), {"active": True},
+                               {"active": False})
+        return apb.RevokeApiKeyResponse()
 
-        @guard.unary(admin_only=True)
-        async def GetStats(self, request: apb.GetStatsRequest, ctx: Ctx) -> apb.GetStatsResponse:
-            await app.ledger.flush()
-            totals = await app.store.usage_totals(UsageFilter(since=request.since or None))
-            keys = await app.store.list_api_keys()
-            by_model = [apb.CountByName(name=m, requests=v["requests"], tokens=v["prompt_tokens"] + v["completion_tokens"],
-                                        cost_usd=v["cost_usd"]) for m, v in sorted(totals.get("by_model", {}).items())]
-            by_status = [apb.CountByName(name=s, requests=n) for s, n in sorted(totals.get("by_status", {}).items())]
-            return apb.GetStatsResponse(
-                total_requests=totals.get("requests", 0), prompt_tokens=totals.get("prompt_tokens", 0),
-                completion_tokens=totals.get("completion_tokens", 0), cost_usd=totals.get("cost_usd", 0.0),
-                active_keys=len(keys), by_model=by_model, by_status=by_status, uptime_s=app.uptime_s())
+    @unary(admin_only=True)
+    async def ListTiers(self, request: apb.ListTiersRequest, ctx: Ctx) -> apb.ListTiersResponse:
+        return apb.ListTiersResponse(tiers=[
+            apb.Tier(name=t.name, requests_per_minute=t.rpm, requests_per_day=t.rpd, tokens_per_day=t.tpd,
+                     tokens_per_month=t.tpm_month, description=t.description) for t in self.quotas.tiers.values()])
 
-        @guard.unary(admin_only=True)
-        async def ListUsage(self, request: apb.ListUsageRequest, ctx: Ctx) -> apb.ListUsageResponse:
-            return await list_usage(app, request, UsageFilter(
-                key_id=request.key_id or None, user_id=request.user or None, model=request.model or None,
-                since=request.since or None, until=request.until or None, status=request.status or None),
-                apb.ListUsageResponse)
+    @unary(admin_only=True)
+    async def GetStats(self, request: apb.GetStatsRequest, ctx: Ctx) -> apb.GetStatsResponse:
+        await self.ledger.flush()
+        totals = await self.store.usage_totals(UsageFilter(since=request.since or None))
+        keys = await self.store.list_api_keys()
+        by_model = [apb.CountByName(name=m, requests=v["requests"], tokens=v["prompt_tokens"] + v["completion_tokens"],
+                                    cost_usd=v["cost_usd"]) for m, v in sorted(totals.get("by_model", {}).items())]
+        by_status = [apb.CountByName(name=s, requests=n) for s, n in sorted(totals.get("by_status", {}).items())]
+        return apb.GetStatsResponse(
+            total_requests=totals.get("requests", 0), prompt_tokens=totals.get("prompt_tokens", 0),
+            completion_tokens=totals.get("completion_tokens", 0), cost_usd=totals.get("cost_usd", 0.0),
+            active_keys=len(keys), by_model=by_model, by_status=by_status, uptime_s=self.uptime_s())
 
-        # Seed 002 serves /router/* to any authenticated caller: ids and states only, never a key.
-        @guard.unary()
-        async def GetRouterStatus(self, request: apb.GetRouterStatusRequest, ctx: Ctx) -> apb.GetRouterStatusResponse:
-            return await router_status(app)
+    @unary(admin_only=True)
+    async def ListUsage(self, request: apb.ListUsageRequest, ctx: Ctx) -> apb.ListUsageResponse:
+        return await list_usage(self.ledger, self.store, request, UsageFilter(
+            key_id=request.key_id or None, user_id=request.user or None, model=request.model or None,
+            since=request.since or None, until=request.until or None, status=request.status or None),
+            apb.ListUsageResponse)
 
-        @guard.unary()
-        async def GetAuthStatus(self, request: apb.GetAuthStatusRequest, ctx: Ctx) -> apb.GetAuthStatusResponse:
-            a = app.auth
-            keys = await app.store.list_api_keys()
-            return apb.GetAuthStatusResponse(
-                enabled=a.enabled, static_keys=a.static_count, api_keys=len(keys), failures=a.stats.failures,
-                successes=a.stats.successes,
-                keys=[apb.AuthKeyMetrics(key_id=k, successes=int(v[0]), last_used_at=v[1]) for k, v in a.stats.per_static.items()])
+    # Seed 002 serves /router/* to any authenticated caller: ids and states only, never a key.
+    @unary()
+    async def GetRouterStatus(self, request: apb.GetRouterStatusRequest, ctx: Ctx) -> apb.GetRouterStatusResponse:
+        return await router_status(self.router, self.config, self.limiter)
 
-        @guard.unary()
-        async def ReloadAuthKeys(self, request: apb.ReloadAuthKeysRequest, ctx: Ctx) -> apb.ReloadAuthKeysResponse:
-            if not (ctx.principal.is_admin or ctx.principal.kind == "static"):
-                raise PermissionDenied("reloading keys needs the admin key or a static AUTH_KEY", reason="ADMIN_ONLY")
-            n = app.reload_static_keys()
-            app.auth.forget()
-            keys = await app.store.list_api_keys()
-            return apb.ReloadAuthKeysResponse(static_keys=n, api_keys=len(keys))
+    @unary()
+    async def GetAuthStatus(self, request: apb.GetAuthStatusRequest, ctx: Ctx) -> apb.GetAuthStatusResponse:
+        a = self.auth
+        keys = await self.store.list_api_keys()
+        return apb.GetAuthStatusResponse(
+            enabled=a.enabled, static_keys=a.static_count, api_keys=len(keys), failures=a.stats.failures,
+            successes=a.stats.successes,
+            keys=[apb.AuthKeyMetrics(key_id=k, successes=int(v[0]), last_used_at=v[1]) for k, v in a.stats.per_static.items()])
 
-        @guard.unary(admin_only=True)
-        async def SetRegistration(self, request: apb.SetRegistrationRequest, ctx: Ctx) -> apb.SetRegistrationResponse:
-            before = await app.store.registration_open()
-            await app.store.set_registration_open(request.open)
-            await app.audit.record(ctx.principal, "registration.set", "registration", _ip(ctx), {"open": before},
-                                   {"open": request.open})
-            return apb.SetRegistrationResponse(open=request.open)
+    @unary()
+    async def ReloadAuthKeys(self, request: apb.ReloadAuthKeysRequest, ctx: Ctx) -> apb.ReloadAuthKeysResponse:
+        if not (ctx.principal.is_admin or ctx.principal.kind == "static"):
+            raise PermissionDenied("reloading keys needs the admin key or a static AUTH_KEY", reason="ADMIN_ONLY")
+        n = self.reload_static_keys()
+        self.auth.forget()
+        keys = await self.store.list_api_keys()
+        return apb.ReloadAuthKeysResponse(static_keys=n, api_keys=len(keys))
 
-        @guard.unary(admin_only=True)
-        async def SetModelAlias(self, request: apb.SetModelAliasRequest, ctx: Ctx) -> apb.SetModelAliasResponse:
-            before = app.aliases.runtime.get(request.name.strip())
-            name, models = await app.aliases.set(request.name, list(request.models))
-            await app.audit.record(ctx.principal, "model_alias.set", name, _ip(ctx),
-                                   {"models": list(before)} if before else None, {"models": list(models)})
-            return apb.SetModelAliasResponse(alias=apb.ModelAlias(name=name, models=models, source="runtime"))
+    @unary(admin_only=True)
+    async def SetRegistration(self, request: apb.SetRegistrationRequest, ctx: Ctx) -> apb.SetRegistrationResponse:
+        before = await self.store.registration_open()
+        await self.store.set_registration_open(request.open)
+        await self.audit.record(ctx.principal, "registration.set", "registration", _ip(ctx), {"open": before},
+                               {"open": request.open})
+        return apb.SetRegistrationResponse(open=request.open)
 
-        @guard.unary(admin_only=True)
-        async def DeleteModelAlias(self, request: apb.DeleteModelAliasRequest, ctx: Ctx) -> apb.DeleteModelAliasResponse:
-            name = request.name.strip()
-            models = await app.aliases.delete(name)
-            await app.audit.record(ctx.principal, "model_alias.delete", name, _ip(ctx), {"models": list(models)}, None)
-            return apb.DeleteModelAliasResponse(alias=apb.ModelAlias(name=name, models=models, source="runtime"))
+    @unary(admin_only=True)
+    async def SetModelAlias(self, request: apb.SetModelAliasRequest, ctx: Ctx) -> apb.SetModelAliasResponse:
+        before = self.aliases.runtime.get(request.name.strip())
+        name, models = await self.aliases.set(request.name, list(request.models))
+        await self.audit.record(ctx.principal, "model_alias.set", name, _ip(ctx),
+                                {"models": list(before)} if before else None, {"models": list(models)})
+        return apb.SetModelAliasResponse(alias=apb.ModelAlias(name=name, models=models, source="runtime"))
 
-        @guard.unary(admin_only=True)
-        async def ListModelAliases(self, request: apb.ListModelAliasesRequest, ctx: Ctx) -> apb.ListModelAliasesResponse:
-            await app.aliases.refresh()
-            return apb.ListModelAliasesResponse(aliases=[apb.ModelAlias(name=n, models=m, source=s)
-                                                         for n, m, s in app.aliases.all()])
+    @unary(admin_only=True)
+    async def DeleteModelAlias(self, request: apb.DeleteModelAliasRequest, ctx: Ctx) -> apb.DeleteModelAliasResponse:
+        name = request.name.strip()
+        models = await self.aliases.delete(name)
+        await self.audit.record(ctx.principal, "model_alias.delete", name, _ip(ctx), {"models": list(models)}, None)
+        return apb.DeleteModelAliasResponse(alias=apb.ModelAlias(name=name, models=models, source="runtime"))
 
-    return AdminServicer()
+    @unary(admin_only=True)
+    async def ListModelAliases(self, request: apb.ListModelAliasesRequest, ctx: Ctx) -> apb.ListModelAliasesResponse:
+        await self.aliases.refresh()
+        return apb.ListModelAliasesResponse(aliases=[apb.ModelAlias(name=n, models=m, source=s)
+                                                     for n, m, s in self.aliases.all()])
 
 
 def _ip(ctx: Ctx) -> str:
@@ -148,25 +170,25 @@ def _ip(ctx: Ctx) -> str:
         return ""
 
 
-async def list_usage(app: Any, request: Any, flt: UsageFilter, response_type: Any) -> Any:
+async def list_usage(ledger: Ledger, store: Store, request: Any, flt: UsageFilter, response_type: Any) -> Any:
     offset, limit = paging.window(request.page_size, request.page_token, request.skip, default=100, maximum=1000)
-    await app.ledger.flush()  # a caller looking for its row just after the response must find it
-    rows = await app.store.list_usage(flt, limit=limit, offset=offset)
-    total = await app.store.count_usage(flt)
+    await ledger.flush()  # a caller looking for its row just after the response must find it
+    rows = await store.list_usage(flt, limit=limit, offset=offset)
+    total = await store.count_usage(flt)
     return response_type(rows=[usage_row(r) for r in rows], total_size=total,
                          next_page_token=paging.next_token(offset, limit, total))
 
 
-async def router_status(app: Any) -> apb.GetRouterStatusResponse:
-    r = app.router
+async def router_status(router: Router, config: Config, limiter: Limiter) -> apb.GetRouterStatusResponse:
+    r = router
     keys = []
-    for p in app.config.providers:
+    for p in config.providers:
         for k in p.keys:
             rules = r.key_rules(k.id)
             used = {}
             if rules:
                 try:
-                    d = await app.limiter.peek("pk:" + k.id, rules)
+                    d = await limiter.peek("pk:" + k.id, rules)
                     used[d.rule] = d.used
                 except Exception:
                     pass

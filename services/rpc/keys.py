@@ -416,7 +416,7 @@ def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
                 raise _invalid([FieldViolation("since" if request.since < 0 else "until", "must be >= 0 (epoch seconds)")])
             flt = UsageFilter(user_id=uid, model=request.model or None, since=request.since or None,
                               until=request.until or None)
-            return await list_usage(app, request, flt, kpb.GetUsageResponse)
+            return await list_usage(app.ledger, app.store, request, flt, kpb.GetUsageResponse)
 
     return KeyServicer()
 
