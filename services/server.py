@@ -15,7 +15,9 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from services.rpc.admin import AdminServicer
-from services.rpc.inference import make_inference_servicer
+from services.fidelity import Fidelity
+from services.media import Media
+from services.rpc.inference import InferenceServicer
 from services.rpc.keys import make_key_servicer
 from services.rpc.malformed import MalformedRequests
 from services.rpc.interceptors import Guard
@@ -46,7 +48,9 @@ def register_servicers(app: Any, target: Any) -> None:
     """Builds the servicers from the App's parts (the one place that does) and adds them to a
     grpc.aio.Server or an InProcessChannel."""
     guard = Guard(app)
-    inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(make_inference_servicer(app), target)
+    inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
+        InferenceServicer(guard, app.pipeline, app.catalog, Fidelity(app), Media(app), app.passthrough,
+                          app.config.max_messages), target)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(guard, app.config, app.models, app.loaded, app.router, app.loader), target)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(make_key_servicer(app), target)

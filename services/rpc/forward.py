@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 from services.pipeline import ForwardStarted, Outcome
 from services.routing.passthrough import native_request
 from services.rpc import convert
-from services.rpc.interceptors import Ctx, Guard, credentials, rate_limit_metadata
+from services.rpc.interceptors import Ctx, credentials, rate_limit_metadata, stream
 from tollgate.v1 import inference_service_pb2 as ipb
 
 
@@ -26,24 +26,23 @@ def _metadata(request_id: str, out: Outcome) -> tuple[tuple[str, str], ...]:
     return md
 
 
-def make_forward(app: Any, guard: Guard):
-    relay = app.passthrough
+@stream()
+async def Forward(self: Any, request: ipb.ForwardRequest, ctx: Ctx) -> AsyncIterator[ipb.ForwardResponse]:
+    """InferenceServicer.Forward: `self` is the servicer (its guard, pipeline and passthrough)."""
+    req = native_request(request.provider, request.method, request.path, request.query,
+                         [(h.name, h.value) for h in request.headers], request.body)
+    req.caller_secrets = credentials(ctx.context)
+    events = self.pipeline.forward(ctx.principal, req, self.passthrough, ctx.request_id, ctx.context.time_remaining())
+    async with aclosing(events):
+        async for ev in events:
+            if type(ev) is bytes:
+                yield ipb.ForwardResponse(body=ev)
+            elif isinstance(ev, ForwardStarted):
+                out, ex = ev.outcome, ev.exchange
+                await ctx.context.send_initial_metadata(_metadata(ctx.request_id, out))
+                yield ipb.ForwardResponse(head=ipb.ForwardHead(
+                    id=ctx.request_id, status=ex.status, route=convert.route(out.route),
+                    headers=[ipb.Header(name=k, value=v) for k, v in ex.headers]))
 
-    @guard.stream()
-    async def Forward(self, request: ipb.ForwardRequest, ctx: Ctx) -> AsyncIterator[ipb.ForwardResponse]:
-        req = native_request(request.provider, request.method, request.path, request.query,
-                             [(h.name, h.value) for h in request.headers], request.body)
-        req.caller_secrets = credentials(ctx.context)
-        events = app.pipeline.forward(ctx.principal, req, relay, ctx.request_id, ctx.context.time_remaining())
-        async with aclosing(events):
-            async for ev in events:
-                if type(ev) is bytes:
-                    yield ipb.ForwardResponse(body=ev)
-                elif isinstance(ev, ForwardStarted):
-                    out, ex = ev.outcome, ev.exchange
-                    await ctx.context.send_initial_metadata(_metadata(ctx.request_id, out))
-                    yield ipb.ForwardResponse(head=ipb.ForwardHead(
-                        id=ctx.request_id, status=ex.status, route=convert.route(out.route),
-                        headers=[ipb.Header(name=k, value=v) for k, v in ex.headers]))
 
-    return Forward
+forward = Forward

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from contextlib import aclosing
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
+from services.catalog.pricing import Catalog
 from services.fidelity import Fidelity
 from services.media import Media
 from services.metering.tokens import estimate_prompt
-from services.pipeline import StreamFinished, StreamStarted
+from services.pipeline import Pipeline, StreamFinished, StreamStarted
 from services.limits.open_gate import OPEN_SURFACES
+from services.routing.passthrough import Passthrough
 from services.rpc import convert
-from services.rpc.forward import make_forward
-from services.rpc.interceptors import Ctx, Guard, rate_limit_metadata
+from services.rpc.forward import forward
+from services.rpc.interceptors import Ctx, Guard, rate_limit_metadata, stream, unary
 from tollgate.v1 import inference_service_pb2 as ipb
 from tollgate.v1 import inference_service_pb2_grpc as ipb_grpc
 
@@ -49,113 +51,116 @@ def ignored_metadata(req) -> tuple[tuple[str, str], ...]:
     return (("x-tollgate-ignored", ", ".join(req.ignored)),)
 
 
-def make_inference_servicer(app: Any) -> ipb_grpc.InferenceServiceServicer:
-    guard = Guard(app)
-    max_messages = app.config.max_messages
+class InferenceServicer(ipb_grpc.InferenceServiceServicer):
+    """Chat, StreamChat, Embed, Forward, Media and CountTokens, thin over the pipeline."""
 
-    def clamp(req):
+    def __init__(self, guard: Guard, pipeline: Pipeline, catalog: Catalog, fidelity: Fidelity, media: Media,
+                 passthrough: Passthrough, max_messages: int) -> None:
+        self.guard = guard
+        self.pipeline = pipeline
+        self.catalog = catalog
+        self.fidelity = fidelity
+        self.media = media
+        self.passthrough = passthrough
+        self.max_messages = max_messages
+
+    def _clamp(self, req):
         # RELIABILITY E1: max_tokens over the model's maximum is clamped, not sent on (nor reserved).
-        info = app.catalog.get(req.model) if req.sampling.max_tokens else None
+        info = self.catalog.get(req.model) if req.sampling.max_tokens else None
         if info is not None and info.max_completion_tokens and req.sampling.max_tokens > info.max_completion_tokens:
             req.sampling.max_tokens = info.max_completion_tokens
         return req
 
-    fidelity = Fidelity(app)
-    media = Media(app)
-
-    class InferenceServicer(ipb_grpc.InferenceServiceServicer):
-        @guard.unary(open_kind=open_inference)
-        async def Chat(self, request: ipb.ChatRequest, ctx: Ctx) -> ipb.ChatResponse:
-            req = clamp(convert.chat_request(request.input, max_messages))
-            if req.raw_body and (target := fidelity.plan(req)) is not None:
-                raw, out = await fidelity.chat(ctx.principal, req, target, ctx.request_id, ctx.context.time_remaining())
-                await ctx.context.send_initial_metadata(_route_md(ctx, out))
-                return ipb.ChatResponse(id=ctx.request_id, raw=raw)
-            result, out = await app.pipeline.chat(ctx.principal, req, ctx.request_id, ctx.context.time_remaining())
-            md = _route_md(ctx, out)
-            await ctx.context.send_initial_metadata(md + ignored_metadata(req) if req.ignored else md)
-            return convert.chat_response(result, ctx.request_id, out.route, out.usage, out.cost_usd, out.created, out.decision)
-
-        @guard.stream(open_kind=open_inference)
-        async def StreamChat(self, request: ipb.StreamChatRequest, ctx: Ctx) -> AsyncIterator[ipb.StreamChatResponse]:
-            req = clamp(convert.chat_request(request.input, max_messages, request.include_usage))
-            if req.raw_body and (target := fidelity.plan(req)) is not None:
-                async for piece in fidelity.stream(ctx.principal, req, target, ctx.request_id, ctx.context.time_remaining()):
-                    if type(piece) is bytes:
-                        yield ipb.StreamChatResponse(raw=piece)
-                    else:
-                        await ctx.context.send_initial_metadata(_route_md(ctx, piece))
-                        msg = ipb.StreamChatResponse()
-                        msg.start.id = ctx.request_id
-                        convert.fill_route(msg.start.route, piece.route)
-                        msg.start.created = int(piece.created)
-                        msg.start.raw = True
-                        yield msg
-                return
-            async for ev in app.pipeline.stream(ctx.principal, req, ctx.request_id, ctx.context.time_remaining()):
-                if type(ev) is list:
-                    msg = convert.delta_batch(ev)
-                    if msg.delta.deltas:
-                        yield msg
-                elif isinstance(ev, StreamStarted):
-                    out = ev.outcome
-                    md = _route_md(ctx, out)
-                    await ctx.context.send_initial_metadata(md + ignored_metadata(req) if req.ignored else md)
-                    msg = ipb.StreamChatResponse()  # filled in place: no copy per nesting level
-                    st = msg.start
-                    st.id = ctx.request_id
-                    convert.fill_route(st.route, out.route)
-                    st.created = int(out.created)
-                    convert.fill_rate_limit(st, out.decision)
-                    yield msg
-                elif isinstance(ev, StreamFinished):
-                    out = ev.outcome
-                    if request.include_usage:
-                        msg = ipb.StreamChatResponse()
-                        convert.fill_usage(msg.usage, out.usage, out.cost_usd)
-                        yield msg
-                    msg = ipb.StreamChatResponse()
-                    end = msg.end
-                    end.finish_reason = convert.FINISH_VALUES.get(out.finish_reason, 1)
-                    convert.fill_usage(end.usage, out.usage, out.cost_usd)
-                    convert.fill_route(end.route, out.route)
-                    yield msg
-
-        @guard.unary()
-        async def Embed(self, request: ipb.EmbedRequest, ctx: Ctx) -> ipb.EmbedResponse:
-            req = convert.embed_request(request)
-            result, out = await app.pipeline.embed(ctx.principal, req, ctx.request_id, ctx.context.time_remaining())
+    @unary(open_kind=open_inference)
+    async def Chat(self, request: ipb.ChatRequest, ctx: Ctx) -> ipb.ChatResponse:
+        req = self._clamp(convert.chat_request(request.input, self.max_messages))
+        if req.raw_body and (target := self.fidelity.plan(req)) is not None:
+            raw, out = await self.fidelity.chat(ctx.principal, req, target, ctx.request_id, ctx.context.time_remaining())
             await ctx.context.send_initial_metadata(_route_md(ctx, out))
-            return ipb.EmbedResponse(
-                id=ctx.request_id, usage=convert.usage(out.usage, out.cost_usd), route=convert.route(out.route),
-                embeddings=[ipb.Embedding(index=i, values=v) for i, v in enumerate(result.vectors)])
+            return ipb.ChatResponse(id=ctx.request_id, raw=raw)
+        result, out = await self.pipeline.chat(ctx.principal, req, ctx.request_id, ctx.context.time_remaining())
+        md = _route_md(ctx, out)
+        await ctx.context.send_initial_metadata(md + ignored_metadata(req) if req.ignored else md)
+        return convert.chat_response(result, ctx.request_id, out.route, out.usage, out.cost_usd, out.created, out.decision)
 
-        Forward = make_forward(app, guard)
+    @stream(open_kind=open_inference)
+    async def StreamChat(self, request: ipb.StreamChatRequest, ctx: Ctx) -> AsyncIterator[ipb.StreamChatResponse]:
+        req = self._clamp(convert.chat_request(request.input, self.max_messages, request.include_usage))
+        if req.raw_body and (target := self.fidelity.plan(req)) is not None:
+            async for piece in self.fidelity.stream(ctx.principal, req, target, ctx.request_id, ctx.context.time_remaining()):
+                if type(piece) is bytes:
+                    yield ipb.StreamChatResponse(raw=piece)
+                else:
+                    await ctx.context.send_initial_metadata(_route_md(ctx, piece))
+                    msg = ipb.StreamChatResponse()
+                    msg.start.id = ctx.request_id
+                    convert.fill_route(msg.start.route, piece.route)
+                    msg.start.created = int(piece.created)
+                    msg.start.raw = True
+                    yield msg
+            return
+        async for ev in self.pipeline.stream(ctx.principal, req, ctx.request_id, ctx.context.time_remaining()):
+            if type(ev) is list:
+                msg = convert.delta_batch(ev)
+                if msg.delta.deltas:
+                    yield msg
+            elif isinstance(ev, StreamStarted):
+                out = ev.outcome
+                md = _route_md(ctx, out)
+                await ctx.context.send_initial_metadata(md + ignored_metadata(req) if req.ignored else md)
+                msg = ipb.StreamChatResponse()  # filled in place: no copy per nesting level
+                st = msg.start
+                st.id = ctx.request_id
+                convert.fill_route(st.route, out.route)
+                st.created = int(out.created)
+                convert.fill_rate_limit(st, out.decision)
+                yield msg
+            elif isinstance(ev, StreamFinished):
+                out = ev.outcome
+                if request.include_usage:
+                    msg = ipb.StreamChatResponse()
+                    convert.fill_usage(msg.usage, out.usage, out.cost_usd)
+                    yield msg
+                msg = ipb.StreamChatResponse()
+                end = msg.end
+                end.finish_reason = convert.FINISH_VALUES.get(out.finish_reason, 1)
+                convert.fill_usage(end.usage, out.usage, out.cost_usd)
+                convert.fill_route(end.route, out.route)
+                yield msg
 
-        @guard.stream()
-        async def Media(self, request: ipb.MediaRequest, ctx: Ctx) -> AsyncIterator[ipb.MediaResponse]:
-            req = media.request(request.operation, request.model, request.body, request.content_type)
-            events = media.run(ctx.principal, req, ctx.request_id, ctx.context.time_remaining())
-            async with aclosing(events):
-                async for ev in events:
-                    if type(ev) is bytes:
-                        yield ipb.MediaResponse(body=ev)
-                    else:
-                        out, ex = ev.outcome, ev.exchange
-                        await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, out))
-                        yield ipb.MediaResponse(head=ipb.ForwardHead(
-                            id=ctx.request_id, status=ex.status, route=convert.route(out.route),
-                            headers=[ipb.Header(name=k, value=v) for k, v in ex.headers]))
+    @unary()
+    async def Embed(self, request: ipb.EmbedRequest, ctx: Ctx) -> ipb.EmbedResponse:
+        req = convert.embed_request(request)
+        result, out = await self.pipeline.embed(ctx.principal, req, ctx.request_id, ctx.context.time_remaining())
+        await ctx.context.send_initial_metadata(_route_md(ctx, out))
+        return ipb.EmbedResponse(
+            id=ctx.request_id, usage=convert.usage(out.usage, out.cost_usd), route=convert.route(out.route),
+            embeddings=[ipb.Embedding(index=i, values=v) for i, v in enumerate(result.vectors)])
 
-        @guard.unary()
-        async def CountTokens(self, request: ipb.CountTokensRequest, ctx: Ctx) -> ipb.CountTokensResponse:
-            req = convert.chat_request(request.input, max_messages)
-            n, target = await fidelity.count_tokens(req, ctx.context.time_remaining())
-            if target is None:
-                return ipb.CountTokensResponse(input_tokens=estimate_prompt(req), estimated=True)
-            msg = ipb.CountTokensResponse(input_tokens=n)
-            r = msg.route
-            r.provider, r.kind, r.model, r.key_id = target.provider, target.kind, target.model, target.key_id
-            return msg
+    Forward = forward  # services/rpc/forward.py: seed 003's pass-through
 
-    return InferenceServicer()
+    @stream()
+    async def Media(self, request: ipb.MediaRequest, ctx: Ctx) -> AsyncIterator[ipb.MediaResponse]:
+        req = self.media.request(request.operation, request.model, request.body, request.content_type)
+        events = self.media.run(ctx.principal, req, ctx.request_id, ctx.context.time_remaining())
+        async with aclosing(events):
+            async for ev in events:
+                if type(ev) is bytes:
+                    yield ipb.MediaResponse(body=ev)
+                else:
+                    out, ex = ev.outcome, ev.exchange
+                    await ctx.context.send_initial_metadata(route_metadata(ctx.request_id, out))
+                    yield ipb.MediaResponse(head=ipb.ForwardHead(
+                        id=ctx.request_id, status=ex.status, route=convert.route(out.route),
+                        headers=[ipb.Header(name=k, value=v) for k, v in ex.headers]))
+
+    @unary()
+    async def CountTokens(self, request: ipb.CountTokensRequest, ctx: Ctx) -> ipb.CountTokensResponse:
+        req = convert.chat_request(request.input, self.max_messages)
+        n, target = await self.fidelity.count_tokens(req, ctx.context.time_remaining())
+        if target is None:
+            return ipb.CountTokensResponse(input_tokens=estimate_prompt(req), estimated=True)
+        msg = ipb.CountTokensResponse(input_tokens=n)
+        r = msg.route
+        r.provider, r.kind, r.model, r.key_id = target.provider, target.kind, target.model, target.key_id
+        return msg
