@@ -18,7 +18,7 @@ from services.rpc.admin import AdminServicer
 from services.fidelity import Fidelity
 from services.media import Media
 from services.rpc.inference import InferenceServicer
-from services.rpc.keys import make_key_servicer
+from services.rpc.keys import KeyServicer
 from services.rpc.malformed import MalformedRequests
 from services.rpc.interceptors import Guard
 from services.rpc.models import ModelServicer
@@ -53,7 +53,9 @@ def register_servicers(app: Any, target: Any) -> None:
                           app.config.max_messages), target)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(guard, app.config, app.models, app.loaded, app.router, app.loader), target)
-    key_service_pb2_grpc.add_KeyServiceServicer_to_server(make_key_servicer(app), target)
+    key_service_pb2_grpc.add_KeyServiceServicer_to_server(
+        KeyServicer(guard, app.config, app.store, app.quotas, app.limiter, app.signin, app.auth, app.accounts,
+                    app.statements, app.budgets, app.ledger, app.clock, app.pepper, app.user_keys), target)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(guard, app.config, app.store, app.quotas, app.ledger, app.auth, app.audit, app.router, app.limiter,
                       app.uptime_s, app.reload_static_keys, app.aliases), target)

@@ -15,10 +15,14 @@ import hmac
 import re
 from typing import Any
 
-from services.accounts.signin import Started
-from services.accounts.users import check_budget
+from services.accounts.budgets import Budgets
+from services.accounts.signin import SignIn, Started
+from services.accounts.statements import Statements
+from services.accounts.users import Accounts, check_budget
 from services.auth import ssrf
-from services.auth.authenticator import OPERATOR
+from services.auth.authenticator import OPERATOR, Authenticator
+from services.clock import Clock
+from services.config.schema import Config
 from services.core.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -28,12 +32,16 @@ from services.core.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
-from services.limits.base import Rule
+from services.limits.base import Limiter, Rule
+from services.limits.quotas import Quotas
+from services.metering.ledger import Ledger
+from services.routing.user_keys import UserKeys
 from services.config.kinds import KINDS, resolve
 from services.rpc.admin import list_usage
-from services.rpc.interceptors import Ctx, Guard
+from services.rpc.interceptors import Ctx, Guard, unary
 from services.store.records import KIND_TOKEN, STATE_SUSPENDED, ApiKeyRecord, ProviderKeyRecord, UsageFilter, UserRecord
 from services.store.repos.users import normalize_email
+from services.store.store import Store
 from tollgate.v1 import key_service_pb2 as kpb
 from tollgate.v1 import key_service_pb2_grpc as kpb_grpc
 
@@ -140,285 +148,300 @@ def _clean_text(value: str) -> bool:
     return not any(ord(c) < 32 or ord(c) == 127 for c in value)
 
 
-def make_key_servicer(app: Any) -> kpb_grpc.KeyServiceServicer:
-    guard = Guard(app)
+def login_response(kind: Any, user: kpb.User, st: Started) -> Any:
+    return kind(user=user, session_token=st.token, expires_at=int(st.expires_at), csrf_token=st.csrf_token,
+                session_id=st.session_id)
 
-    def login_subject(email: str) -> str:
+
+class KeyServicer(kpb_grpc.KeyServiceServicer):
+    """Accounts of one's own: register, sign in, sessions, tokens, own provider keys, usage."""
+
+    def __init__(self, guard: Guard, config: Config, store: Store, quotas: Quotas, limiter: Limiter, signin: SignIn,
+                 auth: Authenticator, accounts: Accounts, statements: Statements, budgets: Budgets, ledger: Ledger,
+                 clock: Clock, pepper: bytes, user_keys: UserKeys | None) -> None:
+        self.guard = guard
+        self.config = config
+        self.store = store
+        self.quotas = quotas
+        self.limiter = limiter
+        self.signin = signin
+        self.auth = auth
+        self.accounts = accounts
+        self.statements = statements
+        self.budgets = budgets
+        self.ledger = ledger
+        self.clock = clock
+        self.pepper = pepper
+        self.user_keys = user_keys
+
+    def _login_subject(self, email: str) -> str:
         # A digest, not the address: limiter keys (Redis) must not hold emails.
-        return "login:" + hmac.new(app.pepper, email.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
+        return "login:" + hmac.new(self.pepper, email.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
 
-    def forget_user_keys(user_id: str, key_id: str | None = None) -> None:
-        user_keys = getattr(app, "user_keys", None)  # routing's cache, once App builds one
-        if user_keys is not None:
-            user_keys.forget(user_id, key_id)
+    def _forget_user_keys(self, user_id: str, key_id: str | None = None) -> None:
+        if self.user_keys is not None:  # routing's cache of users' provider keys
+            self.user_keys.forget(user_id, key_id)
 
-    async def check_login_budget(subject: str) -> Any:
-        decision, held = await app.limiter.reserve(subject, (LOGIN_FAILURES,), 1)
+    async def _check_login_budget(self, subject: str) -> Any:
+        decision, held = await self.limiter.reserve(subject, (LOGIN_FAILURES,), 1)
         if held is None:
             raise ResourceExhausted("Too many failed sign-in attempts for this account; try again later",
                                     reason="LOGIN_RATE_LIMITED", retry_after_s=max(1.0, decision.retry_after_s))
         return held
 
-    async def operator_login(request: kpb.LoginRequest, ctx: Ctx) -> kpb.LoginResponse:
-        held = await check_login_budget(login_subject("\x00operator"))
+    async def _operator_login(self, request: kpb.LoginRequest, ctx: Ctx) -> kpb.LoginResponse:
+        held = await self._check_login_budget(self._login_subject("\x00operator"))
         ok = False
         try:
-            ok = len(request.admin_key) <= SECRET_MAX and app.auth.is_admin_key(request.admin_key)
+            ok = len(request.admin_key) <= SECRET_MAX and self.auth.is_admin_key(request.admin_key)
         finally:
             if ok:
-                await app.limiter.release(held)
+                await self.limiter.release(held)
             else:
-                await app.limiter.settle(held, 1)
+                await self.limiter.settle(held, 1)
         if not ok:
             raise Unauthenticated("Invalid admin key", reason="INVALID_ADMIN_KEY")
-        started = await app.signin.start_operator(*client_info(ctx))
+        started = await self.signin.start_operator(*client_info(ctx))
         return login_response(kpb.LoginResponse, OPERATOR_USER, started)
 
-    def login_response(kind: Any, user: kpb.User, st: Started) -> Any:
-        return kind(user=user, session_token=st.token, expires_at=int(st.expires_at), csrf_token=st.csrf_token,
-                    session_id=st.session_id)
+    @unary(public=True, peek_limits=False)
+    async def Register(self, request: kpb.RegisterRequest, ctx: Ctx) -> kpb.RegisterResponse:
+        email = normalize_email(request.email)
+        problems = []
+        if len(email) > EMAIL_MAX or not _EMAIL_RE.fullmatch(email) or not _clean_text(email):
+            problems.append(FieldViolation("email", "must be an email address"))
+        if not PASSWORD_MIN <= len(request.password) <= PASSWORD_MAX:
+            problems.append(FieldViolation("password", f"must be {PASSWORD_MIN}-{PASSWORD_MAX} characters"))
+        if problems:
+            raise _invalid(problems)
+        tier = self.config.default_tier if self.config.default_tier in self.quotas.tiers else "basic"
+        try:
+            user = await self.store.create_user(email, request.password, tier=tier)
+        except InvalidArgument as e:
+            if e.reason != "INVALID_ARGUMENT":
+                raise
+            raise _invalid([FieldViolation("email", "must be an email address")]) from None
+        started = await self.signin.start(user.id, user.role, *client_info(ctx))
+        return login_response(kpb.RegisterResponse, user_pb(user), started)
 
-    class KeyServicer(kpb_grpc.KeyServiceServicer):
-        @guard.unary(public=True, peek_limits=False)
-        async def Register(self, request: kpb.RegisterRequest, ctx: Ctx) -> kpb.RegisterResponse:
-            email = normalize_email(request.email)
-            problems = []
-            if len(email) > EMAIL_MAX or not _EMAIL_RE.fullmatch(email) or not _clean_text(email):
-                problems.append(FieldViolation("email", "must be an email address"))
-            if not PASSWORD_MIN <= len(request.password) <= PASSWORD_MAX:
-                problems.append(FieldViolation("password", f"must be {PASSWORD_MIN}-{PASSWORD_MAX} characters"))
-            if problems:
-                raise _invalid(problems)
-            tier = app.config.default_tier if app.config.default_tier in app.quotas.tiers else "basic"
-            try:
-                user = await app.store.create_user(email, request.password, tier=tier)
-            except InvalidArgument as e:
-                if e.reason != "INVALID_ARGUMENT":
-                    raise
-                raise _invalid([FieldViolation("email", "must be an email address")]) from None
-            started = await app.signin.start(user.id, user.role, *client_info(ctx))
-            return login_response(kpb.RegisterResponse, user_pb(user), started)
+    @unary(public=True, peek_limits=False)
+    async def Login(self, request: kpb.LoginRequest, ctx: Ctx) -> kpb.LoginResponse:
+        if request.admin_key:
+            return await self._operator_login(request, ctx)
+        email = normalize_email(request.email)
+        if not email or not request.password:
+            raise _invalid([FieldViolation(f, "required") for f, v in (("email", email), ("password", request.password))
+                            if not v])
+        held = await self._check_login_budget(self._login_subject(email[:EMAIL_MAX * 2]))
+        user, checked = None, False
+        try:
+            if len(request.password) <= PASSWORD_MAX and len(email) <= EMAIL_MAX:
+                user = await self.store.authenticate(email, request.password, suspended=True)
+            checked = True
+        finally:
+            # A failed check keeps its slot for the window; a success, a cancelled or broken
+            # check gives it back. Held before the check, so racing guesses cannot overshoot.
+            if checked and user is None:
+                await self.limiter.settle(held, 1)
+            else:
+                await self.limiter.release(held)
+        if user is None:
+            raise Unauthenticated(BAD_CREDENTIALS, reason="INVALID_CREDENTIALS")
+        if user.state == STATE_SUSPENDED:
+            # Said only after the password checked out: to anyone without it, a suspended
+            # account answers exactly like a wrong password or an unknown email.
+            raise PermissionDenied(SUSPENDED, reason="ACCOUNT_SUSPENDED")
+        started = await self.signin.start(user.id, user.role, *client_info(ctx))
+        return login_response(kpb.LoginResponse, user_pb(user), started)
 
-        @guard.unary(public=True, peek_limits=False)
-        async def Login(self, request: kpb.LoginRequest, ctx: Ctx) -> kpb.LoginResponse:
-            if request.admin_key:
-                return await operator_login(request, ctx)
-            email = normalize_email(request.email)
-            if not email or not request.password:
-                raise _invalid([FieldViolation(f, "required") for f, v in (("email", email), ("password", request.password))
-                                if not v])
-            held = await check_login_budget(login_subject(email[:EMAIL_MAX * 2]))
-            user, checked = None, False
-            try:
-                if len(request.password) <= PASSWORD_MAX and len(email) <= EMAIL_MAX:
-                    user = await app.store.authenticate(email, request.password, suspended=True)
-                checked = True
-            finally:
-                # A failed check keeps its slot for the window; a success, a cancelled or broken
-                # check gives it back. Held before the check, so racing guesses cannot overshoot.
-                if checked and user is None:
-                    await app.limiter.settle(held, 1)
-                else:
-                    await app.limiter.release(held)
-            if user is None:
-                raise Unauthenticated(BAD_CREDENTIALS, reason="INVALID_CREDENTIALS")
-            if user.state == STATE_SUSPENDED:
-                # Said only after the password checked out: to anyone without it, a suspended
-                # account answers exactly like a wrong password or an unknown email.
-                raise PermissionDenied(SUSPENDED, reason="ACCOUNT_SUSPENDED")
-            started = await app.signin.start(user.id, user.role, *client_info(ctx))
-            return login_response(kpb.LoginResponse, user_pb(user), started)
+    @unary(peek_limits=False)
+    async def Logout(self, request: kpb.LogoutRequest, ctx: Ctx) -> kpb.LogoutResponse:
+        if not ctx.principal.session_id:
+            raise FailedPrecondition("Only a session can log out; revoke a token with RevokeToken",
+                                     reason="SESSION_REQUIRED")
+        await self.signin.end(ctx.principal.session_id)
+        return kpb.LogoutResponse()
 
-        @guard.unary(peek_limits=False)
-        async def Logout(self, request: kpb.LogoutRequest, ctx: Ctx) -> kpb.LogoutResponse:
-            if not ctx.principal.session_id:
-                raise FailedPrecondition("Only a session can log out; revoke a token with RevokeToken",
-                                         reason="SESSION_REQUIRED")
-            await app.signin.end(ctx.principal.session_id)
-            return kpb.LogoutResponse()
+    @unary(peek_limits=False)
+    async def GetMe(self, request: kpb.GetMeRequest, ctx: Ctx) -> kpb.GetMeResponse:
+        owner = session_owner(ctx)
+        if owner == OPERATOR:
+            return kpb.GetMeResponse(user=OPERATOR_USER, session_id=ctx.principal.session_id)
+        user = await self.store.get_user(owner)
+        if user is None:
+            raise Unauthenticated("This account no longer exists", reason="ACCOUNT_UNAVAILABLE")
+        return kpb.GetMeResponse(user=user_pb(user), session_id=ctx.principal.session_id)
 
-        @guard.unary(peek_limits=False)
-        async def GetMe(self, request: kpb.GetMeRequest, ctx: Ctx) -> kpb.GetMeResponse:
-            owner = session_owner(ctx)
-            if owner == OPERATOR:
-                return kpb.GetMeResponse(user=OPERATOR_USER, session_id=ctx.principal.session_id)
-            user = await app.store.get_user(owner)
-            if user is None:
-                raise Unauthenticated("This account no longer exists", reason="ACCOUNT_UNAVAILABLE")
-            return kpb.GetMeResponse(user=user_pb(user), session_id=ctx.principal.session_id)
+    @unary(peek_limits=False)
+    async def ListSessions(self, request: kpb.ListSessionsRequest, ctx: Ctx) -> kpb.ListSessionsResponse:
+        rows = await self.signin.list(session_owner(ctx))
+        return kpb.ListSessionsResponse(sessions=[session_pb(r, ctx.principal.session_id) for r in rows])
 
-        @guard.unary(peek_limits=False)
-        async def ListSessions(self, request: kpb.ListSessionsRequest, ctx: Ctx) -> kpb.ListSessionsResponse:
-            rows = await app.signin.list(session_owner(ctx))
-            return kpb.ListSessionsResponse(sessions=[session_pb(r, ctx.principal.session_id) for r in rows])
+    @unary(peek_limits=False)
+    async def RevokeSession(self, request: kpb.RevokeSessionRequest, ctx: Ctx) -> kpb.RevokeSessionResponse:
+        owner = session_owner(ctx)
+        # Another user's session answers exactly like one that never existed (F5).
+        if not request.id or len(request.id) > 64 or not await self.signin.end(request.id, owner):
+            raise NotFound("Session not found", reason="SESSION_NOT_FOUND")
+        return kpb.RevokeSessionResponse()
 
-        @guard.unary(peek_limits=False)
-        async def RevokeSession(self, request: kpb.RevokeSessionRequest, ctx: Ctx) -> kpb.RevokeSessionResponse:
-            owner = session_owner(ctx)
-            # Another user's session answers exactly like one that never existed (F5).
-            if not request.id or len(request.id) > 64 or not await app.signin.end(request.id, owner):
-                raise NotFound("Session not found", reason="SESSION_NOT_FOUND")
-            return kpb.RevokeSessionResponse()
+    @unary(peek_limits=False)
+    async def ChangePassword(self, request: kpb.ChangePasswordRequest, ctx: Ctx) -> kpb.ChangePasswordResponse:
+        uid = require_user(ctx)
+        if ctx.principal.kind != "session":
+            raise PermissionDenied("Changing the password needs a session (log in); a token cannot",
+                                   reason="SESSION_REQUIRED")
+        if not PASSWORD_MIN <= len(request.new_password) <= PASSWORD_MAX:
+            raise _invalid([FieldViolation("new_password", f"must be {PASSWORD_MIN}-{PASSWORD_MAX} characters")])
+        held = await self._check_login_budget(self._login_subject("\x00pw:" + uid))
+        ok = False
+        try:
+            ok = bool(request.current_password) and await self.store.check_password(uid, request.current_password)
+        finally:
+            if ok:
+                await self.limiter.release(held)
+            else:
+                await self.limiter.settle(held, 1)
+        if not ok:
+            raise _invalid([FieldViolation("current_password", "is not this account's password")])
+        await self.store.set_password(uid, request.new_password)
+        await self.signin.end_all(uid, except_id=ctx.principal.session_id)
+        return kpb.ChangePasswordResponse()
 
-        @guard.unary(peek_limits=False)
-        async def ChangePassword(self, request: kpb.ChangePasswordRequest, ctx: Ctx) -> kpb.ChangePasswordResponse:
-            uid = require_user(ctx)
-            if ctx.principal.kind != "session":
-                raise PermissionDenied("Changing the password needs a session (log in); a token cannot",
-                                       reason="SESSION_REQUIRED")
-            if not PASSWORD_MIN <= len(request.new_password) <= PASSWORD_MAX:
-                raise _invalid([FieldViolation("new_password", f"must be {PASSWORD_MIN}-{PASSWORD_MAX} characters")])
-            held = await check_login_budget(login_subject("\x00pw:" + uid))
-            ok = False
-            try:
-                ok = bool(request.current_password) and await app.store.check_password(uid, request.current_password)
-            finally:
-                if ok:
-                    await app.limiter.release(held)
-                else:
-                    await app.limiter.settle(held, 1)
-            if not ok:
-                raise _invalid([FieldViolation("current_password", "is not this account's password")])
-            await app.store.set_password(uid, request.new_password)
-            await app.signin.end_all(uid, except_id=ctx.principal.session_id)
-            return kpb.ChangePasswordResponse()
+    @unary(peek_limits=False)
+    async def GetQuota(self, request: kpb.GetQuotaRequest, ctx: Ctx) -> kpb.GetQuotaResponse:
+        p = ctx.principal
+        limits = []
+        req, tok = self.quotas.rules_for(p)
+        for rule in (*req, *tok):
+            if rule.limit <= 0:
+                continue
+            d = await self.limiter.peek(p.subject, (rule,))
+            base = rule.name.rsplit(".", 1)[-1]
+            name, label = QUOTA_NAMES.get(base, (base, base))
+            if rule.name.startswith("k."):
+                name, label = "token_" + name, label + " (this token)"
+            used = max(0, d.used)
+            limits.append(kpb.QuotaLimit(name=name, label=label, limit=rule.limit, used=used,
+                                         remaining=max(0, rule.limit - used), reset_at=int(d.reset_at)))
+        for line, d in await self.budgets.spent(p):
+            scope = "" if line.scope in ("plan", "user") else "token_"
+            used = max(0.0, d.used / 1e6)  # micro-dollars spent or held
+            limits.append(kpb.QuotaLimit(name=f"{scope}budget_usd_{line.period}",
+                                         label=f"{line.scope.capitalize()} budget per {line.period} (USD)",
+                                         limit=line.limit_usd, used=round(used, 6),
+                                         remaining=round(max(0.0, line.limit_usd - used), 6), reset_at=int(d.reset_at)))
+        return kpb.GetQuotaResponse(plan=p.tier, limits=limits)
 
-        @guard.unary(peek_limits=False)
-        async def GetQuota(self, request: kpb.GetQuotaRequest, ctx: Ctx) -> kpb.GetQuotaResponse:
-            p = ctx.principal
-            limits = []
-            req, tok = app.quotas.rules_for(p)
-            for rule in (*req, *tok):
-                if rule.limit <= 0:
-                    continue
-                d = await app.limiter.peek(p.subject, (rule,))
-                base = rule.name.rsplit(".", 1)[-1]
-                name, label = QUOTA_NAMES.get(base, (base, base))
-                if rule.name.startswith("k."):
-                    name, label = "token_" + name, label + " (this token)"
-                used = max(0, d.used)
-                limits.append(kpb.QuotaLimit(name=name, label=label, limit=rule.limit, used=used,
-                                             remaining=max(0, rule.limit - used), reset_at=int(d.reset_at)))
-            for line, d in await app.budgets.spent(p):
-                scope = "" if line.scope in ("plan", "user") else "token_"
-                used = max(0.0, d.used / 1e6)  # micro-dollars spent or held
-                limits.append(kpb.QuotaLimit(name=f"{scope}budget_usd_{line.period}",
-                                             label=f"{line.scope.capitalize()} budget per {line.period} (USD)",
-                                             limit=line.limit_usd, used=round(used, 6),
-                                             remaining=round(max(0.0, line.limit_usd - used), 6), reset_at=int(d.reset_at)))
-            return kpb.GetQuotaResponse(plan=p.tier, limits=limits)
+    @unary(peek_limits=False)
+    async def GetUsageSummary(self, request: kpb.GetUsageSummaryRequest, ctx: Ctx) -> kpb.GetUsageSummaryResponse:
+        uid = require_user(ctx)
+        since, until, total, by_day, by_model = await self.statements.summary(uid, request.since, request.until)
+        return kpb.GetUsageSummaryResponse(since=since, until=until, total=bucket_pb(total),
+                                           by_day=[bucket_pb(x) for x in by_day],
+                                           by_model=[bucket_pb(x) for x in by_model])
 
-        @guard.unary(peek_limits=False)
-        async def GetUsageSummary(self, request: kpb.GetUsageSummaryRequest, ctx: Ctx) -> kpb.GetUsageSummaryResponse:
-            uid = require_user(ctx)
-            since, until, total, by_day, by_model = await app.statements.summary(uid, request.since, request.until)
-            return kpb.GetUsageSummaryResponse(since=since, until=until, total=bucket_pb(total),
-                                               by_day=[bucket_pb(x) for x in by_day],
-                                               by_model=[bucket_pb(x) for x in by_model])
+    @unary(peek_limits=False)
+    async def GetStatement(self, request: kpb.GetStatementRequest, ctx: Ctx) -> kpb.GetStatementResponse:
+        uid = require_user(ctx)
+        user = await self.store.get_user(uid)
+        if user is None:
+            raise Unauthenticated("This account no longer exists", reason="ACCOUNT_UNAVAILABLE")
+        return kpb.GetStatementResponse(statement=statement_pb(await self.statements.for_user(user, request.month)))
 
-        @guard.unary(peek_limits=False)
-        async def GetStatement(self, request: kpb.GetStatementRequest, ctx: Ctx) -> kpb.GetStatementResponse:
-            uid = require_user(ctx)
-            user = await app.store.get_user(uid)
-            if user is None:
-                raise Unauthenticated("This account no longer exists", reason="ACCOUNT_UNAVAILABLE")
-            return kpb.GetStatementResponse(statement=statement_pb(await app.statements.for_user(user, request.month)))
+    @unary(public=True, peek_limits=False)
+    async def AcceptInvite(self, request: kpb.AcceptInviteRequest, ctx: Ctx) -> kpb.AcceptInviteResponse:
+        user = await self.accounts.accept_invite(request.invite_token, request.password)
+        started = await self.signin.start(user.id, user.role, *client_info(ctx))
+        return login_response(kpb.AcceptInviteResponse, user_pb(user), started)
 
-        @guard.unary(public=True, peek_limits=False)
-        async def AcceptInvite(self, request: kpb.AcceptInviteRequest, ctx: Ctx) -> kpb.AcceptInviteResponse:
-            user = await app.accounts.accept_invite(request.invite_token, request.password)
-            started = await app.signin.start(user.id, user.role, *client_info(ctx))
-            return login_response(kpb.AcceptInviteResponse, user_pb(user), started)
+    @unary(public=True, peek_limits=False)
+    async def GetRegistration(self, request: kpb.GetRegistrationRequest, ctx: Ctx) -> kpb.GetRegistrationResponse:
+        return kpb.GetRegistrationResponse(enabled=await self.store.registration_allowed())
 
-        @guard.unary(public=True, peek_limits=False)
-        async def GetRegistration(self, request: kpb.GetRegistrationRequest, ctx: Ctx) -> kpb.GetRegistrationResponse:
-            return kpb.GetRegistrationResponse(enabled=await app.store.registration_allowed())
+    @unary()
+    async def ListProviderKeys(self, request: kpb.ListProviderKeysRequest, ctx: Ctx) -> kpb.ListProviderKeysResponse:
+        uid = require_user(ctx)
+        keys = await self.store.list_provider_keys(uid)
+        return kpb.ListProviderKeysResponse(keys=[provider_key_pb(k) for k in keys if k.user_id == uid])
 
-        @guard.unary()
-        async def ListProviderKeys(self, request: kpb.ListProviderKeysRequest, ctx: Ctx) -> kpb.ListProviderKeysResponse:
-            uid = require_user(ctx)
-            keys = await app.store.list_provider_keys(uid)
-            return kpb.ListProviderKeysResponse(keys=[provider_key_pb(k) for k in keys if k.user_id == uid])
+    @unary()
+    async def CreateProviderKey(self, request: kpb.CreateProviderKeyRequest, ctx: Ctx) -> kpb.CreateProviderKeyResponse:
+        uid = require_user(ctx)
+        fields = await _provider_key_fields(request)
+        if len(await self.store.list_provider_keys(uid)) >= KEYS_PER_USER:
+            raise FailedPrecondition(f"At most {KEYS_PER_USER} provider keys per user; delete one first",
+                                     reason="TOO_MANY_PROVIDER_KEYS", metadata={"limit": str(KEYS_PER_USER)})
+        rec = await self.store.add_provider_key(user_id=uid, **fields)
+        self._forget_user_keys(uid)
+        return kpb.CreateProviderKeyResponse(key=provider_key_pb(rec))
 
-        @guard.unary()
-        async def CreateProviderKey(self, request: kpb.CreateProviderKeyRequest, ctx: Ctx) -> kpb.CreateProviderKeyResponse:
-            uid = require_user(ctx)
-            fields = await _provider_key_fields(request)
-            if len(await app.store.list_provider_keys(uid)) >= KEYS_PER_USER:
-                raise FailedPrecondition(f"At most {KEYS_PER_USER} provider keys per user; delete one first",
-                                         reason="TOO_MANY_PROVIDER_KEYS", metadata={"limit": str(KEYS_PER_USER)})
-            rec = await app.store.add_provider_key(user_id=uid, **fields)
-            forget_user_keys(uid)
-            return kpb.CreateProviderKeyResponse(key=provider_key_pb(rec))
+    @unary()
+    async def DeleteProviderKey(self, request: kpb.DeleteProviderKeyRequest, ctx: Ctx) -> kpb.DeleteProviderKeyResponse:
+        uid = require_user(ctx)
+        if not request.id or not await self.store.delete_provider_key(request.id, uid):
+            raise NotFound("Provider key not found", reason="PROVIDER_KEY_NOT_FOUND")
+        self._forget_user_keys(uid, request.id)
+        return kpb.DeleteProviderKeyResponse()
 
-        @guard.unary()
-        async def DeleteProviderKey(self, request: kpb.DeleteProviderKeyRequest, ctx: Ctx) -> kpb.DeleteProviderKeyResponse:
-            uid = require_user(ctx)
-            if not request.id or not await app.store.delete_provider_key(request.id, uid):
-                raise NotFound("Provider key not found", reason="PROVIDER_KEY_NOT_FOUND")
-            forget_user_keys(uid, request.id)
-            return kpb.DeleteProviderKeyResponse()
+    @unary()
+    async def ListTokens(self, request: kpb.ListTokensRequest, ctx: Ctx) -> kpb.ListTokensResponse:
+        uid = require_user(ctx)
+        tokens = await self.store.list_api_keys(user_id=uid, kind=KIND_TOKEN)
+        return kpb.ListTokensResponse(tokens=[token_pb(t) for t in tokens if t.user_id == uid])
 
-        @guard.unary()
-        async def ListTokens(self, request: kpb.ListTokensRequest, ctx: Ctx) -> kpb.ListTokensResponse:
-            uid = require_user(ctx)
-            tokens = await app.store.list_api_keys(user_id=uid, kind=KIND_TOKEN)
-            return kpb.ListTokensResponse(tokens=[token_pb(t) for t in tokens if t.user_id == uid])
+    @unary()
+    async def CreateToken(self, request: kpb.CreateTokenRequest, ctx: Ctx) -> kpb.CreateTokenResponse:
+        uid = require_user(ctx)
+        if ctx.principal.kind != "session":
+            raise PermissionDenied("Creating an API token needs a session (log in); a token cannot mint tokens",
+                                   reason="SESSION_REQUIRED")
+        name = request.name.strip()
+        problems = []
+        if not name or len(name) > NAME_MAX or not _clean_text(name):
+            problems.append(FieldViolation("name", f"required, at most {NAME_MAX} characters"))
+        if not 0 <= request.ttl_seconds <= TTL_MAX_S:
+            problems.append(FieldViolation("ttl_seconds", f"must be 0 (no expiry) to {TTL_MAX_S}"))
+        for field in ("rpm", "rpd", "tpd", "tpm_month"):
+            if not 0 <= getattr(request, field) <= LIMIT_MAX:
+                problems.append(FieldViolation(field, f"must be 0 (only the plan's) to {LIMIT_MAX}"))
+        for field in ("budget_usd_day", "budget_usd_month"):
+            problems += check_budget(field, getattr(request, field))
+        if problems:
+            raise _invalid(problems)
+        user = await self.store.get_user(uid)
+        if user is None or user.disabled:
+            raise Unauthenticated("This account no longer exists or is disabled", reason="ACCOUNT_UNAVAILABLE")
+        if len(await self.store.list_api_keys(user_id=uid, kind=KIND_TOKEN)) >= TOKENS_PER_USER:
+            raise FailedPrecondition(f"At most {TOKENS_PER_USER} active tokens per user; revoke one first",
+                                     reason="TOO_MANY_TOKENS", metadata={"limit": str(TOKENS_PER_USER)})
+        expires_at = self.clock.now() + request.ttl_seconds if request.ttl_seconds else None
+        tier = user.tier if user.tier in self.quotas.tiers else self.config.default_tier
+        limits = dict(rpm=request.rpm, rpd=request.rpd, tpd=request.tpd, tpm_month=request.tpm_month,
+                      budget_usd_day=request.budget_usd_day or None, budget_usd_month=request.budget_usd_month or None)
+        rec, secret = await self.store.create_api_key(name=name, email=user.email, tier=tier, user_id=uid,
+                                                     kind=KIND_TOKEN, expires_at=expires_at, limits=limits)
+        return kpb.CreateTokenResponse(token=token_pb(rec), secret=secret)
 
-        @guard.unary()
-        async def CreateToken(self, request: kpb.CreateTokenRequest, ctx: Ctx) -> kpb.CreateTokenResponse:
-            uid = require_user(ctx)
-            if ctx.principal.kind != "session":
-                raise PermissionDenied("Creating an API token needs a session (log in); a token cannot mint tokens",
-                                       reason="SESSION_REQUIRED")
-            name = request.name.strip()
-            problems = []
-            if not name or len(name) > NAME_MAX or not _clean_text(name):
-                problems.append(FieldViolation("name", f"required, at most {NAME_MAX} characters"))
-            if not 0 <= request.ttl_seconds <= TTL_MAX_S:
-                problems.append(FieldViolation("ttl_seconds", f"must be 0 (no expiry) to {TTL_MAX_S}"))
-            for field in ("rpm", "rpd", "tpd", "tpm_month"):
-                if not 0 <= getattr(request, field) <= LIMIT_MAX:
-                    problems.append(FieldViolation(field, f"must be 0 (only the plan's) to {LIMIT_MAX}"))
-            for field in ("budget_usd_day", "budget_usd_month"):
-                problems += check_budget(field, getattr(request, field))
-            if problems:
-                raise _invalid(problems)
-            user = await app.store.get_user(uid)
-            if user is None or user.disabled:
-                raise Unauthenticated("This account no longer exists or is disabled", reason="ACCOUNT_UNAVAILABLE")
-            if len(await app.store.list_api_keys(user_id=uid, kind=KIND_TOKEN)) >= TOKENS_PER_USER:
-                raise FailedPrecondition(f"At most {TOKENS_PER_USER} active tokens per user; revoke one first",
-                                         reason="TOO_MANY_TOKENS", metadata={"limit": str(TOKENS_PER_USER)})
-            expires_at = app.clock.now() + request.ttl_seconds if request.ttl_seconds else None
-            tier = user.tier if user.tier in app.quotas.tiers else app.config.default_tier
-            limits = dict(rpm=request.rpm, rpd=request.rpd, tpd=request.tpd, tpm_month=request.tpm_month,
-                          budget_usd_day=request.budget_usd_day or None, budget_usd_month=request.budget_usd_month or None)
-            rec, secret = await app.store.create_api_key(name=name, email=user.email, tier=tier, user_id=uid,
-                                                         kind=KIND_TOKEN, expires_at=expires_at, limits=limits)
-            return kpb.CreateTokenResponse(token=token_pb(rec), secret=secret)
+    @unary()
+    async def RevokeToken(self, request: kpb.RevokeTokenRequest, ctx: Ctx) -> kpb.RevokeTokenResponse:
+        uid = require_user(ctx)
+        rec = await self.store.get_api_key(request.id, uid) if request.id else None
+        # Someone else's token, an admin-issued key, a revoked one: all "not found" (F5).
+        if rec is None or rec.user_id != uid or rec.kind != KIND_TOKEN or \
+                not await self.store.revoke_api_key(rec.id, uid):
+            raise NotFound("Token not found", reason="TOKEN_NOT_FOUND")
+        self.auth.forget()  # effective at once here; other replicas within their 1 s cache
+        return kpb.RevokeTokenResponse()
 
-        @guard.unary()
-        async def RevokeToken(self, request: kpb.RevokeTokenRequest, ctx: Ctx) -> kpb.RevokeTokenResponse:
-            uid = require_user(ctx)
-            rec = await app.store.get_api_key(request.id, uid) if request.id else None
-            # Someone else's token, an admin-issued key, a revoked one: all "not found" (F5).
-            if rec is None or rec.user_id != uid or rec.kind != KIND_TOKEN or \
-                    not await app.store.revoke_api_key(rec.id, uid):
-                raise NotFound("Token not found", reason="TOKEN_NOT_FOUND")
-            app.auth.forget()  # effective at once here; other replicas within their 1 s cache
-            return kpb.RevokeTokenResponse()
-
-        @guard.unary()
-        async def GetUsage(self, request: kpb.GetUsageRequest, ctx: Ctx) -> kpb.GetUsageResponse:
-            uid = require_user(ctx)
-            if request.since < 0 or request.until < 0:
-                raise _invalid([FieldViolation("since" if request.since < 0 else "until", "must be >= 0 (epoch seconds)")])
-            flt = UsageFilter(user_id=uid, model=request.model or None, since=request.since or None,
-                              until=request.until or None)
-            return await list_usage(app.ledger, app.store, request, flt, kpb.GetUsageResponse)
-
-    return KeyServicer()
+    @unary()
+    async def GetUsage(self, request: kpb.GetUsageRequest, ctx: Ctx) -> kpb.GetUsageResponse:
+        uid = require_user(ctx)
+        if request.since < 0 or request.until < 0:
+            raise _invalid([FieldViolation("since" if request.since < 0 else "until", "must be >= 0 (epoch seconds)")])
+        flt = UsageFilter(user_id=uid, model=request.model or None, since=request.since or None,
+                          until=request.until or None)
+        return await list_usage(self.ledger, self.store, request, flt, kpb.GetUsageResponse)
 
 
 async def _provider_key_fields(request: kpb.CreateProviderKeyRequest, trusted: bool = False) -> dict[str, Any]:
