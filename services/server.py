@@ -24,7 +24,7 @@ from services.rpc.interceptors import Guard
 from services.rpc.models import ModelServicer
 from services.responses.service import Responses
 from services.rpc.responses import ResponsesServicer
-from services.rpc.users import make_user_servicer
+from services.rpc.users import UserServicer
 from tollgate.inprocess import InProcessChannel
 from tollgate.v1 import admin_service_pb2, admin_service_pb2_grpc, inference_service_pb2, inference_service_pb2_grpc
 from tollgate.v1 import key_service_pb2, key_service_pb2_grpc, model_service_pb2, model_service_pb2_grpc
@@ -59,7 +59,9 @@ def register_servicers(app: Any, target: Any) -> None:
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(guard, app.config, app.store, app.quotas, app.ledger, app.auth, app.audit, app.router, app.limiter,
                       app.uptime_s, app.reload_static_keys, app.aliases), target)
-    user_service_pb2_grpc.add_UserServiceServicer_to_server(make_user_servicer(app), target)
+    user_service_pb2_grpc.add_UserServiceServicer_to_server(
+        UserServicer(guard, app.store, app.accounts, app.plans, app.quotas, app.audit, app.alerts, app.config, app.ledger,
+                     app.router, app.signin, app.statements, app.user_keys), target)
     responses_service_pb2_grpc.add_ResponsesServiceServicer_to_server(ResponsesServicer(guard, Responses(app)), target)
 
 
