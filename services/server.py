@@ -47,7 +47,8 @@ MAX_MESSAGE = 16 * 1024 * 1024
 def register_servicers(app: Any, target: Any) -> None:
     """Builds the servicers from the App's parts (the one place that does) and adds them to a
     grpc.aio.Server or an InProcessChannel."""
-    guard = Guard(app)
+    guard = Guard(app.auth, app.quotas, app.limiter, app.scrubber, app.open_gate, app.auth_throttle, app.tracing,
+                  lambda: app.draining)
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
         InferenceServicer(guard, app.pipeline, app.catalog, Fidelity(app), Media(app), app.passthrough,
                           app.config.max_messages), target)

@@ -19,11 +19,14 @@ import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from services.auth.authenticator import Authenticator
 from services.auth.principal import Principal
-from services.limits.open_gate import OPEN_EVENT
+from services.auth.throttle import AuthThrottle
+from services.limits.open_gate import OPEN_EVENT, OpenGate
 from services.core import errors as E
 from services.core.scrub import Scrubber
-from services.limits.base import Decision
+from services.limits.base import Decision, Limiter
+from services.limits.quotas import Quotas
 from services.pipeline import new_request_id
 
 log = logging.getLogger("tollgate.rpc")
@@ -127,30 +130,41 @@ def _internal(exc: BaseException) -> E.TollgateError:
 
 
 class Guard:
-    """Builds the wrappers; holds the authenticator and limiter through the App."""
+    """What every RPC passes first: draining, trace context, login throttling, seed 004's open
+    gate, the caller's principal; and the rate-limit numbers it sends back. The servicers'
+    methods reach it through `unary()` / `stream()` below, as their `guard` attribute."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self, auth: Authenticator, quotas: Quotas, limiter: Limiter, scrubber: Scrubber | None,
+                 open_gate: OpenGate | None, auth_throttle: AuthThrottle | None, tracing: Any,
+                 draining: Callable[[], bool]) -> None:
+        self.auth = auth
+        self.quotas = quotas
+        self.limiter = limiter
+        self.scrubber = scrubber
+        self.open_gate = open_gate
+        self.auth_throttle = auth_throttle
+        self.tracing = tracing  # tollgate.tracing.Tracing, or None when traces are off
+        self.draining = draining  # True once the process is shutting down (services/runtime.py)
 
     async def _enter(self, context: Any, request_id: str, admin_only: bool, public: bool,
                      open_kind: Any = "", request: Any = None) -> Ctx:
-        if self.app.draining:
+        if self.draining():
             raise E.Unavailable("the gateway is shutting down; retry on another replica", reason="SHUTTING_DOWN",
                                 retry_after_s=1.0)
         md = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
-        tracing = self.app.tracing
+        tracing = self.tracing
         if tracing is not None:
             # W3C trace context from the caller (the bridge's span, or a gRPC client's); set on every
             # call, so a call on a reused task never inherits the previous one's parent.
             tracing.incoming.set(tracing.extract(md.get("traceparent"), md.get("tracestate")))
         # Issue 15 point 5: an address over its failed authentications is refused before any key check.
         # The address is worked out only when some address is blocked, or a credential was refused.
-        throttle = getattr(self.app, "auth_throttle", None)
+        throttle = self.auth_throttle
         if throttle is not None and throttle.blocking:
             throttle.check(*throttle.address(context.peer(), md))
-        gate = getattr(self.app, "open_gate", None)
+        gate = self.open_gate
         if open_kind and gate is not None and gate.enabled:
-            key, admin = self.app.auth.credentials(md)
+            key, admin = self.auth.credentials(md)
             kind = open_kind(request) if callable(open_kind) else open_kind
             if kind and not key and not admin:
                 # Seed 004's open mode: no key, per-IP limits instead (services/limits/open_gate.py).
@@ -162,63 +176,44 @@ class Guard:
                 return ctx
         if public:
             principal = Principal("anonymous", "anonymous", "unlimited")
-            key, admin = self.app.auth.credentials(md)
+            key, admin = self.auth.credentials(md)
             if key or admin:
                 try:
-                    principal = await self.app.auth.resolve(md)
+                    principal = await self.auth.resolve(md)
                 except E.TollgateError as e:
                     # public routes still answer with a bad key (e.g. /v1/models on seed 002 is authed; Register is not)
                     if throttle is not None and isinstance(e, E.Unauthenticated):
                         await throttle.failed(*throttle.address(context.peer(), md))
         else:
             try:
-                principal = await self.app.auth.resolve(md, admin_only=admin_only)
+                principal = await self.auth.resolve(md, admin_only=admin_only)
             except E.Unauthenticated:
                 # Only a credential that was presented and refused counts, not a missing one.
-                if throttle is not None and any(self.app.auth.credentials(md)):
+                if throttle is not None and any(self.auth.credentials(md)):
                     await throttle.failed(*throttle.address(context.peer(), md))  # the 429 once over the limit
                 raise
         return Ctx(principal, request_id, context)
 
-    def unary(self, admin_only: bool = False, public: bool = False, peek_limits: bool = True, open_kind: Any = ""):
-        return _unary(lambda servicer: self, admin_only, public, peek_limits, open_kind)
-
-    def stream(self, admin_only: bool = False, open_kind: Any = ""):
-        return _stream(lambda servicer: self, admin_only, open_kind)
-
     async def _send_limits(self, ctx: Ctx) -> None:
-        rules = self.app.quotas.request_rules(ctx.principal.tier)
+        rules = self.quotas.request_rules(ctx.principal.tier)
         if not rules:
             return
         try:
-            d = await self.app.limiter.peek(ctx.principal.subject, rules)
+            d = await self.limiter.peek(ctx.principal.subject, rules)
         except E.TollgateError:
             return
         await ctx.context.send_initial_metadata(rate_limit_metadata(d) + (("x-request-id", ctx.request_id),))
 
 
 def unary(admin_only: bool = False, public: bool = False, peek_limits: bool = True, open_kind: Any = ""):
-    """Guard.unary for a module-level servicer class: the guard is the servicer's `guard` attribute."""
-    return _unary(_servicer_guard, admin_only, public, peek_limits, open_kind)
-
-
-def stream(admin_only: bool = False, open_kind: Any = ""):
-    """Guard.stream for a module-level servicer class: the guard is the servicer's `guard` attribute."""
-    return _stream(_servicer_guard, admin_only, open_kind)
-
-
-def _servicer_guard(servicer: Any) -> Guard:
-    return servicer.guard
-
-
-def _unary(get: Callable[[Any], Guard], admin_only: bool, public: bool, peek_limits: bool, open_kind: Any):
+    """Wraps a unary servicer method in its servicer's Guard (the servicer's `guard` attribute)."""
     def wrap(fn: Callable[..., Awaitable[Any]]):
         # Chat and Embed send their own limits with the answer's metadata; decided once here.
         peek = peek_limits and fn.__name__ not in ("Chat", "Embed", "CreateResponse")
 
         @functools.wraps(fn)
         async def handler(servicer: Any, request: Any, context: Any) -> Any:
-            guard = get(servicer)  # the servicer's guard, or the Guard these came from
+            guard: Guard = servicer.guard
             request_id = new_request_id()
             ctx = None
             try:
@@ -230,26 +225,27 @@ def _unary(get: Callable[[Any], Guard], admin_only: bool, public: bool, peek_lim
                                                         + (("x-request-id", request_id),))
                 return await fn(servicer, request, ctx)
             except E.TollgateError as e:
-                await _abort(context, e, request_id, getattr(guard.app, "scrubber", None))
+                await _abort(context, e, request_id, guard.scrubber)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:
                 if _is_abort(exc):
                     raise
                 log.exception("unhandled error in %s (request %s)", fn.__name__, request_id)
-                await _abort(context, _internal(exc), request_id, getattr(guard.app, "scrubber", None))
+                await _abort(context, _internal(exc), request_id, guard.scrubber)
             finally:
                 if ctx is not None and ctx.open_decision is not None:
-                    guard.app.open_gate.leave()  # MAX_CONCURRENT_REQUESTS counts calls in flight
+                    guard.open_gate.leave()  # MAX_CONCURRENT_REQUESTS counts calls in flight
         return handler
     return wrap
 
 
-def _stream(get: Callable[[Any], Guard], admin_only: bool, open_kind: Any):
+def stream(admin_only: bool = False, open_kind: Any = ""):
+    """Wraps a server-streaming servicer method in its servicer's Guard (its `guard` attribute)."""
     def wrap(fn: Callable[..., AsyncIterator[Any]]):
         @functools.wraps(fn)
         async def handler(servicer: Any, request: Any, context: Any) -> AsyncIterator[Any]:
-            guard = get(servicer)  # the servicer's guard, or the Guard these came from
+            guard: Guard = servicer.guard
             request_id = new_request_id()
             ctx = None
             try:
@@ -257,17 +253,17 @@ def _stream(get: Callable[[Any], Guard], admin_only: bool, open_kind: Any):
                 async for msg in fn(servicer, request, ctx):
                     yield msg
             except E.TollgateError as e:
-                await _abort(context, e, request_id, getattr(guard.app, "scrubber", None))
+                await _abort(context, e, request_id, guard.scrubber)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:
                 if _is_abort(exc):
                     raise
                 log.exception("unhandled error in %s (request %s)", fn.__name__, request_id)
-                await _abort(context, _internal(exc), request_id, getattr(guard.app, "scrubber", None))
+                await _abort(context, _internal(exc), request_id, guard.scrubber)
             finally:
                 if ctx is not None and ctx.open_decision is not None:
-                    guard.app.open_gate.leave()  # MAX_CONCURRENT_REQUESTS counts calls in flight
+                    guard.open_gate.leave()  # MAX_CONCURRENT_REQUESTS counts calls in flight
         return handler
     return wrap
 
