@@ -11,10 +11,10 @@ import hashlib
 import hmac
 import re
 import secrets
-import string
 import zlib
 
-BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+from services.core.base62 import BASE62
+
 RANDOM_LEN = 32
 CHECKSUM_LEN = 6
 PREFIX_LEN = 11

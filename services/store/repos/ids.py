@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from services.auth.api_keys import BASE62
+from services.core.base62 import BASE62
 
 ID_RANDOM_LEN = 16
 USER_PREFIX = "usr_"
