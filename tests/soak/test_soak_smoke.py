@@ -1,5 +1,5 @@
-"""`make soak` in miniature inside `make test`: the driver runs for real (SOAK_MINUTES=1: G2 30 s, counts
-scaled down to a tenth, A9 at full timeouts with a short S15) against real gateway processes, and its printed
+"""`make soak` in miniature inside `make test` (issue 15: a 3-minute smoke): the driver runs for real
+(SOAK_MINUTES=3: G2 ~80 s, counts at 3/10 of their 10-minute size, A9 at full timeouts with a short S15) against real gateway processes, and its printed
 figures are held to their bounds here, one by one, not just its exit code."""
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from tests.support.procs import REPO
 from tests.support.redis_server import redis_url  # noqa: F401  (fixture)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 def test_soak_smoke_figures_hold_their_bounds(tmp_path, postgres_url, redis_url):
     out = tmp_path / "soak.json"
-    env = {**os.environ, "SOAK_MINUTES": "1", "SOAK_OUT": str(out), "REDIS_URL": redis_url,
+    env = {**os.environ, "SOAK_MINUTES": "3", "SOAK_OUT": str(out), "REDIS_URL": redis_url,
            "DATABASE_URL": postgres_url.split("?")[0]}
     # the driver's gateways die with it (PR_SET_PDEATHSIG in tests/soak/probe.py), even on a timeout's SIGKILL
     proc = subprocess.run([sys.executable, "-m", "tests.soak"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=280)
+                          timeout=420)
     assert out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     checks = {c["name"]: c for c in report["checks"]}
