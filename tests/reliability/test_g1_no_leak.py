@@ -115,6 +115,7 @@ async def test_2000_mixed_requests_leave_nothing_behind(tmp_path):
             await asyncio.sleep(0.3)
             gc.collect()
             base_tasks, base_fds, base_pool = tasks(), open_fds(), pools(gw.app)
+            base_names = {id(t): t.get_name() for t in asyncio.all_tasks()}
             rows0 = await gw.app.store.count_usage(UsageFilter())
             assert base_pool.in_use == 0
 
@@ -140,7 +141,9 @@ async def test_2000_mixed_requests_leave_nothing_behind(tmp_path):
 
             back = await settle(lambda: tasks() <= base_tasks + idle_growth() and pools(gw.app).in_use == 0, 2.0)
             after_tasks, after_fds, after_pool = tasks(), open_fds(), pools(gw.app)
-            assert back, f"tasks {base_tasks} -> {after_tasks}, pool {base_pool} -> {after_pool}"
+            new = [t.get_name() + ":" + getattr(t.get_coro(), "__qualname__", "?") for t in asyncio.all_tasks()
+                   if id(t) not in base_names]
+            assert back, f"tasks {base_tasks} -> {after_tasks} (new: {new}), pool {base_pool} -> {after_pool}"
             assert after_fds <= base_fds + 2 * idle_growth() + 6, f"fds {base_fds} -> {after_fds}, pool {after_pool}"
             assert after_pool.in_use == 0, after_pool
             assert after_pool.idle <= after_pool.limit_per_host and after_pool.idle <= CONCURRENCY + 4, after_pool
