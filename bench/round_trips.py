@@ -133,6 +133,11 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="tollgate-rt-")
     admin_key = "tga_bench_" + secrets.token_urlsafe(24)
     config = os.path.join(HERE, "tollgate.toml")
+    if args.upstream_port != 9001:  # the provider's base_url follows --upstream-port
+        text = open(config).read().replace("127.0.0.1:9001", f"127.0.0.1:{args.upstream_port}")
+        config = os.path.join(tmp, "tollgate.toml")
+        with open(config, "w") as f:
+            f.write(text)
     children: list[Child] = []
     dbs: list[FreshDatabase] = []
     rows = []

@@ -22,6 +22,7 @@ Redis (or primary + replicas), not Redis Cluster.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from importlib import resources
 
@@ -32,7 +33,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from services.clock import Clock, SystemClock
 from services.limits.base import Decision, Reservation, Rule, RuleState, decide
-from services.limits.periods import period_id, period_reset_at
+from services.limits.periods import PeriodCache
 
 SCRIPTS = ("hit", "reserve", "settle", "reap", "admit")
 REAP_BATCH = 50  # expired reservations reaped per reserve call: bounded work per decision
@@ -87,6 +88,11 @@ class RedisLimiter:
         self._lease_us = int(lease_s * 1_000_000)
         self._record_ttl_ms = int((2 * lease_s + RECORD_GRACE_S) * 1000)
         self._clock = clock or SystemClock()
+        self._periods = PeriodCache()
+        # Reservation and window-member ids: a random prefix per limiter (unique across replicas)
+        # and a counter, instead of a uuid4 (an os.urandom call) per decision.
+        self._id_prefix = uuid.uuid4().hex[:16] + "-"
+        self._ids = itertools.count(1)
         self._owns_client = owns_client
         self._health_timeout_s = health_timeout_s
         self._scripts = {name: client.register_script(_source(name)) for name in SCRIPTS}
@@ -106,12 +112,12 @@ class RedisLimiter:
     async def reserve(self, subject: str, rules: tuple[Rule, ...], amount: int) -> tuple[Decision, Reservation | None]:
         amount = max(0, int(amount))
         now = self._clock.now()
-        pids = tuple(period_id(r.period, now, r.tz) if r.period else "" for r in rules)
+        pids = tuple(self._pid(r, now) for r in rules)
         limited = [(r, p) for r, p in zip(rules, pids) if r.limit > 0]
         if not limited:
             # Nothing to hold: an id-less reservation, whose settle and release do nothing.
             return decide(True, [], now), Reservation(subject, rules, amount, pids)
-        rid = uuid.uuid4().hex
+        rid = self._id_prefix + str(next(self._ids))
         keys, args = self._rule_args(subject, limited, now)
         reply = await self._scripts["reserve"](
             keys=[self._leases, self._record(rid), *keys],
@@ -129,15 +135,15 @@ class RedisLimiter:
         refused or without token rules, reservation or None), as MemoryLimiter.admit_now."""
         amount = max(0, int(amount))
         now = self._clock.now()
-        req = [(r, period_id(r.period, now, r.tz) if r.period else "") for r in rules if r.limit > 0]
-        tpids = tuple(period_id(r.period, now, r.tz) if r.period else "" for r in token_rules)
+        req = [(r, self._pid(r, now)) for r in rules if r.limit > 0]
+        tpids = tuple(self._pid(r, now) for r in token_rules)
         tok = [(r, p) for r, p in zip(token_rules, tpids) if r.limit > 0]
         if not req and not tok:
             decision = decide(True, [], now) if rules else None
             if not token_rules:
                 return decision, None, None
             return decision, decide(True, [], now), Reservation(subject, token_rules, amount, tpids)
-        rid = uuid.uuid4().hex
+        rid = self._id_prefix + str(next(self._ids))
         rkeys, rargs = self._rule_args(subject, req, now)
         tkeys, targs = self._rule_args(subject, tok, now)
         reply = await self._scripts["admit"](
@@ -197,11 +203,11 @@ class RedisLimiter:
 
     async def _look(self, subject: str, rules: tuple[Rule, ...], mode: str) -> Decision:
         now = self._clock.now()
-        limited = [(r, period_id(r.period, now, r.tz) if r.period else "") for r in rules if r.limit > 0]
+        limited = [(r, self._pid(r, now)) for r in rules if r.limit > 0]
         if not limited:
             return decide(True, [], now)
         keys, args = self._rule_args(subject, limited, now)
-        reply = await self._scripts["hit"](keys=keys, args=[mode, uuid.uuid4().hex, len(limited), *args])
+        reply = await self._scripts["hit"](keys=keys, args=[mode, self._id_prefix + str(next(self._ids)), len(limited), *args])
         return self._decision(reply, limited, now)
 
     async def _finish(self, reservation: Reservation, actual: int) -> None:
@@ -270,6 +276,9 @@ class RedisLimiter:
             else:
                 fut.set_result(None)
 
+    def _pid(self, rule: Rule, now: float) -> str:
+        return self._periods.get(rule.period, now, rule.tz)[2] if rule.period else ""
+
     def _record(self, rid: str) -> str:
         return f"{self._prefix}rsv:{rid}"
 
@@ -280,7 +289,7 @@ class RedisLimiter:
             base = f"{self._prefix}{subject}:{rule.name}"
             if rule.period:
                 keys.append(f"{base}:{pid}")
-                ttl = int(period_reset_at(rule.period, now, rule.tz) - now) + COUNTER_GRACE_S
+                ttl = int(self._periods.get(rule.period, now, rule.tz)[1] - now) + COUNTER_GRACE_S
                 args += ["p", rule.limit, max(1, ttl)]
             else:
                 keys.append(f"{base}:w")
@@ -293,7 +302,7 @@ class RedisLimiter:
         for i, (rule, _) in enumerate(limited):
             used, free_at, ok = int(reply[2 + 3 * i]), int(reply[3 + 3 * i]), bool(reply[4 + 3 * i])
             if rule.period:
-                reset_at = period_reset_at(rule.period, now, rule.tz)
+                reset_at = self._periods.get(rule.period, now, rule.tz)[1]
             else:
                 # Redis time says how long until the slot frees; the local clock says when that is.
                 reset_at = now + (free_at - redis_now) / 1e6 if free_at else now
