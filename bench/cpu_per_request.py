@@ -66,8 +66,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
 
 
-async def load(base: str, key: str, kind: str, n: int, c: int) -> int:
-    body = {"model": "bench-model", "messages": [{"role": "user", "content": "Say hello in five words."}]}
+async def load(base: str, key: str, kind: str, n: int, c: int, model: str = "bench-model") -> int:
+    body = {"model": model, "messages": [{"role": "user", "content": "Say hello in five words."}]}
     if kind == "stream":
         body["stream"] = True
     headers = {"Authorization": f"Bearer {key}"}

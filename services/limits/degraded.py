@@ -39,7 +39,7 @@ from services.clock import Clock, SystemClock
 from services.core.errors import Unavailable
 from services.limits.base import Decision, Reservation, Rule
 from services.limits.memory import MemoryLimiter
-from services.limits.redis import RedisLimiter
+from services.limits.redis import Admitted, RedisLimiter
 
 MODES = ("open", "closed")
 T = TypeVar("T")
@@ -116,6 +116,14 @@ class FailoverLimiter:
         return await self._run(
             lambda: self._primary.admit(subject, rules, token_rules, amount),
             lambda: self._local.admit(subject, rules, token_rules, amount),
+        )
+
+    async def admit_with_budget(self, subject: str, rules: tuple[Rule, ...], token_rules: tuple[Rule, ...], amount: int,
+                                bsubject: str, brules: tuple[Rule, ...], bamount: int) -> Admitted:
+        """admit() and a $ budget's reservation in one backend call (RedisLimiter.admit_with_budget)."""
+        return await self._run(
+            lambda: self._primary.admit_with_budget(subject, rules, token_rules, amount, bsubject, brules, bamount),
+            lambda: self._local.admit_with_budget(subject, rules, token_rules, amount, bsubject, brules, bamount),
         )
 
     async def settle(self, reservation: Reservation, actual: int) -> None:

@@ -60,6 +60,17 @@ def connect(url: str, *, timeout_s: float = 0.25, max_connections: int = 64) -> 
     return aioredis.Redis.from_pool(pool)
 
 
+# admit_with_budget's answer: (request decision, token decision, token reservation, budget
+# decision, budget reservation); see RedisLimiter.admit_with_budget.
+Admitted = tuple[Decision | None, Decision | None, Reservation | None, Decision | None, Reservation | None]
+
+
+def _unheld(subject: str, rules: tuple[Rule, ...], amount: int, pids: tuple[str, ...],
+            free: Decision) -> tuple[Decision | None, Reservation | None]:
+    """Rules with no limit among them: allowed, and an id-less reservation (settle does nothing)."""
+    return (free, Reservation(subject, rules, amount, pids)) if rules else (None, None)
+
+
 def _source(name: str) -> str:
     lua = resources.files("services.limits").joinpath("lua")
     return lua.joinpath("common.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
@@ -133,34 +144,56 @@ class RedisLimiter:
         """`hit(rules)` and then, if it admitted, `reserve(token_rules, amount)`, in one script
         (one round trip): (request decision or None without rules, token decision or None when
         refused or without token rules, reservation or None), as MemoryLimiter.admit_now."""
-        amount = max(0, int(amount))
+        return (await self.admit_with_budget(subject, rules, token_rules, amount, "", (), 0))[:3]  # type: ignore[return-value]
+
+    async def admit_with_budget(self, subject: str, rules: tuple[Rule, ...], token_rules: tuple[Rule, ...], amount: int,
+                                bsubject: str, brules: tuple[Rule, ...], bamount: int) -> Admitted:
+        """admit(), then, if the token rules held too, `reserve(brules, bamount)` under `bsubject`
+        (a caller's $ budgets, issue 16), all in one script: one round trip with a budget too.
+        Adds (budget decision or None when not reached or without budget rules, its reservation
+        or None) to admit()'s three, as MemoryLimiter.admit_now."""
+        amount, bamount = max(0, int(amount)), max(0, int(bamount))
         now = self._clock.now()
         req = [(r, self._pid(r, now)) for r in rules if r.limit > 0]
         tpids = tuple(self._pid(r, now) for r in token_rules)
         tok = [(r, p) for r, p in zip(token_rules, tpids) if r.limit > 0]
-        if not req and not tok:
-            decision = decide(True, [], now) if rules else None
-            if not token_rules:
-                return decision, None, None
-            return decision, decide(True, [], now), Reservation(subject, token_rules, amount, tpids)
+        bpids = tuple(self._pid(r, now) for r in brules)
+        bud = [(r, p) for r, p in zip(brules, bpids) if r.limit > 0]
+        free = decide(True, [], now)  # no limited rule: allowed, nothing held
+        if not req and not tok and not bud:
+            return ((free if rules else None), *_unheld(subject, token_rules, amount, tpids, free),
+                    *_unheld(bsubject, brules, bamount, bpids, free))
         rid = self._id_prefix + str(next(self._ids))
+        bid = rid + "b"
         rkeys, rargs = self._rule_args(subject, req, now)
         tkeys, targs = self._rule_args(subject, tok, now)
+        bkeys, bargs = self._rule_args(bsubject, bud, now)
         reply = await self._scripts["admit"](
-            keys=[self._leases, self._record(rid), *rkeys, *tkeys],
-            args=[rid, rid, amount, self._lease_us, self._record_ttl_ms, REAP_BATCH, len(req), len(tok), *rargs, *targs],
+            keys=[self._leases, self._record(rid), self._record(bid), *rkeys, *tkeys, *bkeys],
+            args=[rid, rid, amount, self._lease_us, self._record_ttl_ms, REAP_BATCH, len(req), len(tok), bid, bamount,
+                  len(bud), *rargs, *targs, *bargs],
         )
-        decision = (self._decision(reply[0], req, now) if req else decide(True, [], now)) if rules else None
+        decision = (self._decision(reply[0], req, now) if req else free) if rules else None
         if decision is not None and not decision.allowed:
-            return decision, None, None
-        if not token_rules:
-            return decision, None, None
-        if not tok:
-            return decision, decide(True, [], now), Reservation(subject, token_rules, amount, tpids)
-        tdec = self._decision(reply[1], tok, now)
-        if not tdec.allowed:
-            return decision, tdec, None
-        return decision, tdec, Reservation(subject, token_rules, amount, tpids, id=rid)
+            return decision, None, None, None, None
+        tdec: Decision | None = None
+        tres: Reservation | None = None
+        if token_rules:
+            if not tok:
+                tdec, tres = free, Reservation(subject, token_rules, amount, tpids)
+            else:
+                tdec = self._decision(reply[1], tok, now)
+                if not tdec.allowed:
+                    return decision, tdec, None, None, None
+                tres = Reservation(subject, token_rules, amount, tpids, id=rid)
+        if not brules:
+            return decision, tdec, tres, None, None
+        if not bud:
+            return decision, tdec, tres, free, Reservation(bsubject, brules, bamount, bpids)
+        bdec = self._decision(reply[2], bud, now)
+        if not bdec.allowed:
+            return decision, tdec, tres, bdec, None
+        return decision, tdec, tres, bdec, Reservation(bsubject, brules, bamount, bpids, id=bid)
 
     async def settle(self, reservation: Reservation, actual: int) -> None:
         await self._finish(reservation, max(0, int(actual)))
