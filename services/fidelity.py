@@ -26,9 +26,10 @@ import orjson
 from services.auth.principal import Principal
 from services.core import errors as E
 from services.core.types import ChatRequest, Target, Usage
-from services.pipeline import ForwardStarted, Outcome
+from services.pipeline import ForwardStarted, Outcome, Pipeline
 from services.config.kinds import resolve
-from services.routing.passthrough import NativeRequest, native_request
+from services.routing.candidates import CandidateIndex
+from services.routing.passthrough import NativeRequest, Passthrough, native_request
 from services.routing.route_log import RouteLog
 
 # Per surface: the wire formats that take the caller's body as sent, and the path it goes to.
@@ -68,10 +69,10 @@ class RelayedRequest(NativeRequest):
 
 
 class Fidelity:
-    def __init__(self, app: Any) -> None:
-        self.index = app.index
-        self.pipeline = app.pipeline
-        self.relay = app.passthrough
+    def __init__(self, index: CandidateIndex, pipeline: Pipeline, relay: Passthrough) -> None:
+        self.index = index
+        self.pipeline = pipeline
+        self.relay = relay
 
     def plan(self, req: ChatRequest) -> Target | None:
         """The target to relay the body to unchanged, or None after mapping the fields for translation."""

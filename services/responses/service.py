@@ -22,12 +22,15 @@ from services.core import errors as E
 from tollgate.json_bound import too_complex
 from services.core.types import Target
 from services.fidelity import upstream_error
-from services.pipeline import ForwardStarted, Outcome, StreamFinished, StreamStarted
-from services.routing.passthrough import NativeRequest, native_request
+from services.clock import Clock
+from services.pipeline import ForwardStarted, Outcome, Pipeline, StreamFinished, StreamStarted
+from services.routing.candidates import CandidateIndex
+from services.routing.passthrough import NativeRequest, Passthrough, native_request
 from services.providers.sse import SSEParser
 from services.responses import render
 from services.responses.request import Parsed, bad, parse, to_chat
 from services.store.repos.responses import StoredResponse
+from services.store.store import Store
 
 log = logging.getLogger("tollgate.responses")
 
@@ -76,14 +79,15 @@ TERMINAL = frozenset({"response.completed", "response.incomplete", "response.fai
 
 
 class Responses:
-    def __init__(self, app: Any) -> None:
-        self.pipeline = app.pipeline
-        self.store = app.store
-        self.clock = app.clock
-        self.ttl_s = app.config.responses_ttl_s
-        self.max_per_owner = app.config.responses_max_per_caller
-        self.index = app.index
-        self.relay = app.passthrough
+    def __init__(self, pipeline: Pipeline, store: Store, clock: Clock, index: CandidateIndex, relay: Passthrough,
+                 *, ttl_s: float, max_per_owner: int) -> None:
+        self.pipeline = pipeline
+        self.store = store
+        self.clock = clock
+        self.ttl_s = ttl_s
+        self.max_per_owner = max_per_owner
+        self.index = index
+        self.relay = relay
 
     def native_target(self, model: str) -> Target | None:
         """The first candidate when it is OpenAI itself: the request goes there as sent (no failover to
