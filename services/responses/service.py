@@ -21,7 +21,7 @@ from services.auth.principal import Principal
 from services.core import errors as E
 from tollgate.json_bound import too_complex
 from services.core.types import Target
-from services.fidelity import upstream_error
+from services.fidelity import raise_upstream_error, whole_answer
 from services.clock import Clock
 from services.pipeline import ForwardStarted, Outcome, Pipeline, StreamFinished, StreamStarted
 from services.routing.candidates import CandidateIndex
@@ -133,19 +133,7 @@ class Responses:
     async def _native_create(self, p: Principal, parsed: Parsed, target: Target, request_id: str,
                              time_remaining: float | None, headers: list[tuple[str, str]]) -> Answer:
         req = self._native_request(parsed, target, headers)
-        pieces: list[bytes] = []
-        started: ForwardStarted | None = None
-        events = self.pipeline.forward(p, req, self.relay, request_id, time_remaining)
-        async with aclosing(events):
-            async for ev in events:
-                if type(ev) is bytes:
-                    pieces.append(ev)
-                elif isinstance(ev, ForwardStarted):
-                    started = ev
-        assert started is not None
-        raw = b"".join(pieces)
-        if not started.exchange.ok:
-            raise upstream_error(started.exchange.status, raw)
+        raw, started = await whole_answer(self.pipeline.forward(p, req, self.relay, request_id, time_remaining))
         try:
             resp = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -168,13 +156,8 @@ class Responses:
                         kind, data = await self._native_event(p, parsed, e.event, e.data)
                         yield kind, data
                 elif isinstance(ev, ForwardStarted):
-                    ex = ev.exchange
-                    if not ex.ok:
-                        body = b""
-                        async for piece in events:
-                            if type(piece) is bytes:
-                                body += piece
-                        raise upstream_error(ex.status, body)
+                    if not ev.exchange.ok:
+                        await raise_upstream_error(ev, events)
                     yield StreamStarted(ev.outcome)
             for e in sse.close():
                 yield await self._native_event(p, parsed, e.event, e.data)
