@@ -23,7 +23,8 @@ from services.core.types import (
 )
 from services.providers.base import Call
 from services.providers.transport import (
-    bearer_headers, classify_status, read_capped, salvage_buffered, transport_failure, versioned_native_url,
+    ReadWatch, bearer_headers, classify_status, read_capped, salvage_buffered, transport_failure,
+    versioned_native_url,
 )
 from services.providers.sse import SSEParser
 
@@ -117,11 +118,14 @@ class OpenAIAdapter:
 
     async def stream_chat(self, req: ChatRequest, call: Call) -> AsyncIterator[list[Chunk]]:
         body = build_body(req, call.target.model, stream=True)
-        deadline = time.monotonic() + call.timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + call.timeout_s
         parser = SSEParser(max_event_bytes=MAX_EVENT_BYTES)
         done = False
         # aiohttp's total timeout only fires inside its own awaits; an asyncio.timeout around
         # the yields below would cancel the consumer's code instead (async generator hazard).
+        # The first-token and idle limits apply to each wait for data (ReadWatch: one timer per
+        # stream, not one per read), never to the time the consumer takes with what was read.
         try:
             async with call.session.post(self.url(call, "/chat/completions"), data=orjson.dumps(body),
                                          headers=self.headers(call), timeout=self.timeout(call),
@@ -130,44 +134,46 @@ class OpenAIAdapter:
                     raise self.classify(resp.status, resp.headers, await resp.content.read(65536))
                 first = True
                 content = resp.content
-                while True:
-                    # What is already buffered needs no timer; only a real wait is timed (an
-                    # asyncio.timeout, not wait_for: no task per read).
-                    cut: BaseException | None = None
-                    try:
-                        data = content.read_nowait()
-                        if not data and not content.is_eof():
-                            limit = call.first_token_timeout_s if first else call.idle_timeout_s
-                            if limit:
-                                async with asyncio.timeout(min(limit, max(0.0, deadline - time.monotonic()))):
-                                    data = await content.readany()
-                            else:
-                                data = await content.readany()
-                    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
-                        data, cut = salvage_buffered(resp), e  # deliver what arrived before the cut (A6)
-                    if not data and cut is None:
-                        break
-                    batch: list[Chunk] = []
-                    for ev in parser.feed_data(data):  # event names carry nothing here
-                        if ev == b"[DONE]":
-                            done = True
-                            continue
-                        chunk = parse_stream_event(ev)
-                        if chunk is not None:
-                            batch.append(chunk)
-                            if first and (chunk.text or chunk.tool_calls):
-                                # The first token leaves before the rest of this read is parsed:
-                                # TTFT is the one latency a streaming user sees.
+                watch = ReadWatch(loop, content, deadline, call.first_token_timeout_s)
+                try:
+                    while True:
+                        # readany hands out what is buffered without waiting; only an empty
+                        # buffer waits, and that wait is what the watch times.
+                        cut: BaseException | None = None
+                        watch.wait()
+                        try:
+                            data = await content.readany()
+                        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+                            data, cut = salvage_buffered(resp), e  # deliver what arrived before the cut (A6)
+                        watch.since = None
+                        if not data and cut is None:
+                            break
+                        batch: list[Chunk] = []
+                        for ev in parser.feed_data(data):  # event names carry nothing here
+                            if ev == b"[DONE]":
+                                done = True
+                                continue
+                            chunk = parse_stream_event(ev)
+                            if chunk is not None:
+                                batch.append(chunk)
+                                if first and (chunk.text or chunk.tool_calls):
+                                    # The first token leaves before the rest of this read is parsed:
+                                    # TTFT is the one latency a streaming user sees.
+                                    first = False
+                                    watch.relimit(call.idle_timeout_s)
+                                    yield batch
+                                    batch = []
+                        if batch:
+                            if first:
                                 first = False
-                                yield batch
-                                batch = []
-                    if batch:
-                        first = False
-                        yield batch
-                    if done:
-                        return
-                    if cut is not None:
-                        raise cut
+                                watch.relimit(call.idle_timeout_s)
+                            yield batch
+                        if done:
+                            return
+                        if cut is not None:
+                            raise cut
+                finally:
+                    watch.close()
         except UpstreamFailure:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
