@@ -45,6 +45,13 @@ class SSEParser:
 
     def feed_data(self, data: bytes) -> list[bytes]:
         """feed() for streams whose event names carry nothing (OpenAI's): only each event's data."""
+        # A read that is exactly one whole `data: ...` event (a paced upstream's token per read):
+        # its only newlines are the closing blank line, nothing is pending, and it is a plain
+        # LF stream past its start. What _blocks and the loop below would find, in four C calls.
+        if (self._started and not self._buf and not self._skip_lf and data[:6] == b"data: "
+                and data.find(b"\n") == len(data) - 2 and data[-1:] == b"\n" and data.find(b"\r") < 0
+                and len(data) <= self._max):
+            return [data[6:-2]]
         out: list[bytes] = []
         append = out.append
         for block in self._blocks(data):
