@@ -53,16 +53,7 @@ class LoadedModels:
         self._read_at = -1e9  # when the last finished read began (monotonic)
         self._reading_started = -1e9
         self._reading: asyncio.Task | None = None
-        self._poller = Poller("loaded-models", self.refresh, refresh_s, log)
-
-    @property
-    def refresh_s(self) -> float:
-        """How often the periodic read runs (the poller reads it before each wait)."""
-        return self._poller.every_s
-
-    @refresh_s.setter
-    def refresh_s(self, value: float) -> None:
-        self._poller.every_s = value
+        self.poller = Poller("loaded-models", self.refresh, refresh_s, log)  # the periodic read
 
     # ------------------------------------------------------------------ reads (hot path: no I/O)
 
@@ -138,10 +129,10 @@ class LoadedModels:
         return m
 
     def start(self) -> None:
-        self._poller.start()
+        self.poller.start()
 
     async def close(self) -> None:
-        await self._poller.close()
+        await self.poller.close()
         if self._reading is not None:
             self._reading.cancel()
             await asyncio.gather(self._reading, return_exceptions=True)
