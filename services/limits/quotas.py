@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from services.auth.principal import Principal
+from services.core.principal import Principal
 from services.config.schema import TierConfig
 from services.core.errors import QuotaViolation, ResourceExhausted
 from services.limits.base import Decision, Limiter, Reservation, Rule

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from services.auth.principal import Principal
+from services.core.principal import Principal
 from services.clock import FakeClock
 from services.config.schema import TierConfig
 from services.core.errors import ResourceExhausted
