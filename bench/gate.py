@@ -15,6 +15,10 @@ rule, routing, SQLite ledger, metrics), as in bench/tollgate.toml.
   python bench/gate.py              # measure and compare with bench/instruction_budget.json
   python bench/gate.py --update     # measure and write the budget (commit it, numbers in the message)
   python bench/gate.py --tree DIR   # another source tree (git archive <commit> | tar -x -C DIR): an A/B
+  python bench/gate.py --paced      # also a paced stream: ../shared/bench's fake upstream sends each of
+                                    # 50 tokens 10 ms apart, so every chunk is its own upstream read and
+                                    # its own write to the client, as in the 1,000-stream bench (report
+                                    # only: not in the budget)
 
 `make test` runs the comparison (tests/bench/test_instruction_gate.py): more than 10 % over the
 budget fails. Needs valgrind (`make test` installs it with apt-get when missing).
@@ -42,7 +46,8 @@ BUDGET = os.path.join(ROOT, "bench", "instruction_budget.json")
 TOLERANCE = 0.10
 ADMIN_KEY = "tga_gate_admin_key_0123456789abcdef"
 UP = re.compile(r"HTTP bridge http://([\d.]+):(\d+)")
-CHAT_MODEL, STREAM_MODEL = "bench-model", "tokens-50"
+CHAT_MODEL, STREAM_MODEL, PACED_MODEL = "bench-model", "tokens-50", "paced-model"
+PACED_TOKENS, PACED_DELAY_MS = 50, 10
 
 CONFIG = """demo = "off"
 
@@ -58,6 +63,15 @@ name = "enterprise"
 rpm = 100000000
 rpd = 1000000000
 tpd = 1000000000000
+"""
+
+PACED_PROVIDER = """
+[[providers]]
+name = "gate-paced"
+kind = "openai_compatible"
+base_url = "{base_url}"
+api_key = "sk-upstream-gate"
+models = ["{model}"]
 """
 
 
@@ -77,6 +91,29 @@ async def _load(session: aiohttp.ClientSession, base: str, key: str, model: str,
             raw = await r.read()
             if r.status != 200 or (stream and b"[DONE]" not in raw):
                 raise RuntimeError(f"{model}: {r.status} {raw[:300]!r}")
+
+
+def _paced_upstream() -> tuple[subprocess.Popen, str]:
+    """../shared/bench/fake_upstream.py (the bench's upstream) pacing PACED_TOKENS tokens
+    PACED_DELAY_MS apart, on a free loopback port; (process, base URL)."""
+    import socket
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from run import SHARED
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, os.path.join(SHARED, "fake_upstream.py"), "--port", str(port),
+                             "--tokens", str(PACED_TOKENS), "--delay-ms", str(PACED_DELAY_MS)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, f"http://127.0.0.1:{port}/v1"
+        time.sleep(0.1)
+    proc.terminate()
+    raise RuntimeError("the paced fake upstream did not start")
 
 
 def _control(*args: str) -> None:
@@ -112,12 +149,15 @@ def _total(path: str) -> int | None:
 
 
 async def measure(upstream_base: str, chat_n: int = 60, stream_n: int = 25, rounds: int = 3,
-                  tree: str = ROOT) -> dict[str, float]:
-    """Instructions per request of the gateway process, {"chat": .., "stream": ..}."""
+                  tree: str = ROOT, paced_base: str = "", paced_n: int = 6) -> dict[str, float]:
+    """Instructions per request of the gateway process, {"chat": .., "stream": ..} (and
+    "stream_paced" with `paced_base`, a paced upstream: see --paced)."""
     tmp = tempfile.mkdtemp(prefix="tollgate-gate-")
     cfg = os.path.join(tmp, "tollgate.toml")
     with open(cfg, "w") as f:
         f.write(CONFIG.format(base_url=upstream_base, chat=CHAT_MODEL, stream=STREAM_MODEL))
+        if paced_base:
+            f.write(PACED_PROVIDER.format(base_url=paced_base, model=PACED_MODEL))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOLLGATE_", "AUTH_KEY")) and not k.endswith("_API_KEY")
            and k not in ("ROUTER_SERVICES", "DATABASE_URL", "REDIS_URL", "HOST", "PORT", "ENABLE_AUTH", "OLLAMA_BASE_URL")}
     env.update(TOLLGATE_CONFIG=cfg, TOLLGATE_DATA_DIR=os.path.join(tmp, "data"), TOLLGATE_ADMIN_KEY=ADMIN_KEY,
@@ -148,12 +188,16 @@ async def measure(upstream_base: str, chat_n: int = 60, stream_n: int = 25, roun
                 key = (await r.json())["key"]
             await _load(s, base, key, CHAT_MODEL, False, 150)  # imports, pools, caches (uninstrumented)
             await _load(s, base, key, STREAM_MODEL, True, 60)
+            kinds = [("chat", CHAT_MODEL, False, chat_n), ("stream", STREAM_MODEL, True, stream_n)]
+            if paced_base:
+                await _load(s, base, key, PACED_MODEL, True, 3)
+                kinds.append(("stream_paced", PACED_MODEL, True, paced_n))
             _control("-i", "on", str(proc.pid))
             await _load(s, base, key, CHAT_MODEL, False, 10)
             await _load(s, base, key, STREAM_MODEL, True, 5)
             seen: set[str] = set()
             out = {}
-            for kind, model, stream, n in (("chat", CHAT_MODEL, False, chat_n), ("stream", STREAM_MODEL, True, stream_n)):
+            for kind, model, stream, n in kinds:
                 counts = []
                 for _ in range(rounds):  # the least of a few rounds: a stray flush or collection is not the request's
                     _control("-z", str(proc.pid))
@@ -178,6 +222,8 @@ def verdict(measured: dict[str, float], budget: dict) -> list[str]:
     """The kinds over budget by more than the tolerance, as sentences (empty: the gate passes)."""
     over = []
     for kind, value in measured.items():
+        if kind not in budget:
+            continue  # a report-only count (stream_paced)
         allowed = budget[kind] * (1 + budget.get("tolerance", TOLERANCE))
         if value > allowed:
             over.append(f"{kind}: {value:,.0f} instructions per request, budget {budget[kind]:,.0f} "
@@ -189,10 +235,22 @@ async def _main(args: argparse.Namespace) -> int:
     sys.path.insert(0, ROOT)
     from tests.support.fakes.openai import run_fake_openai
 
-    async with run_fake_openai() as fake:
-        measured = await measure(fake.base_url, args.chat, args.stream, args.rounds, tree=args.tree or ROOT)
+    paced = None
+    try:
+        if args.paced:
+            paced = _paced_upstream()
+        async with run_fake_openai() as fake:
+            measured = await measure(fake.base_url, args.chat, args.stream, args.rounds, tree=args.tree or ROOT,
+                                     paced_base=paced[1] if paced else "", paced_n=args.paced_n)
+    finally:
+        if paced is not None and paced[0].poll() is None:
+            paced[0].terminate()
+            paced[0].wait(timeout=10)
     for kind, value in measured.items():
         print(f"{kind}: {value:,.0f} instructions per request")
+    if "stream_paced" in measured:
+        print(f"stream_paced - stream: {(measured['stream_paced'] - measured['stream']) / (PACED_TOKENS + 3):,.0f} "
+              f"more instructions per chunk when each of the {PACED_TOKENS + 3} chunks is its own read and write")
     if args.update:
         with open(BUDGET, "w") as f:
             json.dump({"chat": round(measured["chat"]), "stream": round(measured["stream"]), "tolerance": TOLERANCE,
@@ -215,6 +273,8 @@ def main() -> None:
     ap.add_argument("--chat", type=int, default=60, help="chat requests per round")
     ap.add_argument("--stream", type=int, default=25, help="stream requests per round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per kind; the least count is kept")
+    ap.add_argument("--paced", action="store_true", help="also count a paced 50-token stream (report only)")
+    ap.add_argument("--paced-n", type=int, default=6, help="paced stream requests per round")
     args = ap.parse_args()
     if valgrind_missing():
         sys.exit(valgrind_missing())

@@ -11,6 +11,8 @@ count covers every thread of the process (the ledger writer too), user space onl
 
   python bench/instructions.py                                  # this checkout and the floor
   python bench/instructions.py --variant base=/tmp/tg-base      # plus another tree, same run
+  python bench/instructions.py --main-thread --kind stream --delay-ms 10 --requests 10 --warmup 10
+                                    # paced streams: each of the 50 tokens its own read and write
 
 Needs valgrind (apt-get install valgrind). Startup under valgrind takes ~20 s per target.
 Everything listens on 127.0.0.1; only the processes started here are stopped, by PID.
@@ -72,13 +74,18 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=DIR")
     ap.add_argument("--no-floor", action="store_true")
     ap.add_argument("--main-thread", action="store_true", help="count the main thread only (load-independent)")
+    ap.add_argument("--tokens", type=int, default=50, help="the fake upstream's tokens per answer")
+    ap.add_argument("--delay-ms", type=float, default=0.0,
+                    help="the fake upstream's gap between tokens: with --kind stream, 10 makes every chunk its own read")
+    ap.add_argument("--warmup", type=int, default=150, help="uncounted requests first")
     args = ap.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         sys.exit("valgrind is not installed: apt-get install -y valgrind")
 
     tmp = tempfile.mkdtemp(prefix="tollgate-instr-")
     admin_key = "tga_bench_" + os.urandom(12).hex()
-    up = Child("upstream", [sys.executable, FAKE_UPSTREAM, "--port", str(args.upstream_port)], dict(os.environ), tmp)
+    up = Child("upstream", [sys.executable, FAKE_UPSTREAM, "--port", str(args.upstream_port), "--tokens",
+                                str(args.tokens), "--delay-ms", str(args.delay_ms)], dict(os.environ), tmp)
     out = [f"--callgrind-out-file={tmp}/cg.%p"] + (["--separate-threads=yes"] if args.main_thread else [])
     targets = [("tollgate", "")] + [tuple(v.split("=", 1)) for v in args.variant] + ([] if args.no_floor else [("floor", None)])
     rows = []
@@ -106,7 +113,7 @@ def main() -> None:
                 base = f"http://{m.group(1)}:{m.group(2)}"
                 key = create_key(base, admin_key, "instr-" + name)
             try:
-                asyncio.run(load(base, key, args.kind, 150, args.concurrency))  # imports, pools, caches
+                asyncio.run(load(base, key, args.kind, args.warmup, args.concurrency))  # imports, pools, caches
                 subprocess.run(["callgrind_control", "-z", str(child.pid)], check=True, capture_output=True)
                 errors = asyncio.run(load(base, key, args.kind, args.requests, args.concurrency))
                 subprocess.run(["callgrind_control", "-d", str(child.pid)], check=True, capture_output=True)

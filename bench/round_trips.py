@@ -12,6 +12,7 @@ script calls inside Redis); without pipelining every command is one round trip.
 
   python bench/round_trips.py                        # chat and stream, c=1 and c=32
   python bench/round_trips.py --variant base=/tmp/tg-base
+  python bench/round_trips.py --budget               # the key's plan has a $ budget (issue 16)
 
 Needs redis-server and a reachable PostgreSQL (`eval "$(bash scripts/services-up)"`).
 Only 127.0.0.1 is targeted; only the processes started here are stopped, by PID.
@@ -128,11 +129,24 @@ def main() -> None:
     ap.add_argument("--kind", action="append", choices=["chat", "stream"], help="default: both")
     ap.add_argument("--upstream-port", type=int, default=9001)
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=DIR")
+    ap.add_argument("--budget", action="store_true", help="the key's plan has a $ budget (issue 16), on a priced model")
     args = ap.parse_args()
     kinds, concurrencies = args.kind or ["chat", "stream"], args.concurrency or [1, 32]
     tmp = tempfile.mkdtemp(prefix="tollgate-rt-")
     admin_key = "tga_bench_" + secrets.token_urlsafe(24)
     config = os.path.join(HERE, "tollgate.toml")
+    text = open(config).read().replace("127.0.0.1:9001", f"127.0.0.1:{args.upstream_port}")  # follows --upstream-port
+    model = "bench-model"
+    if args.budget:
+        # A $ budget on the bench's plan (never reached), and a model the catalogue prices, so
+        # every request holds its worst-case cost and settles the real one (issue 16).
+        model = "gpt-4o-mini"
+        text = text.replace('models = ["bench-model"]', f'models = ["bench-model", "{model}"]')
+        text = text.replace('tpd = 1000000000000\n', 'tpd = 1000000000000\nbudget_usd_day = 1000000\n')
+        assert "budget_usd_day" in text and model in text, "bench/tollgate.toml changed: update --budget"
+    config = os.path.join(tmp, "tollgate.toml")
+    with open(config, "w") as f:
+        f.write(text)
     children: list[Child] = []
     dbs: list[FreshDatabase] = []
     rows = []
@@ -151,11 +165,11 @@ def main() -> None:
             key = create_key(base, admin_key, f"rt-{name}")
             for kind in kinds:
                 for c in concurrencies:
-                    asyncio.run(load(base, key, kind, 100, c))  # warm-up: pools, caches, scripts loaded
+                    asyncio.run(load(base, key, kind, 100, c, model))  # warm-up: pools, caches, scripts loaded
                     time.sleep(1.5)  # its ledger rows flushed
                     redis.count()
                     commits0, rows0 = db.commits(), db.rows()
-                    errors = asyncio.run(load(base, key, kind, args.requests, c))
+                    errors = asyncio.run(load(base, key, kind, args.requests, c, model))
                     time.sleep(2.5)  # the ledger's flush (0.5 s) and PostgreSQL's statistics (≤ 1 s)
                     cmds = redis.commands()
                     commits, nrows = db.commits() - commits0, db.rows() - rows0

@@ -10,8 +10,12 @@ every request has 1,000 candidates). Two layouts:
 Columns: `resolve` is the cached lookup (the first, uncached build is shown once per layout);
 `order` is strategy.order() alone and `plan` is Router.plan() (resolve + the latency fill
 least-latency needs + order), each with the first max_attempts (4) candidates read, which is what
-a request pays: strategies hand out a lazy base.Order. `plan+all` reads all 1,000 (what a request
-whose every try is skipped would pay).
+a request pays: strategies hand out a lazy base.Order. `plan+obs` is one latency sample recorded
+(a random key's) and then `plan`: in service every successful request records one, and
+least-latency brings its sorted lists up to date from those. `plan+all` reads all 1,000 (what a
+request whose every try is skipped would pay).
+`--distinct-weights` gives every key its own weight (weighted's worst case: it works per distinct
+weight of the top level; by default weights are per provider, 1–5).
 
   .venv/bin/python bench/routing_decision.py                 # 100 × 10
   .venv/bin/python bench/routing_decision.py --providers 10 --keys 2 --seconds 0.5
@@ -40,12 +44,14 @@ from services.routing.strategies import NAMES  # noqa: E402
 MODEL = "gpt-4o-mini"
 
 
-def build(providers: int, keys: int, tiered: bool) -> Config:
+def build(providers: int, keys: int, tiered: bool, distinct_weights: bool = False) -> Config:
     rng = random.Random(1)
     return Config(strategy="priority", providers=tuple(
         ProviderConfig(
             name=f"p{i:03d}", kind="openai", base_url=f"http://127.0.0.1:9/{i}/v1",
-            keys=tuple(ProviderKeyConfig(id=f"p{i:03d}-k{j + 1}", secret=f"sk-{i}-{j}") for j in range(keys)),
+            keys=tuple(ProviderKeyConfig(id=f"p{i:03d}-k{j + 1}", secret=f"sk-{i}-{j}",
+                                         weight=2.0 + i * keys + j if distinct_weights else 1.0)
+                       for j in range(keys)),
             models=(MODEL, f"model-{i}"), priority=i // 10 if tiered else 0, weight=float(rng.randint(1, 5)),
         )
         for i in range(providers)
@@ -69,8 +75,8 @@ def per_call_us(fn, seconds: float) -> float:
     return min(samples)
 
 
-def run_layout(providers: int, keys: int, tiered: bool, seconds: float) -> None:
-    cfg = build(providers, keys, tiered)
+def run_layout(providers: int, keys: int, tiered: bool, seconds: float, distinct_weights: bool) -> None:
+    cfg = build(providers, keys, tiered, distinct_weights)
     index = CandidateIndex(cfg, Catalog.builtin())
     t0 = time.perf_counter_ns()
     views = index.resolve(MODEL)
@@ -82,7 +88,7 @@ def run_layout(providers: int, keys: int, tiered: bool, seconds: float) -> None:
         router.latency.observe(v.target.key_id, lat_rng.uniform(50.0, 900.0))
     layout = f"{'tiered' if tiered else 'flat'}: {providers} providers × {keys} keys = {len(views)} candidates"
     print(f"\n{layout}; first (uncached) resolve {cold_us:,.0f} µs")
-    print(f"{'strategy':<15}{'resolve µs':>12}{'order µs':>12}{'plan µs':>12}{'plan+all µs':>12}")
+    print(f"{'strategy':<15}{'resolve µs':>12}{'order µs':>12}{'plan µs':>12}{'plan+obs µs':>12}{'plan+all µs':>12}")
     resolve_us = per_call_us(lambda: index.resolve(MODEL), seconds)
     rng = random.Random(7)
     for name in NAMES:
@@ -92,8 +98,15 @@ def run_layout(providers: int, keys: int, tiered: bool, seconds: float) -> None:
         tries = cfg.max_attempts
         order_us = per_call_us(lambda: list(islice(strategy.order(views, rng), tries)), seconds)
         plan_us = per_call_us(lambda: list(islice(router.plan(MODEL, "", name)[1], tries)), seconds)
+        keys = [v.target.key_id for v in views]
+
+        def observed_plan() -> None:
+            router.latency.observe(keys[lat_rng.randrange(len(keys))], lat_rng.uniform(50.0, 900.0))
+            list(islice(router.plan(MODEL, "", name)[1], tries))
+
+        obs_us = per_call_us(observed_plan, seconds)
         all_us = per_call_us(lambda: list(router.plan(MODEL, "", name)[1]), seconds)
-        print(f"{name:<15}{resolve_us:>12.2f}{order_us:>12.1f}{plan_us:>12.1f}{all_us:>12.1f}")
+        print(f"{name:<15}{resolve_us:>12.2f}{order_us:>12.1f}{plan_us:>12.1f}{obs_us:>12.1f}{all_us:>12.1f}")
 
 
 def main() -> None:
@@ -101,10 +114,11 @@ def main() -> None:
     ap.add_argument("--providers", type=int, default=100)
     ap.add_argument("--keys", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=0.5, help="timing per cell")
+    ap.add_argument("--distinct-weights", action="store_true", help="every key its own weight")
     args = ap.parse_args()
     print(f"Python {sys.version.split()[0]}; routing decision cost per request (best of 5 batches)")
     for tiered in (False, True):
-        run_layout(args.providers, args.keys, tiered, args.seconds)
+        run_layout(args.providers, args.keys, tiered, args.seconds, args.distinct_weights)
 
 
 if __name__ == "__main__":

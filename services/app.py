@@ -39,16 +39,20 @@ from services.routing.routable import ModelCatalog
 from services.clock import Clock, SystemClock
 from services.config.load import load_config, with_demo
 from services.config.schema import Config
+from services.core.poller import Poller
 from services.core.scrub import Scrubber
+from services.fidelity import Fidelity
 from services.limits import make_limiter
 from services.limits.quotas import Quotas
 from services.limits.open_gate import OpenGate
 from services.loading.loader import ModelLoader
 from services.loading.registry import LoadedModels
 from services.metering.ledger import Ledger, owner_tag
+from services.media import Media
 from services.metrics import Metrics
 from services.pipeline import Pipeline
 from services.providers.upstreams import Upstreams
+from services.responses.service import Responses
 from services.routing.candidates import CandidateIndex
 from services.routing.key_gate import KeyGate
 from services.routing.passthrough import Passthrough
@@ -101,10 +105,9 @@ class App:
         self.catalog = Catalog.builtin()
         self.index = CandidateIndex(config, self.catalog)
         self.models = ModelCatalog(self.catalog, self.index)
-        self.aliases = RuntimeAliases(self)  # run-time aliases over the config's (issue 18 point 6)
+        # Run-time aliases over the config's (issue 18 point 6).
+        self.aliases = RuntimeAliases(self.store, self.index, self.models, config.model_aliases)
         self.upstreams = Upstreams(tracing=self.tracing)
-        # Metrics reads the app's parts only when scraped; built first, it is handed to what feeds it.
-        self.metrics = Metrics(self)
         self.user_keys = UserKeys(self.store, self.provider_secrets, clock, catalog=self.catalog, quota_tz=config.quota_timezone)
         # One key gate for the router, the pass-through and loaded models' keys.
         self.gate = KeyGate(
@@ -118,30 +121,38 @@ class App:
         # Issue 19: models loaded at run time, routed by name before the configured providers.
         self.loaded = LoadedModels(self.store, self.provider_secrets, {p.name: p for p in config.providers}, clock,
                                    set_secret=self.gate.set_secret)
-        self.router = Router(config, self.index, self.upstreams, self.limiter, clock, rng,
-                             on_attempt=self.metrics.on_attempt, user_keys=self.user_keys, scrubber=self.scrubber,
-                             gate=self.gate, loaded=self.loaded, tracing=self.tracing)
         # Each worker of a supervisor has its own owner tag: a restarted worker turns only its own
         # earlier life's placeholders into `interrupted`, not those of its live siblings (B7).
         owner = owner_tag(config.data_dir + (f"#worker{config.worker_id}" if config.worker_id else ""))
         self.ledger = Ledger(self.store.insert_usage, flush_s=config.ledger_flush_s, store=self.store, owner=owner,
                              now=clock.now, max_request_s=config.request_timeout_s)
+        self.sessions = Sessions(derive(secret, "session"), clock)
+        self.auth: Authenticator = Authenticator(config, self.store, self.key_vault, self.pepper, clock, "",
+                                                 sessions=self.sessions)
+        # Metrics reads these parts' state only when scraped; it is handed to what feeds its counters.
+        self.metrics = Metrics(config.providers, self.gate.breaker, self.limiter, self.ledger, self.auth.stats)
+        self.router = Router(config, self.index, self.upstreams, self.limiter, clock, rng,
+                             on_attempt=self.metrics.on_attempt, user_keys=self.user_keys, scrubber=self.scrubber,
+                             gate=self.gate, loaded=self.loaded, tracing=self.tracing)
         # The native pass-through relay: beside the router, on the router's key gate (seed 003).
         self.passthrough = Passthrough(config, self.router.gate, self.upstreams, self.router.record, clock,
                                        scrubber=self.scrubber, tracing=self.tracing)
         self.budgets = Budgets(self.limiter, self.catalog, self.quotas.tiers, config.unpriced_models, config.quota_timezone)
         self.pipeline = Pipeline(self.quotas, self.router, self.ledger, self.catalog, clock, config.request_timeout_s,
                                  budgets=self.budgets, alerts=self.alerts, tracing=self.tracing)
-        self.sessions = Sessions(derive(secret, "session"), clock)
+        # The surfaces over the pipeline and the relay: fields relayed as sent, media, the Responses API.
+        self.fidelity = Fidelity(self.index, self.pipeline, self.passthrough)
+        self.media = Media(self.index, self.pipeline, self.passthrough, self.catalog)
+        self.responses = Responses(self.pipeline, self.store, clock, self.index, self.passthrough,
+                                   ttl_s=config.responses_ttl_s, max_per_owner=config.responses_max_per_caller)
         self.loader = ModelLoader(config, self.store, self.provider_secrets, self.index, self.upstreams, self.loaded)
         self.open_gate = OpenGate(config, self.limiter)  # seed 004's open mode (off by default)
-        self.auth: Authenticator = Authenticator(config, self.store, self.key_vault, self.pepper, clock, "", sessions=self.sessions)
         self.audit = AuditLog(self.store, clock)
         self.demo_users: list[tuple[str, str, str, str]] = []  # make demo: shown once in the banner
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
         self.statements = Statements(self.store, self.ledger, lambda: self.quotas.tiers, clock)
         self.accounts = Accounts(self.store, self.credentials, self.signin, self.auth, clock, lambda: self.quotas.tiers)
-        self.plans = Plans(self)
+        self.plans = Plans(self.store, self.quotas, self.budgets, clock, config.tiers, config.quota_timezone)
         self.admin_key = AdminKeyInfo("env")
         # Issue 15 point 5: failed authentications per client address (the open gate's idea of it),
         # counted per deployment: replicas share the server secret, so its fingerprint names them.
@@ -153,6 +164,10 @@ class App:
         self.started_at = clock.monotonic()
         self.draining = False
         self._reaper: asyncio.Task | None = None
+        # Issue 16: whether any run-time gateway keys exist, re-read every second, so a key an admin
+        # adds on another replica serves here within about a second (the request path only looks the
+        # keys up, from a one-second cache, when some exist).
+        self._shared_watch = Poller("shared-keys-watch", self._read_shared_keys, 1.0, log, at_once=True)
 
     def uptime_s(self) -> float:
         return self.clock.monotonic() - self.started_at
@@ -182,25 +197,15 @@ class App:
             from services.accounts.demo import seed_demo_users
 
             self.demo_users = await seed_demo_users(self.store, self.credentials, self.signin)
-        self._shared_watch = asyncio.get_running_loop().create_task(self._watch_shared_keys(), name="shared-keys-watch")
+        self._shared_watch.start()
         await self.loaded.refresh()
         self.loaded.start()
         await self.aliases.refresh()
         self.aliases.start()
         self._reaper = asyncio.get_running_loop().create_task(self._reap_reservations(), name="limiter-reaper")
 
-    async def _watch_shared_keys(self) -> None:
-        """Issue 16: whether any run-time gateway keys exist, re-read every second, so a key an
-        admin adds on another replica serves here within about a second (the request path only
-        looks the keys up, from a one-second cache, when some exist)."""
-        while True:
-            try:
-                self.router.shared_keys = any(r.user_id is None for r in await self.store.list_provider_keys(None))
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.debug("shared provider keys not re-read: %s", type(e).__name__)
-            await asyncio.sleep(1.0)
+    async def _read_shared_keys(self) -> None:
+        self.router.shared_keys = any(r.user_id is None for r in await self.store.list_provider_keys(None))
 
     async def _reap_reservations(self) -> None:
         """Gives back reservations whose request died without settling (RELIABILITY B7)."""
@@ -250,9 +255,7 @@ class App:
             await asyncio.gather(self._reaper, return_exceptions=True)
         await self.alerts.close()
         await self.plans.stop()
-        if getattr(self, "_shared_watch", None) is not None:
-            self._shared_watch.cancel()
-            await asyncio.gather(self._shared_watch, return_exceptions=True)
+        await self._shared_watch.close()
         await self.ledger.close()
         await self.loaded.close()
         await self.aliases.close()

@@ -19,16 +19,17 @@ from __future__ import annotations
 import dataclasses
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, NoReturn
 
 import orjson
 
 from services.core.principal import Principal
 from services.core import errors as E
 from services.core.types import ChatRequest, Target, Usage
-from services.pipeline import ForwardStarted, Outcome
+from services.pipeline import ForwardStarted, Outcome, Pipeline
 from services.config.kinds import resolve
-from services.routing.passthrough import NativeRequest, native_request
+from services.routing.candidates import CandidateIndex
+from services.routing.passthrough import NativeRequest, Passthrough, native_request
 from services.routing.route_log import RouteLog
 
 # Per surface: the wire formats that take the caller's body as sent, and the path it goes to.
@@ -68,10 +69,10 @@ class RelayedRequest(NativeRequest):
 
 
 class Fidelity:
-    def __init__(self, app: Any) -> None:
-        self.index = app.index
-        self.pipeline = app.pipeline
-        self.relay = app.passthrough
+    def __init__(self, index: CandidateIndex, pipeline: Pipeline, relay: Passthrough) -> None:
+        self.index = index
+        self.pipeline = pipeline
+        self.relay = relay
 
     def plan(self, req: ChatRequest) -> Target | None:
         """The target to relay the body to unchanged, or None after mapping the fields for translation."""
@@ -173,19 +174,8 @@ class Fidelity:
 
     async def chat(self, p: Principal, req: ChatRequest, target: Target, request_id: str,
                    time_remaining: float | None) -> tuple[bytes, Outcome]:
-        pieces: list[bytes] = []
-        started: ForwardStarted | None = None
         events = self.pipeline.forward(p, self._native(req, target, False), self.relay, request_id, time_remaining)
-        async with aclosing(events):
-            async for ev in events:
-                if type(ev) is bytes:
-                    pieces.append(ev)
-                elif isinstance(ev, ForwardStarted):
-                    started = ev
-        assert started is not None
-        raw = b"".join(pieces)
-        if not started.exchange.ok:
-            raise upstream_error(started.exchange.status, raw)
+        raw, started = await whole_answer(events)
         return raw, started.outcome
 
     async def stream(self, p: Principal, req: ChatRequest, target: Target, request_id: str,
@@ -198,11 +188,7 @@ class Fidelity:
                     yield ev
                 elif isinstance(ev, ForwardStarted):
                     if not ev.exchange.ok:
-                        body = b""
-                        async for piece in events:
-                            if type(piece) is bytes:
-                                body += piece
-                        raise upstream_error(ev.exchange.status, body)
+                        await raise_upstream_error(ev, events)
                     yield ev.outcome
 
 
@@ -215,6 +201,33 @@ def _at(body: Any, path: str) -> str:
         except (KeyError, IndexError, ValueError, TypeError):
             return "?"
     return str(node)[:64]
+
+
+async def whole_answer(events: AsyncIterator[Any]) -> tuple[bytes, ForwardStarted]:
+    """A relayed request's events run to their end (a pipeline.forward()): the answer's bytes and
+    its start; a provider's error answer is raised as what it means for the caller."""
+    pieces: list[bytes] = []
+    started: ForwardStarted | None = None
+    async with aclosing(events):
+        async for ev in events:
+            if type(ev) is bytes:
+                pieces.append(ev)
+            elif isinstance(ev, ForwardStarted):
+                started = ev
+    assert started is not None
+    raw = b"".join(pieces)
+    if not started.exchange.ok:
+        raise upstream_error(started.exchange.status, raw)
+    return raw, started
+
+
+async def raise_upstream_error(started: ForwardStarted, events: AsyncIterator[Any]) -> NoReturn:
+    """A relayed stream the provider refused: reads the rest of its error answer and raises what it means."""
+    body = b""
+    async for piece in events:
+        if type(piece) is bytes:
+            body += piece
+    raise upstream_error(started.exchange.status, body)
 
 
 def upstream_error(status: int, body: bytes) -> E.TollgateError:

@@ -29,23 +29,25 @@ from typing import Any, AsyncIterator
 import orjson
 
 from services.core.principal import Principal
+from services.catalog.pricing import Catalog
 from services.config.kinds import resolve
 from services.core import errors as E
 from services.core.types import Usage
 from services.fidelity import RelayedRequest
-from services.pipeline import ForwardStarted
-from services.routing.passthrough import NativeRequest, native_request
+from services.pipeline import ForwardStarted, Pipeline
+from services.routing.candidates import CandidateIndex
+from services.routing.passthrough import NativeRequest, Passthrough, native_request
 
 OPERATIONS = {"images/generations": "openai_images", "audio/speech": "openai_audio",
               "audio/transcriptions": "openai_audio"}
 
 
 class Media:
-    def __init__(self, app: Any) -> None:
-        self.index = app.index
-        self.pipeline = app.pipeline
-        self.relay = app.passthrough
-        self.catalog = app.pipeline.catalog
+    def __init__(self, index: CandidateIndex, pipeline: Pipeline, relay: Passthrough, catalog: Catalog) -> None:
+        self.index = index
+        self.pipeline = pipeline
+        self.relay = relay
+        self.catalog = catalog
 
     def request(self, operation: str, model: str, body: bytes, content_type: str) -> RelayedRequest:
         surface = OPERATIONS.get(operation)

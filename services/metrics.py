@@ -16,11 +16,17 @@ Everything here runs on the event loop's thread.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from services.auth.authenticator import AuthStats
+from services.config.schema import ProviderConfig
+from services.limits.base import Limiter
+from services.metering.ledger import Ledger
+from services.routing.breaker import Breaker
 from services.routing.route_log import AttemptRecord
 from services.store.records import UsageRecord
 
@@ -64,7 +70,11 @@ class _AttemptSeries:
 
 
 class Metrics:
-    def __init__(self, app: Any) -> None:
+    """The counters, and at scrape time the state of the parts it is handed: each configured
+    provider key's breaker, the limiter's backend, the ledger's backlog, failed authentications."""
+
+    def __init__(self, providers: Sequence[ProviderConfig], breaker: Breaker, limiter: Limiter, ledger: Ledger,
+                 auth_stats: AuthStats) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("tollgate_requests", "Requests by surface, provider, model and status",
                                 ["surface", "provider", "model", "status"], registry=self.registry)
@@ -78,7 +88,7 @@ class Metrics:
         self.auth_failures = Counter("tollgate_auth_failures_by_surface", "Failed authentications by surface "
                                      "(http: the bridge, grpc: the gRPC port), and those answered 429",
                                      ["surface", "outcome"], registry=self.registry)
-        self.registry.register(_StateCollector(app))
+        self.registry.register(_StateCollector(providers, breaker, limiter, ledger, auth_stats))
         # labels() once per label set; each entry also holds its counts not yet handed over.
         self._children: dict[tuple, _RowSeries] = {}
         self._attempt_children: dict[tuple[str, str, str], _AttemptSeries] = {}
@@ -155,27 +165,32 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+@dataclass(slots=True, eq=False)  # eq=False: hashable by identity, as the registry keeps it in a dict
 class _StateCollector:
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    """The state gauges, read from these parts when scraped."""
+
+    providers: Sequence[ProviderConfig]
+    breaker: Breaker
+    limiter: Limiter
+    ledger: Ledger
+    auth_stats: AuthStats
 
     def describe(self) -> list:
         return []
 
     def collect(self):
-        app = self.app
         breaker = GaugeMetricFamily("tollgate_breaker_state", "Circuit per provider key: 0 closed, 1 half-open, 2 open",
                                     labels=["provider", "key_id"])
-        for p in app.config.providers:
+        for p in self.providers:
             for k in p.keys:
-                breaker.add_metric([p.name, k.id], BREAKER_VALUES.get(app.router.breaker.state(k.id), 0))
+                breaker.add_metric([p.name, k.id], BREAKER_VALUES.get(self.breaker.state(k.id), 0))
         yield breaker
         up = GaugeMetricFamily("tollgate_limiter_backend_up", "1 when the shared limiter backend (Redis) answers, or none is used")
-        up.add_metric([], 1.0 if getattr(app.limiter, "backend_up", True) else 0.0)
+        up.add_metric([], 1.0 if getattr(self.limiter, "backend_up", True) else 0.0)
         yield up
         pending = GaugeMetricFamily("tollgate_ledger_pending_rows", "Usage rows waiting to be written")
-        pending.add_metric([], float(app.ledger.pending))
+        pending.add_metric([], float(self.ledger.pending))
         yield pending
         auth = GaugeMetricFamily("tollgate_auth_failures", "Failed authentications since start")
-        auth.add_metric([], float(app.auth.stats.failures))
+        auth.add_metric([], float(self.auth_stats.failures))
         yield auth

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable
 
 from services.accounts.alerts import Alerts
-from services.accounts.budgets import Budgets
+from services.accounts.budgets import BudgetPlan, Budgets
 from services.core.principal import Principal
 from services.catalog.pricing import Catalog
 from services.clock import Clock
 from services.core import errors as E
 from services.core import spans
 from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Usage
-from services.limits.base import Decision
+from services.limits.base import Decision, Reservation
 from services.limits.quotas import Admission, Quotas, limit_metadata
 from services.metering.ledger import Ledger
 from services.metering.tokens import estimate_delta, estimate_prompt, estimate_text
@@ -158,14 +158,22 @@ class Pipeline:
         budget = self.request_timeout_s if time_remaining is None else min(time_remaining, self.request_timeout_s)
         return (self.clock.monotonic() if now is None else now) + budget
 
-    def _admit(self, p: Principal, estimate: int, out: Outcome) -> Awaitable[Admission]:
-        """The quota check for the caller to await (the limiter's own coroutine, none of ours)."""
+    def _admit(self, p: Principal, estimate: int, out: Outcome, budget: BudgetPlan | None = None) -> Awaitable[Admission]:
+        """The quota check for the caller to await (the limiter's own coroutine, none of ours);
+        `budget`: the caller's $ budget plan, held in the same limiter call where it can be."""
         if self.ledger.full:
             # RELIABILITY D6: the store is behind; refuse new work rather than drop rows.
             raise E.Unavailable("usage ledger backlog is full; retry shortly", reason="LEDGER_BACKLOG", retry_after_s=1.0)
         if out.span is not None:
-            return self._admit_traced(self.quotas.admit(p, estimate, out.created), p, out)
-        return self.quotas.admit(p, estimate, out.created)
+            return self._admit_traced(self.quotas.admit(p, estimate, out.created, budget), p, out)
+        return self.quotas.admit(p, estimate, out.created, budget)
+
+    def _plan(self, p: Principal, model: str, prompt_tokens: int, max_output: int) -> BudgetPlan | None:
+        """Issue 16: what the request asks of the caller's $ budgets; None for a caller without any."""
+        if self.budgets is None:
+            return None
+        lines = self.budgets.lines(p)
+        return self.budgets.plan(p, lines, model, prompt_tokens, max_output) if lines else None
 
     async def _admit_traced(self, admit: Awaitable[Admission], p: Principal, out: Outcome) -> Admission:
         span = spans.child(self.tracing, out.span, "tollgate.quota.admit", **{"tollgate.tier": p.tier})
@@ -180,9 +188,12 @@ class Pipeline:
         finally:
             span.end()
 
-    async def _budget(self, p: Principal, lines: tuple, model: str, prompt_tokens: int, max_output: int) -> Any:
-        """Issue 16: the $ hold (refused with BUDGET_EXCEEDED before any provider is called)."""
-        res, decision = await self.budgets.admit_with_decision(p, lines, model, prompt_tokens, max_output)
+    async def _budget(self, p: Principal, plan: BudgetPlan, adm: Admission) -> Any:
+        """Issue 16: the $ hold (refused with BUDGET_EXCEEDED before any provider is called), taken
+        with the quota in one limiter call where it could be (issue 20), else here."""
+        if adm.budget_held is not None:
+            adm.budget = adm.budget_held[1]  # held already: _finish gives it back should this raise
+        res, decision = await self.budgets.complete(p, plan, adm.budget_held)
         if decision is not None and self.alerts is not None:
             self.alerts.check_budget(self.budgets.subject(p), decision)
         return res
@@ -221,10 +232,11 @@ class Pipeline:
         prompt_est = estimate_prompt(req)
         usage = None
         try:
-            adm = out.admission = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
+            plan = self._plan(p, req.model, prompt_est, req.sampling.max_tokens or 256)
+            adm = out.admission = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out, plan)
             out.decision = adm.decision
-            if self.budgets is not None and (lines := self.budgets.lines(p)):
-                adm.budget = await self._budget(p, lines, req.model, prompt_est, req.sampling.max_tokens or 256)
+            if plan is not None:
+                adm.budget = await self._budget(p, plan, adm)
             if self.alerts is not None:
                 self.alerts.check_quota(p.subject, adm.token_decision or adm.decision)
             result = await self.router.chat(req, out.deadline, out.route, user_id=p.user_id)
@@ -259,10 +271,11 @@ class Pipeline:
         args: list[str] = []
         finish = ""
         try:
-            adm = out.admission = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out)
+            plan = self._plan(p, req.model, prompt_est, req.sampling.max_tokens or 256)
+            adm = out.admission = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out, plan)
             out.decision = adm.decision
-            if self.budgets is not None and (lines := self.budgets.lines(p)):
-                adm.budget = await self._budget(p, lines, req.model, prompt_est, req.sampling.max_tokens or 256)
+            if plan is not None:
+                adm.budget = await self._budget(p, plan, adm)
             if self.alerts is not None:
                 self.alerts.check_quota(p.subject, adm.token_decision or adm.decision)
             started = False
@@ -301,10 +314,11 @@ class Pipeline:
         est = sum(estimate_text(t) for t in req.inputs)
         usage = Usage(est, 0, estimated=True)
         try:
-            adm = out.admission = await self._admit(p, est, out)
+            plan = self._plan(p, req.model, est, 0)
+            adm = out.admission = await self._admit(p, est, out, plan)
             out.decision = adm.decision
-            if self.budgets is not None and (lines := self.budgets.lines(p)):
-                adm.budget = await self._budget(p, lines, req.model, est, 0)
+            if plan is not None:
+                adm.budget = await self._budget(p, plan, adm)
             if self.alerts is not None:
                 self.alerts.check_quota(p.subject, adm.token_decision or adm.decision)
             result = await self.router.embed(req, out.deadline, out.route, user_id=p.user_id)
@@ -331,10 +345,11 @@ class Pipeline:
                           "forward")
         ex: Exchange | None = None
         try:
-            adm = out.admission = await self._admit(p, req.prompt_estimate + req.max_tokens, out)
+            plan = self._plan(p, req.model, req.prompt_estimate, req.max_tokens)
+            adm = out.admission = await self._admit(p, req.prompt_estimate + req.max_tokens, out, plan)
             out.decision = adm.decision
-            if self.budgets is not None and (lines := self.budgets.lines(p)):
-                adm.budget = await self._budget(p, lines, req.model, req.prompt_estimate, req.max_tokens)
+            if plan is not None:
+                adm.budget = await self._budget(p, plan, adm)
             if self.alerts is not None:
                 self.alerts.check_quota(p.subject, adm.token_decision or adm.decision)
             ex = await relay.open(req, out.deadline, out.route)
@@ -457,15 +472,23 @@ class Pipeline:
             log.exception("ending a request's spans failed")
 
     async def _settle(self, adm: Admission, used_tokens: int, cost: float = 0.0) -> None:
+        if adm.budget is not None and self.budgets is not None:
+            # Both at once: the limiter sends settles queued together in one round trip (issue 20).
+            await asyncio.gather(self._settle_quota(adm, used_tokens), self._settle_budget(adm.budget, cost))
+        else:
+            await self._settle_quota(adm, used_tokens)
+
+    async def _settle_quota(self, adm: Admission, used_tokens: int) -> None:
         try:
             await self.quotas.finish(adm, used_tokens)
         except Exception:
             log.warning("settling a reservation failed; its lease returns it (RELIABILITY B7)")
-        if adm.budget is not None and self.budgets is not None:
-            try:  # issue 16: the $ hold becomes the real (catalogue) cost
-                await self.budgets.finish(adm.budget, cost)
-            except Exception:
-                log.warning("settling a budget reservation failed; its lease returns it (RELIABILITY B7)")
+
+    async def _settle_budget(self, budget: Reservation, cost: float) -> None:
+        try:  # issue 16: the $ hold becomes the real (catalogue) cost
+            await self.budgets.finish(budget, cost)  # type: ignore[union-attr]
+        except Exception:
+            log.warning("settling a budget reservation failed; its lease returns it (RELIABILITY B7)")
 
     def _close(self, row: UsageRecord, adm: Admission | None, used_tokens: int, cost: float = 0.0) -> None:
         """_finish's second half for an answered request on the in-process limiter (no awaits)."""

@@ -7,7 +7,7 @@ uses by default; both paths run identical servicer code.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -15,14 +15,11 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from services.rpc.admin import AdminServicer
-from services.fidelity import Fidelity
-from services.media import Media
 from services.rpc.inference import InferenceServicer
 from services.rpc.keys import KeyServicer
 from services.rpc.malformed import MalformedRequests
 from services.rpc.interceptors import Guard
 from services.rpc.models import ModelServicer
-from services.responses.service import Responses
 from services.rpc.responses import ResponsesServicer
 from services.rpc.users import UserServicer
 from tollgate.inprocess import InProcessChannel
@@ -30,6 +27,9 @@ from tollgate.v1 import admin_service_pb2, admin_service_pb2_grpc, inference_ser
 from tollgate.v1 import key_service_pb2, key_service_pb2_grpc, model_service_pb2, model_service_pb2_grpc
 from tollgate.v1 import responses_service_pb2, responses_service_pb2_grpc
 from tollgate.v1 import user_service_pb2, user_service_pb2_grpc
+
+if TYPE_CHECKING:
+    from services.app import App
 
 log = logging.getLogger("tollgate.server")
 
@@ -44,13 +44,13 @@ SERVICE_NAMES = (
 MAX_MESSAGE = 16 * 1024 * 1024
 
 
-def register_servicers(app: Any, target: Any) -> None:
+def register_servicers(app: App, target: grpc.aio.Server | InProcessChannel) -> None:
     """Builds the servicers from the App's parts (the one place that does) and adds them to a
     grpc.aio.Server or an InProcessChannel."""
     guard = Guard(app.auth, app.quotas, app.limiter, app.scrubber, app.open_gate, app.auth_throttle, app.tracing,
                   lambda: app.draining)
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
-        InferenceServicer(guard, app.pipeline, app.catalog, Fidelity(app), Media(app), app.passthrough,
+        InferenceServicer(guard, app.pipeline, app.catalog, app.fidelity, app.media, app.passthrough,
                           app.config.max_messages), target)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(guard, app.config, app.models, app.loaded, app.router, app.loader), target)
@@ -64,18 +64,17 @@ def register_servicers(app: Any, target: Any) -> None:
     user_service_pb2_grpc.add_UserServiceServicer_to_server(
         UserServicer(guard, app.store, app.provider_secrets, app.accounts, app.plans, app.quotas, app.audit, app.alerts, app.config, app.ledger,
                      app.router, app.signin, app.statements, app.user_keys), target)
-    responses_service_pb2_grpc.add_ResponsesServiceServicer_to_server(ResponsesServicer(guard, Responses(app)), target)
+    responses_service_pb2_grpc.add_ResponsesServiceServicer_to_server(ResponsesServicer(guard, app.responses), target)
 
 
-def local_channel(app: Any) -> InProcessChannel:
+def local_channel(app: App) -> InProcessChannel:
     channel = InProcessChannel()
     register_servicers(app, channel)
     return channel
 
 
 class GrpcServer:
-    def __init__(self, app: Any, address: str, reuse_port: bool = False) -> None:
-        self.app = app
+    def __init__(self, app: App, address: str, reuse_port: bool = False) -> None:
         self.address = address
         self.server = grpc.aio.server(interceptors=[MalformedRequests()], options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE),

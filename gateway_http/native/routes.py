@@ -10,6 +10,7 @@ it ends the connection without the body's terminator, so the caller sees a trunc
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiohttp import web
 from grpc.aio import AioRpcError
@@ -44,6 +45,13 @@ async def forward(request: web.Request) -> web.StreamResponse:
         provider=provider, method=request.method, path=path, query=request.rel_url.raw_query_string, body=body,
         headers=[ipb.Header(name=k.lower(), value=v) for k, v in request.headers.items() if k.lower() in FORWARD_HEADERS])
     call = calls.client(request).inference.Forward(req, metadata=md, timeout=calls.timeout(request))
+    return await relay(request, call, t0)
+
+
+async def relay(request: web.Request, call: Any, t0: float) -> web.StreamResponse:
+    """Relays a stream of one head then body messages (ForwardResponse, MediaResponse): the head's
+    status and headers, then each body message as one write. An error before the head is
+    OpenAI-shaped JSON; after it, the connection is cut (_abort)."""
     response: web.StreamResponse | None = None
     try:
         async for msg in call:
@@ -60,6 +68,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
                 request.app[BRIDGE].stalls.watch(request)
         if response is None:
             raise BridgeError(502, "the upstream returned no response")
+        await response.write_eof()
     except AioRpcError as e:
         if response is None:
             return openai_error(error_info(e))

@@ -331,12 +331,19 @@ class ChunkWriter:
         self._content = self._prefix + b'{"content":'
 
     def deltas(self, batch: ipb.DeltaBatch) -> bytes:
+        ds = batch.deltas
+        if len(ds) == 1:
+            # One delta per message, as a paced upstream sends them (a token per read): by index.
+            # A slice of a upb repeated field first tries the slice as an integer and formats a
+            # TypeError, and its iterator ends on a raised IndexError.
+            d = ds[0]
+            if not (d.role or d.reasoning or d.tool_calls or d.finish_reason):
+                text = d.text
+                return self._content + orjson.dumps(text) + _OPEN if text else b""
         prefix = self._prefix
         content = self._content
         out: list[bytes] = []  # pieces, joined once
-        # Over a list slice: the container's own iterator ends on a raised IndexError, which costs
-        # more than the slice (upb's repeated fields have no iterator of their own).
-        for d in batch.deltas[:]:
+        for d in ds[:]:  # several: one slice beats an index per delta
             role, reasoning, tcs, finish = d.role, d.reasoning, d.tool_calls, d.finish_reason
             if not (role or reasoning or tcs or finish):
                 # The per-token common case: {"content": text}, as orjson would write the dict.

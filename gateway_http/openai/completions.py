@@ -12,13 +12,14 @@ from __future__ import annotations
 import time
 
 import orjson
-from aiohttp import hdrs, web
+from aiohttp import web
 from grpc.aio import AioRpcError
 
 from gateway_http import calls
 from gateway_http.body import read_body
 from gateway_http.errors import BridgeError, openai_bridge_error, openai_error, stream_error_event
 from gateway_http.openai import codec
+from gateway_http.openai.routes import chat_answer
 from gateway_http.sse import SSE_HEADERS, start_stream
 from tollgate.client import error_info
 from tollgate.v1 import chat_pb2 as pb
@@ -50,6 +51,15 @@ def _finish(f: int) -> str:
     return codec.FINISH.get(f, "stop")
 
 
+def _completion_json(resp: ipb.ChatResponse, model: str) -> bytes:
+    return orjson.dumps({
+        "id": "cmpl-" + resp.id.removeprefix("req_"), "object": "text_completion", "created": resp.created,
+        "model": resp.route.model or model,
+        "choices": [{"text": resp.text, "index": 0, "logprobs": None, "finish_reason": _finish(resp.finish_reason)}],
+        "usage": {"prompt_tokens": resp.usage.prompt_tokens, "completion_tokens": resp.usage.completion_tokens,
+                  "total_tokens": resp.usage.total_tokens}})
+
+
 async def completions(request: web.Request) -> web.StreamResponse:
     t0 = time.monotonic()
     try:
@@ -63,25 +73,11 @@ async def completions(request: web.Request) -> web.StreamResponse:
         include_usage = codec.stream_options(body)
     except BridgeError as e:
         return openai_bridge_error(e)
-    client = calls.client(request)
-    md = calls.metadata(request)
     if not stream:
-        call = client.inference.Chat(req, metadata=md, timeout=calls.timeout(request))
-        try:
-            resp = await call
-        except AioRpcError as e:
-            return openai_error(error_info(e))
-        answer = resp.raw or orjson.dumps({
-            "id": "cmpl-" + resp.id.removeprefix("req_"), "object": "text_completion", "created": resp.created,
-            "model": resp.route.model or inp.model,
-            "choices": [{"text": resp.text, "index": 0, "logprobs": None, "finish_reason": _finish(resp.finish_reason)}],
-            "usage": {"prompt_tokens": resp.usage.prompt_tokens, "completion_tokens": resp.usage.completion_tokens,
-                      "total_tokens": resp.usage.total_tokens}})
-        headers = await calls.response_headers(call, {hdrs.CONTENT_TYPE: "application/json"})
-        return web.Response(body=answer, headers=headers)
+        return await chat_answer(request, req, _completion_json, inp.model, None)
 
     req.include_usage = include_usage
-    call = client.inference.StreamChat(req, metadata=md, timeout=calls.timeout(request))
+    call = calls.client(request).inference.StreamChat(req, metadata=calls.metadata(request), timeout=calls.timeout(request))
     response: web.StreamResponse | None = None
     head: dict = {}
     relayed = False

@@ -9,15 +9,12 @@ import re
 import time
 
 from aiohttp import web
-from grpc.aio import AioRpcError
 
 from gateway_http import calls
 from gateway_http.body import read_body
-from gateway_http.errors import BridgeError, openai_bridge_error, openai_error
-from gateway_http.native.routes import _abort
+from gateway_http.errors import BridgeError, openai_bridge_error
+from gateway_http.native.routes import relay
 from gateway_http.openai import codec
-from gateway_http.state import BRIDGE
-from tollgate.client import error_info
 from tollgate.v1 import inference_service_pb2 as ipb
 
 _FORM_MODEL = re.compile(rb'name="model"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]{1,256})\r\n')
@@ -68,34 +65,7 @@ def handler(operation: str):
             return openai_bridge_error(e)
         req = ipb.MediaRequest(operation=operation, model=model, body=raw, content_type=content_type)
         call = calls.client(request).inference.Media(req, metadata=calls.metadata(request), timeout=calls.timeout(request))
-        response: web.StreamResponse | None = None
-        try:
-            async for msg in call:
-                if msg.WhichOneof("event") == "body":
-                    await response.write(msg.body)  # type: ignore[union-attr]
-                else:
-                    head = msg.head
-                    response = web.StreamResponse(status=head.status)
-                    for h in head.headers:
-                        response.headers.add(h.name, h.value)
-                    await calls.copy_headers(call, response)
-                    response.headers["X-LLM-Latency-Ms"] = f"{(time.monotonic() - t0) * 1000:.1f}"
-                    await response.prepare(request)
-                    request.app[BRIDGE].stalls.watch(request)
-            if response is None:
-                raise BridgeError(502, "the upstream returned no response")
-            await response.write_eof()
-        except AioRpcError as e:
-            if response is None:
-                return openai_error(error_info(e))
-            _abort(request)
-        except BridgeError as e:
-            return openai_bridge_error(e)
-        except ConnectionResetError:
-            pass
-        finally:
-            call.cancel()
-        return response
+        return await relay(request, call, t0)
     return media
 
 

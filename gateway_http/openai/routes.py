@@ -6,6 +6,7 @@ import array
 import asyncio
 import base64
 import time
+from typing import Callable
 
 import grpc
 import orjson
@@ -44,23 +45,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         include_usage = codec.stream_options(body)
     except BridgeError as e:
         return openai_bridge_error(e)
-    client = calls.client(request)
-    md = calls.metadata(request)
     if not stream:
-        call = client.inference.Chat(req, metadata=md, timeout=calls.timeout(request))
-        try:
-            resp = await call
-        except AioRpcError as e:
-            return openai_error(error_info(e))
-        answer = resp.raw or codec.completion_json(resp, inp.model)  # raw: the provider's own answer, relayed
-        # All headers in one dict, Content-Type first as content_type= would put it: the response's
-        # multidict is built once instead of item by item.
-        headers = await calls.response_headers(call, {hdrs.CONTENT_TYPE: "application/json"})
-        headers[calls.LATENCY] = f"{(time.monotonic() - t0) * 1000:.1f}"
-        return web.Response(body=answer, headers=headers)
+        return await chat_answer(request, req, codec.completion_json, inp.model, t0)
 
     req.include_usage = include_usage
-    call = client.inference.StreamChat(req, metadata=md, timeout=calls.timeout(request))
+    call = calls.client(request).inference.StreamChat(req, metadata=calls.metadata(request), timeout=calls.timeout(request))
     response: web.StreamResponse | None = None
     writer: codec.ChunkWriter | None = None
     relayed = False
@@ -100,6 +89,24 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     finally:
         call.cancel()
     return response
+
+
+async def chat_answer(request: web.Request, req: ipb.ChatRequest, render: Callable[[ipb.ChatResponse, str], bytes],
+                      model: str, t0: float | None) -> web.Response:
+    """A whole chat answer: the provider's own body when it was relayed (`raw`), else render(resp, model);
+    an error as OpenAI's JSON. With t0, the X-LLM-Latency-Ms header too."""
+    call = calls.client(request).inference.Chat(req, metadata=calls.metadata(request), timeout=calls.timeout(request))
+    try:
+        resp = await call
+    except AioRpcError as e:
+        return openai_error(error_info(e))
+    answer = resp.raw or render(resp, model)  # raw: the provider's own answer, relayed
+    # All headers in one dict, Content-Type first as content_type= would put it: the response's
+    # multidict is built once instead of item by item.
+    headers = await calls.response_headers(call, {hdrs.CONTENT_TYPE: "application/json"})
+    if t0 is not None:
+        headers[calls.LATENCY] = f"{(time.monotonic() - t0) * 1000:.1f}"
+    return web.Response(body=answer, headers=headers)
 
 
 async def embeddings(request: web.Request) -> web.Response:

@@ -34,6 +34,7 @@ from gateway_http.openai import codec
 from gateway_http.seeds import api
 from gateway_http.seeds.inference import bridge_error_object, error_object, error_type, rpc_error
 from gateway_http.state import BRIDGE
+from gateway_http.traced import WsTurn
 from tollgate.json_bound import KEY_SCAN_FLOOR_BYTES, too_complex
 from tollgate.client import RpcErrorInfo, error_info
 from tollgate.v1 import chat_pb2 as pb
@@ -58,6 +59,7 @@ WS_LIMITS = web.AppKey("ws_limits", WsLimits)
 
 
 OPEN_EVENT = "x-tollgate-open-event"  # services/limits/open_gate.py: what this keyless call is
+MESSAGE_TYPES = frozenset(("authenticate", "chat", "inference_request", "close", "ping", "heartbeat", "pong"))
 
 
 def _key_metadata(key: str) -> tuple[tuple[str, str], ...]:
@@ -76,6 +78,10 @@ class Socket:
         self.authenticated = authenticated
         self.inflight: dict[str, asyncio.Task] = {}
         self._lock = asyncio.Lock()
+        # Traces on: the span of the message on_frame is handling (messages are read one at a
+        # time); an answer's task takes its message's turn along and ends it.
+        self.tracing = request.app[BRIDGE].tracing
+        self.turn: WsTurn | None = None
 
     async def send(self, obj: dict[str, Any]) -> bool:
         """False once the peer is gone (the caller stops)."""
@@ -88,7 +94,9 @@ class Socket:
         except (ConnectionError, RuntimeError):
             return False
 
-    async def error(self, rid: str | None, err: dict[str, Any]) -> bool:
+    async def error(self, rid: str | None, err: dict[str, Any], turn: WsTurn | None = None) -> bool:
+        if (turn := turn or self.turn) is not None and isinstance(err.get("code"), int):
+            turn.status = err["code"]
         return await self.send({"type": "error", "id": rid, "error": err})
 
     async def invalid(self, rid: str | None, message: str, status: int = 400) -> bool:
@@ -123,7 +131,7 @@ class Socket:
             await self.error(rid, bridge_error_object(e))
             return False
         md = _key_metadata(key) + calls.forwarded(self.request)
-        info = await self.check(md)
+        info = await self.check(md if self.turn is None else self.turn.metadata(md))
         if info is not None:
             await self.error(rid, error_object(api_key_required(info)))
             return False
@@ -134,7 +142,23 @@ class Socket:
 
     # -- messages
 
-    async def on_text(self, data: str) -> None:
+    async def on_frame(self, data: str | None) -> None:
+        """One message from the peer: a text frame's data, or None for a binary frame."""
+        if self.tracing is None:
+            await self.handle(data)
+            return
+        self.turn = turn = WsTurn(self.tracing, self.request)
+        try:
+            await self.handle(data)
+        finally:
+            if self.turn is turn:  # not handed to an answer's task (start() takes it)
+                self.turn = None
+                turn.end()
+
+    async def handle(self, data: str | None) -> None:
+        if data is None:
+            await self.invalid(None, "Binary frames are not supported; send JSON text frames.")
+            return
         # A key is 5 characters at least, so only a frame this long can hold too many (E2).
         if len(data) > KEY_SCAN_FLOOR_BYTES and (why := too_complex(data.encode())) is not None:
             await self.invalid(None, why)
@@ -152,6 +176,8 @@ class Socket:
             await self.invalid(None, "Invalid 'id': expected a string of at most 200 characters.")
             return
         rid = None if rid is None else str(rid)
+        if self.turn is not None and kind in MESSAGE_TYPES:
+            self.turn.named(kind)
         if kind == "authenticate":
             await self.authenticate(msg.get("apiKey"), rid, reply=True)
         elif kind == "chat":
@@ -192,12 +218,17 @@ class Socket:
         if len(self.inflight) >= self.limits.max_inflight:
             await self.invalid(rid, f"Too many requests in flight on this socket (at most {self.limits.max_inflight}).", 429)
             return
-        task = asyncio.create_task(self.answer(rid, inp, seed000))
+        turn = self.turn
+        task = asyncio.create_task(self.answer(rid, inp, seed000, turn))
         self.inflight[slot] = task
+        if turn is not None:  # the answer's end (or its cancellation) ends the message's span
+            self.turn = None
+            task.add_done_callback(lambda t: turn.end(cancelled=t.cancelled()))
         task.add_done_callback(lambda t: self.inflight.pop(slot, None) if self.inflight.get(slot) is t else None)
 
-    async def answer(self, rid: str | None, inp: pb.ChatInput, seed000: bool) -> None:
-        call = calls.client(self.request).inference.StreamChat(ipb.StreamChatRequest(input=inp), metadata=self.md,
+    async def answer(self, rid: str | None, inp: pb.ChatInput, seed000: bool, turn: WsTurn | None = None) -> None:
+        md = self.md if turn is None else turn.metadata(self.md)
+        call = calls.client(self.request).inference.StreamChat(ipb.StreamChatRequest(input=inp), metadata=md,
                                                                timeout=calls.timeout(self.request))
         created, model, base = 0, inp.model, {"id": rid} if rid is not None else {}
         try:
@@ -225,7 +256,7 @@ class Socket:
                         await self.send({"type": "inference_response", "id": rid, "data": {
                             "finish_reason": fin, "usage": codec.usage_json(e.usage), "model": model, "created": created}})
         except AioRpcError as e:
-            await self.error(rid, error_object(api_key_required(error_info(e))))
+            await self.error(rid, error_object(api_key_required(error_info(e))), turn)
         finally:
             call.cancel()  # the peer left or the answer ended: either way nothing more is read upstream
 
@@ -277,9 +308,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             except asyncio.TimeoutError:
                 continue  # the loop head decides: authenticated meanwhile, or out of time
             if msg.type == WSMsgType.TEXT:
-                await sock.on_text(msg.data)
+                await sock.on_frame(msg.data)
             elif msg.type == WSMsgType.BINARY:
-                await sock.invalid(None, "Binary frames are not supported; send JSON text frames.")
+                await sock.on_frame(None)
             else:  # CLOSE, CLOSING, CLOSED, or ERROR (e.g. a frame over the limit: aiohttp closed it 1009)
                 break
     finally:

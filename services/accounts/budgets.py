@@ -60,6 +60,20 @@ class BudgetLine:
     rule: Rule
 
 
+@dataclass(slots=True, frozen=True)
+class BudgetPlan:
+    """What one request asks of its caller's budgets (Budgets.plan), before the limiter is asked."""
+
+    lines: tuple[BudgetLine, ...]
+    subject: str  # the budgets' limiter subject
+    rules: tuple[Rule, ...]
+    amount: int  # the worst-case cost in micro-dollars (0 when unpriced)
+    model: str
+    unpriced: bool  # the model has no price: nothing to hold (or, under `refuse`, refused)
+    fused: bool  # quotas.py may take the hold in the request's one limiter call
+    until: float  # C5: a rebuild counts ledger rows of requests started before this instant
+
+
 class Budgets:
     def __init__(self, limiter: Limiter, catalog: Catalog, tiers: dict, unpriced: str = "free",
                  tz: str = "UTC") -> None:
@@ -122,24 +136,47 @@ class Budgets:
     async def admit_with_decision(self, p: Principal, lines: tuple[BudgetLine, ...], model: str, prompt_tokens: int,
                                   max_output: int) -> tuple[Reservation | None, Decision | None]:
         """The hold and the limiter's answer (the tightest budget after it: for the soft-threshold alert)."""
+        return await self.complete(p, self.plan(p, lines, model, prompt_tokens, max_output))
+
+    def plan(self, p: Principal, lines: tuple[BudgetLine, ...], model: str, prompt_tokens: int,
+             max_output: int) -> BudgetPlan:
+        """What a request asks of the caller's budgets, worked out before the limiter is asked, so
+        that quotas.py can take the hold in the same limiter call as the request's quota (one
+        round trip, issue 20); `complete()` then judges the answer."""
         amount = self.estimate_micros(model, prompt_tokens, max_output)
-        if amount is None:
+        subject = self.subject(p)
+        until = self._now() if self._history is not None else 0.0
+        # Fused only when there is something to hold and no rebuild of this subject's counters is
+        # under way (a reservation must then wait for it: complete() takes it separately).
+        fused = amount is not None and subject not in self._rebuilding
+        return BudgetPlan(lines, subject, tuple(line.rule for line in lines), amount or 0, model,
+                          amount is None, fused, until)
+
+    async def complete(self, p: Principal, plan: BudgetPlan, held: tuple[Decision | None, Reservation | None] | None = None
+                       ) -> tuple[Reservation | None, Decision | None]:
+        """The budget hold for `plan`: judged from the fused call's answer `held` (decision,
+        reservation) when quotas.py took it, else taken here. Raises BUDGET_EXCEEDED when it does
+        not fit, UNPRICED_MODEL_UNDER_BUDGET for an unpriced model under `refuse`."""
+        if plan.unpriced:
             if self.unpriced == "refuse":
                 raise FailedPrecondition(
-                    f"Model {model!r} has no price, and this caller is under a $ budget: it is refused "
-                    "(unpriced_models = refuse)", reason="UNPRICED_MODEL_UNDER_BUDGET", metadata={"model": model})
+                    f"Model {plan.model!r} has no price, and this caller is under a $ budget: it is refused "
+                    "(unpriced_models = refuse)", reason="UNPRICED_MODEL_UNDER_BUDGET", metadata={"model": plan.model})
             return None, None  # unpriced_models = free: costs 0, nothing to hold
-        rules = tuple(line.rule for line in lines)
-        subject = self.subject(p)
-        pending = self._rebuilding.get(subject)
-        if pending is not None:
-            await asyncio.shield(pending)  # count against the rebuilt counters, not the empty ones
-        until = self._now() if self._history is not None else 0.0
-        decision, res = await self.limiter.reserve(subject, rules, amount)
+        subject, amount = plan.subject, plan.amount
+        until = plan.until
+        if held is None or held[0] is None:
+            pending = self._rebuilding.get(subject)
+            if pending is not None:
+                await asyncio.shield(pending)  # count against the rebuilt counters, not the empty ones
+            until = self._now() if self._history is not None else 0.0
+            decision, res = await self.limiter.reserve(subject, plan.rules, amount)
+        else:
+            decision, res = held
         if res is None:
-            raise self._exceeded(p, lines, decision, amount)
+            raise self._exceeded(p, plan.lines, decision, amount)
         if self._history is not None and (decision.used == amount or subject in self._rebuilding):
-            decision, res = await self._recount(p, lines, subject, amount, res, decision, until)
+            decision, res = await self._recount(p, plan.lines, subject, amount, res, decision, until)
         return res, decision
 
     # -- C5: counters rebuilt from the ledger -------------------------------------------------------

@@ -10,17 +10,21 @@ plan can, once no user or admin-issued key is on it.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import math
 import re
-from typing import Any
+from typing import Sequence
 
+from services.accounts.budgets import Budgets
+from services.clock import Clock
 from services.config.schema import TierConfig
 from services.core.errors import AlreadyExists, FailedPrecondition, FieldViolation, NotFound
+from services.core.poller import Poller
 from services.accounts.users import BUDGET_MAX_USD, invalid
+from services.limits.quotas import Quotas
 from services.store.records import TierRecord
+from services.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -66,73 +70,63 @@ def merged(config_tiers: list[TierConfig], edited: list[TierRecord]) -> dict[str
 
 
 class Plans:
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self._task: asyncio.Task | None = None
+    def __init__(self, store: Store, quotas: Quotas, budgets: Budgets, clock: Clock,
+                 config_tiers: Sequence[TierConfig], quota_timezone: str) -> None:
+        self.store = store
+        self.quotas = quotas
+        self.budgets = budgets
+        self.clock = clock
+        self.config_tiers = tuple(config_tiers)
+        self.quota_timezone = quota_timezone
+        self._poller = Poller("plans-watch", self.refresh, REFRESH_S, log)
 
     @property
     def config_names(self) -> set[str]:
-        return {t.name for t in self.app.config.tiers}
+        return {t.name for t in self.config_tiers}
 
     def apply(self, tiers: dict[str, TierConfig]) -> None:
         """Swap the plans in force on this replica (limiter rules, budgets)."""
-        app = self.app
-        if tiers == app.quotas.tiers:
+        if tiers == self.quotas.tiers:
             return
-        app.quotas.set_tiers(tiers, app.config.quota_timezone)
-        app.budgets.tiers = app.quotas.tiers
-        app.budgets._cache.clear()
+        self.quotas.set_tiers(tiers, self.quota_timezone)
+        self.budgets.tiers = self.quotas.tiers
+        self.budgets._cache.clear()
 
     async def refresh(self) -> None:
-        self.apply(merged(list(self.app.config.tiers), await self.app.store.list_edited_tiers()))
+        self.apply(merged(list(self.config_tiers), await self.store.list_edited_tiers()))
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._watch(), name="plans-watch")
+        self._poller.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(REFRESH_S)
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.debug("plans not re-read: %s", type(e).__name__)
+        await self._poller.close()
 
     async def create(self, rec: TierRecord) -> TierRecord:
         check(rec)
-        rec.edited_at = self.app.clock.now()
-        if rec.name in self.app.quotas.tiers:
+        rec.edited_at = self.clock.now()
+        if rec.name in self.quotas.tiers:
             raise AlreadyExists(f"plan {rec.name!r} already exists", reason="PLAN_EXISTS")
-        await self.app.store.create_tier(rec)
+        await self.store.create_tier(rec)
         await self.refresh()
         return rec
 
     async def update(self, rec: TierRecord) -> tuple[TierConfig, TierRecord]:
-        before = self.app.quotas.tiers.get(rec.name) if rec.name else None
+        before = self.quotas.tiers.get(rec.name) if rec.name else None
         if before is None:
             raise NotFound(f"plan {rec.name!r} not found", reason="PLAN_NOT_FOUND")
         check(rec)
-        rec.edited_at = self.app.clock.now()
-        await self.app.store.update_tier(rec)
+        rec.edited_at = self.clock.now()
+        await self.store.update_tier(rec)
         await self.refresh()
         return before, rec
 
     async def delete(self, name: str) -> TierConfig:
-        before = self.app.quotas.tiers.get(name) if name else None
+        before = self.quotas.tiers.get(name) if name else None
         if before is None:
             raise NotFound(f"plan {name!r} not found", reason="PLAN_NOT_FOUND")
         if name in self.config_names:
             raise FailedPrecondition(f"plan {name!r} is declared in the config ([[tiers]] or the defaults); "
                                      "remove it there", reason="PLAN_IN_CONFIG")
-        await self.app.store.delete_tier(name)
+        await self.store.delete_tier(name)
         await self.refresh()
         return before

@@ -39,7 +39,7 @@ from services.clock import Clock, SystemClock
 from services.core.errors import Unavailable
 from services.limits.base import Decision, Reservation, Rule
 from services.limits.memory import MemoryLimiter
-from services.limits.redis import RedisLimiter
+from services.limits.redis import Admitted, RedisLimiter
 
 MODES = ("open", "closed")
 T = TypeVar("T")
@@ -85,6 +85,11 @@ class FailoverLimiter:
         self._up = True
         self._last_probe = float("-inf")
         self._answered_at = float("-inf")  # when the backend last answered a call (see _bounded)
+        self._step = timeout_s / SLICES
+        self._watched: set[_Watch] = set()  # primary calls in flight (_bounded, _tick)
+        self._ticker: asyncio.TimerHandle | None = None
+        self._tick_due = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def backend_up(self) -> bool:
@@ -113,6 +118,14 @@ class FailoverLimiter:
             lambda: self._local.admit(subject, rules, token_rules, amount),
         )
 
+    async def admit_with_budget(self, subject: str, rules: tuple[Rule, ...], token_rules: tuple[Rule, ...], amount: int,
+                                bsubject: str, brules: tuple[Rule, ...], bamount: int) -> Admitted:
+        """admit() and a $ budget's reservation in one backend call (RedisLimiter.admit_with_budget)."""
+        return await self._run(
+            lambda: self._primary.admit_with_budget(subject, rules, token_rules, amount, bsubject, brules, bamount),
+            lambda: self._local.admit_with_budget(subject, rules, token_rules, amount, bsubject, brules, bamount),
+        )
+
     async def settle(self, reservation: Reservation, actual: int) -> None:
         if self._local.owns(reservation):
             await self._local.settle(reservation, actual)
@@ -138,6 +151,9 @@ class FailoverLimiter:
         return self._up or self.mode == "open"
 
     async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
         await self._primary.close()
         await self._local.close()
 
@@ -171,34 +187,58 @@ class FailoverLimiter:
         alive (the wait is the pool's), and the call keeps its place; either way the wait ends at
         SLOW_FACTOR x timeout_s. Cancelling a live call would fail open and let the burst past the
         shared limit (a C1 run under CI load once admitted 77 of 60).
+
+        The call runs in the caller's own task: no task and no asyncio.wait per call (issue 20:
+        they cost more than the rest of the limiter's Python). One timer per limiter, ticking every
+        slice while any call is in flight, does the watching (_tick); a call it gives up on is
+        cancelled like asyncio.timeout does it, and the cancellation becomes TimeoutError here.
         """
-        loop = asyncio.get_running_loop()  # real time: an injected test clock may stand still
-        started = loop.time()
-        deadline = started + self._timeout_s * SLOW_FACTOR
-        step = self._timeout_s / SLICES
-        task = asyncio.ensure_future(call)
+        loop = self._loop = asyncio.get_running_loop()  # real time: an injected test clock may stand still
+        task = asyncio.current_task()
+        assert task is not None
+        w = _Watch(task, loop.time(), task.cancelling())
+        self._watched.add(w)
+        if self._ticker is None:
+            self._tick_due = w.started + self._step
+            self._ticker = loop.call_at(self._tick_due, self._tick)
         try:
-            done: set = set()
-            silent = 0
-            while silent < SLICES and loop.time() < deadline:
-                due = loop.time() + step
-                done, _ = await asyncio.wait((task,), timeout=step)
-                if done:
-                    break
-                if loop.time() - due <= step / 2:
-                    silent += 1
-            # Still answering others within the last timeout: busy, not gone; wait on, a slice at a time.
-            while not done and loop.time() - self._answered_at < self._timeout_s and loop.time() < deadline:
-                done, _ = await asyncio.wait((task,), timeout=self._timeout_s)
-        except BaseException:
-            task.cancel()
+            result = await call  # a backend error is raised here
+        except asyncio.CancelledError:
+            if w.expired and task.uncancel() <= w.cancelling:
+                raise TimeoutError from None  # our cancellation, nobody else's: the backend was silent
             raise
-        if not done:
-            task.cancel()
-            raise TimeoutError
-        result = task.result()  # a backend error is raised here
+        finally:
+            self._watched.discard(w)
         self._answered_at = loop.time()
         return result
+
+    def _tick(self) -> None:
+        """Every slice while calls are in flight: counts the slice as silence for each call if the
+        loop woke on time, and gives up (cancels) the calls that were silent long enough."""
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        on_time = now - self._tick_due <= self._step / 2
+        self._ticker = None
+        if not self._watched:
+            return
+        timeout_s, step = self._timeout_s, self._step
+        busy = now - self._answered_at < timeout_s  # the backend answered others lately: a wait, not a death
+        for w in self._watched:
+            if w.expired:
+                continue
+            if now - w.started >= timeout_s * SLOW_FACTOR:
+                w.expire()
+            elif w.silent < SLICES:
+                # A slice counts only once the call has waited a whole one (not the tick it started in).
+                if on_time and self._tick_due - w.started >= step:
+                    w.silent += 1
+                    if w.silent >= SLICES and not busy:
+                        w.expire()
+            elif not busy:
+                w.expire()
+        self._tick_due = now + step
+        self._ticker = loop.call_at(self._tick_due, self._tick)
 
     async def _run(self, primary: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]) -> T:
         if self._up or await self._maybe_recover():
@@ -267,6 +307,23 @@ class FailoverLimiter:
                 self._on_state_change(up)
             except Exception:  # a metrics hook must not break limiting
                 log.exception("limiter on_state_change hook failed")
+
+
+class _Watch:
+    """One primary call in flight, as _tick sees it."""
+
+    __slots__ = ("task", "started", "cancelling", "silent", "expired")
+
+    def __init__(self, task: asyncio.Task, started: float, cancelling: int) -> None:
+        self.task = task
+        self.started = started
+        self.cancelling = cancelling  # the task's pending cancellations before this call (asyncio.timeout's rule)
+        self.silent = 0  # slices waited out on time with no answer
+        self.expired = False
+
+    def expire(self) -> None:
+        self.expired = True
+        self.task.cancel()
 
 
 def _stale(exc: BaseException) -> bool:

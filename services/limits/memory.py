@@ -165,6 +165,25 @@ class MemoryLimiter:
         """admit_now() as a coroutine, for callers that hold any Limiter (degraded.py's fallback)."""
         return self.admit_now(subject, rules, token_rules, amount)
 
+    def admit_with_budget_now(self, subject: str, rules: tuple[Rule, ...], token_rules: tuple[Rule, ...], amount: int,
+                              bsubject: str, brules: tuple[Rule, ...], bamount: int) -> tuple[
+                                  Decision | None, Decision | None, Reservation | None, Decision | None, Reservation | None]:
+        """admit_now(), then, if the token rules held too, `reserve(brules, bamount)` under
+        `bsubject` (a caller's $ budgets, issue 16), as one call: RedisLimiter.admit_with_budget's
+        outcomes. The budget decision is None when it was not reached or there are no budget rules."""
+        decision, tdec, res = self.admit_now(subject, rules, token_rules, amount)
+        if not brules or (decision is not None and not decision.allowed) or (tdec is not None and res is None):
+            return decision, tdec, res, None, None
+        mono, now = self._clock.monotonic(), self._clock.now()
+        bdec, held = self._check(bsubject, brules, max(0, int(bamount)), mono, now, count=True, hold=True)
+        return decision, tdec, res, bdec, held.reservation if held else None
+
+    async def admit_with_budget(self, subject: str, rules: tuple[Rule, ...], token_rules: tuple[Rule, ...], amount: int,
+                                bsubject: str, brules: tuple[Rule, ...], bamount: int) -> tuple[
+                                    Decision | None, Decision | None, Reservation | None, Decision | None, Reservation | None]:
+        """admit_with_budget_now() as a coroutine (degraded.py's fallback)."""
+        return self.admit_with_budget_now(subject, rules, token_rules, amount, bsubject, brules, bamount)
+
     def finish_now(self, reservation: Reservation, actual: int) -> None:
         """settle() (actual > 0) or release() (0) without a coroutine: quotas.py, after an answer."""
         self._finish(reservation, max(0, int(actual)))

@@ -63,3 +63,21 @@ def period_reset_at(period: str, now: float, tz: str) -> float:
     """Epoch seconds of the next local midnight (day) or the next 1st of the month (month)."""
     zone = ZoneInfo(tz)
     return _midnight(_next_start(period, _local(now, tz).date()), zone)
+
+
+class PeriodCache:
+    """(start, end, id) of the period holding `now`, per (period, zone): the calendar maths
+    (zoneinfo, strftime: ~10 µs a rule) runs once per period instead of on every limiter call."""
+
+    __slots__ = ("_periods",)
+
+    def __init__(self) -> None:
+        self._periods: dict[tuple[str, str], tuple[float, float, str]] = {}
+
+    def get(self, period: str, now: float, tz: str) -> tuple[float, float, str]:
+        key = (period, tz)
+        p = self._periods.get(key)
+        if p is None or not p[0] <= now < p[1]:
+            p = (period_start(period, now, tz), period_reset_at(period, now, tz), period_id(period, now, tz))
+            self._periods[key] = p
+        return p

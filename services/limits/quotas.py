@@ -60,12 +60,31 @@ class History(Protocol):
     async def requests_since(self, key_id: str, since: float, until: float | None = None, by_user: bool = False) -> int: ...
 
 
+class BudgetHold(Protocol):
+    """What admit() reads of a caller's $ budget plan (accounts/budgets.py's BudgetPlan, a layer up)."""
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def rules(self) -> tuple[Rule, ...]: ...
+
+    @property
+    def amount(self) -> int: ...
+
+    @property
+    def fused(self) -> bool: ...
+
+
 @dataclass(slots=True)
 class Admission:
     decision: Decision | None  # for the X-RateLimit-* headers; None when the tier is unlimited
     reservation: Reservation | None
     budget: Reservation | None = None  # issue 16: the $ hold, settled with the real cost
     token_decision: Decision | None = None  # issue 16: the token counters' answer (quota alerts)
+    # Issue 20: the $ budget's (decision, reservation) when its hold was taken in the same limiter
+    # call as the quota (Budgets.complete judges it); None when the budget was not asked here.
+    budget_held: tuple[Decision | None, Reservation | None] | None = None
 
 
 def limit_metadata(d: Decision | None) -> dict[str, str]:
@@ -152,16 +171,26 @@ class Quotas:
     def token_rules(self, tier: str) -> tuple[Rule, ...]:
         return self._token_rules.get(tier, ())
 
-    async def admit(self, p: Principal, token_estimate: int, started_at: float | None = None) -> Admission:
+    async def admit(self, p: Principal, token_estimate: int, started_at: float | None = None,
+                    budget: BudgetHold | None = None) -> Admission:
         """Counts the request and reserves its token estimate; `started_at` (the ledger row's
-        created_at) tells, should the counter turn out to be lost, which rows it already holds."""
+        created_at) tells, should the counter turn out to be lost, which rows it already holds.
+        `budget` (a caller's $ budgets, issue 16): when it may be fused, its hold is taken in the
+        same limiter call (one round trip) and left on the Admission (`budget_held`) for
+        Budgets.complete() to judge; a budget is never held for a request refused here."""
         rules, tok = self.rules_for(p) if p.own else (self._request_rules.get(p.tier, ()), self._token_rules.get(p.tier, ()))
         local = self._gate is None  # nothing to bound: call the limiter directly (no closure per call)
+        fuse_budget = budget is not None and budget.fused
         if local and p.subject not in self._rebuilding:
             # In process, both checks are one call: one clock reading and sweep, no coroutines.
             amount = max(1, token_estimate)
             sent = time.monotonic() if tok and self._history is not None else 0.0
-            decision, tdec, reservation = self.limiter.admit_now(p.subject, rules, tok, amount)  # type: ignore[attr-defined]
+            if fuse_budget:
+                decision, tdec, reservation, bdec, bres = self.limiter.admit_with_budget_now(  # type: ignore[attr-defined]
+                    p.subject, rules, tok, amount, budget.subject, budget.rules, budget.amount)
+            else:
+                decision, tdec, reservation = self.limiter.admit_now(p.subject, rules, tok, amount)  # type: ignore[attr-defined]
+                bdec = bres = None
             if decision is not None and not decision.allowed:
                 raise _exhausted(p, decision)
             if tdec is not None:
@@ -170,15 +199,21 @@ class Quotas:
                 if self._history is not None:
                     until = self._remember(p.subject, sent, started_at, now=sent)  # nothing awaited since
                     if tdec.used == amount or p.subject in self._rebuilding:
-                        reservation = await self._recount(p, tok, amount, reservation, until)
-            return Admission(decision, reservation, token_decision=tdec)
-        fused = getattr(self.limiter, "admit", None)
-        if fused is not None and (rules or tok) and p.subject not in self._rebuilding:
-            # A shared limiter: the request rules' hit and the token reservation in one call, so one
-            # round trip (RedisLimiter.admit), with the same outcome as the two calls below.
+                        reservation = await self._recount_holding(p, tok, amount, reservation, until, bres)
+            return Admission(decision, reservation, token_decision=tdec,
+                             budget_held=(bdec, bres) if fuse_budget else None)
+        fused = getattr(self.limiter, "admit_with_budget" if fuse_budget else "admit", None)
+        if fused is not None and (rules or tok or fuse_budget) and p.subject not in self._rebuilding:
+            # A shared limiter: the request rules' hit, the token reservation (and a budget's) in one
+            # call, so one round trip (RedisLimiter.admit), with the same outcome as separate calls.
             amount = max(1, token_estimate)
             sent = time.monotonic()
-            decision, tdec, reservation = await self._call(lambda: fused(p.subject, rules, tok, amount))
+            if fuse_budget:
+                decision, tdec, reservation, bdec, bres = await self._call(
+                    lambda: fused(p.subject, rules, tok, amount, budget.subject, budget.rules, budget.amount))
+            else:
+                decision, tdec, reservation = await self._call(lambda: fused(p.subject, rules, tok, amount))
+                bdec = bres = None
             if decision is not None and not decision.allowed:
                 raise _exhausted(p, decision)
             if tdec is not None:
@@ -187,8 +222,9 @@ class Quotas:
                 if self._history is not None:
                     until = self._remember(p.subject, sent, started_at)
                     if tdec.used == amount or p.subject in self._rebuilding:
-                        reservation = await self._recount(p, tok, amount, reservation, until)
-            return Admission(decision, reservation, token_decision=tdec)
+                        reservation = await self._recount_holding(p, tok, amount, reservation, until, bres)
+            return Admission(decision, reservation, token_decision=tdec,
+                             budget_held=(bdec, bres) if fuse_budget else None)
         decision = None
         if rules:
             decision = await (self.limiter.hit(p.subject, rules) if local else self._call(lambda: self.limiter.hit(p.subject, rules)))
@@ -212,6 +248,23 @@ class Quotas:
                     reservation = await self._recount(p, tok, amount, reservation, until)
             return Admission(decision, reservation, token_decision=tdec)
         return Admission(decision, reservation)
+
+    async def _recount_holding(self, p: Principal, tok: tuple[Rule, ...], amount: int, reservation: Reservation,
+                               until: float, budget: Reservation | None) -> Reservation:
+        """_recount() for a fused admission: should the rebuilt token counter refuse the request,
+        the budget hold taken in the same call goes back (a refused request holds no budget)."""
+        try:
+            return await self._recount(p, tok, amount, reservation, until)
+        except BaseException:
+            if budget is not None:
+                try:
+                    if self._gate is None:
+                        self.limiter.finish_now(budget, 0)  # type: ignore[attr-defined]
+                    else:
+                        await self._call(lambda: self.limiter.release(budget))
+                except Exception:
+                    log.warning("releasing a refused request's budget hold failed; its lease returns it")
+            raise
 
     async def finish(self, adm: Admission, used_tokens: int) -> None:
         if adm.reservation is None:

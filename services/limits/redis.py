@@ -22,6 +22,7 @@ Redis (or primary + replicas), not Redis Cluster.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from importlib import resources
 
@@ -32,7 +33,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from services.clock import Clock, SystemClock
 from services.limits.base import Decision, Reservation, Rule, RuleState, decide
-from services.limits.periods import period_id, period_reset_at
+from services.limits.periods import PeriodCache
 
 SCRIPTS = ("hit", "reserve", "settle", "reap", "admit")
 REAP_BATCH = 50  # expired reservations reaped per reserve call: bounded work per decision
@@ -57,6 +58,17 @@ def connect(url: str, *, timeout_s: float = 0.25, max_connections: int = 64) -> 
         retry=Retry(NoBackoff(), 0),
     )
     return aioredis.Redis.from_pool(pool)
+
+
+# admit_with_budget's answer: (request decision, token decision, token reservation, budget
+# decision, budget reservation); see RedisLimiter.admit_with_budget.
+Admitted = tuple[Decision | None, Decision | None, Reservation | None, Decision | None, Reservation | None]
+
+
+def _unheld(subject: str, rules: tuple[Rule, ...], amount: int, pids: tuple[str, ...],
+            free: Decision) -> tuple[Decision | None, Reservation | None]:
+    """Rules with no limit among them: allowed, and an id-less reservation (settle does nothing)."""
+    return (free, Reservation(subject, rules, amount, pids)) if rules else (None, None)
 
 
 def _source(name: str) -> str:
@@ -87,6 +99,11 @@ class RedisLimiter:
         self._lease_us = int(lease_s * 1_000_000)
         self._record_ttl_ms = int((2 * lease_s + RECORD_GRACE_S) * 1000)
         self._clock = clock or SystemClock()
+        self._periods = PeriodCache()
+        # Reservation and window-member ids: a random prefix per limiter (unique across replicas)
+        # and a counter, instead of a uuid4 (an os.urandom call) per decision.
+        self._id_prefix = uuid.uuid4().hex[:16] + "-"
+        self._ids = itertools.count(1)
         self._owns_client = owns_client
         self._health_timeout_s = health_timeout_s
         self._scripts = {name: client.register_script(_source(name)) for name in SCRIPTS}
@@ -106,12 +123,12 @@ class RedisLimiter:
     async def reserve(self, subject: str, rules: tuple[Rule, ...], amount: int) -> tuple[Decision, Reservation | None]:
         amount = max(0, int(amount))
         now = self._clock.now()
-        pids = tuple(period_id(r.period, now, r.tz) if r.period else "" for r in rules)
+        pids = tuple(self._pid(r, now) for r in rules)
         limited = [(r, p) for r, p in zip(rules, pids) if r.limit > 0]
         if not limited:
             # Nothing to hold: an id-less reservation, whose settle and release do nothing.
             return decide(True, [], now), Reservation(subject, rules, amount, pids)
-        rid = uuid.uuid4().hex
+        rid = self._id_prefix + str(next(self._ids))
         keys, args = self._rule_args(subject, limited, now)
         reply = await self._scripts["reserve"](
             keys=[self._leases, self._record(rid), *keys],
@@ -127,34 +144,56 @@ class RedisLimiter:
         """`hit(rules)` and then, if it admitted, `reserve(token_rules, amount)`, in one script
         (one round trip): (request decision or None without rules, token decision or None when
         refused or without token rules, reservation or None), as MemoryLimiter.admit_now."""
-        amount = max(0, int(amount))
+        return (await self.admit_with_budget(subject, rules, token_rules, amount, "", (), 0))[:3]  # type: ignore[return-value]
+
+    async def admit_with_budget(self, subject: str, rules: tuple[Rule, ...], token_rules: tuple[Rule, ...], amount: int,
+                                bsubject: str, brules: tuple[Rule, ...], bamount: int) -> Admitted:
+        """admit(), then, if the token rules held too, `reserve(brules, bamount)` under `bsubject`
+        (a caller's $ budgets, issue 16), all in one script: one round trip with a budget too.
+        Adds (budget decision or None when not reached or without budget rules, its reservation
+        or None) to admit()'s three, as MemoryLimiter.admit_now."""
+        amount, bamount = max(0, int(amount)), max(0, int(bamount))
         now = self._clock.now()
-        req = [(r, period_id(r.period, now, r.tz) if r.period else "") for r in rules if r.limit > 0]
-        tpids = tuple(period_id(r.period, now, r.tz) if r.period else "" for r in token_rules)
+        req = [(r, self._pid(r, now)) for r in rules if r.limit > 0]
+        tpids = tuple(self._pid(r, now) for r in token_rules)
         tok = [(r, p) for r, p in zip(token_rules, tpids) if r.limit > 0]
-        if not req and not tok:
-            decision = decide(True, [], now) if rules else None
-            if not token_rules:
-                return decision, None, None
-            return decision, decide(True, [], now), Reservation(subject, token_rules, amount, tpids)
-        rid = uuid.uuid4().hex
+        bpids = tuple(self._pid(r, now) for r in brules)
+        bud = [(r, p) for r, p in zip(brules, bpids) if r.limit > 0]
+        free = decide(True, [], now)  # no limited rule: allowed, nothing held
+        if not req and not tok and not bud:
+            return ((free if rules else None), *_unheld(subject, token_rules, amount, tpids, free),
+                    *_unheld(bsubject, brules, bamount, bpids, free))
+        rid = self._id_prefix + str(next(self._ids))
+        bid = rid + "b"
         rkeys, rargs = self._rule_args(subject, req, now)
         tkeys, targs = self._rule_args(subject, tok, now)
+        bkeys, bargs = self._rule_args(bsubject, bud, now)
         reply = await self._scripts["admit"](
-            keys=[self._leases, self._record(rid), *rkeys, *tkeys],
-            args=[rid, rid, amount, self._lease_us, self._record_ttl_ms, REAP_BATCH, len(req), len(tok), *rargs, *targs],
+            keys=[self._leases, self._record(rid), self._record(bid), *rkeys, *tkeys, *bkeys],
+            args=[rid, rid, amount, self._lease_us, self._record_ttl_ms, REAP_BATCH, len(req), len(tok), bid, bamount,
+                  len(bud), *rargs, *targs, *bargs],
         )
-        decision = (self._decision(reply[0], req, now) if req else decide(True, [], now)) if rules else None
+        decision = (self._decision(reply[0], req, now) if req else free) if rules else None
         if decision is not None and not decision.allowed:
-            return decision, None, None
-        if not token_rules:
-            return decision, None, None
-        if not tok:
-            return decision, decide(True, [], now), Reservation(subject, token_rules, amount, tpids)
-        tdec = self._decision(reply[1], tok, now)
-        if not tdec.allowed:
-            return decision, tdec, None
-        return decision, tdec, Reservation(subject, token_rules, amount, tpids, id=rid)
+            return decision, None, None, None, None
+        tdec: Decision | None = None
+        tres: Reservation | None = None
+        if token_rules:
+            if not tok:
+                tdec, tres = free, Reservation(subject, token_rules, amount, tpids)
+            else:
+                tdec = self._decision(reply[1], tok, now)
+                if not tdec.allowed:
+                    return decision, tdec, None, None, None
+                tres = Reservation(subject, token_rules, amount, tpids, id=rid)
+        if not brules:
+            return decision, tdec, tres, None, None
+        if not bud:
+            return decision, tdec, tres, free, Reservation(bsubject, brules, bamount, bpids)
+        bdec = self._decision(reply[2], bud, now)
+        if not bdec.allowed:
+            return decision, tdec, tres, bdec, None
+        return decision, tdec, tres, bdec, Reservation(bsubject, brules, bamount, bpids, id=bid)
 
     async def settle(self, reservation: Reservation, actual: int) -> None:
         await self._finish(reservation, max(0, int(actual)))
@@ -197,11 +236,11 @@ class RedisLimiter:
 
     async def _look(self, subject: str, rules: tuple[Rule, ...], mode: str) -> Decision:
         now = self._clock.now()
-        limited = [(r, period_id(r.period, now, r.tz) if r.period else "") for r in rules if r.limit > 0]
+        limited = [(r, self._pid(r, now)) for r in rules if r.limit > 0]
         if not limited:
             return decide(True, [], now)
         keys, args = self._rule_args(subject, limited, now)
-        reply = await self._scripts["hit"](keys=keys, args=[mode, uuid.uuid4().hex, len(limited), *args])
+        reply = await self._scripts["hit"](keys=keys, args=[mode, self._id_prefix + str(next(self._ids)), len(limited), *args])
         return self._decision(reply, limited, now)
 
     async def _finish(self, reservation: Reservation, actual: int) -> None:
@@ -270,6 +309,9 @@ class RedisLimiter:
             else:
                 fut.set_result(None)
 
+    def _pid(self, rule: Rule, now: float) -> str:
+        return self._periods.get(rule.period, now, rule.tz)[2] if rule.period else ""
+
     def _record(self, rid: str) -> str:
         return f"{self._prefix}rsv:{rid}"
 
@@ -280,7 +322,7 @@ class RedisLimiter:
             base = f"{self._prefix}{subject}:{rule.name}"
             if rule.period:
                 keys.append(f"{base}:{pid}")
-                ttl = int(period_reset_at(rule.period, now, rule.tz) - now) + COUNTER_GRACE_S
+                ttl = int(self._periods.get(rule.period, now, rule.tz)[1] - now) + COUNTER_GRACE_S
                 args += ["p", rule.limit, max(1, ttl)]
             else:
                 keys.append(f"{base}:w")
@@ -293,7 +335,7 @@ class RedisLimiter:
         for i, (rule, _) in enumerate(limited):
             used, free_at, ok = int(reply[2 + 3 * i]), int(reply[3 + 3 * i]), bool(reply[4 + 3 * i])
             if rule.period:
-                reset_at = period_reset_at(rule.period, now, rule.tz)
+                reset_at = self._periods.get(rule.period, now, rule.tz)[1]
             else:
                 # Redis time says how long until the slot frees; the local clock says when that is.
                 reset_at = now + (free_at - redis_now) / 1e6 if free_at else now

@@ -22,6 +22,7 @@ from typing import Any
 from services.catalog.pricing import ModelInfo
 from services.clock import Clock
 from services.config.schema import ProviderConfig
+from services.core.poller import Poller
 from services.core.types import Target
 from services.routing.strategies.base import CandidateView
 from services.store.records import LoadedModelRecord
@@ -47,14 +48,13 @@ class LoadedModels:
         self.secrets = secrets  # auth/provider_secrets.py: opens a loaded model's sealed key
         self.providers = providers
         self.clock = clock
-        self.refresh_s = refresh_s
         self.miss_s = miss_s
         self._set_secret = set_secret or (lambda key_id, secret: None)
         self._by_name: dict[str, LoadedModel] = {}
         self._read_at = -1e9  # when the last finished read began (monotonic)
         self._reading_started = -1e9
         self._reading: asyncio.Task | None = None
-        self._poller: asyncio.Task | None = None
+        self.poller = Poller("loaded-models", self.refresh, refresh_s, log)  # the periodic read
 
     # ------------------------------------------------------------------ reads (hot path: no I/O)
 
@@ -130,25 +130,15 @@ class LoadedModels:
         return m
 
     def start(self) -> None:
-        self._poller = asyncio.get_running_loop().create_task(self._poll(), name="loaded-models")
+        self.poller.start()
 
     async def close(self) -> None:
-        for task in (self._poller, self._reading):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        await self.poller.close()
+        if self._reading is not None:
+            self._reading.cancel()
+            await asyncio.gather(self._reading, return_exceptions=True)
 
     # ------------------------------------------------------------------ internals
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh_s)
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the store is down: keep routing what we have
-                log.debug("loaded models refresh failed: %s", type(e).__name__)
 
     async def _read(self) -> None:
         started = self.clock.monotonic()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 from typing import Any, AsyncIterator
 
@@ -23,7 +24,8 @@ from services.core.types import (
 )
 from services.providers.base import Call
 from services.providers.transport import (
-    bearer_headers, classify_status, read_capped, salvage_buffered, transport_failure, versioned_native_url,
+    ReadWatch, bearer_headers, classify_status, read_capped, salvage_buffered, transport_failure,
+    versioned_native_url,
 )
 from services.providers.sse import SSEParser
 
@@ -36,6 +38,14 @@ JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"
 # dict it first converts into one, per request; read-only because one object serves them all.
 _JSON_HEADERS = CIMultiDictProxy(CIMultiDict(JSON_HEADERS))
 CACHE_MAX = 4096  # per-target entries (URLs, key headers, timeouts); users' own keys come and go
+# RELIABILITY E3 / Failover Bench S10: a malformed event is skipped, the rest of the stream kept. More
+# than this many in one stream is not a glitch but an upstream speaking something else: a failure.
+MAX_SKIPPED_EVENTS = 8
+log = logging.getLogger("tollgate.providers")
+
+
+class MalformedEvent(Exception):
+    """A stream event whose data is not a JSON object (truncated, or not JSON at all)."""
 
 
 class OpenAIAdapter:
@@ -117,11 +127,15 @@ class OpenAIAdapter:
 
     async def stream_chat(self, req: ChatRequest, call: Call) -> AsyncIterator[list[Chunk]]:
         body = build_body(req, call.target.model, stream=True)
-        deadline = time.monotonic() + call.timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + call.timeout_s
         parser = SSEParser(max_event_bytes=MAX_EVENT_BYTES)
-        done = False
+        done = finished = False
+        skipped = 0
         # aiohttp's total timeout only fires inside its own awaits; an asyncio.timeout around
         # the yields below would cancel the consumer's code instead (async generator hazard).
+        # The first-token and idle limits apply to each wait for data (ReadWatch: one timer per
+        # stream, not one per read), never to the time the consumer takes with what was read.
         try:
             async with call.session.post(self.url(call, "/chat/completions"), data=orjson.dumps(body),
                                          headers=self.headers(call), timeout=self.timeout(call),
@@ -130,52 +144,66 @@ class OpenAIAdapter:
                     raise self.classify(resp.status, resp.headers, await resp.content.read(65536))
                 first = True
                 content = resp.content
-                while True:
-                    # What is already buffered needs no timer; only a real wait is timed (an
-                    # asyncio.timeout, not wait_for: no task per read).
-                    cut: BaseException | None = None
-                    try:
-                        data = content.read_nowait()
-                        if not data and not content.is_eof():
-                            limit = call.first_token_timeout_s if first else call.idle_timeout_s
-                            if limit:
-                                async with asyncio.timeout(min(limit, max(0.0, deadline - time.monotonic()))):
-                                    data = await content.readany()
-                            else:
-                                data = await content.readany()
-                    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
-                        data, cut = salvage_buffered(resp), e  # deliver what arrived before the cut (A6)
-                    if not data and cut is None:
-                        break
-                    batch: list[Chunk] = []
-                    for ev in parser.feed_data(data):  # event names carry nothing here
-                        if ev == b"[DONE]":
-                            done = True
-                            continue
-                        chunk = parse_stream_event(ev)
-                        if chunk is not None:
-                            batch.append(chunk)
-                            if first and (chunk.text or chunk.tool_calls):
-                                # The first token leaves before the rest of this read is parsed:
-                                # TTFT is the one latency a streaming user sees.
+                watch = ReadWatch(loop, content, deadline, call.first_token_timeout_s)
+                try:
+                    while True:
+                        # readany hands out what is buffered without waiting; only an empty
+                        # buffer waits, and that wait is what the watch times.
+                        cut: BaseException | None = None
+                        watch.wait()
+                        try:
+                            data = await content.readany()
+                        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+                            data, cut = salvage_buffered(resp), e  # deliver what arrived before the cut (A6)
+                        watch.since = None
+                        eof = not data and cut is None
+                        batch: list[Chunk] = []
+                        # At a clean end the parser gives up its unterminated last event (some
+                        # upstreams omit the blank line after the final `data: [DONE]`).
+                        for ev in [e.data for e in parser.close()] if eof else parser.feed_data(data):
+                            if ev == b"[DONE]":
+                                done = True
+                                continue
+                            try:
+                                chunk = parse_stream_event(ev)
+                            except MalformedEvent:
+                                skipped = _skip_malformed(skipped, call)
+                                continue
+                            if chunk is not None:
+                                if chunk.finish_reason:
+                                    finished = True
+                                batch.append(chunk)
+                                if first and (chunk.text or chunk.tool_calls):
+                                    # The first token leaves before the rest of this read is parsed:
+                                    # TTFT is the one latency a streaming user sees.
+                                    first = False
+                                    watch.relimit(call.idle_timeout_s)
+                                    yield batch
+                                    batch = []
+                        if batch:
+                            if first:
                                 first = False
-                                yield batch
-                                batch = []
-                    if batch:
-                        first = False
-                        yield batch
-                    if done:
-                        return
-                    if cut is not None:
-                        raise cut
+                                watch.relimit(call.idle_timeout_s)
+                            yield batch
+                        if done:
+                            return
+                        if cut is not None:
+                            raise cut
+                        if eof:
+                            break
+                finally:
+                    watch.close()
         except UpstreamFailure:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             raise transport_failure(e) from None
         except ValueError:  # the SSE parser's event-size limit (RELIABILITY E10)
             raise UpstreamFailure("protocol", 200, "upstream stream event larger than the limit") from None
-        if not done:
-            raise UpstreamFailure("protocol", 200, "upstream stream ended without [DONE]")
+        if not done and not finished:
+            # A clean end after a finish_reason is a whole answer whose `[DONE]` was left off
+            # (Failover Bench S11): the caller gets its own end marker and the row is metered as
+            # usual. Without a finish_reason the answer was cut short: a failure (A6).
+            raise UpstreamFailure("protocol", 200, "upstream stream ended before its finish_reason")
 
     async def embed(self, req: EmbedRequest, call: Call) -> EmbedResult:
         body: dict[str, Any] = {"model": call.target.model, "input": req.inputs}
@@ -235,6 +263,16 @@ def parse_usage(u: Any) -> Usage:
     )
 
 
+def _skip_malformed(skipped: int, call: Call) -> int:
+    """Count one skipped malformed event; past MAX_SKIPPED_EVENTS the stream is a failure."""
+    skipped += 1
+    if skipped > MAX_SKIPPED_EVENTS:
+        raise UpstreamFailure("protocol", 200, "upstream sent too many malformed stream events")
+    if skipped == 1:  # once per stream: the provider's name, never its key or the event's text
+        log.warning("skipped a malformed stream event from provider %s", call.target.provider)
+    return skipped
+
+
 def _remember(cache: dict, key: Any, value: Any) -> None:
     if len(cache) >= CACHE_MAX:
         cache.clear()  # bounded: a rare full rebuild beats tracking use
@@ -247,9 +285,9 @@ def parse_stream_event(data: bytes) -> Chunk | None:
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
-        raise UpstreamFailure("protocol", 200, "upstream sent a malformed stream event") from None
+        raise MalformedEvent from None
     if type(obj) is not dict:  # orjson makes exact dicts
-        raise UpstreamFailure("protocol", 200, "upstream sent a malformed stream event")
+        raise MalformedEvent
     choices = obj.get("choices")
     if not choices and "error" in obj:
         err = obj["error"] if isinstance(obj["error"], dict) else {"message": str(obj["error"])}

@@ -5,6 +5,10 @@ it; a partial event (JSON or a multi-byte character split across reads) waits fo
 read. It follows the WHATWG event-stream rules that matter for LLM upstreams: LF, CRLF and
 CR-only line ends, `:` comments (keep-alive pings), several `data:` lines joined by LF, an
 optional single space after the colon, and an event ending at a blank line.
+
+`bytes.find(x) >= 0`, not `x in bytes`, on the per-read path: CPython 3.11's bytes `in` first
+tries the needle as an integer and formats (then clears) a TypeError for a bytes needle, about
+2,000 instructions each time (callgrind: 412 of them per 4 paced streams).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ class SSEParser:
         events: list[Event] = []
         append = events.append
         for block in self._blocks(data):
-            if block[:6] == b"data: " and b"\n" not in block:
+            if block[:6] == b"data: " and block.find(b"\n") < 0:
                 append(Event("", block[6:]))  # _parse_block's fast path, inlined: once per token
             else:
                 ev = _parse_block(block)
@@ -41,10 +45,17 @@ class SSEParser:
 
     def feed_data(self, data: bytes) -> list[bytes]:
         """feed() for streams whose event names carry nothing (OpenAI's): only each event's data."""
+        # A read that is exactly one whole `data: ...` event (a paced upstream's token per read):
+        # its only newlines are the closing blank line, nothing is pending, and it is a plain
+        # LF stream past its start. What _blocks and the loop below would find, in four C calls.
+        if (self._started and not self._buf and not self._skip_lf and data[:6] == b"data: "
+                and data.find(b"\n") == len(data) - 2 and data[-1:] == b"\n" and data.find(b"\r") < 0
+                and len(data) <= self._max):
+            return [data[6:-2]]
         out: list[bytes] = []
         append = out.append
         for block in self._blocks(data):
-            if block[:6] == b"data: " and b"\n" not in block:
+            if block[:6] == b"data: " and block.find(b"\n") < 0:
                 append(block[6:])
             else:
                 ev = _parse_block(block)
@@ -62,7 +73,7 @@ class SSEParser:
             self._skip_lf = False
             if data.startswith(b"\n"):
                 data = data[1:]
-        if b"\r" in data:
+        if data.find(b"\r") >= 0:
             # Only the new bytes are normalised, so a large event in many small reads stays linear.
             # A CR ending this read is a line end now (CR-only streams must not lag a read behind).
             self._skip_lf = data.endswith(b"\r")
@@ -103,7 +114,7 @@ class SSEParser:
 
 def _parse_block(block: bytes) -> Event | None:
     # Fast path: the overwhelmingly common single `data: {...}` line.
-    if block.startswith(b"data: ") and b"\n" not in block:
+    if block.startswith(b"data: ") and block.find(b"\n") < 0:
         return Event("", block[6:])
     event = ""
     data_lines: list[bytes] = []

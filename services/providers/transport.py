@@ -97,6 +97,64 @@ def salvage_buffered(resp: aiohttp.ClientResponse) -> bytes:
     return rest if isinstance(rest, bytes) else b""
 
 
+class ReadWatch:
+    """One stream's read limits (first token, idle gap, the attempt's end) on one timer per
+    stream, instead of an asyncio.timeout (a TimerHandle made, pushed on the loop's heap and
+    cancelled) around every read: with a token per read that cost more than the token's parse.
+
+    The reader marks each wait: `since = loop.time()` before it, `since = None` after (two
+    stores). The timer fires no earlier than the current wait's limit could end; finding the
+    wait younger than that (data came in between), or no wait under way (the consumer is busy,
+    which the limits never counted), it re-arms or leaves the next wait to arm it. A wait over
+    its limit gets asyncio.TimeoutError from the StreamReader, where the pending read raises
+    it, as the cancelled read did under asyncio.timeout. `close()` in the reader's `finally`:
+    a timer left armed would keep the response alive until it fires."""
+
+    __slots__ = ("_loop", "_reader", "_end", "limit", "since", "_handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, reader: aiohttp.StreamReader, end: float,
+                 limit: float | None) -> None:
+        self._loop = loop
+        self._reader = reader
+        self._end = end  # the attempt's end, on loop.time()
+        self.limit = limit  # the longest wait for one read (first-token limit, then the idle limit)
+        self.since: float | None = None  # when the wait under way began; None: no wait
+        self._handle: asyncio.TimerHandle | None = None
+
+    def wait(self) -> None:
+        """A wait for upstream data begins."""
+        now = self.since = self._loop.time()
+        if self._handle is None:
+            limit = self.limit
+            self._handle = self._loop.call_at(min(now + limit, self._end) if limit else self._end, self._fire)
+
+    def relimit(self, limit: float | None) -> None:
+        """The per-read limit changes (the first token came): a timer armed for the old one is
+        dropped so a shorter new one is not missed."""
+        self.limit = limit
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        since = self.since
+        if since is None:
+            return  # no wait under way: the next one arms the timer
+        limit = self.limit
+        end = min(since + limit, self._end) if limit else self._end
+        if self._loop.time() >= end:
+            self._reader.set_exception(asyncio.TimeoutError())
+        else:
+            self._handle = self._loop.call_at(end, self._fire)
+
+    def close(self) -> None:
+        self.since = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 MAX_ANSWER_BYTES = 32 * 1024 * 1024  # a whole answer; RELIABILITY E10 wants a bound, not a size
 MAX_ERROR_BYTES = 64 * 1024  # enough of an error body to read the provider's message; the rest is dropped
 

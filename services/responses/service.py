@@ -21,13 +21,16 @@ from services.core.principal import Principal
 from services.core import errors as E
 from tollgate.json_bound import too_complex
 from services.core.types import Target
-from services.fidelity import upstream_error
-from services.pipeline import ForwardStarted, Outcome, StreamFinished, StreamStarted
-from services.routing.passthrough import NativeRequest, native_request
+from services.fidelity import raise_upstream_error, whole_answer
+from services.clock import Clock
+from services.pipeline import ForwardStarted, Outcome, Pipeline, StreamFinished, StreamStarted
+from services.routing.candidates import CandidateIndex
+from services.routing.passthrough import NativeRequest, Passthrough, native_request
 from services.providers.sse import SSEParser
 from services.responses import render
 from services.responses.request import Parsed, bad, parse, to_chat
 from services.store.repos.responses import StoredResponse
+from services.store.store import Store
 
 log = logging.getLogger("tollgate.responses")
 
@@ -76,14 +79,15 @@ TERMINAL = frozenset({"response.completed", "response.incomplete", "response.fai
 
 
 class Responses:
-    def __init__(self, app: Any) -> None:
-        self.pipeline = app.pipeline
-        self.store = app.store
-        self.clock = app.clock
-        self.ttl_s = app.config.responses_ttl_s
-        self.max_per_owner = app.config.responses_max_per_caller
-        self.index = app.index
-        self.relay = app.passthrough
+    def __init__(self, pipeline: Pipeline, store: Store, clock: Clock, index: CandidateIndex, relay: Passthrough,
+                 *, ttl_s: float, max_per_owner: int) -> None:
+        self.pipeline = pipeline
+        self.store = store
+        self.clock = clock
+        self.ttl_s = ttl_s
+        self.max_per_owner = max_per_owner
+        self.index = index
+        self.relay = relay
 
     def native_target(self, model: str) -> Target | None:
         """The first candidate when it is OpenAI itself: the request goes there as sent (no failover to
@@ -129,19 +133,7 @@ class Responses:
     async def _native_create(self, p: Principal, parsed: Parsed, target: Target, request_id: str,
                              time_remaining: float | None, headers: list[tuple[str, str]]) -> Answer:
         req = self._native_request(parsed, target, headers)
-        pieces: list[bytes] = []
-        started: ForwardStarted | None = None
-        events = self.pipeline.forward(p, req, self.relay, request_id, time_remaining)
-        async with aclosing(events):
-            async for ev in events:
-                if type(ev) is bytes:
-                    pieces.append(ev)
-                elif isinstance(ev, ForwardStarted):
-                    started = ev
-        assert started is not None
-        raw = b"".join(pieces)
-        if not started.exchange.ok:
-            raise upstream_error(started.exchange.status, raw)
+        raw, started = await whole_answer(self.pipeline.forward(p, req, self.relay, request_id, time_remaining))
         try:
             resp = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -164,13 +156,8 @@ class Responses:
                         kind, data = await self._native_event(p, parsed, e.event, e.data)
                         yield kind, data
                 elif isinstance(ev, ForwardStarted):
-                    ex = ev.exchange
-                    if not ex.ok:
-                        body = b""
-                        async for piece in events:
-                            if type(piece) is bytes:
-                                body += piece
-                        raise upstream_error(ex.status, body)
+                    if not ev.exchange.ok:
+                        await raise_upstream_error(ev, events)
                     yield StreamStarted(ev.outcome)
             for e in sse.close():
                 yield await self._native_event(p, parsed, e.event, e.data)

@@ -10,13 +10,18 @@ A run-time alias of the same name overrides the config's.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Mapping
 
 from services.core.errors import FieldViolation, InvalidArgument, NotFound
+from services.core.poller import Poller
+
+if TYPE_CHECKING:
+    from services.routing.candidates import CandidateIndex
+    from services.routing.routable import ModelCatalog
+    from services.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +31,15 @@ MAX_MEMBERS = 16
 
 
 class RuntimeAliases:
-    def __init__(self, app: Any, refresh_s: float = 1.0) -> None:
-        self.app = app
-        self.refresh_s = refresh_s
-        self.config: dict[str, tuple[str, ...]] = dict(app.config.model_aliases)
+    def __init__(self, store: Store, index: CandidateIndex, models: ModelCatalog,
+                 config_aliases: Mapping[str, tuple[str, ...]], refresh_s: float = 1.0) -> None:
+        self.store = store
+        self.index = index
+        self.models = models  # the same object everyone holds (the model servicer too)
+        self.config: dict[str, tuple[str, ...]] = dict(config_aliases)
         self.runtime: dict[str, tuple[str, ...]] = {}
         self._raw: str | None = None
-        self._poller: asyncio.Task | None = None
+        self._poller = Poller("model-aliases", self.refresh, refresh_s, log)
 
     def all(self) -> list[tuple[str, tuple[str, ...], str]]:
         """(name, models, source) for every alias in effect, by name."""
@@ -48,7 +55,7 @@ class RuntimeAliases:
         members = tuple(m.strip() for m in models)
         if not members or len(members) > MAX_MEMBERS:
             problems.append(FieldViolation("models", f"1 to {MAX_MEMBERS} models, in the order they are tried"))
-        index = self.app.index
+        index = self.index
         for i, m in enumerate(members):
             if not m or m == name or m in self.config or m in self.runtime:
                 problems.append(FieldViolation(f"models[{i}]", f"{m[:256]!r} must be a model, not this or another alias"))
@@ -85,11 +92,11 @@ class RuntimeAliases:
 
     async def _save(self, runtime: dict[str, tuple[str, ...]]) -> None:
         raw = json.dumps({n: list(m) for n, m in sorted(runtime.items())}, separators=(",", ":"))
-        await self.app.store.set_setting(MODEL_ALIASES_SETTING, raw)
+        await self.store.set_setting(MODEL_ALIASES_SETTING, raw)
         self._apply(raw)
 
     async def refresh(self) -> None:
-        raw = await self.app.store.get_setting(MODEL_ALIASES_SETTING, "")
+        raw = await self.store.get_setting(MODEL_ALIASES_SETTING, "")
         if raw != self._raw:
             self._apply(raw or "")
 
@@ -101,25 +108,13 @@ class RuntimeAliases:
             return
         self._raw = raw
         self.runtime = {str(n): tuple(str(x) for x in m) for n, m in doc.items() if isinstance(m, list)}
-        index = self.app.index
+        index = self.index
         index.aliases = {**self.config, **self.runtime}
         index._cache = {}
-        self.app.models.rebuild()  # the same object everyone holds (the model servicer too)
+        self.models.rebuild()
 
     def start(self) -> None:
-        self._poller = asyncio.get_running_loop().create_task(self._poll(), name="model-aliases")
+        self._poller.start()
 
     async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh_s)
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the store is down: keep routing what we have
-                log.debug("model aliases not re-read: %s", type(e).__name__)
+        await self._poller.close()

@@ -151,6 +151,8 @@ class Router:
             s = self._strategies[name] = make_strategy(name)
             if hasattr(s, "latency"):
                 s.latency = self.latency.get  # balanced reads the two keys it draws, not every candidate
+            if hasattr(s, "tracker"):
+                s.tracker = self.latency  # least-latency keeps its lists sorted from the tracker's changes
         return s
 
     def plan(self, model: str, provider_hint: str, strategy_name: str,
@@ -168,9 +170,6 @@ class Router:
             if not own:
                 raise
             views = []  # a model (or provider) only the user's own keys serve
-        if strategy.name == "least-latency":
-            for v in (*own, *views):
-                v.latency_ewma_ms = self.latency.get(v.target.key_id)
         ordered = strategy.order(views, self.rng) if len(views) > 1 else views
         if own:
             ordered = (strategy.order(list(own), self.rng) if len(own) > 1 else list(own)) + ordered

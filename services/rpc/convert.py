@@ -219,23 +219,27 @@ def chat_response(res: ChatResult, request_id: str, log: RouteLog, u: Usage | No
     return out
 
 
-def delta_batch(batch: list[Chunk]) -> ipb.StreamChatResponse:
+def delta_batch(batch: list[Chunk]) -> ipb.StreamChatResponse | None:
+    """The batch's deltas as one message; None when it holds none (only usage: that travels in
+    its own message)."""
     # Once per upstream read, a delta per token: add() fills the repeated field in place,
     # several times cheaper than building ChoiceDelta messages and copying the list in.
     # Only non-default fields are set (proto3 implicit presence: the same message).
     msg = ipb.StreamChatResponse()
     out = msg.delta
-    out.SetInParent()
     add = out.deltas.add
+    n = 0
     for c in batch:
         text = c.text
         if text and not (c.role or c.reasoning or c.finish_reason or c.tool_calls):
             add().text = text  # a token of text, nearly every delta: the short way
+            n += 1
             continue
         role, reasoning, finish, tcs = c.role, c.reasoning, c.finish_reason, c.tool_calls
         if not (text or role or reasoning or tcs or finish):
             continue  # a usage-only chunk: usage travels in its own message
         d = add()
+        n += 1
         if text:
             d.text = text
         if reasoning:
@@ -246,4 +250,4 @@ def delta_batch(batch: list[Chunk]) -> ipb.StreamChatResponse:
             d.role = ROLE_VALUES.get(role, pb.ROLE_ASSISTANT)
         if tcs:
             d.tool_calls.extend(pb.ToolCallDelta(index=t.index, id=t.id, name=t.name, arguments=t.arguments) for t in tcs)
-    return msg
+    return msg if n else None

@@ -102,7 +102,7 @@ class InferenceServicer(ipb_grpc.InferenceServiceServicer):
         async for ev in self.pipeline.stream(ctx.principal, req, ctx.request_id, ctx.context.time_remaining()):
             if type(ev) is list:
                 msg = convert.delta_batch(ev)
-                if msg.delta.deltas:
+                if msg is not None:
                     yield msg
             elif isinstance(ev, StreamStarted):
                 out = ev.outcome

@@ -9,7 +9,6 @@ anything unexpected becomes INTERNAL with the request id, never UNKNOWN (RELIABI
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import math
@@ -224,15 +223,8 @@ def unary(admin_only: bool = False, public: bool = False, peek_limits: bool = Tr
                     await context.send_initial_metadata(rate_limit_metadata(ctx.open_decision)
                                                         + (("x-request-id", request_id),))
                 return await fn(servicer, request, ctx)
-            except E.TollgateError as e:
-                await _abort(context, e, request_id, guard.scrubber)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
             except Exception as exc:
-                if _is_abort(exc):
-                    raise
-                log.exception("unhandled error in %s (request %s)", fn.__name__, request_id)
-                await _abort(context, _internal(exc), request_id, guard.scrubber)
+                await _failed(context, exc, request_id, guard.scrubber, fn.__name__)
             finally:
                 if ctx is not None and ctx.open_decision is not None:
                     guard.open_gate.leave()  # MAX_CONCURRENT_REQUESTS counts calls in flight
@@ -252,20 +244,26 @@ def stream(admin_only: bool = False, open_kind: Any = ""):
                 ctx = await guard._enter(context, request_id, admin_only, False, open_kind, request)
                 async for msg in fn(servicer, request, ctx):
                     yield msg
-            except E.TollgateError as e:
-                await _abort(context, e, request_id, guard.scrubber)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
             except Exception as exc:
-                if _is_abort(exc):
-                    raise
-                log.exception("unhandled error in %s (request %s)", fn.__name__, request_id)
-                await _abort(context, _internal(exc), request_id, guard.scrubber)
+                await _failed(context, exc, request_id, guard.scrubber, fn.__name__)
             finally:
                 if ctx is not None and ctx.open_decision is not None:
                     guard.open_gate.leave()  # MAX_CONCURRENT_REQUESTS counts calls in flight
         return handler
     return wrap
+
+
+async def _failed(context: Any, exc: Exception, request_id: str, scrubber: Scrubber | None, method: str) -> None:
+    """What a guarded method's error becomes: a TollgateError its status; an abort (grpc.aio's or the
+    in-process channel's) goes on as it is; anything else is logged and answered INTERNAL.
+    (Cancellation is not an Exception: it never comes here.)"""
+    if isinstance(exc, E.TollgateError):
+        await _abort(context, exc, request_id, scrubber)
+    elif isinstance(exc, grpc.aio.AbortError) or _is_abort(exc):
+        raise exc
+    else:
+        log.error("unhandled error in %s (request %s)", method, request_id, exc_info=exc)
+        await _abort(context, _internal(exc), request_id, scrubber)
 
 
 def _is_abort(exc: BaseException) -> bool:

@@ -3,10 +3,12 @@
 The hostile fake (tests/support/fakes/hostile.py) streams the same text — with an emoji and its
 skin-tone modifier, CJK, U+2028 / U+2029 / U+0085, a tab, quotes and a backslash — framed with
 `: ping` comments, JSON and a 4-byte character cut across reads, CR-only and split CRLF line
-ends, multi-line `data:`, a BOM, `data:` without its space, a doubled `[DONE]` or none, and a
-malformed event. Through the whole gateway (OpenAI, Anthropic and seed 004 surfaces) the client's
-text is byte-equal to what the upstream meant and the stream ends exactly once: one `[DONE]`
-(`message_stop` on Anthropic), or — when the upstream broke — one in-band error and no end marker.
+ends, multi-line `data:`, a BOM, `data:` without its space, a doubled `[DONE]` or none (after the
+finish chunk), and a malformed event between tokens. Through the whole gateway (OpenAI, Anthropic
+and seed 004 surfaces) the client's text is byte-equal to what the upstream meant and the stream
+ends exactly once: one `[DONE]` (`message_stop` on Anthropic). The malformed event is skipped, the
+rest of the answer kept (Failover Bench S10), and a finished stream without `[DONE]` is complete
+(S11); an upstream that really breaks is A6's in-band error.
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ from tests.support.sse_read import bearer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-BROKEN = {"sse-malformed"}  # the upstream broke: an in-band error is the only right end
-EITHER = {"sse-no-done"}  # a finish chunk then EOF: a clean end or an in-band error are both honest
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -67,11 +67,8 @@ def openai_outcome(raw: bytes) -> tuple[bytes, int, list[dict], bool]:
     return text.encode(), done, errors, bool(evs) and evs[-1][1] == b"[DONE]"
 
 
-def check_end(model: str, done: int, errors: list, done_last: bool, error_last: bool) -> None:
-    if model in BROKEN or (model in EITHER and errors):
-        assert done == 0 and len(errors) == 1 and error_last, (model, done, errors)
-    else:
-        assert done == 1 and done_last and errors == [], (model, done, errors)
+def check_end(model: str, done: int, errors: list, done_last: bool) -> None:
+    assert done == 1 and done_last and errors == [], (model, done, errors)
 
 
 async def test_the_fake_really_splits_its_writes_across_reads(shared):
@@ -96,11 +93,10 @@ async def test_openai_surface_gets_the_meant_text_and_one_end(shared, model):
         raw = await r.aread()
     text, done, errors, done_last = openai_outcome(raw)
     assert text == meant(model).encode(), (model, text)
-    error_last = bool(errors) and b'"error"' in events(raw)[-1][1]
-    check_end(model, done, errors, done_last, error_last)
+    check_end(model, done, errors, done_last)
     rows = await gw.ledger()
     assert len(rows) == rows0 + 1
-    assert rows[0].status == ("ok" if done else "upstream_error"), rows[0]
+    assert rows[0].status == "ok", rows[0]
 
 
 @pytest.mark.parametrize("model", STREAM_FAULTS)
@@ -115,11 +111,8 @@ async def test_anthropic_surface_gets_the_meant_text_and_one_end(shared, model):
     assert text.encode() == meant(model).encode(), (model, text)
     names = [name for name, _ in evs]
     stops, errors = names.count("message_stop"), names.count("error")
-    if model in BROKEN or (model in EITHER and errors):
-        assert stops == 0 and errors == 1 and names[-1] == "error", names
-    else:
-        assert stops == 1 and errors == 0 and names[-1] == "message_stop", names
-        assert names[0] == "message_start"
+    assert stops == 1 and errors == 0 and names[-1] == "message_stop", names
+    assert names[0] == "message_start"
 
 
 @pytest.mark.parametrize("model", ["sse-split", "sse-cr", "sse-u2028", "sse-double-done", "sse-malformed"])
@@ -131,5 +124,4 @@ async def test_seed_004_stream_gets_the_meant_text_and_one_end(shared, model):
         raw = await r.aread()
     text, done, errors, done_last = openai_outcome(raw)
     assert text == meant(model).encode(), (model, text)
-    error_last = bool(errors) and b'"error"' in events(raw)[-1][1]
-    check_end(model, done, errors, done_last, error_last)
+    check_end(model, done, errors, done_last)

@@ -103,6 +103,57 @@ async def test_a_streamed_chat_with_failover_is_one_trace_from_the_caller_to_the
     assert "xyzzy" not in text and "tok0" not in text and "sk-primary" not in text and "sk-fallback" not in text
 
 
+async def test_each_websocket_message_is_its_own_span_under_the_connection(tmp_path):
+    """/ws: the socket's `GET /ws` span lasts the connection; every message under it gets a span of its
+    own with the bridge's attributes, and each answer's core spans hang under its message."""
+    import aiohttp
+    import orjson
+
+    mem = InMemorySpanExporter()
+    async with run_fake_openai() as fake:
+        cfg = config(tmp_path, providers=(provider("primary", fake.base_url),))
+        async with traced_gateway(cfg, mem) as (rt, http, auth):
+            mem.clear()
+            key = auth["Authorization"].removeprefix("Bearer ")
+            async with aiohttp.ClientSession() as s, s.ws_connect(rt.http_url + "/ws", headers={"traceparent": CALLER}) as ws:
+                await ws.send_json({"type": "authenticate", "apiKey": key})
+                await ws.send_str("{not json")
+                for rid in ("a", "b"):
+                    await ws.send_json({"type": "inference_request", "id": rid, "data": {
+                        "model": "tokens-3", "messages": [{"role": "user", "content": "hi"}]}})
+                await ws.send_json({"type": "inference_request", "id": "c", "data": {
+                    "model": "fault-503", "messages": [{"role": "user", "content": "hi"}]}})
+                ends: dict[str, dict] = {}
+                while len(ends) < 3:
+                    m = orjson.loads((await ws.receive(timeout=10)).data)
+                    if m["type"] == "error" and m["id"] in ("a", "b", "c") or "finish_reason" in (m.get("data") or {}):
+                        ends[m["id"]] = m
+            assert "finish_reason" in ends["a"]["data"] and "finish_reason" in ends["b"]["data"]
+            assert ends["c"]["type"] == "error" and ends["c"]["error"]["code"] >= 500
+            await rt.app.ledger.flush()
+    spans = mem.get_finished_spans()
+    names = by_name(spans)
+    conn = names["GET /ws"][0]
+    assert conn.parent.span_id == int(CALLER_SPAN, 16)
+    msgs = [s for s in spans if s.name.startswith("WS /ws")]
+    assert sorted(s.name for s in msgs) == ["WS /ws", "WS /ws authenticate"] + ["WS /ws inference_request"] * 3
+    assert {s.context.trace_id for s in spans} == {int(TRACE_ID, 16)}
+    for m in msgs:
+        assert m.parent.span_id == conn.context.span_id and m.kind == SpanKind.SERVER, m.name
+        assert m.attributes["http.route"] == "/ws" and m.attributes["url.scheme"] == "http"
+        assert m.attributes["server.port"] == int(rt.http_url.rsplit(":", 1)[1])
+    by_status = sorted((m.name, m.attributes["http.response.status_code"]) for m in msgs)
+    assert by_status[:2] == [("WS /ws", 400), ("WS /ws authenticate", 200)]
+    answers = [m for m in msgs if m.name == "WS /ws inference_request"]
+    assert sorted(m.attributes["http.response.status_code"] for m in answers)[:2] == [200, 200]
+    failed = max(answers, key=lambda m: m.attributes["http.response.status_code"])
+    assert failed.attributes["http.response.status_code"] >= 500 and failed.attributes["error.type"]
+    assert failed.status.status_code.name == "ERROR"
+    # each answer's pipeline span is a child of its own message span, never of the connection's
+    pipelines = [s for s in spans if s.kind == SpanKind.SERVER and s.name in ("chat tokens-3", "chat fault-503")]
+    assert sorted(p.parent.span_id for p in pipelines) == sorted(m.context.span_id for m in answers)
+
+
 async def test_the_provider_request_carries_the_attempt_span_as_its_parent(tmp_path):
     mem = InMemorySpanExporter()
     async with run_fake_openai() as fake:

@@ -43,6 +43,11 @@ class LruState(Generic[T]):
             self._entries.move_to_end(key)
         return value
 
+    def rekey(self, old: Hashable, new: Hashable) -> Hashable:
+        """Store old's value under the equal key object `new` (returned)."""
+        self._entries[new] = self._entries.pop(old)
+        return new
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -294,3 +294,50 @@ async def test_reserving_with_no_limit_always_passes(backend: Backend) -> None:
 
 async def test_healthy(backend: Backend) -> None:
     assert await backend.limiter.healthy()
+
+
+async def test_admit_with_budget_is_hit_then_reserve_then_the_budgets_reserve_in_one_call(backend: Backend) -> None:
+    """Issue 20: a caller's $ budget is held in the same call as the request's quota, with the
+    outcomes of three calls: a budget is held only once the request and token rules admitted."""
+    rpm = (Rule("rpm", 3, backend.window_s),)
+    tpd = (Rule("tpd", 1000, period="day"),)
+    usd = (Rule("usd.plan.day", 500, period="day"),)
+    lim = backend.limiter
+
+    d, td, tr, bd, br = await lim.admit_with_budget("ak:k", rpm, tpd, 400, "$ak:k", usd, 300)  # type: ignore[attr-defined]
+    assert d.allowed and d.used == 1 and td.allowed and td.used == 400 and tr is not None
+    assert bd.allowed and bd.used == 300 and bd.rule == "usd.plan.day" and br is not None and br.subject == "$ak:k"
+    assert br.id != tr.id and br.period_ids == ("2026-11-23",)
+
+    # The budget has 200 left: refused, while the request and its tokens were counted (seed 000).
+    d, td, tr2, bd, none = await lim.admit_with_budget("ak:k", rpm, tpd, 400, "$ak:k", usd, 300)  # type: ignore[attr-defined]
+    assert d.allowed and d.used == 2 and tr2 is not None and none is None
+    assert not bd.allowed and bd.used == 300 and bd.retry_after_s > 0
+    await lim.release(tr2)
+
+    # The token rules refuse: the budget is not reached, nothing held there.
+    d, td, none, bd, bnone = await lim.admit_with_budget("ak:k", rpm, tpd, 700, "$ak:k", usd, 100)  # type: ignore[attr-defined]
+    assert d.allowed and not td.allowed and none is None and bd is None and bnone is None
+    assert await used(lim, "$ak:k", usd[0]) == 300
+
+    # The request rules refuse: nothing else is asked.
+    assert (await lim.admit_with_budget("ak:k", rpm, tpd, 1, "$ak:k", usd, 1))[0].allowed is False  # type: ignore[attr-defined]
+    assert await used(lim, "$ak:k", usd[0]) == 300 and await used(lim, "ak:k", tpd[0]) == 400
+
+    # Settled like any reservation: the hold becomes the real cost, once.
+    await lim.settle(br, 120)
+    await lim.settle(br, 120)
+    assert await used(lim, "$ak:k", usd[0]) == 120
+
+
+async def test_admit_with_budget_without_token_rules_or_with_unlimited_ones(backend: Backend) -> None:
+    usd = (Rule("usd.plan.month", 1000, period="month"),)
+    lim = backend.limiter
+    d, td, tr, bd, br = await lim.admit_with_budget("ak:k", (), (), 50, "$ak:k", usd, 600)  # type: ignore[attr-defined]
+    assert d is None and td is None and tr is None and bd.allowed and br is not None
+    d, td, tr, bd, br2 = await lim.admit_with_budget(  # type: ignore[attr-defined]
+        "ak:k", (Rule("rpm", 0),), (Rule("tpd", 0, period="day"),), 50, "$ak:k", usd, 600)
+    assert d.allowed and td.allowed and tr is not None  # unlimited: nothing refuses
+    assert not bd.allowed and br2 is None and bd.used == 600
+    await lim.release(br)
+    assert await used(lim, "$ak:k", usd[0]) == 0

@@ -5,15 +5,21 @@ the reservation that noticed taken again against the rebuilt counter."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
+from services.accounts.budgets import Budgets
 from services.core.principal import Principal
+from services.catalog.pricing import Catalog
 from services.clock import FakeClock
 from services.config.schema import TierConfig
 from services.core.errors import ResourceExhausted
+from services.limits.degraded import FailoverLimiter
 from services.limits.memory import MemoryLimiter
 from services.limits.quotas import Quotas
+from services.limits.redis import RedisLimiter, connect
+from tests.support.redis_server import redis_prefix, redis_url  # noqa: F401  (fixtures)
 
 TIER = TierConfig("t", rpd=100, tpd=1_000)
 P = Principal("ak_1", "api_key", "t")
@@ -89,3 +95,75 @@ async def test_without_history_counters_start_from_zero():
     q = quotas(clock, None)
     await q.admit(P, 100)
     assert q.rebuilds == 0 and await used(q) == (100, 1)
+
+
+# -- issue 20: a $ budget held in the quota's one limiter call ---------------------------------
+
+
+class CallCountingRedisLimiter(RedisLimiter):
+    """Counts the limiter calls made before the answer (each one Redis round trip)."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.calls: list[str] = []
+
+    async def admit_with_budget(self, *a, **kw):
+        self.calls.append("admit_with_budget")
+        return await super().admit_with_budget(*a, **kw)
+
+    async def admit(self, *a, **kw):
+        self.calls.append("admit")
+        return await super().admit(*a, **kw)
+
+    async def reserve(self, *a, **kw):
+        self.calls.append("reserve")
+        return await super().reserve(*a, **kw)
+
+    async def hit(self, *a, **kw):
+        self.calls.append("hit")
+        return await super().hit(*a, **kw)
+
+
+def budgeted(limiter, tpd: int = 1_000_000) -> tuple[Quotas, Budgets]:
+    tier = TierConfig("t", rpm=10, tpd=tpd, budget_usd_day=0.01)  # 10,000 micro-dollars
+    return Quotas(limiter, {"t": tier}, "UTC"), Budgets(limiter, Catalog.builtin(), {"t": tier})
+
+
+async def admit_budgeted(q: Quotas, b: Budgets, max_output: int):
+    plan = b.plan(P, b.lines(P), "gpt-4o-mini", 10, max_output)
+    adm = await q.admit(P, 10 + max_output, None, plan)
+    adm.budget, _ = await b.complete(P, plan, adm.budget_held)
+    return adm
+
+
+async def test_a_budget_is_held_in_the_same_redis_call_as_the_quota(redis_url: str, redis_prefix: str) -> None:  # noqa: F811
+    clock = FakeClock(time.time())
+    primary = CallCountingRedisLimiter(connect(redis_url), redis_prefix, clock=clock, owns_client=True)
+    limiter = FailoverLimiter(primary, MemoryLimiter(clock), clock=clock)
+    q, b = budgeted(limiter)
+    try:
+        adm = await admit_budgeted(q, b, 100)
+        assert primary.calls == ["admit_with_budget"]  # one round trip before the answer
+        assert adm.reservation is not None and adm.budget is not None and adm.budget.subject == "$ak:ak_1"
+        held = (await limiter.peek("$ak:ak_1", tuple(line.rule for line in b.lines(P)))).used
+        assert held == b.estimate_micros("gpt-4o-mini", 10, 100)
+        # Over the budget: refused with BUDGET_EXCEEDED, and the request still counted (seed 000).
+        with pytest.raises(ResourceExhausted) as exc:
+            await admit_budgeted(q, b, 100_000)
+        assert exc.value.reason == "BUDGET_EXCEEDED" and primary.calls == ["admit_with_budget"] * 2
+        assert (await limiter.peek(P.subject, q.request_rules("t"))).used == 2
+        await asyncio.gather(q.finish(adm, 50), b.finish(adm.budget, 0.0002))
+        assert (await limiter.peek("$ak:ak_1", tuple(line.rule for line in b.lines(P)))).used == 200
+    finally:
+        await limiter.close()
+
+
+async def test_a_budget_held_in_the_fused_call_goes_back_when_the_rebuilt_counter_refuses():
+    clock = FakeClock()
+    limiter = MemoryLimiter(clock)
+    q, b = budgeted(limiter, tpd=1_000)
+    q.use_history(History([(clock.now() - 10, 950)]), clock.now)  # C5: the token counter was lost
+    with pytest.raises(ResourceExhausted) as exc:
+        await admit_budgeted(q, b, 90)
+    assert exc.value.metadata["rule"] == "tpd"
+    assert (await limiter.peek("$ak:ak_1", tuple(line.rule for line in b.lines(P)))).used == 0  # no budget left held

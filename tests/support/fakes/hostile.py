@@ -13,7 +13,8 @@ unless the name says the upstream breaks:
   sse-bom           a UTF-8 BOM first                  sse-nospace `data:{...}` without the space
   sse-u2028         tokens made of U+2028 / U+2029 / U+0085 (raw in the JSON, as orjson writes)
   sse-double-done   `[DONE]` twice                     sse-no-done the finish chunk, then EOF
-  sse-malformed     BROKEN_AFTER tokens, then an event that is not JSON, then the rest
+  sse-malformed     BROKEN_AFTER tokens, then an event that is not JSON, then the rest (the
+                    broken event is noise: what the upstream means is the whole TEXT)
 E10 (sizes in bytes; every endless answer stops at ENDLESS_CAP so a broken gateway cannot eat
 the machine):
   huge-body         200 with a valid completion whose content is HUGE_BODY bytes (Content-Length);
@@ -57,8 +58,6 @@ def meant(model: str) -> str:
     """The text the upstream means to send for `model` (what a client must see, byte for byte)."""
     if model == "sse-u2028":
         return "".join(U2028_TOKENS)
-    if model == "sse-malformed":
-        return "".join(TOKENS[:BROKEN_AFTER])
     return TEXT
 
 

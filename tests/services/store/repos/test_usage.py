@@ -182,14 +182,37 @@ def test_sqlite_upsert_sends_many_rows_per_statement(tmp_path):
         db.connection().set_trace_callback(statements.append)
         big, mid, small = repo._SIZES[:3]
         rows = [_row(i) for i in range(2 * big + mid + small + 1)]
-        assert repo._sqlite_upsert(db, rows) == len(rows)
+        assert repo.upsert_usage(db, rows) == len(rows)
         inserts = [s for s in statements if s.startswith("INSERT")]
         assert len(inserts) == 5  # big, big, mid, small, one
         assert Usage.select().count() == len(rows)
         # The upgrade rule still holds row by row inside one statement.
         placeholder = _row(9999, status="in_flight")
-        assert repo._sqlite_upsert(db, [placeholder]) == 1
-        assert repo._sqlite_upsert(db, [_row(9999), _row(1, completion_tokens=777)]) == 1  # upgraded; final kept
+        assert repo.upsert_usage(db, [placeholder]) == 1
+        assert repo.upsert_usage(db, [_row(9999), _row(1, completion_tokens=777)]) == 1  # upgraded; final kept
         assert Usage.get(Usage.request_id == "req-0001").completion_tokens == 1
         assert Usage.get(Usage.request_id == "req-9999").status == "ok"
     db.close()
+
+
+async def test_upsert_writes_many_rows_and_upgrades_only_in_flight_markers(store):
+    """The ledger's batched write on both backends (PostgreSQL's hand-built statement, issue 20):
+    every row lands, as written; a final row replaces only an `in_flight` marker; a final row is
+    never overwritten."""
+    from services.store.repos import usage as repo
+
+    rows = [_row(i) for i in range(1, 300)]
+    assert await store.run(lambda db: repo.upsert_usage(db, rows)) == len(rows)
+    assert await store.count_usage(UsageFilter()) == len(rows)
+    got = {r.request_id: r for r in await store.list_usage(UsageFilter(), limit=1000)}
+    assert got["req-0004"].estimated is True and got["req-0005"].status == "upstream_error"
+    assert got["req-0007"].cost_usd == 0.5 and got["req-0007"].latency_ms == 12.5
+
+    marker = _row(9999, status="in_flight", completion_tokens=0)
+    assert await store.run(lambda db: repo.upsert_usage(db, [marker])) == 1
+    final = _row(9999, completion_tokens=42)
+    again = _row(1, completion_tokens=777)  # req-0001 is final already
+    assert await store.run(lambda db: repo.upsert_usage(db, [final, again])) == 1
+    got = {r.request_id: r for r in await store.list_usage(UsageFilter(), limit=1000)}
+    assert got["req-9999"].status == "ok" and got["req-9999"].completion_tokens == 42
+    assert got["req-0001"].completion_tokens == 1
