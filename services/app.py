@@ -107,7 +107,7 @@ class App:
         self.models = ModelCatalog(self.catalog, self.index)
         # Run-time aliases over the config's (issue 18 point 6).
         self.aliases = RuntimeAliases(self.store, self.index, self.models, config.model_aliases)
-        self.upstreams = Upstreams(tracing=self.tracing)
+        self.upstreams = Upstreams(config.upstream_connections_per_host, tracing=self.tracing)
         self.user_keys = UserKeys(self.store, self.provider_secrets, clock, catalog=self.catalog, quota_tz=config.quota_timezone)
         # One key gate for the router, the pass-through and loaded models' keys.
         self.gate = KeyGate(
