@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator, Awaitable
 
 from services.accounts.alerts import Alerts
 from services.accounts.budgets import BudgetPlan, Budgets
-from services.auth.principal import Principal
+from services.core.principal import Principal
 from services.catalog.pricing import Catalog
 from services.clock import Clock
 from services.core import errors as E

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from services.auth.ssrf import guarded_socket_factory
+from services.providers.ssrf import guarded_socket_factory
 from services.providers.anthropic import AnthropicAdapter
 from services.providers.base import Adapter
 from services.providers.demo import DemoAdapter
