@@ -8,13 +8,9 @@ so tests (and the test hooks) can control time and chance.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import os
 import random
-import secrets as pysecrets
-from dataclasses import dataclass
 from typing import Any
 
 from services.accounts.signin import SignIn
@@ -22,8 +18,10 @@ from services.accounts.alerts import Alerts
 from services.accounts.audit import AuditLog
 from services.accounts.budgets import Budgets
 from services.accounts.statements import Statements
+from services.accounts.tokens import Tokens
 from services.accounts.users import Accounts
 from services.accounts.plans import Plans
+from services.auth.admin_key import AdminKeyInfo, load_admin_key
 from services.auth.authenticator import Authenticator
 from services.auth.credentials import Credentials
 from services.auth.key_vault import KeyVault
@@ -63,14 +61,6 @@ from services.store.store import Store
 from tollgate.tracing import make_tracing
 
 log = logging.getLogger("tollgate")
-
-ADMIN_HASH_SETTING = "admin_key_hash"
-
-
-@dataclass(slots=True)
-class AdminKeyInfo:
-    source: str  # "env" | "generated" | "stored"
-    plaintext: str = ""  # only when generated on this start: printed once
 
 
 class App:
@@ -151,6 +141,7 @@ class App:
         self.demo_users: list[tuple[str, str, str, str]] = []  # make demo: shown once in the banner
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
         self.statements = Statements(self.store, self.ledger, lambda: self.quotas.tiers, clock)
+        self.tokens = Tokens(self.store, self.key_vault, self.auth, clock, config.default_tier, lambda: self.quotas.tiers)
         self.accounts = Accounts(self.store, self.credentials, self.signin, self.auth, clock, lambda: self.quotas.tiers)
         self.plans = Plans(self.store, self.quotas, self.budgets, clock, config.tiers, config.quota_timezone)
         self.admin_key = AdminKeyInfo("env")
@@ -172,9 +163,6 @@ class App:
     def uptime_s(self) -> float:
         return self.clock.monotonic() - self.started_at
 
-    def _digest(self, secret: str) -> str:
-        return hmac.new(self.pepper, secret.encode(), hashlib.sha256).hexdigest()
-
     async def start(self) -> None:
         await self.store.start()
         try:
@@ -190,7 +178,9 @@ class App:
                                                          t.price_usd_month, t.budget_usd_day, t.budget_usd_month))
         await self.plans.refresh()
         self.plans.start()
-        self.admin_key = await self._admin_key()
+        self.admin_key, admin_digest = await load_admin_key(self.store, self.pepper, self.config.admin_key,
+                                                            self.scrubber)
+        self.auth.use_admin_hash(admin_digest)
         self.ledger.start()
         self.alerts.start()
         if self.config.demo_data:
@@ -217,21 +207,6 @@ class App:
                 raise
             except Exception as e:
                 log.debug("limiter reap failed: %s", type(e).__name__)
-
-    async def _admin_key(self) -> AdminKeyInfo:
-        if self.config.admin_key:
-            self.auth.use_admin_hash(self._digest(self.config.admin_key))
-            return AdminKeyInfo("env")
-        stored = await self.store.get_setting(ADMIN_HASH_SETTING)
-        if stored:
-            self.auth.use_admin_hash(stored)
-            return AdminKeyInfo("stored")
-        key = "tga_" + pysecrets.token_urlsafe(32)
-        self.scrubber.set("admin", key)
-        digest = self._digest(key)
-        await self.store.set_setting(ADMIN_HASH_SETTING, digest)
-        self.auth.use_admin_hash(digest)
-        return AdminKeyInfo("generated", key)
 
     def reload_static_keys(self) -> int:
         """Re-reads AUTH_KEY / AUTH_KEY_01..99 from the environment (seed 002's reload)."""
