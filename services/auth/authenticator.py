@@ -32,7 +32,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from services.auth.api_keys import looks_valid
-from services.auth.principal import Principal
+from services.core.principal import Principal
 from services.auth.sessions import PREFIX as SESSION_PREFIX
 from services.auth.sessions import Sessions
 from services.clock import Clock
@@ -90,10 +90,11 @@ class _KeyedSha256:
 
 
 class Authenticator:
-    def __init__(self, cfg: Config, store, pepper: bytes, clock: Clock, admin_key_hash: str,
+    def __init__(self, cfg: Config, store, keys, pepper: bytes, clock: Clock, admin_key_hash: str,
                  sessions: Sessions | None = None) -> None:
         self.cfg = cfg
-        self.store = store
+        self.store = store  # sessions' rows and accounts
+        self.keys = keys  # key_vault.KeyVault: the stored key a plaintext names
         self.pepper = pepper
         self.clock = clock
         self.enabled = cfg.enable_auth
@@ -340,7 +341,7 @@ class Authenticator:
         return rec
 
     async def _fetch(self, key: str, digest: str, started: float) -> ApiKeyRecord | None:
-        rec = await self.store.find_api_key(key)
+        rec = await self.keys.find(key)
         if self._inflight.get(digest) is asyncio.current_task():  # not forgotten meanwhile
             self._cache[digest] = (started, rec)
             self._cache.move_to_end(digest)

@@ -19,7 +19,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from services.auth.authenticator import Authenticator
-from services.auth.principal import Principal
+from services.core.principal import Principal
 from services.auth.throttle import AuthThrottle
 from services.limits.open_gate import OPEN_EVENT, OpenGate
 from services.core import errors as E
