@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator, Awaitable
 
 from services.accounts.alerts import Alerts
 from services.accounts.budgets import BudgetPlan, Budgets
-from services.auth.principal import Principal
+from services.core.principal import Principal
 from services.catalog.pricing import Catalog
 from services.clock import Clock
 from services.core import errors as E
@@ -216,8 +216,11 @@ class Pipeline:
             out.span = spans.request_span(self.tracing, op, model, surface, request_id, messages)
         out.task = self._enter()
         out.started = t0 = self.clock.monotonic()
-        out.deadline = self.deadline(time_remaining, t0)
-        self._open(p, model, surface, out)
+        # deadline(time_remaining, t0), written out: once per request
+        budget = self.request_timeout_s
+        out.deadline = t0 + (budget if time_remaining is None or time_remaining > budget else time_remaining)
+        if self.ledger.tracks_open:
+            self._open(p, model, surface, out)
         return out
 
     def _failed(self, out: Outcome, e: E.TollgateError) -> None:
@@ -258,7 +261,7 @@ class Pipeline:
         finally:
             # No answer: its usage built here, not up front on every request. An answer's row and
             # settlement wait until it has been handed back (see _finish).
-            await self._finish(p, req.model, req.surface, out, usage or Usage(estimated=True),
+            self._finish(p, req.model, req.surface, out, usage or Usage(estimated=True),
                                after_answer=out.status == "ok")
 
     async def stream(self, p: Principal, req: ChatRequest, request_id: str,
@@ -307,7 +310,7 @@ class Pipeline:
         finally:
             if out.span is not None and self.tracing.capture_content:
                 spans.output(out.span, "".join(texts))
-            await self._finish(p, req.model, req.surface, out, out.usage or self._usage(reported, prompt_est, texts, args))
+            self._finish(p, req.model, req.surface, out, out.usage or self._usage(reported, prompt_est, texts, args))
 
     async def embed(self, p: Principal, req: EmbedRequest, request_id: str, time_remaining: float | None) -> tuple[EmbedResult, Outcome]:
         out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog(), "embed")
@@ -332,7 +335,7 @@ class Pipeline:
             self._cancelled(out, req.surface)
             raise
         finally:
-            await self._finish(p, req.model, req.surface, out, usage)
+            self._finish(p, req.model, req.surface, out, usage)
 
     async def forward(self, p: Principal, req: NativeRequest, relay: Passthrough, request_id: str,
                       time_remaining: float | None) -> AsyncIterator[ForwardStarted | bytes]:
@@ -374,7 +377,7 @@ class Pipeline:
                 bill = getattr(req, "bill", None)  # images and audio: priced as the provider bills them
                 if bill is not None and ex.ok and ex.complete:
                     usage, cost = bill(ex.meter, usage)
-            await self._finish(p, req.model, req.surface, out, usage, cost=cost)
+            self._finish(p, req.model, req.surface, out, usage, cost=cost)
 
     def _usage(self, reported: Usage | None, prompt_est: int, texts: list[str], args: list[str]) -> Usage:
         if reported is not None and not reported.estimated and (reported.prompt_tokens or reported.completion_tokens):
@@ -391,8 +394,8 @@ class Pipeline:
             return "deadline_exceeded"  # the caller's deadline cancelled it, not the caller
         return "cancelled" if surface == "grpc" else "client_cancelled"
 
-    async def _finish(self, p: Principal, model: str, surface: str, out: Outcome, usage: Usage,
-                      after_answer: bool = False, cost: float | None = None) -> None:
+    def _finish(self, p: Principal, model: str, surface: str, out: Outcome, usage: Usage,
+                after_answer: bool = False, cost: float | None = None) -> None:
         """The skeleton's last step: one ledger row and the quota settlement, the request's usage
         and cost on its outcome; must not raise (it runs in `finally`).
 
@@ -446,7 +449,7 @@ class Pipeline:
             used_tokens = usage.total_tokens if billable else 0
             if self.quotas.local:
                 try:
-                    await self.quotas.finish(adm, used_tokens)  # never suspends: nothing can cut it short
+                    self.quotas.finish_now(adm, used_tokens)  # in process: nothing can cut it short
                     if adm.budget is not None and self.budgets is not None:
                         self.budgets.finish_now(adm.budget, cost)  # issue 16: the $ hold becomes the real cost
                 except Exception:

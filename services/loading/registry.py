@@ -42,9 +42,10 @@ class LoadedModel:
 
 
 class LoadedModels:
-    def __init__(self, store: Any, providers: dict[str, ProviderConfig], clock: Clock, *,
+    def __init__(self, store: Any, secrets: Any, providers: dict[str, ProviderConfig], clock: Clock, *,
                  set_secret: Any = None, refresh_s: float = 1.0, miss_s: float = 0.2) -> None:
         self.store = store
+        self.secrets = secrets  # auth/provider_secrets.py: opens a loaded model's sealed key
         self.providers = providers
         self.clock = clock
         self.miss_s = miss_s
@@ -150,7 +151,7 @@ class LoadedModels:
                 continue
             if rec.has_key:
                 try:
-                    self._set_secret(rec.id, await self.store.open_loaded_model_key(rec.id))
+                    self._set_secret(rec.id, await self.secrets.open_loaded_model(rec.id))
                 except Exception as e:
                     log.warning("loaded model %s: its key cannot be opened (%s); not routable", rec.id, type(e).__name__)
                     continue

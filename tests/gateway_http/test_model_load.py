@@ -12,7 +12,7 @@ import socket
 import grpc
 import pytest
 
-from services.auth import ssrf
+from services.providers import ssrf
 from services.config.defaults import DEFAULT_TIERS
 from tests.support.fakes.ollama import run_fake_ollama
 from tests.support.fakes.openai import run_fake_openai

@@ -12,7 +12,8 @@ import pytest
 from services.clock import SystemClock
 from services.core.errors import InvalidArgument
 from services.store import Store, UsageFilter, UsageRecord
-from tests.services.store.conftest import PEPPER, make_sealer
+from services.auth.key_vault import KeyVault
+from tests.services.store.conftest import PEPPER
 
 
 def _row(i: int, **kw) -> UsageRecord:
@@ -104,9 +105,10 @@ async def test_tokens_used_since(store):
 
 
 async def _held_lock_run(tmp_path, hold_s: float, **store_kw) -> tuple[Store, list, float]:
-    store = Store(None, str(tmp_path), PEPPER, make_sealer(), SystemClock(), **store_kw)
+    store = Store(None, str(tmp_path), SystemClock(), **store_kw)
     await store.start()
-    _, plaintext = await store.create_api_key(name="before-lock", email="e", tier="basic")
+    vault = KeyVault(store, PEPPER, SystemClock())
+    _, plaintext = await vault.create(name="before-lock", email="e", tier="basic")
     holder = sqlite3.connect(tmp_path / "tollgate.db", isolation_level=None, timeout=0)
     holder.execute("BEGIN IMMEDIATE")  # another process holding SQLite's write lock
     holder.execute("INSERT INTO settings (key, value) VALUES ('held', 'x')")
@@ -119,7 +121,7 @@ async def _held_lock_run(tmp_path, hold_s: float, **store_kw) -> tuple[Store, li
     async def timed_reads() -> float:
         await asyncio.sleep(0.3)  # the writes are queued and waiting on the lock by now
         t0 = time.monotonic()
-        assert await store.find_api_key(plaintext) is not None
+        assert await vault.find(plaintext) is not None
         assert await store.ping()
         return time.monotonic() - t0
 
@@ -128,7 +130,7 @@ async def _held_lock_run(tmp_path, hold_s: float, **store_kw) -> tuple[Store, li
     rows = [UsageRecord(request_id=f"locked-{i}", created_at=float(i)) for i in range(200)]
     results = await asyncio.gather(
         *(store.insert_usage([r]) for r in rows),
-        store.create_api_key(name="during-lock", email="e", tier="basic"),
+        vault.create(name="during-lock", email="e", tier="basic"),
         timed_reads(),
         return_exceptions=True,
     )
