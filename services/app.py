@@ -18,6 +18,7 @@ from services.accounts.alerts import Alerts
 from services.accounts.audit import AuditLog
 from services.accounts.budgets import Budgets
 from services.accounts.statements import Statements
+from services.accounts.tokens import Tokens
 from services.accounts.users import Accounts
 from services.accounts.plans import Plans
 from services.auth.admin_key import AdminKeyInfo, load_admin_key
@@ -140,6 +141,7 @@ class App:
         self.demo_users: list[tuple[str, str, str, str]] = []  # make demo: shown once in the banner
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
         self.statements = Statements(self.store, self.ledger, lambda: self.quotas.tiers, clock)
+        self.tokens = Tokens(self.store, self.key_vault, self.auth, clock, config.default_tier, lambda: self.quotas.tiers)
         self.accounts = Accounts(self.store, self.credentials, self.signin, self.auth, clock, lambda: self.quotas.tiers)
         self.plans = Plans(self.store, self.quotas, self.budgets, clock, config.tiers, config.quota_timezone)
         self.admin_key = AdminKeyInfo("env")

@@ -30,7 +30,7 @@ from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, Em
 from services.limits.base import Decision, Reservation
 from services.limits.quotas import Admission, Quotas, limit_metadata
 from services.metering.ledger import Ledger
-from services.metering.tokens import estimate_delta, estimate_prompt, estimate_text
+from services.metering.tokens import SINGLE_TOKEN_MAX_CHARS, estimate_delta, estimate_prompt, estimate_text
 from services.routing.passthrough import Exchange, NativeRequest, Passthrough
 from services.routing.route_log import RouteLog
 from services.routing.router import Router
@@ -269,8 +269,12 @@ class Pipeline:
         out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog(), "stream", req.messages)
         prompt_est = estimate_prompt(req)
         reported: Usage | None = None
-        # What was streamed, kept by reference; estimated only if the provider sends no usage.
-        texts: list[str] = []
+        # What was streamed, as a running estimate (metering/tokens.py's estimate_delta, summed as
+        # the tokens come): it is only used if the provider sends no usage, and keeping every
+        # token's string until the end held ~60 bytes a token per open stream. The strings are
+        # kept only for a span that records the output.
+        streamed = 0
+        texts: list[str] | None = [] if out.span is not None and self.tracing.capture_content else None
         args: list[str] = []
         finish = ""
         try:
@@ -289,7 +293,10 @@ class Pipeline:
                 for c in batch:  # once per token
                     text = c.text
                     if text:
-                        texts.append(text)
+                        # estimate_delta inlined for its common case (a short ASCII token is 1)
+                        streamed += 1 if len(text) <= SINGLE_TOKEN_MAX_CHARS and text.isascii() else estimate_delta(text)
+                        if texts is not None:
+                            texts.append(text)
                     if c.tool_calls:
                         args.extend(t.arguments for t in c.tool_calls)
                     if c.usage is not None:
@@ -299,7 +306,7 @@ class Pipeline:
                 yield batch
             out.status = "ok"
             out.finish_reason = finish or "stop"
-            out.usage = self._usage(reported, prompt_est, texts, args)
+            out.usage = self._usage(reported, prompt_est, streamed, args)
             yield StreamFinished(out)
         except E.TollgateError as e:
             self._failed(out, e)
@@ -308,9 +315,9 @@ class Pipeline:
             self._cancelled(out, req.surface)
             raise
         finally:
-            if out.span is not None and self.tracing.capture_content:
+            if texts is not None:
                 spans.output(out.span, "".join(texts))
-            self._finish(p, req.model, req.surface, out, out.usage or self._usage(reported, prompt_est, texts, args))
+            self._finish(p, req.model, req.surface, out, out.usage or self._usage(reported, prompt_est, streamed, args))
 
     async def embed(self, p: Principal, req: EmbedRequest, request_id: str, time_remaining: float | None) -> tuple[EmbedResult, Outcome]:
         out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog(), "embed")
@@ -379,12 +386,13 @@ class Pipeline:
                     usage, cost = bill(ex.meter, usage)
             self._finish(p, req.model, req.surface, out, usage, cost=cost)
 
-    def _usage(self, reported: Usage | None, prompt_est: int, texts: list[str], args: list[str]) -> Usage:
+    def _usage(self, reported: Usage | None, prompt_est: int, streamed: int, args: list[str]) -> Usage:
         if reported is not None and not reported.estimated and (reported.prompt_tokens or reported.completion_tokens):
             return reported
-        # No usage from the provider (cut, cancelled, or it never reports): estimate what was
-        # streamed, delta by delta (metering/tokens.py: one token per token-sized delta; D2).
-        completion = sum(map(estimate_delta, texts)) + sum(map(estimate_text, args))
+        # No usage from the provider (cut, cancelled, or it never reports): what was streamed,
+        # estimated delta by delta as it came (metering/tokens.py: one token per token-sized
+        # delta; D2), and the tool calls' arguments.
+        completion = streamed + sum(map(estimate_text, args))
         return Usage(prompt_est, completion, estimated=True)
 
     def _cancel_status(self, surface: str, deadline: float) -> str:

@@ -55,7 +55,7 @@ def register_servicers(app: App, target: grpc.aio.Server | InProcessChannel) -> 
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(guard, app.config, app.models, app.loaded, app.router, app.loader), target)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(
-        KeyServicer(guard, app.config, app.store, app.credentials, app.key_vault, app.provider_secrets,
+        KeyServicer(guard, app.config, app.store, app.credentials, app.tokens, app.provider_secrets,
                     app.login_throttle, app.quotas, app.limiter, app.signin, app.auth, app.accounts,
                     app.statements, app.budgets, app.ledger, app.clock, app.user_keys), target)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(

@@ -15,11 +15,11 @@ from typing import Any
 from services.accounts.budgets import Budgets
 from services.accounts.signin import SignIn, Started
 from services.accounts.statements import Statements
-from services.accounts.users import Accounts, check_budget
+from services.accounts.tokens import TokenRequest, Tokens
+from services.accounts.users import Accounts
 from services.providers import ssrf
 from services.auth.authenticator import OPERATOR, Authenticator
 from services.auth.credentials import PASSWORD_MAX, PASSWORD_MIN, Credentials
-from services.auth.key_vault import KeyVault
 from services.auth.login_throttle import LoginThrottle
 from services.auth.provider_secrets import ProviderSecrets
 from services.clock import Clock
@@ -39,7 +39,7 @@ from services.routing.user_keys import UserKeys
 from services.config.kinds import KINDS, resolve
 from services.rpc.admin import list_usage
 from services.rpc.interceptors import Ctx, Guard, unary
-from services.store.records import KIND_TOKEN, STATE_SUSPENDED, ApiKeyRecord, ProviderKeyRecord, UsageFilter, UserRecord
+from services.store.records import STATE_SUSPENDED, ApiKeyRecord, ProviderKeyRecord, UsageFilter, UserRecord
 from services.store.repos.users import normalize_email
 from services.store.store import Store
 from tollgate.v1 import key_service_pb2 as kpb
@@ -51,9 +51,6 @@ SECRET_MAX = 4096
 MODEL_MAX = 200
 MODELS_MAX = 500
 KEYS_PER_USER = 100
-TOKENS_PER_USER = 100
-TTL_MAX_S = 10 * 365 * 86400
-LIMIT_MAX = 10**15
 BAD_CREDENTIALS = "Invalid email or password"
 SUSPENDED = "This account is suspended; contact the operator"
 USER_KINDS = ("session", "token")
@@ -152,7 +149,7 @@ def login_response(kind: Any, user: kpb.User, st: Started) -> Any:
 class KeyServicer(kpb_grpc.KeyServiceServicer):
     """Accounts of one's own: register, sign in, sessions, tokens, own provider keys, usage."""
 
-    def __init__(self, guard: Guard, config: Config, store: Store, credentials: Credentials, key_vault: KeyVault,
+    def __init__(self, guard: Guard, config: Config, store: Store, credentials: Credentials, tokens: Tokens,
                  provider_secrets: ProviderSecrets, login_throttle: LoginThrottle, quotas: Quotas, limiter: Limiter,
                  signin: SignIn, auth: Authenticator, accounts: Accounts, statements: Statements, budgets: Budgets,
                  ledger: Ledger, clock: Clock, user_keys: UserKeys | None) -> None:
@@ -160,7 +157,7 @@ class KeyServicer(kpb_grpc.KeyServiceServicer):
         self.config = config
         self.store = store
         self.credentials = credentials
-        self.key_vault = key_vault
+        self.tokens = tokens
         self.provider_secrets = provider_secrets
         self.login_throttle = login_throttle
         self.quotas = quotas
@@ -344,8 +341,7 @@ class KeyServicer(kpb_grpc.KeyServiceServicer):
     @unary()
     async def ListTokens(self, request: kpb.ListTokensRequest, ctx: Ctx) -> kpb.ListTokensResponse:
         uid = require_user(ctx)
-        tokens = await self.store.list_api_keys(user_id=uid, kind=KIND_TOKEN)
-        return kpb.ListTokensResponse(tokens=[token_pb(t) for t in tokens if t.user_id == uid])
+        return kpb.ListTokensResponse(tokens=[token_pb(t) for t in await self.tokens.list(uid)])
 
     @unary()
     async def CreateToken(self, request: kpb.CreateTokenRequest, ctx: Ctx) -> kpb.CreateTokenResponse:
@@ -353,42 +349,17 @@ class KeyServicer(kpb_grpc.KeyServiceServicer):
         if ctx.principal.kind != "session":
             raise PermissionDenied("Creating an API token needs a session (log in); a token cannot mint tokens",
                                    reason="SESSION_REQUIRED")
-        name = request.name.strip()
-        problems = []
-        if not name or len(name) > NAME_MAX or not _clean_text(name):
-            problems.append(FieldViolation("name", f"required, at most {NAME_MAX} characters"))
-        if not 0 <= request.ttl_seconds <= TTL_MAX_S:
-            problems.append(FieldViolation("ttl_seconds", f"must be 0 (no expiry) to {TTL_MAX_S}"))
-        for field in ("rpm", "rpd", "tpd", "tpm_month"):
-            if not 0 <= getattr(request, field) <= LIMIT_MAX:
-                problems.append(FieldViolation(field, f"must be 0 (only the plan's) to {LIMIT_MAX}"))
-        for field in ("budget_usd_day", "budget_usd_month"):
-            problems += check_budget(field, getattr(request, field))
-        if problems:
-            raise _invalid(problems)
-        user = await self.store.get_user(uid)
-        if user is None or user.disabled:
-            raise Unauthenticated("This account no longer exists or is disabled", reason="ACCOUNT_UNAVAILABLE")
-        if len(await self.store.list_api_keys(user_id=uid, kind=KIND_TOKEN)) >= TOKENS_PER_USER:
-            raise FailedPrecondition(f"At most {TOKENS_PER_USER} active tokens per user; revoke one first",
-                                     reason="TOO_MANY_TOKENS", metadata={"limit": str(TOKENS_PER_USER)})
-        expires_at = self.clock.now() + request.ttl_seconds if request.ttl_seconds else None
-        tier = user.tier if user.tier in self.quotas.tiers else self.config.default_tier
-        limits = dict(rpm=request.rpm, rpd=request.rpd, tpd=request.tpd, tpm_month=request.tpm_month,
-                      budget_usd_day=request.budget_usd_day or None, budget_usd_month=request.budget_usd_month or None)
-        rec, secret = await self.key_vault.create(name=name, email=user.email, tier=tier, user_id=uid,
-                                                     kind=KIND_TOKEN, expires_at=expires_at, limits=limits)
+        rec, secret = await self.tokens.mint(uid, TokenRequest(
+            request.name, request.ttl_seconds, request.rpm, request.rpd, request.tpd, request.tpm_month,
+            request.budget_usd_day, request.budget_usd_month))
         return kpb.CreateTokenResponse(token=token_pb(rec), secret=secret)
 
     @unary()
     async def RevokeToken(self, request: kpb.RevokeTokenRequest, ctx: Ctx) -> kpb.RevokeTokenResponse:
         uid = require_user(ctx)
-        rec = await self.store.get_api_key(request.id, uid) if request.id else None
         # Someone else's token, an admin-issued key, a revoked one: all "not found" (F5).
-        if rec is None or rec.user_id != uid or rec.kind != KIND_TOKEN or \
-                not await self.store.revoke_api_key(rec.id, uid):
+        if not await self.tokens.revoke(uid, request.id):
             raise NotFound("Token not found", reason="TOKEN_NOT_FOUND")
-        self.auth.forget()  # effective at once here; other replicas within their 1 s cache
         return kpb.RevokeTokenResponse()
 
     @unary()
