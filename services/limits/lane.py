@@ -150,6 +150,7 @@ class Lane:
 
     def _send(self, proto: _Protocol, commands: list[tuple[Any, ...]]) -> list[asyncio.Future]:
         if proto.lost is not None or proto.transport is None or proto.transport.is_closing():
+            self._forget(proto)  # the next call connects afresh
             raise RedisConnectionError("Connection to Redis lost")
         loop = asyncio.get_running_loop()
         futs = [loop.create_future() for _ in commands]
@@ -197,5 +198,7 @@ class Lane:
             except BaseException:
                 proto.fail(RedisConnectionError("Redis refused the connection's AUTH or SELECT"))
                 raise
+        if proto.lost is not None:  # closed while it was being set up
+            raise proto.lost
         self._proto = proto
         return proto
