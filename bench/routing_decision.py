@@ -131,8 +131,9 @@ def run_layout(providers: int, keys: int, tiered: bool, seconds: float, distinct
 
 def instructions(args: argparse.Namespace) -> None:
     """Instructions per decision under callgrind (deterministic, unlike µs on a busy machine): a
-    child holds the set-up; per strategy the counters are zeroed, it runs --calls decisions, they
-    are dumped; an empty run of the same loop is subtracted."""
+    child holds the set-up; per strategy it runs 50 decisions (so what the strategies measured
+    before left behind, such as latency samples to catch up on, is not counted), then the counters
+    are zeroed, it runs --calls decisions, they are dumped; an empty run of the loop is subtracted."""
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         sys.exit("valgrind is not installed: apt-get install -y valgrind")
     tmp = tempfile.mkdtemp(prefix="tollgate-routing-")
@@ -146,8 +147,11 @@ def instructions(args: argparse.Namespace) -> None:
             counts = {}
             for name in ("-", *NAMES):
                 for kind in ("plan", "obs"):
-                    subprocess.run(["callgrind_control", "-z", str(child.pid)], check=True, capture_output=True)
                     child.stdin.write(f"{name} {kind} {args.calls}\n")
+                    child.stdin.flush()
+                    assert child.stdout.readline().strip() == "warm"
+                    subprocess.run(["callgrind_control", "-z", str(child.pid)], check=True, capture_output=True)
+                    child.stdin.write("go\n")
                     child.stdin.flush()
                     assert child.stdout.readline().strip() == "done"
                     subprocess.run(["callgrind_control", "-d", str(child.pid)], check=True, capture_output=True)
@@ -183,17 +187,17 @@ def child(args: argparse.Namespace) -> None:
     def noop_obs() -> None:  # the loop and the sample alone
         router.latency.observe(noop_keys[lat_rng.randrange(len(noop_keys))], lat_rng.uniform(50.0, 900.0))
 
-    for name in NAMES:  # warm: per-list caches built, state past its start
-        for fn in plans(router, views, name, cfg.max_attempts, lat_rng):
-            for _ in range(50):
-                fn()
     print("ready", flush=True)
-    for line in sys.stdin:
+    while line := sys.stdin.readline():
         name, kind, calls = line.split()
         if name == "-":
             fn = noop_plan if kind == "plan" else noop_obs
         else:
             fn = plans(router, views, name, cfg.max_attempts, lat_rng)[kind == "obs"]
+        for _ in range(50):  # per-list caches built, state past its start, samples caught up on
+            fn()
+        print("warm", flush=True)
+        assert sys.stdin.readline().strip() == "go"
         for _ in range(int(calls)):
             fn()
         print("done", flush=True)

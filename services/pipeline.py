@@ -214,7 +214,12 @@ class Pipeline:
         out = Outcome(request_id, route, created=self.clock.now())
         if self.tracing is not None:
             out.span = spans.request_span(self.tracing, op, model, surface, request_id, messages)
-        out.task = self._enter()
+        out.task = task = asyncio.current_task()  # _enter(), written out: once per request
+        if task is not None:
+            active = self._active
+            if not active:
+                self._idle.clear()  # set exactly while nothing is active: only the first clears it
+            active.add(task)
         out.started = t0 = self.clock.monotonic()
         # deadline(time_remaining, t0), written out: once per request
         budget = self.request_timeout_s
@@ -415,7 +420,10 @@ class Pipeline:
         already holds (another request's next step) may still see the estimate held, as it would
         have a moment earlier."""
         out.usage = usage
-        self._leave(out.task)
+        active = self._active  # _leave(out.task), written out: once per request
+        active.discard(out.task)  # type: ignore[arg-type]
+        if not active:
+            self._idle.set()
         adm, status = out.admission, out.status
         route = out.route
         target = route.target

@@ -209,7 +209,8 @@ class _UnaryCall(_Call):
                 if time.monotonic() >= self._expires:
                     raise TimeoutError
                 task = self._waiter = asyncio.current_task()
-                self._watch()
+                dog = self._dog = self._channel.watchdog()  # _watch(), written out: once per call
+                self._dog_key = dog.add(self)
             return await self._handler.unary_unary(self._request, ctx)
         except asyncio.CancelledError:
             if self._timed_out(task):
@@ -223,7 +224,9 @@ class _UnaryCall(_Call):
             raise err from None
         finally:
             self._waiter = None
-            self._unwatch()
+            if self._dog is not None:  # _unwatch()
+                self._dog.discard(self._dog_key)
+                self._dog = None
 
     def __await__(self):
         return self._run().__await__()

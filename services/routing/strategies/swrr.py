@@ -79,9 +79,10 @@ class SmoothWrr:
             self._b[g] -= self._total
         self._p[g] = nxt
         self._h[g] = m[nxt]
+        win, b, w, h, exp, t = self._win, self._b, self._w, self._h, self._exp, self._t
         i = (self._n + g) >> 1
-        while i:
-            self._match(i)
+        while i:  # the picked group's path to the root
+            _match(i, win, b, w, h, exp, t)
             i >>= 1
         return best
 
@@ -92,19 +93,7 @@ class SmoothWrr:
         return _walk(self._groups, self._total, self._n, self._w, self._b, self._p, self._win, self._t, best)
 
     def _match(self, i: int) -> None:
-        """Node i's winner between its children's at t, and when the loser could overtake it."""
-        win, b, w, h, t = self._win, self._b, self._w, self._h, self._t
-        x, y = win[2 * i], win[2 * i + 1]
-        sx, sy = b[x] + w[x] * t, b[y] + w[y] * t
-        if sy > sx or (sy == sx and h[y] < h[x]):
-            x, y, sx, sy = y, x, sy, sx
-        win[i] = x
-        exp = self._exp
-        e = min(exp[2 * i], exp[2 * i + 1])
-        if w[y] > w[x]:  # the loser gains faster: the lines meet at t + gap / (w_y − w_x)
-            cert = math.floor(t + (sx - sy) / (w[y] - w[x]))
-            e = min(e, cert if cert > t else t + 1)
-        exp[i] = e
+        _match(i, self._win, self._b, self._w, self._h, self._exp, self._t)
 
     def _settle(self, i: int) -> None:
         exp, t = self._exp, self._t
@@ -122,6 +111,26 @@ class SmoothWrr:
         self._t = 0
         for i in range(self._n - 1, 0, -1):
             self._match(i)
+
+
+def _match(i: int, win: array, b: array, w: array, h: list[int], exp: list[float], t: int) -> None:
+    """Node i's winner between its children's at t, and when the loser could overtake it."""
+    x, y = win[2 * i], win[2 * i + 1]
+    sx, sy = b[x] + w[x] * t, b[y] + w[y] * t
+    if sy > sx or (sy == sx and h[y] < h[x]):
+        x, y, sx, sy = y, x, sy, sx
+    win[i] = x
+    e, e2 = exp[2 * i], exp[2 * i + 1]
+    if e2 < e:
+        e = e2
+    wx, wy = w[x], w[y]
+    if wy > wx:  # the loser gains faster: the lines meet at t + gap / (w_y − w_x)
+        cert = math.floor(t + (sx - sy) / (wy - wx))
+        if cert <= t:
+            cert = t + 1
+        if cert < e:
+            e = cert
+    exp[i] = e
 
 
 def _walk(groups: list[list[int]], total: float, n: int, w: array, b: array, p: array, win: array, t: int,

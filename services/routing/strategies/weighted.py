@@ -19,7 +19,7 @@ from itertools import chain
 
 from services.routing.strategies.base import CandidateView, Order, PerList
 from services.routing.strategies.priority import split_top
-from services.routing.strategies.round_robin import STATE_ENTRIES, LruState
+from services.routing.strategies.round_robin import STATE_ENTRIES, LruState, SetKey
 from services.routing.strategies.swrr import SmoothWrr
 
 
@@ -29,9 +29,9 @@ class WeightedStrategy:
     __slots__ = ("_state", "_levels")
 
     def __init__(self, capacity: int = STATE_ENTRIES) -> None:
-        # Per candidate set: [its key, its SmoothWrr]. Weights are part of the key: a reloaded
-        # config with new weights starts fresh scores; the same set from another list goes on.
-        self._state: LruState[list] = LruState(capacity)
+        # Per candidate set (key ids and weights): a reloaded config with new weights starts
+        # fresh scores; the same set from another list goes on.
+        self._state: LruState[SmoothWrr] = LruState(capacity)
         self._levels: PerList[_Level] = PerList(_Level)
 
     def order(self, candidates: list[CandidateView], rng: random.Random) -> list[CandidateView] | Order:
@@ -39,10 +39,7 @@ class WeightedStrategy:
         if lv.groups is None:
             # No positive weight at the top (or one key): nothing to share out, declaration order.
             return lv.top + lv.rest
-        entry = self._state.get(lv.key, lambda: [lv.key, SmoothWrr(lv.groups, lv.weights, lv.total)])
-        if entry[0] is not lv.key:  # an equal key from another list: key it by this one, so the
-            entry[0] = self._state.rekey(entry[0], lv.key)  # lookup is by identity from now on
-        wrr: SmoothWrr = entry[1]
+        wrr = self._state.get(lv.key, lambda: SmoothWrr(lv.groups, lv.weights, lv.total))
         best = wrr.pick()
         top = lv.top
         return Order((top[best],), chain((top[i] for i in wrr.after(best)), lv.dead, lv.rest))
@@ -70,20 +67,4 @@ class _Level:
         self.groups = list(by_weight.values())
         self.weights = list(by_weight)
         self.total = total
-        self.key = _Key(tuple((self.top[i].target.key_id, self.top[i].weight) for i in live))
-
-
-class _Key:
-    """The candidate set's (key id, weight) tuple with its hash kept: hashing a thousand pairs per
-    request would cost what the rest of the decision does."""
-
-    __slots__ = ("t", "h")
-
-    def __init__(self, t: tuple) -> None:
-        self.t, self.h = t, hash(t)
-
-    def __hash__(self) -> int:
-        return self.h
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Key) and (self is other or (self.h == other.h and self.t == other.t))
+        self.key = SetKey(tuple((self.top[i].target.key_id, self.top[i].weight) for i in live))
