@@ -132,3 +132,18 @@ async def test_drop_fails_waiting_calls(proxy: TcpProxy) -> None:
 def test_only_plain_tcp_clients_get_a_lane(redis_url: str) -> None:  # noqa: F811
     assert isinstance(Lane.for_client(connect(redis_url)), Lane)
     assert Lane.for_client(aioredis.Redis(unix_socket_path="/nonexistent.sock")) is None
+
+
+async def test_commands_sent_while_others_are_in_flight_go_out_together_in_order(redis_url: str, redis_prefix: str) -> None:  # noqa: F811
+    lane = lane_for(redis_url)
+    try:
+        key = redis_prefix + "order"
+        first = asyncio.ensure_future(lane.call("RPUSH", key, "a"))
+        await asyncio.sleep(0)  # written at once: nothing was in flight
+        rest = [asyncio.ensure_future(lane.call("RPUSH", key, v)) for v in "bcd"]
+        await asyncio.sleep(0)
+        assert await first == 1 and [await f for f in rest] == [2, 3, 4]
+        assert await lane.call("LRANGE", key, 0, -1) == [b"a", b"b", b"c", b"d"]
+        await lane.call("DEL", key)
+    finally:
+        await lane.close()
