@@ -154,7 +154,7 @@ def main() -> None:
                     spy = None
                     if args.profile and name == targets[0][0]:
                         spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--gil",
-                                                "-p", str(pid), "-r", "200", "-f", "raw", "-o", f"{args.profile}.{kind}.{_}",
+                                                "-p", str(pid), "-r", "1000", "-f", "raw", "-o", f"{args.profile}.{kind}.{_}",
                                                 "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                         time.sleep(0.5)
                     rpid = side.get(name)

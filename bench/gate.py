@@ -16,7 +16,7 @@ rule, routing, SQLite ledger, metrics), as in bench/tollgate.toml.
   python bench/gate.py --update     # measure and write the budget (commit it, numbers in the message)
   python bench/gate.py --tree DIR   # another source tree (git archive <commit> | tar -x -C DIR): an A/B
   python bench/gate.py --paced      # also a paced stream: ../shared/bench's fake upstream sends each of
-                                    # 50 tokens 10 ms apart, so every chunk is its own upstream read and
+                                    # 50 tokens 25 ms apart, so every chunk is its own upstream read and
                                     # its own write to the client, as in the 1,000-stream bench (report
                                     # only: not in the budget)
 
@@ -47,7 +47,7 @@ TOLERANCE = 0.10
 ADMIN_KEY = "tga_gate_admin_key_0123456789abcdef"
 UP = re.compile(r"HTTP bridge http://([\d.]+):(\d+)")
 CHAT_MODEL, STREAM_MODEL, PACED_MODEL = "bench-model", "tokens-50", "paced-model"
-PACED_TOKENS, PACED_DELAY_MS = 50, 10
+PACED_TOKENS, PACED_DELAY_MS = 50, 25
 
 CONFIG = """demo = "off"
 
@@ -274,7 +274,7 @@ def main() -> None:
     ap.add_argument("--stream", type=int, default=25, help="stream requests per round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per kind; the least count is kept")
     ap.add_argument("--paced", action="store_true", help="also count a paced 50-token stream (report only)")
-    ap.add_argument("--paced-n", type=int, default=6, help="paced stream requests per round")
+    ap.add_argument("--paced-n", type=int, default=4, help="paced stream requests per round")
     args = ap.parse_args()
     if valgrind_missing():
         sys.exit(valgrind_missing())

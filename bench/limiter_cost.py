@@ -61,7 +61,7 @@ def main() -> None:
 
 
 async def measure(redis, args, c: int) -> tuple[float, float]:
-    from services.auth.principal import Principal
+    from services.core.principal import Principal
     from services.clock import SystemClock
     from services.config.schema import TierConfig
     from services.limits.degraded import FailoverLimiter

@@ -219,6 +219,8 @@ def main() -> None:
                     help="also the production shape: Redis limiter + PostgreSQL ledger (scripts/services-up), 1 worker")
     ap.add_argument("--workers", type=int, action="append", default=[], metavar="N",
                     help="also the production shape with N worker processes (repeatable)")
+    ap.add_argument("--production-variant", action="append", default=[], metavar="NAME=DIR",
+                    help="also the production shape (1 worker) run from another source tree: a before/after A/B")
     ap.add_argument("rest", nargs=argparse.REMAINDER, help="-- then arguments for compare.py")
     args = ap.parse_args()
     extra = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
@@ -266,12 +268,18 @@ def main() -> None:
             options += ["--key", f"{name}={key}", "--pid", f"{name}={svc.pid}"]
             peek.append(base)
             log(f"{name} (single process, from {tree}) on {base}, pid {svc.pid}")
-        prod = ([("tollgate-prod", 1)] if args.production else []) + [(f"tollgate-prod-{n}w", n) for n in args.workers]
+        prod = ([("tollgate-prod", 1, "")] if args.production else []) + \
+            [(f"tollgate-prod-{n}w", n, "") for n in args.workers]
+        for spec in args.production_variant:
+            name, _, tree = spec.partition("=")
+            if not name or not os.path.isdir(os.path.join(tree, "services")):
+                sys.exit(f"--production-variant {spec!r}: expected NAME=DIR with DIR a Tollgate source tree")
+            prod.append((name, 1, os.path.abspath(tree)))
         urls = services_up() if prod else {}
-        for name, n in prod:
+        for name, n, tree in prod:
             db = FreshDatabase(urls["DATABASE_URL"])
             dbs.append((name, db))
-            svc, base, _ = start_services(name, config, tmp, admin_key, args=("--workers", str(n)),
+            svc, base, _ = start_services(name, config, tmp, admin_key, tree=tree, args=("--workers", str(n)),
                                           REDIS_URL=urls["REDIS_URL"], DATABASE_URL=db.url)
             children.append(svc)
             key = create_key(base, admin_key, f"bench-{name}")

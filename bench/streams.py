@@ -18,7 +18,8 @@ upstream is ../shared/bench/fake_upstream.py: --ttft-ms to the first token, then
 Per target and scenario: TTFT p50/p90/p99/max, TTFT added over direct at the same percentile,
 streams completed, errors by kind, the most streams open at once, CPU of the target's process
 tree, of the upstream and of the load generator (100 % = one core), and the target's RSS: idle
-after start-up (before any load), peak during the run, and (peak - idle) / most open.
+(after start-up and 8 warm-up streams, before any run), peak during the run, and
+(peak - idle) / most open.
 
 The load runs in ../shared/bench's venv (aiohttp + uvloop, compare.py builds it) as
 `streams.py load ...`, built on load.py's Client and Result: the same client, body, TTFT rule
@@ -172,6 +173,13 @@ def measure(py: str, target: dict, mode: str, a: argparse.Namespace, watched: di
 PHASES = {"all": "", "held": ", held (begun after the ramp)", "arriving": ", arriving (begun during the ramp)"}
 
 
+def prewarm(py: str, target: dict) -> None:
+    import subprocess
+
+    subprocess.run([py, os.path.abspath(__file__), "load", "--url", target["url"], "--api-key", target["key"],
+                    "--mode", "burst", "--streams", "8"], capture_output=True, timeout=300)
+
+
 def table(rows: list[dict]) -> str:
     direct = {(r["mode"], ph): r[ph] for r in rows if r["target"] == "direct" for ph in PHASES if ph in r}
     f = lambda v, sign=False: "-" if v is None else (f"{v:+,.1f}" if sign else f"{v:,.1f}")  # noqa: E731
@@ -270,18 +278,25 @@ def main() -> None:
             targets.append({"name": f"litellm {version}", "url": url, "key": a.api_key})
             watched[f"litellm {version}"] = watched.pop("litellm")
         run.log(f"targets: {', '.join(t['name'] + '=' + t['url'] for t in targets)}; logs in {tmp}")
+        # The RSS baseline: each target after 8 streams at once (imports, caches, pools warm), so
+        # what a run adds over it is what open streams hold, not what a first request loads.
+        for t in targets:
+            prewarm(py, t)
         idle = {n: compare.tree_rss_mb(r) for n, r in watched.items() if n != "upstream"}
         sampler = compare.Sampler(watched)
         sampler.start()
         rows = []
-        for mode in a.scenario:
-            for t in targets:
+        # Target by target, both scenarios each: LiteLLM (last) still works off its timed-out
+        # streams for a while after its runs, and must not do so during another target's.
+        for t in targets:
+            for mode in a.scenario:
                 time.sleep(a.pause)
                 row = measure(py, t, mode, a, watched, sampler, idle)
                 rows.append(row)
                 s = row.get("held") or row["all"]
                 run.log(f"{mode:>5} {t['name']:>18}: {s['ok']} ok, {s['errors']} errors, TTFT p50 {s['ttft_p50_ms']} "
                         f"p99 {s['ttft_p99_ms']} ms, most open {row['max_open']}, CPU {row.get('target_cpu_pct')} %")
+        rows.sort(key=lambda r: a.scenario.index(r["mode"]))  # the table by scenario, targets in order
         head = (f"{a.streams} streams; upstream: {a.ttft_ms:g} ms to the first token, then {a.tokens} tokens "
                 f"{a.delay_ms:g} ms apart; ramp {a.ramp_s:g} s then {a.hold_s:g} s held; {os.cpu_count()} CPUs, "
                 f"load average {os.getloadavg()[0]:.1f} at the end")

@@ -64,7 +64,9 @@ def _metadata(request: web.Request, h: Any, md: tuple[tuple[str, str], ...]) -> 
     # The client's address, after any credentials: seed 004's open mode admits a keyless call by
     # it, and the core counts failed authentications by it (issue 15 point 5). The core decides
     # which forwarded address to believe (services/limits/open_gate.py); this hop adds its own.
-    return md + forwarded(request)
+    fwd = request.headers.get("X-Forwarded-For")  # forwarded(request), written out: once per request
+    remote = request.remote or ""
+    return md + ((FORWARDED, f"{fwd}, {remote}" if fwd else remote),)
 
 
 def forwarded(request: web.Request) -> tuple[tuple[str, str], ...]:
@@ -86,10 +88,35 @@ def timeout(request: web.Request) -> float:
 async def response_headers(call: Any, into: dict[str, str]) -> dict[str, str]:
     """Adds the call's response headers (request id, route, rate limits) to `into`, in metadata order.
     A value that would not be a clean header line is dropped (RELIABILITY E9)."""
-    get = RESPONSE_HEADERS.get
     # The in-process channel hands over its pairs as they are, instead of a grpc.aio.Metadata
     # built and walked for every answer.
     pairs = call.initial_pairs() if type(call) in LOCAL_CALLS else await call.initial_metadata() or ()
+    return headers_from(pairs, into)
+
+
+def response_headers_now(call: Any, into: dict[str, str]) -> dict[str, str] | None:
+    """response_headers() without a coroutine for an in-process call; None for a real channel's
+    (await response_headers() then)."""
+    return headers_from(call.initial_pairs(), into) if type(call) in LOCAL_CALLS else None
+
+
+def headers_from(pairs: Any, into: dict[str, str]) -> dict[str, str]:
+    """`into` plus the response headers among metadata `pairs` (see response_headers)."""
+    get = RESPONSE_HEADERS.get
+    if not pairs:
+        return into
+    # The usual answer: every value a clean str. Checked once over all of them joined (printable
+    # ASCII each exactly when the whole is), and the names mapped in C: a dozen pairs per
+    # answer, no Python loop. Any other mix (bytes, a control character) takes the loop below.
+    keys, values = zip(*pairs)
+    try:
+        joined = "".join(values)
+    except TypeError:
+        joined = "\n"
+    if joined.isascii() and joined.isprintable():
+        into.update(zip(map(get, keys), values))
+        into.pop(None, None)  # metadata that is not a response header
+        return into
     for k, v in pairs:
         name = get(k)
         if name and isinstance(v, str) and v.isascii() and v.isprintable():

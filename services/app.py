@@ -8,13 +8,9 @@ so tests (and the test hooks) can control time and chance.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import os
 import random
-import secrets as pysecrets
-from dataclasses import dataclass
 from typing import Any
 
 from services.accounts.signin import SignIn
@@ -22,11 +18,17 @@ from services.accounts.alerts import Alerts
 from services.accounts.audit import AuditLog
 from services.accounts.budgets import Budgets
 from services.accounts.statements import Statements
+from services.accounts.tokens import Tokens
 from services.accounts.users import Accounts
 from services.accounts.plans import Plans
+from services.auth.admin_key import AdminKeyInfo, load_admin_key
 from services.auth.authenticator import Authenticator
+from services.auth.credentials import Credentials
+from services.auth.key_vault import KeyVault
+from services.auth.login_throttle import LoginThrottle
+from services.auth.provider_secrets import ProviderSecrets
 from services.auth.sealing import Sealer, key_id as seal_key_id
-from services.auth.secrets import derive, load_or_create_secret, secret_fingerprint
+from services.auth.secrets import check_fingerprint, derive, load_or_create_secret, secret_fingerprint
 from services.auth.sessions import Sessions
 from services.auth.throttle import AuthThrottle
 from services.catalog.pricing import Catalog
@@ -60,14 +62,6 @@ from tollgate.tracing import make_tracing
 
 log = logging.getLogger("tollgate")
 
-ADMIN_HASH_SETTING = "admin_key_hash"
-
-
-@dataclass(slots=True)
-class AdminKeyInfo:
-    source: str  # "env" | "generated" | "stored"
-    plaintext: str = ""  # only when generated on this start: printed once
-
 
 class App:
     def __init__(self, config: Config, clock: Clock, rng: random.Random, tracing: Any = None) -> None:
@@ -84,10 +78,15 @@ class App:
         self.pepper = derive(secret, "api-key-pepper")
         seal = derive(secret, "provider-key-seal")
         self.sealer = Sealer({seal_key_id(seal): seal}, seal_key_id(seal))
-        self.scrubber = known_secrets(config)  # the store adds its provider keys as it opens them
-        self.store = Store(config.database_url or None, config.data_dir, self.pepper, self.sealer, clock,
-                           secret_source="TOLLGATE_SECRET_KEY" if config.secret_key
-                           else os.path.join(config.data_dir, "secret.key"), scrubber=self.scrubber)
+        self.scrubber = known_secrets(config)  # provider_secrets adds the stored provider keys as it opens them
+        self.store = Store(config.database_url or None, config.data_dir, clock)
+        # auth/ owns every secret the store keeps: API-key hashes, password hashes, sealed provider keys.
+        self.key_vault = KeyVault(self.store, self.pepper, clock)
+        self.credentials = Credentials(self.store, clock, self.pepper)
+        self.provider_secrets = ProviderSecrets(self.store, self.sealer, clock, self.scrubber,
+                                                f"TOLLGATE_SECRET_KEY or {config.data_dir}/secret.key")
+        self._secret_source = ("TOLLGATE_SECRET_KEY" if config.secret_key
+                               else os.path.join(config.data_dir, "secret.key"))
         # Alerts stand on the store alone; built now, they are handed to what raises them (issue 16).
         hook_secret = config.alert_webhook_secret.encode() if config.alert_webhook_secret else derive(secret, "alert-webhooks")
         self.alerts = alerts = Alerts(self.store, clock, config.alert_webhooks, hook_secret, pct=config.budget_alert_pct)
@@ -98,8 +97,8 @@ class App:
         self.models = ModelCatalog(self.catalog, self.index)
         # Run-time aliases over the config's (issue 18 point 6).
         self.aliases = RuntimeAliases(self.store, self.index, self.models, config.model_aliases)
-        self.upstreams = Upstreams(tracing=self.tracing)
-        self.user_keys = UserKeys(self.store, clock, catalog=self.catalog, quota_tz=config.quota_timezone)
+        self.upstreams = Upstreams(config.upstream_connections_per_host, tracing=self.tracing)
+        self.user_keys = UserKeys(self.store, self.provider_secrets, clock, catalog=self.catalog, quota_tz=config.quota_timezone)
         # One key gate for the router, the pass-through and loaded models' keys.
         self.gate = KeyGate(
             config, self.limiter, clock, self.user_keys,
@@ -110,7 +109,7 @@ class App:
                 f"provider key {key_id} was refused by its provider and is disabled for an hour",
                 f"disabled:{key_id}:{int(clock.now() // 3600)}"))
         # Issue 19: models loaded at run time, routed by name before the configured providers.
-        self.loaded = LoadedModels(self.store, {p.name: p for p in config.providers}, clock,
+        self.loaded = LoadedModels(self.store, self.provider_secrets, {p.name: p for p in config.providers}, clock,
                                    set_secret=self.gate.set_secret)
         # Each worker of a supervisor has its own owner tag: a restarted worker turns only its own
         # earlier life's placeholders into `interrupted`, not those of its live siblings (B7).
@@ -118,7 +117,8 @@ class App:
         self.ledger = Ledger(self.store.insert_usage, flush_s=config.ledger_flush_s, store=self.store, owner=owner,
                              now=clock.now, max_request_s=config.request_timeout_s)
         self.sessions = Sessions(derive(secret, "session"), clock)
-        self.auth: Authenticator = Authenticator(config, self.store, self.pepper, clock, "", sessions=self.sessions)
+        self.auth: Authenticator = Authenticator(config, self.store, self.key_vault, self.pepper, clock, "",
+                                                 sessions=self.sessions)
         # Metrics reads these parts' state only when scraped; it is handed to what feeds its counters.
         self.metrics = Metrics(config.providers, self.gate.breaker, self.limiter, self.ledger, self.auth.stats)
         self.router = Router(config, self.index, self.upstreams, self.limiter, clock, rng,
@@ -135,13 +135,14 @@ class App:
         self.media = Media(self.index, self.pipeline, self.passthrough, self.catalog)
         self.responses = Responses(self.pipeline, self.store, clock, self.index, self.passthrough,
                                    ttl_s=config.responses_ttl_s, max_per_owner=config.responses_max_per_caller)
-        self.loader = ModelLoader(config, self.store, self.index, self.upstreams, self.loaded)
+        self.loader = ModelLoader(config, self.store, self.provider_secrets, self.index, self.upstreams, self.loaded)
         self.open_gate = OpenGate(config, self.limiter)  # seed 004's open mode (off by default)
         self.audit = AuditLog(self.store, clock)
         self.demo_users: list[tuple[str, str, str, str]] = []  # make demo: shown once in the banner
         self.signin = SignIn(self.store, self.sessions, self.auth, clock)
         self.statements = Statements(self.store, self.ledger, lambda: self.quotas.tiers, clock)
-        self.accounts = Accounts(self.store, self.signin, self.auth, clock, self.pepper, lambda: self.quotas.tiers)
+        self.tokens = Tokens(self.store, self.key_vault, self.auth, clock, config.default_tier, lambda: self.quotas.tiers)
+        self.accounts = Accounts(self.store, self.credentials, self.signin, self.auth, clock, lambda: self.quotas.tiers)
         self.plans = Plans(self.store, self.quotas, self.budgets, clock, config.tiers, config.quota_timezone)
         self.admin_key = AdminKeyInfo("env")
         # Issue 15 point 5: failed authentications per client address (the open gate's idea of it),
@@ -149,6 +150,7 @@ class App:
         self.auth_throttle = AuthThrottle(self.limiter, clock, secret_fingerprint(self.pepper)[3:19],
                                           self.open_gate.client_ip, limit=config.auth_failures_per_minute,
                                           on_failure=self.metrics.on_auth_failure)
+        self.login_throttle = LoginThrottle(self.limiter, self.pepper)  # failed sign-ins per account
         self.ledger.on_row(self.metrics.on_row)
         self.started_at = clock.monotonic()
         self.draining = False
@@ -161,11 +163,14 @@ class App:
     def uptime_s(self) -> float:
         return self.clock.monotonic() - self.started_at
 
-    def _digest(self, secret: str) -> str:
-        return hmac.new(self.pepper, secret.encode(), hashlib.sha256).hexdigest()
-
     async def start(self) -> None:
         await self.store.start()
+        try:
+            await check_fingerprint(self.store, self.pepper, self._secret_source)
+            await self.provider_secrets.check_sealed()
+        except BaseException:
+            await self.store.close()
+            raise
         # The config's tiers (defaults plus [[tiers]]) are the ones keys may be created in.
         # A plan an admin edited at run time keeps its stored values (services/accounts/plans.py).
         for t in self.config.tiers:
@@ -173,13 +178,15 @@ class App:
                                                          t.price_usd_month, t.budget_usd_day, t.budget_usd_month))
         await self.plans.refresh()
         self.plans.start()
-        self.admin_key = await self._admin_key()
+        self.admin_key, admin_digest = await load_admin_key(self.store, self.pepper, self.config.admin_key,
+                                                            self.scrubber)
+        self.auth.use_admin_hash(admin_digest)
         self.ledger.start()
         self.alerts.start()
         if self.config.demo_data:
             from services.accounts.demo import seed_demo_users
 
-            self.demo_users = await seed_demo_users(self.store, self.signin)
+            self.demo_users = await seed_demo_users(self.store, self.credentials, self.signin)
         self._shared_watch.start()
         await self.loaded.refresh()
         self.loaded.start()
@@ -200,21 +207,6 @@ class App:
                 raise
             except Exception as e:
                 log.debug("limiter reap failed: %s", type(e).__name__)
-
-    async def _admin_key(self) -> AdminKeyInfo:
-        if self.config.admin_key:
-            self.auth.use_admin_hash(self._digest(self.config.admin_key))
-            return AdminKeyInfo("env")
-        stored = await self.store.get_setting(ADMIN_HASH_SETTING)
-        if stored:
-            self.auth.use_admin_hash(stored)
-            return AdminKeyInfo("stored")
-        key = "tga_" + pysecrets.token_urlsafe(32)
-        self.scrubber.set("admin", key)
-        digest = self._digest(key)
-        await self.store.set_setting(ADMIN_HASH_SETTING, digest)
-        self.auth.use_admin_hash(digest)
-        return AdminKeyInfo("generated", key)
 
     def reload_static_keys(self) -> int:
         """Re-reads AUTH_KEY / AUTH_KEY_01..99 from the environment (seed 002's reload)."""

@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator, Callable, NoReturn
 
 import orjson
 
-from services.auth.principal import Principal
+from services.core.principal import Principal
 from services.core import errors as E
 from services.core.types import ChatRequest, Target, Usage
 from services.pipeline import ForwardStarted, Outcome, Pipeline

@@ -28,7 +28,7 @@ from typing import Any, AsyncIterator
 
 import orjson
 
-from services.auth.principal import Principal
+from services.core.principal import Principal
 from services.catalog.pricing import Catalog
 from services.config.kinds import resolve
 from services.core import errors as E

@@ -16,6 +16,7 @@ Everything here runs on the event loop's thread.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -164,14 +165,15 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+@dataclass(slots=True, eq=False)  # eq=False: hashable by identity, as the registry keeps it in a dict
 class _StateCollector:
-    def __init__(self, providers: Sequence[ProviderConfig], breaker: Breaker, limiter: Limiter, ledger: Ledger,
-                 auth_stats: AuthStats) -> None:
-        self.providers = providers
-        self.breaker = breaker
-        self.limiter = limiter
-        self.ledger = ledger
-        self.auth_stats = auth_stats
+    """The state gauges, read from these parts when scraped."""
+
+    providers: Sequence[ProviderConfig]
+    breaker: Breaker
+    limiter: Limiter
+    ledger: Ledger
+    auth_stats: AuthStats
 
     def describe(self) -> list:
         return []

@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator, Awaitable
 
 from services.accounts.alerts import Alerts
 from services.accounts.budgets import BudgetPlan, Budgets
-from services.auth.principal import Principal
+from services.core.principal import Principal
 from services.catalog.pricing import Catalog
 from services.clock import Clock
 from services.core import errors as E
@@ -30,7 +30,7 @@ from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, Em
 from services.limits.base import Decision, Reservation
 from services.limits.quotas import Admission, Quotas, limit_metadata
 from services.metering.ledger import Ledger
-from services.metering.tokens import estimate_delta, estimate_prompt, estimate_text
+from services.metering.tokens import SINGLE_TOKEN_MAX_CHARS, estimate_delta, estimate_prompt, estimate_text
 from services.routing.passthrough import Exchange, NativeRequest, Passthrough
 from services.routing.route_log import RouteLog
 from services.routing.router import Router
@@ -214,10 +214,18 @@ class Pipeline:
         out = Outcome(request_id, route, created=self.clock.now())
         if self.tracing is not None:
             out.span = spans.request_span(self.tracing, op, model, surface, request_id, messages)
-        out.task = self._enter()
+        out.task = task = asyncio.current_task()  # _enter(), written out: once per request
+        if task is not None:
+            active = self._active
+            if not active:
+                self._idle.clear()  # set exactly while nothing is active: only the first clears it
+            active.add(task)
         out.started = t0 = self.clock.monotonic()
-        out.deadline = self.deadline(time_remaining, t0)
-        self._open(p, model, surface, out)
+        # deadline(time_remaining, t0), written out: once per request
+        budget = self.request_timeout_s
+        out.deadline = t0 + (budget if time_remaining is None or time_remaining > budget else time_remaining)
+        if self.ledger.tracks_open:
+            self._open(p, model, surface, out)
         return out
 
     def _failed(self, out: Outcome, e: E.TollgateError) -> None:
@@ -258,7 +266,7 @@ class Pipeline:
         finally:
             # No answer: its usage built here, not up front on every request. An answer's row and
             # settlement wait until it has been handed back (see _finish).
-            await self._finish(p, req.model, req.surface, out, usage or Usage(estimated=True),
+            self._finish(p, req.model, req.surface, out, usage or Usage(estimated=True),
                                after_answer=out.status == "ok")
 
     async def stream(self, p: Principal, req: ChatRequest, request_id: str,
@@ -266,8 +274,12 @@ class Pipeline:
         out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog(), "stream", req.messages)
         prompt_est = estimate_prompt(req)
         reported: Usage | None = None
-        # What was streamed, kept by reference; estimated only if the provider sends no usage.
-        texts: list[str] = []
+        # What was streamed, as a running estimate (metering/tokens.py's estimate_delta, summed as
+        # the tokens come): it is only used if the provider sends no usage, and keeping every
+        # token's string until the end held ~60 bytes a token per open stream. The strings are
+        # kept only for a span that records the output.
+        streamed = 0
+        texts: list[str] | None = [] if out.span is not None and self.tracing.capture_content else None
         args: list[str] = []
         finish = ""
         try:
@@ -286,7 +298,10 @@ class Pipeline:
                 for c in batch:  # once per token
                     text = c.text
                     if text:
-                        texts.append(text)
+                        # estimate_delta inlined for its common case (a short ASCII token is 1)
+                        streamed += 1 if len(text) <= SINGLE_TOKEN_MAX_CHARS and text.isascii() else estimate_delta(text)
+                        if texts is not None:
+                            texts.append(text)
                     if c.tool_calls:
                         args.extend(t.arguments for t in c.tool_calls)
                     if c.usage is not None:
@@ -296,7 +311,7 @@ class Pipeline:
                 yield batch
             out.status = "ok"
             out.finish_reason = finish or "stop"
-            out.usage = self._usage(reported, prompt_est, texts, args)
+            out.usage = self._usage(reported, prompt_est, streamed, args)
             yield StreamFinished(out)
         except E.TollgateError as e:
             self._failed(out, e)
@@ -305,9 +320,9 @@ class Pipeline:
             self._cancelled(out, req.surface)
             raise
         finally:
-            if out.span is not None and self.tracing.capture_content:
+            if texts is not None:
                 spans.output(out.span, "".join(texts))
-            await self._finish(p, req.model, req.surface, out, out.usage or self._usage(reported, prompt_est, texts, args))
+            self._finish(p, req.model, req.surface, out, out.usage or self._usage(reported, prompt_est, streamed, args))
 
     async def embed(self, p: Principal, req: EmbedRequest, request_id: str, time_remaining: float | None) -> tuple[EmbedResult, Outcome]:
         out = self._begin(p, request_id, req.model, req.surface, time_remaining, RouteLog(), "embed")
@@ -332,7 +347,7 @@ class Pipeline:
             self._cancelled(out, req.surface)
             raise
         finally:
-            await self._finish(p, req.model, req.surface, out, usage)
+            self._finish(p, req.model, req.surface, out, usage)
 
     async def forward(self, p: Principal, req: NativeRequest, relay: Passthrough, request_id: str,
                       time_remaining: float | None) -> AsyncIterator[ForwardStarted | bytes]:
@@ -374,14 +389,15 @@ class Pipeline:
                 bill = getattr(req, "bill", None)  # images and audio: priced as the provider bills them
                 if bill is not None and ex.ok and ex.complete:
                     usage, cost = bill(ex.meter, usage)
-            await self._finish(p, req.model, req.surface, out, usage, cost=cost)
+            self._finish(p, req.model, req.surface, out, usage, cost=cost)
 
-    def _usage(self, reported: Usage | None, prompt_est: int, texts: list[str], args: list[str]) -> Usage:
+    def _usage(self, reported: Usage | None, prompt_est: int, streamed: int, args: list[str]) -> Usage:
         if reported is not None and not reported.estimated and (reported.prompt_tokens or reported.completion_tokens):
             return reported
-        # No usage from the provider (cut, cancelled, or it never reports): estimate what was
-        # streamed, delta by delta (metering/tokens.py: one token per token-sized delta; D2).
-        completion = sum(map(estimate_delta, texts)) + sum(map(estimate_text, args))
+        # No usage from the provider (cut, cancelled, or it never reports): what was streamed,
+        # estimated delta by delta as it came (metering/tokens.py: one token per token-sized
+        # delta; D2), and the tool calls' arguments.
+        completion = streamed + sum(map(estimate_text, args))
         return Usage(prompt_est, completion, estimated=True)
 
     def _cancel_status(self, surface: str, deadline: float) -> str:
@@ -391,8 +407,8 @@ class Pipeline:
             return "deadline_exceeded"  # the caller's deadline cancelled it, not the caller
         return "cancelled" if surface == "grpc" else "client_cancelled"
 
-    async def _finish(self, p: Principal, model: str, surface: str, out: Outcome, usage: Usage,
-                      after_answer: bool = False, cost: float | None = None) -> None:
+    def _finish(self, p: Principal, model: str, surface: str, out: Outcome, usage: Usage,
+                after_answer: bool = False, cost: float | None = None) -> None:
         """The skeleton's last step: one ledger row and the quota settlement, the request's usage
         and cost on its outcome; must not raise (it runs in `finally`).
 
@@ -404,7 +420,10 @@ class Pipeline:
         already holds (another request's next step) may still see the estimate held, as it would
         have a moment earlier."""
         out.usage = usage
-        self._leave(out.task)
+        active = self._active  # _leave(out.task), written out: once per request
+        active.discard(out.task)  # type: ignore[arg-type]
+        if not active:
+            self._idle.set()
         adm, status = out.admission, out.status
         route = out.route
         target = route.target
@@ -446,7 +465,7 @@ class Pipeline:
             used_tokens = usage.total_tokens if billable else 0
             if self.quotas.local:
                 try:
-                    await self.quotas.finish(adm, used_tokens)  # never suspends: nothing can cut it short
+                    self.quotas.finish_now(adm, used_tokens)  # in process: nothing can cut it short
                     if adm.budget is not None and self.budgets is not None:
                         self.budgets.finish_now(adm.budget, cost)  # issue 16: the $ hold becomes the real cost
                 except Exception:

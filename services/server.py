@@ -55,13 +55,14 @@ def register_servicers(app: App, target: grpc.aio.Server | InProcessChannel) -> 
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(guard, app.config, app.models, app.loaded, app.router, app.loader), target)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(
-        KeyServicer(guard, app.config, app.store, app.quotas, app.limiter, app.signin, app.auth, app.accounts,
-                    app.statements, app.budgets, app.ledger, app.clock, app.pepper, app.user_keys), target)
+        KeyServicer(guard, app.config, app.store, app.credentials, app.tokens, app.provider_secrets,
+                    app.login_throttle, app.quotas, app.limiter, app.signin, app.auth, app.accounts,
+                    app.statements, app.budgets, app.ledger, app.clock, app.user_keys), target)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(guard, app.config, app.store, app.quotas, app.ledger, app.auth, app.audit, app.router, app.limiter,
+        AdminServicer(guard, app.config, app.store, app.key_vault, app.quotas, app.ledger, app.auth, app.audit, app.router, app.limiter,
                       app.uptime_s, app.reload_static_keys, app.aliases), target)
     user_service_pb2_grpc.add_UserServiceServicer_to_server(
-        UserServicer(guard, app.store, app.accounts, app.plans, app.quotas, app.audit, app.alerts, app.config, app.ledger,
+        UserServicer(guard, app.store, app.provider_secrets, app.accounts, app.plans, app.quotas, app.audit, app.alerts, app.config, app.ledger,
                      app.router, app.signin, app.statements, app.user_keys), target)
     responses_service_pb2_grpc.add_ResponsesServiceServicer_to_server(ResponsesServicer(guard, app.responses), target)
 

@@ -32,7 +32,8 @@ async def gateway(tmp_path, fake_openai):
 
 import logging  # noqa: E402
 
-from services.store.store import Store  # noqa: E402
+from services.auth.key_vault import KeyVault  # noqa: E402
+from services.auth.provider_secrets import ProviderSecrets  # noqa: E402
 
 _SECRETS: set[str] = set()
 
@@ -57,7 +58,7 @@ class _Capture(logging.Handler):
 @pytest.fixture(scope="session", autouse=True)
 def no_secret_in_any_log_line():
     """Captures every log line of the in-process gateways and, at the end, searches it for every API
-    key, token and provider key the tests created (a spy on the store's create paths records them)."""
+    key, token and provider key the tests created (a spy on auth/'s create paths records them)."""
     from tests.support.gateway import ADMIN_KEY
 
     capture = _Capture()
@@ -67,7 +68,7 @@ def no_secret_in_any_log_line():
     root.addHandler(capture)
     root.setLevel(logging.INFO)
     logging.getLogger("peewee").setLevel(logging.INFO)
-    create_key, add_pk = Store.create_api_key, Store.add_provider_key
+    create_key, add_pk = KeyVault.create, ProviderSecrets.add
 
     async def spy_create(self, *a, **kw):
         rec, plaintext = await create_key(self, *a, **kw)
@@ -79,12 +80,12 @@ def no_secret_in_any_log_line():
             _SECRETS.add(kw["secret"])
         return await add_pk(self, *a, **kw)
 
-    Store.create_api_key, Store.add_provider_key = spy_create, spy_add
+    KeyVault.create, ProviderSecrets.add = spy_create, spy_add
     _SECRETS.update({ADMIN_KEY, "sk-test-upstream"})
     try:
         yield
     finally:
-        Store.create_api_key, Store.add_provider_key = create_key, add_pk
+        KeyVault.create, ProviderSecrets.add = create_key, add_pk
         root.removeHandler(capture)
         root.setLevel(old_level)
     text = "\n".join(capture.lines)

@@ -40,6 +40,18 @@ class LocalAbort(Exception):
         self.trailing = trailing
 
 
+class _Ready:
+    """An awaitable that is already done (awaiting it returns None at once)."""
+
+    __slots__ = ()
+
+    def __await__(self):
+        return iter(())
+
+
+_READY = _Ready()
+
+
 class LocalContext:
     """The subset of grpc.aio.ServicerContext the servicers use."""
 
@@ -60,8 +72,10 @@ class LocalContext:
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
 
-    async def send_initial_metadata(self, metadata: MetadataLike) -> None:
+    def send_initial_metadata(self, metadata: MetadataLike) -> Any:
+        # Awaited as grpc.aio's is; nothing to wait for here, so no coroutine per answer.
         self.initial = tuple(metadata or ())
+        return _READY
 
     def set_trailing_metadata(self, metadata: MetadataLike) -> None:
         self.trailing = tuple(metadata or ())
@@ -136,8 +150,11 @@ class _Call:
     servicer, `_waiter` is its task; at the deadline (plus grace) the watchdog cancels that wait
     and the wait turns the cancellation into DEADLINE_EXCEEDED."""
 
-    def __init__(self, channel: "InProcessChannel", metadata: MetadataLike, timeout: float | None) -> None:
+    def __init__(self, channel: "InProcessChannel", handler: Any, request: Any, metadata: MetadataLike,
+                 timeout: float | None) -> None:
         deadline = time.monotonic() + timeout if timeout is not None else None
+        self._handler = handler
+        self._request = request
         self._channel = channel
         self._ctx = LocalContext(metadata, deadline)
         self._deadline = deadline
@@ -184,12 +201,6 @@ class _Call:
 
 
 class _UnaryCall(_Call):
-    def __init__(self, channel: "InProcessChannel", handler: Any, request: Any, metadata: MetadataLike,
-                 timeout: float | None) -> None:
-        super().__init__(channel, metadata, timeout)
-        self._handler = handler
-        self._request = request
-
     async def _run(self) -> Any:
         ctx = self._ctx
         task = None
@@ -198,7 +209,8 @@ class _UnaryCall(_Call):
                 if time.monotonic() >= self._expires:
                     raise TimeoutError
                 task = self._waiter = asyncio.current_task()
-                self._watch()
+                dog = self._dog = self._channel.watchdog()  # _watch(), written out: once per call
+                self._dog_key = dog.add(self)
             return await self._handler.unary_unary(self._request, ctx)
         except asyncio.CancelledError:
             if self._timed_out(task):
@@ -212,7 +224,9 @@ class _UnaryCall(_Call):
             raise err from None
         finally:
             self._waiter = None
-            self._unwatch()
+            if self._dog is not None:  # _unwatch()
+                self._dog.discard(self._dog_key)
+                self._dog = None
 
     def __await__(self):
         return self._run().__await__()
@@ -224,7 +238,7 @@ class _UnaryCall(_Call):
 class _StreamCall(_Call):
     def __init__(self, channel: "InProcessChannel", handler: Any, request: Any, metadata: MetadataLike,
                  timeout: float | None) -> None:
-        super().__init__(channel, metadata, timeout)
+        super().__init__(channel, handler, request, metadata, timeout)
         self._gen = handler.unary_stream(request, self._ctx)
         self._finished = False
 
@@ -298,7 +312,7 @@ class _Multicallable:
         self._stream = stream
 
     def __call__(self, request: Any, *, timeout: float | None = None, metadata: MetadataLike = None, **_: Any):
-        handler = self._channel.handler(self._path)
+        handler = self._channel._handlers.get(self._path)  # handler(), written out: once per call
         if handler is None:
             raise AioRpcError(grpc.StatusCode.UNIMPLEMENTED, Metadata(), Metadata(), "Method not found!")
         return (_StreamCall if self._stream else _UnaryCall)(self._channel, handler, request, metadata, timeout)

@@ -194,6 +194,15 @@ def chat_input(body: dict[str, Any], surface: str = "openai", into: pb.ChatInput
     inp.surface = surface
     add = inp.messages.add
     for i, m in enumerate(messages):
+        # The usual message, {"role": <not tool>, "content": <a string>} and nothing else, needs
+        # none of _message()'s other checks: filled here, without the call.
+        if type(m) is dict and len(m) == 2 and type(content := m.get("content")) is str \
+                and type(raw_role := m.get("role")) is str and (role := ROLES.get(raw_role)) is not None \
+                and role != pb.ROLE_TOOL:
+            msg = add()
+            msg.role = role
+            msg.text = content
+            continue
         _message(add(), m, i)
     if not body.keys().isdisjoint(OPTIONAL_FIELDS):  # walks the smaller side: at most 15 keys
         _options(inp, body)

@@ -103,7 +103,8 @@ async def chat_answer(request: web.Request, req: ipb.ChatRequest, render: Callab
     answer = resp.raw or render(resp, model)  # raw: the provider's own answer, relayed
     # All headers in one dict, Content-Type first as content_type= would put it: the response's
     # multidict is built once instead of item by item.
-    headers = await calls.response_headers(call, {hdrs.CONTENT_TYPE: "application/json"})
+    headers = calls.response_headers_now(call, {hdrs.CONTENT_TYPE: "application/json"}) or \
+        await calls.response_headers(call, {hdrs.CONTENT_TYPE: "application/json"})
     if t0 is not None:
         headers[calls.LATENCY] = f"{(time.monotonic() - t0) * 1000:.1f}"
     return web.Response(body=answer, headers=headers)

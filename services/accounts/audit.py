@@ -11,7 +11,7 @@ import json
 import logging
 from typing import Any
 
-from services.auth.principal import Principal
+from services.core.principal import Principal
 from services.store.records import AuditRecord
 from services.store.repos.ids import new_id
 

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.auth.principal import Principal
+from services.core.principal import Principal
 from services.catalog.pricing import Catalog
 from services.core.errors import FailedPrecondition, QuotaViolation, ResourceExhausted
 from services.limits.base import Decision, Limiter, Reservation, Rule

@@ -20,17 +20,17 @@ DEMO_USERS = (
 )
 
 
-async def seed_demo_users(store, signin) -> list[tuple[str, str, str, str]]:
+async def seed_demo_users(store, credentials, signin) -> list[tuple[str, str, str, str]]:
     """(email, role, plan, password) for each demo user, created or reset now."""
     out = []
     for email, role, plan in DEMO_USERS:
         password = secrets.token_urlsafe(9)
         found = await store.find_user_by_email(email)
         if found is None:
-            await store.insert_user(email, password, plan, role)
+            await credentials.insert_user(email, password, plan, role)
         else:
             await store.update_user(found.id, {"tier": plan, "role": role, "state": STATE_ACTIVE})
-            await store.set_password(found.id, password)
+            await credentials.set_password(found.id, password)
             await signin.end_all(found.id)
         out.append((email, role, plan, password))
     return out

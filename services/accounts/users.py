@@ -9,13 +9,11 @@ The last active admin cannot be demoted, suspended or deleted (LAST_ADMIN, 409 o
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from services.accounts.signin import SignIn
+from services.auth.credentials import Credentials
 from services.core.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
 from services.store.records import (
     ROLE_ADMIN,
@@ -27,8 +25,6 @@ from services.store.records import (
     UserRecord,
 )
 
-INVITE_PREFIX = "tgi_"
-INVITE_TTL_S = 7 * 86400.0
 BUDGET_MAX_USD = 1_000_000_000.0  # anything above is a typo, not a budget
 ROLES = (ROLE_ADMIN, ROLE_USER)
 SETTABLE_STATES = (STATE_ACTIVE, STATE_SUSPENDED)
@@ -57,16 +53,13 @@ class Created:
 
 
 class Accounts:
-    def __init__(self, store, signin: SignIn, auth, clock, pepper: bytes, plans: Any) -> None:
+    def __init__(self, store, credentials: Credentials, signin: SignIn, auth, clock, plans: Any) -> None:
         self.store = store
+        self.credentials = credentials  # passwords and invite tokens: hashed there, never here
         self.signin = signin
         self.auth = auth
         self.clock = clock
-        self._pepper = pepper
         self._plans = plans  # callable: the plan names that exist now
-
-    def _invite_hash(self, token: str) -> str:
-        return hmac.new(self._pepper, b"invite|" + token.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
     async def spend_month(self, user_id: str) -> dict[str, Any]:
         return await self.store.usage_totals(UsageFilter(user_id=user_id, since=month_start(self.clock.now())))
@@ -84,10 +77,9 @@ class Accounts:
             raise invalid(problems)
         token, invite_hash, expires = "", None, None
         if not password:
-            token = INVITE_PREFIX + secrets.token_urlsafe(24)
-            invite_hash, expires = self._invite_hash(token), self.clock.now() + INVITE_TTL_S
+            token, invite_hash, expires = self.credentials.new_invite()
         try:
-            user = await self.store.insert_user(email, password or None, plan, role, invite_hash, expires)
+            user = await self.credentials.insert_user(email, password or None, plan, role, invite_hash, expires)
         except InvalidArgument as e:
             if e.reason not in ("INVALID_ARGUMENT",):
                 raise
@@ -141,14 +133,14 @@ class Accounts:
     async def accept_invite(self, token: str, password: str) -> UserRecord:
         if not 8 <= len(password) <= 1024:
             raise invalid([FieldViolation("password", "must be 8-1024 characters")])
-        if not token.startswith(INVITE_PREFIX) or len(token) > 200:
+        h = self.credentials.invite_hash(token)
+        if h is None:
             raise Unauthenticated("This invite is not valid (used, expired or unknown)", reason="INVITE_INVALID")
-        h = self._invite_hash(token)
         found = await self.store.find_invite(h)
         if found is None or (found[1] is not None and found[1] <= self.clock.now()):
             raise Unauthenticated("This invite is not valid (used, expired or unknown)", reason="INVITE_INVALID")
         user = found[0]
-        if not await self.store.accept_invite(user.id, h, password):
+        if not await self.credentials.accept_invite(user.id, h, password):
             raise Unauthenticated("This invite is not valid (used, expired or unknown)", reason="INVITE_INVALID")
         await self.signin.end_all(user.id)
         return user

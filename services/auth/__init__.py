@@ -1,4 +1,4 @@
-"""Authentication material: the server secret, API keys, passwords, sealed provider keys."""
+"""Authentication material and rules: the server secret, API keys, passwords, sealed provider keys."""
 
 from services.auth.api_keys import hash_key, key_prefix, looks_valid, new_api_key, verify
 from services.auth.passwords import hash_password, needs_rehash, verify_password

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 import stat
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -29,8 +30,11 @@ _ENV_SALT = b"tollgate/secret-key/v1"
 _DERIVE_SALT = b"tollgate/derive/v1"
 
 
+SECRET_FINGERPRINT_SETTING = "secret_fingerprint"
+
+
 class SecretMismatch(RuntimeError):
-    """The server secret is not the one the database was first started with (Store.start)."""
+    """The server secret is not the one the database was first started with (check_fingerprint)."""
 
 
 def secret_fingerprint(pepper: bytes) -> str:
@@ -38,6 +42,22 @@ def secret_fingerprint(pepper: bytes) -> str:
     equal for equal secrets, says nothing about the secret. Stored at first start, compared after."""
     check_key = hmac.new(pepper, b"tollgate/v1/secret-fingerprint-key", hashlib.sha256).digest()
     return "v1:" + hmac.new(check_key, b"tollgate secret fingerprint", hashlib.sha256).hexdigest()
+
+
+async def check_fingerprint(store: Any, pepper: bytes, source: str) -> None:
+    """At start-up: the database was first started with this server secret, or SecretMismatch.
+
+    Issue 15 point 4: a replica with another server secret would hash every API key differently
+    and answer 401 to all of them, silently. The store keeps the fingerprint from the first start
+    (`store.set_setting_once`: the first writer wins); a different secret stops start-up here,
+    naming where the secret comes from (`source`: the variable, or the file)."""
+    mine = secret_fingerprint(pepper)
+    stored = await store.set_setting_once(SECRET_FINGERPRINT_SETTING, mine)
+    if not hmac.compare_digest(stored.encode(), mine.encode()):
+        raise SecretMismatch(
+            f"the server secret ({source}) is not the one this database was first started with, so every "
+            "API key would be refused; start with the original secret (every replica must share one "
+            "TOLLGATE_SECRET_KEY)")
 
 
 def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:

@@ -92,6 +92,10 @@ class Config:
     breaker_threshold: int = 5
     breaker_cooldown_s: float = 30.0
     retry_after_wait_max_s: float = 5.0  # Retry-After up to this: wait and retry; above: fail over
+    # Open connections to one upstream host at once; 0 = as many as requests in flight. A cap
+    # makes the requests past it wait for a connection inside the gateway, unseen, their try's
+    # time running: with 256 (the old fixed value) 1,000 streams to one provider ran in four waves.
+    upstream_connections_per_host: int = 0
     shutdown_grace_s: float = 30.0
     ledger_flush_s: float = 0.5
     # Model aliases and fallback groups: "smart" -> ("anthropic/claude-sonnet-4-6", "openai/gpt-4.1", ...),

@@ -3,7 +3,7 @@
 Issue 15 point 3 (RELIABILITY F3): a provider's error message may quote the key it was sent
 ("Invalid request for key sk-…"), the caller's token from the prompt, or anything else the gateway
 holds. One Scrubber is built at start-up (App) from the config's provider keys, static API keys,
-admin key and server secret; the store adds each stored provider key when it is opened or added
+admin key and server secret; auth/provider_secrets.py adds each stored provider key when it is opened or added
 and drops it when deleted. It is applied where upstream text enters (the router's failures, the
 pass-through's error bodies) and once more on every error Status the RPC guard sends, with the
 caller's own credentials as `extra`. Only error texts are scrubbed: the success path never calls it.

@@ -236,32 +236,70 @@ class MemoryLimiter:
         hold: bool = False
     ) -> tuple[Decision, _Held | None]:
         # The common case, every rule with room, reads each target once and builds no RuleState;
-        # anything else (a refusal, a peek) takes the general path below.
+        # anything else (a refusal, a peek) takes the general path below. What _target() and
+        # _period() do is written out here: this runs twice per request, three rules each.
         targets: list[tuple[Rule, _Window | _Counter]] = []
+        pids: list[str] = []  # each rule's period id ("" for a window), for the reservation
+        windows, counters, periods = self._windows, self._counters, self._periods
         for rule in rules:
-            if rule.limit <= 0:
-                continue  # unlimited: never refuses, no state
-            target = self._target(subject, rule, now, create=count)
-            if type(target) is _Window:
-                target.prune(mono)
+            period = rule.period
+            if not period:
+                pids.append("")
+                if rule.limit <= 0:
+                    continue  # unlimited: never refuses, no state
+                wkey = (subject, rule.name)
+                target = windows.get(wkey)
+                if target is None:
+                    target = _Window(rule.window_s)
+                    if count:
+                        windows[wkey] = target
+                target.window_s = rule.window_s  # a reloaded config applies at once
+                entries = target.entries
+                if entries and entries[0].ts <= mono - target.window_s:
+                    target.prune(mono)
                 used = target.total
             else:
+                p = periods.get((period, rule.tz))
+                if p is None or not p[0] <= now < p[1]:
+                    p = self._period(period, now, rule.tz)
+                pids.append(p[2])
+                if rule.limit <= 0:
+                    continue
+                ckey = (subject, rule.name, p[2])
+                target = counters.get(ckey)
+                if target is None:
+                    target = _Counter(p[1])
+                    if count:
+                        counters[ckey] = target
                 used = target.used + target.held
             if used + amount > rule.limit:
                 return self._refused(subject, rules, amount, mono, now, create=count)
             targets.append((rule, target))
         if not count:
             return self._peeked(targets, amount, mono, now), None
-        held = self._hold(subject, rules, amount, now, mono) if hold else None
+        held = None
+        if hold:
+            res = Reservation(subject, rules, amount, tuple(pids), id=self._id_prefix + str(next(self._ids)))
+            held = _Held(res, mono + self._lease_s)
+            self._held[res.id] = held
         # RELIABILITY C1/C3: all-or-nothing, counted only once every rule said yes.
         best: tuple[int, Rule, int, float] | None = None
         for rule, target in targets:
-            self._apply(target, amount, mono, held)
             if type(target) is _Window:
+                entry = _Entry(mono, amount)
+                target.entries.append(entry)
+                target.total += amount
+                if held is not None:
+                    held.entries.append((target, entry))
                 used = target.total
                 # "frees up" for an admitted call: when the oldest counted entry leaves
                 reset_at = now + (target.entries[0].ts + target.window_s - mono)
             else:
+                if held is not None:
+                    target.held += amount
+                    held.counters.append(target)
+                else:
+                    target.used += amount
                 used = target.used + target.held
                 reset_at = target.ends_at
             left = rule.limit - used
@@ -331,26 +369,6 @@ class MemoryLimiter:
             return RuleState(rule, used, True, target.ends_at)
         ok = used + amount <= rule.limit
         return RuleState(rule, used, ok, target.ends_at, 0.0 if ok else max(0.0, target.ends_at - now))
-
-    def _apply(self, target: _Window | _Counter, amount: int, mono: float, held: _Held | None) -> None:
-        if type(target) is _Window:
-            entry = _Entry(mono, amount)
-            target.entries.append(entry)
-            target.total += amount
-            if held is not None:
-                held.entries.append((target, entry))
-        elif held is not None:
-            target.held += amount
-            held.counters.append(target)
-        else:
-            target.used += amount
-
-    def _hold(self, subject: str, rules: tuple[Rule, ...], amount: int, now: float, mono: float) -> _Held:
-        pids = tuple(self._period(r.period, now, r.tz)[2] if r.period else "" for r in rules)
-        res = Reservation(subject, rules, amount, pids, id=self._id_prefix + str(next(self._ids)))
-        held = _Held(res, mono + self._lease_s)
-        self._held[res.id] = held
-        return held
 
     def _finish(self, reservation: Reservation, actual: int) -> None:
         """Settle (actual > 0) or release (actual 0) at most once (idempotent by reservation id)."""

@@ -21,7 +21,7 @@ import ipaddress
 from typing import Any, Callable, Mapping
 from urllib.parse import unquote
 
-from services.auth.principal import Principal
+from services.core.principal import Principal
 from services.core import errors as E
 from services.limits.base import Decision, Rule
 

@@ -28,17 +28,14 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
-from services.auth.principal import Principal
+from services.core.principal import Principal
 from services.config.schema import TierConfig
 from services.core.errors import QuotaViolation, ResourceExhausted
 from services.limits.base import Decision, Limiter, Reservation, Rule
 from services.limits.memory import MemoryLimiter
 from services.limits.periods import period_id, period_start
-
-if TYPE_CHECKING:
-    from services.accounts.budgets import BudgetPlan
 
 log = logging.getLogger("tollgate.quotas")
 T = TypeVar("T")
@@ -61,6 +58,22 @@ class History(Protocol):
     async def tokens_since(self, key_id: str, since: float, until: float | None = None, by_user: bool = False) -> int: ...
 
     async def requests_since(self, key_id: str, since: float, until: float | None = None, by_user: bool = False) -> int: ...
+
+
+class BudgetHold(Protocol):
+    """What admit() reads of a caller's $ budget plan (accounts/budgets.py's BudgetPlan, a layer up)."""
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def rules(self) -> tuple[Rule, ...]: ...
+
+    @property
+    def amount(self) -> int: ...
+
+    @property
+    def fused(self) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -159,7 +172,7 @@ class Quotas:
         return self._token_rules.get(tier, ())
 
     async def admit(self, p: Principal, token_estimate: int, started_at: float | None = None,
-                    budget: BudgetPlan | None = None) -> Admission:
+                    budget: BudgetHold | None = None) -> Admission:
         """Counts the request and reserves its token estimate; `started_at` (the ledger row's
         created_at) tells, should the counter turn out to be lost, which rows it already holds.
         `budget` (a caller's $ budgets, issue 16): when it may be fused, its hold is taken in the

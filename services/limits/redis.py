@@ -25,6 +25,7 @@ import asyncio
 import itertools
 import uuid
 from importlib import resources
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -33,6 +34,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from services.clock import Clock, SystemClock
 from services.limits.base import Decision, Reservation, Rule, RuleState, decide
+from services.limits.lane import Lane
 from services.limits.periods import PeriodCache
 
 SCRIPTS = ("hit", "reserve", "settle", "reap", "admit")
@@ -107,6 +109,9 @@ class RedisLimiter:
         self._owns_client = owns_client
         self._health_timeout_s = health_timeout_s
         self._scripts = {name: client.register_script(_source(name)) for name in SCRIPTS}
+        # The scripts of every decision and settle go over one pipelined connection (lane.py,
+        # issue 20); redis-py's pool keeps the rest (script loads, reaping, TLS or unix clients).
+        self._lane = Lane.for_client(client)
         self._leases = f"{prefix}leases"
         self._settles: list[tuple[Reservation, int, asyncio.Future]] = []
         self._settle_wake = asyncio.Event()
@@ -130,9 +135,9 @@ class RedisLimiter:
             return decide(True, [], now), Reservation(subject, rules, amount, pids)
         rid = self._id_prefix + str(next(self._ids))
         keys, args = self._rule_args(subject, limited, now)
-        reply = await self._scripts["reserve"](
-            keys=[self._leases, self._record(rid), *keys],
-            args=[rid, amount, self._lease_us, self._record_ttl_ms, REAP_BATCH, len(limited), *args],
+        reply = await self._eval(
+            "reserve", [self._leases, self._record(rid), *keys],
+            [rid, amount, self._lease_us, self._record_ttl_ms, REAP_BATCH, len(limited), *args],
         )
         decision = self._decision(reply, limited, now)
         if not decision.allowed:
@@ -168,10 +173,10 @@ class RedisLimiter:
         rkeys, rargs = self._rule_args(subject, req, now)
         tkeys, targs = self._rule_args(subject, tok, now)
         bkeys, bargs = self._rule_args(bsubject, bud, now)
-        reply = await self._scripts["admit"](
-            keys=[self._leases, self._record(rid), self._record(bid), *rkeys, *tkeys, *bkeys],
-            args=[rid, rid, amount, self._lease_us, self._record_ttl_ms, REAP_BATCH, len(req), len(tok), bid, bamount,
-                  len(bud), *rargs, *targs, *bargs],
+        reply = await self._eval(
+            "admit", [self._leases, self._record(rid), self._record(bid), *rkeys, *tkeys, *bkeys],
+            [rid, rid, amount, self._lease_us, self._record_ttl_ms, REAP_BATCH, len(req), len(tok), bid, bamount,
+             len(bud), *rargs, *targs, *bargs],
         )
         decision = (self._decision(reply[0], req, now) if req else free) if rules else None
         if decision is not None and not decision.allowed:
@@ -202,16 +207,21 @@ class RedisLimiter:
         await self._finish(reservation, 0)
 
     async def healthy(self) -> bool:
-        """A PING answered within health_timeout_s; never raises."""
+        """A PING answered within health_timeout_s (on the connection decisions use); never raises."""
         try:
-            return bool(await asyncio.wait_for(self._client.ping(), self._health_timeout_s))
+            ping = self._lane.call("PING") if self._lane is not None else self._client.ping()
+            return bool(await asyncio.wait_for(ping, self._health_timeout_s))
         except (RedisError, OSError, TimeoutError):
             return False
 
     async def drop_connections(self, in_use: bool = True) -> None:
         """Disconnects the pool's connections (idle ones only unless `in_use`); each reconnects on its
         next use. After an outage the old sockets may still look open and fail once each under the
-        next burst (issue 15 point 1), so FailoverLimiter drops them before trusting Redis again."""
+        next burst (issue 15 point 1), so FailoverLimiter drops them before trusting Redis again.
+        The lane is in use whenever anything waits on it: dropped with `in_use` only (a broken one
+        drops itself)."""
+        if in_use and self._lane is not None:
+            self._lane.drop()
         try:
             await self._client.connection_pool.disconnect(inuse_connections=in_use)
         except (RedisError, OSError):
@@ -223,6 +233,8 @@ class RedisLimiter:
             self._settler.cancel()
             await asyncio.gather(self._settler, return_exceptions=True)
             self._settler = None
+        if self._lane is not None:
+            await self._lane.close()
         if self._owns_client:
             await self._client.aclose()
 
@@ -240,7 +252,7 @@ class RedisLimiter:
         if not limited:
             return decide(True, [], now)
         keys, args = self._rule_args(subject, limited, now)
-        reply = await self._scripts["hit"](keys=keys, args=[mode, self._id_prefix + str(next(self._ids)), len(limited), *args])
+        reply = await self._eval("hit", keys, [mode, self._id_prefix + str(next(self._ids)), len(limited), *args])
         return self._decision(reply, limited, now)
 
     async def _finish(self, reservation: Reservation, actual: int) -> None:
@@ -287,9 +299,18 @@ class RedisLimiter:
             replies: list[object] = [None]
             res, actual, _ = batch[0]
             try:
-                await script(keys=[self._leases, self._record(res.id)], args=[actual])
+                await self._eval("settle", [self._leases, self._record(res.id)], [actual])
             except Exception as exc:
                 replies = [exc]
+        elif self._lane is not None:
+            futs = await self._lane.send([("EVALSHA", script.sha, 2, self._leases, self._record(res.id), actual)
+                                          for res, actual, _ in batch])
+            replies = []
+            for f in futs:
+                try:
+                    replies.append(await f)
+                except RedisError as exc:
+                    replies.append(exc)
         else:
             pipe = self._client.pipeline(transaction=False)
             for res, actual, _ in batch:
@@ -308,6 +329,18 @@ class RedisLimiter:
                 fut.set_exception(reply)
             else:
                 fut.set_result(None)
+
+    async def _eval(self, name: str, keys: list[str], args: list[object]) -> Any:
+        """Runs one script by EVALSHA (over the lane when there is one), loading it on NOSCRIPT."""
+        lane = self._lane
+        script = self._scripts[name]
+        if lane is None:
+            return await script(keys=keys, args=args)
+        try:
+            return await lane.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:  # Redis restarted or flushed its scripts: load and go
+            await self._client.script_load(script.script)
+            return await lane.call("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def _pid(self, rule: Rule, now: float) -> str:
         return self._periods.get(rule.period, now, rule.tz)[2] if rule.period else ""

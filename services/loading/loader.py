@@ -27,8 +27,9 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 
-from services.auth import ssrf
-from services.auth.principal import Principal
+from services.providers import ssrf
+from services.core.principal import Principal
+from services.auth.provider_secrets import ProviderSecrets
 from services.config.schema import Config
 from services.core.errors import (
     AlreadyExists,
@@ -72,10 +73,11 @@ class Progress:
 
 
 class ModelLoader:
-    def __init__(self, config: Config, store: Store, index: CandidateIndex, upstreams: Upstreams,
-                 registry: LoadedModels) -> None:
+    def __init__(self, config: Config, store: Store, secrets: ProviderSecrets, index: CandidateIndex,
+                 upstreams: Upstreams, registry: LoadedModels) -> None:
         self.config = config
         self.store = store
+        self.secrets = secrets  # seals a loaded model's key before the store keeps it
         self.index = index  # the configured models: a loaded model may not take one's name
         self.upstreams = upstreams
         self.registry = registry
@@ -104,7 +106,7 @@ class ModelLoader:
         assert record is not None
         record.created_by = who.key_id
         # The name may have been taken meanwhile (here or on another replica): the unique index decides.
-        stored = await self.store.add_loaded_model(record, secret)
+        stored = await self.secrets.add_loaded_model(record, secret)
         loaded = await self.registry.add(stored, secret)
         yield Progress("success")
         yield loaded

@@ -42,9 +42,10 @@ class LoadedModel:
 
 
 class LoadedModels:
-    def __init__(self, store: Any, providers: dict[str, ProviderConfig], clock: Clock, *,
+    def __init__(self, store: Any, secrets: Any, providers: dict[str, ProviderConfig], clock: Clock, *,
                  set_secret: Any = None, refresh_s: float = 1.0, miss_s: float = 0.2) -> None:
         self.store = store
+        self.secrets = secrets  # auth/provider_secrets.py: opens a loaded model's sealed key
         self.providers = providers
         self.clock = clock
         self.miss_s = miss_s
@@ -53,16 +54,7 @@ class LoadedModels:
         self._read_at = -1e9  # when the last finished read began (monotonic)
         self._reading_started = -1e9
         self._reading: asyncio.Task | None = None
-        self._poller = Poller("loaded-models", self.refresh, refresh_s, log)
-
-    @property
-    def refresh_s(self) -> float:
-        """How often the periodic read runs (the poller reads it before each wait)."""
-        return self._poller.every_s
-
-    @refresh_s.setter
-    def refresh_s(self, value: float) -> None:
-        self._poller.every_s = value
+        self.poller = Poller("loaded-models", self.refresh, refresh_s, log)  # the periodic read
 
     # ------------------------------------------------------------------ reads (hot path: no I/O)
 
@@ -138,10 +130,10 @@ class LoadedModels:
         return m
 
     def start(self) -> None:
-        self._poller.start()
+        self.poller.start()
 
     async def close(self) -> None:
-        await self._poller.close()
+        await self.poller.close()
         if self._reading is not None:
             self._reading.cancel()
             await asyncio.gather(self._reading, return_exceptions=True)
@@ -159,7 +151,7 @@ class LoadedModels:
                 continue
             if rec.has_key:
                 try:
-                    self._set_secret(rec.id, await self.store.open_loaded_model_key(rec.id))
+                    self._set_secret(rec.id, await self.secrets.open_loaded_model(rec.id))
                 except Exception as e:
                     log.warning("loaded model %s: its key cannot be opened (%s); not routable", rec.id, type(e).__name__)
                     continue

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from services.auth.ssrf import guarded_socket_factory
+from services.providers.ssrf import guarded_socket_factory
 from services.providers.anthropic import AnthropicAdapter
 from services.providers.base import Adapter
 from services.providers.demo import DemoAdapter
@@ -32,7 +32,9 @@ ADAPTER_TYPES: dict[str, type[Adapter]] = {
 
 
 class Upstreams:
-    def __init__(self, limit_per_host: int = 256, tracing: Any = None) -> None:
+    def __init__(self, limit_per_host: int = 0, tracing: Any = None) -> None:
+        """`limit_per_host`: open connections per upstream origin at once, 0 = no cap (config
+        upstream_connections_per_host): each stream holds its connection for its whole length."""
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         # Traces on: every session carries a hook putting the current attempt's W3C traceparent on
         # the provider request. Off: no hook at all, so a request costs what it did.

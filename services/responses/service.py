@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 
 import orjson
 
-from services.auth.principal import Principal
+from services.core.principal import Principal
 from services.core import errors as E
 from tollgate.json_bound import too_complex
 from services.core.types import Target

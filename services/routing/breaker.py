@@ -38,6 +38,12 @@ class Breaker:
 
     __slots__ = ("_clock", "_threshold", "_base", "_max", "_circuits", "on_open")
 
+    def tracks(self, key_id: str) -> bool:
+        """Whether the key has a circuit with something to remember. One that does not is closed
+        and clean (such circuits are dropped): asking or telling this breaker about it changes
+        nothing, so the router's per-request checks skip it (KeyGate.closed / succeeded)."""
+        return key_id in self._circuits
+
     def __init__(
         self,
         clock: Clock,

@@ -112,6 +112,9 @@ class KeyGate:
     def closed(self, t: Target, tr: Tries) -> str | None:
         """Asks the breaker; in half-open, a pass hands this request the one probe (A1)."""
         key = t.key_id
+        if not self.breaker.tracks(key):  # closed and clean: allowed, and no probe to hold
+            tr.probe = False
+            return None
         half_open = self.breaker.state(key) == HALF_OPEN
         if not self.breaker.allow(key):
             return "breaker_open"
@@ -153,7 +156,8 @@ class KeyGate:
     # ------------------------------------------------------------------ after a try
 
     def succeeded(self, tr: Tries, key: str) -> None:
-        self.breaker.record_success(key)
+        if self.breaker.tracks(key):  # a clean closed circuit has nothing to reset
+            self.breaker.record_success(key)
         tr.probe = False
 
     def verdict(self, tr: Tries, key: str, f: UpstreamFailure) -> None:

@@ -193,18 +193,19 @@ class Router:
 
     # ------------------------------------------------------------------ unary
 
-    async def chat(self, req: ChatRequest, deadline: float, log: RouteLog, user_id: str = "") -> ChatResult:
-        # `attempt` hands _run the adapter's own coroutine to await: no coroutine of ours in between.
+    # chat() and embed() hand back _run's coroutine for the caller to await (no coroutine of their
+    # own per request); `attempt` hands _run the adapter's own coroutine, no coroutine in between.
+    def chat(self, req: ChatRequest, deadline: float, log: RouteLog, user_id: str = "") -> Awaitable[ChatResult]:
         def attempt(call: Call) -> Awaitable[ChatResult]:
             return self.upstreams.adapter(call.target.kind).chat(req, call)
 
-        return await self._run(req.model, req.route.provider, req.route.strategy, deadline, log, attempt, user_id)
+        return self._run(req.model, req.route.provider, req.route.strategy, deadline, log, attempt, user_id)
 
-    async def embed(self, req: EmbedRequest, deadline: float, log: RouteLog, user_id: str = "") -> EmbedResult:
+    def embed(self, req: EmbedRequest, deadline: float, log: RouteLog, user_id: str = "") -> Awaitable[EmbedResult]:
         def attempt(call: Call) -> Awaitable[EmbedResult]:
             return self.upstreams.adapter(call.target.kind).embed(req, call)
 
-        return await self._run(req.model, req.route.provider, req.route.strategy, deadline, log, attempt, user_id)
+        return self._run(req.model, req.route.provider, req.route.strategy, deadline, log, attempt, user_id)
 
     async def _run(self, model, provider_hint, strategy_name, deadline, log, attempt, user_id=""):
         self.stats.requests += 1
@@ -333,7 +334,7 @@ class Router:
         for view in ordered:
             t = view.target
             key = t.key_id
-            if log.tries >= self.cfg.max_attempts or self.clock.monotonic() >= deadline:
+            if (log.tries if log.attempts else 0) >= self.cfg.max_attempts or self.clock.monotonic() >= deadline:
                 return
             skip = gate.unavailable(t, tr)
             if skip:
@@ -345,7 +346,7 @@ class Router:
                 self.record(log, t, "key_unavailable", 0, None)
                 continue
             # Any try after the request's first is a retry, failover included (Envoy counts both).
-            if log.tries and not budget.take(tr, same_route=False):
+            if log.attempts and log.tries and not budget.take(tr, same_route=False):
                 self.record(log, t, "retry_budget", 0, None)
                 return
             # Limits are asked (a coroutine) only of a key that has some.

@@ -38,10 +38,11 @@ DEFAULT_TIMEOUT_S = 60.0
 
 
 class UserKeys:
-    def __init__(self, store: Any, clock: Clock, *, catalog: Any = None, ttl_s: float = CACHE_TTL_S,
+    def __init__(self, store: Any, secrets: Any, clock: Clock, *, catalog: Any = None, ttl_s: float = CACHE_TTL_S,
                  secret_ttl_s: float = SECRET_TTL_S, timeout_s: float = DEFAULT_TIMEOUT_S,
                  quota_tz: str = "UTC") -> None:
         self.store = store
+        self.secrets = secrets  # auth/provider_secrets.py: opens a sealed key
         self.clock = clock
         self.catalog = catalog
         self.ttl_s = ttl_s
@@ -92,7 +93,7 @@ class UserKeys:
         hit = self._secrets.get(key_id)
         if hit is not None and now - hit[0] < self.secret_ttl_s:
             return hit[1]
-        plain = await self.store.open_provider_key(key_id)
+        plain = await self.secrets.open(key_id)
         self._secrets[key_id] = (now, plain)
         self._secrets.move_to_end(key_id)
         if len(self._secrets) > MAX_SECRETS:

@@ -17,6 +17,7 @@ from services.rpc import paging
 from services.rpc.interceptors import Ctx, Guard, unary
 from services.rpc.usage import usage_row
 from services.store.records import ApiKeyRecord, UsageFilter
+from services.auth.key_vault import KeyVault
 from services.store.store import Store
 from tollgate.v1 import admin_service_pb2 as apb
 from tollgate.v1 import admin_service_pb2_grpc as apb_grpc
@@ -32,12 +33,13 @@ def api_key_pb(r: ApiKeyRecord) -> apb.ApiKey:
 class AdminServicer(apb_grpc.AdminServiceServicer):
     """API keys, tiers, stats, the ledger, router and auth status (admin key only)."""
 
-    def __init__(self, guard: Guard, config: Config, store: Store, quotas: Quotas, ledger: Ledger, auth: Authenticator,
+    def __init__(self, guard: Guard, config: Config, store: Store, key_vault: KeyVault, quotas: Quotas, ledger: Ledger, auth: Authenticator,
                  audit: AuditLog, router: Router, limiter: Limiter, uptime_s: Callable[[], float],
                  reload_static_keys: Callable[[], int], aliases: RuntimeAliases) -> None:
         self.guard = guard
         self.config = config
         self.store = store
+        self.key_vault = key_vault  # issues the admin's API keys (the store keeps their hashes)
         self.quotas = quotas
         self.ledger = ledger
         self.auth = auth
@@ -62,7 +64,7 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
         if problems:
             raise InvalidArgument("; ".join(f"{p.field}: {p.description}" for p in problems),
                                   reason="VALIDATION_ERROR", field_violations=problems)
-        rec, key = await self.store.create_api_key(name=name, email=request.email, tier=tier)
+        rec, key = await self.key_vault.create(name=name, email=request.email, tier=tier)
         await self.audit.record(ctx.principal, "api_key.create", rec.id, _ip(ctx), None,
                                {"name": rec.name, "email": rec.email, "tier": rec.tier, "prefix": rec.prefix})
         return apb.CreateApiKeyResponse(api_key=api_key_pb(rec), key=key)

@@ -24,6 +24,8 @@ FORMATS = {pb.RESPONSE_FORMAT_UNSPECIFIED: "", pb.RESPONSE_FORMAT_TEXT: "text",
 
 
 MODEL_MAX = 256
+# A request without routing wishes (nearly every one) shares this one; nothing writes a RouteHints.
+NO_HINTS = RouteHints()
 
 
 MODEL_REQUIRED = ("api_v1",)  # surfaces whose seed has no default model (004)
@@ -78,7 +80,7 @@ def chat_request(inp: pb.ChatInput, max_messages: int, include_usage: bool = Fal
         r = inp.route
         hints = RouteHints(r.provider, r.strategy, r.key_id)
     else:
-        hints = RouteHints()
+        hints = NO_HINTS
     req = ChatRequest(model, msgs, sampling, tools, hints, include_usage, inp.user, inp.surface or "grpc")
     raw = inp.raw_body
     if raw:  # fields only the provider understands (services/fidelity.py); empty on the usual request

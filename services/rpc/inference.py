@@ -73,7 +73,9 @@ class InferenceServicer(ipb_grpc.InferenceServiceServicer):
 
     @unary(open_kind=open_inference)
     async def Chat(self, request: ipb.ChatRequest, ctx: Ctx) -> ipb.ChatResponse:
-        req = self._clamp(convert.chat_request(request.input, self.max_messages))
+        req = convert.chat_request(request.input, self.max_messages)
+        if req.sampling.max_tokens:  # only a max_tokens may need clamping
+            self._clamp(req)
         if req.raw_body and (target := self.fidelity.plan(req)) is not None:
             raw, out = await self.fidelity.chat(ctx.principal, req, target, ctx.request_id, ctx.context.time_remaining())
             await ctx.context.send_initial_metadata(_route_md(ctx, out))

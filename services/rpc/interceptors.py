@@ -19,7 +19,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from services.auth.authenticator import Authenticator
-from services.auth.principal import Principal
+from services.core.principal import Principal
 from services.auth.throttle import AuthThrottle
 from services.limits.open_gate import OPEN_EVENT, OpenGate
 from services.core import errors as E
@@ -145,6 +145,18 @@ class Guard:
         self.tracing = tracing  # tollgate.tracing.Tracing, or None when traces are off
         self.draining = draining  # True once the process is shutting down (services/runtime.py)
 
+    def enter_now(self, context: Any, request_id: str) -> Ctx | None:
+        """_enter() for the usual keyed call, without a coroutine: no trace context to read, no
+        address blocked, seed 004's open gate off, and a stored API key looked up within the last
+        second. None for anything else (and while draining): the caller awaits _enter()."""
+        if self.tracing is not None or self.draining():
+            return None
+        throttle, gate = self.auth_throttle, self.open_gate
+        if (throttle is not None and throttle.blocking) or (gate is not None and gate.enabled):
+            return None
+        principal = self.auth.resolve_now({k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
+        return None if principal is None else Ctx(principal, request_id, context)
+
     async def _enter(self, context: Any, request_id: str, admin_only: bool, public: bool,
                      open_kind: Any = "", request: Any = None) -> Ctx:
         if self.draining():
@@ -209,6 +221,7 @@ def unary(admin_only: bool = False, public: bool = False, peek_limits: bool = Tr
     def wrap(fn: Callable[..., Awaitable[Any]]):
         # Chat and Embed send their own limits with the answer's metadata; decided once here.
         peek = peek_limits and fn.__name__ not in ("Chat", "Embed", "CreateResponse")
+        fast = not admin_only and not public  # a keyed call may take Guard.enter_now()
 
         @functools.wraps(fn)
         async def handler(servicer: Any, request: Any, context: Any) -> Any:
@@ -216,7 +229,8 @@ def unary(admin_only: bool = False, public: bool = False, peek_limits: bool = Tr
             request_id = new_request_id()
             ctx = None
             try:
-                ctx = await guard._enter(context, request_id, admin_only, public, open_kind, request)
+                ctx = (fast and guard.enter_now(context, request_id)) or \
+                    await guard._enter(context, request_id, admin_only, public, open_kind, request)
                 if peek and ctx.principal.kind not in ("admin", "anonymous"):
                     await guard._send_limits(ctx)
                 elif peek and ctx.open_decision is not None:  # open mode: the per-IP count (seed 004)
@@ -241,7 +255,8 @@ def stream(admin_only: bool = False, open_kind: Any = ""):
             request_id = new_request_id()
             ctx = None
             try:
-                ctx = await guard._enter(context, request_id, admin_only, False, open_kind, request)
+                ctx = (not admin_only and guard.enter_now(context, request_id)) or \
+                    await guard._enter(context, request_id, admin_only, False, open_kind, request)
                 async for msg in fn(servicer, request, ctx):
                     yield msg
             except Exception as exc:

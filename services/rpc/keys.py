@@ -10,17 +10,18 @@ token's secret, a session token); messages and metadata never carry one.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import re
 from typing import Any
 
 from services.accounts.budgets import Budgets
 from services.accounts.signin import SignIn, Started
 from services.accounts.statements import Statements
-from services.accounts.users import Accounts, check_budget
-from services.auth import ssrf
+from services.accounts.tokens import TokenRequest, Tokens
+from services.accounts.users import Accounts
+from services.providers import ssrf
 from services.auth.authenticator import OPERATOR, Authenticator
+from services.auth.credentials import PASSWORD_MAX, PASSWORD_MIN, Credentials
+from services.auth.login_throttle import LoginThrottle
+from services.auth.provider_secrets import ProviderSecrets
 from services.clock import Clock
 from services.config.schema import Config
 from services.core.errors import (
@@ -29,38 +30,30 @@ from services.core.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
-    ResourceExhausted,
     Unauthenticated,
 )
-from services.limits.base import Limiter, Rule
+from services.limits.base import Limiter
 from services.limits.quotas import Quotas
 from services.metering.ledger import Ledger
 from services.routing.user_keys import UserKeys
 from services.config.kinds import KINDS, resolve
 from services.rpc.admin import list_usage
 from services.rpc.interceptors import Ctx, Guard, unary
-from services.store.records import KIND_TOKEN, STATE_SUSPENDED, ApiKeyRecord, ProviderKeyRecord, UsageFilter, UserRecord
+from services.store.records import STATE_SUSPENDED, ApiKeyRecord, ProviderKeyRecord, UsageFilter, UserRecord
 from services.store.repos.users import normalize_email
 from services.store.store import Store
 from tollgate.v1 import key_service_pb2 as kpb
 from tollgate.v1 import key_service_pb2_grpc as kpb_grpc
 
-PASSWORD_MIN = 8
-PASSWORD_MAX = 1024  # argon2 hashes any length; a bound keeps a sign-up's cost bounded
 EMAIL_MAX = 254
 NAME_MAX = 200
 SECRET_MAX = 4096
 MODEL_MAX = 200
 MODELS_MAX = 500
 KEYS_PER_USER = 100
-TOKENS_PER_USER = 100
-TTL_MAX_S = 10 * 365 * 86400
-LIMIT_MAX = 10**15
-LOGIN_FAILURES = Rule("login_failures", 10, window_s=60.0)  # per email per minute
 BAD_CREDENTIALS = "Invalid email or password"
 SUSPENDED = "This account is suspended; contact the operator"
 USER_KINDS = ("session", "token")
-_EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
 
 
 def user_pb(u: UserRecord) -> kpb.User:
@@ -156,12 +149,17 @@ def login_response(kind: Any, user: kpb.User, st: Started) -> Any:
 class KeyServicer(kpb_grpc.KeyServiceServicer):
     """Accounts of one's own: register, sign in, sessions, tokens, own provider keys, usage."""
 
-    def __init__(self, guard: Guard, config: Config, store: Store, quotas: Quotas, limiter: Limiter, signin: SignIn,
-                 auth: Authenticator, accounts: Accounts, statements: Statements, budgets: Budgets, ledger: Ledger,
-                 clock: Clock, pepper: bytes, user_keys: UserKeys | None) -> None:
+    def __init__(self, guard: Guard, config: Config, store: Store, credentials: Credentials, tokens: Tokens,
+                 provider_secrets: ProviderSecrets, login_throttle: LoginThrottle, quotas: Quotas, limiter: Limiter,
+                 signin: SignIn, auth: Authenticator, accounts: Accounts, statements: Statements, budgets: Budgets,
+                 ledger: Ledger, clock: Clock, user_keys: UserKeys | None) -> None:
         self.guard = guard
         self.config = config
         self.store = store
+        self.credentials = credentials
+        self.tokens = tokens
+        self.provider_secrets = provider_secrets
+        self.login_throttle = login_throttle
         self.quotas = quotas
         self.limiter = limiter
         self.signin = signin
@@ -171,56 +169,24 @@ class KeyServicer(kpb_grpc.KeyServiceServicer):
         self.budgets = budgets
         self.ledger = ledger
         self.clock = clock
-        self.pepper = pepper
         self.user_keys = user_keys
-
-    def _login_subject(self, email: str) -> str:
-        # A digest, not the address: limiter keys (Redis) must not hold emails.
-        return "login:" + hmac.new(self.pepper, email.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
 
     def _forget_user_keys(self, user_id: str, key_id: str | None = None) -> None:
         if self.user_keys is not None:  # routing's cache of users' provider keys
             self.user_keys.forget(user_id, key_id)
 
-    async def _check_login_budget(self, subject: str) -> Any:
-        decision, held = await self.limiter.reserve(subject, (LOGIN_FAILURES,), 1)
-        if held is None:
-            raise ResourceExhausted("Too many failed sign-in attempts for this account; try again later",
-                                    reason="LOGIN_RATE_LIMITED", retry_after_s=max(1.0, decision.retry_after_s))
-        return held
-
     async def _operator_login(self, request: kpb.LoginRequest, ctx: Ctx) -> kpb.LoginResponse:
-        held = await self._check_login_budget(self._login_subject("\x00operator"))
-        ok = False
-        try:
-            ok = len(request.admin_key) <= SECRET_MAX and self.auth.is_admin_key(request.admin_key)
-        finally:
-            if ok:
-                await self.limiter.release(held)
-            else:
-                await self.limiter.settle(held, 1)
-        if not ok:
+        async with self.login_throttle.attempt("\x00operator", fail_on_error=True) as attempt:
+            attempt.failed = not (len(request.admin_key) <= SECRET_MAX and self.auth.is_admin_key(request.admin_key))
+        if attempt.failed:
             raise Unauthenticated("Invalid admin key", reason="INVALID_ADMIN_KEY")
         started = await self.signin.start_operator(*client_info(ctx))
         return login_response(kpb.LoginResponse, OPERATOR_USER, started)
 
     @unary(public=True, peek_limits=False)
     async def Register(self, request: kpb.RegisterRequest, ctx: Ctx) -> kpb.RegisterResponse:
-        email = normalize_email(request.email)
-        problems = []
-        if len(email) > EMAIL_MAX or not _EMAIL_RE.fullmatch(email) or not _clean_text(email):
-            problems.append(FieldViolation("email", "must be an email address"))
-        if not PASSWORD_MIN <= len(request.password) <= PASSWORD_MAX:
-            problems.append(FieldViolation("password", f"must be {PASSWORD_MIN}-{PASSWORD_MAX} characters"))
-        if problems:
-            raise _invalid(problems)
         tier = self.config.default_tier if self.config.default_tier in self.quotas.tiers else "basic"
-        try:
-            user = await self.store.create_user(email, request.password, tier=tier)
-        except InvalidArgument as e:
-            if e.reason != "INVALID_ARGUMENT":
-                raise
-            raise _invalid([FieldViolation("email", "must be an email address")]) from None
+        user = await self.credentials.sign_up(request.email, request.password, tier)
         started = await self.signin.start(user.id, user.role, *client_info(ctx))
         return login_response(kpb.RegisterResponse, user_pb(user), started)
 
@@ -232,19 +198,13 @@ class KeyServicer(kpb_grpc.KeyServiceServicer):
         if not email or not request.password:
             raise _invalid([FieldViolation(f, "required") for f, v in (("email", email), ("password", request.password))
                             if not v])
-        held = await self._check_login_budget(self._login_subject(email[:EMAIL_MAX * 2]))
-        user, checked = None, False
-        try:
+        user = None
+        # A failed check keeps its slot for the window; a success, a cancelled or broken check
+        # gives it back. Held before the check, so racing guesses cannot overshoot.
+        async with self.login_throttle.attempt(email[:EMAIL_MAX * 2], fail_on_error=False) as attempt:
             if len(request.password) <= PASSWORD_MAX and len(email) <= EMAIL_MAX:
-                user = await self.store.authenticate(email, request.password, suspended=True)
-            checked = True
-        finally:
-            # A failed check keeps its slot for the window; a success, a cancelled or broken
-            # check gives it back. Held before the check, so racing guesses cannot overshoot.
-            if checked and user is None:
-                await self.limiter.settle(held, 1)
-            else:
-                await self.limiter.release(held)
+                user = await self.credentials.authenticate(email, request.password, suspended=True)
+            attempt.failed = user is None
         if user is None:
             raise Unauthenticated(BAD_CREDENTIALS, reason="INVALID_CREDENTIALS")
         if user.state == STATE_SUSPENDED:
@@ -293,18 +253,12 @@ class KeyServicer(kpb_grpc.KeyServiceServicer):
                                    reason="SESSION_REQUIRED")
         if not PASSWORD_MIN <= len(request.new_password) <= PASSWORD_MAX:
             raise _invalid([FieldViolation("new_password", f"must be {PASSWORD_MIN}-{PASSWORD_MAX} characters")])
-        held = await self._check_login_budget(self._login_subject("\x00pw:" + uid))
-        ok = False
-        try:
-            ok = bool(request.current_password) and await self.store.check_password(uid, request.current_password)
-        finally:
-            if ok:
-                await self.limiter.release(held)
-            else:
-                await self.limiter.settle(held, 1)
-        if not ok:
+        async with self.login_throttle.attempt("\x00pw:" + uid, fail_on_error=True) as attempt:
+            attempt.failed = not (bool(request.current_password)
+                                  and await self.credentials.check_password(uid, request.current_password))
+        if attempt.failed:
             raise _invalid([FieldViolation("current_password", "is not this account's password")])
-        await self.store.set_password(uid, request.new_password)
+        await self.credentials.set_password(uid, request.new_password)
         await self.signin.end_all(uid, except_id=ctx.principal.session_id)
         return kpb.ChangePasswordResponse()
 
@@ -372,14 +326,14 @@ class KeyServicer(kpb_grpc.KeyServiceServicer):
         if len(await self.store.list_provider_keys(uid)) >= KEYS_PER_USER:
             raise FailedPrecondition(f"At most {KEYS_PER_USER} provider keys per user; delete one first",
                                      reason="TOO_MANY_PROVIDER_KEYS", metadata={"limit": str(KEYS_PER_USER)})
-        rec = await self.store.add_provider_key(user_id=uid, **fields)
+        rec = await self.provider_secrets.add(user_id=uid, **fields)
         self._forget_user_keys(uid)
         return kpb.CreateProviderKeyResponse(key=provider_key_pb(rec))
 
     @unary()
     async def DeleteProviderKey(self, request: kpb.DeleteProviderKeyRequest, ctx: Ctx) -> kpb.DeleteProviderKeyResponse:
         uid = require_user(ctx)
-        if not request.id or not await self.store.delete_provider_key(request.id, uid):
+        if not request.id or not await self.provider_secrets.delete(request.id, uid):
             raise NotFound("Provider key not found", reason="PROVIDER_KEY_NOT_FOUND")
         self._forget_user_keys(uid, request.id)
         return kpb.DeleteProviderKeyResponse()
@@ -387,8 +341,7 @@ class KeyServicer(kpb_grpc.KeyServiceServicer):
     @unary()
     async def ListTokens(self, request: kpb.ListTokensRequest, ctx: Ctx) -> kpb.ListTokensResponse:
         uid = require_user(ctx)
-        tokens = await self.store.list_api_keys(user_id=uid, kind=KIND_TOKEN)
-        return kpb.ListTokensResponse(tokens=[token_pb(t) for t in tokens if t.user_id == uid])
+        return kpb.ListTokensResponse(tokens=[token_pb(t) for t in await self.tokens.list(uid)])
 
     @unary()
     async def CreateToken(self, request: kpb.CreateTokenRequest, ctx: Ctx) -> kpb.CreateTokenResponse:
@@ -396,42 +349,17 @@ class KeyServicer(kpb_grpc.KeyServiceServicer):
         if ctx.principal.kind != "session":
             raise PermissionDenied("Creating an API token needs a session (log in); a token cannot mint tokens",
                                    reason="SESSION_REQUIRED")
-        name = request.name.strip()
-        problems = []
-        if not name or len(name) > NAME_MAX or not _clean_text(name):
-            problems.append(FieldViolation("name", f"required, at most {NAME_MAX} characters"))
-        if not 0 <= request.ttl_seconds <= TTL_MAX_S:
-            problems.append(FieldViolation("ttl_seconds", f"must be 0 (no expiry) to {TTL_MAX_S}"))
-        for field in ("rpm", "rpd", "tpd", "tpm_month"):
-            if not 0 <= getattr(request, field) <= LIMIT_MAX:
-                problems.append(FieldViolation(field, f"must be 0 (only the plan's) to {LIMIT_MAX}"))
-        for field in ("budget_usd_day", "budget_usd_month"):
-            problems += check_budget(field, getattr(request, field))
-        if problems:
-            raise _invalid(problems)
-        user = await self.store.get_user(uid)
-        if user is None or user.disabled:
-            raise Unauthenticated("This account no longer exists or is disabled", reason="ACCOUNT_UNAVAILABLE")
-        if len(await self.store.list_api_keys(user_id=uid, kind=KIND_TOKEN)) >= TOKENS_PER_USER:
-            raise FailedPrecondition(f"At most {TOKENS_PER_USER} active tokens per user; revoke one first",
-                                     reason="TOO_MANY_TOKENS", metadata={"limit": str(TOKENS_PER_USER)})
-        expires_at = self.clock.now() + request.ttl_seconds if request.ttl_seconds else None
-        tier = user.tier if user.tier in self.quotas.tiers else self.config.default_tier
-        limits = dict(rpm=request.rpm, rpd=request.rpd, tpd=request.tpd, tpm_month=request.tpm_month,
-                      budget_usd_day=request.budget_usd_day or None, budget_usd_month=request.budget_usd_month or None)
-        rec, secret = await self.store.create_api_key(name=name, email=user.email, tier=tier, user_id=uid,
-                                                     kind=KIND_TOKEN, expires_at=expires_at, limits=limits)
+        rec, secret = await self.tokens.mint(uid, TokenRequest(
+            request.name, request.ttl_seconds, request.rpm, request.rpd, request.tpd, request.tpm_month,
+            request.budget_usd_day, request.budget_usd_month))
         return kpb.CreateTokenResponse(token=token_pb(rec), secret=secret)
 
     @unary()
     async def RevokeToken(self, request: kpb.RevokeTokenRequest, ctx: Ctx) -> kpb.RevokeTokenResponse:
         uid = require_user(ctx)
-        rec = await self.store.get_api_key(request.id, uid) if request.id else None
         # Someone else's token, an admin-issued key, a revoked one: all "not found" (F5).
-        if rec is None or rec.user_id != uid or rec.kind != KIND_TOKEN or \
-                not await self.store.revoke_api_key(rec.id, uid):
+        if not await self.tokens.revoke(uid, request.id):
             raise NotFound("Token not found", reason="TOKEN_NOT_FOUND")
-        self.auth.forget()  # effective at once here; other replicas within their 1 s cache
         return kpb.RevokeTokenResponse()
 
     @unary()

@@ -22,6 +22,7 @@ from services.limits.quotas import Quotas
 from services.metering.ledger import Ledger
 from services.routing.router import Router
 from services.routing.user_keys import UserKeys
+from services.auth.provider_secrets import ProviderSecrets
 from services.store.store import Store
 from tollgate.v1 import key_service_pb2 as kpb
 from tollgate.v1 import user_service_pb2 as upb
@@ -64,11 +65,12 @@ def gateway_key_pb(r: Any) -> upb.GatewayKey:
 class UserServicer(upb_grpc.UserServiceServicer):
     """The operator's back office: users, plans, gateway keys, audit and alerts (admin only)."""
 
-    def __init__(self, guard: Guard, store: Store, accounts: Accounts, plans: Plans, quotas: Quotas, audit: AuditLog,
+    def __init__(self, guard: Guard, store: Store, provider_secrets: ProviderSecrets, accounts: Accounts, plans: Plans, quotas: Quotas, audit: AuditLog,
                  alerts: Alerts, config: Config, ledger: Ledger, router: Router, signin: SignIn, statements: Statements,
                  user_keys: UserKeys) -> None:
         self.guard = guard
         self.store = store
+        self.provider_secrets = provider_secrets  # gateway keys: sealed on add, forgotten on delete
         self.accounts = accounts
         self.plans = plans
         self.quotas = quotas
@@ -259,7 +261,7 @@ class UserServicer(upb_grpc.UserServiceServicer):
             provider=request.provider, name=request.name, key=request.api_key, base_url=request.base_url,
             models=list(request.models), default_model=request.default_model, priority=request.priority),
             trusted=True)  # the operator's own key, like the config's: any address it names
-        rec = await self.store.add_provider_key(user_id=None, **fields)
+        rec = await self.provider_secrets.add(user_id=None, **fields)
         self.user_keys.forget(SHARED)
         self.router.shared_keys = True  # here at once; other replicas within their watch period
         await self.audit.record(ctx.principal, "provider_key.create", rec.id, client_info(ctx)[1], None,
@@ -283,7 +285,7 @@ class UserServicer(upb_grpc.UserServiceServicer):
     @unary(admin_only=True)
     async def DeleteGatewayKey(self, request: upb.DeleteGatewayKeyRequest, ctx: Ctx) -> upb.DeleteGatewayKeyResponse:
         rec = await self._shared_key(request.id)
-        await self.store.delete_provider_key(rec.id, None)
+        await self.provider_secrets.delete(rec.id, None)
         self.user_keys.forget(SHARED, rec.id)
         await self.audit.record(ctx.principal, "provider_key.delete", rec.id, client_info(ctx)[1],
                                {"name": rec.name, "provider": rec.provider_kind, "mask": rec.mask}, None)

@@ -212,7 +212,7 @@ class ProviderKeyNotFound(NotFound):
 @dataclass(slots=True)
 class LoadedModelRecord:
     """A model loaded at run time (issue 19, seed 000's /api/models/load). No sealed key here:
-    Store.open_loaded_model_key opens it, for the router only."""
+    auth/provider_secrets.py opens it, for the router only."""
 
     id: str
     name: str  # what callers route by, e.g. "My Custom Model"

@@ -12,7 +12,7 @@ import socket
 import grpc
 import pytest
 
-from services.auth import ssrf
+from services.providers import ssrf
 from services.config.defaults import DEFAULT_TIERS
 from tests.support.fakes.ollama import run_fake_ollama
 from tests.support.fakes.openai import run_fake_openai
@@ -229,7 +229,7 @@ async def test_loaded_on_one_replica_is_routable_on_another_at_once(tmp_path, ol
     shared = dict(providers=(provider("ollama", ollama.base_url, kind="ollama", keys=("",), models=("llava",)),),
                   database_url=postgres_url, secret_key="replicas-share-this-secret-0123456789")
     async with run_gateway(config(tmp_path / "a", **shared)) as a, run_gateway(config(tmp_path / "b", **shared)) as b:
-        b.app.loaded.refresh_s = 3600.0  # no help from B's poller: only the miss path may find it
+        b.app.loaded.poller.every_s = 3600.0  # no help from B's poller: only the miss path may find it
         key = await a.new_key()
         r = await a.http.post("/api/models/load", headers=bearer(key),
                               json={"source": "llama3.2", "format": "ollama", "name": "Shared Model"})

@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from services.auth import ssrf
+from services.providers import ssrf
 from tests.support.fakes.openai import run_fake_openai
 from tests.support.gateway import ADMIN_KEY, config, provider, run_gateway
 
@@ -70,11 +70,11 @@ async def chat(gw, token: str, model: str = "gpt-4o-mini"):
 async def test_own_keys_first_then_the_gateways_never_anothers(setup, monkeypatch) -> None:
     gw, fake, port, (ann, ann_tok), (bob, bob_tok), cid_tok = setup
     admit_port(monkeypatch, port)
-    store = gw.app.store
-    ann_key = await store.add_provider_key(user_id=ann, provider_kind="openai", base_url=fake.base_url,
-                                           secret="sk-user-ann-0001", models=["gpt-4o-mini"])
-    bob_key = await store.add_provider_key(user_id=bob, provider_kind="openai", base_url=fake.base_url,
-                                           secret="sk-user-bob-0002", models=[])
+    secrets = gw.app.provider_secrets
+    ann_key = await secrets.add(user_id=ann, provider_kind="openai", base_url=fake.base_url,
+                                secret="sk-user-ann-0001", models=["gpt-4o-mini"])
+    bob_key = await secrets.add(user_id=bob, provider_kind="openai", base_url=fake.base_url,
+                                secret="sk-user-bob-0002", models=[])
     gw.app.user_keys.forget()
     for tok, secret, key_id in ((ann_tok, "sk-user-ann-0001", ann_key.id), (bob_tok, "sk-user-bob-0002", bob_key.id),
                                 (cid_tok, GATEWAY_SECRET, "primary-k1")):
@@ -112,7 +112,7 @@ async def test_the_connect_guard_keeps_user_keys_off_private_addresses(setup) ->
     gw, fake, _, (ann, ann_tok), _, _ = setup
     # Stored past KeyService's checks (as a row written before them, or a name that rebinds
     # later would be): the guarded connector still refuses, and the request fails over.
-    await gw.app.store.add_provider_key(user_id=ann, provider_kind="openai", base_url=fake.base_url,
+    await gw.app.provider_secrets.add(user_id=ann, provider_kind="openai", base_url=fake.base_url,
                                         secret="sk-user-ann-canary-0003", models=["gpt-4o-mini"])
     gw.app.user_keys.forget()
     r = await chat(gw, ann_tok)
@@ -125,7 +125,7 @@ async def test_the_connect_guard_keeps_user_keys_off_private_addresses(setup) ->
 async def test_user_key_limits_apply(setup, monkeypatch) -> None:
     gw, fake, port, (ann, ann_tok), _, _ = setup
     admit_port(monkeypatch, port)
-    key = await gw.app.store.add_provider_key(user_id=ann, provider_kind="openai", base_url=fake.base_url,
+    key = await gw.app.provider_secrets.add(user_id=ann, provider_kind="openai", base_url=fake.base_url,
                                               secret="sk-user-ann-rpm-0004", models=["gpt-4o-mini"], rpm=2)
     gw.app.user_keys.forget()
     rs = [await chat(gw, ann_tok) for _ in range(3)]

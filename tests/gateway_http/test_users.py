@@ -201,7 +201,7 @@ async def test_provider_keys_masked_encrypted_isolated(gw) -> None:
     dump = await _dump(gw)
     assert secret not in dump and "sk-ant-0123456789abcdef" not in dump and PASSWORD not in dump
     # The row holds ciphertext and the mask, and the router can open it.
-    assert await gw.app.store.open_provider_key(key["id"]) == secret
+    assert await gw.app.provider_secrets.open(key["id"]) == secret
 
     r = await gw.http.get("/api/keys", headers=bearer(ann_session))
     assert r.json()["total"] == 2 and secret not in r.text

@@ -173,12 +173,12 @@ async def test_passthrough_error_body(gw):
 async def test_stored_provider_keys_join_and_leave_the_scrubber(tmp_path):
     stored = "sk-h15-stored-provider-key-555"
     async with run_gateway(config(tmp_path)) as g:
-        rec = await g.app.store.add_provider_key(user_id=None, provider_kind="openai", name="s", secret=stored)
+        rec = await g.app.provider_secrets.add(user_id=None, provider_kind="openai", name="s", secret=stored)
         assert g.app.scrubber.scrub(f"key {stored}!") == f"key {REDACTED}!"
         assert ADMIN_KEY not in g.app.scrubber.scrub(ADMIN_KEY)
     async with run_gateway(config(tmp_path)) as g:  # a later start knows it from the store
         assert stored not in g.app.scrubber.scrub(stored)
-        assert await g.app.store.delete_provider_key(rec.id, None)
+        assert await g.app.provider_secrets.delete(rec.id, None)
         assert g.app.scrubber.scrub(stored) == stored  # removed keys are forgotten
 
 

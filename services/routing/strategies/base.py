@@ -124,19 +124,37 @@ class PerList(Generic[T]):
         return value
 
 
+SPARSE_DRAWS = 16  # draws kept in a dict of moved positions before the pool is copied
+
+
 def shuffled(items: list[CandidateView], rng: random.Random, skip: int = -1) -> Iterator[CandidateView]:
-    """A uniformly random order of `items` (without `items[skip]` when skip >= 0), drawn one at a
-    time (Fisher-Yates from the front): asking for the first k costs k draws, not len(items)."""
-    pool = list(items)
-    n = len(pool)
-    k0 = 0
+    """A uniformly random order of `items` (after `items[skip]` when skip >= 0), drawn one at a
+    time (Fisher-Yates from the front): asking for the first k costs k draws, not len(items).
+
+    The first SPARSE_DRAWS swaps are kept in a dict (position → index into items) instead of a
+    copy of the list, since a request reads a few; past them the pool is copied once. Same draws,
+    same order as swapping in a copy from the start."""
+    n = len(items)
+    moved: dict[int, int] = {}
+    k = 0
     if skip >= 0:
-        pool[0], pool[skip] = pool[skip], pool[0]
-        k0 = 1
-        yield pool[0]
-    for k in range(k0, n - 1):
+        moved[skip] = 0  # position 0 takes items[skip]; position skip now holds items[0]
+        k = 1
+        yield items[skip]
+    stop = min(n - 1, k + SPARSE_DRAWS)
+    while k < stop:
+        j = rng.randrange(k, n)
+        at_j = moved.get(j, j)
+        moved[j] = moved.get(k, k)
+        k += 1
+        yield items[at_j]
+    if k >= n:
+        return
+    pool = list(items)
+    for pos, i in moved.items():
+        pool[pos] = items[i]
+    for k in range(k, n - 1):
         j = rng.randrange(k, n)
         pool[k], pool[j] = pool[j], pool[k]
         yield pool[k]
-    if n > k0:
-        yield pool[n - 1]
+    yield pool[n - 1]

@@ -25,36 +25,57 @@ class LruState(Generic[T]):
     """A dict of per-candidate-set state, least recently used entry evicted past `capacity`.
 
     Bounded because candidate sets include users' own keys, which come and go at run time.
+    Each entry remembers the key object it was stored under: an equal key that is another object
+    (a SetKey from a reloaded config's list) takes its place, so the next lookups with that object
+    match by identity instead of comparing a thousand key ids.
     """
 
     __slots__ = ("_entries", "_capacity")
 
     def __init__(self, capacity: int = STATE_ENTRIES) -> None:
-        self._entries: OrderedDict[Hashable, T] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[Hashable, T]] = OrderedDict()
         self._capacity = capacity
 
     def get(self, key: Hashable, make: Callable[[], T]) -> T:
-        value = self._entries.get(key)
-        if value is None:
-            value = self._entries[key] = make()
-            if len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
+        entries = self._entries
+        entry = entries.get(key)
+        if entry is None:
+            value = make()
+            entries[key] = (key, value)
+            if len(entries) > self._capacity:
+                entries.popitem(last=False)
+            return value
+        if entry[0] is not key:
+            del entries[key]
+            entries[key] = entry = (key, entry[1])
         else:
-            self._entries.move_to_end(key)
-        return value
-
-    def rekey(self, old: Hashable, new: Hashable) -> Hashable:
-        """Store old's value under the equal key object `new` (returned)."""
-        self._entries[new] = self._entries.pop(old)
-        return new
+            entries.move_to_end(key)
+        return entry[1]
 
     def __len__(self) -> int:
         return len(self._entries)
 
 
-def _split(candidates: list[CandidateView]) -> tuple[list[CandidateView], list[CandidateView], tuple[str, ...]]:
+class SetKey:
+    """A candidate set's key (a tuple of key ids, or of (key id, weight)) with its hash computed
+    once: a tuple's hash is not cached, and hashing a thousand ids per request costs more than
+    the rest of the decision."""
+
+    __slots__ = ("t", "h")
+
+    def __init__(self, t: tuple) -> None:
+        self.t, self.h = t, hash(t)
+
+    def __hash__(self) -> int:
+        return self.h
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (isinstance(other, SetKey) and self.h == other.h and self.t == other.t)
+
+
+def _split(candidates: list[CandidateView]) -> tuple[list[CandidateView], list[CandidateView], SetKey]:
     top, rest = split_top(candidates)
-    return top, rest, tuple(c.target.key_id for c in top)
+    return top, rest, SetKey(tuple(c.target.key_id for c in top))
 
 
 class RoundRobinStrategy:
@@ -64,7 +85,7 @@ class RoundRobinStrategy:
 
     def __init__(self, capacity: int = STATE_ENTRIES) -> None:
         self._counters: LruState[list[int]] = LruState(capacity)
-        self._split: PerList[tuple[list[CandidateView], list[CandidateView], tuple[str, ...]]] = PerList(_split)
+        self._split: PerList[tuple[list[CandidateView], list[CandidateView], SetKey]] = PerList(_split)
 
     def order(self, candidates: list[CandidateView], rng: random.Random) -> Order:
         top, rest, ids = self._split.get(candidates)

@@ -1,4 +1,4 @@
-"""Row ids: a type prefix plus 16 random base62 characters (`usr_…`, `ak_…`, `pk_…`)."""
+"""Row ids: a type prefix plus 16 random base62 characters (`usr_…`, `ak_…`, `pk_…`, `lm_…`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ ID_RANDOM_LEN = 16
 USER_PREFIX = "usr_"
 API_KEY_PREFIX = "ak_"
 PROVIDER_KEY_PREFIX = "pk_"
+LOADED_MODEL_PREFIX = "lm_"
 
 
 def new_id(prefix: str) -> str:

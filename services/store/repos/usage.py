@@ -131,20 +131,7 @@ def upsert_usage(db: pw.Database, rows: list[UsageRecord]) -> int:
         seen = latest.get(row.request_id)
         if seen is None or seen.status == IN_FLIGHT or row.status != IN_FLIGHT:
             latest[row.request_id] = row  # one row per id per statement (PostgreSQL requires it)
-    if is_sqlite(db):
-        return _sqlite_upsert(db, list(latest.values()))
-    values = [asdict(r) for r in latest.values()]
-    columns = [f for f in Usage._meta.sorted_fields if f.name != "request_id"]
-    update = {f: getattr(pw.EXCLUDED, f.column_name) for f in columns}
-    where = Usage.status.in_(_UPGRADABLE) & (pw.EXCLUDED.status != IN_FLIGHT)
-    written = 0
-    with write_txn(db):
-        for start in range(0, len(values), _CHUNK):
-            query = Usage.insert_many(values[start : start + _CHUNK]).on_conflict(
-                conflict_target=[Usage.request_id], update=update, where=where
-            )
-            written += int(query.as_rowcount().execute(db))
-    return written
+    return _direct_upsert(db, list(latest.values()), _statements if is_sqlite(db) else _pg_statements)
 
 
 _COLUMNS = tuple(f.name for f in fields(UsageRecord))
@@ -164,13 +151,19 @@ _UPSERT_HEAD = 'INSERT INTO "usage" ({cols}) VALUES '.format(cols=", ".join(f'"{
 # 3.32 allows 999, so it gets 32-row statements at most.
 _SIZES = (256, 32, 4, 1) if sqlite3.sqlite_version_info >= (3, 32, 0) else (32, 4, 1)
 _statements = {n: _UPSERT_HEAD + ", ".join([_ROW] * n) + _UPSERT_TAIL for n in _SIZES}
+# The same statements for PostgreSQL (psycopg2's placeholders, interpolated in C): peewee's
+# insert_many() cost the production shape's ledger thread ~65 µs of CPU per row, holding the
+# GIL the event loop needs (issue 20). PostgreSQL has no bound on parameters; the sizes are
+# SQLite's for one code path.
+_pg_statements = {n: sql.replace("?", "%s") for n, sql in _statements.items()}
 
 
-def _sqlite_upsert(db: pw.Database, rows: list[UsageRecord]) -> int:
+def _direct_upsert(db: pw.Database, rows: list[UsageRecord], statements: dict[int, str]) -> int:
     tail = (*_UPGRADABLE, IN_FLIGHT)
     written = 0
     with write_txn(db):
-        with pw.__exception_wrapper__:  # sqlite3's errors as peewee's: DbWorker retries "database is locked"
+        # The driver's errors as peewee's: DbWorker retries "database is locked" and reconnects.
+        with pw.__exception_wrapper__:
             cursor = db.cursor()
             start = 0
             for size in _SIZES:
@@ -178,7 +171,7 @@ def _sqlite_upsert(db: pw.Database, rows: list[UsageRecord]) -> int:
                     chunk = rows[start : start + size]
                     params = [getattr(r, c) for r in chunk for c in _COLUMNS]
                     params.extend(tail)
-                    cursor.execute(_statements[size], params)
+                    cursor.execute(statements[size], params)
                     written += cursor.rowcount
                     start += size
     return written

@@ -68,3 +68,17 @@ def test_derive_gives_distinct_keys_per_purpose():
         derive(secret, "")
     with pytest.raises(ValueError):
         derive(b"short", PURPOSE_SESSION)
+
+
+async def test_fingerprint_check_keeps_the_first_secret_and_names_the_source(store):
+    from services.auth.secrets import SecretMismatch, check_fingerprint, secret_fingerprint
+
+    first, second = derive(b"a" * 32, PURPOSE_API_KEY_PEPPER), derive(b"b" * 32, PURPOSE_API_KEY_PEPPER)
+    await check_fingerprint(store, first, "TOLLGATE_SECRET_KEY")
+    await check_fingerprint(store, first, "TOLLGATE_SECRET_KEY")  # a restart with the same secret
+    with pytest.raises(SecretMismatch) as info:
+        await check_fingerprint(store, second, "/data/secret.key")
+    message = str(info.value)
+    assert "/data/secret.key" in message and "first started with" in message
+    assert first.hex() not in message and second.hex() not in message
+    assert await store.get_setting("secret_fingerprint") == secret_fingerprint(first)

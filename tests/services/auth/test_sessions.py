@@ -135,13 +135,13 @@ class FakeStore:
         self.lookups += 1
         return self.users.get(user_id)
 
-    async def find_api_key(self, key: str):
+    async def find(self, key: str):  # the key vault's lookup: no issued keys here
         return None
 
 
 def _auth(clock: FakeClock, sessions: Sessions | None, store: FakeStore, **cfg) -> Authenticator:
     config = dataclasses.replace(Config(), **cfg)
-    return Authenticator(config, store, b"pepper-0123456789", clock, "", sessions=sessions)
+    return Authenticator(config, store, store, b"pepper-0123456789", clock, "", sessions=sessions)
 
 
 async def test_authenticator_accepts_sessions(clock: FakeClock, sessions: Sessions) -> None:

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from services.accounts.budgets import Budgets
-from services.auth.principal import Principal
+from services.core.principal import Principal
 from services.catalog.pricing import Catalog
 from services.clock import FakeClock
 from services.config.schema import TierConfig

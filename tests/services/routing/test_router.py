@@ -208,6 +208,24 @@ async def test_weighted_against_real_upstreams_over_http():
             assert (len(a.calls), len(b.calls)) == (75, 25)
 
 
+async def test_least_latency_measures_every_key_once_then_follows_the_tracker():
+    # 40 keys: more than least_latency.SMALL, so the router's strategy keeps the list sorted from
+    # the tracker's change log rather than sorting it per request.
+    async with make_router(router_config(demo("d", keys=40), strategy="least-latency")) as router:
+        first = [(await chat(router, model="demo"))[1].target.key_id for _ in range(40)]
+        # Unmeasured keys go first, in declaration order; each success records a sample.
+        assert first == [f"d-k{i}" for i in range(1, 41)]
+        for i in range(1, 41):
+            router.latency.observe(f"d-k{i}", 1000.0 + i)  # d-k1 fastest now (EWMA 0.3 of 1,001 ms)
+        assert (await chat(router, model="demo"))[1].target.key_id == "d-k1"
+        order = router.plan("demo", "", "least-latency")[1]  # handed out before the next samples
+        for _ in range(5):
+            router.latency.observe("d-k1", 5000.0)
+        router.latency.observe("d-k7", 1.0)
+        assert (await chat(router, model="demo"))[1].target.key_id == "d-k7"
+        assert [v.target.key_id for v in order][:3] == ["d-k1", "d-k2", "d-k3"]  # the order of its time
+
+
 async def test_exhaust_first_uses_a_key_until_its_daily_quota_is_gone_and_it_comes_back_after_midnight():
     clock = FakeClock(START)
     async with make_router(router_config(demo("d", keys=2, daily_quota=3), strategy="exhaust-first"), clock) as router:

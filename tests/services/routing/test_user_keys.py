@@ -6,10 +6,13 @@ import asyncio
 
 import pytest
 
+from services.auth.credentials import Credentials
+from services.auth.provider_secrets import ProviderSecrets
 from services.auth.sealing import Sealer, key_id
 from services.auth.secrets import derive
 from services.catalog.pricing import Catalog
 from services.clock import FakeClock
+from services.core.scrub import Scrubber
 from services.core.types import Target
 from services.limits.base import Rule
 from services.routing.user_keys import UserKeys
@@ -22,10 +25,11 @@ SEAL = derive(SECRET, "provider-key-seal")
 
 
 class CountingStore:
-    """The real store, counting the calls the hot path must not repeat."""
+    """The real store and provider secrets, counting the calls the hot path must not repeat."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, secrets: ProviderSecrets) -> None:
         self.store = store
+        self.secrets = secrets
         self.lists = 0
         self.opens = 0
 
@@ -33,9 +37,9 @@ class CountingStore:
         self.lists += 1
         return await self.store.list_provider_keys(user_id)
 
-    async def open_provider_key(self, key_id):
+    async def open(self, key_id):
         self.opens += 1
-        return await self.store.open_provider_key(key_id)
+        return await self.secrets.open(key_id)
 
 
 @pytest.fixture
@@ -45,38 +49,48 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def store(tmp_path, clock):
-    s = Store(None, str(tmp_path), PEPPER, Sealer({key_id(SEAL): SEAL}, key_id(SEAL)), clock)
+    s = Store(None, str(tmp_path), clock)
     await s.start()
     yield s
     await s.close()
 
 
 @pytest.fixture
-async def world(store):
+def secrets(store, clock) -> ProviderSecrets:
+    return ProviderSecrets(store, Sealer({key_id(SEAL): SEAL}, key_id(SEAL)), clock, Scrubber(), "TOLLGATE_SECRET_KEY")
+
+
+@pytest.fixture
+def credentials(store, clock) -> Credentials:
+    return Credentials(store, clock, PEPPER)
+
+
+@pytest.fixture
+async def world(store, credentials, secrets):
     """Two users with keys, plus a gateway-wide key in the same table."""
-    ann = await store.create_user("ann@example.com", "password-ann")
+    ann = await credentials.create_user("ann@example.com", "password-ann")
     await store.set_registration_open(True)
-    bob = await store.create_user("bob@example.com", "password-bob")
+    bob = await credentials.create_user("bob@example.com", "password-bob")
     keys = {
-        "ann_openai": await store.add_provider_key(user_id=ann.id, provider_kind="openai", name="a1", secret="sk-ann-openai-000111",
+        "ann_openai": await secrets.add(user_id=ann.id, provider_kind="openai", name="a1", secret="sk-ann-openai-000111",
                                                    models=["gpt-4o", "gpt-4o-mini"], default_model="gpt-4o", priority=1,
                                                    rpm=10, daily_quota=500),
-        "ann_any": await store.add_provider_key(user_id=ann.id, provider_kind="anthropic", name="a2", secret="sk-ann-any-000222",
+        "ann_any": await secrets.add(user_id=ann.id, provider_kind="anthropic", name="a2", secret="sk-ann-any-000222",
                                                 base_url="https://proxy.example.com", default_model="claude-x", priority=0),
-        "ann_off": await store.add_provider_key(user_id=ann.id, provider_kind="openai", name="a3", secret="sk-ann-off-000333",
+        "ann_off": await secrets.add(user_id=ann.id, provider_kind="openai", name="a3", secret="sk-ann-off-000333",
                                                 models=["gpt-4o"]),
-        "bob_openai": await store.add_provider_key(user_id=bob.id, provider_kind="openai", name="b1", secret="sk-bob-openai-000444",
+        "bob_openai": await secrets.add(user_id=bob.id, provider_kind="openai", name="b1", secret="sk-bob-openai-000444",
                                                    models=["gpt-4o"], default_model="gpt-4o"),
-        "shared": await store.add_provider_key(user_id=None, provider_kind="openai", name="g", secret="sk-gateway-000555",
+        "shared": await secrets.add(user_id=None, provider_kind="openai", name="g", secret="sk-gateway-000555",
                                                models=["gpt-4o"]),
     }
     await store.set_provider_key_disabled(keys["ann_off"].id, True)
     return ann, bob, keys
 
 
-async def test_candidates_are_the_users_enabled_keys_that_allow_the_model(store, clock, world) -> None:
+async def test_candidates_are_the_users_enabled_keys_that_allow_the_model(store, clock, world, secrets) -> None:
     ann, bob, k = world
-    uk = UserKeys(store, clock, catalog=Catalog.builtin())
+    uk = UserKeys(store, secrets, clock, catalog=Catalog.builtin())
     views = await uk.candidates(ann.id, "gpt-4o")
     by_id = {v.target.key_id: v for v in views}
     assert set(by_id) == {k["ann_openai"].id, k["ann_any"].id}  # not the disabled one, not Bob's, not the gateway's
@@ -97,15 +111,15 @@ async def test_candidates_are_the_users_enabled_keys_that_allow_the_model(store,
     assert await uk.candidates("usr_nobody", "gpt-4o") == []
 
 
-async def test_isolation_across_many_users(store, clock) -> None:
+async def test_isolation_across_many_users(store, clock, credentials, secrets) -> None:
     users = []
     for i in range(6):
-        u = await store.create_user(f"u{i}@example.com", "password-x")
+        u = await credentials.create_user(f"u{i}@example.com", "password-x")
         await store.set_registration_open(True)
-        own = {(await store.add_provider_key(user_id=u.id, provider_kind="openai", secret=f"sk-user{i}-key{j}-xxxx",
+        own = {(await secrets.add(user_id=u.id, provider_kind="openai", secret=f"sk-user{i}-key{j}-xxxx",
                                              models=["m"] if j % 2 else [])).id for j in range(3)}
         users.append((u.id, own))
-    uk = UserKeys(store, clock)
+    uk = UserKeys(store, secrets, clock)
     for uid, own in users:
         for model in ("m", "", "x"):
             views = await uk.candidates(uid, model)
@@ -118,29 +132,29 @@ async def test_isolation_across_many_users(store, clock) -> None:
                         await uk.secret(kid, owner=uid)
 
 
-async def test_listing_is_cached_for_a_second_and_shared(store, clock, world) -> None:
+async def test_listing_is_cached_for_a_second_and_shared(store, clock, world, secrets) -> None:
     ann, _, k = world
-    counting = CountingStore(store)
-    uk = UserKeys(counting, clock)
+    counting = CountingStore(store, secrets)
+    uk = UserKeys(counting, counting, clock)
     await asyncio.gather(*(uk.candidates(ann.id, "gpt-4o") for _ in range(20)))
     for _ in range(50):
         await uk.candidates(ann.id, "gpt-4o")
     assert counting.lists == 1
-    await store.delete_provider_key(k["ann_openai"].id, ann.id)
+    await secrets.delete(k["ann_openai"].id, ann.id)
     assert k["ann_openai"].id in {v.target.key_id for v in await uk.candidates(ann.id, "gpt-4o")}
     clock.advance(1.0)
     assert k["ann_openai"].id not in {v.target.key_id for v in await uk.candidates(ann.id, "gpt-4o")}
     assert counting.lists == 2
     # forget() (after a change through KeyService) takes effect at once.
-    await store.add_provider_key(user_id=ann.id, provider_kind="groq", secret="sk-ann-groq-0009999", models=["llama"])
+    await secrets.add(user_id=ann.id, provider_kind="groq", secret="sk-ann-groq-0009999", models=["llama"])
     uk.forget(ann.id)
     assert {v.target.kind for v in await uk.candidates(ann.id, "llama")} == {"anthropic", "groq"}
 
 
-async def test_secret_is_opened_once_and_only_for_its_owner(store, clock, world) -> None:
+async def test_secret_is_opened_once_and_only_for_its_owner(store, clock, world, secrets) -> None:
     ann, bob, k = world
-    counting = CountingStore(store)
-    uk = UserKeys(counting, clock)
+    counting = CountingStore(store, secrets)
+    uk = UserKeys(counting, counting, clock)
     await uk.candidates(ann.id, "gpt-4o")
     kid = k["ann_openai"].id
     assert await uk.secret(kid, owner=ann.id) == "sk-ann-openai-000111"
@@ -151,7 +165,7 @@ async def test_secret_is_opened_once_and_only_for_its_owner(store, clock, world)
     with pytest.raises(ProviderKeyNotFound):
         await uk.secret(k["shared"].id, owner=ann.id)  # a gateway key is not a user key
     # Deleted: once the listing refreshes, the cached secret goes with it.
-    await store.delete_provider_key(kid, ann.id)
+    await secrets.delete(kid, ann.id)
     clock.advance(1.0)
     await uk.candidates(ann.id, "gpt-4o")
     with pytest.raises(ProviderKeyNotFound):
@@ -160,9 +174,9 @@ async def test_secret_is_opened_once_and_only_for_its_owner(store, clock, world)
         await uk.secret(kid)  # the store has no such row either
 
 
-async def test_key_rules_follow_the_key(store, clock, world) -> None:
+async def test_key_rules_follow_the_key(store, clock, world, secrets) -> None:
     ann, _, k = world
-    uk = UserKeys(store, clock, quota_tz="Europe/Paris")
+    uk = UserKeys(store, secrets, clock, quota_tz="Europe/Paris")
     await uk.candidates(ann.id, "gpt-4o")
     assert uk.rules(k["ann_openai"].id) == (Rule("key_rpm", 10, window_s=60.0),
                                            Rule("key_daily", 500, period="day", tz="Europe/Paris"))
@@ -170,7 +184,7 @@ async def test_key_rules_follow_the_key(store, clock, world) -> None:
     assert uk.rules("pk_unknown") == ()
 
 
-async def test_a_store_failure_reaches_every_waiter_and_is_not_cached(store, clock, world) -> None:
+async def test_a_store_failure_reaches_every_waiter_and_is_not_cached(store, clock, world, secrets) -> None:
     ann, _, _ = world
 
     class Flaky(CountingStore):
@@ -183,8 +197,8 @@ async def test_a_store_failure_reaches_every_waiter_and_is_not_cached(store, clo
                 raise RuntimeError("database unavailable")
             return await self.store.list_provider_keys(user_id)
 
-    flaky = Flaky(store)
-    uk = UserKeys(flaky, clock)
+    flaky = Flaky(store, secrets)
+    uk = UserKeys(flaky, flaky, clock)
     results = await asyncio.gather(*(uk.candidates(ann.id, "gpt-4o") for _ in range(5)), return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results) and flaky.lists == 1
     flaky.fail = False

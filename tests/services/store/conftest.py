@@ -45,8 +45,8 @@ async def make_store(db_url: str | None, tmp_path: Any, clock: FakeClock) -> Asy
     """Start Stores on the test's database (restarts, replicas); all closed afterwards."""
     stores: list[Store] = []
 
-    async def factory(sealer: Sealer | None = None, start: bool = True, **kwargs: Any) -> Store:
-        store = Store(db_url, str(tmp_path), PEPPER, sealer or make_sealer(), clock, **kwargs)
+    async def factory(start: bool = True, **kwargs: Any) -> Store:
+        store = Store(db_url, str(tmp_path), clock, **kwargs)
         stores.append(store)
         if start:
             await store.start()

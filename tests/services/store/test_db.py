@@ -11,7 +11,8 @@ from playhouse.pool import PooledPostgresqlDatabase
 
 from services.clock import SystemClock
 from services.store import Store, open_database, redact_url
-from tests.services.store.conftest import PEPPER, make_sealer
+from services.auth.key_vault import KeyVault
+from tests.services.store.conftest import PEPPER
 
 
 def test_default_is_sqlite_file_in_data_dir(tmp_path):
@@ -62,7 +63,7 @@ def test_redact_url():
 
 
 async def test_sqlite_pragmas(tmp_path):
-    store = Store(None, str(tmp_path), PEPPER, make_sealer(), SystemClock())
+    store = Store(None, str(tmp_path), SystemClock())
     await store.start()
     try:
         def pragmas(db):
@@ -95,7 +96,7 @@ async def test_ping_and_lifecycle(make_store):
 
 async def test_unreachable_postgres_fails_start_without_leaking_password(tmp_path):
     url = "postgresql://u:hunter2secret@127.0.0.1:1/db?connect_timeout=1"
-    store = Store(url, str(tmp_path), PEPPER, make_sealer(), SystemClock(), retry_budget_s=0.5)
+    store = Store(url, str(tmp_path), SystemClock(), retry_budget_s=0.5)
     with pytest.raises(pw.OperationalError) as info:
         await store.start()
     assert "hunter2secret" not in str(info.value)
@@ -107,7 +108,7 @@ async def test_killed_postgres_connections_are_replaced(postgres_url, tmp_path):
 
     from services.store import UsageRecord
 
-    store = Store(postgres_url, str(tmp_path), PEPPER, make_sealer(), SystemClock())
+    store = Store(postgres_url, str(tmp_path), SystemClock())
     await store.start()
     try:
         await asyncio.gather(*(store.list_tiers() for _ in range(8)))  # fill the pool
@@ -123,7 +124,7 @@ async def test_killed_postgres_connections_are_replaced(postgres_url, tmp_path):
             assert cur.fetchone()[0] >= 1
         admin.close()
         assert len(await store.list_tiers()) == 6
-        await store.create_api_key(name="after-kill", email="e", tier="basic")
+        await KeyVault(store, PEPPER, SystemClock()).create(name="after-kill", email="e", tier="basic")
         assert await store.insert_usage([UsageRecord(request_id="r1", created_at=1.0)]) == 1
         assert await store.ping()
     finally:
@@ -176,12 +177,13 @@ async def test_sqlite_lock_retries_stop_at_the_budget(tmp_path):
 
 
 async def test_in_memory_sqlite_works(tmp_path):
-    store = Store("sqlite:///:memory:", str(tmp_path), PEPPER, make_sealer(), SystemClock())
+    store = Store("sqlite:///:memory:", str(tmp_path), SystemClock())
     await store.start()
     try:
         assert len(await store.list_tiers()) == 6
-        _, plaintext = await store.create_api_key(name="n", email="e", tier="basic")
-        assert await store.find_api_key(plaintext) is not None
+        vault = KeyVault(store, PEPPER, SystemClock())
+        _, plaintext = await vault.create(name="n", email="e", tier="basic")
+        assert await vault.find(plaintext) is not None
     finally:
         await store.close()
     assert not (tmp_path / "tollgate.db").exists()

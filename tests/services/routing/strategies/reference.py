@@ -45,3 +45,20 @@ class ReferenceWeighted:
         scores[best] -= total
         after = sorted((j for j in range(len(live)) if j != best), key=lambda j: -scores[j])
         return [top[live[best]]] + [top[live[j]] for j in after] + dead + rest
+
+
+def reference_shuffled(items: list[CandidateView], rng: random.Random, skip: int = -1):
+    """base.shuffled as it was: Fisher-Yates from the front in a copy of the list."""
+    pool = list(items)
+    n = len(pool)
+    k0 = 0
+    if skip >= 0:
+        pool[0], pool[skip] = pool[skip], pool[0]
+        k0 = 1
+        yield pool[0]
+    for k in range(k0, n - 1):
+        j = rng.randrange(k, n)
+        pool[k], pool[j] = pool[j], pool[k]
+        yield pool[k]
+    if n > k0:
+        yield pool[n - 1]

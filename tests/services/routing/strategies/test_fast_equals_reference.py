@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from itertools import islice
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.routing.latency import LatencyTracker
-from services.routing.strategies.base import CandidateView
+from services.routing.strategies.base import SPARSE_DRAWS, CandidateView, shuffled
 from services.routing.strategies.least_latency import SMALL, LeastLatencyStrategy
+from services.routing.strategies.swrr import SmoothWrr
 from services.routing.strategies.weighted import WeightedStrategy
 from tests.services.routing.strategies.cands import cand, ids
-from tests.services.routing.strategies.reference import ReferenceLeastLatency, ReferenceWeighted
+from tests.services.routing.strategies.reference import ReferenceLeastLatency, ReferenceWeighted, reference_shuffled
 
 # Weights whose sums and differences are exact in binary floating point, as integer weights
 # (the usual kind) are: then nginx's running float scores and the grouped ones are the same numbers.
@@ -94,9 +96,15 @@ def test_weighted_equals_nginx_per_key_loop(seed: int, n: int, levels: int, dist
     # it must share the state) and another set; with capacity 1 or 2 the state is evicted too.
     lists = [base, list(base), _cands(rng, n, n * 2, levels, weights)]
     fast, ref = WeightedStrategy(capacity), ReferenceWeighted(capacity)
+    pending = []  # orders read after later picks (a request failing over while others start)
     for _ in range(requests):
         cs = rng.choice(lists)
-        assert ids(fast.order(cs, rng)) == ids(ref.order(cs, rng))
+        pending.append((fast.order(cs, rng), ids(ref.order(cs, rng))))
+        if rng.random() < 0.5:
+            out, want = pending.pop(rng.randrange(len(pending)))
+            assert ids(out) == want
+    for out, want in pending:
+        assert ids(out) == want
 
 
 def test_weighted_long_run_against_nginx_on_a_thousand_keys() -> None:
@@ -111,3 +119,53 @@ def test_weighted_long_run_against_nginx_on_a_thousand_keys() -> None:
         firsts[out[0].target.key_id] += 1
     assert all(firsts[c.target.key_id] == c.weight for c in cs)
     assert ids(fast.order(cs, rng)) == ids(ref.order(cs, rng))  # and the whole order, once
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32), n=st.integers(2, 150), distinct=st.integers(2, 60),
+       requests=st.integers(1, 400))
+def test_weighted_many_distinct_weights(seed: int, n: int, distinct: int, requests: int) -> None:
+    # Up to 60 weight groups: a deep tournament whose winners change under it as the lines cross.
+    rng = random.Random(seed)
+    weights = [float(w) for w in rng.sample(range(1, 200), distinct)] + [0.5, 0.25]
+    cs = _cands(rng, n, n, 1, weights)
+    fast, ref = WeightedStrategy(), ReferenceWeighted()
+    for _ in range(requests):
+        out, want = fast.order(cs, rng), ref.order(cs, rng)
+        assert ids(out[:3]) == ids(want[:3])
+    assert ids(out) == ids(want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32), distinct=st.integers(1, 12), restart=st.integers(1, 9),
+       picks=st.integers(1, 200))
+def test_smooth_wrr_restarting_its_clock_changes_nothing(seed: int, distinct: int, restart: int, picks: int) -> None:
+    # SmoothWrr restarts t every 2^20 picks; here every few, against nginx's loop on the same keys.
+    rng = random.Random(seed)
+    weights = [float(w) for w in rng.sample(range(1, 30), distinct)]
+    keyed = [rng.choice(weights) for _ in range(rng.randint(distinct, 3 * distinct))]
+    cs = [cand(f"k{i}", weight=w) for i, w in enumerate(keyed)]
+    groups: dict[float, list[int]] = {}
+    for i, w in enumerate(keyed):
+        groups.setdefault(w, []).append(i)
+    wrr = SmoothWrr(list(groups.values()), list(groups), sum(keyed), restart=restart)
+    ref = ReferenceWeighted()
+    for _ in range(picks):
+        want = ids(ref.order(cs, rng))
+        best = wrr.pick()
+        assert [f"k{i}" for i in [best, *wrr.after(best)]] == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32), n=st.sampled_from([0, 1, 2, 3, SPARSE_DRAWS, SPARSE_DRAWS + 1, SPARSE_DRAWS + 2, 40, 300]),
+       skip=st.integers(-1, 299), read=st.integers(0, 320))
+def test_shuffled_draws_the_same_order_as_a_shuffled_copy(seed: int, n: int, skip: int, read: int) -> None:
+    # priority and balanced read a level's shuffle lazily; the sparse start must not change it.
+    cs = [cand(f"k{i}") for i in range(n)]
+    skip = skip if skip < n else -1
+    a, b = random.Random(seed), random.Random(seed)
+    got = list(islice(shuffled(cs, a, skip), read))
+    assert ids(got) == ids(list(islice(reference_shuffled(cs, b, skip), read)))
+    assert a.getstate() == b.getstate()  # the same draws, so what follows from the rng is the same too
+    if read >= n:
+        assert sorted(ids(got)) == sorted(ids(cs)) and (skip < 0 or got[0] is cs[skip])

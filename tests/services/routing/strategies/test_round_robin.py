@@ -62,3 +62,14 @@ def test_lru_evicts_the_least_recently_used() -> None:
     lru.get("z", lambda: [3])
     assert lru.get("x", lambda: [-1]) == [1]
     assert lru.get("y", lambda: [-1]) == [-1]  # y was evicted and made afresh
+
+
+def test_the_same_set_from_another_list_goes_on_rotating() -> None:
+    # A reloaded config builds new candidate lists; equal sets keep their place in the rotation,
+    # whichever list object asks, in any interleaving.
+    s, rng = RoundRobinStrategy(), random.Random(5)
+    old = [cand("a"), cand("b"), cand("c")]
+    new = [cand("a"), cand("b"), cand("c")]
+    firsts = [s.order(old if i % 3 else new, rng)[0].target.key_id for i in range(12)]
+    assert all(sorted(firsts[i : i + 3]) == ["a", "b", "c"] for i in range(0, 12, 3))
+    assert len(s._counters) == 1

@@ -12,7 +12,8 @@ import pytest
 from services.clock import SystemClock
 from services.core.errors import InvalidArgument
 from services.store import Store, UsageFilter, UsageRecord
-from tests.services.store.conftest import PEPPER, make_sealer
+from services.auth.key_vault import KeyVault
+from tests.services.store.conftest import PEPPER
 
 
 def _row(i: int, **kw) -> UsageRecord:
@@ -104,9 +105,10 @@ async def test_tokens_used_since(store):
 
 
 async def _held_lock_run(tmp_path, hold_s: float, **store_kw) -> tuple[Store, list, float]:
-    store = Store(None, str(tmp_path), PEPPER, make_sealer(), SystemClock(), **store_kw)
+    store = Store(None, str(tmp_path), SystemClock(), **store_kw)
     await store.start()
-    _, plaintext = await store.create_api_key(name="before-lock", email="e", tier="basic")
+    vault = KeyVault(store, PEPPER, SystemClock())
+    _, plaintext = await vault.create(name="before-lock", email="e", tier="basic")
     holder = sqlite3.connect(tmp_path / "tollgate.db", isolation_level=None, timeout=0)
     holder.execute("BEGIN IMMEDIATE")  # another process holding SQLite's write lock
     holder.execute("INSERT INTO settings (key, value) VALUES ('held', 'x')")
@@ -119,7 +121,7 @@ async def _held_lock_run(tmp_path, hold_s: float, **store_kw) -> tuple[Store, li
     async def timed_reads() -> float:
         await asyncio.sleep(0.3)  # the writes are queued and waiting on the lock by now
         t0 = time.monotonic()
-        assert await store.find_api_key(plaintext) is not None
+        assert await vault.find(plaintext) is not None
         assert await store.ping()
         return time.monotonic() - t0
 
@@ -128,7 +130,7 @@ async def _held_lock_run(tmp_path, hold_s: float, **store_kw) -> tuple[Store, li
     rows = [UsageRecord(request_id=f"locked-{i}", created_at=float(i)) for i in range(200)]
     results = await asyncio.gather(
         *(store.insert_usage([r]) for r in rows),
-        store.create_api_key(name="during-lock", email="e", tier="basic"),
+        vault.create(name="during-lock", email="e", tier="basic"),
         timed_reads(),
         return_exceptions=True,
     )
@@ -180,14 +182,37 @@ def test_sqlite_upsert_sends_many_rows_per_statement(tmp_path):
         db.connection().set_trace_callback(statements.append)
         big, mid, small = repo._SIZES[:3]
         rows = [_row(i) for i in range(2 * big + mid + small + 1)]
-        assert repo._sqlite_upsert(db, rows) == len(rows)
+        assert repo.upsert_usage(db, rows) == len(rows)
         inserts = [s for s in statements if s.startswith("INSERT")]
         assert len(inserts) == 5  # big, big, mid, small, one
         assert Usage.select().count() == len(rows)
         # The upgrade rule still holds row by row inside one statement.
         placeholder = _row(9999, status="in_flight")
-        assert repo._sqlite_upsert(db, [placeholder]) == 1
-        assert repo._sqlite_upsert(db, [_row(9999), _row(1, completion_tokens=777)]) == 1  # upgraded; final kept
+        assert repo.upsert_usage(db, [placeholder]) == 1
+        assert repo.upsert_usage(db, [_row(9999), _row(1, completion_tokens=777)]) == 1  # upgraded; final kept
         assert Usage.get(Usage.request_id == "req-0001").completion_tokens == 1
         assert Usage.get(Usage.request_id == "req-9999").status == "ok"
     db.close()
+
+
+async def test_upsert_writes_many_rows_and_upgrades_only_in_flight_markers(store):
+    """The ledger's batched write on both backends (PostgreSQL's hand-built statement, issue 20):
+    every row lands, as written; a final row replaces only an `in_flight` marker; a final row is
+    never overwritten."""
+    from services.store.repos import usage as repo
+
+    rows = [_row(i) for i in range(1, 300)]
+    assert await store.run(lambda db: repo.upsert_usage(db, rows)) == len(rows)
+    assert await store.count_usage(UsageFilter()) == len(rows)
+    got = {r.request_id: r for r in await store.list_usage(UsageFilter(), limit=1000)}
+    assert got["req-0004"].estimated is True and got["req-0005"].status == "upstream_error"
+    assert got["req-0007"].cost_usd == 0.5 and got["req-0007"].latency_ms == 12.5
+
+    marker = _row(9999, status="in_flight", completion_tokens=0)
+    assert await store.run(lambda db: repo.upsert_usage(db, [marker])) == 1
+    final = _row(9999, completion_tokens=42)
+    again = _row(1, completion_tokens=777)  # req-0001 is final already
+    assert await store.run(lambda db: repo.upsert_usage(db, [final, again])) == 1
+    got = {r.request_id: r for r in await store.list_usage(UsageFilter(), limit=1000)}
+    assert got["req-9999"].status == "ok" and got["req-9999"].completion_tokens == 42
+    assert got["req-0001"].completion_tokens == 1

@@ -10,8 +10,8 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
-from services.auth import ssrf
-from services.auth.ssrf import UnsafeUrl, check_url, check_url_resolving, guarded_socket_factory
+from services.providers import ssrf
+from services.providers.ssrf import UnsafeUrl, check_url, check_url_resolving, guarded_socket_factory
 from services.config.load import load_config
 from tests.support.fakes.ollama import run_fake_ollama
 from tests.support.gateway import config, run_gateway

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(slots=True, frozen=True)
@@ -22,10 +22,12 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role == "admin"
 
-    @property
-    def subject(self) -> str:
-        """The limiter subject: a user's plan is shared by all of that user's tokens and sessions
-        (issue 16); a key with no user (seed 000's admin API, static keys) has its own limits."""
-        if self.user_id and self.kind in ("token", "session"):
-            return "u:" + self.user_id
-        return "ak:" + self.key_id
+    # The limiter subject: a user's plan is shared by all of that user's tokens and sessions
+    # (issue 16); a key with no user (seed 000's admin API, static keys) has its own limits. Set
+    # once when the principal is built (a cached key's principal serves many requests), read
+    # several times per request.
+    subject: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "subject", "u:" + self.user_id if self.user_id and self.kind in ("token", "session")
+                           else "ak:" + self.key_id)
