@@ -19,7 +19,7 @@ from gateway_http.app import make_app
 from gateway_http.settings import KEEPALIVE_TIMEOUT_S, BridgeSettings
 from gateway_http.state import BRIDGE
 from tollgate.tracing import make_tracing
-from tollgate.heap import settle_heap
+from tollgate.heap import FullCollections, settle_heap
 from tollgate.client import TollgateClient
 
 
@@ -46,6 +46,7 @@ async def serve(settings: BridgeSettings) -> int:
     site = web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True)
     await site.start()
     settle_heap()
+    collections = FullCollections()
     print(f"Tollgate bridge on http://{host}:{runner.addresses[0][1]} -> gRPC {settings.grpc_target}", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -55,6 +56,7 @@ async def serve(settings: BridgeSettings) -> int:
     await site.stop()
     await runner.cleanup()
     await client.close()
+    collections.stop()
     return 0
 
 

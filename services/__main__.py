@@ -25,7 +25,7 @@ from services.auth.sealing import SealError
 from services.auth.secrets import SecretMismatch
 from services.config.load import check_workers, load_config, with_demo
 from services.config.schema import Config, ConfigError
-from tollgate.heap import settle_heap
+from tollgate.heap import FullCollections, settle_heap
 from services.logs import setup_logging
 from services.supervisor import Supervisor, die_with_parent, tell_ready
 
@@ -75,6 +75,7 @@ async def serve(cfg: Config, ready_fd: int = -1) -> int:
     await rt.start()
     host = cfg.http_addr.rpartition(":")[0]
     settle_heap()
+    collections = FullCollections()
     admin = {"source": rt.app.admin_key.source, "plaintext": rt.app.admin_key.plaintext}
     if ready_fd >= 0:
         tell_ready(ready_fd, {"pid": os.getpid(), **admin})
@@ -93,6 +94,7 @@ async def serve(cfg: Config, ready_fd: int = -1) -> int:
     await stop.wait()
     log.info("shutting down: draining for up to %.0f s", cfg.shutdown_grace_s)
     cancelled = await rt.shutdown()
+    collections.stop()
     log.info("stopped cleanly (%d requests cut at the grace limit)", cancelled)
     return 0
 

@@ -218,11 +218,15 @@ class Ledger:
 
     async def _run(self) -> None:
         backoff = self._flush_s
+        loop = asyncio.get_running_loop()
         while True:
+            # Woken by a full batch (record()) or after flush_s: a timer that sets the event, not
+            # wait_for()'s task and timeout per period (this runs every half second, idle or not).
+            timer = loop.call_later(self._flush_s, self._wake.set)
             try:
-                await asyncio.wait_for(self._wake.wait(), self._flush_s)
-            except asyncio.TimeoutError:
-                pass
+                await self._wake.wait()
+            finally:
+                timer.cancel()
             self._wake.clear()
             try:
                 await self._housekeeping()
