@@ -107,7 +107,8 @@ def plans(router: Router, views: list, name: str, tries: int, lat_rng: random.Ra
     return plan, observed_plan
 
 
-def run_layout(providers: int, keys: int, tiered: bool, seconds: float, distinct_weights: bool) -> None:
+def run_layout(providers: int, keys: int, tiered: bool, seconds: float, distinct_weights: bool,
+               args_reads: int = 0) -> None:
     t0 = time.perf_counter_ns()
     cfg, index, router, views, lat_rng = setup(providers, keys, tiered, distinct_weights)
     cold_us = (time.perf_counter_ns() - t0) / 1000.0
@@ -120,7 +121,7 @@ def run_layout(providers: int, keys: int, tiered: bool, seconds: float, distinct
         strategy = router.strategy(name)
         for v in views:
             v.latency_ewma_ms = router.latency.get(v.target.key_id)
-        tries = cfg.max_attempts
+        tries = args_reads or cfg.max_attempts
         order_us = per_call_us(lambda: list(islice(strategy.order(views, rng), tries)), seconds)
         plan, observed_plan = plans(router, views, name, tries, lat_rng)
         plan_us = per_call_us(plan, seconds)
@@ -140,7 +141,7 @@ def instructions(args: argparse.Namespace) -> None:
     for tiered in (False, True):
         cmd = ["valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={tmp}/cg.%p",
                sys.executable, os.path.abspath(__file__), "--child", "--providers", str(args.providers),
-               "--keys", str(args.keys)] + (["--tiered"] if tiered else []) + (["--distinct-weights"] if args.distinct_weights else [])
+               "--keys", str(args.keys), "--reads", str(args.reads)] + (["--tiered"] if tiered else []) + (["--distinct-weights"] if args.distinct_weights else [])
         child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             assert child.stdout.readline().strip() == "ready"
@@ -193,7 +194,7 @@ def child(args: argparse.Namespace) -> None:
         if name == "-":
             fn = noop_plan if kind == "plan" else noop_obs
         else:
-            fn = plans(router, views, name, cfg.max_attempts, lat_rng)[kind == "obs"]
+            fn = plans(router, views, name, args.reads or cfg.max_attempts, lat_rng)[kind == "obs"]
         for _ in range(50):  # per-list caches built, state past its start, samples caught up on
             fn()
         print("warm", flush=True)
@@ -211,6 +212,7 @@ def main() -> None:
     ap.add_argument("--distinct-weights", action="store_true", help="every key its own weight")
     ap.add_argument("--instructions", action="store_true", help="count instructions under callgrind instead of timing")
     ap.add_argument("--calls", type=int, default=200, help="decisions per strategy with --instructions")
+    ap.add_argument("--reads", type=int, default=0, help="candidates read per decision (default: max_attempts, 4)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tiered", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -222,7 +224,7 @@ def main() -> None:
         return
     print(f"Python {sys.version.split()[0]}; routing decision cost per request (best of 5 batches)")
     for tiered in (False, True):
-        run_layout(args.providers, args.keys, tiered, args.seconds, args.distinct_weights)
+        run_layout(args.providers, args.keys, tiered, args.seconds, args.distinct_weights, args.reads)
 
 
 if __name__ == "__main__":

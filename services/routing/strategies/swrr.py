@@ -47,8 +47,9 @@ class SmoothWrr:
             n *= 2
         self._groups, self._total, self._n = groups, total, n
         pad = n - g  # leaves past the last group never win
-        # Arrays, not lists: the copy on write below is then a memcpy, not a reference count per item.
-        self._w = array("d", list(weights) + [0.0] * pad)
+        # Arrays for what pick() writes: the copy on write below is then a memcpy, not a
+        # reference count per item.
+        self._w = list(weights) + [0.0] * pad  # never written: a list (no copy, no boxing on reads)
         self._b = array("d", [0.0] * g + [-INF] * pad)
         self._p = array("q", [0] * n)
         self._h = [m[0] for m in groups] + [1 << 62] * pad  # each group's next key
@@ -113,19 +114,20 @@ class SmoothWrr:
             self._match(i)
 
 
-def _match(i: int, win: array, b: array, w: array, h: list[int], exp: list[float], t: int) -> None:
+def _match(i: int, win: array, b: array, w: list[float], h: list[int], exp: list[float], t: int) -> None:
     """Node i's winner between its children's at t, and when the loser could overtake it."""
-    x, y = win[2 * i], win[2 * i + 1]
-    sx, sy = b[x] + w[x] * t, b[y] + w[y] * t
+    left = 2 * i
+    x, y = win[left], win[left + 1]
+    wx, wy = w[x], w[y]
+    sx, sy = b[x] + wx * t, b[y] + wy * t
     if sy > sx or (sy == sx and h[y] < h[x]):
-        x, y, sx, sy = y, x, sy, sx
+        x, y, sx, sy, wx, wy = y, x, sy, sx, wy, wx
     win[i] = x
-    e, e2 = exp[2 * i], exp[2 * i + 1]
+    e, e2 = exp[left], exp[left + 1]
     if e2 < e:
         e = e2
-    wx, wy = w[x], w[y]
-    if wy > wx:  # the loser gains faster: the lines meet at t + gap / (w_y − w_x)
-        cert = math.floor(t + (sx - sy) / (wy - wx))
+    if wy > wx:  # the loser gains faster: the lines meet gap / (w_y − w_x) picks from now
+        cert = t + int((sx - sy) / (wy - wx))  # ≥ 0, so int() is floor: never later than the meeting
         if cert <= t:
             cert = t + 1
         if cert < e:
@@ -133,7 +135,7 @@ def _match(i: int, win: array, b: array, w: array, h: list[int], exp: list[float
     exp[i] = e
 
 
-def _walk(groups: list[list[int]], total: float, n: int, w: array, b: array, p: array, win: array, t: int,
+def _walk(groups: list[list[int]], total: float, n: int, w: list[float], b: array, p: array, win: array, t: int,
           best: int) -> Iterator[int]:
     # Heap entries (−score, position, group, start, end): a run groups[g][start:end] of equal
     # scores, or start = −1 for tournament node `end`'s winner. Positions are unique, so ties
