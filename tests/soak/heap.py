@@ -1,6 +1,7 @@
 """Where G2's memory goes: what a gateway process keeps between quiet moments of the soak's steady load.
 
-  python -m tests.soak.heap [minutes] [rps] [collect]    (default 4 minutes at 20 rps, D4's faults at 5 %)
+  python -m tests.soak.heap [minutes] [rps] [collect] [notrace] [nocollector]
+                                        (default 4 minutes at 20 rps, D4's faults at 5 %)
 
 Starts the fake OpenAI upstream and one gateway process (`python -m tests.soak.heap probe`: `python
 -m services` that answers SIGUSR1) on PostgreSQL (a schema of its own) and Redis like the soak's,
@@ -10,7 +11,9 @@ gateway turns tracemalloc on (after the warm-up) or dumps a snapshot and its liv
 What one quiet moment holds more than the one before is what the requests between them left
 behind: the report prints it by file, by allocation site and by type, with RSS at each moment.
 With `collect`, each snapshot is followed by a full gc.collect() and what it freed is printed
-(cyclic garbage, not a leak: a leak survives it).
+(cyclic garbage, not a leak: a leak survives it). `notrace` leaves tracemalloc off (RSS and
+live objects only); `nocollector` runs the gateway without tollgate.heap.FullCollections (the
+A/B's other side: run both at once, so both see the same machine).
 Tracing runs only after the warm-up, and no snapshot is taken under load (a snapshot stops the
 event loop for seconds on a busy machine, and the backlog it makes would look like a leak).
 """
@@ -39,7 +42,9 @@ QUIET_S = 12.0
 
 def _snapshot(directory: Path, n: int) -> None:
     """SIGUSR1: the first turns tracemalloc on, each later one dumps a snapshot and live objects by type."""
-    if not tracemalloc.is_tracing():
+    if os.environ.get("SOAK_HEAP_TRACE") == "0":
+        pass
+    elif not tracemalloc.is_tracing():
         tracemalloc.start(FRAMES)
     else:
         snap = tracemalloc.take_snapshot().filter_traces((tracemalloc.Filter(False, tracemalloc.__file__),))
@@ -64,6 +69,12 @@ def probe() -> None:
 
     _die_with_parent()
     serve = entry.serve
+    if os.environ.get("SOAK_HEAP_COLLECTOR") == "0":  # the A/B's "before": no timed full collections
+        class NoCollections:
+            def stop(self) -> None:
+                pass
+
+        entry.FullCollections = NoCollections
 
     async def serve_with_heap(*args, **kwargs):
         directory, count = Path(os.environ["SOAK_HEAP_DIR"]), [0]
@@ -92,7 +103,7 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-async def drive(minutes: float, rps: float, collect: bool) -> None:
+async def drive(minutes: float, rps: float, flags: set[str]) -> None:
     from tests.reliability.replicas import replica_env
     from tests.soak import load
     from tests.soak.driver import FAULT_SHARE, _config, _new_key
@@ -115,7 +126,9 @@ async def drive(minutes: float, rps: float, collect: bool) -> None:
                 http_port, grpc_port = free_port(), free_port()
                 env = replica_env(work, _config(Path(tmp) / "heap.toml", fake.base_url), work / "data", http_port,
                                   grpc_port, PYTHONPATH=str(REPO), SOAK_PROBE=str(work / "tasks"),
-                                  SOAK_HEAP_DIR=str(snaps), SOAK_HEAP_COLLECT="1" if collect else "0",
+                                  SOAK_HEAP_DIR=str(snaps), SOAK_HEAP_COLLECT="1" if "collect" in flags else "0",
+                                  SOAK_HEAP_TRACE="0" if "notrace" in flags else "1",
+                                  SOAK_HEAP_COLLECTOR="0" if "nocollector" in flags else "1",
                                   DATABASE_URL=_with_schema(db_base, schema), REDIS_URL=redis_url,
                                   TOLLGATE_REQUEST_TIMEOUT_S="4")
                 url = f"http://127.0.0.1:{http_port}"
@@ -142,7 +155,8 @@ async def drive(minutes: float, rps: float, collect: bool) -> None:
                               f"{dict(tally.errors_by_kind().most_common(6)) or 0}", flush=True)
                         requests += len(tally.results) if phase >= 2 else 0  # between the first snapshot and the last
                         await quiet_snapshot("after the warm-up, tracing on" if phase == 0 else f"after phase {phase}")
-            report(sorted(snaps.glob("snap-*")), requests)
+            if "notrace" not in flags:
+                report(sorted(snaps.glob("snap-*")), requests)
             type_report(sorted(snaps.glob("types-*.json")))
     finally:
         with admin.cursor() as cur:
@@ -192,5 +206,6 @@ if __name__ == "__main__":
         sys.argv = [sys.argv[0]]
         probe()
     else:
-        args = [a for a in sys.argv[1:] if a != "collect"]
-        asyncio.run(drive(float(args[0]) if args else 4.0, float(args[1]) if len(args) > 1 else 20.0, "collect" in sys.argv))
+        flags = {a for a in sys.argv[1:] if not a[0].isdigit()}
+        args = [a for a in sys.argv[1:] if a[0].isdigit()]
+        asyncio.run(drive(float(args[0]) if args else 4.0, float(args[1]) if len(args) > 1 else 20.0, flags))
