@@ -41,15 +41,17 @@ class WeightedStrategy:
             return lv.top + lv.rest
         wrr = self._state.get(lv.key, lambda: SmoothWrr(lv.groups, lv.weights, lv.total))
         best = wrr.pick()
-        top = lv.top
-        return Order((top[best],), chain((top[i] for i in wrr.after(best)), lv.dead, lv.rest))
+        live = lv.live
+        return Order((live[best],), chain((live[i] for i in wrr.after(best)), lv.dead, lv.rest))
 
 
 class _Level:
-    """What a candidate list alone decides: its top level split into weight groups (positions in
-    `top`, declaration order), the weights' total, the rest, and the state's key."""
+    """What a candidate list alone decides: its top level's live keys split into weight groups
+    (positions in `live`, declaration order), the weights' total, the rest, and the state's key.
+    Positions count live keys only: two lists with the same live keys share one state even when
+    their dead (weight <= 0) keys sit elsewhere, so a position must mean the same key in both."""
 
-    __slots__ = ("top", "rest", "dead", "groups", "weights", "total", "key")
+    __slots__ = ("top", "rest", "dead", "live", "groups", "weights", "total", "key")
 
     def __init__(self, candidates: list[CandidateView]) -> None:
         self.top, self.rest = split_top(candidates)
@@ -60,11 +62,12 @@ class _Level:
         self.dead = [c for c in self.top if not c.weight > 0.0]
         by_weight: dict[float, list[int]] = {}
         total = 0.0
-        for i in live:  # summed in declaration order, as nginx's loop adds them
-            w = self.top[i].weight
-            by_weight.setdefault(w, []).append(i)
+        self.live = [self.top[i] for i in live]
+        for j, c in enumerate(self.live):  # summed in declaration order, as nginx's loop adds them
+            w = c.weight
+            by_weight.setdefault(w, []).append(j)
             total += w
         self.groups = list(by_weight.values())
         self.weights = list(by_weight)
         self.total = total
-        self.key = SetKey(tuple((self.top[i].target.key_id, self.top[i].weight) for i in live))
+        self.key = SetKey(tuple((c.target.key_id, c.weight) for c in self.live))
