@@ -219,8 +219,52 @@ class Router:
             log.strategy, ordered = self.plan(model, provider_hint, strategy_name, own)  # loaded elsewhere just now
         tr = Tries()
         self.budget.begin()
-        calls = self._calls(ordered, deadline, log, tr)
+        calls = None
         try:
+            # The first try without the walk's async generator (its creation and aclose() cost
+            # more than the checks): the same checks, in the same order, as _calls() makes. A
+            # skip, a failure that may go on, or anything unusual hands over to _calls(), which
+            # picks the walk up where this left it.
+            gate = self.gate
+            view = ordered[0] if ordered else None
+            t = view.target if view is not None else None
+            if t is None or t.owner or log.attempts:
+                # None, a user's key (a coroutine for its secret), or not the request's first try.
+                calls = self._calls(ordered, deadline, log, tr)
+            elif self.cfg.max_attempts <= 0 or self.clock.monotonic() >= deadline:
+                raise self._exhausted(log, tr, deadline)
+            else:
+                key = t.key_id
+                secret = gate.secret(key)
+                skip = gate.unavailable(t, tr) or (
+                    gate.closed(t, tr) or (gate.limited(t) and await gate.over_limits(t, tr)))
+                if skip:
+                    self.record(log, t, skip, 0, None)
+                    calls = self._calls(ordered, deadline, log, tr, start=1)
+                else:
+                    gate.hold(key)
+                    try:
+                        left = deadline - self.clock.monotonic()
+                        if left <= 0.0:
+                            gate.release_probe(tr, key)
+                            raise self._exhausted(log, tr, deadline)
+                        call = self._call(t, secret, left, False, log)
+                        t0 = self.clock.monotonic()
+                        try:
+                            result = await attempt(call)
+                        except UpstreamFailure as f:
+                            if not self._failed(call, f, t0, log, tr):
+                                raise caller_error(f) from None
+                            calls = self._calls(ordered, deadline, log, tr, first=secret)  # it lets go of the key
+                        except BaseException as e:
+                            self._abandoned(call, e, t0, log, tr)
+                            raise
+                        else:
+                            self._succeeded(t, t0, log, tr)
+                            return result
+                    finally:
+                        if calls is None:
+                            gate.let_go(key)
             async for call in calls:
                 t0 = self.clock.monotonic()
                 try:
@@ -237,7 +281,8 @@ class Router:
             raise self._exhausted(log, tr, deadline)
         finally:
             try:
-                await calls.aclose()  # what aclosing() does, without its context manager per request
+                if calls is not None:
+                    await calls.aclose()  # what aclosing() does, without its context manager per request
             finally:
                 self.budget.end(tr)
 
@@ -325,47 +370,57 @@ class Router:
     # ------------------------------------------------------------------ shared
 
     async def _calls(self, ordered: list[CandidateView], deadline: float, log: RouteLog, tr: Tries,
-                     stream: bool = False) -> AsyncIterator[Call]:
+                     stream: bool = False, start: int = 0, first: str | None = None) -> AsyncIterator[Call]:
         """Yields one Call per try: skips keys the gate turns away (cooling down, at their cap, open
         or over their limits); retries a route once when the failure allows it; stops at
         max_attempts, the deadline or an empty retry budget. The caller reports each try's outcome
-        through _failed() / _succeeded() / _abandoned() before asking for the next one."""
+        through _failed() / _succeeded() / _abandoned() before asking for the next one.
+
+        Where _run()'s first try left the walk: `start` 1, the first candidate was skipped;
+        `first`, its secret: the first candidate was tried (its key held) and failed."""
         gate, budget = self.gate, self.budget
-        for view in ordered:
+        resume = first is not None
+        for view in (ordered[start:] if start else ordered):
             t = view.target
             key = t.key_id
-            if (log.tries if log.attempts else 0) >= self.cfg.max_attempts or self.clock.monotonic() >= deadline:
-                return
-            skip = gate.unavailable(t, tr)
-            if skip:
-                self.record(log, t, skip, 0, None)
-                continue
-            # The gateway's own keys are in memory: no coroutine for them.
-            secret = gate.secret(key) if not t.owner else await gate.owned_secret(t)
-            if secret is None:
-                self.record(log, t, "key_unavailable", 0, None)
-                continue
-            # Any try after the request's first is a retry, failover included (Envoy counts both).
-            if log.attempts and log.tries and not budget.take(tr, same_route=False):
-                self.record(log, t, "retry_budget", 0, None)
-                return
-            # Limits are asked (a coroutine) only of a key that has some.
-            skip = gate.closed(t, tr) or (gate.limited(t) and await gate.over_limits(t, tr))
-            if skip:
-                self.record(log, t, skip, 0, None)
-                continue
-            gate.hold(key)
+            if resume:
+                secret = first  # _run() made this key's first try (the key held) and it failed
+            else:
+                if (log.tries if log.attempts else 0) >= self.cfg.max_attempts or self.clock.monotonic() >= deadline:
+                    return
+                skip = gate.unavailable(t, tr)
+                if skip:
+                    self.record(log, t, skip, 0, None)
+                    continue
+                # The gateway's own keys are in memory: no coroutine for them.
+                secret = gate.secret(key) if not t.owner else await gate.owned_secret(t)
+                if secret is None:
+                    self.record(log, t, "key_unavailable", 0, None)
+                    continue
+                # Any try after the request's first is a retry, failover included (Envoy counts both).
+                if log.attempts and log.tries and not budget.take(tr, same_route=False):
+                    self.record(log, t, "retry_budget", 0, None)
+                    return
+                # Limits are asked (a coroutine) only of a key that has some.
+                skip = gate.closed(t, tr) or (gate.limited(t) and await gate.over_limits(t, tr))
+                if skip:
+                    self.record(log, t, skip, 0, None)
+                    continue
+                gate.hold(key)
             try:
                 route_tries = 0
                 while True:
-                    left = deadline - self.clock.monotonic()
-                    if left <= 0.0:
-                        gate.release_probe(tr, key)
-                        return
-                    n_fail = len(tr.failures)
-                    yield self._call(t, secret, left, stream, log)
-                    if len(tr.failures) == n_fail:
-                        return  # the try succeeded or ended the request
+                    if resume:
+                        resume = False  # that try's failure is the last in `tr`: decide as after a yield
+                    else:
+                        left = deadline - self.clock.monotonic()
+                        if left <= 0.0:
+                            gate.release_probe(tr, key)
+                            return
+                        n_fail = len(tr.failures)
+                        yield self._call(t, secret, left, stream, log)
+                        if len(tr.failures) == n_fail:
+                            return  # the try succeeded or ended the request
                     f = tr.failures[-1]
                     if log.tries >= self.cfg.max_attempts:
                         return
