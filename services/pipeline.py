@@ -198,13 +198,6 @@ class Pipeline:
             self.alerts.check_budget(self.budgets.subject(p), decision)
         return res
 
-    def _open(self, p: Principal, model: str, surface: str, out: Outcome) -> None:
-        """The request's write-ahead placeholder (RELIABILITY B7); its final row replaces it."""
-        if not self.ledger.tracks_open:
-            return  # no store behind the ledger: no placeholder to build
-        self.ledger.open(UsageRecord(out.request_id, p.key_id, p.user_id, surface, "", "", model, "", 0, 0, False,
-                                     0.0, 0.0, 0, out.created, ""))
-
     # Every entry point is the same skeleton: _begin() (outcome, deadline, write-ahead row),
     # admit, its own call, _failed() / _cancelled() on the way out, and _finish() in `finally`
     # (one ledger row, the quota settled or refunded). Only the call and its usage differ.
@@ -224,8 +217,8 @@ class Pipeline:
         # deadline(time_remaining, t0), written out: once per request
         budget = self.request_timeout_s
         out.deadline = t0 + (budget if time_remaining is None or time_remaining > budget else time_remaining)
-        if self.ledger.tracks_open:
-            self._open(p, model, surface, out)
+        # The request's write-ahead placeholder (RELIABILITY B7); its final row replaces it.
+        self.ledger.begin(request_id, p.key_id, p.user_id, surface, model, out.created)
         return out
 
     def _failed(self, out: Outcome, e: E.TollgateError) -> None:

@@ -71,8 +71,10 @@ class Ledger:
         self.now = now
         # request_id -> final row, in arrival order; a replayed id keeps its place.
         self._buf: dict[str, UsageRecord] = {}
-        # request_id -> (placeholder, monotonic time opened); `_marked` holds the ones written.
-        self._open: dict[str, tuple[UsageRecord, float]] = {}
+        # request_id -> (key id, user id, surface, model, created_at, monotonic time opened): what
+        # its placeholder is built from, only once it is due (most requests end long before);
+        # `_marked` holds the ones written.
+        self._open: dict[str, tuple[str, str, str, str, float, float]] = {}
         self._marked: set[str] = set()
         self._upgrading: set[str] = set()  # final rows buffered whose placeholder is in the store
         self._lock = asyncio.Lock()  # one writer at a time: a batch is removed only once written
@@ -111,12 +113,20 @@ class Ledger:
     def open(self, row: UsageRecord) -> None:
         """A request has started: its placeholder, written only if it is still open at a flush
         `open_after_s` later. Never blocks, never raises; listeners are not told (not a row yet)."""
+        self.begin(row.request_id, row.key_id, row.user_id, row.surface, row.model, row.created_at)
+
+    def begin(self, request_id: str, key_id: str, user_id: str, surface: str, model: str, created_at: float) -> None:
+        """open() from the row's fields, as the pipeline has them: no row is built for a request
+        that ends before its placeholder is due (nearly every one)."""
         if self._store is None or self._closing:
             return
-        row.status = IN_FLIGHT
-        row.error = self.owner
-        row.estimated = True
-        self._open[row.request_id] = (row, time.monotonic())
+        self._open[request_id] = (key_id, user_id, surface, model, created_at, time.monotonic())
+
+    def _placeholder(self, request_id: str, key_id: str, user_id: str, surface: str, model: str,
+                     created_at: float) -> UsageRecord:
+        """An open request's row: `in_flight`, naming this gateway's owner tag, until its final row."""
+        return UsageRecord(request_id, key_id, user_id, surface, "", "", model, IN_FLIGHT, 0, 0, True, 0.0, 0.0, 0,
+                           created_at, self.owner)
 
     def record(self, row: UsageRecord) -> None:
         """The request's one final row. Never blocks and never raises: the request is already answered."""
@@ -164,7 +174,8 @@ class Ledger:
         if not self._open:
             return []
         cutoff = time.monotonic() - self.open_after_s
-        return [(rid, row) for rid, (row, t) in self._open.items() if t <= cutoff and rid not in self._marked]
+        return [(rid, self._placeholder(rid, *o[:5])) for rid, o in self._open.items()
+                if o[5] <= cutoff and rid not in self._marked]
 
     async def _write(self, rows: list[UsageRecord]) -> int:
         if not rows:
