@@ -56,7 +56,9 @@ def chat_request(inp: pb.ChatInput, max_messages: int, include_usage: bool = Fal
         raise InvalidArgument(f"too many messages: {len(messages)} > {max_messages}", reason="TOO_MANY_MESSAGES",
                               field_violations=[FieldViolation("messages", f"at most {max_messages} messages")])
     msgs = []
-    for i, m in enumerate(messages):
+    # By index: a upb repeated field's iterator ends on an IndexError, formatted and raised.
+    for i in range(len(messages)):
+        m = messages[i]
         role = ROLE_NAMES.get(m.role)
         if role is None:
             raise InvalidArgument(f"messages[{i}].role is not a known role", reason="INVALID_ROLE",
