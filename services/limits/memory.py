@@ -44,12 +44,13 @@ class _Entry:
 class _Window:
     """One sliding window: entries newer than window_s, oldest first."""
 
-    __slots__ = ("window_s", "entries", "total")
+    __slots__ = ("window_s", "entries", "total", "gone")
 
     def __init__(self, window_s: float) -> None:
         self.window_s = window_s
         self.entries: deque[_Entry] = deque()
         self.total = 0
+        self.gone = False  # swept out of the table: a plan holding it must look it up again
 
     def prune(self, mono: float) -> None:
         # An entry counts while now - ts < window_s; at exactly window_s it has left (Redis agrees:
@@ -94,6 +95,27 @@ class _Held:
     entries: list[tuple[_Window, _Entry]] = field(default_factory=list)
 
 
+class _Plan:
+    """admit_now()'s targets for one subject and rule pair, valid in [since, until) (while every one
+    of its calendar periods holds) and while none of its windows has been swept: (rule, target, is_window)
+    per limited rule, and the token rules' period ids for their reservations."""
+
+    __slots__ = ("rules", "token_rules", "since", "until", "req", "tok", "tok_pids")
+
+    def __init__(self, rules: tuple[Rule, ...], token_rules: tuple[Rule, ...], since: float, until: float,
+                 req: tuple, tok: tuple, tok_pids: tuple[str, ...]) -> None:
+        self.rules = rules  # held, so the ids in the plan's key stay theirs
+        self.token_rules = token_rules
+        self.since = since
+        self.until = until
+        self.req = req
+        self.tok = tok
+        self.tok_pids = tok_pids
+
+
+PLANS_MAX = 10_000
+
+
 class MemoryLimiter:
     """The Limiter for one process; see the module docstring. Not thread-safe (one event loop)."""
 
@@ -112,6 +134,11 @@ class MemoryLimiter:
         self._id_prefix = f"m-{uuid.uuid4().hex[:16]}-"
         self._ids = itertools.count(1)
         self._calls = 0  # calls since start, for sweeping every SWEEP_EVERY-th one
+        # (subject, id(rules), id(token rules)) -> _Plan: admit_now()'s targets, looked up once per
+        # calendar period instead of on every request (the plan holds the rules, so the ids stay theirs).
+        self._plans: dict[tuple[str, int, int], _Plan] = {}
+        # No lease can have run out before this monotonic time: _reap() is not called until then.
+        self._reap_after = float("inf")
 
     # -- the Limiter protocol -------------------------------------------------------------------
 
@@ -150,20 +177,149 @@ class MemoryLimiter:
         two, and no coroutine. (request decision, token decision, reservation); the token
         decision is None when the request rules refused or there are no token rules."""
         mono, now = self._tidy()
+        if not token_rules:
+            if rules:
+                return self._check(subject, rules, 1, mono, now, count=True)[0], None, None
+            return None, None, None
+        key = (subject, id(rules), id(token_rules))
+        plan = self._plans.get(key)
+        if plan is not None and plan.since <= now < plan.until:
+            fast = self._admit_planned(plan, key, subject, rules, token_rules, max(0, int(amount)), mono, now)
+            if fast is not None:
+                return fast
         decision = None
         if rules:
             decision = self._check(subject, rules, 1, mono, now, count=True)[0]
             if not decision.allowed:
                 return decision, None, None
-        if not token_rules:
-            return decision, None, None
         tdec, held = self._check(subject, token_rules, max(0, int(amount)), mono, now, count=True, hold=True)
-        return decision, tdec, held.reservation if held else None
+        if held is None:
+            return decision, tdec, None
+        self._plan(key, rules, token_rules, now)  # every target exists now: the next request takes the plan
+        return decision, tdec, held.reservation
 
     async def admit(self, subject: str, rules: tuple[Rule, ...], token_rules: tuple[Rule, ...],
                     amount: int) -> tuple[Decision | None, Decision | None, Reservation | None]:
         """admit_now() as a coroutine, for callers that hold any Limiter (degraded.py's fallback)."""
         return self.admit_now(subject, rules, token_rules, amount)
+
+    def _admit_planned(self, plan: _Plan, key: tuple[str, int, int], subject: str, rules: tuple[Rule, ...],
+                       token_rules: tuple[Rule, ...], amount: int, mono: float,
+                       now: float) -> tuple[Decision | None, Decision, Reservation] | None:
+        """admit_now() when every rule has room, through the subject's plan: the same counts,
+        reservation and decisions as the two _check() calls make, without looking each target up
+        again. None when some rule has no room (or a window was swept): _check() decides then,
+        nothing counted here."""
+        for rule, target, win in plan.req:
+            if win:
+                if target.gone:
+                    del self._plans[key]
+                    return None
+                entries = target.entries
+                if entries and entries[0].ts <= mono - target.window_s:
+                    target.prune(mono)
+                used = target.total
+            else:
+                used = target.used + target.held
+            if used + 1 > rule.limit:
+                return None
+        for rule, target, win in plan.tok:
+            if win:
+                if target.gone:
+                    del self._plans[key]
+                    return None
+                entries = target.entries
+                if entries and entries[0].ts <= mono - target.window_s:
+                    target.prune(mono)
+                used = target.total
+            else:
+                used = target.used + target.held
+            if used + amount > rule.limit:
+                return None
+        # Every rule has room: counted as _check(count=True) counts (RELIABILITY C1/C3).
+        decision = None
+        if rules:
+            best = None
+            for rule, target, win in plan.req:
+                if win:
+                    target.entries.append(_Entry(mono, 1))
+                    used = target.total = target.total + 1
+                    reset_at = now + (target.entries[0].ts + target.window_s - mono)
+                else:
+                    target.used += 1
+                    used = target.used + target.held
+                    reset_at = target.ends_at
+                left = rule.limit - used
+                if best is None or left < best[0]:  # the tightest rule, the first one on a tie (as decide())
+                    best = (left, rule, used, reset_at)
+            if best is None:
+                decision = decide(True, [], now)
+            else:
+                left, rule, used, reset_at = best
+                decision = Decision(True, rule.name, rule.limit, left if left > 0 else 0, used, reset_at)
+        res = Reservation(subject, token_rules, amount, plan.tok_pids, False, self._id_prefix + str(next(self._ids)))
+        expires = mono + self._lease_s
+        counters: list[_Counter] = []
+        held_entries: list[tuple[_Window, _Entry]] = []
+        self._held[res.id] = _Held(res, expires, counters, held_entries)
+        if expires < self._reap_after:
+            self._reap_after = expires
+        best = None
+        for rule, target, win in plan.tok:
+            if win:
+                entry = _Entry(mono, amount)
+                target.entries.append(entry)
+                used = target.total = target.total + amount
+                held_entries.append((target, entry))
+                reset_at = now + (target.entries[0].ts + target.window_s - mono)
+            else:
+                target.held += amount
+                counters.append(target)
+                used = target.used + target.held
+                reset_at = target.ends_at
+            left = rule.limit - used
+            if best is None or left < best[0]:
+                best = (left, rule, used, reset_at)
+        if best is None:
+            return decision, decide(True, [], now), res
+        left, rule, used, reset_at = best
+        return decision, Decision(True, rule.name, rule.limit, left if left > 0 else 0, used, reset_at), res
+
+    def _plan(self, key: tuple[str, int, int], rules: tuple[Rule, ...], token_rules: tuple[Rule, ...],
+              now: float) -> None:
+        """Notes the subject's targets as _check() found them, right after it admitted and counted
+        (so each exists): valid while `now` stays in every rule's calendar period."""
+        subject = key[0]
+        since, until = float("-inf"), float("inf")
+        sides: list[tuple] = []
+        pids: list[str] = []
+        for side in (rules, token_rules):
+            targets = []
+            pids = []
+            for rule in side:
+                if not rule.period:
+                    pids.append("")
+                    if rule.limit > 0:
+                        target = self._windows.get((subject, rule.name))
+                        if target is None:
+                            return  # not where _check() put it: no plan
+                        targets.append((rule, target, True))
+                    continue
+                start, end, pid = self._period(rule.period, now, rule.tz)
+                since, until = max(since, start), min(until, end)
+                pids.append(pid)
+                if rule.limit > 0:
+                    target = self._counters.get((subject, rule.name, pid))
+                    if target is None:
+                        return
+                    # The sweep drops a counter only once now >= its ends_at (which a counter
+                    # shared under another tz may hold earlier): the plan ends no later.
+                    until = min(until, target.ends_at)
+                    targets.append((rule, target, False))
+            sides.append(tuple(targets))
+        if len(self._plans) >= PLANS_MAX:
+            self._plans.clear()  # subjects come and go: start over rather than keep the idle ones
+        self._plans[key] = _Plan(rules, token_rules, since, until, sides[0], sides[1], tuple(pids))
 
     def admit_with_budget_now(self, subject: str, rules: tuple[Rule, ...], token_rules: tuple[Rule, ...], amount: int,
                               bsubject: str, brules: tuple[Rule, ...], bamount: int) -> tuple[
@@ -224,7 +380,7 @@ class MemoryLimiter:
         """(monotonic, epoch) now, after giving back expired leases and sweeping a few idle entries."""
         clock = self._clock
         mono, now = clock.monotonic(), clock.now()
-        if self._held:
+        if mono >= self._reap_after:
             self._reap(mono)
         self._calls += 1
         if not self._calls % SWEEP_EVERY:
@@ -279,9 +435,11 @@ class MemoryLimiter:
             return self._peeked(targets, amount, mono, now), None
         held = None
         if hold:
-            res = Reservation(subject, rules, amount, tuple(pids), id=self._id_prefix + str(next(self._ids)))
-            held = _Held(res, mono + self._lease_s)
+            res = Reservation(subject, rules, amount, tuple(pids), False, self._id_prefix + str(next(self._ids)))
+            held = _Held(res, mono + self._lease_s, [], [])
             self._held[res.id] = held
+            if held.expires < self._reap_after:
+                self._reap_after = held.expires
         # RELIABILITY C1/C3: all-or-nothing, counted only once every rule said yes.
         best: tuple[int, Rule, int, float] | None = None
         for rule, target in targets:
@@ -376,7 +534,8 @@ class MemoryLimiter:
             return
         reservation.settled = True
         mono = self._clock.monotonic()
-        self._reap(mono)
+        if mono >= self._reap_after:
+            self._reap(mono)
         held = self._held.pop(reservation.id, None)
         if held is not None:
             self._unwind(held, actual, mono)
@@ -414,6 +573,11 @@ class MemoryLimiter:
             if until > mono:
                 break
             del self._reaped[rid]
+        # Leases end in the order they were given (the lease is constant): the first left is next.
+        after = next(iter(self._held.values())).expires if self._held else float("inf")
+        if self._reaped:
+            after = min(after, next(iter(self._reaped.values()))[0])
+        self._reap_after = after
         return reaped
 
     def _sweep(self, mono: float, now: float) -> None:
@@ -424,6 +588,7 @@ class MemoryLimiter:
                 self._windows.move_to_end(wkey)
             else:
                 del self._windows[wkey]
+                window.gone = True
         for _ in range(min(SWEEP_BATCH, len(self._counters))):
             ckey, counter = next(iter(self._counters.items()))
             if counter.held == 0 and now >= counter.ends_at:

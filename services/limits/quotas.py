@@ -200,8 +200,8 @@ class Quotas:
                     until = self._remember(p.subject, sent, started_at, now=sent)  # nothing awaited since
                     if tdec.used == amount or p.subject in self._rebuilding:
                         reservation = await self._recount_holding(p, tok, amount, reservation, until, bres)
-            return Admission(decision, reservation, token_decision=tdec,
-                             budget_held=(bdec, bres) if fuse_budget else None)
+            # Positional: a class called with keywords builds a dict for them first.
+            return Admission(decision, reservation, None, tdec, (bdec, bres) if fuse_budget else None)
         fused = getattr(self.limiter, "admit_with_budget" if fuse_budget else "admit", None)
         if fused is not None and (rules or tok or fuse_budget) and p.subject not in self._rebuilding:
             # A shared limiter: the request rules' hit, the token reservation (and a budget's) in one
