@@ -303,6 +303,8 @@ class Quotas:
                 del self._recent[key]
         # Entries are in time order, so those back since `sent` are a suffix: walk it from the newest
         # (usually just ours) instead of scanning up to RECENT_MAX entries on every admission.
+        if len(recent) < 2 or recent[-2][0] < sent:
+            return start  # ours alone came back since it was sent: the usual admission
         earliest = start
         for t, s in reversed(recent):
             if t < sent:
