@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from gateway_http.errors import BridgeError
@@ -10,9 +12,10 @@ from gateway_http.state import BRIDGE
 from tollgate.json_bound import too_complex
 
 
-async def read_body(request: web.Request, *, json: bool = True) -> bytes:
-    """The body; `json`: it is parsed as JSON next, so one that would stall the loop is refused."""
-    limit = request.app[BRIDGE].settings.max_body_bytes
+async def read_body(request: web.Request, *, json: bool = True, bridge: Any = None) -> bytes:
+    """The body; `json`: it is parsed as JSON next, so one that would stall the loop is refused.
+    `bridge`: the app's Bridge when the caller holds it (each request.app costs two Python calls)."""
+    limit = (bridge or request.app[BRIDGE]).settings.max_body_bytes
     length = request.content_length  # parsed from the header on every read: once
     if length is not None and length > limit:
         raise BridgeError(413, f"Request body too large: {length} bytes > {limit} bytes.", code="request_too_large")

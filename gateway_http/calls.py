@@ -34,10 +34,11 @@ UNSAFE_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 FORWARDED = "x-forwarded-for"
 
 
-def metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
+def metadata(request: web.Request, bridge: Any = None) -> tuple[tuple[str, str], ...]:
+    """`bridge`: the app's Bridge when the caller holds it (each request.app costs two Python calls)."""
     h = request.headers
     md = tuple([(key, v) for name, key in CREDENTIAL_HEADERS if (v := h.get(name)) is not None])
-    if request.app[BRIDGE].tracing is not None:
+    if (bridge or request.app[BRIDGE]).tracing is not None:
         return _with_traceparent(request, md)
     return _metadata(request, h, md)
 

@@ -233,8 +233,13 @@ class Pipeline:
         prompt_est = estimate_prompt(req)
         usage = None
         try:
-            plan = self._plan(p, req.model, prompt_est, req.sampling.max_tokens or 256)
-            adm = out.admission = await self._admit(p, prompt_est + (req.sampling.max_tokens or 256), out, plan)
+            max_out = req.sampling.max_tokens or 256
+            plan = self._plan(p, req.model, prompt_est, max_out)
+            if self.ledger.full or out.span is not None:
+                admit = self._admit(p, prompt_est + max_out, out, plan)
+            else:  # _admit(), written out for the usual request: the limiter's own awaitable
+                admit = self.quotas.admit(p, prompt_est + max_out, out.created, plan)
+            adm = out.admission = await admit
             out.decision = adm.decision
             if plan is not None:
                 adm.budget = await self._budget(p, plan, adm)

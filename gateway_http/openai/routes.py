@@ -6,7 +6,7 @@ import array
 import asyncio
 import base64
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import grpc
 import orjson
@@ -29,8 +29,9 @@ SHUTDOWN_INFO = RpcErrorInfo(grpc.StatusCode.UNAVAILABLE, "The gateway is shutti
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     t0 = time.monotonic()
+    bridge = request.app[BRIDGE]  # once: each request.app costs two Python calls
     try:
-        raw = await read_body(request)
+        raw = await read_body(request, bridge=bridge)
         body = codec.load_json(raw)
         stream = body.get("stream", False)
         # The request comes first and the input is parsed into it: passing a parsed input to the
@@ -46,7 +47,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     except BridgeError as e:
         return openai_bridge_error(e)
     if not stream:
-        return await chat_answer(request, req, codec.completion_json, inp.model, t0)
+        return await chat_answer(request, req, codec.completion_json, inp.model, t0, bridge)
 
     req.include_usage = include_usage
     call = calls.client(request).inference.StreamChat(req, metadata=calls.metadata(request), timeout=calls.timeout(request))
@@ -92,10 +93,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def chat_answer(request: web.Request, req: ipb.ChatRequest, render: Callable[[ipb.ChatResponse, str], bytes],
-                      model: str, t0: float | None) -> web.Response:
+                      model: str, t0: float | None, bridge: Any = None) -> web.Response:
     """A whole chat answer: the provider's own body when it was relayed (`raw`), else render(resp, model);
-    an error as OpenAI's JSON. With t0, the X-LLM-Latency-Ms header too."""
-    call = calls.client(request).inference.Chat(req, metadata=calls.metadata(request), timeout=calls.timeout(request))
+    an error as OpenAI's JSON. With t0, the X-LLM-Latency-Ms header too. `bridge`: the app's
+    Bridge when the caller holds it."""
+    if bridge is None:
+        bridge = request.app[BRIDGE]
+    # calls.client() and calls.timeout(), written out: the bridge is at hand
+    call = bridge.client.inference.Chat(req, metadata=calls.metadata(request, bridge),
+                                        timeout=bridge.settings.request_timeout_s)
     try:
         resp = await call
     except AioRpcError as e:

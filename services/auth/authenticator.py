@@ -215,8 +215,9 @@ class Authenticator:
         key = self.credentials(md)[0]
         if not key or (self.sessions is not None and key.startswith(SESSION_PREFIX)):
             return None
-        digest = self._digest(key)
-        if self._is_admin_digest(digest):
+        # _digest() and _is_admin_digest(), written out: once per request
+        digest = self._keyed.hexdigest(key.encode("utf-8", "surrogatepass"))
+        if self._admin_hash and hmac.compare_digest(digest, self._admin_hash):
             return None
         return self._fresh(digest)
 

@@ -176,7 +176,13 @@ class MemoryLimiter:
         what quotas.py does for every request, with one clock reading and one sweep instead of
         two, and no coroutine. (request decision, token decision, reservation); the token
         decision is None when the request rules refused or there are no token rules."""
-        mono, now = self._tidy()
+        clock = self._clock  # _tidy(), written out: once per request
+        mono, now = clock.monotonic(), clock.now()
+        if mono >= self._reap_after:
+            self._reap(mono)
+        self._calls += 1
+        if not self._calls % SWEEP_EVERY:
+            self._sweep(mono, now)
         if not token_rules:
             if rules:
                 return self._check(subject, rules, 1, mono, now, count=True)[0], None, None
@@ -342,7 +348,17 @@ class MemoryLimiter:
 
     def finish_now(self, reservation: Reservation, actual: int) -> None:
         """settle() (actual > 0) or release() (0) without a coroutine: quotas.py, after an answer."""
-        self._finish(reservation, max(0, int(actual)))
+        if reservation.settled:  # _finish(), written out: once per request
+            return
+        reservation.settled = True
+        mono = self._clock.monotonic()
+        if mono >= self._reap_after:
+            self._reap(mono)
+        held = self._held.pop(reservation.id, None)
+        if held is not None:
+            self._unwind(held, max(0, int(actual)), mono)
+        else:
+            self._charge_reaped(reservation, max(0, int(actual)))
 
     def owns(self, reservation: Reservation) -> bool:
         """Whether this limiter made `reservation` and has not finished it (degraded.py routes by it)."""
@@ -540,6 +556,9 @@ class MemoryLimiter:
         if held is not None:
             self._unwind(held, actual, mono)
             return
+        self._charge_reaped(reservation, actual)
+
+    def _charge_reaped(self, reservation: Reservation, actual: int) -> None:
         gone = self._reaped.pop(reservation.id, None)
         if gone is not None:
             # The lease already refunded the hold; the request did run, so charge what it used.

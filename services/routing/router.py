@@ -196,10 +196,8 @@ class Router:
     # chat() and embed() hand back _run's coroutine for the caller to await (no coroutine of their
     # own per request); `attempt` hands _run the adapter's own coroutine, no coroutine in between.
     def chat(self, req: ChatRequest, deadline: float, log: RouteLog, user_id: str = "") -> Awaitable[ChatResult]:
-        def attempt(call: Call) -> Awaitable[ChatResult]:
-            return self.upstreams.adapter(call.target.kind).chat(req, call)
-
-        return self._run(req.model, req.route.provider, req.route.strategy, deadline, log, attempt, user_id)
+        # attempt=None: _run calls the adapter's chat(req, call) itself (no closure per request).
+        return self._run(req.model, req.route.provider, req.route.strategy, deadline, log, None, user_id, req)
 
     def embed(self, req: EmbedRequest, deadline: float, log: RouteLog, user_id: str = "") -> Awaitable[EmbedResult]:
         def attempt(call: Call) -> Awaitable[EmbedResult]:
@@ -207,7 +205,8 @@ class Router:
 
         return self._run(req.model, req.route.provider, req.route.strategy, deadline, log, attempt, user_id)
 
-    async def _run(self, model, provider_hint, strategy_name, deadline, log, attempt, user_id=""):
+    async def _run(self, model, provider_hint, strategy_name, deadline, log, attempt, user_id="", req=None):
+        """`attempt(call)`: one try's awaitable; None: the adapter's chat(req, call)."""
         self.stats.requests += 1
         # The caller's own keys: looked up (a coroutine, a cache) only for a caller who can have some.
         own = await self._own(user_id, model, provider_hint) if (user_id or self.shared_keys) and self.user_keys is not None else ()
@@ -251,7 +250,8 @@ class Router:
                         call = self._call(t, secret, left, False, log)
                         t0 = self.clock.monotonic()
                         try:
-                            result = await attempt(call)
+                            result = await (self.upstreams.adapter(t.kind).chat(req, call) if attempt is None
+                                            else attempt(call))
                         except UpstreamFailure as f:
                             if not self._failed(call, f, t0, log, tr):
                                 raise caller_error(f) from None
@@ -268,7 +268,8 @@ class Router:
             async for call in calls:
                 t0 = self.clock.monotonic()
                 try:
-                    result = await attempt(call)
+                    result = await (self.upstreams.adapter(call.target.kind).chat(req, call) if attempt is None
+                                    else attempt(call))
                 except UpstreamFailure as f:
                     if self._failed(call, f, t0, log, tr):
                         continue

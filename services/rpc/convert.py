@@ -43,7 +43,8 @@ def chat_request(inp: pb.ChatInput, max_messages: int, include_usage: bool = Fal
     # Once per request. Each read of a upb field builds a new Python object (a str, or a
     # container wrapper for a repeated field): read each once, and skip the empty ones.
     model = inp.model
-    check_model(model)
+    if len(model) > MODEL_MAX or not model.isascii() or not model.isprintable():
+        check_model(model)  # raises: the test written out for the usual name
     if not model and inp.surface in MODEL_REQUIRED:
         # Seed 004: a request without `model` is refused in its words, not given the default model.
         raise InvalidArgument("Validation error", reason="MODEL_REQUIRED",
