@@ -111,20 +111,19 @@ class Pipeline:
                 budgets.use_history(ledger, clock.now)  # and the $ budgets' from its costs
         self._active: set[asyncio.Task] = set()
         self._settling: set[asyncio.Task] = set()  # shared-limiter settles still under way (_finish)
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # Set once nothing is active; made by drain() only (an Event cleared and set by every
+        # request cost two Python calls per request at low concurrency).
+        self._idle: asyncio.Event | None = None
 
     def _enter(self) -> asyncio.Task | None:
         task = asyncio.current_task()
         if task is not None:
-            if not self._active:
-                self._idle.clear()  # set exactly while nothing is active: only the first clears it
             self._active.add(task)
         return task
 
     def _leave(self, task: asyncio.Task | None) -> None:
         self._active.discard(task)  # type: ignore[arg-type]
-        if not self._active:
+        if not self._active and self._idle is not None:
             self._idle.set()
 
     @property
@@ -134,7 +133,9 @@ class Pipeline:
     async def drain(self, grace_s: float) -> int:
         """Waits for in-flight requests up to `grace_s`, then cancels the rest (rows say `shutdown`)."""
         try:
-            await asyncio.wait_for(self._idle.wait(), grace_s)
+            if self._active:
+                idle = self._idle = asyncio.Event()
+                await asyncio.wait_for(idle.wait(), grace_s)
             await self.settled()
             return 0
         except asyncio.TimeoutError:
@@ -209,10 +210,7 @@ class Pipeline:
             out.span = spans.request_span(self.tracing, op, model, surface, request_id, messages)
         out.task = task = asyncio.current_task()  # _enter(), written out: once per request
         if task is not None:
-            active = self._active
-            if not active:
-                self._idle.clear()  # set exactly while nothing is active: only the first clears it
-            active.add(task)
+            self._active.add(task)
         out.started = t0 = self.clock.monotonic()
         # deadline(time_remaining, t0), written out: once per request
         budget = self.request_timeout_s
@@ -420,8 +418,8 @@ class Pipeline:
         out.usage = usage
         active = self._active  # _leave(out.task), written out: once per request
         active.discard(out.task)  # type: ignore[arg-type]
-        if not active:
-            self._idle.set()
+        if not active and self._idle is not None:
+            self._idle.set()  # drain() is waiting
         adm, status = out.admission, out.status
         route = out.route
         target = route.target

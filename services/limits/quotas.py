@@ -112,6 +112,8 @@ class Quotas:
         self._recent: dict[str, deque[tuple[float, float]]] = {}
         # An in-process limiter answers without awaiting: nothing to bound.
         self._gate = None if isinstance(limiter, MemoryLimiter) else asyncio.Semaphore(MAX_INFLIGHT)
+        # Whether every limiter call completes without suspending (the in-process limiter).
+        self.local = self._gate is None
         self.rebuilds = 0  # counters seeded from the ledger (tests, status pages)
 
     def set_tiers(self, tiers: dict[str, TierConfig], tz: str) -> None:
@@ -138,10 +140,6 @@ class Quotas:
         self._history = history
         self._now = now
 
-    @property
-    def local(self) -> bool:
-        """Whether every limiter call completes without suspending (the in-process limiter)."""
-        return isinstance(self.limiter, MemoryLimiter)
 
     def request_rules(self, tier: str) -> tuple[Rule, ...]:
         return self._request_rules.get(tier, ())
