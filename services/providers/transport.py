@@ -159,6 +159,21 @@ MAX_ANSWER_BYTES = 32 * 1024 * 1024  # a whole answer; RELIABILITY E10 wants a b
 MAX_ERROR_BYTES = 64 * 1024  # enough of an error body to read the provider's message; the rest is dropped
 
 
+def buffered_answer(resp: aiohttp.ClientResponse, cap: int = MAX_ANSWER_BYTES) -> bytes | None:
+    """read_capped() without its coroutine when the whole answer is in (the usual case: it came
+    with the headers); None, with nothing read, while more is to come (await read_capped())."""
+    content = resp.content
+    if not content.is_eof():
+        return None
+    length = resp.content_length
+    if length is not None and length > cap:
+        raise UpstreamFailure("protocol", resp.status, f"upstream answer larger than {cap} bytes")
+    piece = content.read_nowait()
+    if len(piece) > cap:
+        raise UpstreamFailure("protocol", resp.status, f"upstream answer larger than {cap} bytes")
+    return piece
+
+
 async def read_capped(resp: aiohttp.ClientResponse, cap: int = MAX_ANSWER_BYTES) -> bytes:
     """A whole (non-streamed) upstream answer, refused past `cap` (RELIABILITY E10: bounded memory)."""
     length = resp.content_length
