@@ -233,11 +233,17 @@ class Pipeline:
         try:
             max_out = req.sampling.max_tokens or 256
             plan = self._plan(p, req.model, prompt_est, max_out)
+            quotas = self.quotas
             if self.ledger.full or out.span is not None:
-                admit = self._admit(p, prompt_est + max_out, out, plan)
-            else:  # _admit(), written out for the usual request: the limiter's own awaitable
-                admit = self.quotas.admit(p, prompt_est + max_out, out.created, plan)
-            adm = out.admission = await admit
+                adm = await self._admit(p, prompt_est + max_out, out, plan)
+            elif quotas.local:
+                # _admit(), written out for the usual request: in process, without a coroutine.
+                adm = quotas.admit_now(p, prompt_est + max_out, out.created, plan)
+                if type(adm) is not Admission:
+                    adm = await adm  # a lost counter is rebuilt first (RELIABILITY C5)
+            else:
+                adm = await quotas.admit(p, prompt_est + max_out, out.created, plan)
+            out.admission = adm
             out.decision = adm.decision
             if plan is not None:
                 adm.budget = await self._budget(p, plan, adm)

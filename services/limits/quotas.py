@@ -176,30 +176,12 @@ class Quotas:
         `budget` (a caller's $ budgets, issue 16): when it may be fused, its hold is taken in the
         same limiter call (one round trip) and left on the Admission (`budget_held`) for
         Budgets.complete() to judge; a budget is never held for a request refused here."""
-        rules, tok = self.rules_for(p) if p.own else (self._request_rules.get(p.tier, ()), self._token_rules.get(p.tier, ()))
         local = self._gate is None  # nothing to bound: call the limiter directly (no closure per call)
-        fuse_budget = budget is not None and budget.fused
         if local and p.subject not in self._rebuilding:
-            # In process, both checks are one call: one clock reading and sweep, no coroutines.
-            amount = max(1, token_estimate)
-            sent = time.monotonic() if tok and self._history is not None else 0.0
-            if fuse_budget:
-                decision, tdec, reservation, bdec, bres = self.limiter.admit_with_budget_now(  # type: ignore[attr-defined]
-                    p.subject, rules, tok, amount, budget.subject, budget.rules, budget.amount)
-            else:
-                decision, tdec, reservation = self.limiter.admit_now(p.subject, rules, tok, amount)  # type: ignore[attr-defined]
-                bdec = bres = None
-            if decision is not None and not decision.allowed:
-                raise _exhausted(p, decision)
-            if tdec is not None:
-                if reservation is None:
-                    raise _exhausted(p, tdec)  # the request slot stays counted (seed 000)
-                if self._history is not None:
-                    until = self._remember(p.subject, sent, started_at, now=sent)  # nothing awaited since
-                    if tdec.used == amount or p.subject in self._rebuilding:
-                        reservation = await self._recount_holding(p, tok, amount, reservation, until, bres)
-            # Positional: a class called with keywords builds a dict for them first.
-            return Admission(decision, reservation, None, tdec, (bdec, bres) if fuse_budget else None)
+            adm = self.admit_now(p, token_estimate, started_at, budget)
+            return adm if type(adm) is Admission else await adm  # type: ignore[misc]
+        rules, tok = self.rules_for(p) if p.own else (self._request_rules.get(p.tier, ()), self._token_rules.get(p.tier, ()))
+        fuse_budget = budget is not None and budget.fused
         fused = getattr(self.limiter, "admit_with_budget" if fuse_budget else "admit", None)
         if fused is not None and (rules or tok or fuse_budget) and p.subject not in self._rebuilding:
             # A shared limiter: the request rules' hit, the token reservation (and a budget's) in one
@@ -246,6 +228,45 @@ class Quotas:
                     reservation = await self._recount(p, tok, amount, reservation, until)
             return Admission(decision, reservation, token_decision=tdec)
         return Admission(decision, reservation)
+
+    def admit_now(self, p: Principal, token_estimate: int, started_at: float | None = None,
+                  budget: BudgetHold | None = None) -> Admission | Awaitable[Admission]:
+        """admit() with the in-process limiter (`local`), without a coroutine: the Admission, or, when the token counter turned out to be lost
+        (RELIABILITY C5), an awaitable of it (the counter is rebuilt from the ledger first; and
+        admit()'s own, which waits for it, while a rebuild for the caller is under way)."""
+        if p.subject in self._rebuilding:
+            return self.admit(p, token_estimate, started_at, budget)
+        rules, tok = self.rules_for(p) if p.own else (self._request_rules.get(p.tier, ()), self._token_rules.get(p.tier, ()))
+        fuse_budget = budget is not None and budget.fused
+        # In process, both checks are one call: one clock reading and sweep, no coroutines.
+        amount = max(1, token_estimate)
+        sent = time.monotonic() if tok and self._history is not None else 0.0
+        if fuse_budget:
+            decision, tdec, reservation, bdec, bres = self.limiter.admit_with_budget_now(  # type: ignore[attr-defined]
+                p.subject, rules, tok, amount, budget.subject, budget.rules, budget.amount)
+        else:
+            decision, tdec, reservation = self.limiter.admit_now(p.subject, rules, tok, amount)  # type: ignore[attr-defined]
+            bdec = bres = None
+        if decision is not None and not decision.allowed:
+            raise _exhausted(p, decision)
+        if tdec is not None:
+            if reservation is None:
+                raise _exhausted(p, tdec)  # the request slot stays counted (seed 000)
+            if self._history is not None:
+                until = self._remember(p.subject, sent, started_at, now=sent)  # nothing awaited since
+                if tdec.used == amount or p.subject in self._rebuilding:
+                    return self._admitted_recounted(p, tok, amount, reservation, until, decision, tdec,
+                                                    (bdec, bres) if fuse_budget else None)
+        # Positional: a class called with keywords builds a dict for them first.
+        return Admission(decision, reservation, None, tdec, (bdec, bres) if fuse_budget else None)
+
+    async def _admitted_recounted(self, p: Principal, tok: tuple[Rule, ...], amount: int, reservation: Reservation,
+                                  until: float, decision: Decision | None, tdec: Decision,
+                                  budget_held: tuple[Decision | None, Reservation | None] | None) -> Admission:
+        """admit_now()'s end once the lost token counter is rebuilt (C5) and the reservation taken again."""
+        bres = budget_held[1] if budget_held is not None else None
+        reservation = await self._recount_holding(p, tok, amount, reservation, until, bres)
+        return Admission(decision, reservation, None, tdec, budget_held)
 
     async def _recount_holding(self, p: Principal, tok: tuple[Rule, ...], amount: int, reservation: Reservation,
                                until: float, budget: Reservation | None) -> Reservation:
