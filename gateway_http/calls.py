@@ -37,7 +37,11 @@ FORWARDED = "x-forwarded-for"
 def metadata(request: web.Request, bridge: Any = None) -> tuple[tuple[str, str], ...]:
     """`bridge`: the app's Bridge when the caller holds it (each request.app costs two Python calls)."""
     h = request.headers
-    md = tuple([(key, v) for name, key in CREDENTIAL_HEADERS if (v := h.get(name)) is not None])
+    md: tuple[tuple[str, str], ...] = ()
+    for name, key in CREDENTIAL_HEADERS:  # a loop, not a comprehension: no function call per request
+        v = h.get(name)
+        if v is not None:
+            md += ((key, v),)
     if (bridge or request.app[BRIDGE]).tracing is not None:
         return _with_traceparent(request, md)
     return _metadata(request, h, md)

@@ -209,8 +209,15 @@ class _UnaryCall(_Call):
                 if time.monotonic() >= self._expires:
                     raise TimeoutError
                 task = self._waiter = asyncio.current_task()
-                dog = self._dog = self._channel.watchdog()  # _watch(), written out: once per call
-                self._dog_key = dog.add(self)
+                # _watch(), written out with the watchdog's add(): once per call
+                dog = self._channel._watchdog
+                if dog is None or dog.loop is not asyncio.get_running_loop():
+                    dog = self._channel.watchdog()
+                self._dog = dog
+                self._dog_key = key = next(dog._ids)
+                dog._calls[key] = self
+                if dog._timer is None:
+                    dog._timer = dog.loop.call_later(dog.TICK_S, dog._check)
             return await self._handler.unary_unary(self._request, ctx)
         except asyncio.CancelledError:
             if self._timed_out(task):
@@ -224,8 +231,8 @@ class _UnaryCall(_Call):
             raise err from None
         finally:
             self._waiter = None
-            if self._dog is not None:  # _unwatch()
-                self._dog.discard(self._dog_key)
+            if self._dog is not None:  # _unwatch(), with the watchdog's discard()
+                self._dog._calls.pop(self._dog_key, None)
                 self._dog = None
 
     def __await__(self):
