@@ -205,7 +205,7 @@ class Pipeline:
 
     def _begin(self, p: Principal, request_id: str, model: str, surface: str, time_remaining: float | None,
                route: RouteLog, op: str = "chat", messages: Any = None) -> Outcome:
-        out = Outcome(request_id, route, created=self.clock.now())
+        out = Outcome(request_id, route, None, None, 0.0, "", self.clock.now())  # positional: no keyword dict
         if self.tracing is not None:
             out.span = spans.request_span(self.tracing, op, model, surface, request_id, messages)
         out.task = task = asyncio.current_task()  # _enter(), written out: once per request
@@ -459,7 +459,8 @@ class Pipeline:
             out.cost_usd = cost
             self._trace_finish(out, row)
         if after_answer and self.quotas.local:
-            asyncio.get_running_loop().call_soon(self._close, row, adm, usage.total_tokens if billable else 0, cost)
+            asyncio.get_running_loop().call_soon(self._close, row, adm,
+                                                 usage.prompt_tokens + usage.completion_tokens if billable else 0, cost)
             out.cost_usd = cost
             return
         self.ledger.record(row)

@@ -31,7 +31,8 @@ class LatencyTracker:
 
     def observe(self, key: str, ms: float) -> None:
         # A negative or non-finite duration is a measuring bug; it must not poison the average.
-        if not math.isfinite(ms) or ms < 0.0:
+        # (Comparisons, not math.isfinite(): NaN fails both, and this runs on every answer.)
+        if not 0.0 <= ms < math.inf:
             return
         prev = self._ewma.get(key)
         # The first sample is the estimate: starting from 0 would make a new key look fastest.

@@ -159,7 +159,9 @@ class Router:
              own: list[CandidateView] = ()) -> tuple[str, list[CandidateView]]:
         """`own`: the caller's own provider keys (UserKeys), placed before the gateway's (seed 001)."""
         try:
-            strategy = self.strategy(strategy_name)
+            # The default strategy (nearly every request names none) without strategy()'s call.
+            strategy = (None if strategy_name else self._strategies.get(self.default_strategy)) \
+                or self.strategy(strategy_name)
         except ValueError as e:
             raise E.InvalidArgument(str(e), reason="UNKNOWN_STRATEGY", metadata={"strategy": strategy_name}) from None
         loaded = self.loaded.views(model, provider_hint) if self.loaded is not None and model else None

@@ -81,7 +81,9 @@ class InferenceServicer(ipb_grpc.InferenceServiceServicer):
             await ctx.context.send_initial_metadata(_route_md(ctx, out))
             return ipb.ChatResponse(id=ctx.request_id, raw=raw)
         result, out = await self.pipeline.chat(ctx.principal, req, ctx.request_id, ctx.context.time_remaining())
-        md = _route_md(ctx, out)
+        md = route_metadata(ctx.request_id, out)  # _route_md(), written out: once per request
+        if ctx.open_decision is not None and out.decision is None:
+            md = rate_limit_metadata(ctx.open_decision) + md  # open mode: the caller's per-IP count (seed 004)
         await ctx.context.send_initial_metadata(md + ignored_metadata(req) if req.ignored else md)
         return convert.chat_response(result, ctx.request_id, out.route, out.usage, out.cost_usd, out.created, out.decision)
 
