@@ -45,6 +45,10 @@ class RouteLog:
 
     def header(self) -> str:
         """`provider/key_id=outcome` per try or skip: the X-Tollgate-Route header (ids only, never keys)."""
+        attempts = self.attempts
+        if len(attempts) == 1:  # nearly every answer: no comprehension (a call) and no join
+            a = attempts[0]
+            return f"{a.provider}/{a.key_id}={a.outcome}({a.status})" if a.status else f"{a.provider}/{a.key_id}={a.outcome}"
         # A list: join() would build one from a generator first.
         return ", ".join([f"{a.provider}/{a.key_id}={a.outcome}({a.status})" if a.status
                           else f"{a.provider}/{a.key_id}={a.outcome}" for a in self.attempts])
