@@ -154,7 +154,11 @@ class Guard:
         throttle, gate = self.auth_throttle, self.open_gate
         if (throttle is not None and throttle.blocking) or (gate is not None and gate.enabled):
             return None
-        principal = self.auth.resolve_now({k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
+        md = {}
+        for k, v in context.invocation_metadata():  # a loop, not a comprehension: no call per request
+            if isinstance(v, str):
+                md[k] = v
+        principal = self.auth.resolve_now(md)
         return None if principal is None else Ctx(principal, request_id, context)
 
     async def _enter(self, context: Any, request_id: str, admin_only: bool, public: bool,
