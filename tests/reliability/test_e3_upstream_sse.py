@@ -161,6 +161,7 @@ async def native(tmp_path_factory):
 @pytest.mark.parametrize("kind,model", NATIVE_FAULTS, ids=[f"{k}-{m}" for k, m in NATIVE_FAULTS])
 async def test_native_upstreams_give_the_meant_text_and_one_end_on_both_surfaces(native, kind, model):
     gw, auth = native[kind]
+    rows0 = len(await gw.ledger())
     body = {"model": model, "messages": [{"role": "user", "content": SAID}], "stream": True}
     async with gw.http.stream("POST", "/v1/chat/completions", json=body, headers=auth) as r:
         assert r.status_code == 200
@@ -168,7 +169,6 @@ async def test_native_upstreams_give_the_meant_text_and_one_end_on_both_surfaces
     text, done, errors, done_last = openai_outcome(raw)
     assert text == SAID.encode(), (kind, model, text)
     check_end(model, done, errors, done_last)
-    assert (await gw.ledger())[0].status == "ok"
     async with gw.http.stream("POST", "/v1/messages", json={**body, "max_tokens": 100}, headers=auth) as r:
         assert r.status_code == 200
         evs = events(await r.aread())
@@ -176,3 +176,5 @@ async def test_native_upstreams_give_the_meant_text_and_one_end_on_both_surfaces
     assert text.encode() == SAID.encode(), (kind, model, text)
     names = [name for name, _ in evs]
     assert names.count("message_stop") == 1 and "error" not in names and names[-1] == "message_stop", names
+    rows = await gw.ledger()
+    assert len(rows) == rows0 + 2 and [r.status for r in rows[:2]] == ["ok", "ok"], rows[:2]
