@@ -19,9 +19,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from tests.reliability.scripted import RESET, cut, err, run_scripted
-from tests.support.fakes.anthropic import FAKE_ANTHROPIC_KEY, run_fake_anthropic
-from tests.support.fakes.gemini import DEFAULT_KEY as GEMINI_KEY, run_fake_gemini
-from tests.support.fakes.ollama import run_fake_ollama
+from tests.support.fakes.native import NATIVE_FAKES
 from tests.support.fakes.openai import run_fake_openai
 from tests.support.gateway import config, provider, run_gateway
 from tests.support.sse_read import CHAT, bearer, chat_body, error_events, read_events, stream_text
@@ -109,8 +107,6 @@ async def test_stall_after_three_tokens_errors_within_the_idle_timeout(tmp_path)
         assert rows[0].status == "upstream_error" and rows[0].completion_tokens >= 3 and rows[0].estimated
 
 
-FAKES = {"anthropic": (run_fake_anthropic, FAKE_ANTHROPIC_KEY), "gemini": (run_fake_gemini, GEMINI_KEY),
-         "ollama": (run_fake_ollama, "")}
 ENDS_BEFORE_FINISH = [  # three tokens, then a clean end of body with no finish signal
     ("anthropic", "fault-eof-after-3"),  # no message_delta stop_reason, no message_stop
     ("anthropic", "fault-bad-json-after-3"),  # ... after a truncated event
@@ -121,7 +117,7 @@ ENDS_BEFORE_FINISH = [  # three tokens, then a clean end of body with no finish 
 
 @pytest.mark.parametrize("kind,model", ENDS_BEFORE_FINISH, ids=[f"{k}-{m}" for k, m in ENDS_BEFORE_FINISH])
 async def test_a_clean_end_before_the_finish_signal_is_an_in_band_error(tmp_path, kind, model):
-    run, key = FAKES[kind]
+    run, key = NATIVE_FAKES[kind]
     async with run() as primary, run() as fallback:
         cfg = config(tmp_path, strategy="priority", providers=(
             provider("primary", primary.base_url, kind=kind, keys=(key,), models=(model,)),

@@ -19,15 +19,11 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.support.fakes.anthropic import FAKE_ANTHROPIC_KEY, run_fake_anthropic
-from tests.support.fakes.gemini import DEFAULT_KEY as GEMINI_KEY, run_fake_gemini
-from tests.support.fakes.ollama import run_fake_ollama
+from tests.support.fakes.native import NATIVE_FAKES
 from tests.support.fakes.wall import CANONICAL, TOKENS, run_wall
 from tests.support.gateway import config, provider, run_gateway
 
 MODELS = ("fb-s10", "fb-s11")
-FAKES = {"anthropic": (run_fake_anthropic, FAKE_ANTHROPIC_KEY), "gemini": (run_fake_gemini, GEMINI_KEY),
-         "ollama": (run_fake_ollama, "")}
 NATIVE = {  # (kind, scenario) -> the fake's model name for that fault
     ("anthropic", "S10"): "fault-glitch-after-9", ("anthropic", "S11"): "fault-no-stop",
     ("gemini", "S10"): "fault-glitch-after-9", ("gemini", "S11"): "fault-unterminated",
@@ -88,7 +84,7 @@ def chat_posts(fake) -> list:
 @pytest.mark.parametrize("kind,scenario", list(NATIVE), ids=[f"{k}-{s}" for k, s in NATIVE])
 async def test_the_answer_arrives_whole_from_a_native_primary(tmp_path, kind, scenario):
     model = NATIVE[kind, scenario]
-    run, key = FAKES[kind]
+    run, key = NATIVE_FAKES[kind]
     async with run() as primary, run() as fallback:
         cfg = config(tmp_path, strategy="priority", providers=(
             provider("primary", primary.base_url, kind=kind, keys=(key,), models=(model,)),

@@ -25,10 +25,8 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from tests.support.fakes.anthropic import FAKE_ANTHROPIC_KEY, run_fake_anthropic
-from tests.support.fakes.gemini import DEFAULT_KEY as GEMINI_KEY, run_fake_gemini
 from tests.support.fakes.hostile import STREAM_FAULTS, meant, run_hostile, stream_pieces
-from tests.support.fakes.ollama import run_fake_ollama
+from tests.support.fakes.native import NATIVE_FAKES
 from tests.support.gateway import config, provider, run_gateway
 from tests.support.sse_read import bearer
 
@@ -138,9 +136,7 @@ async def test_seed_004_stream_gets_the_meant_text_and_one_end(shared, model):
 
 
 SAID = 'héllo 👍🏽 世界 "quoted" back\\slash ünïcode 🇫🇷 end'
-NATIVE = {"anthropic": (run_fake_anthropic, FAKE_ANTHROPIC_KEY), "gemini": (run_fake_gemini, GEMINI_KEY),
-          "ollama": (run_fake_ollama, "")}
-NATIVE_FAULTS = [(kind, model) for kind in NATIVE for model in ("fault-glitch-after-2", "fault-unterminated")]
+NATIVE_FAULTS = [(kind, model) for kind in NATIVE_FAKES for model in ("fault-glitch-after-2", "fault-unterminated")]
 NATIVE_FAULTS += [("anthropic", "fault-no-stop"), ("anthropic", "fault-trickle")]
 
 
@@ -149,7 +145,7 @@ async def native(tmp_path_factory):
     """One gateway per native kind, each in front of that kind's fake."""
     out = {}
     async with contextlib.AsyncExitStack() as stack:
-        for kind, (run, key) in NATIVE.items():
+        for kind, (run, key) in NATIVE_FAKES.items():
             fake = await stack.enter_async_context(run())
             cfg = config(tmp_path_factory.mktemp("e3-" + kind), providers=(
                 provider(kind, fake.base_url, kind=kind, keys=(key,)),))
