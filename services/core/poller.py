@@ -57,7 +57,7 @@ class Changes:
 
     def _run(self) -> None:
         last: object = object()
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self._loop.is_closed():  # type: ignore[union-attr]
             try:
                 value = self.probe()
             except Exception as e:  # the store is down (or closing): nobody re-reads until it answers
