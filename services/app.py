@@ -37,7 +37,7 @@ from services.routing.routable import ModelCatalog
 from services.clock import Clock, SystemClock
 from services.config.load import load_config, with_demo
 from services.config.schema import Config
-from services.core.poller import Poller
+from services.core.poller import Changes, Poller
 from services.core.scrub import Scrubber
 from services.fidelity import Fidelity
 from services.limits import make_limiter
@@ -95,8 +95,12 @@ class App:
         self.catalog = Catalog.builtin()
         self.index = CandidateIndex(config, self.catalog)
         self.models = ModelCatalog(self.catalog, self.index)
+        # What every replica polls in the store (aliases, loaded models, shared keys, plans) is
+        # re-read only when the store's change counter moved, read once a second off the event loop (issue 20.5).
+        self.store_changes = Changes(self.store.change_count_blocking, 1.0, log)
         # Run-time aliases over the config's (issue 18 point 6).
-        self.aliases = RuntimeAliases(self.store, self.index, self.models, config.model_aliases)
+        self.aliases = RuntimeAliases(self.store, self.index, self.models, config.model_aliases,
+                                      changes=self.store_changes)
         self.upstreams = Upstreams(config.upstream_connections_per_host, tracing=self.tracing)
         self.user_keys = UserKeys(self.store, self.provider_secrets, clock, catalog=self.catalog, quota_tz=config.quota_timezone)
         # One key gate for the router, the pass-through and loaded models' keys.
@@ -110,7 +114,7 @@ class App:
                 f"disabled:{key_id}:{int(clock.now() // 3600)}"))
         # Issue 19: models loaded at run time, routed by name before the configured providers.
         self.loaded = LoadedModels(self.store, self.provider_secrets, {p.name: p for p in config.providers}, clock,
-                                   set_secret=self.gate.set_secret)
+                                   set_secret=self.gate.set_secret, changes=self.store_changes)
         # Each worker of a supervisor has its own owner tag: a restarted worker turns only its own
         # earlier life's placeholders into `interrupted`, not those of its live siblings (B7).
         owner = owner_tag(config.data_dir + (f"#worker{config.worker_id}" if config.worker_id else ""))
@@ -143,7 +147,8 @@ class App:
         self.statements = Statements(self.store, self.ledger, lambda: self.quotas.tiers, clock)
         self.tokens = Tokens(self.store, self.key_vault, self.auth, clock, config.default_tier, lambda: self.quotas.tiers)
         self.accounts = Accounts(self.store, self.credentials, self.signin, self.auth, clock, lambda: self.quotas.tiers)
-        self.plans = Plans(self.store, self.quotas, self.budgets, clock, config.tiers, config.quota_timezone)
+        self.plans = Plans(self.store, self.quotas, self.budgets, clock, config.tiers, config.quota_timezone,
+                           changes=self.store_changes)
         self.admin_key = AdminKeyInfo("env")
         # Issue 15 point 5: failed authentications per client address (the open gate's idea of it),
         # counted per deployment: replicas share the server secret, so its fingerprint names them.
@@ -158,7 +163,8 @@ class App:
         # Issue 16: whether any run-time gateway keys exist, re-read every second, so a key an admin
         # adds on another replica serves here within about a second (the request path only looks the
         # keys up, from a one-second cache, when some exist).
-        self._shared_watch = Poller("shared-keys-watch", self._read_shared_keys, 1.0, log, at_once=True)
+        self._shared_watch = Poller("shared-keys-watch", self._read_shared_keys, 1.0, log, at_once=True,
+                                    changes=self.store_changes)
 
     def uptime_s(self) -> float:
         return self.clock.monotonic() - self.started_at
@@ -176,6 +182,7 @@ class App:
         for t in self.config.tiers:
             await self.store.seed_config_tier(TierRecord(t.name, t.rpm, t.rpd, t.tpd, t.tpm_month, t.description,
                                                          t.price_usd_month, t.budget_usd_day, t.budget_usd_month))
+        self.store_changes.start()
         await self.plans.refresh()
         self.plans.start()
         self.admin_key, admin_digest = await load_admin_key(self.store, self.pepper, self.config.admin_key,
@@ -231,6 +238,7 @@ class App:
         await self.alerts.close()
         await self.plans.stop()
         await self._shared_watch.close()
+        await self.store_changes.close()
         await self.ledger.close()
         await self.loaded.close()
         await self.aliases.close()

@@ -20,7 +20,7 @@ from services.accounts.budgets import Budgets
 from services.clock import Clock
 from services.config.schema import TierConfig
 from services.core.errors import AlreadyExists, FailedPrecondition, FieldViolation, NotFound
-from services.core.poller import Poller
+from services.core.poller import Changes, Poller
 from services.accounts.users import BUDGET_MAX_USD, invalid
 from services.limits.quotas import Quotas
 from services.store.records import TierRecord
@@ -71,14 +71,14 @@ def merged(config_tiers: list[TierConfig], edited: list[TierRecord]) -> dict[str
 
 class Plans:
     def __init__(self, store: Store, quotas: Quotas, budgets: Budgets, clock: Clock,
-                 config_tiers: Sequence[TierConfig], quota_timezone: str) -> None:
+                 config_tiers: Sequence[TierConfig], quota_timezone: str, changes: Changes | None = None) -> None:
         self.store = store
         self.quotas = quotas
         self.budgets = budgets
         self.clock = clock
         self.config_tiers = tuple(config_tiers)
         self.quota_timezone = quota_timezone
-        self._poller = Poller("plans-watch", self.refresh, REFRESH_S, log)
+        self._poller = Poller("plans-watch", self.refresh, REFRESH_S, log, changes=changes)
 
     @property
     def config_names(self) -> set[str]:

@@ -22,7 +22,7 @@ from typing import Any
 from services.catalog.pricing import ModelInfo
 from services.clock import Clock
 from services.config.schema import ProviderConfig
-from services.core.poller import Poller
+from services.core.poller import Changes, Poller
 from services.core.types import Target
 from services.routing.strategies.base import CandidateView
 from services.store.records import LoadedModelRecord
@@ -43,7 +43,8 @@ class LoadedModel:
 
 class LoadedModels:
     def __init__(self, store: Any, secrets: Any, providers: dict[str, ProviderConfig], clock: Clock, *,
-                 set_secret: Any = None, refresh_s: float = 1.0, miss_s: float = 0.2) -> None:
+                 set_secret: Any = None, refresh_s: float = 1.0, miss_s: float = 0.2,
+                 changes: Changes | None = None) -> None:
         self.store = store
         self.secrets = secrets  # auth/provider_secrets.py: opens a loaded model's sealed key
         self.providers = providers
@@ -54,7 +55,7 @@ class LoadedModels:
         self._read_at = -1e9  # when the last finished read began (monotonic)
         self._reading_started = -1e9
         self._reading: asyncio.Task | None = None
-        self.poller = Poller("loaded-models", self.refresh, refresh_s, log)  # the periodic read
+        self.poller = Poller("loaded-models", self.refresh, refresh_s, log, changes=changes)  # the periodic read
 
     # ------------------------------------------------------------------ reads (hot path: no I/O)
 

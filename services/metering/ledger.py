@@ -79,6 +79,11 @@ class Ledger:
         self._upgrading: set[str] = set()  # final rows buffered whose placeholder is in the store
         self._lock = asyncio.Lock()  # one writer at a time: a batch is removed only once written
         self._wake = asyncio.Event()
+        # Nothing buffered or open at the last flush: the task sleeps until the next sweep is due,
+        # and the first open()/record() after that puts the flush_s timer back (issue 20.5: an
+        # idle gateway's event loop no longer wakes twice a second for an empty flush).
+        self._sleeping: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task | None = None
         self._closing = False
         self._started_at = 0.0
@@ -121,6 +126,8 @@ class Ledger:
         if self._store is None or self._closing:
             return
         self._open[request_id] = (key_id, user_id, surface, model, created_at, time.monotonic())
+        if self._sleeping is not None:
+            self._rearm()
 
     def _placeholder(self, request_id: str, key_id: str, user_id: str, surface: str, model: str,
                      created_at: float) -> UsageRecord:
@@ -142,6 +149,14 @@ class Ledger:
                 log.exception("ledger listener failed")
         if len(self._buf) >= self._batch_size:
             self._wake.set()
+        elif self._sleeping is not None:
+            self._rearm()
+
+    def _rearm(self) -> None:
+        """Back from idleness: the next flush in flush_s, as if the task had never slept."""
+        self._sleeping.cancel()  # type: ignore[union-attr]
+        self._sleeping = None  # (_run's finally cancels whichever timer is current)
+        self._timer = asyncio.get_running_loop().call_later(self._flush_s, self._wake.set)
 
     async def flush(self) -> None:
         """Writes every buffered row (and the placeholders that are due). Raises on a failed write,
@@ -233,11 +248,18 @@ class Ledger:
         while True:
             # Woken by a full batch (record()) or after flush_s: a timer that sets the event, not
             # wait_for()'s task and timeout per period (this runs every half second, idle or not).
-            timer = loop.call_later(self._flush_s, self._wake.set)
+            wait_s = self._flush_s
+            if not self._buf and not self._open and (self._recovered or self._store is None):
+                # idle: only the sweep is due (none without a store)
+                due = self._last_sweep + SWEEP_EVERY_S - self.now() if self._store is not None else SWEEP_EVERY_S
+                wait_s = max(wait_s, due)
+            self._timer = loop.call_later(wait_s, self._wake.set)
+            self._sleeping = self._timer if wait_s > self._flush_s else None
             try:
                 await self._wake.wait()
             finally:
-                timer.cancel()
+                self._timer.cancel()
+                self._sleeping = None
             self._wake.clear()
             try:
                 await self._housekeeping()

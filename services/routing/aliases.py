@@ -16,7 +16,7 @@ import re
 from typing import TYPE_CHECKING, Mapping
 
 from services.core.errors import FieldViolation, InvalidArgument, NotFound
-from services.core.poller import Poller
+from services.core.poller import Changes, Poller
 
 if TYPE_CHECKING:
     from services.routing.candidates import CandidateIndex
@@ -32,14 +32,15 @@ MAX_MEMBERS = 16
 
 class RuntimeAliases:
     def __init__(self, store: Store, index: CandidateIndex, models: ModelCatalog,
-                 config_aliases: Mapping[str, tuple[str, ...]], refresh_s: float = 1.0) -> None:
+                 config_aliases: Mapping[str, tuple[str, ...]], refresh_s: float = 1.0,
+                 changes: Changes | None = None) -> None:
         self.store = store
         self.index = index
         self.models = models  # the same object everyone holds (the model servicer too)
         self.config: dict[str, tuple[str, ...]] = dict(config_aliases)
         self.runtime: dict[str, tuple[str, ...]] = {}
         self._raw: str | None = None
-        self._poller = Poller("model-aliases", self.refresh, refresh_s, log)
+        self._poller = Poller("model-aliases", self.refresh, refresh_s, log, changes=changes)
 
     def all(self) -> list[tuple[str, tuple[str, ...], str]]:
         """(name, models, source) for every alias in effect, by name."""

@@ -187,6 +187,13 @@ class DbWorker:
         """`fn(db, *args)` for a function that only reads; retried on transient errors."""
         return await self._run(self._reader, fn, args, idempotent=True)
 
+    def read_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(db, *args)` on the reader thread, waited for by the calling thread (never the event
+        loop's): for a watcher with a thread of its own. Not retried."""
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        return self._reader.submit(self._job, fn, args).result()
+
     async def write(self, fn: Callable[..., T], *args: Any, idempotent: bool = False) -> T:
         """`fn(db, *args)` on the writer; `idempotent` allows a retry after a lost connection."""
         return await self._run(self._writer, fn, args, idempotent=idempotent)

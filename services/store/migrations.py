@@ -212,6 +212,33 @@ def m006_plan_edits(db: pw.Database) -> None:
     db.execute_sql("ALTER TABLE tiers ADD COLUMN edited_at DOUBLE PRECISION NULL")
 
 
+# Issue 20 point 5: what every replica polls (plans, model aliases in settings, shared provider
+# keys, loaded models) bumps one counter, from triggers, whoever writes (any replica, any version of
+# the code, a hand-made edit): a replica reads one small row a second and re-reads the rest only
+# when it moved. The ledger's writes (usage) touch none of these tables.
+WATCHED_TABLES = ("tiers", "settings", "provider_keys", "loaded_models")
+
+
+def m007_change_counter(db: pw.Database) -> None:
+    """Issue 20 point 5: `store_changes.n` counts writes to WATCHED_TABLES."""
+    db.execute_sql("CREATE TABLE IF NOT EXISTS store_changes (id INTEGER NOT NULL PRIMARY KEY, n BIGINT NOT NULL)")
+    db.execute_sql("INSERT INTO store_changes (id, n) SELECT 1, 0 WHERE NOT EXISTS (SELECT 1 FROM store_changes)")
+    if isinstance(db, pw.SqliteDatabase):
+        for table in WATCHED_TABLES:
+            for event in ("INSERT", "UPDATE", "DELETE"):
+                db.execute_sql(
+                    f"CREATE TRIGGER IF NOT EXISTS store_changes_{table}_{event.lower()} AFTER {event} ON {table} "
+                    "BEGIN UPDATE store_changes SET n = n + 1 WHERE id = 1; END")
+        return
+    db.execute_sql(
+        "CREATE OR REPLACE FUNCTION tollgate_store_changed() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN UPDATE store_changes SET n = n + 1 WHERE id = 1; RETURN NULL; END $$")
+    for table in WATCHED_TABLES:  # once per statement (a batch is one change), TRUNCATE included
+        db.execute_sql(f"DROP TRIGGER IF EXISTS store_changes_{table} ON {table}")
+        db.execute_sql(f"CREATE TRIGGER store_changes_{table} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} "
+                       "FOR EACH STATEMENT EXECUTE PROCEDURE tollgate_store_changed()")
+
+
 Migration = tuple[int, str, Callable[[pw.Database], None]]
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -220,6 +247,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     (4, "stored_responses", m004_stored_responses),
     (5, "loaded_models", m005_loaded_models),
     (6, "plan_edits", m006_plan_edits),
+    (7, "change_counter", m007_change_counter),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -398,6 +398,18 @@ class Store:
         """Store `value` unless the setting exists; returns the value stored (first writer wins)."""
         return await self._write(settings_repo.set_once, key, value, idempotent=True)
 
+    # --- change counter (issue 20 point 5) ----------------------------------------------------
+
+    async def change_count(self) -> int:
+        """How many writes the tables every replica polls have had (migrations.WATCHED_TABLES):
+        unchanged means a re-read of them would find what the last one found."""
+        return await self._read(_change_count)
+
+    def change_count_blocking(self) -> int:
+        """change_count() for a thread that is not the event loop's (core/poller.py Changes):
+        runs on the reader thread and waits for it; no retry (the caller polls again)."""
+        return self._require().read_blocking(_change_count)
+
     # --- internals ---------------------------------------------------------------------------
 
     def _require(self) -> DbWorker:
@@ -415,3 +427,7 @@ class Store:
 def _select_one(db: Any) -> int:
     return int(db.execute_sql("SELECT 1").fetchone()[0])
 
+
+
+def _change_count(db: Any) -> int:
+    return int(db.execute_sql("SELECT n FROM store_changes WHERE id = 1").fetchone()[0])

@@ -128,3 +128,45 @@ async def test_a_flush_writes_what_was_buffered_when_it_began_not_rows_arriving_
     assert ledger.pending == 2  # late1 and late2 wait for the next flush
     await ledger.flush()
     assert batches[2] == ["late1", "late2"] and ledger.pending == 1
+
+
+class CountingLedger(Ledger):
+    """Counts the background task's wakes (each runs the housekeeping once)."""
+
+    wakes = 0
+
+    async def _housekeeping(self) -> None:
+        self.wakes += 1
+        await super()._housekeeping()
+
+
+async def _until(pred, timeout_s: float) -> None:
+    end = asyncio.get_running_loop().time() + timeout_s
+    while not pred():
+        assert asyncio.get_running_loop().time() < end, "timed out"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_an_idle_ledger_sleeps_and_what_comes_after_is_written_within_flush_s(make_store):
+    """Issue 20 point 5: with nothing buffered or open the task does not wake every flush_s (an
+    idle gateway's event loop did, twice a second); the first row or placeholder after the
+    idleness puts the flush_s timer back."""
+    store = await make_store()
+    ledger = CountingLedger(store.insert_usage, flush_s=0.05, store=store, open_after_s=0.1)
+    ledger.start()
+    try:
+        await asyncio.sleep(0.6)  # twelve periods
+        assert ledger.wakes == 1  # the start-up recovery, then asleep until the minute's sweep
+        ledger.record(row("after-idle"))
+        await _until(lambda: ledger.written == 1, 0.5)
+        await asyncio.sleep(0.3)
+        slept = ledger.wakes
+        placeholder = row("long", "in_flight", 0)
+        ledger.open(placeholder)  # a long request starting after idleness: marked after open_after_s
+        await _until(lambda: "long" in ledger._marked, 0.6)
+        assert ledger.wakes > slept
+        [back] = await store.list_usage(UsageFilter(key_id="ak_1", status="in_flight"))
+        assert back.request_id == "long"
+    finally:
+        await ledger.close()
