@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 import time
 from typing import Any, AsyncIterator, Sequence
 
 import grpc
 from grpc.aio import AioRpcError, Metadata
+
+# asyncio.current_task(loop): in 3.11 a Python function over this dict; its lookup alone, once
+# per streamed message. From 3.12 current_task is C (and the dict may go).
+_running_task = asyncio.tasks._current_tasks.get if sys.version_info < (3, 12) else asyncio.current_task
 
 MetadataLike = Sequence[tuple[str, str | bytes]] | None
 # The channel's own deadline fires this much after the servicer's, so the core's declared
@@ -55,7 +60,7 @@ _READY = _Ready()
 class LocalContext:
     """The subset of grpc.aio.ServicerContext the servicers use."""
 
-    __slots__ = ("_md", "_deadline", "initial", "trailing", "_code", "_details", "_cancelled")
+    __slots__ = ("_md", "_deadline", "initial", "trailing", "_code", "_details", "_cancelled", "text_deltas")
 
     def __init__(self, metadata: MetadataLike, deadline: float | None) -> None:
         self._md = tuple(metadata or ())
@@ -65,6 +70,8 @@ class LocalContext:
         self._code: grpc.StatusCode | None = None
         self._details = ""
         self._cancelled = False
+        # Set by a caller that renders plain text deltas itself (_StreamCall.text_deltas()).
+        self.text_deltas = False
 
     def invocation_metadata(self) -> tuple:
         return self._md
@@ -253,8 +260,11 @@ class _StreamCall(_Call):
             if self._deadline is not None:
                 if time.monotonic() >= self._expires:
                     raise TimeoutError
-                task = self._waiter = asyncio.current_task()
-                self._watch()
+                dog = self._dog
+                if dog is None:  # _watch(), written out: this runs once per streamed message
+                    dog = self._dog = self._channel.watchdog()
+                    self._dog_key = dog.add(self)
+                task = self._waiter = _running_task(dog.loop)
             return await self._gen.__anext__()
         except StopAsyncIteration:
             self._finish()
@@ -280,6 +290,13 @@ class _StreamCall(_Call):
     def _finish(self) -> None:
         self._finished = True
         self._unwatch()
+
+    def text_deltas(self) -> None:
+        """Asks the servicer for a batch of plain text deltas as a tuple of str instead of a
+        message (before the first read). Only in process, only for a caller that renders them
+        as the message would have been rendered: the message is built and read per upstream
+        read, which with a token per read cost more than the token's parse."""
+        self._ctx.text_deltas = True
 
     async def read(self) -> Any:
         try:
