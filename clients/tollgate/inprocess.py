@@ -157,6 +157,10 @@ class _Call:
     servicer, `_waiter` is its task; at the deadline (plus grace) the watchdog cancels that wait
     and the wait turns the cancellation into DEADLINE_EXCEEDED."""
 
+    # Slots: a stream's call lives as long as the stream (no per-call __dict__ held open).
+    __slots__ = ("_handler", "_request", "_channel", "_ctx", "_deadline", "_expires", "_expired", "_waiter",
+                 "_dog", "_dog_key", "_code")
+
     def __init__(self, channel: "InProcessChannel", handler: Any, request: Any, metadata: MetadataLike,
                  timeout: float | None) -> None:
         deadline = time.monotonic() + timeout if timeout is not None else None
@@ -208,6 +212,8 @@ class _Call:
 
 
 class _UnaryCall(_Call):
+    __slots__ = ()
+
     async def _run(self) -> Any:
         ctx = self._ctx
         task = None
@@ -243,6 +249,8 @@ class _UnaryCall(_Call):
 
 
 class _StreamCall(_Call):
+    __slots__ = ("_gen", "_finished")
+
     def __init__(self, channel: "InProcessChannel", handler: Any, request: Any, metadata: MetadataLike,
                  timeout: float | None) -> None:
         super().__init__(channel, handler, request, metadata, timeout)
