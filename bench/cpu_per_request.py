@@ -119,7 +119,7 @@ def main() -> None:
         side: dict[str, int] = {}  # target -> its private redis-server's PID (--production)
         if args.production:
             from run import FreshDatabase, services_up
-            from round_trips import PrivateRedis
+            from private_redis import PrivateRedis
 
             pg = os.environ.get("DATABASE_URL") or services_up()["DATABASE_URL"]
         for name, tree in [("tollgate", "")] + [tuple(v.split("=", 1)) for v in args.variant]:

@@ -45,7 +45,7 @@ def main() -> None:
         sys.modules["hiredis"] = None  # type: ignore[assignment]  # redis-py then finds no hiredis
     sys.path.insert(0, os.path.abspath(args.tree))
     sys.path.insert(1, HERE)
-    from round_trips import PrivateRedis  # noqa: E402  (the bench's private redis-server)
+    from private_redis import PrivateRedis  # noqa: E402  (the bench's private redis-server)
 
     redis = PrivateRedis(tempfile.mkdtemp(prefix="tollgate-lc-"))
     try:

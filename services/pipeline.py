@@ -43,6 +43,13 @@ def new_request_id() -> str:
     return "req_" + os.urandom(10).hex()
 
 
+# A gRPC caller's deadline travels as a relative grpc-timeout, so the server's deadline starts
+# when the request arrives, after the client's: the client's own deadline cancels the call a
+# transport delay (milliseconds, more on a loaded machine) before ours passes. A cancellation that
+# close to the deadline is the deadline's, not the caller's choice.
+DEADLINE_SLACK_S = 0.1
+
+
 # Ledger rows are built positionally: once or twice per request, sixteen keywords cost three
 # times the call. This pins the field order those calls assume (records.py is elsewhere).
 _ROW_FIELDS = ("request_id", "key_id", "user_id", "surface", "provider", "provider_key_id", "model", "status",
@@ -403,7 +410,7 @@ class Pipeline:
     def _cancel_status(self, surface: str, deadline: float) -> str:
         if self.shutting_down:
             return "shutdown"
-        if self.clock.monotonic() >= deadline - 0.005:
+        if self.clock.monotonic() >= deadline - DEADLINE_SLACK_S:
             return "deadline_exceeded"  # the caller's deadline cancelled it, not the caller
         return "cancelled" if surface == "grpc" else "client_cancelled"
 

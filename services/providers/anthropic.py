@@ -111,7 +111,7 @@ class AnthropicAdapter:
                     body = await read_bounded(resp, deadline, total_why, error=True)
                     raise self.classify(resp.status, resp.headers, body)
                 parser = SSEParser()
-                translator = StreamTranslator()
+                translator = StreamTranslator(call.target.provider)
                 got_first = False
                 while not translator.done:
                     # RELIABILITY A5/A6: first-token, idle and total limits, whichever comes first.
@@ -151,7 +151,14 @@ class AnthropicAdapter:
                     if broken:
                         raise _protocol("the upstream cut the stream before message_stop")
                     if not data and not translator.done:
-                        raise _protocol("the upstream ended the stream before message_stop")
+                        # A clean end after message_delta's stop_reason is a whole answer whose
+                        # message_stop was left off (Failover Bench S11): finished and metered from
+                        # the provider's usage. Before the stop_reason it is a cut answer (A6).
+                        chunks = translator.close()
+                        if chunks:
+                            yield chunks
+                        if not translator.done:
+                            raise _protocol("the upstream ended the stream before its stop_reason (message_stop)")
                 clean = await drain(resp, deadline, DRAIN_AFTER_STOP_S)
             finally:
                 if not clean:

@@ -27,6 +27,7 @@ from services.core.types import (
     ToolCallDelta,
     Usage,
 )
+from services.providers.base import StreamEvents
 from services.providers.sse import Event
 from services.providers.retry_after import parse_retry_after
 
@@ -361,14 +362,18 @@ def parse_message(body: bytes) -> ChatResult:
 class StreamTranslator:
     """Turns the events of one Messages stream into Chunk lists, batch by batch.
 
-    `feed` returns the chunks and, for an `error` event or a malformed one, the failure to raise
-    once those chunks are delivered. The finish chunk (finish_reason and usage) is emitted only on
-    message_stop, so a stream cut before it never looks finished (RELIABILITY A6).
+    `feed` returns the chunks and, for an `error` event or one that breaks the protocol, the failure
+    to raise once those chunks are delivered. An event that is not a JSON object (truncated) is
+    skipped, up to MAX_SKIPPED_EVENTS per stream (RELIABILITY E3, Failover Bench S10). The finish
+    chunk (finish_reason and usage) is emitted on message_stop, or by `close` at a clean end after
+    message_delta gave the stop_reason (S11); a stream cut before that never looks finished (A6).
     """
 
-    __slots__ = ("done", "model", "message_id", "_role_sent", "_tools", "_pending_input", "_usage", "_stop")
+    __slots__ = ("done", "model", "message_id", "_role_sent", "_tools", "_pending_input", "_usage", "_stop",
+                 "_events")
 
-    def __init__(self) -> None:
+    def __init__(self, provider: str = "") -> None:
+        self._events = StreamEvents(provider)
         self.done = False
         self.model = ""
         self.message_id = ""
@@ -388,7 +393,9 @@ class StreamTranslator:
                 continue
             try:
                 failure = self._event(ev, chunks)
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            except UpstreamFailure as exc:  # past MAX_SKIPPED_EVENTS
+                failure = exc
+            except (KeyError, TypeError, ValueError, AttributeError):
                 failure = _protocol(f"malformed {ev.event or 'unnamed'} event in the upstream stream")
             if failure is not None:
                 break
@@ -397,10 +404,17 @@ class StreamTranslator:
             self._role_sent = True
         return chunks, failure
 
+    def close(self) -> list[Chunk]:
+        """A clean end of the stream: the finish chunk when message_delta already gave the stop_reason
+        (the answer is whole; only message_stop was left off), else nothing and `done` stays False."""
+        if self.done or self._stop is None:
+            return []
+        return self.feed([Event("message_stop", b'{"type":"message_stop"}')])[0]
+
     def _event(self, ev: Event, out: list[Chunk]) -> UpstreamFailure | None:
-        doc = orjson.loads(ev.data)
-        if not isinstance(doc, dict):
-            raise TypeError("event data is not an object")
+        doc = self._events.parse(ev.data)
+        if doc is None:
+            return None  # not a JSON object: skipped (RELIABILITY E3)
         kind = doc.get("type") or ev.event
         if kind == "content_block_delta":
             delta = doc["delta"]

@@ -7,13 +7,20 @@ It owns no sessions: the one pooled aiohttp.ClientSession per upstream is handed
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import AsyncIterator, Mapping, Protocol
+from typing import Any, AsyncIterator, Mapping, Protocol
 
 import aiohttp
+import orjson
 
 from services.core.errors import UpstreamFailure
 from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Target
+
+# RELIABILITY E3 / Failover Bench S10: a malformed event is skipped, the rest of the stream kept. More
+# than this many in one stream is not a glitch but an upstream speaking something else: a failure.
+MAX_SKIPPED_EVENTS = 8
+log = logging.getLogger("tollgate.providers")
 
 
 @dataclass(slots=True)
@@ -57,3 +64,41 @@ class Adapter(Protocol):
     @staticmethod
     def native_url(base_url: str, path: str, query: str) -> str:
         """Seed 003's pass-through: the provider URL for `path` below its API root."""
+
+
+class MalformedEvent(Exception):
+    """A stream event whose data is not a JSON object (truncated, or not JSON at all)."""
+
+
+def skip_malformed(skipped: int, provider: str) -> int:
+    """Count one skipped malformed event; past MAX_SKIPPED_EVENTS the stream is a failure."""
+    skipped += 1
+    if skipped > MAX_SKIPPED_EVENTS:
+        raise UpstreamFailure("protocol", 200, "upstream sent too many malformed stream events")
+    if skipped == 1:  # once per stream: the provider's name, never its key or the event's text
+        log.warning("skipped a malformed stream event from provider %s", provider)
+    return skipped
+
+
+class StreamEvents:
+    """One stream's event objects for the Anthropic, Gemini and Ollama decoders (RELIABILITY E3).
+
+    `parse` hands back an event's JSON object, or None for a malformed one (truncated, not JSON,
+    not an object): that event is skipped and the stream goes on, up to MAX_SKIPPED_EVENTS.
+    """
+
+    __slots__ = ("provider", "skipped")
+
+    def __init__(self, provider: str = "") -> None:
+        self.provider = provider  # only for the one warning; never a key
+        self.skipped = 0
+
+    def parse(self, data: bytes) -> dict[str, Any] | None:
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            obj = None
+        if type(obj) is dict:  # orjson makes exact dicts
+            return obj
+        self.skipped = skip_malformed(self.skipped, self.provider)
+        return None

@@ -64,7 +64,7 @@ class GeminiAdapter:
         url = self._model_url(call, req.model, "streamGenerateContent") + "?alt=sse"
         dl = Deadlines.start(call, stream=True)
         parser = SSEParser()
-        decoder = codec.StreamDecoder()
+        decoder = codec.StreamDecoder(call.target.provider)
         async with AsyncExitStack() as stack:
             resp = await send(
                 stack, call, "POST", url, data=body, headers=self._headers(call),

@@ -27,6 +27,7 @@ from services.core.types import (
     ToolCallDelta,
     Usage,
 )
+from services.providers.base import StreamEvents
 
 AUTH_MESSAGE = "provider rejected the gateway's key"
 _MAX_MESSAGE = 500
@@ -324,23 +325,25 @@ def _tool_call(fc: Mapping[str, Any], index: int) -> ToolCall:
 
 
 class StreamDecoder:
-    """Turns streamGenerateContent events (each a partial GenerateContentResponse) into Chunks."""
+    """Turns streamGenerateContent events (each a partial GenerateContentResponse) into Chunks.
 
-    __slots__ = ("finished", "_tools", "_usage", "_started")
+    An event that is not a JSON object (truncated) gives nothing and the stream goes on, up to
+    MAX_SKIPPED_EVENTS (RELIABILITY E3, Failover Bench S10); past that `feed` raises.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("finished", "_tools", "_usage", "_started", "_events")
+
+    def __init__(self, provider: str = "") -> None:
+        self._events = StreamEvents(provider)
         self.finished = False  # a candidate with finishReason arrived: the stream's terminal marker
         self._tools = 0
         self._usage: Usage | None = None
         self._started = False
 
     def feed(self, data: bytes) -> list[Chunk]:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamFailure("protocol", 200, "malformed JSON in the event stream") from None
-        if not isinstance(obj, dict):
-            raise UpstreamFailure("protocol", 200, "event is not a JSON object")
+        obj = self._events.parse(data)
+        if obj is None:
+            return []  # skipped
         if "error" in obj:
             # Google can report a failure in-band once the 200 is sent.
             raise failure_from_error(obj["error"], 200, {})

@@ -46,7 +46,7 @@ class OllamaAdapter:
         check_key(call.api_key)
         dl = Deadlines.start(call, stream=True)
         lines = codec.LineSplitter()
-        decoder = codec.StreamDecoder()
+        decoder = codec.StreamDecoder(call.target.provider)
         async with AsyncExitStack() as stack:
             resp = await send(
                 stack, call, "POST", f"{self._base(call)}/api/chat", data=body, headers=self._headers(call),

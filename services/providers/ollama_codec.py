@@ -13,6 +13,7 @@ import orjson
 
 from services.core.errors import UpstreamFailure
 from services.core.types import ChatRequest, ChatResult, Chunk, Message, Sampling, ToolCall, ToolCallDelta, Usage
+from services.providers.base import StreamEvents
 
 # Wire-neutral helpers (data: URLs, tool-call arguments, Retry-After) live with the Gemini codec.
 from services.providers.gemini_codec import (
@@ -200,22 +201,24 @@ class LineSplitter:
 
 
 class StreamDecoder:
-    """Turns /api/chat stream lines into Chunks; `finished` once the done:true line arrived."""
+    """Turns /api/chat stream lines into Chunks; `finished` once the done:true line arrived.
 
-    __slots__ = ("finished", "_tools", "_started")
+    A line that is not a JSON object (truncated) gives nothing and the stream goes on, up to
+    MAX_SKIPPED_EVENTS (RELIABILITY E3, Failover Bench S10); past that `feed` raises.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("finished", "_tools", "_started", "_events")
+
+    def __init__(self, provider: str = "") -> None:
+        self._events = StreamEvents(provider)
         self.finished = False
         self._tools = 0
         self._started = False
 
     def feed(self, line: bytes) -> list[Chunk]:
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            raise UpstreamFailure("protocol", 200, "malformed JSON line in the stream") from None
-        if not isinstance(obj, dict):
-            raise UpstreamFailure("protocol", 200, "stream line is not a JSON object")
+        obj = self._events.parse(line)
+        if obj is None:
+            return []  # skipped
         if "error" in obj:
             # Once the 200 is out, Ollama reports a failure (model crash, OOM) as a line.
             raise UpstreamFailure("server", 200, str(obj["error"])[:_MAX_MESSAGE])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import time
 from typing import Any, AsyncIterator
 
@@ -22,7 +21,7 @@ from services.core.errors import UpstreamFailure
 from services.core.types import (
     ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Message, ToolCall, ToolCallDelta, Usage,
 )
-from services.providers.base import Call
+from services.providers.base import MAX_SKIPPED_EVENTS, Call, MalformedEvent, skip_malformed  # noqa: F401 (re-exported)
 from services.providers.transport import (
     ReadWatch, bearer_headers, classify_status, read_capped, salvage_buffered, transport_failure,
     versioned_native_url,
@@ -41,14 +40,6 @@ _JSON_HEADERS = CIMultiDictProxy(CIMultiDict(JSON_HEADERS))
 # had no other field set either.
 _STREAM_TIMEOUT = aiohttp.ClientTimeout()
 CACHE_MAX = 4096  # per-target entries (URLs, key headers, timeouts); users' own keys come and go
-# RELIABILITY E3 / Failover Bench S10: a malformed event is skipped, the rest of the stream kept. More
-# than this many in one stream is not a glitch but an upstream speaking something else: a failure.
-MAX_SKIPPED_EVENTS = 8
-log = logging.getLogger("tollgate.providers")
-
-
-class MalformedEvent(Exception):
-    """A stream event whose data is not a JSON object (truncated, or not JSON at all)."""
 
 
 class OpenAIAdapter:
@@ -173,7 +164,7 @@ class OpenAIAdapter:
                             try:
                                 chunk = parse_stream_event(ev)
                             except MalformedEvent:
-                                skipped = _skip_malformed(skipped, call)
+                                skipped = skip_malformed(skipped, call.target.provider)
                                 continue
                             if chunk is not None:
                                 if chunk.finish_reason:
@@ -267,16 +258,6 @@ def parse_usage(u: Any) -> Usage:
         int(details.get("cached_tokens") or 0) if details and isinstance(details, dict) else 0,
         int(cdetails.get("reasoning_tokens") or 0) if cdetails and isinstance(cdetails, dict) else 0,
     )
-
-
-def _skip_malformed(skipped: int, call: Call) -> int:
-    """Count one skipped malformed event; past MAX_SKIPPED_EVENTS the stream is a failure."""
-    skipped += 1
-    if skipped > MAX_SKIPPED_EVENTS:
-        raise UpstreamFailure("protocol", 200, "upstream sent too many malformed stream events")
-    if skipped == 1:  # once per stream: the provider's name, never its key or the event's text
-        log.warning("skipped a malformed stream event from provider %s", call.target.provider)
-    return skipped
 
 
 def _remember(cache: dict, key: Any, value: Any) -> None:

@@ -5,6 +5,10 @@ failover, and the ledger row says `upstream_error` with the streamed tokens, est
 The primary is the fake OpenAI (faults by model name: fault-cut-after-3, fault-stall-after-3,
 fault-error-chunk) or a scripted upstream; the fallback is scripted and answers any model.
 Bridge on real ports, real clock (the stall waits idle_timeout_s = 0.5 s).
+
+A clean end of body before the provider's finish signal is a cut too, also when a malformed
+event (skipped, RELIABILITY E3) came before it: checked for the Anthropic, Gemini and Ollama
+adapters against their fakes, with a fallback of the same kind that must never be asked.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from tests.reliability.scripted import RESET, cut, err, run_scripted
+from tests.support.fakes.native import NATIVE_FAKES
 from tests.support.fakes.openai import run_fake_openai
 from tests.support.gateway import config, provider, run_gateway
 from tests.support.sse_read import CHAT, bearer, chat_body, error_events, read_events, stream_text
@@ -100,3 +105,33 @@ async def test_stall_after_three_tokens_errors_within_the_idle_timeout(tmp_path)
         assert fb.calls == []
         rows = await gw.ledger()
         assert rows[0].status == "upstream_error" and rows[0].completion_tokens >= 3 and rows[0].estimated
+
+
+ENDS_BEFORE_FINISH = [  # three tokens, then a clean end of body with no finish signal
+    ("anthropic", "fault-eof-after-3"),  # no message_delta stop_reason, no message_stop
+    ("anthropic", "fault-bad-json-after-3"),  # ... after a truncated event
+    ("gemini", "fault-badjson-after-3"),  # a truncated event, no candidate with finishReason
+    ("ollama", "fault-badjson-after-3"),  # a truncated line, no "done": true line
+]
+
+
+@pytest.mark.parametrize("kind,model", ENDS_BEFORE_FINISH, ids=[f"{k}-{m}" for k, m in ENDS_BEFORE_FINISH])
+async def test_a_clean_end_before_the_finish_signal_is_an_in_band_error(tmp_path, kind, model):
+    run, key = NATIVE_FAKES[kind]
+    async with run() as primary, run() as fallback:
+        cfg = config(tmp_path, strategy="priority", providers=(
+            provider("primary", primary.base_url, kind=kind, keys=(key,), models=(model,)),
+            provider("fallback", fallback.base_url, kind=kind, keys=(key,), models=(model,), priority=1)))
+        async with run_gateway(cfg) as gw:
+            auth = bearer(await gw.new_key())
+            body = chat_body(model, stream=True, text="one two three four five")
+            async with gw.http.stream("POST", CHAT, json=body, headers=auth) as r:
+                assert r.status_code == 200
+                events = await read_events(r)
+            assert stream_text(events).strip() == "one two three"
+            assert "[DONE]" not in events and '"finish_reason":"stop"' not in "".join(events)
+            assert len(error_events(events)) == 1 and "error" in events[-1]
+            assert [x for x in fallback.requests if x.method == "POST"] == []  # no failover after the first token
+            rows = await gw.ledger()
+            assert [(x.status, x.provider) for x in rows] == [("upstream_error", "primary")]
+            assert rows[0].completion_tokens >= 3 and rows[0].estimated

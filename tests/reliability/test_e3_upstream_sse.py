@@ -9,9 +9,16 @@ and seed 004 surfaces) the client's text is byte-equal to what the upstream mean
 ends exactly once: one `[DONE]` (`message_stop` on Anthropic). The malformed event is skipped, the
 rest of the answer kept (Failover Bench S10), and a finished stream without `[DONE]` is complete
 (S11); an upstream that really breaks is A6's in-band error.
+
+The same holds for the Anthropic, Gemini and Ollama adapters (their fakes echo a prompt with an
+emoji and its skin-tone modifier, CJK, quotes and a backslash): a truncated-JSON event or line
+between tokens, and the provider's finish signal followed by a clean end without what usually
+follows it (Anthropic: no message_stop; Gemini, Ollama: no closing blank line or newline).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import aiohttp
 import orjson
@@ -19,6 +26,7 @@ import pytest
 import pytest_asyncio
 
 from tests.support.fakes.hostile import STREAM_FAULTS, meant, run_hostile, stream_pieces
+from tests.support.fakes.native import NATIVE_FAKES
 from tests.support.gateway import config, provider, run_gateway
 from tests.support.sse_read import bearer
 
@@ -125,3 +133,44 @@ async def test_seed_004_stream_gets_the_meant_text_and_one_end(shared, model):
     text, done, errors, done_last = openai_outcome(raw)
     assert text == meant(model).encode(), (model, text)
     check_end(model, done, errors, done_last)
+
+
+SAID = 'héllo 👍🏽 世界 "quoted" back\\slash ünïcode 🇫🇷 end'
+NATIVE_FAULTS = [(kind, model) for kind in NATIVE_FAKES for model in ("fault-glitch-after-2", "fault-unterminated")]
+NATIVE_FAULTS += [("anthropic", "fault-no-stop"), ("anthropic", "fault-trickle")]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def native(tmp_path_factory):
+    """One gateway per native kind, each in front of that kind's fake."""
+    out = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for kind, (run, key) in NATIVE_FAKES.items():
+            fake = await stack.enter_async_context(run())
+            cfg = config(tmp_path_factory.mktemp("e3-" + kind), providers=(
+                provider(kind, fake.base_url, kind=kind, keys=(key,)),))
+            gw = await stack.enter_async_context(run_gateway(cfg))
+            out[kind] = gw, bearer(await gw.new_key(tier="unlimited"))
+        yield out
+
+
+@pytest.mark.parametrize("kind,model", NATIVE_FAULTS, ids=[f"{k}-{m}" for k, m in NATIVE_FAULTS])
+async def test_native_upstreams_give_the_meant_text_and_one_end_on_both_surfaces(native, kind, model):
+    gw, auth = native[kind]
+    rows0 = len(await gw.ledger())
+    body = {"model": model, "messages": [{"role": "user", "content": SAID}], "stream": True}
+    async with gw.http.stream("POST", "/v1/chat/completions", json=body, headers=auth) as r:
+        assert r.status_code == 200
+        raw = await r.aread()
+    text, done, errors, done_last = openai_outcome(raw)
+    assert text == SAID.encode(), (kind, model, text)
+    check_end(model, done, errors, done_last)
+    async with gw.http.stream("POST", "/v1/messages", json={**body, "max_tokens": 100}, headers=auth) as r:
+        assert r.status_code == 200
+        evs = events(await r.aread())
+    text = "".join(orjson.loads(d)["delta"].get("text", "") for name, d in evs if name == "content_block_delta")
+    assert text.encode() == SAID.encode(), (kind, model, text)
+    names = [name for name, _ in evs]
+    assert names.count("message_stop") == 1 and "error" not in names and names[-1] == "message_stop", names
+    rows = await gw.ledger()
+    assert len(rows) == rows0 + 2 and [r.status for r in rows[:2]] == ["ok", "ok"], rows[:2]

@@ -42,7 +42,7 @@ from services.providers.anthropic_codec import (
     map_stop_reason,
     parse_message,
 )
-from services.providers.base import Call
+from services.providers.base import MAX_SKIPPED_EVENTS, Call
 from services.providers.sse import SSEParser
 from tests.support.fakes.anthropic import FAKE_ANTHROPIC_KEY, FakeAnthropic, run_fake_anthropic
 from tests.support.local_server import serve
@@ -519,15 +519,53 @@ def test_stream_error_event_is_raised_after_the_chunks_before_it() -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        b"event: content_block_delta\ndata: {nope\n\n",
-        b"event: content_block_delta\ndata: []\n\n",
         b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0}\n\n',
         b'event: content_block_start\ndata: {"type": "content_block_start", "index": "x", "content_block": {"type": "tool_use"}}\n\n',
     ],
 )
-def test_malformed_events_are_protocol_failures(data: bytes) -> None:
+def test_events_that_break_the_protocol_are_protocol_failures(data: bytes) -> None:
     _, failure = StreamTranslator().feed(SSEParser().feed(data))
     assert failure is not None and failure.kind == "protocol"
+
+
+def _text_delta(text: str) -> tuple[str, dict]:
+    delta = {"type": "text_delta", "text": text}
+    return ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+
+
+@pytest.mark.parametrize("junk", [b"{nope", b"[]", b'{"type": "content_block_delta", "index": 0, "delta": {"ty', b"42"])
+def test_an_event_that_is_not_a_json_object_is_skipped(junk: bytes) -> None:
+    """RELIABILITY E3 / Failover Bench S10: a truncated event costs nothing but itself."""
+    data = _sse(_text_delta("a")) + b"event: content_block_delta\ndata: " + junk + b"\n\n" + _sse(_text_delta("b"))
+    chunks, failure = StreamTranslator().feed(SSEParser().feed(data))
+    assert failure is None and [c.text for c in chunks] == ["a", "b"]
+
+
+def test_past_the_skip_limit_the_stream_is_a_protocol_failure_after_its_chunks() -> None:
+    junk = b"event: content_block_delta\ndata: {nope\n\n"
+    tr = StreamTranslator()
+    parser = SSEParser()
+    chunks, failure = tr.feed(parser.feed(_sse(_text_delta("a")) + junk * MAX_SKIPPED_EVENTS + _sse(_text_delta("b"))))
+    assert failure is None and [c.text for c in chunks] == ["a", "b"]
+    chunks, failure = tr.feed(parser.feed(_sse(_text_delta("c")) + junk + _sse(_text_delta("d"))))
+    assert [c.text for c in chunks] == ["c"]
+    assert failure is not None and failure.kind == "protocol" and "malformed" in failure.message
+
+
+def test_close_finishes_only_after_message_delta_gave_the_stop_reason() -> None:
+    start = ("message_start", {"type": "message_start", "message": {"usage": {"input_tokens": 5, "output_tokens": 1}}})
+    delta = ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "max_tokens"},
+                               "usage": {"output_tokens": 2}})
+    cut = StreamTranslator()
+    cut.feed(SSEParser().feed(_sse(start, _text_delta("a"), _text_delta("b"))))
+    assert cut.close() == [] and not cut.done  # no stop_reason yet: a cut answer (A6)
+    whole = StreamTranslator()
+    chunks, _ = whole.feed(SSEParser().feed(_sse(start, _text_delta("a"), _text_delta("b"), delta)))
+    assert all(not c.finish_reason for c in chunks)
+    (last,) = whole.close()
+    assert whole.done and last.finish_reason == "length"
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (5, 2)
+    assert whole.close() == []  # once
 
 
 # --- error classification: pure ------------------------------------------------------------------
@@ -901,12 +939,73 @@ async def test_error_event_mid_stream(fake: FakeAnthropic, session: aiohttp.Clie
     assert (failure.kind, failure.provider_code) == ("protocol", "overloaded_error")
 
 
-async def test_malformed_event_mid_stream(fake: FakeAnthropic, session: aiohttp.ClientSession, adapter: AnthropicAdapter) -> None:
+async def test_malformed_event_then_the_end_of_the_body(fake: FakeAnthropic, session: aiohttp.ClientSession,
+                                                       adapter: AnthropicAdapter) -> None:
+    """The bad event is skipped, but the body ends before any stop_reason: still a cut answer (A6)."""
     chunks, failure = await collect_until_failure(
         adapter.stream_chat(ask("one two three"), make_call(fake, session, "fault-bad-json"))
     )
     assert [c.text for c in chunks] == ["one"]
-    assert failure.kind == "protocol"
+    assert failure.kind == "protocol" and "stop_reason" in failure.message
+
+
+async def test_a_malformed_event_mid_stream_is_skipped_and_the_rest_kept(
+    fake: FakeAnthropic, session: aiohttp.ClientSession, adapter: AnthropicAdapter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failover Bench S10 / RELIABILITY E3: the whole answer, its stop reason and the provider's usage."""
+    call = make_call(fake, session, "fault-glitch-after-2")
+    chunks = flat(await collect(adapter.stream_chat(ask("one two three four"), call)))
+    assert "".join(c.text for c in chunks) == "one two three four"
+    assert [c.finish_reason for c in chunks if c.finish_reason] == ["stop"]
+    assert [(c.usage.prompt_tokens, c.usage.completion_tokens) for c in chunks if c.usage] == [(4, 4)]
+    warnings = [r for r in caplog.records if r.name == "tollgate.providers"]
+    assert [r.getMessage() for r in warnings] == ["skipped a malformed stream event from provider anthropic"]
+    assert KEY not in caplog.text and "content_block_delta" not in caplog.text
+
+
+async def test_a_finished_stream_without_message_stop_is_complete(
+    fake: FakeAnthropic, session: aiohttp.ClientSession, adapter: AnthropicAdapter
+) -> None:
+    """Failover Bench S11: message_delta (stop_reason, usage), then a clean end without message_stop."""
+    req = ask("one two three", sampling=Sampling(max_tokens=2))
+    chunks = flat(await collect(adapter.stream_chat(req, make_call(fake, session, "fault-no-stop"))))
+    assert "".join(c.text for c in chunks) == "one two"
+    assert [c.finish_reason for c in chunks if c.finish_reason] == ["length"]
+    assert [(c.usage.prompt_tokens, c.usage.completion_tokens) for c in chunks if c.usage] == [(3, 2)]
+    assert chunks[-1].finish_reason  # the finish chunk is the last thing delivered
+
+
+async def test_a_final_message_stop_without_its_blank_line_still_ends_the_stream(
+    fake: FakeAnthropic, session: aiohttp.ClientSession, adapter: AnthropicAdapter
+) -> None:
+    chunks = flat(await collect(adapter.stream_chat(ask("one two"), make_call(fake, session, "fault-unterminated"))))
+    assert "".join(c.text for c in chunks) == "one two"
+    assert [c.finish_reason for c in chunks if c.finish_reason] == ["stop"]
+
+
+async def test_too_many_malformed_events_are_a_protocol_failure(
+    session: aiohttp.ClientSession, adapter: AnthropicAdapter
+) -> None:
+    """Past MAX_SKIPPED_EVENTS the upstream is not glitching but speaking something else."""
+    start = _sse(("message_start", {"type": "message_start", "message": {"usage": {"input_tokens": 1}}}))
+    junk = b"event: content_block_delta\ndata: {nope\n\n" * (MAX_SKIPPED_EVENTS + 1)
+    rest = _sse(_text_delta("b"), ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}}),
+                ("message_stop", {"type": "message_stop"}))
+
+    async def messages(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece in (start, _sse(_text_delta("a")), junk, rest):
+            await resp.write(piece)
+        return resp
+
+    async with serve(messages, "/v1/messages") as base_url:
+        call = Call(Target(provider="anthropic", kind="anthropic", key_id="k", model="m", base_url=base_url),
+                    api_key=KEY, session=session, timeout_s=10.0)
+        chunks, failure = await collect_until_failure(adapter.stream_chat(ask("hi"), call))
+    assert [c.text for c in chunks] == ["a"]
+    assert failure.kind == "protocol" and "too many malformed" in failure.message
 
 
 async def test_unary_cut_and_garbage_bodies(fake: FakeAnthropic, session: aiohttp.ClientSession, adapter: AnthropicAdapter) -> None:

@@ -26,7 +26,7 @@ from services.core.types import (
     ToolCall,
 )
 from services.providers import gemini_codec as codec
-from services.providers.base import Call
+from services.providers.base import MAX_SKIPPED_EVENTS, Call
 from services.providers.gemini import GeminiAdapter
 from tests.support.fakes.gemini import DEFAULT_KEY, FakeGemini, run_fake_gemini
 from tests.support.local_server import serve
@@ -251,9 +251,18 @@ def test_stream_decoder() -> None:
     assert last[0].finish_reason == "tool_calls" and last[0].usage.completion_tokens == 2
     assert d.finished
     assert d.feed(ev({"candidates": [{"content": {"parts": [{"text": "late"}]}}]})) == []
+
+
+def test_stream_decoder_skips_malformed_events_up_to_the_limit() -> None:
+    """RELIABILITY E3 / Failover Bench S10: an event that is not a JSON object gives nothing."""
+    d = codec.StreamDecoder("gemini-main")
+    junk = [b'{"candidates": [', b"[1, 2]", b"null", b"not json"]
+    for data in junk + junk[: MAX_SKIPPED_EVENTS - len(junk)]:
+        assert d.feed(data) == []
+    assert d.feed(b'{"candidates": [{"content": {"parts": [{"text": "Hi"}]}}]}') == [Chunk(text="Hi", role="assistant")]
     with pytest.raises(UpstreamFailure) as exc:
         d.feed(b'{"candidates": [')
-    assert exc.value.kind == "protocol"
+    assert exc.value.kind == "protocol" and "too many malformed" in exc.value.message
 
 
 def test_stream_decoder_in_band_error() -> None:
@@ -551,11 +560,62 @@ async def test_cut_stream_is_protocol_after_partial_chunks(fake: FakeGemini, ses
     assert failure.kind == "protocol" and failure.counts_for_breaker
 
 
-async def test_malformed_event_is_protocol_after_partial_chunks(fake: FakeGemini,
-                                                                session: aiohttp.ClientSession) -> None:
+async def test_malformed_event_then_the_end_is_protocol_after_partial_chunks(fake: FakeGemini,
+                                                                            session: aiohttp.ClientSession) -> None:
+    """The bad event is skipped, but the body ends before any finishReason: a cut answer (A6)."""
     chunks, failure = await collect_until_failure(chat(user("one two three")),
                                                   make_call(fake, session, "fault-badjson-after-2"))
     assert "".join(c.text for c in chunks) == "one two" and failure.kind == "protocol"
+    assert "before its final event" in failure.message
+
+
+async def test_a_malformed_event_mid_stream_is_skipped_and_the_rest_kept(
+        fake: FakeGemini, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
+    """Failover Bench S10 / RELIABILITY E3: the whole answer, its finish and the provider's usage."""
+    chunks = flat(await collect(GeminiAdapter(), chat(user("one two three four")),
+                                make_call(fake, session, "fault-glitch-after-2")))
+    assert "".join(c.text for c in chunks) == "one two three four"
+    assert [c.finish_reason for c in chunks if c.finish_reason] == ["stop"]
+    assert [(c.usage.prompt_tokens, c.usage.completion_tokens) for c in chunks if c.usage] == [(4, 4)]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "tollgate.providers"]
+    assert warnings == ["skipped a malformed stream event from provider gemini-main"]
+    assert DEFAULT_KEY not in caplog.text and "candidates" not in caplog.text
+
+
+async def test_a_final_event_without_its_blank_line_still_ends_the_stream(fake: FakeGemini,
+                                                                        session: aiohttp.ClientSession) -> None:
+    """Gemini sends no end marker: a clean end after finishReason is the normal end (S11), even when
+    the last event lacks its closing blank line."""
+    chunks = flat(await collect(GeminiAdapter(), chat(user("one two three")),
+                                make_call(fake, session, "fault-unterminated")))
+    assert "".join(c.text for c in chunks) == "one two three"
+    assert [c.finish_reason for c in chunks if c.finish_reason] == ["stop"]
+    assert [(c.usage.prompt_tokens, c.usage.completion_tokens) for c in chunks if c.usage] == [(3, 3)]
+
+
+async def test_too_many_malformed_events_are_a_protocol_failure(session: aiohttp.ClientSession) -> None:
+    def frame(obj: Any) -> bytes:
+        return b"data: " + orjson.dumps(obj) + b"\r\n\r\n"
+
+    word = frame({"candidates": [{"content": {"role": "model", "parts": [{"text": "a"}]}}]})
+    junk = b"data: {not json\r\n\r\n" * (MAX_SKIPPED_EVENTS + 1)
+    last = frame({"candidates": [{"content": {"role": "model", "parts": [{"text": "b"}]}, "finishReason": "STOP"}],
+                  "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 2}})
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece in (word, junk, last):
+            await resp.write(piece)
+        return resp
+
+    async with serve(stream, "/v1beta/models/{name}") as origin:
+        call = Call(Target(provider="gemini-main", kind="gemini", key_id="pk_test", model="gemini-2.5-flash",
+                           base_url=origin), api_key=DEFAULT_KEY, session=session, timeout_s=10.0)
+        chunks, failure = await collect_until_failure(chat(user("hi")), call)
+    assert [c.text for c in chunks] == ["a"]
+    assert failure.kind == "protocol" and "too many malformed" in failure.message
 
 
 async def test_in_band_error_after_partial_chunks(fake: FakeGemini, session: aiohttp.ClientSession) -> None:

@@ -26,7 +26,7 @@ from services.core.types import (
     ToolCall,
 )
 from services.providers import ollama_codec as codec
-from services.providers.base import Call
+from services.providers.base import MAX_SKIPPED_EVENTS, Call
 from services.providers.gemini_codec import AUTH_MESSAGE
 from services.providers.ollama import OllamaAdapter
 from tests.support.fakes.ollama import FakeOllama, run_fake_ollama
@@ -206,9 +206,18 @@ def test_stream_decoder() -> None:
     with pytest.raises(UpstreamFailure) as exc:
         codec.StreamDecoder().feed(b'{"error": "model crashed"}')
     assert (exc.value.kind, exc.value.message) == ("server", "model crashed")
+
+
+def test_stream_decoder_skips_malformed_lines_up_to_the_limit() -> None:
+    """RELIABILITY E3 / Failover Bench S10: a line that is not a JSON object gives nothing."""
+    d = codec.StreamDecoder("ollama-local")
+    junk = [b'{"message": {"content": "tru', b'"str"', b"[]", b"{nope"]
+    for line in junk + junk[: MAX_SKIPPED_EVENTS - len(junk)]:
+        assert d.feed(line) == []
+    assert d.feed(b'{"message": {"content": "Hi"}, "done": false}') == [Chunk(text="Hi", role="assistant")]
     with pytest.raises(UpstreamFailure) as exc:
-        codec.StreamDecoder().feed(b"{nope")
-    assert exc.value.kind == "protocol"
+        d.feed(b"{nope")
+    assert exc.value.kind == "protocol" and "too many malformed" in exc.value.message
 
 
 @pytest.mark.parametrize(
@@ -445,11 +454,57 @@ async def test_cut_stream_is_protocol_after_partial_chunks(fake: FakeOllama, ses
     assert all(c.finish_reason == "" for c in chunks) and failure.kind == "protocol"
 
 
-async def test_malformed_line_is_protocol_after_partial_chunks(fake: FakeOllama,
-                                                               session: aiohttp.ClientSession) -> None:
+async def test_malformed_line_then_the_end_is_protocol_after_partial_chunks(fake: FakeOllama,
+                                                                           session: aiohttp.ClientSession) -> None:
+    """The bad line is skipped, but the body ends before the done line: a cut answer (A6)."""
     chunks, failure = await collect_until_failure(chat(user("one two three")),
                                                   make_call(fake, session, "fault-badjson-after-2"))
     assert "".join(c.text for c in chunks) == "one two" and failure.kind == "protocol"
+    assert "before its done line" in failure.message
+
+
+async def test_a_malformed_line_mid_stream_is_skipped_and_the_rest_kept(
+        fake: FakeOllama, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
+    """Failover Bench S10 / RELIABILITY E3: the whole answer, its finish and the provider's usage."""
+    chunks = flat(await collect(chat(user("one two three four")), make_call(fake, session, "fault-glitch-after-2")))
+    assert "".join(c.text for c in chunks) == "one two three four"
+    assert [c.finish_reason for c in chunks if c.finish_reason] == ["stop"]
+    assert [(c.usage.prompt_tokens, c.usage.completion_tokens) for c in chunks if c.usage] == [(4, 4)]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "tollgate.providers"]
+    assert warnings == ["skipped a malformed stream event from provider ollama-local"]
+    assert "tru" not in caplog.text
+
+
+async def test_a_done_line_without_its_newline_still_ends_the_stream(fake: FakeOllama,
+                                                                   session: aiohttp.ClientSession) -> None:
+    """NDJSON has no end marker: the done line, then a clean end, is the whole answer (S11), even
+    without the line's newline."""
+    chunks = flat(await collect(chat(user("one two three")), make_call(fake, session, "fault-unterminated")))
+    assert "".join(c.text for c in chunks) == "one two three"
+    assert [c.finish_reason for c in chunks if c.finish_reason] == ["stop"]
+    assert [(c.usage.prompt_tokens, c.usage.completion_tokens) for c in chunks if c.usage] == [(3, 3)]
+
+
+async def test_too_many_malformed_lines_are_a_protocol_failure(session: aiohttp.ClientSession) -> None:
+    word = orjson.dumps({"model": MODEL, "message": {"role": "assistant", "content": "a"}, "done": False}) + b"\n"
+    junk = b'{"model": "x", "message": {"content\n' * (MAX_SKIPPED_EVENTS + 1)
+    done = orjson.dumps({"model": MODEL, "message": {"role": "assistant", "content": ""}, "done": True,
+                         "done_reason": "stop", "prompt_eval_count": 1, "eval_count": 1}) + b"\n"
+
+    async def api_chat(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        for piece in (word, junk, done):
+            await resp.write(piece)
+        return resp
+
+    async with serve(api_chat, "/api/chat") as origin:
+        call = Call(Target(provider="ollama-local", kind="ollama", key_id="pk_test", model=MODEL, base_url=origin),
+                    api_key="", session=session, timeout_s=10.0)
+        chunks, failure = await collect_until_failure(chat(user("hi")), call)
+    assert [c.text for c in chunks] == ["a"]
+    assert failure.kind == "protocol" and "too many malformed" in failure.message
 
 
 async def test_in_band_error_after_partial_chunks(fake: FakeOllama, session: aiohttp.ClientSession) -> None:

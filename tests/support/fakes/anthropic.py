@@ -27,6 +27,11 @@ max_tokens), a stop sequence in the echo cuts it (stop_sequence). The model name
                           (unary: 529 overloaded_error)
     fault-bad-json[-after-N]     stream: N (default 1) deltas, then an event whose data is not JSON
                           (unary: a 200 body that is not JSON)
+    fault-glitch-after-N  stream: N text deltas, a content_block_delta event whose JSON is cut
+                          short, then the rest of the answer as usual (Failover Bench S10)
+    fault-no-stop         stream: the whole answer through message_delta (stop_reason, usage),
+                          then a clean end of body without message_stop (Failover Bench S11)
+    fault-unterminated    stream: message_stop's frame lacks its closing blank line
     fault-slow-first-S    the first event (unary: the response) comes after S seconds (float)
     fault-slow-tokens-MS  MS milliseconds between stream events
     fault-trickle         stream written a few bytes per write (events split across reads)
@@ -78,10 +83,11 @@ _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 _FAULT_N = re.compile(
     r"^fault-(?P<name>503-x|429-retry-ms-|429-retry-|429-date-|cut-after-|eof-after-|stall-after-"
-    r"|error-event-after-|bad-json-after-|slow-first-|slow-tokens-|cache-read-)(?P<n>\d+(?:\.\d+)?)$"
+    r"|error-event-after-|bad-json-after-|glitch-after-|slow-first-|slow-tokens-|cache-read-)(?P<n>\d+(?:\.\d+)?)$"
 )
 _FAULT = re.compile(
-    r"^fault-(?P<name>500|503|529|429|400|401|403|404|413|context|error-event|bad-json|trickle|tool|thinking|refusal)$"
+    r"^fault-(?P<name>500|503|529|429|400|401|403|404|413|context|error-event|bad-json|trickle|tool|thinking|refusal"
+    r"|no-stop|unterminated)$"
 )
 _STATUS_TYPES = {
     400: "invalid_request_error",
@@ -457,7 +463,7 @@ class _Handlers:
         self, request: web.Request, resp: web.StreamResponse, body: dict[str, Any], plan: _Plan, fault: str, n: float
     ) -> None:
         pause = n / 1000.0 if fault == "slow-tokens" else self.fake.stream_pause_s
-        limit = int(n) if fault in ("cut-after", "eof-after", "stall-after") else None
+        limit = int(n) if fault in ("cut-after", "eof-after", "stall-after", "glitch-after") else None
         if fault in ("error-event", "bad-json"):
             limit = int(n) if n else 1
         sent = 0
@@ -476,6 +482,11 @@ class _Handlers:
             nonlocal sent
             sent += 1
             if limit is None or sent < limit:
+                return
+            if fault == "glitch-after":
+                if sent == limit:  # once; the answer goes on
+                    await emit(b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, '
+                               b'"delta": {"ty\n\n')
                 return
             if fault == "cut-after":
                 assert request.transport is not None
@@ -553,7 +564,10 @@ class _Handlers:
                 },
             )
         )
-        await emit(_frame("message_stop", {"type": "message_stop"}))
+        if fault == "no-stop":
+            return
+        stop = _frame("message_stop", {"type": "message_stop"})
+        await emit(stop[:-1] if fault == "unterminated" else stop)
 
 
 # --- answers -----------------------------------------------------------------------------------

@@ -16,6 +16,9 @@ Model names (also used by the Ollama fake, see `parse_fault`):
   fault-cut-after-<N>     stream N words, then drop the connection mid-body
   fault-stall-after-<N>   stream N words, then go silent until the client leaves
   fault-badjson-after-<N> stream N words, then a truncated JSON event, then end
+  fault-glitch-after-<N>  stream N words, a truncated JSON event, then the rest as usual (Failover
+                          Bench S10)
+  fault-unterminated      the final event (finishReason, usage) without its closing blank line
   fault-error-after-<N>   stream N words, then an in-band {"error": ...} event, then end
   fault-slow-first-<S>    wait S seconds before the first word (or the whole answer)
   fault-tool              call the request's first tool with {"x": 1}
@@ -82,8 +85,8 @@ _PART_FIELDS = {"text", "inlineData", "fileData", "functionCall", "functionRespo
 class Fault:
     """What a model name asks the fake to do; kind "" means a normal echo."""
 
-    kind: str = ""  # "" | think | status | retry | cut | stall | badjson | error | slow | tool | safety
-    #                 | blocked | context | missing
+    kind: str = ""  # "" | think | status | retry | cut | stall | badjson | error | glitch | slow | tool
+    #                 | safety | blocked | context | missing | unterminated
     status: int = 0
     times: int | None = None  # status faults: only the first `times` requests per model
     n: int = 0  # words before a cut / stall / bad event
@@ -94,9 +97,9 @@ _RULES: tuple[tuple[re.Pattern[str], Any], ...] = (
     (re.compile(r"fault-429-retry-(\d+(?:\.\d+)?)(?:-x(\d+))?"),
      lambda m: Fault("retry", 429, _opt(m.group(2)), seconds=float(m.group(1)))),
     (re.compile(r"fault-(\d{3})(?:-x(\d+))?"), lambda m: Fault("status", int(m.group(1)), _opt(m.group(2)))),
-    (re.compile(r"fault-(cut|stall|badjson|error)-after-(\d+)"), lambda m: Fault(m.group(1), n=int(m.group(2)))),
+    (re.compile(r"fault-(cut|stall|badjson|error|glitch)-after-(\d+)"), lambda m: Fault(m.group(1), n=int(m.group(2)))),
     (re.compile(r"fault-slow-first-(\d+(?:\.\d+)?)"), lambda m: Fault("slow", seconds=float(m.group(1)))),
-    (re.compile(r"fault-(tool|safety|blocked|context)"), lambda m: Fault(m.group(1))),
+    (re.compile(r"fault-(tool|safety|blocked|context|unterminated)"), lambda m: Fault(m.group(1))),
     (re.compile(r"missing-model"), lambda m: Fault("missing", 404)),
     (re.compile(r"thinker.*"), lambda m: Fault("think")),
 )
@@ -343,7 +346,10 @@ class FakeGemini:
                 break
             if sent and self.token_delay_s:
                 await self._sleep(self.token_delay_s)
-            await resp.write(b"data: " + orjson.dumps(event) + b"\r\n\r\n")
+            if fault.kind == "glitch" and sent == fault.n:
+                await resp.write(b'data: {"candidates": [{"content": {"parts": [{"text": "tru\r\n\r\n')
+            end = b"" if fault.kind == "unterminated" and is_last else b"\r\n\r\n"
+            await resp.write(b"data: " + orjson.dumps(event) + end)
             sent += 1
         if fault.kind == "cut":
             assert request.transport is not None

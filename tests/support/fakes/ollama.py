@@ -15,7 +15,8 @@ proxy in front of one (Bearer).
 
 Model names follow the Gemini fake's grammar (tests/support/fakes/gemini.py, `parse_fault`):
 echo by default, thinker..., fault-<code>[-x<K>], fault-429-retry-<S> (Retry-After header),
-fault-cut/stall/badjson/error-after-<N>, fault-slow-first-<S>, fault-tool, and
+fault-cut/stall/badjson/error/glitch-after-<N>, fault-unterminated (the done line without its
+newline), fault-slow-first-<S>, fault-tool, and
 missing-model -> 404 {"error": "model 'missing-model' not found"}. fault-401 -> 401,
 fault-403 -> 403; fault-safety / fault-blocked / fault-context do not exist in Ollama and echo.
 
@@ -329,7 +330,9 @@ class FakeOllama:
                 break
             if i and self.token_delay_s:
                 await self._sleep(self.token_delay_s)
-            await resp.write(orjson.dumps(line) + b"\n")
+            if fault.kind == "glitch" and i == fault.n:  # a truncated line, then the rest as usual (S10)
+                await resp.write(b'{"model":"' + model.encode() + b'","message":{"role":"assistant","content":"tru\n')
+            await resp.write(orjson.dumps(line) + (b"" if fault.kind == "unterminated" and is_done else b"\n"))
         if fault.kind == "cut":
             assert request.transport is not None
             request.transport.close()  # mid-body: the chunked encoding never ends
