@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 import time
 from typing import Any, AsyncIterator, Sequence
 
 import grpc
 from grpc.aio import AioRpcError, Metadata
+
+# asyncio.current_task(loop): in 3.11 a Python function over this dict; its lookup alone, once
+# per streamed message. From 3.12 current_task is C (and the dict may go).
+_running_task = asyncio.tasks._current_tasks.get if sys.version_info < (3, 12) else asyncio.current_task
 
 MetadataLike = Sequence[tuple[str, str | bytes]] | None
 # The channel's own deadline fires this much after the servicer's, so the core's declared
@@ -55,7 +60,7 @@ _READY = _Ready()
 class LocalContext:
     """The subset of grpc.aio.ServicerContext the servicers use."""
 
-    __slots__ = ("_md", "_deadline", "initial", "trailing", "_code", "_details", "_cancelled")
+    __slots__ = ("_md", "_deadline", "initial", "trailing", "_code", "_details", "_cancelled", "text_deltas")
 
     def __init__(self, metadata: MetadataLike, deadline: float | None) -> None:
         self._md = tuple(metadata or ())
@@ -65,6 +70,8 @@ class LocalContext:
         self._code: grpc.StatusCode | None = None
         self._details = ""
         self._cancelled = False
+        # Set by a caller that renders plain text deltas itself (_StreamCall.text_deltas()).
+        self.text_deltas = False
 
     def invocation_metadata(self) -> tuple:
         return self._md
@@ -150,6 +157,10 @@ class _Call:
     servicer, `_waiter` is its task; at the deadline (plus grace) the watchdog cancels that wait
     and the wait turns the cancellation into DEADLINE_EXCEEDED."""
 
+    # Slots: a stream's call lives as long as the stream (no per-call __dict__ held open).
+    __slots__ = ("_handler", "_request", "_channel", "_ctx", "_deadline", "_expires", "_expired", "_waiter",
+                 "_dog", "_dog_key", "_code")
+
     def __init__(self, channel: "InProcessChannel", handler: Any, request: Any, metadata: MetadataLike,
                  timeout: float | None) -> None:
         deadline = time.monotonic() + timeout if timeout is not None else None
@@ -201,6 +212,8 @@ class _Call:
 
 
 class _UnaryCall(_Call):
+    __slots__ = ()
+
     async def _run(self) -> Any:
         ctx = self._ctx
         task = None
@@ -243,6 +256,8 @@ class _UnaryCall(_Call):
 
 
 class _StreamCall(_Call):
+    __slots__ = ("_gen", "_finished")
+
     def __init__(self, channel: "InProcessChannel", handler: Any, request: Any, metadata: MetadataLike,
                  timeout: float | None) -> None:
         super().__init__(channel, handler, request, metadata, timeout)
@@ -260,8 +275,11 @@ class _StreamCall(_Call):
             if self._deadline is not None:
                 if time.monotonic() >= self._expires:
                     raise TimeoutError
-                task = self._waiter = asyncio.current_task()
-                self._watch()
+                dog = self._dog
+                if dog is None:  # _watch(), written out: this runs once per streamed message
+                    dog = self._dog = self._channel.watchdog()
+                    self._dog_key = dog.add(self)
+                task = self._waiter = _running_task(dog.loop)
             return await self._gen.__anext__()
         except StopAsyncIteration:
             self._finish()
@@ -287,6 +305,13 @@ class _StreamCall(_Call):
     def _finish(self) -> None:
         self._finished = True
         self._unwatch()
+
+    def text_deltas(self) -> None:
+        """Asks the servicer for a batch of plain text deltas as a tuple of str instead of a
+        message (before the first read). Only in process, only for a caller that renders them
+        as the message would have been rendered: the message is built and read per upstream
+        read, which with a token per read cost more than the token's parse."""
+        self._ctx.text_deltas = True
 
     async def read(self) -> Any:
         try:

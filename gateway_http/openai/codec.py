@@ -381,6 +381,13 @@ class ChunkWriter:
                 out.append(prefix + orjson.dumps(delta) + _CONT)
         return b"".join(out)
 
+    def texts(self, texts: tuple[str, ...]) -> bytes:
+        """Plain text deltas (each non-empty), rendered as deltas() renders a text-only delta."""
+        if len(texts) == 1:
+            return self._content + orjson.dumps(texts[0]) + _OPEN
+        content = self._content
+        return b"".join([content + orjson.dumps(t) + _OPEN for t in texts])
+
     def role(self) -> bytes:
         return self._prefix + b'{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}\n\n'
 

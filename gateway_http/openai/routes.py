@@ -20,6 +20,7 @@ from gateway_http.openai import codec
 from gateway_http.sse import SSE_HEADERS, start_stream
 from gateway_http.state import BRIDGE
 from tollgate.client import RpcErrorInfo, error_info
+from tollgate.inprocess import LOCAL_CALLS
 from tollgate.v1 import inference_service_pb2 as ipb
 from tollgate.v1 import model_service_pb2 as mpb
 
@@ -51,6 +52,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     req.include_usage = include_usage
     call = calls.client(request).inference.StreamChat(req, metadata=calls.metadata(request), timeout=calls.timeout(request))
+    if type(call) in LOCAL_CALLS:
+        call.text_deltas()  # plain text deltas as tuples of str: no message built and read per token
     response: web.StreamResponse | None = None
     writer: codec.ChunkWriter | None = None
     relayed = False
@@ -59,6 +62,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     tail = b""
     try:
         async for msg in call:
+            if type(msg) is tuple:  # plain text deltas (in process, see above)
+                await response.write(writer.texts(msg))  # type: ignore[union-attr]
+                continue
             kind = msg.WhichOneof("event")
             if kind == "delta":
                 await response.write(writer.deltas(msg.delta))  # type: ignore[union-attr]

@@ -36,6 +36,9 @@ JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"
 # Headers go to aiohttp as a read-only multidict: it copies a multidict's items as they are, a
 # dict it first converts into one, per request; read-only because one object serves them all.
 _JSON_HEADERS = CIMultiDictProxy(CIMultiDict(JSON_HEADERS))
+# A stream's request: no aiohttp timeout at all (see stream_chat), as ClientTimeout(total=t)
+# had no other field set either.
+_STREAM_TIMEOUT = aiohttp.ClientTimeout()
 CACHE_MAX = 4096  # per-target entries (URLs, key headers, timeouts); users' own keys come and go
 
 
@@ -131,13 +134,16 @@ class OpenAIAdapter:
         parser = SSEParser(max_event_bytes=MAX_EVENT_BYTES)
         done = finished = False
         skipped = 0
-        # aiohttp's total timeout only fires inside its own awaits; an asyncio.timeout around
-        # the yields below would cancel the consumer's code instead (async generator hazard).
-        # The first-token and idle limits apply to each wait for data (ReadWatch: one timer per
-        # stream, not one per read), never to the time the consumer takes with what was read.
+        # An asyncio.timeout around the yields below would cancel the consumer's code instead
+        # (async generator hazard). The first-token and idle limits and the attempt's end apply
+        # to each wait for data (ReadWatch: one timer per stream, not one per read), never to the
+        # time the consumer takes with what was read. Until the head is in, the router's
+        # first-token timeout (at most the attempt's time) bounds the try. So no aiohttp total
+        # timeout (_STREAM_TIMEOUT): its timer context entered around every read (a current-task
+        # lookup, a list append and remove) bounded nothing those do not.
         try:
             async with call.session.post(self.url(call, "/chat/completions"), data=orjson.dumps(body),
-                                         headers=self.headers(call), timeout=self.timeout(call),
+                                         headers=self.headers(call), timeout=_STREAM_TIMEOUT,
                                          allow_redirects=False) as resp:
                 if resp.status != 200:
                     raise self.classify(resp.status, resp.headers, await resp.content.read(65536))

@@ -320,6 +320,7 @@ class Router:
                         log.target = call.target
                         self.latency.observe(call.target.key_id, (self.clock.monotonic() - t0) * 1000.0)
                         yield held
+                        del held  # not kept for the rest of the stream (memory per open stream)
                         try:
                             async for batch in agen:
                                 yield batch

@@ -224,6 +224,24 @@ def chat_response(res: ChatResult, request_id: str, log: RouteLog, u: Usage | No
     return out
 
 
+def plain_texts(batch: list[Chunk]) -> tuple[str, ...] | None:
+    """The batch as its texts when every delta in it is plain text (what delta_batch would put in
+    a message as `text` alone; a chunk carrying nothing, i.e. only usage, is left out as there),
+    else None: the message it is. For an in-process caller that renders text deltas itself."""
+    if len(batch) == 1:  # a token per upstream read: no loop
+        c = batch[0]
+        if c.role or c.reasoning or c.finish_reason or c.tool_calls:
+            return None
+        return (c.text,) if c.text else ()
+    out = []
+    for c in batch:
+        if c.role or c.reasoning or c.finish_reason or c.tool_calls:
+            return None
+        if c.text:
+            out.append(c.text)
+    return tuple(out)
+
+
 def delta_batch(batch: list[Chunk]) -> ipb.StreamChatResponse | None:
     """The batch's deltas as one message; None when it holds none (only usage: that travels in
     its own message)."""

@@ -103,8 +103,16 @@ class InferenceServicer(ipb_grpc.InferenceServiceServicer):
                     msg.start.raw = True
                     yield msg
             return
+        # An in-process caller that renders plain text itself gets a batch of it as a tuple of
+        # str (inprocess.py's text_deltas); anything else in the batch, and every other caller,
+        # gets the message.
+        texts = getattr(ctx.context, "text_deltas", False)
         async for ev in self.pipeline.stream(ctx.principal, req, ctx.request_id, ctx.context.time_remaining()):
             if type(ev) is list:
+                if texts and (plain := convert.plain_texts(ev)) is not None:
+                    if plain:
+                        yield plain
+                    continue
                 msg = convert.delta_batch(ev)
                 if msg is not None:
                     yield msg
