@@ -18,99 +18,18 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from collections import OrderedDict
 from typing import Any
 
 from services.clock import Clock
 from services.limits.base import Decision, Reservation, Rule, RuleState, decide
+from services.limits.memory_state import Counter, Entry, Held, Plan, Window
 from services.limits.periods import period_id, period_reset_at, period_start
 
 # Idle entries are examined SWEEP_BATCH at a time on every SWEEP_EVERY-th call: O(1) work per call
 # (2 entries on average), every entry visited within N/2 calls, and no loop set up on most calls.
 SWEEP_EVERY = 8
 SWEEP_BATCH = 16
-
-
-class _Entry:
-    __slots__ = ("ts", "amount", "live")
-
-    def __init__(self, ts: float, amount: int) -> None:
-        self.ts = ts  # monotonic seconds
-        self.amount = amount
-        self.live = True  # False once pruned: a late settle must not touch the sum
-
-
-class _Window:
-    """One sliding window: entries newer than window_s, oldest first."""
-
-    __slots__ = ("window_s", "entries", "total", "gone")
-
-    def __init__(self, window_s: float) -> None:
-        self.window_s = window_s
-        self.entries: deque[_Entry] = deque()
-        self.total = 0
-        self.gone = False  # swept out of the table: a plan holding it must look it up again
-
-    def prune(self, mono: float) -> None:
-        # An entry counts while now - ts < window_s; at exactly window_s it has left (Redis agrees:
-        # ZREMRANGEBYSCORE -inf now-window is inclusive).
-        cutoff = mono - self.window_s
-        while self.entries and self.entries[0].ts <= cutoff:
-            e = self.entries.popleft()
-            self.total -= e.amount
-            e.live = False
-
-    def free_at(self, limit: int, amount: int, mono: float) -> float:
-        """Monotonic time when `amount` more would fit; O(window size)."""
-        if amount > limit:
-            return mono + self.window_s  # never fits; as Redis says: a window from now
-        excess = self.total + amount - limit
-        if excess <= 0:
-            return mono
-        freed = 0
-        for e in self.entries:
-            freed += e.amount
-            if freed >= excess:
-                return e.ts + self.window_s
-        return mono + self.window_s
-
-
-class _Counter:
-    """One calendar period's count: used (settled) plus held (reserved, not yet settled)."""
-
-    __slots__ = ("used", "held", "ends_at")
-
-    def __init__(self, ends_at: float) -> None:
-        self.used = 0
-        self.held = 0
-        self.ends_at = ends_at  # epoch seconds: the period's reset
-
-
-@dataclass(slots=True)
-class _Held:
-    reservation: Reservation
-    expires: float  # monotonic lease end
-    counters: list[_Counter] = field(default_factory=list)
-    entries: list[tuple[_Window, _Entry]] = field(default_factory=list)
-
-
-class _Plan:
-    """admit_now()'s targets for one subject and rule pair, valid in [since, until) (while every one
-    of its calendar periods holds) and while none of its windows has been swept: (rule, target, is_window)
-    per limited rule, and the token rules' period ids for their reservations."""
-
-    __slots__ = ("rules", "token_rules", "since", "until", "req", "tok", "tok_pids")
-
-    def __init__(self, rules: tuple[Rule, ...], token_rules: tuple[Rule, ...], since: float, until: float,
-                 req: tuple, tok: tuple, tok_pids: tuple[str, ...]) -> None:
-        self.rules = rules  # held, so the ids in the plan's key stay theirs
-        self.token_rules = token_rules
-        self.since = since
-        self.until = until
-        self.req = req
-        self.tok = tok
-        self.tok_pids = tok_pids
 
 
 PLANS_MAX = 10_000
@@ -122,11 +41,11 @@ class MemoryLimiter:
     def __init__(self, clock: Clock, lease_s: float = 120.0) -> None:
         self._clock = clock
         self._lease_s = lease_s
-        self._windows: OrderedDict[tuple[str, str], _Window] = OrderedDict()
-        self._counters: OrderedDict[tuple[str, str, str], _Counter] = OrderedDict()
-        self._held: dict[str, _Held] = {}
+        self._windows: OrderedDict[tuple[str, str], Window] = OrderedDict()
+        self._counters: OrderedDict[tuple[str, str, str], Counter] = OrderedDict()
+        self._held: dict[str, Held] = {}
         # Reaped reservations, kept one more lease: a late settle still charges its real usage once.
-        self._reaped: dict[str, tuple[float, _Held]] = {}
+        self._reaped: dict[str, tuple[float, Held]] = {}
         # (period, tz) -> (start, end, id) of the period holding the last `now` asked about: the
         # calendar maths (zoneinfo, strftime) runs once per period, not on every call.
         self._periods: dict[tuple[str, str], tuple[float, float, str]] = {}
@@ -134,9 +53,9 @@ class MemoryLimiter:
         self._id_prefix = f"m-{uuid.uuid4().hex[:16]}-"
         self._ids = itertools.count(1)
         self._calls = 0  # calls since start, for sweeping every SWEEP_EVERY-th one
-        # (subject, id(rules), id(token rules)) -> _Plan: admit_now()'s targets, looked up once per
+        # (subject, id(rules), id(token rules)) -> Plan: admit_now()'s targets, looked up once per
         # calendar period instead of on every request (the plan holds the rules, so the ids stay theirs).
-        self._plans: dict[tuple[str, int, int], _Plan] = {}
+        self._plans: dict[tuple[str, int, int], Plan] = {}
         # No lease can have run out before this monotonic time: _reap() is not called until then.
         self._reap_after = float("inf")
 
@@ -209,7 +128,7 @@ class MemoryLimiter:
         """admit_now() as a coroutine, for callers that hold any Limiter (degraded.py's fallback)."""
         return self.admit_now(subject, rules, token_rules, amount)
 
-    def _admit_planned(self, plan: _Plan, key: tuple[str, int, int], subject: str, rules: tuple[Rule, ...],
+    def _admit_planned(self, plan: Plan, key: tuple[str, int, int], subject: str, rules: tuple[Rule, ...],
                        token_rules: tuple[Rule, ...], amount: int, mono: float,
                        now: float) -> tuple[Decision | None, Decision, Reservation] | None:
         """admit_now() when every rule has room, through the subject's plan: the same counts,
@@ -248,7 +167,7 @@ class MemoryLimiter:
             best = None
             for rule, target, win in plan.req:
                 if win:
-                    target.entries.append(_Entry(mono, 1))
+                    target.entries.append(Entry(mono, 1))
                     used = target.total = target.total + 1
                     reset_at = now + (target.entries[0].ts + target.window_s - mono)
                 else:
@@ -265,15 +184,15 @@ class MemoryLimiter:
                 decision = Decision(True, rule.name, rule.limit, left if left > 0 else 0, used, reset_at)
         res = Reservation(subject, token_rules, amount, plan.tok_pids, False, self._id_prefix + str(next(self._ids)))
         expires = mono + self._lease_s
-        counters: list[_Counter] = []
-        held_entries: list[tuple[_Window, _Entry]] = []
-        self._held[res.id] = _Held(res, expires, counters, held_entries)
+        counters: list[Counter] = []
+        held_entries: list[tuple[Window, Entry]] = []
+        self._held[res.id] = Held(res, expires, counters, held_entries)
         if expires < self._reap_after:
             self._reap_after = expires
         best = None
         for rule, target, win in plan.tok:
             if win:
-                entry = _Entry(mono, amount)
+                entry = Entry(mono, amount)
                 target.entries.append(entry)
                 used = target.total = target.total + amount
                 held_entries.append((target, entry))
@@ -325,7 +244,7 @@ class MemoryLimiter:
             sides.append(tuple(targets))
         if len(self._plans) >= PLANS_MAX:
             self._plans.clear()  # subjects come and go: start over rather than keep the idle ones
-        self._plans[key] = _Plan(rules, token_rules, since, until, sides[0], sides[1], tuple(pids))
+        self._plans[key] = Plan(rules, token_rules, since, until, sides[0], sides[1], tuple(pids))
 
     def admit_with_budget_now(self, subject: str, rules: tuple[Rule, ...], token_rules: tuple[Rule, ...], amount: int,
                               bsubject: str, brules: tuple[Rule, ...], bamount: int) -> tuple[
@@ -406,11 +325,11 @@ class MemoryLimiter:
     def _check(
         self, subject: str, rules: tuple[Rule, ...], amount: int, mono: float, now: float, *, count: bool,
         hold: bool = False
-    ) -> tuple[Decision, _Held | None]:
+    ) -> tuple[Decision, Held | None]:
         # The common case, every rule with room, reads each target once and builds no RuleState;
         # anything else (a refusal, a peek) takes the general path below. What _target() and
         # _period() do is written out here: this runs twice per request, three rules each.
-        targets: list[tuple[Rule, _Window | _Counter]] = []
+        targets: list[tuple[Rule, Window | Counter]] = []
         pids: list[str] = []  # each rule's period id ("" for a window), for the reservation
         windows, counters, periods = self._windows, self._counters, self._periods
         for rule in rules:
@@ -422,7 +341,7 @@ class MemoryLimiter:
                 wkey = (subject, rule.name)
                 target = windows.get(wkey)
                 if target is None:
-                    target = _Window(rule.window_s)
+                    target = Window(rule.window_s)
                     if count:
                         windows[wkey] = target
                 target.window_s = rule.window_s  # a reloaded config applies at once
@@ -440,7 +359,7 @@ class MemoryLimiter:
                 ckey = (subject, rule.name, p[2])
                 target = counters.get(ckey)
                 if target is None:
-                    target = _Counter(p[1])
+                    target = Counter(p[1])
                     if count:
                         counters[ckey] = target
                 used = target.used + target.held
@@ -452,15 +371,15 @@ class MemoryLimiter:
         held = None
         if hold:
             res = Reservation(subject, rules, amount, tuple(pids), False, self._id_prefix + str(next(self._ids)))
-            held = _Held(res, mono + self._lease_s, [], [])
+            held = Held(res, mono + self._lease_s, [], [])
             self._held[res.id] = held
             if held.expires < self._reap_after:
                 self._reap_after = held.expires
         # RELIABILITY C1/C3: all-or-nothing, counted only once every rule said yes.
         best: tuple[int, Rule, int, float] | None = None
         for rule, target in targets:
-            if type(target) is _Window:
-                entry = _Entry(mono, amount)
+            if type(target) is Window:
+                entry = Entry(mono, amount)
                 target.entries.append(entry)
                 target.total += amount
                 if held is not None:
@@ -485,13 +404,13 @@ class MemoryLimiter:
         return Decision(True, rule.name, rule.limit, max(0, left), used, reset_at), held
 
     def _refused(self, subject: str, rules: tuple[Rule, ...], amount: int, mono: float, now: float,
-                 *, create: bool) -> tuple[Decision, _Held | None]:
+                 *, create: bool) -> tuple[Decision, Held | None]:
         """Some rule has no room: nothing is counted; the Decision names the rule that frees up last."""
         states = [self._state(r, self._target(subject, r, now, create=create), amount, mono, now)
                   for r in rules if r.limit > 0]
         return decide(False, states, now), None
 
-    def _peeked(self, targets: list[tuple[Rule, _Window | _Counter]], amount: int, mono: float, now: float) -> Decision:
+    def _peeked(self, targets: list[tuple[Rule, Window | Counter]], amount: int, mono: float, now: float) -> Decision:
         return decide(True, [self._state(r, t, amount, mono, now) for r, t in targets], now)
 
     def _period(self, period: str, now: float, tz: str) -> tuple[float, float, str]:
@@ -503,12 +422,12 @@ class MemoryLimiter:
             self._periods[key] = p
         return p
 
-    def _target(self, subject: str, rule: Rule, now: float, *, create: bool) -> _Window | _Counter:
+    def _target(self, subject: str, rule: Rule, now: float, *, create: bool) -> Window | Counter:
         if not rule.period:
             wkey = (subject, rule.name)
             window = self._windows.get(wkey)
             if window is None:
-                window = _Window(rule.window_s)
+                window = Window(rule.window_s)
                 if create:
                     self._windows[wkey] = window
             window.window_s = rule.window_s  # a reloaded config applies at once
@@ -517,16 +436,16 @@ class MemoryLimiter:
         ckey = (subject, rule.name, pid)
         counter = self._counters.get(ckey)
         if counter is None:
-            counter = _Counter(ends_at)
+            counter = Counter(ends_at)
             if create:
                 self._counters[ckey] = counter
         return counter
 
-    def _state(self, rule: Rule, target: _Window | _Counter, amount: int, mono: float, now: float,
+    def _state(self, rule: Rule, target: Window | Counter, amount: int, mono: float, now: float,
                admitted: bool = False) -> RuleState:
         # `admitted`: the state after this call was counted, reported as ok whatever the sum says
         # (the Decision of an admitted call; the same as building it and then flipping ok).
-        if type(target) is _Window:
+        if type(target) is Window:
             target.prune(mono)
             used = target.total
             ok = used + amount <= rule.limit
@@ -565,7 +484,7 @@ class MemoryLimiter:
             for counter in gone[1].counters:
                 counter.used += actual
 
-    def _unwind(self, held: _Held, actual: int, mono: float) -> None:
+    def _unwind(self, held: Held, actual: int, mono: float) -> None:
         amount = held.reservation.amount
         for counter in held.counters:
             counter.held -= amount
