@@ -48,7 +48,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     except BridgeError as e:
         return openai_bridge_error(e)
     if not stream:
-        return await chat_answer(request, req, codec.completion_json, inp.model, t0, bridge)
+        # The body's model, as chat_input() checked and copied it: not read back from the message.
+        return await chat_answer(request, req, codec.completion_json, body.get("model") or "", t0, bridge)
 
     req.include_usage = include_usage
     call = calls.client(request).inference.StreamChat(req, metadata=calls.metadata(request), timeout=calls.timeout(request))

@@ -135,8 +135,10 @@ def embed_request(r: ipb.EmbedRequest) -> EmbedRequest:
 
 
 def fill_usage(dst: pb.Usage, u: Usage | None, cost: float = 0.0) -> None:
-    dst.SetInParent()
+    # A field written to a submessage sets it in its parent (upb reifies it, even for a zero):
+    # SetInParent() only when nothing is written.
     if u is None:
+        dst.SetInParent()
         return
     dst.prompt_tokens = u.prompt_tokens
     dst.completion_tokens = u.completion_tokens
@@ -152,8 +154,7 @@ def fill_usage(dst: pb.Usage, u: Usage | None, cost: float = 0.0) -> None:
 
 
 def fill_route(dst: pb.Route, log: RouteLog) -> None:
-    dst.SetInParent()
-    t = log.target
+    t = log.target  # no SetInParent(): `strategy` is always written, which sets it (fill_usage)
     if t is not None:
         dst.provider = t.provider
         dst.kind = t.kind
@@ -177,8 +178,7 @@ def fill_rate_limit(parent: ipb.ChatResponse | ipb.StreamStart, d: Decision | No
     """Sets `parent.rate_limit` from `d`; leaves it unset when there is no decision."""
     if d is None:
         return
-    dst = parent.rate_limit
-    dst.SetInParent()
+    dst = parent.rate_limit  # written below: set in its parent without SetInParent() (fill_usage)
     dst.limit = d.limit
     dst.remaining = d.remaining
     dst.used = d.used
