@@ -16,6 +16,7 @@ import orjson
 from google.protobuf.struct_pb2 import Struct
 
 from gateway_http.errors import BridgeError
+from tollgate.inprocess import ChatAnswer
 from tollgate.v1 import chat_pb2 as pb
 from tollgate.v1 import inference_service_pb2 as ipb
 
@@ -303,28 +304,40 @@ def completion_id(request_id: str) -> str:
 
 
 def usage_json(u: pb.Usage) -> dict[str, Any]:
-    out: dict[str, Any] = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                           "total_tokens": u.total_tokens}
-    if u.cached_tokens:
-        out["prompt_tokens_details"] = {"cached_tokens": u.cached_tokens}
-    if u.reasoning_tokens:
-        out["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
+    return _usage(u.prompt_tokens, u.completion_tokens, u.total_tokens, u.cached_tokens, u.reasoning_tokens)
+
+
+def _usage(prompt: int, completion: int, total: int, cached: int, reasoning: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+    if cached:
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    if reasoning:
+        out["completion_tokens_details"] = {"reasoning_tokens": reasoning}
     return out
 
 
-def completion_json(resp: ipb.ChatResponse, model: str) -> bytes:
-    text, tcs = resp.text, resp.tool_calls  # each read of a message field builds a new object
+def completion_json(resp: ipb.ChatResponse | ChatAnswer, model: str) -> bytes:
+    if type(resp) is ChatAnswer:  # in process, asked for (inprocess.py's plain_answer): its values, no tool calls
+        p, c = resp.prompt_tokens, resp.completion_tokens
+        return _completion(resp.id, resp.created, resp.text, None, resp.reasoning, resp.model or model,
+                           resp.finish_reason, _usage(p, c, p + c, resp.cached_tokens, resp.reasoning_tokens))
+    return _completion(resp.id, resp.created, resp.text, resp.tool_calls, resp.reasoning, resp.route.model or model,
+                       resp.finish_reason, usage_json(resp.usage))
+
+
+def _completion(request_id: str, created: int, text: str, tcs: Any, reasoning: str, model: str, finish: int,
+                usage: dict[str, Any]) -> bytes:
     message: dict[str, Any] = {"role": "assistant", "content": text if (text or not tcs) else None, "refusal": None}
     if tcs:
         message["tool_calls"] = [{"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
                                  for t in tcs]
-    if resp.reasoning:
-        message["reasoning_content"] = resp.reasoning
+    if reasoning:
+        message["reasoning_content"] = reasoning
     return orjson.dumps({
-        "id": completion_id(resp.id), "object": "chat.completion", "created": resp.created,
-        "model": resp.route.model or model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": FINISH[resp.finish_reason]}],
-        "usage": usage_json(resp.usage), "system_fingerprint": None,
+        "id": completion_id(request_id), "object": "chat.completion", "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": FINISH[finish]}],
+        "usage": usage, "system_fingerprint": None,
     })
 
 

@@ -49,7 +49,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return openai_bridge_error(e)
     if not stream:
         # The body's model, as chat_input() checked and copied it: not read back from the message.
-        return await chat_answer(request, req, codec.completion_json, body.get("model") or "", t0, bridge)
+        return await chat_answer(request, req, codec.completion_json, body.get("model") or "", t0, bridge,
+                                 plain=True)
 
     req.include_usage = include_usage
     call = calls.client(request).inference.StreamChat(req, metadata=calls.metadata(request), timeout=calls.timeout(request))
@@ -100,15 +101,18 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def chat_answer(request: web.Request, req: ipb.ChatRequest, render: Callable[[ipb.ChatResponse, str], bytes],
-                      model: str, t0: float | None, bridge: Any = None) -> web.Response:
+                      model: str, t0: float | None, bridge: Any = None, plain: bool = False) -> web.Response:
     """A whole chat answer: the provider's own body when it was relayed (`raw`), else render(resp, model);
     an error as OpenAI's JSON. With t0, the X-LLM-Latency-Ms header too. `bridge`: the app's
-    Bridge when the caller holds it."""
+    Bridge when the caller holds it. `plain`: render takes a tollgate.inprocess.ChatAnswer too,
+    which an in-process call is asked for (no ChatResponse built and read back)."""
     if bridge is None:
         bridge = request.app[BRIDGE]
     # calls.client() and calls.timeout(), written out: the bridge is at hand
     call = bridge.client.inference.Chat(req, metadata=calls.metadata(request, bridge),
                                         timeout=bridge.settings.request_timeout_s)
+    if plain and type(call) in LOCAL_CALLS:
+        call.plain_answer()
     try:
         resp = await call
     except AioRpcError as e:

@@ -10,6 +10,7 @@ from services.core.types import (
 )
 from services.limits.base import Decision
 from services.routing.route_log import RouteLog
+from tollgate.inprocess import ChatAnswer
 from tollgate.v1 import chat_pb2 as pb
 from tollgate.v1 import inference_service_pb2 as ipb
 
@@ -222,6 +223,31 @@ def chat_response(res: ChatResult, request_id: str, log: RouteLog, u: Usage | No
     fill_route(out.route, log)
     fill_rate_limit(out, d)
     return out
+
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def chat_answer(res: ChatResult, request_id: str, log: RouteLog, u: Usage | None,
+                created: float) -> ChatAnswer | None:
+    """chat_response()'s values as a ChatAnswer, for an in-process caller that renders them
+    (inprocess.py's plain_answer); None when a value would not go into the message as it is
+    (a tool call, a value of another type, a count outside int32: the message's rules apply
+    then, its errors included)."""
+    t = log.target
+    model = (log.upstream_model or t.model) if t is not None else ""
+    text, reasoning = res.text, res.reasoning
+    if res.tool_calls or type(text) is not str or type(reasoning) is not str or type(model) is not str:
+        return None
+    p = c = cached = reasoning_tokens = 0
+    if u is not None:
+        p, c, cached, reasoning_tokens = u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.reasoning_tokens
+        for n in (p, c, p + c, cached, reasoning_tokens):  # int32 in the message: it would refuse these
+            if type(n) is not int or not INT32_MIN <= n <= INT32_MAX:
+                return None
+    return ChatAnswer(request_id, int(created), text, reasoning,
+                      FINISH_VALUES.get(res.finish_reason, pb.FINISH_REASON_STOP), [], model, p, c, cached,
+                      reasoning_tokens)
 
 
 def plain_texts(batch: list[Chunk]) -> tuple[str, ...] | None:

@@ -85,6 +85,10 @@ class InferenceServicer(ipb_grpc.InferenceServiceServicer):
         if ctx.open_decision is not None and out.decision is None:
             md = rate_limit_metadata(ctx.open_decision) + md  # open mode: the caller's per-IP count (seed 004)
         await ctx.context.send_initial_metadata(md + ignored_metadata(req) if req.ignored else md)
+        if getattr(ctx.context, "plain_answer", False):  # an in-process caller that renders the values
+            answer = convert.chat_answer(result, ctx.request_id, out.route, out.usage, out.created)
+            if answer is not None:
+                return answer
         return convert.chat_response(result, ctx.request_id, out.route, out.usage, out.cost_usd, out.created, out.decision)
 
     @stream(open_kind=open_inference)
