@@ -5,6 +5,7 @@ message."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from gateway_http.openai import codec
@@ -44,3 +45,29 @@ def test_the_plain_answer_renders_as_the_message_does(res, log, u):
 ])
 def test_what_the_message_treats_otherwise_stays_a_message(res, u):
     assert convert.chat_answer(res, "req_abc", RouteLog("", [], TARGET), u, 1.0) is None
+
+
+async def test_an_in_process_caller_that_asks_gets_the_same_body_from_a_chat_answer(gateway, fake_openai):
+    from services.server import local_channel
+    from tollgate.inprocess import LOCAL_CALLS
+    from tollgate.v1 import chat_pb2 as pb
+    from tollgate.v1 import inference_service_pb2 as ipb
+    from tollgate.v1 import inference_service_pb2_grpc as ipb_grpc
+
+    key = await gateway.new_key()
+    stub = ipb_grpc.InferenceServiceStub(local_channel(gateway.rt.app))
+    req = ipb.ChatRequest(input=pb.ChatInput(model="tokens-5", messages=[pb.Message(role=pb.ROLE_USER, text="hi")]))
+    seen = {}
+    for ask in (False, True):
+        call = stub.Chat(req, metadata=(("authorization", "Bearer " + key),), timeout=30)
+        assert type(call) in LOCAL_CALLS
+        if ask:
+            call.plain_answer()
+        resp = await call
+        seen[ask] = (type(resp), orjson.loads(codec.completion_json(resp, "tokens-5")), dict(call.initial_pairs()))
+    (plain_type, plain_body, plain_md), (asked_type, asked_body, asked_md) = seen[False], seen[True]
+    assert plain_type is ipb.ChatResponse and asked_type is ChatAnswer  # only the caller that asked
+    for body in (plain_body, asked_body):  # the request id and its time differ; nothing else
+        body.pop("id"), body.pop("created")
+    assert asked_body == plain_body and asked_body["choices"][0]["message"]["content"] == "tok0 tok1 tok2 tok3 tok4 "
+    assert asked_md.keys() == plain_md.keys()
