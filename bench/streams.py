@@ -272,7 +272,13 @@ def main() -> None:
             watched[name] = [svc.pid]
             targets.append({"name": name, "url": base + "/v1", "key": run.create_key(base, admin_key, f"bench-{name}")})
         if not a.no_litellm:
-            p, url, version = compare.start_litellm(a, upstream_url, tmp)
+            # LiteLLM turns on its Prisma database when DATABASE_URL is set (the shell that ran
+            # scripts/services-up has it) and exits without the prisma CLI: it gets neither URL.
+            saved = {k: os.environ.pop(k) for k in ("DATABASE_URL", "REDIS_URL") if k in os.environ}
+            try:
+                p, url, version = compare.start_litellm(a, upstream_url, tmp)
+            finally:
+                os.environ.update(saved)
             started.append(p)
             watched["litellm"] = [p.pid]
             targets.append({"name": f"litellm {version}", "url": url, "key": a.api_key})

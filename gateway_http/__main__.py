@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway_http.app import make_app
 from gateway_http.settings import KEEPALIVE_TIMEOUT_S, BridgeSettings
+from gateway_http.site import ListeningSite
 from gateway_http.state import BRIDGE
 from tollgate.tracing import make_tracing
 from tollgate.heap import FullCollections, settle_heap
@@ -43,7 +44,7 @@ async def serve(settings: BridgeSettings) -> int:
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
     await runner.setup()
     host, _, port = settings.http_addr.rpartition(":")
-    site = web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True)
+    site = ListeningSite(runner, host.strip("[]"), int(port))
     await site.start()
     settle_heap()
     collections = FullCollections()

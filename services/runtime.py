@@ -4,12 +4,16 @@ start and graceful stop, shared by `python -m services` and the tests (which bin
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from services.app import App, build_app
 from services.config.schema import Config
 from services.server import GrpcServer, local_channel
+
+if TYPE_CHECKING:
+    from gateway_http.site import ListeningSite
 
 log = logging.getLogger("tollgate")
 
@@ -20,7 +24,7 @@ class Runtime:
         self.app = app or build_app(cfg)
         self.grpc: GrpcServer | None = None
         self.runner: web.AppRunner | None = None
-        self.site: web.TCPSite | None = None
+        self.site: ListeningSite | None = None
         self.bridge: web.Application | None = None
         self.http_port = 0
         self.grpc_port = 0
@@ -57,8 +61,10 @@ class Runtime:
         await self.runner.setup()
         host, _, port = self.cfg.http_addr.rpartition(":")
         # A supervisor's workers share the port (SO_REUSEPORT: the kernel spreads connections).
-        self.site = web.TCPSite(self.runner, host.strip("[]"), int(port), reuse_address=True, backlog=1024,
-                                reuse_port=self.cfg.worker_id > 0 or None)
+        from gateway_http.site import ListeningSite
+
+        self.site = ListeningSite(self.runner, host.strip("[]"), int(port), backlog=1024,
+                                  reuse_port=self.cfg.worker_id > 0 or None)
         await self.site.start()
         self.http_port = self.runner.addresses[0][1]
 
