@@ -92,6 +92,10 @@ class FailoverLimiter:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
+    def max_inflight(self) -> int:
+        return getattr(self._primary, "max_inflight", 32)
+
+    @property
     def backend_up(self) -> bool:
         """Whether decisions come from the shared backend (the tollgate_limiter_backend_up gauge)."""
         return self._up

@@ -49,7 +49,7 @@ MESSAGES = {
 REBUILT = ".rebuilt"  # marker rule suffix: "tpd.rebuilt" counts 1 per subject and period
 RECENT_S = 2.0  # how long admissions are remembered for telling old counters' requests from new ones
 RECENT_MAX = 2048
-MAX_INFLIGHT = 32  # limiter calls in flight per gateway (the Redis pool holds 64 connections)
+MAX_INFLIGHT = 32  # limiter calls in flight per gateway, unless the limiter says (`max_inflight`)
 
 
 class History(Protocol):
@@ -111,7 +111,8 @@ class Quotas:
         # subject -> (loop time the reservation came back, the request's start): recent admissions.
         self._recent: dict[str, deque[tuple[float, float]]] = {}
         # An in-process limiter answers without awaiting: nothing to bound.
-        self._gate = None if isinstance(limiter, MemoryLimiter) else asyncio.Semaphore(MAX_INFLIGHT)
+        self._gate = None if isinstance(limiter, MemoryLimiter) else \
+            asyncio.Semaphore(getattr(limiter, "max_inflight", MAX_INFLIGHT))
         # Whether every limiter call completes without suspending (the in-process limiter).
         self.local = self._gate is None
         self.rebuilds = 0  # counters seeded from the ledger (tests, status pages)

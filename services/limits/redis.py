@@ -42,6 +42,12 @@ REAP_BATCH = 50  # expired reservations reaped per reserve call: bounded work pe
 COUNTER_GRACE_S = 86_400  # counters outlive their period by a day (late settles, status pages)
 RECORD_GRACE_S = 86_400  # reservation records outlive their lease so a reaper can still undo them
 SOCKET_FLOOR_S = 5.0  # the least any socket or pool wait may take (see connect)
+# max_inflight. Over the lane, 32 at a time made a queue: with 1,000 streams open a round trip
+# takes a few loop iterations (~80 ms), so 32 in flight admitted ~400 requests/s and cohorts of new
+# streams waited up to 850 ms before their admit was sent (bench/README.md, issue 20). The bound
+# stays for a pathological burst: 1,024 commands are one write and a few ms of Redis.
+LANE_INFLIGHT = 1024
+POOL_INFLIGHT = 32  # half of connect()'s 64 connections
 
 
 def connect(url: str, *, timeout_s: float = 0.25, max_connections: int = 64) -> aioredis.Redis:
@@ -116,6 +122,13 @@ class RedisLimiter:
         self._settles: list[tuple[Reservation, int, asyncio.Future]] = []
         self._settle_wake = asyncio.Event()
         self._settler: asyncio.Task | None = None
+
+    @property
+    def max_inflight(self) -> int:
+        """Calls a gateway may have in flight here (quotas.py's gate): the lane pipelines any number
+        over one connection; redis-py's pool has `max_connections`, and a call left waiting for one
+        would spend its timeout there."""
+        return LANE_INFLIGHT if self._lane is not None else POOL_INFLIGHT
 
     # -- the Limiter protocol -------------------------------------------------------------------
 

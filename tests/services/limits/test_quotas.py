@@ -167,3 +167,51 @@ async def test_a_budget_held_in_the_fused_call_goes_back_when_the_rebuilt_counte
         await admit_budgeted(q, b, 90)
     assert exc.value.metadata["rule"] == "tpd"
     assert (await limiter.peek("$ak:ak_1", tuple(line.rule for line in b.lines(P)))).used == 0  # no budget left held
+
+
+# -- issue 20: admissions over the lane are not queued behind a pool-sized gate ------------------
+
+
+class InflightCountingRedisLimiter(RedisLimiter):
+    """The most admissions in flight at Redis at once."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.now = self.most = 0
+
+    async def admit_with_budget(self, *a, **kw):
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            return await super().admit_with_budget(*a, **kw)
+        finally:
+            self.now -= 1
+
+
+async def test_a_burst_of_admissions_goes_to_redis_at_once_over_the_lane(redis_url: str, redis_prefix: str) -> None:  # noqa: F811
+    # 32 at a time (the redis-py pool's gate) queued new streams for up to 850 ms behind each
+    # other's round trips when 1,000 were open (bench/README.md, issue 20).
+    clock = FakeClock(time.time())
+    primary = InflightCountingRedisLimiter(connect(redis_url), redis_prefix, clock=clock, owns_client=True)
+    limiter = FailoverLimiter(primary, MemoryLimiter(clock), clock=clock)
+    q = Quotas(limiter, {"t": TierConfig("t", rpm=1_000, tpd=1_000_000)}, "UTC")
+    try:
+        assert limiter.max_inflight == primary.max_inflight == 1024
+        adms = await asyncio.gather(*(q.admit(P, 10) for _ in range(300)))
+        assert primary.most == 300
+        assert (await limiter.peek(P.subject, q.request_rules("t"))).used == 300  # every one counted once
+        await asyncio.gather(*(q.finish(a, 5) for a in adms))
+        assert (await limiter.peek(P.subject, q.token_rules("t"))).used == 1_500
+    finally:
+        await limiter.close()
+
+
+async def test_without_a_lane_the_gate_stays_at_the_pools_half() -> None:
+    import redis.asyncio as aioredis
+
+    clock = FakeClock(time.time())
+    limiter = RedisLimiter(aioredis.Redis(unix_socket_path="/nonexistent.sock"), "tg:", clock=clock, owns_client=True)
+    try:
+        assert limiter.max_inflight == 32  # redis-py's pool of 64 connections does every call
+    finally:
+        await limiter.close()
