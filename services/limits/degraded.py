@@ -93,7 +93,7 @@ class FailoverLimiter:
 
     @property
     def max_inflight(self) -> int:
-        return getattr(self._primary, "max_inflight", 32)
+        return self._primary.max_inflight
 
     @property
     def backend_up(self) -> bool:
