@@ -216,3 +216,41 @@ async def test_upsert_writes_many_rows_and_upgrades_only_in_flight_markers(store
     got = {r.request_id: r for r in await store.list_usage(UsageFilter(), limit=1000)}
     assert got["req-9999"].status == "ok" and got["req-9999"].completion_tokens == 42
     assert got["req-0001"].completion_tokens == 1
+
+
+async def test_upsert_keeps_every_value_as_written(store, db_url):
+    """The PostgreSQL batch travels as one JSON parameter (issue 20): quotes, backslashes, JSON
+    look-alikes and non-ASCII text come back byte for byte, a whole-valued float in a token
+    column lands as its integer (as a numeric literal did), and a batch far past the old
+    statement sizes lands in one call."""
+    from services.store.repos import usage as repo
+
+    tricky = ["it's", 'say "hi"', "C:\\path\\", '{"a": [1, %s]}', "%(x)s", "naïve — 日本語 🚀", "tab\there\nnewline"]
+    rows = [_row(i, error=tricky[i % len(tricky)], model=tricky[(i + 1) % len(tricky)]) for i in range(1, 1201)]
+    rows.append(_row(5000, prompt_tokens=12.0, completion_tokens=7.0, attempts=2.0, estimated=1))  # type: ignore[arg-type]
+    assert await store.run(lambda db: repo.upsert_usage(db, rows)) == len(rows)
+    got = {r.request_id: r for r in await store.list_usage(UsageFilter(), limit=2000)}
+    assert len(got) == len(rows)
+    for row in rows[:-1]:
+        assert got[row.request_id] == row
+    odd = got["req-5000"]
+    assert (odd.prompt_tokens, odd.completion_tokens, odd.attempts, odd.estimated) == (12, 7, 2, True)
+    assert type(odd.prompt_tokens) is int
+
+
+async def test_postgresql_upsert_keeps_a_batch_with_a_nan_cost(postgres_url, tmp_path):
+    """orjson writes NaN as null; the row keeps NaN instead of failing the whole batch on NOT NULL
+    (a batch that fails is retried forever and the ledger's backlog grows behind it)."""
+    import math
+
+    from services.store.repos import usage as repo
+
+    store = Store(postgres_url, str(tmp_path), SystemClock())
+    await store.start()
+    try:
+        rows = [_row(1, cost_usd=float("nan")), _row(2)]
+        assert await store.run(lambda db: repo.upsert_usage(db, rows)) == 2
+        got = {r.request_id: r for r in await store.list_usage(UsageFilter(), limit=10)}
+        assert math.isnan(got["req-0001"].cost_usd) and got["req-0002"] == rows[1]
+    finally:
+        await store.close()
