@@ -31,7 +31,15 @@ CONNECT_TIMEOUT_S = 5.0  # as redis.py's SOCKET_FLOOR_S: a cold connect on a bus
 
 
 def pack(args: tuple[Any, ...]) -> bytes:
-    """One command in RESP."""
+    """One command in RESP: hiredis packs str, bytes, int and float in C (~2.5 µs for an admit's
+    30 arguments, against ~7 µs here, issue 20); anything else (a bool) as below."""
+    try:
+        return hiredis.pack_command(args)
+    except TypeError:
+        return _pack(args)
+
+
+def _pack(args: tuple[Any, ...]) -> bytes:
     out = [b"*%d\r\n" % len(args)]
     for a in args:
         if isinstance(a, str):

@@ -32,6 +32,9 @@ async def proxy(redis_url: str) -> AsyncIterator[TcpProxy]:  # noqa: F811
 
 def test_pack_is_resp() -> None:
     assert pack(("SET", "k", 12, b"v")) == b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n12\r\n$1\r\nv\r\n"
+    # hiredis packs these in C; what it refuses (a bool) is packed by hand, the same RESP.
+    assert pack(("X", "é", -5, 1.5)) == b"*4\r\n$1\r\nX\r\n$2\r\n\xc3\xa9\r\n$2\r\n-5\r\n$3\r\n1.5\r\n"
+    assert pack(("X", True, 7)) == b"*3\r\n$1\r\nX\r\n$1\r\n1\r\n$1\r\n7\r\n"
 
 
 async def test_concurrent_calls_share_one_connection_and_get_their_own_replies(redis_url: str, redis_prefix: str) -> None:  # noqa: F811
