@@ -136,3 +136,29 @@ async def test_works_whatever_the_client_decodes(redis_url: str, redis_prefix: s
         assert (await limiter.peek("k", (Rule("tpm", 10, 60.0),))).used == 3
     finally:
         await client.aclose()
+
+
+async def test_a_burst_meeting_noscript_loads_each_script_once_over_the_lane(redis_url: str, redis_prefix: str) -> None:  # noqa: F811
+    """64 callers that all get NOSCRIPT on a flushed (or fresh) Redis share one SCRIPT LOAD, sent on
+    the lane: no pool connection each, and every decision still counts exactly once."""
+    client = connect(redis_url)
+    try:
+        limiter = RedisLimiter(client, redis_prefix)
+        rules = (Rule("rpm", 50, 60.0),)
+        assert (await limiter.hit("k", rules)).allowed  # the lane is connected
+        await client.script_flush()
+        idle = len(client.connection_pool._available_connections)  # the one script_flush used
+
+        async def script_calls() -> int:
+            stats = await client.info("commandstats")  # Redis 7 counts subcommands apart
+            return int(stats.get("cmdstat_script|load", stats.get("cmdstat_script", {})).get("calls", 0))
+
+        before = await script_calls()
+        decisions = await asyncio.gather(*(limiter.hit("k", rules) for _ in range(64)))
+        assert sum(d.allowed for d in decisions) == 49  # 50, one taken before the flush
+        assert await script_calls() - before == 1  # one SCRIPT LOAD for the 64
+        pool = client.connection_pool
+        assert len(pool._available_connections) + len(pool._in_use_connections) == idle
+        await limiter.close()
+    finally:
+        await client.aclose()
