@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import asdict, fields
+from operator import attrgetter
 
 import orjson
 import peewee as pw
@@ -136,22 +136,24 @@ def upsert_usage(db: pw.Database, rows: list[UsageRecord]) -> int:
 
 
 _COLUMNS = tuple(f.name for f in fields(UsageRecord))
-# The same upsert as upsert_usage() builds with peewee, written for sqlite3 directly: building
-# insert_many()'s SQL (and asdict()) costs ~100 us of CPU per row (bench/README.md). Many rows go
-# in one statement, not executemany(): sqlite3 lets go of the GIL around every step, and the
-# writer thread then waits to get it back from a busy event loop once per row — at c=64 that
-# capped the ledger below the request rate and its backlog filled (bench/README.md, session 3).
-_ROW = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+_values = attrgetter(*_COLUMNS)  # a row's values as a tuple, in column order, in C
 _UPSERT_TAIL = (
     ' ON CONFLICT ("request_id") DO UPDATE SET {sets} WHERE "usage"."status" IN (?, ?) AND excluded."status" != ?'
 ).format(sets=", ".join(f'"{c}" = excluded."{c}"' for c in _COLUMNS if c != "request_id"))
-_UPSERT_HEAD = 'INSERT INTO "usage" ({cols}) VALUES '.format(cols=", ".join(f'"{c}"' for c in _COLUMNS))
-# Rows per statement, in a few fixed sizes: sqlite3 prepares and caches a few statements instead
-# of one per batch size (a prepared statement of hundreds of rows is a large program; one per size
-# seen grew the process by ~40 MiB in make bench). 256 rows bind 4,099 parameters: SQLite before
-# 3.32 allows 999, so it gets 32-row statements at most.
-_SIZES = (256, 32, 4, 1) if sqlite3.sqlite_version_info >= (3, 32, 0) else (32, 4, 1)
-_statements = {n: _UPSERT_HEAD + ", ".join([_ROW] * n) + _UPSERT_TAIL for n in _SIZES}
+# SQLite gets the whole batch as one JSON text too, unpacked by json_each in one statement: the
+# writer thread gives up the GIL for one step per batch, and binds one parameter instead of 16 a
+# row. Binding rows as parameters cost a step per statement, and after each step the thread waited
+# up to a switch interval to win the GIL back from a busy event loop: at ~4,400 chat requests/s
+# (c=64) the backlog stood at 2,000-5,000 rows and one run filled it (10,000: 503
+# LEDGER_BACKLOG for 2.4 s, bench/README.md). SQLite has no NaN: a NaN (written by orjson as
+# null) lands as 0 rather than failing the batch on NOT NULL and holding up every row behind it.
+# `WHERE true`: SQLite's parser needs it between INSERT ... SELECT and ON CONFLICT.
+_FLOATS = {"cost_usd", "latency_ms", "created_at"}
+_SQLITE_UPSERT = 'INSERT INTO "usage" ({cols}) SELECT {picks} FROM json_each(?) WHERE true'.format(
+    cols=", ".join(f'"{c}"' for c in _COLUMNS),
+    picks=", ".join(f"COALESCE(json_extract(value, '$[{i}]'), 0.0)" if c in _FLOATS else f"json_extract(value, '$[{i}]')"
+                    for i, c in enumerate(_COLUMNS)),
+) + _UPSERT_TAIL
 # PostgreSQL gets the whole batch as one JSON parameter, unpacked by the server: psycopg2 quotes
 # every parameter in C but holding the GIL, ~17 a row, and the ledger thread took ~4.5 % of the
 # production shape's GIL time doing it (issue 20); orjson writes the dataclasses in ~1 µs a row.
@@ -175,26 +177,17 @@ _TAIL = (*_UPGRADABLE, IN_FLIGHT)
 
 
 def _direct_upsert(db: pw.Database, rows: list[UsageRecord]) -> int:
-    pg = not is_sqlite(db)
     written = 0
     with write_txn(db):
         # The driver's errors as peewee's: DbWorker retries "database is locked" and reconnects.
         with pw.__exception_wrapper__:
             cursor = db.cursor()
-            if pg:
-                if rows:
+            if rows:
+                if is_sqlite(db):
+                    cursor.execute(_SQLITE_UPSERT, (orjson.dumps([_values(r) for r in rows]).decode(), *_TAIL))
+                else:
                     cursor.execute(_PG_UPSERT, (orjson.dumps(rows).decode(), *_TAIL))
-                    written = cursor.rowcount
-                return written
-            start = 0
-            for size in _SIZES:
-                while len(rows) - start >= size:
-                    chunk = rows[start : start + size]
-                    params = [getattr(r, c) for r in chunk for c in _COLUMNS]
-                    params.extend(_TAIL)
-                    cursor.execute(_statements[size], params)
-                    written += cursor.rowcount
-                    start += size
+                written = cursor.rowcount
     return written
 
 

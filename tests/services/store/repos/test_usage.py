@@ -165,11 +165,11 @@ async def test_d5_lock_held_past_busy_timeout_is_retried_not_raised(tmp_path):
         await store.close()
 
 
-def test_sqlite_upsert_sends_many_rows_per_statement(tmp_path):
-    """Hundreds of rows per statement, not one step per row: sqlite3 lets go of the GIL around each
-    step, and a writer thread that must win it back from a busy event loop once per row fell
-    behind the request rate (the ledger's backlog filled at c=64). A few fixed statement sizes
-    only, so a few prepared statements are cached, not one per batch size."""
+def test_sqlite_upsert_sends_a_whole_batch_in_one_statement(tmp_path):
+    """One statement and one bound parameter per batch, whatever its size: sqlite3 lets go of the
+    GIL around each step, and a writer thread that must win it back from a busy event loop once
+    per statement fell behind the request rate (the ledger's backlog filled at c=64, issue 20).
+    The upgrade rule still holds row by row inside that one statement."""
     import peewee as pw
 
     from services.store.models import Usage
@@ -180,19 +180,34 @@ def test_sqlite_upsert_sends_many_rows_per_statement(tmp_path):
         db.create_tables([Usage])
         statements: list[str] = []
         db.connection().set_trace_callback(statements.append)
-        big, mid, small = repo._SIZES[:3]
-        rows = [_row(i) for i in range(2 * big + mid + small + 1)]
+        rows = [_row(i) for i in range(1, 2001)]
         assert repo.upsert_usage(db, rows) == len(rows)
-        inserts = [s for s in statements if s.startswith("INSERT")]
-        assert len(inserts) == 5  # big, big, mid, small, one
+        assert len([s for s in statements if s.startswith("INSERT")]) == 1
         assert Usage.select().count() == len(rows)
-        # The upgrade rule still holds row by row inside one statement.
         placeholder = _row(9999, status="in_flight")
         assert repo.upsert_usage(db, [placeholder]) == 1
         assert repo.upsert_usage(db, [_row(9999), _row(1, completion_tokens=777)]) == 1  # upgraded; final kept
         assert Usage.get(Usage.request_id == "req-0001").completion_tokens == 1
         assert Usage.get(Usage.request_id == "req-9999").status == "ok"
     db.close()
+
+
+async def test_sqlite_upsert_keeps_a_batch_with_a_nan_cost(tmp_path):
+    """SQLite stores no NaN (it binds one as NULL, and NOT NULL then failed the whole batch, which
+    the ledger retries forever while its backlog grows): the NaN lands as 0, every other value of
+    the batch as written."""
+    from services.store.repos import usage as repo
+
+    store = Store(None, str(tmp_path), SystemClock())
+    await store.start()
+    try:
+        rows = [_row(1, cost_usd=float("nan"), latency_ms=float("inf")), _row(2)]
+        assert await store.run(lambda db: repo.upsert_usage(db, rows)) == 2
+        got = {r.request_id: r for r in await store.list_usage(UsageFilter(), limit=10)}
+        assert (got["req-0001"].cost_usd, got["req-0001"].latency_ms) == (0.0, 0.0)
+        assert got["req-0001"].completion_tokens == 1 and got["req-0002"] == rows[1]
+    finally:
+        await store.close()
 
 
 async def test_upsert_writes_many_rows_and_upgrades_only_in_flight_markers(store):
