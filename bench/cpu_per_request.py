@@ -11,6 +11,7 @@ Tollgate from another source tree and alternates the two, so both are measured i
   python bench/cpu_per_request.py                                  # chat and stream, 3 rounds
   python bench/cpu_per_request.py --variant new=/tmp/tg-new --rounds 5
   python bench/cpu_per_request.py --production --variant base=/tmp/tg-base --kind chat --concurrency 64
+  python bench/cpu_per_request.py --kind stream --paced 100,20,200 --concurrency 500 --requests 3000 --rounds 2
 
 --production: each target in the production shape (Redis limiter + PostgreSQL ledger), with its
 own private redis-server (so its CPU is that target's alone) and a fresh database on the
@@ -99,6 +100,9 @@ def main() -> None:
     ap.add_argument("--production", action="store_true", help="Redis limiter + PostgreSQL ledger (see above)")
     ap.add_argument("--workers", type=int, default=1, help="with --production: gateway worker processes")
     ap.add_argument("--profile", metavar="FILE", help="py-spy (GIL holder only) the first target's rounds into FILE")
+    ap.add_argument("--paced", metavar="TOKENS,DELAY_MS,TTFT_MS",
+                    help="the upstream paces its answers (e.g. 100,20,200: 200 ms to the first token, then 100 "
+                         "tokens 20 ms apart): streams at a high --concurrency then measure a relayed chunk's cost")
     args = ap.parse_args()
     kinds = args.kind or ["chat", "stream"]
 
@@ -113,7 +117,12 @@ def main() -> None:
     children: list[Child] = []
     dbs = []
     try:
-        up = Child("upstream", [sys.executable, FAKE_UPSTREAM, "--port", str(args.upstream_port)], dict(os.environ), tmp)
+        pacing: list[str] = []
+        if args.paced:
+            tokens, delay_ms, ttft_ms = args.paced.split(",")
+            pacing = ["--tokens", tokens, "--delay-ms", delay_ms, "--ttft-ms", ttft_ms]
+        up = Child("upstream", [sys.executable, FAKE_UPSTREAM, "--port", str(args.upstream_port), *pacing],
+                   dict(os.environ), tmp)
         children.append(up)
         targets: list[tuple[str, str, str, int]] = []
         side: dict[str, int] = {}  # target -> its private redis-server's PID (--production)
