@@ -115,6 +115,28 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
+# Past any context window or answer; sums of a few such counts stay exact in every store's
+# BIGINT, in orjson's 64-bit integers and in Redis's Lua doubles.
+MAX_TOKEN_COUNT = 2**31 - 1
+
+
+def token_count(value: object) -> int:
+    """An upstream's token counter as a count to meter: a whole number in 0..MAX_TOKEN_COUNT;
+    anything else (missing, text, NaN, negative, absurd) counts 0, as a missing counter does.
+    An upstream's usage block is its input: a count past 64 bits stalled the ledger for every
+    caller (no batch with it could be written), and a negative one gave quota back."""
+    if type(value) is int:
+        return value if 0 <= value <= MAX_TOKEN_COUNT else 0
+    if type(value) is float:
+        return int(value) if 0 <= value <= MAX_TOKEN_COUNT else 0  # NaN fails both tests
+    if type(value) is str and len(value) <= 12:  # some OpenAI-compatible servers send "12"
+        try:
+            return token_count(int(value))
+        except ValueError:
+            return 0
+    return 0
+
+
 @dataclass(slots=True)
 class ToolCallDelta:
     """A streamed fragment of a tool call; `index` ties fragments of one call together."""

@@ -12,7 +12,7 @@ import re
 
 import orjson
 
-from services.core.types import Usage
+from services.core.types import Usage, token_count
 from services.providers.sse import SSEParser
 
 KEEP_BYTES = 1024 * 1024  # a JSON body up to this is scanned whole for usage
@@ -127,28 +127,24 @@ def _usage_of(obj: object) -> dict | None:
     return None
 
 
-def _int(v: object) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
-
-
 def _counts(u: dict) -> tuple[int, int]:
     if "promptTokenCount" in u or "candidatesTokenCount" in u:  # Gemini: thoughts are billed as output
-        return _int(u.get("promptTokenCount")), _int(u.get("candidatesTokenCount")) + _int(u.get("thoughtsTokenCount"))
+        return token_count(u.get("promptTokenCount")), token_count(u.get("candidatesTokenCount")) + token_count(u.get("thoughtsTokenCount"))
     if "input_tokens" in u or "output_tokens" in u:  # Anthropic, OpenAI Responses
-        cache = _int(u.get("cache_creation_input_tokens")) + _int(u.get("cache_read_input_tokens"))
-        return _int(u.get("input_tokens")) + cache, _int(u.get("output_tokens"))
-    return _int(u.get("prompt_tokens")), _int(u.get("completion_tokens"))
+        cache = token_count(u.get("cache_creation_input_tokens")) + token_count(u.get("cache_read_input_tokens"))
+        return token_count(u.get("input_tokens")) + cache, token_count(u.get("output_tokens"))
+    return token_count(u.get("prompt_tokens")), token_count(u.get("completion_tokens"))
 
 
 def _cache(u: dict) -> tuple[int, int]:
     """(cache reads, cache writes) among the prompt tokens, in each provider's words."""
     if "cache_read_input_tokens" in u or "cache_creation_input_tokens" in u:  # Anthropic
-        return _int(u.get("cache_read_input_tokens")), _int(u.get("cache_creation_input_tokens"))
+        return token_count(u.get("cache_read_input_tokens")), token_count(u.get("cache_creation_input_tokens"))
     for name in ("input_tokens_details", "prompt_tokens_details"):  # OpenAI Responses, Chat Completions
         d = u.get(name)
         if isinstance(d, dict):
-            return _int(d.get("cached_tokens")), 0
-    return _int(u.get("cachedContentTokenCount")), 0  # Gemini
+            return token_count(d.get("cached_tokens")), 0
+    return token_count(u.get("cachedContentTokenCount")), 0  # Gemini
 
 
 def _last_object(buf: bytes | bytearray) -> dict | None:

@@ -26,6 +26,7 @@ from services.core.types import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    token_count,
 )
 from services.providers.base import StreamEvents
 from services.providers.sse import Event
@@ -292,10 +293,6 @@ def map_stop_reason(reason: object) -> str:
     return _STOP_REASONS.get(reason, "stop") if isinstance(reason, str) else "stop"
 
 
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def usage_from(fields: Mapping[str, int]) -> Usage:
     """Core usage from Anthropic's counters.
 
@@ -314,7 +311,7 @@ _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
 def _usage_fields(raw: object) -> dict[str, int]:
     if not isinstance(raw, dict):
         return {}
-    return {k: _int(raw[k]) for k in _USAGE_FIELDS if raw.get(k) is not None}
+    return {k: token_count(raw[k]) for k in _USAGE_FIELDS if raw.get(k) is not None}
 
 
 def parse_message(body: bytes) -> ChatResult:

@@ -26,6 +26,7 @@ from services.core.types import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    token_count,
 )
 from services.providers.base import StreamEvents
 
@@ -264,13 +265,13 @@ def map_finish(reason: str, saw_tool_call: bool) -> str:
 
 
 def usage_from(meta: Mapping[str, Any]) -> Usage:
-    thoughts = int(meta.get("thoughtsTokenCount") or 0)
+    thoughts = token_count(meta.get("thoughtsTokenCount"))
     return Usage(
         # Tool-use prompt tokens (e.g. search grounding) are billed as input.
-        prompt_tokens=int(meta.get("promptTokenCount") or 0) + int(meta.get("toolUsePromptTokenCount") or 0),
+        prompt_tokens=token_count(meta.get("promptTokenCount")) + token_count(meta.get("toolUsePromptTokenCount")),
         # Thinking is billed as output: count it there, and report it as reasoning too.
-        completion_tokens=int(meta.get("candidatesTokenCount") or 0) + thoughts,
-        cached_tokens=int(meta.get("cachedContentTokenCount") or 0),
+        completion_tokens=token_count(meta.get("candidatesTokenCount")) + thoughts,
+        cached_tokens=token_count(meta.get("cachedContentTokenCount")),
         reasoning_tokens=thoughts,
     )
 

@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator, Awaitable, Mapping
 import orjson
 
 from services.core.errors import UpstreamFailure
-from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Usage, has_content
+from services.core.types import ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Usage, has_content, token_count
 from services.providers import ollama_codec as codec
 from services.providers.base import Call
 from services.providers.transport import (
@@ -95,7 +95,7 @@ class OllamaAdapter:
         if not isinstance(vectors, list) or len(vectors) != len(req.inputs):
             raise UpstreamFailure("protocol", 200, "embeddings do not match the inputs")
         usage = Usage(
-            prompt_tokens=int(obj.get("prompt_eval_count") or 0), estimated="prompt_eval_count" not in obj
+            prompt_tokens=token_count(obj.get("prompt_eval_count")), estimated="prompt_eval_count" not in obj
         )
         return EmbedResult(vectors=vectors, usage=usage, model=str(obj.get("model") or model))
 

@@ -12,7 +12,9 @@ from typing import Any, Mapping
 import orjson
 
 from services.core.errors import UpstreamFailure
-from services.core.types import ChatRequest, ChatResult, Chunk, Message, Sampling, ToolCall, ToolCallDelta, Usage
+from services.core.types import (
+    ChatRequest, ChatResult, Chunk, Message, Sampling, ToolCall, ToolCallDelta, Usage, token_count,
+)
 from services.providers.base import StreamEvents
 
 # Wire-neutral helpers (data: URLs, tool-call arguments, Retry-After) live with the Gemini codec.
@@ -136,8 +138,8 @@ def map_finish(done_reason: str, saw_tool_call: bool) -> str:
 
 def usage_from(obj: Mapping[str, Any]) -> Usage:
     return Usage(
-        prompt_tokens=int(obj.get("prompt_eval_count") or 0),
-        completion_tokens=int(obj.get("eval_count") or 0),
+        prompt_tokens=token_count(obj.get("prompt_eval_count")),
+        completion_tokens=token_count(obj.get("eval_count")),
         # A fully cached prompt is reported without prompt_eval_count: the count is then a guess.
         estimated="prompt_eval_count" not in obj or "eval_count" not in obj,
     )

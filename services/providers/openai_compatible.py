@@ -19,7 +19,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.core.errors import UpstreamFailure
 from services.core.types import (
-    ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Message, ToolCall, ToolCallDelta, Usage,
+    ChatRequest, ChatResult, Chunk, EmbedRequest, EmbedResult, Message, ToolCall, ToolCallDelta, Usage, token_count,
 )
 from services.providers.base import MAX_SKIPPED_EVENTS, Call, MalformedEvent, skip_malformed  # noqa: F401 (re-exported)
 from services.providers.transport import (
@@ -260,11 +260,11 @@ def parse_usage(u: Any) -> Usage:
     details = u.get("prompt_tokens_details")
     cdetails = u.get("completion_tokens_details")
     return Usage(  # positional: prompt, completion, estimated, cached, reasoning
-        int(u.get("prompt_tokens") or 0),
-        int(u.get("completion_tokens") or 0),
+        token_count(u.get("prompt_tokens")),
+        token_count(u.get("completion_tokens")),
         False,
-        int(details.get("cached_tokens") or 0) if details and isinstance(details, dict) else 0,
-        int(cdetails.get("reasoning_tokens") or 0) if cdetails and isinstance(cdetails, dict) else 0,
+        token_count(details.get("cached_tokens")) if details and isinstance(details, dict) else 0,
+        token_count(cdetails.get("reasoning_tokens")) if cdetails and isinstance(cdetails, dict) else 0,
     )
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+import logging
+from dataclasses import asdict, fields, replace
 from operator import attrgetter
 
 import orjson
@@ -174,6 +175,8 @@ _PG_UPSERT = (
     defs=", ".join(f"{c} {_PG_TYPES.get(c, 'text')}" for c in _COLUMNS),
 )
 _TAIL = (*_UPGRADABLE, IN_FLIGHT)
+_INT64 = 2**63 - 1
+log = logging.getLogger("tollgate.store")
 
 
 def _direct_upsert(db: pw.Database, rows: list[UsageRecord]) -> int:
@@ -183,12 +186,37 @@ def _direct_upsert(db: pw.Database, rows: list[UsageRecord]) -> int:
         with pw.__exception_wrapper__:
             cursor = db.cursor()
             if rows:
-                if is_sqlite(db):
-                    cursor.execute(_SQLITE_UPSERT, (orjson.dumps([_values(r) for r in rows]).decode(), *_TAIL))
-                else:
-                    cursor.execute(_PG_UPSERT, (orjson.dumps(rows).decode(), *_TAIL))
+                sqlite = is_sqlite(db)
+                cursor.execute(_SQLITE_UPSERT if sqlite else _PG_UPSERT, (_batch_json(rows, sqlite), *_TAIL))
                 written = cursor.rowcount
     return written
+
+
+def _batch_json(rows: list[UsageRecord], sqlite: bool) -> str:
+    """The batch as the one JSON parameter: rows of values for SQLite, objects for PostgreSQL.
+    A value no JSON (or store) can hold, an integer past 64 bits or a string with a lone
+    surrogate, would fail this batch on every retry while the ledger's backlog filled behind it
+    (then every caller gets 503): such an integer is written as 0, such a string with '?' for the surrogate."""
+    try:
+        return orjson.dumps([_values(r) for r in rows] if sqlite else rows).decode()
+    except TypeError:  # orjson.JSONEncodeError is one
+        rows = [_writable(r) for r in rows]
+        log.warning("usage rows with values no store can hold were written with those values replaced")
+        return orjson.dumps([_values(r) for r in rows] if sqlite else rows).decode()
+
+
+def _writable(row: UsageRecord) -> UsageRecord:
+    changes: dict[str, object] = {}
+    for name in _COLUMNS:
+        v = getattr(row, name)
+        if type(v) is int and not -_INT64 <= v <= _INT64:
+            changes[name] = 0
+        elif type(v) is str:
+            try:
+                v.encode()
+            except UnicodeEncodeError:
+                changes[name] = v.encode("utf-8", "replace").decode()
+    return replace(row, **changes) if changes else row
 
 
 def interrupt_in_flight(db: pw.Database, owner: str, started_at: float, stale_before: float) -> int:

@@ -119,3 +119,34 @@ async def test_a_final_done_without_its_blank_line_still_ends_the_stream() -> No
     chunks = await read_stream([*WORDS, frame({}, "length"), b"data: [DONE]"])
     assert "".join(c.text for c in chunks) == "abcd"
     assert [c.finish_reason for c in chunks if c.finish_reason] == ["length"]
+
+
+# An upstream's usage block is its input: a count past 64 bits stalled the ledger for every
+# caller, a negative one gave quota back. Such counts read as 0, as a missing one does.
+# Written as text: orjson refuses to write a 100-bit integer, and an upstream is under no such rule.
+ABSURD_USAGE = (b'{"prompt_tokens": 1e30, "completion_tokens": -5, "total_tokens": 1000000000000000000000000000000, '
+                b'"prompt_tokens_details": {"cached_tokens": "12"}, '
+                b'"completion_tokens_details": {"reasoning_tokens": -1}}')
+
+
+async def test_absurd_usage_counts_read_as_zero_in_an_answer_and_a_stream() -> None:
+    answer = {**HEAD, "object": "chat.completion", "usage": "USAGE",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}
+    body = orjson.dumps(answer).replace(b'"USAGE"', ABSURD_USAGE)
+
+    async def chat(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=body, content_type="application/json")
+
+    async with serve_chat(chat) as base_url, aiohttp.ClientSession() as session:
+        call = Call(Target(provider="p", kind="openai", key_id="pk_1", model="m", base_url=base_url),
+                    api_key="test-upstream-key", session=session, timeout_s=10.0)
+        result = await OpenAIAdapter().chat(ChatRequest(model="m", messages=[Message(role="user", text="hi")]), call)
+    u = result.usage
+    assert (u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.reasoning_tokens) == (0, 0, 12, 0)
+
+    usage_chunk = (b"data: " + orjson.dumps({**HEAD, "choices": [], "usage": "USAGE"}).replace(
+        b'"USAGE"', b'{"prompt_tokens": 99999999999999999999, "completion_tokens": 7}') + b"\n\n")
+    chunks = await read_stream([frame({"content": "hi"}), frame({}, "stop"), usage_chunk, b"data: [DONE]\n\n"])
+    [got] = [c.usage for c in chunks if c.usage is not None]
+    assert (got.prompt_tokens, got.completion_tokens) == (0, 7)

@@ -253,6 +253,21 @@ async def test_upsert_keeps_every_value_as_written(store, db_url):
     assert type(odd.prompt_tokens) is int
 
 
+async def test_a_value_no_store_can_hold_does_not_hold_up_its_batch(store, caplog):
+    """An integer past 64 bits or a lone surrogate in a row failed its whole batch on every retry,
+    and the ledger's backlog filled behind it (then every caller gets 503): such an integer is
+    written as 0, such a string with '?' for the surrogate, every other value as it was."""
+    from services.store.repos import usage as repo
+
+    rows = [_row(1, prompt_tokens=10**30), _row(2, error="cut \ud800 here", model="m\udfff"), _row(3)]
+    assert await store.run(lambda db: repo.upsert_usage(db, rows)) == 3
+    got = {r.request_id: r for r in await store.list_usage(UsageFilter(), limit=10)}
+    assert got["req-0001"].prompt_tokens == 0 and got["req-0001"].completion_tokens == 1
+    assert (got["req-0002"].error, got["req-0002"].model) == ("cut ? here", "m?")
+    assert got["req-0003"] == rows[2]
+    assert "written with those values replaced" in caplog.text
+
+
 async def test_postgresql_upsert_keeps_a_batch_with_a_nan_cost(postgres_url, tmp_path):
     """orjson writes NaN as null; the row keeps NaN instead of failing the whole batch on NOT NULL
     (a batch that fails is retried forever and the ledger's backlog grows behind it)."""
