@@ -106,26 +106,7 @@ class OpenAIAdapter:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             raise transport_failure(e) from None
-        try:
-            data = orjson.loads(raw)
-            choice = data["choices"][0]
-            msg = choice.get("message") or {}
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
-            raise UpstreamFailure("protocol", 200, "upstream sent a malformed completion") from None
-        tcs = msg.get("tool_calls")
-        calls = [
-            ToolCall(tc.get("id", ""), (tc.get("function") or {}).get("name", ""), (tc.get("function") or {}).get("arguments", ""))
-            for tc in tcs
-        ] if tcs else []
-        return ChatResult(
-            msg.get("content") or "",  # positional, in field order: text, finish_reason, usage, ...
-            FINISH.get(choice.get("finish_reason") or "stop", "stop"),
-            parse_usage(data.get("usage")),
-            calls,
-            msg.get("reasoning_content") or msg.get("reasoning") or "",
-            data.get("model") or call.target.model,
-            data.get("id", ""),
-        )
+        return parse_completion(raw, call.target.model)
 
     async def stream_chat(self, req: ChatRequest, call: Call) -> AsyncIterator[list[Chunk]]:
         body = build_body(req, call.target.model, stream=True)
@@ -283,37 +264,93 @@ def parse_stream_event(data: bytes) -> Chunk | None:
         raise MalformedEvent from None
     if type(obj) is not dict:  # orjson makes exact dicts
         raise MalformedEvent
-    choices = obj.get("choices")
-    if not choices and "error" in obj:
-        err = obj["error"] if isinstance(obj["error"], dict) else {"message": str(obj["error"])}
-        raise UpstreamFailure("server", 200, str(err.get("message") or "upstream error mid-stream"))
-    u = obj.get("usage")
-    usage = parse_usage(u) if u else None
-    if not choices:
-        return Chunk(usage=usage) if usage else None
-    choice = choices[0]
-    delta = choice.get("delta") or _EMPTY
-    content = delta.get("content")
-    finish = choice.get("finish_reason")
-    finish = FINISH.get(finish, "") if finish else ""
-    if content is not None and len(delta) == 1:
-        return Chunk(content or "", "", "", [], finish, usage)  # {"content": …}: a token, no other key to look up
-    tcs = delta.get("tool_calls")
-    chunk = Chunk(
-        content or "",
-        delta.get("role") or "",
-        delta.get("reasoning_content") or delta.get("reasoning") or "",
-        [],
-        finish,
-        usage,
-    )
-    if tcs:
-        chunk.tool_calls = [
-            ToolCallDelta(tc.get("index", 0), tc.get("id") or "", (tc.get("function") or {}).get("name") or "",
-                          (tc.get("function") or {}).get("arguments") or "")
-            for tc in tcs
-        ]
-    return chunk
+    try:
+        choices = obj.get("choices")
+        if not choices and "error" in obj:
+            err = obj["error"] if isinstance(obj["error"], dict) else {"message": str(obj["error"])}
+            raise UpstreamFailure("server", 200, str(err.get("message") or "upstream error mid-stream"))
+        u = obj.get("usage")
+        usage = parse_usage(u) if u else None
+        if not choices:
+            return Chunk(usage=usage) if usage else None
+        choice = choices[0]
+        delta = choice.get("delta") or _EMPTY
+        content = delta.get("content")
+        if content is not None and type(content) is not str:
+            raise TypeError
+        finish = choice.get("finish_reason")
+        finish = FINISH.get(finish, "") if finish else ""
+        if content is not None and len(delta) == 1:
+            return Chunk(content or "", "", "", [], finish, usage)  # {"content": …}: a token, no other key to look up
+        tcs = delta.get("tool_calls")
+        chunk = Chunk(
+            content or "",
+            _text(delta.get("role")),
+            _text(delta.get("reasoning_content") or delta.get("reasoning")),
+            [],
+            finish,
+            usage,
+        )
+        if tcs:
+            chunk.tool_calls = [
+                ToolCallDelta(_index(tc.get("index", 0)), _text(tc.get("id")), _text((tc.get("function") or _EMPTY).get("name")),
+                              _text((tc.get("function") or _EMPTY).get("arguments")))
+                for tc in tcs
+            ]
+        return chunk
+    except (KeyError, IndexError, TypeError, AttributeError):
+        # A value of the wrong type (a number for the text, a string for the choices): the event
+        # is malformed, skipped like one that is not JSON (E3), never a crash further in.
+        raise MalformedEvent from None
+
+
+def parse_completion(raw: bytes, model: str) -> ChatResult:
+    """A whole chat completion; any value of the wrong type is the upstream's protocol error (a
+    502 and the next candidate), never a crash further in. `model`: the routed one, for an answer
+    that names none."""
+    try:
+        data = orjson.loads(raw)
+        choice = data["choices"][0]
+        msg = choice.get("message") or _EMPTY
+        tcs = msg.get("tool_calls")
+        calls = [_tool_call(tc) for tc in tcs] if tcs else []
+        finish = choice.get("finish_reason")
+        return ChatResult(
+            _text(msg.get("content")),  # positional, in field order: text, finish_reason, usage, ...
+            FINISH.get(finish, "stop") if type(finish) is str else "stop",
+            parse_usage(data.get("usage")),
+            calls,
+            _text(msg.get("reasoning_content") or msg.get("reasoning")),
+            m if type(m := data.get("model")) is str and m else model,
+            i if type(i := data.get("id")) is str else "",
+        )
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+        raise UpstreamFailure("protocol", 200, "upstream sent a malformed completion") from None
+
+
+def _text(v: Any) -> str:
+    """A text field: a string, or nothing (None); anything else is the upstream's error."""
+    if type(v) is str:
+        return v
+    if v is None:
+        return ""
+    raise TypeError
+
+
+def _index(v: Any) -> int:
+    if type(v) is int:
+        return v
+    if v is None:  # some servers send "index": null for a single call
+        return 0
+    raise TypeError
+
+
+def _tool_call(tc: Any) -> ToolCall:
+    fn = tc.get("function") or _EMPTY
+    args = fn.get("arguments")
+    if type(args) in (dict, list):  # some servers send the arguments as JSON, not as its text
+        args = orjson.dumps(args).decode()
+    return ToolCall(_text(tc.get("id")), _text(fn.get("name")), _text(args))
 
 
 _EMPTY: dict[str, Any] = {}

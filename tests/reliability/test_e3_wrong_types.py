@@ -1,0 +1,122 @@
+"""RELIABILITY E3, values of the wrong type from an OpenAI-compatible upstream: well-formed JSON
+whose fields are not what the API reference says (a number for the text, a string for the
+choices, an object for a tool call's arguments).
+
+A whole completion with such a field is the upstream's protocol error: 502
+`upstream_protocol_error` in OpenAI's shape (and the next candidate, as for any protocol error),
+or, where the field is only informative (the id, the model, the finish reason, the usage), the
+answer with that field left out; a tool call's arguments sent as JSON are kept as their text. In
+a stream, such an event is a malformed event: skipped, the rest of the answer kept (as a
+truncated one is). Before, each of these was a 500 "internal error" (TypeError or
+AttributeError inside the gateway), a stream cut by an in-band internal error.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from tests.support.gateway import config, provider, run_gateway
+from tests.support.local_server import serve_chat
+from tests.support.sse_read import CHAT, bearer
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+def _answer(message: bytes, rest: bytes = b'"id": "x", "created": 1, "model": "m"') -> bytes:
+    return (b'{' + rest + b', "object": "chat.completion", "choices": [{"index": 0, "message": ' + message
+            + b', "finish_reason": "stop"}]}')
+
+
+HI = b'{"role": "assistant", "content": "hi"}'
+# model -> (the upstream's answer, the status the caller gets)
+ANSWERS: dict[str, tuple[bytes, int]] = {
+    "content-number": (_answer(b'{"role": "assistant", "content": 5}'), 502),
+    "message-string": (_answer(b'"hi"'), 502),
+    "choices-object": (b'{"id": "x", "created": 1, "model": "m", "choices": {"a": 1}}', 502),
+    "tool-calls-string": (_answer(b'{"role": "assistant", "content": "hi", "tool_calls": "x"}'), 502),
+    "tool-name-number": (_answer(b'{"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": '
+                                 b'"function", "function": {"name": 7, "arguments": "{}"}}]}'), 502),
+    "id-number": (_answer(HI, b'"id": 123, "created": 1, "model": "m"'), 200),
+    "model-number": (_answer(HI, b'"id": "x", "created": 1, "model": 42'), 200),
+    "finish-number": (_answer(HI).replace(b'"finish_reason": "stop"', b'"finish_reason": 7'), 200),
+    "usage-string": (_answer(HI)[:-1] + b', "usage": "lots"}', 200),
+    "arguments-object": (_answer(b'{"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": '
+                                 b'"function", "function": {"name": "f", "arguments": {"city": "Oslo"}}}]}'), 200),
+}
+
+HEAD = b'"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"'
+
+
+def _event(rest: bytes) -> bytes:
+    return b"data: {" + HEAD + b", " + rest + b"}\n\n"
+
+
+TOKEN = _event(b'"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": null}]')
+END = _event(b'"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]') + b"data: [DONE]\n\n"
+# model -> an event between two good tokens
+EVENTS: dict[str, bytes] = {
+    "s-content-number": _event(b'"choices": [{"index": 0, "delta": {"content": 5}, "finish_reason": null}]'),
+    "s-choices-string": _event(b'"choices": "abc"'),
+    "s-delta-list": _event(b'"choices": [{"index": 0, "delta": [1], "finish_reason": null}]'),
+    "s-tool-calls-string": _event(b'"choices": [{"index": 0, "delta": {"tool_calls": "x"}, "finish_reason": null}]'),
+    "s-index-string": _event(b'"choices": [{"index": 0, "delta": {"tool_calls": [{"index": "a", "function": '
+                             b'{"name": "f"}}]}, "finish_reason": null}]'),
+    "s-finish-list": _event(b'"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": [1]}]'),
+}
+
+
+async def upstream(request: web.Request) -> web.StreamResponse:
+    model = (await request.json())["model"]
+    if model in ANSWERS:
+        return web.Response(body=ANSWERS[model][0], content_type="application/json")
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    for piece in (TOKEN, EVENTS[model], TOKEN, END):
+        await resp.write(piece)
+    await resp.write_eof()
+    return resp
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared(tmp_path_factory):
+    async with serve_chat(upstream) as base_url:
+        # A provider and key per case: one case's failures never open the breaker another meets.
+        providers = tuple(provider(f"p-{m}", base_url, models=(m,), keys=(f"sk-{m}",)) for m in [*ANSWERS, *EVENTS])
+        async with run_gateway(config(tmp_path_factory.mktemp("e3t"), providers=providers)) as gw:
+            yield gw, bearer(await gw.new_key(tier="unlimited"))
+
+
+MSGS = [{"role": "user", "content": "hello"}]
+
+
+@pytest.mark.parametrize("model", list(ANSWERS))
+async def test_a_completion_with_a_field_of_the_wrong_type(shared, model):
+    gw, auth = shared
+    r = await gw.http.post(CHAT, json={"model": model, "messages": MSGS}, headers=auth)
+    assert r.status_code == ANSWERS[model][1], r.text
+    if r.status_code == 502:
+        err = r.json()["error"]
+        assert err["code"] == "upstream_protocol_error" and "malformed completion" in err["message"]
+        return
+    msg = r.json()["choices"][0]["message"]
+    if model == "arguments-object":
+        [call] = msg["tool_calls"]
+        assert orjson.loads(call["function"]["arguments"]) == {"city": "Oslo"}
+    else:
+        assert msg["content"] == "hi"
+        # The model the answer names, else (a number) the one it was routed to.
+        assert r.json()["model"] == (model if model == "model-number" else "m")
+
+
+@pytest.mark.parametrize("model", list(EVENTS))
+async def test_a_stream_event_with_a_field_of_the_wrong_type_is_skipped(shared, model):
+    gw, auth = shared
+    r = await gw.http.post(CHAT, json={"model": model, "messages": MSGS, "stream": True}, headers=auth)
+    assert r.status_code == 200, r.text
+    events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and "error" not in r.text
+    texts = [d.get("content") for e in events[:-1] for c in orjson.loads(e)["choices"] if (d := c.get("delta"))]
+    assert [t for t in texts if t] == ["ok", "ok"]
