@@ -8,7 +8,8 @@ or, where the field is only informative (the id, the model, the finish reason, t
 answer with that field left out; a tool call's arguments sent as JSON are kept as their text. In
 a stream, such an event is a malformed event: skipped, the rest of the answer kept (as a
 truncated one is). Before, each of these was a 500 "internal error" (TypeError or
-AttributeError inside the gateway), a stream cut by an in-band internal error.
+AttributeError inside the gateway), a stream cut by an in-band internal error. Ollama's stream
+had the same hole for a line whose `message` is not an object (last test).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from tests.support.gateway import config, provider, run_gateway
-from tests.support.local_server import serve_chat
+from tests.support.local_server import serve, serve_chat
 from tests.support.sse_read import CHAT, bearer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -115,6 +116,34 @@ async def test_a_completion_with_a_field_of_the_wrong_type(shared, model):
 async def test_a_stream_event_with_a_field_of_the_wrong_type_is_skipped(shared, model):
     gw, auth = shared
     r = await gw.http.post(CHAT, json={"model": model, "messages": MSGS, "stream": True}, headers=auth)
+    assert r.status_code == 200, r.text
+    events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and "error" not in r.text
+    texts = [d.get("content") for e in events[:-1] for c in orjson.loads(e)["choices"] if (d := c.get("delta"))]
+    assert [t for t in texts if t] == ["ok", "ok"]
+
+
+async def test_an_ollama_stream_line_whose_message_is_not_an_object_is_skipped(tmp_path):
+    lines = [b'{"model": "m", "message": {"role": "assistant", "content": "ok"}, "done": false}',
+             b'{"model": "m", "message": "hi", "done": false}',
+             b'{"model": "m", "message": {"role": "assistant", "content": "ok"}, "done": false}',
+             b'{"model": "m", "message": {"role": "assistant", "content": ""}, "done": true, "done_reason": "stop", '
+             b'"prompt_eval_count": 3, "eval_count": 2}']
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        for line in lines:
+            await resp.write(line + b"\n")
+        await resp.write_eof()
+        return resp
+
+    async with serve(chat, "/api/chat") as origin:
+        cfg = config(tmp_path, providers=(provider("local", origin, kind="ollama", models=("m",)),))
+        async with run_gateway(cfg) as gw:
+            r = await gw.http.post(CHAT, json={"model": "m", "messages": MSGS, "stream": True},
+                                   headers=bearer(await gw.new_key()))
     assert r.status_code == 200, r.text
     events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]" and "error" not in r.text
