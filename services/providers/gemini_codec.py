@@ -28,7 +28,7 @@ from services.core.types import (
     Usage,
     token_count,
 )
-from services.providers.base import StreamEvents
+from services.providers.base import StreamEvents, skip_malformed
 
 AUTH_MESSAGE = "provider rejected the gateway's key"
 _MAX_MESSAGE = 500
@@ -258,7 +258,7 @@ def _tool_response(m: Message) -> dict[str, Any]:
 
 
 def map_finish(reason: str, saw_tool_call: bool) -> str:
-    mapped = _FINISH.get(reason, "stop")
+    mapped = _FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
     if mapped == "stop" and saw_tool_call:
         return "tool_calls"
     return mapped
@@ -289,31 +289,36 @@ def parse_response(obj: Mapping[str, Any]) -> ChatResult:
     """A generateContent answer -> ChatResult; raises UpstreamFailure for errors and blocked prompts."""
     if "error" in obj:
         raise failure_from_error(obj["error"], 200, {})
-    candidates = obj.get("candidates") or []
-    if not candidates:
-        raise _blocked_prompt(obj) or UpstreamFailure("protocol", 200, "response has no candidates")
-    cand = candidates[0]
-    text: list[str] = []
-    reasoning: list[str] = []
-    calls: list[ToolCall] = []
-    for part in (cand.get("content") or {}).get("parts") or []:
-        fc = part.get("functionCall")
-        if fc:
-            calls.append(_tool_call(fc, len(calls)))
-        elif part.get("thought"):
-            reasoning.append(part.get("text") or "")
-        elif "text" in part:
-            text.append(part["text"])
-    meta = obj.get("usageMetadata")
-    return ChatResult(
-        text="".join(text),
-        finish_reason=map_finish(cand.get("finishReason") or "STOP", bool(calls)),
-        usage=usage_from(meta) if meta else Usage(estimated=True),
-        tool_calls=calls,
-        reasoning="".join(reasoning),
-        model=obj.get("modelVersion") or "",
-        response_id=obj.get("responseId") or "",
-    )
+    try:
+        candidates = obj.get("candidates") or []
+        if not candidates:
+            raise _blocked_prompt(obj) or UpstreamFailure("protocol", 200, "response has no candidates")
+        cand = candidates[0]
+        text: list[str] = []
+        reasoning: list[str] = []
+        calls: list[ToolCall] = []
+        for part in (cand.get("content") or {}).get("parts") or []:
+            fc = part.get("functionCall")
+            if fc:
+                calls.append(_tool_call(fc, len(calls)))
+            elif part.get("thought"):
+                reasoning.append(part.get("text") or "")
+            elif "text" in part:
+                text.append(part["text"])
+        meta = obj.get("usageMetadata")
+        return ChatResult(
+            text="".join(text),
+            finish_reason=map_finish(cand.get("finishReason") or "STOP", bool(calls)),
+            usage=usage_from(meta) if isinstance(meta, dict) else Usage(estimated=True),
+            tool_calls=calls,
+            reasoning="".join(reasoning),
+            model=m if isinstance(m := obj.get("modelVersion"), str) else "",
+            response_id=i if isinstance(i := obj.get("responseId"), str) else "",
+        )
+    except (KeyError, IndexError, TypeError, AttributeError):
+        # Well-formed JSON with a field of the wrong type (a number for a text, a string for the
+        # parts): the upstream's protocol error, never a crash further in (E3).
+        raise UpstreamFailure("protocol", 200, "upstream sent a malformed response") from None
 
 
 def _tool_call(fc: Mapping[str, Any], index: int) -> ToolCall:
@@ -350,8 +355,17 @@ class StreamDecoder:
             raise failure_from_error(obj["error"], 200, {})
         if self.finished:
             return []
-        if obj.get("usageMetadata"):
-            self._usage = usage_from(obj["usageMetadata"])
+        try:
+            return self._chunks(obj)
+        except (KeyError, IndexError, TypeError, AttributeError):
+            # A field of the wrong type: a malformed event, skipped like a truncated one (E3).
+            self._events.skipped = skip_malformed(self._events.skipped, self._events.provider)
+            return []
+
+    def _chunks(self, obj: dict[str, Any]) -> list[Chunk]:
+        meta = obj.get("usageMetadata")
+        if meta and isinstance(meta, dict):
+            self._usage = usage_from(meta)
         candidates = obj.get("candidates") or []
         if not candidates:
             blocked = _blocked_prompt(obj)

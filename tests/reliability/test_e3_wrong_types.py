@@ -8,8 +8,9 @@ or, where the field is only informative (the id, the model, the finish reason, t
 answer with that field left out; a tool call's arguments sent as JSON are kept as their text. In
 a stream, such an event is a malformed event: skipped, the rest of the answer kept (as a
 truncated one is). Before, each of these was a 500 "internal error" (TypeError or
-AttributeError inside the gateway), a stream cut by an in-band internal error. Ollama's stream
-had the same hole for a line whose `message` is not an object (last test).
+AttributeError inside the gateway), a stream cut by an in-band internal error. Gemini's answers
+and events had the same hole (a number for a part's text, a string for the parts or the
+candidate), and Ollama's stream for a line whose `message` is not an object (the last tests).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from tests.support.gateway import config, provider, run_gateway
-from tests.support.local_server import serve, serve_chat
+from tests.support.local_server import serve, serve_app, serve_chat
 from tests.support.sse_read import CHAT, bearer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -149,3 +150,66 @@ async def test_an_ollama_stream_line_whose_message_is_not_an_object_is_skipped(t
     assert events[-1] == "[DONE]" and "error" not in r.text
     texts = [d.get("content") for e in events[:-1] for c in orjson.loads(e)["choices"] if (d := c.get("delta"))]
     assert [t for t in texts if t] == ["ok", "ok"]
+
+
+def _gemini(cand: bytes, meta: bytes = b'{"promptTokenCount": 3, "candidatesTokenCount": 1}') -> bytes:
+    return b'{"candidates": ' + cand + b', "usageMetadata": ' + meta + b', "modelVersion": "m"}'
+
+
+def _gemini_text(text: bytes, finish: bytes = b'"STOP"') -> bytes:
+    return _gemini(b'[{"content": {"role": "model", "parts": [{"text": ' + text + b'}]}, "finishReason": ' + finish + b"}]")
+
+
+# name -> (the whole answer, the status the caller gets); each also streamed as one bad event
+# between two good ones.
+GEMINI: dict[str, tuple[bytes, int]] = {
+    "text-number": (_gemini_text(b"5"), 502),
+    "parts-string": (_gemini(b'[{"content": {"role": "model", "parts": "hi"}, "finishReason": "STOP"}]'), 502),
+    "content-string": (_gemini(b'[{"content": "hi", "finishReason": "STOP"}]'), 502),
+    "candidates-object": (_gemini(b'{"a": 1}'), 502),
+    "candidate-string": (_gemini(b'["hi"]'), 502),
+    "usage-string": (_gemini_text(b'"hi"')[:-1].replace(b'"usageMetadata": {"promptTokenCount": 3, '
+                                                       b'"candidatesTokenCount": 1}', b'"usageMetadata": "x"') + b"}", 200),
+    "finish-list": (_gemini_text(b'"hi"', b"[1]"), 200),
+}
+
+
+async def test_gemini_answers_and_events_with_a_field_of_the_wrong_type(tmp_path):
+    async def handler(request: web.Request) -> web.StreamResponse:
+        case = (await request.json())["contents"][-1]["parts"][0]["text"]
+        if "streamGenerateContent" not in request.path:
+            return web.Response(body=GEMINI[case][0], content_type="application/json")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        ok = _gemini(b'[{"content": {"role": "model", "parts": [{"text": "ok"}]}}]')
+        for event in (ok, GEMINI[case][0].replace(b'"finishReason": "STOP"', b'"finishReason": null'), ok,
+                      _gemini_text(b'""')):
+            await resp.write(b"data: " + event + b"\r\n\r\n")
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handler)
+    async with serve_app(app) as origin:
+        # A provider and key per case, as above: a case's 502 never opens another's breaker.
+        providers = tuple(provider(f"g-{c}", origin, kind="gemini", models=(c,), keys=(f"key-{c}",)) for c in GEMINI)
+        async with run_gateway(config(tmp_path, providers=providers)) as gw:
+            auth = bearer(await gw.new_key(tier="unlimited"))
+            for case, (_, status) in GEMINI.items():
+                msgs = [{"role": "user", "content": case}]
+                r = await gw.http.post(CHAT, json={"model": case, "messages": msgs}, headers=auth)
+                assert r.status_code == status, (case, r.text)
+                if status == 502:
+                    assert r.json()["error"]["code"] == "upstream_protocol_error", (case, r.text)
+                else:
+                    assert r.json()["choices"][0]["message"]["content"] == "hi", (case, r.text)
+                r = await gw.http.post(CHAT, json={"model": case, "messages": msgs, "stream": True}, headers=auth)
+                assert r.status_code == 200 and "error" not in r.text, (case, r.text)
+                events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+                assert events[-1] == "[DONE]", (case, r.text)
+                texts = [d.get("content") for e in events[:-1] for c in orjson.loads(e)["choices"]
+                         if (d := c.get("delta"))]
+                # The bad event is skipped; one whose usage is of the wrong type is kept with its
+                # text, and one whose finish reason is ends the stream (any finish reason does).
+                expect = {"usage-string": ["ok", "hi", "ok"], "finish-list": ["ok", "hi"]}.get(case, ["ok", "ok"])
+                assert [t for t in texts if t] == expect, (case, r.text)
