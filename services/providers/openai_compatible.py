@@ -285,8 +285,8 @@ def parse_stream_event(data: bytes) -> Chunk | None:
         tcs = delta.get("tool_calls")
         chunk = Chunk(
             content or "",
-            _text(delta.get("role")),
-            _text(delta.get("reasoning_content") or delta.get("reasoning")),
+            _said(delta.get("role")),
+            _said(delta.get("reasoning_content") or delta.get("reasoning")),
             [],
             finish,
             usage,
@@ -320,7 +320,7 @@ def parse_completion(raw: bytes, model: str) -> ChatResult:
             FINISH.get(finish, "stop") if type(finish) is str else "stop",
             parse_usage(data.get("usage")),
             calls,
-            _text(msg.get("reasoning_content") or msg.get("reasoning")),
+            _said(msg.get("reasoning_content") or msg.get("reasoning")),
             m if type(m := data.get("model")) is str and m else model,
             i if type(i := data.get("id")) is str else "",
         )
@@ -335,6 +335,11 @@ def _text(v: Any) -> str:
     if v is None:
         return ""
     raise TypeError
+
+
+def _said(v: Any) -> str:
+    """A text that only informs (a role, the reasoning): left out when it is not a string."""
+    return v if type(v) is str else ""
 
 
 def _index(v: Any) -> int:

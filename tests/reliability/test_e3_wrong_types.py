@@ -4,8 +4,8 @@ choices, an object for a tool call's arguments).
 
 A whole completion with such a field is the upstream's protocol error: 502
 `upstream_protocol_error` in OpenAI's shape (and the next candidate, as for any protocol error),
-or, where the field is only informative (the id, the model, the finish reason, the usage), the
-answer with that field left out; a tool call's arguments sent as JSON are kept as their text. In
+or, where the field is only informative (the id, the model, the finish reason, the usage, the
+reasoning), the answer with that field left out; a tool call's arguments sent as JSON are kept as their text. In
 a stream, such an event is a malformed event: skipped, the rest of the answer kept (as a
 truncated one is). Before, each of these was a 500 "internal error" (TypeError or
 AttributeError inside the gateway), a stream cut by an in-band internal error. Gemini's answers
@@ -45,6 +45,7 @@ ANSWERS: dict[str, tuple[bytes, int]] = {
     "model-number": (_answer(HI, b'"id": "x", "created": 1, "model": 42'), 200),
     "finish-number": (_answer(HI).replace(b'"finish_reason": "stop"', b'"finish_reason": 7'), 200),
     "usage-string": (_answer(HI)[:-1] + b', "usage": "lots"}', 200),
+    "reasoning-object": (_answer(b'{"role": "assistant", "content": "hi", "reasoning": {"effort": "low"}}'), 200),
     "arguments-object": (_answer(b'{"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": '
                                  b'"function", "function": {"name": "f", "arguments": {"city": "Oslo"}}}]}'), 200),
 }
