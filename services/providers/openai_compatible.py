@@ -204,14 +204,16 @@ class OpenAIAdapter:
                     raise self.classify(resp.status, resp.headers, raw)
             data = orjson.loads(raw)
             items = sorted(data["data"], key=lambda d: d.get("index", 0))
-            vectors = [item["embedding"] if isinstance(item["embedding"], list) else _b64_floats(item["embedding"]) for item in items]
+            vectors = [_vector(item["embedding"]) for item in items]
         except UpstreamFailure:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             raise transport_failure(e) from None
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
+            # ValueError: base64 that is not (binascii.Error is one)
             raise UpstreamFailure("protocol", 200, "upstream sent malformed embeddings") from None
-        return EmbedResult(vectors, parse_usage(data.get("usage")), data.get("model") or call.target.model)
+        model = data.get("model")
+        return EmbedResult(vectors, parse_usage(data.get("usage")), model if type(model) is str and model else call.target.model)
 
     async def list_models(self, call: Call) -> list[str]:
         url = call.target.base_url.rstrip("/") + "/models"
@@ -428,9 +430,24 @@ def _message(m: Message) -> dict[str, Any]:
     return out
 
 
+def _vector(e: Any) -> list[float]:
+    """An embedding: a list of numbers, or base64 of float32s; anything else is a TypeError (the
+    upstream's protocol error), not a crash where the vector is copied out."""
+    if type(e) is list:
+        for x in e:
+            if type(x) is not float and type(x) is not int:
+                raise TypeError
+        return e
+    if type(e) is str:
+        return _b64_floats(e)
+    raise TypeError
+
+
 def _b64_floats(s: str) -> list[float]:
     import array
 
     arr = array.array("f")
-    arr.frombytes(base64.b64decode(s))
+    arr.frombytes(base64.b64decode(s, validate=True))  # not base64, or not whole float32s: ValueError
+    if not arr:
+        raise ValueError("an empty embedding")
     return arr.tolist()

@@ -8,8 +8,9 @@ or, where the field is only informative (the id, the model, the finish reason, t
 reasoning), the answer with that field left out; a tool call's arguments sent as JSON are kept as their text. In
 a stream, such an event is a malformed event: skipped, the rest of the answer kept (as a
 truncated one is). Before, each of these was a 500 "internal error" (TypeError or
-AttributeError inside the gateway), a stream cut by an in-band internal error. Gemini's answers
-and events had the same hole (a number for a part's text, a string for the parts or the
+AttributeError inside the gateway), a stream cut by an in-band internal error. OpenAI-compatible embeddings
+answers too (a string for a vector's number, a string for an item, an object for the data), and
+Gemini's answers and events had the same hole (a number for a part's text, a string for the parts or the
 candidate), and Ollama's stream for a line whose `message` is not an object (the last tests).
 """
 
@@ -214,3 +215,35 @@ async def test_gemini_answers_and_events_with_a_field_of_the_wrong_type(tmp_path
                 # text, and one whose finish reason is ends the stream (any finish reason does).
                 expect = {"usage-string": ["ok", "hi", "ok"], "finish-list": ["ok", "hi"]}.get(case, ["ok", "ok"])
                 assert [t for t in texts if t] == expect, (case, r.text)
+
+
+EMBEDDINGS: dict[str, bytes] = {
+    "vector-of-strings": b'{"object": "list", "data": [{"index": 0, "embedding": ["a", "b"]}], "model": "m"}',
+    "vector-nested": b'{"object": "list", "data": [{"index": 0, "embedding": [[0.1], 0.2]}], "model": "m"}',
+    "vector-number": b'{"object": "list", "data": [{"index": 0, "embedding": 5}], "model": "m"}',
+    "vector-bad-base64": b'{"object": "list", "data": [{"index": 0, "embedding": "!!!"}], "model": "m"}',
+    "item-string": b'{"object": "list", "data": ["x"], "model": "m"}',
+    "data-object": b'{"object": "list", "data": {"a": 1}, "model": "m"}',
+}
+
+
+async def test_embeddings_with_a_field_of_the_wrong_type_are_a_protocol_error(tmp_path):
+    async def handler(request: web.Request) -> web.Response:
+        case = (await request.json())["model"]
+        if case == "model-number":
+            return web.Response(body=b'{"object": "list", "data": [{"index": 0, "embedding": [0.5, 1]}], "model": 5}',
+                                content_type="application/json")
+        return web.Response(body=EMBEDDINGS[case], content_type="application/json")
+
+    async with serve(handler, "/v1/embeddings") as origin:
+        cases = [*EMBEDDINGS, "model-number"]
+        providers = tuple(provider(f"e-{c}", origin + "/v1", models=(c,), keys=(f"sk-{c}",)) for c in cases)
+        async with run_gateway(config(tmp_path, providers=providers)) as gw:
+            auth = bearer(await gw.new_key(tier="unlimited"))
+            for case in EMBEDDINGS:
+                r = await gw.http.post("/v1/embeddings", json={"model": case, "input": "x"}, headers=auth)
+                assert r.status_code == 502, (case, r.text)
+                assert r.json()["error"]["code"] == "upstream_protocol_error", (case, r.text)
+            r = await gw.http.post("/v1/embeddings", json={"model": "model-number", "input": "x"}, headers=auth)
+    assert r.status_code == 200, r.text
+    assert r.json()["data"][0]["embedding"] == [0.5, 1.0] and r.json()["model"] == "model-number"
