@@ -100,5 +100,9 @@ class StreamEvents:
             obj = None
         if type(obj) is dict:  # orjson makes exact dicts
             return obj
-        self.skipped = skip_malformed(self.skipped, self.provider)
+        self.skip()
         return None
+
+    def skip(self) -> None:
+        """One more malformed event (a decoder found one that parsed but is not its shape)."""
+        self.skipped = skip_malformed(self.skipped, self.provider)

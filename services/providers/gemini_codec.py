@@ -28,7 +28,7 @@ from services.core.types import (
     Usage,
     token_count,
 )
-from services.providers.base import StreamEvents, skip_malformed
+from services.providers.base import StreamEvents
 
 AUTH_MESSAGE = "provider rejected the gateway's key"
 _MAX_MESSAGE = 500
@@ -359,12 +359,12 @@ class StreamDecoder:
             return self._chunks(obj)
         except (KeyError, IndexError, TypeError, AttributeError):
             # A field of the wrong type: a malformed event, skipped like a truncated one (E3).
-            self._events.skipped = skip_malformed(self._events.skipped, self._events.provider)
+            self._events.skip()
             return []
 
     def _chunks(self, obj: dict[str, Any]) -> list[Chunk]:
         meta = obj.get("usageMetadata")
-        if meta and isinstance(meta, dict):
+        if isinstance(meta, dict) and meta:
             self._usage = usage_from(meta)
         candidates = obj.get("candidates") or []
         if not candidates:

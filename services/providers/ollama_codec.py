@@ -15,7 +15,7 @@ from services.core.errors import UpstreamFailure
 from services.core.types import (
     ChatRequest, ChatResult, Chunk, Message, Sampling, ToolCall, ToolCallDelta, Usage, token_count,
 )
-from services.providers.base import StreamEvents, skip_malformed
+from services.providers.base import StreamEvents
 
 # Wire-neutral helpers (data: URLs, tool-call arguments, Retry-After) live with the Gemini codec.
 from services.providers.gemini_codec import (
@@ -228,7 +228,7 @@ class StreamDecoder:
             return []
         message = obj.get("message") or {}
         if type(message) is not dict:  # a line that is JSON but not Ollama's: malformed, skipped (E3)
-            self._events.skipped = skip_malformed(self._events.skipped, self._events.provider)
+            self._events.skip()
             return []
         chunk = Chunk(text=str(message.get("content") or ""), reasoning=str(message.get("thinking") or ""))
         for tc in _tool_calls(message, self._tools):
